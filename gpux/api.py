@@ -1,0 +1,142 @@
+"""The Python API: ``gpux.load`` and ``gpux.build``. The CLI and the server use these too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpux.builder.build import BuildOptions, BuildResult
+from gpux.builder.progress import Reporter
+from gpux.config.schema import Backend, Runtime
+from gpux.errors import NotFoundError
+from gpux.runtime.backend import Backend as BackendBase
+from gpux.runtime.backend import Placement
+from gpux.runtime.tensors import TensorSignature, check_feed
+from gpux.store import Image, Store, mediatypes
+
+
+class Model:
+    """A model loaded on a backend, ready to run.
+
+    ``inputs``/``outputs`` are the signatures recorded at build (declared in the GPUXfile or read
+    from the model). ``run`` checks names, dtypes and shapes before the backend sees them.
+    """
+
+    def __init__(
+        self,
+        backend: BackendBase,
+        inputs: list[TensorSignature],
+        outputs: list[TensorSignature],
+        image: Image | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        self._backend = backend
+        self.inputs = inputs
+        self.outputs = outputs
+        self.image = image
+        self.labels = labels
+        self._run = backend.run
+
+    @property
+    def placement(self) -> Placement:
+        """Where the model really runs (backend, providers, device, fallback reason)."""
+        return self._backend.placement
+
+    @property
+    def backend(self) -> BackendBase:
+        return self._backend
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        """Run one inference: ``{"input name": array-like}`` -> ``{"output name": array}``."""
+        return self._run(check_feed(inputs, self.inputs))
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name = self.image.name if self.image else "model"
+        return f"<gpux.Model {name} on {self.placement.backend}>"
+
+
+def looks_like_path(text: str) -> bool:
+    """Paths start with '.', '/', '~' or name an .onnx file; anything else is an image name."""
+    return text.startswith((".", "/", "~")) or text.endswith(".onnx") or "\\" in text
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    backend: str | None = None,
+    store: Store | None = None,
+    reporter: Reporter | None = None,
+) -> Model:
+    """Load an image (``name[:tag]`` or digest), a project folder (built first) or an .onnx file.
+
+    ``backend`` overrides the GPUXfile's ``runtime.backend`` (``auto``, ``cpu``, ``cuda`` ...).
+    """
+    store = store or Store()
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or looks_like_path(text):
+        path = Path(text).expanduser()
+        if path.suffix == ".onnx" and path.is_file():
+            return _load_onnx_file(path, backend)
+        result = build(path, backend=backend, store=store, reporter=reporter)
+        return load_image(result.image, backend)
+    return load_image(store.get(text), backend)
+
+
+def load_image(image: Image, backend: str | None = None) -> Model:
+    from gpux.runtime.registry import engine
+
+    config = image.config
+    gpuxfile = config.get("gpuxfile", {})
+    runtime = Runtime.model_validate(gpuxfile.get("runtime", {}))
+    if backend:
+        runtime.backend = Backend(backend)
+    media = mediatypes.MODEL_OPTIMIZED if image.layer(mediatypes.MODEL_OPTIMIZED) else (
+        mediatypes.MODEL
+    )
+    model_path = image.layer_path(media)
+    inputs = [TensorSignature.from_json(t) for t in gpuxfile.get("inputs", [])]
+    outputs = [TensorSignature.from_json(t) for t in gpuxfile.get("outputs", [])]
+    labels = gpuxfile.get("labels")
+    loaded = engine().load(model_path, runtime)
+    return Model(loaded, inputs, outputs, image=image, labels=labels)
+
+
+def _load_onnx_file(path: Path, backend: str | None) -> Model:
+    """Run a bare .onnx file without a build: signature straight from the model."""
+    from gpux.builder.analyze import load_checked, model_signature
+    from gpux.runtime.registry import engine
+
+    if not path.is_file():
+        raise NotFoundError(f"model file '{path}' not found", "check the path")
+    inputs, outputs = model_signature(load_checked(path, str(path), full_check=False))
+    runtime = Runtime(backend=Backend(backend or "auto"))
+    return Model(engine().load(path, runtime), inputs, outputs)
+
+
+def build(
+    location: str | Path = ".",
+    *,
+    tag: str | None = None,
+    optimize: bool = True,
+    backend: str | None = None,
+    force: bool = False,
+    store: Store | None = None,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """Build the project at ``location`` into the store (a no-op when nothing changed)."""
+    from gpux.builder.build import build as run_build
+
+    options = BuildOptions(tag=tag, optimize=optimize, backend=backend, force=force)
+    return run_build(location, options, store=store, reporter=reporter)

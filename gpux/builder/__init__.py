@@ -1,0 +1,1 @@
+"""Build: resolve model sources, validate, optimise, smoke-test and package into the store."""

@@ -1,0 +1,278 @@
+"""``gpux build``: GPUXfile -> verified, optimised, smoke-tested image in the store.
+
+Steps: load GPUXfile, resolve model, check (onnx.checker full + shape inference), signature
+(declared vs model), optimise (ORT basic, offline), smoke run, write image.
+
+A build key (hash of the resolved GPUXfile, the model's sha256, the options and the tool
+versions) is recorded on the image. Rebuilding an unchanged project finds the key on the tagged
+image and stops before importing onnx or onnxruntime: a no-op in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gpux import __version__
+from gpux.builder import sources
+from gpux.builder.progress import Reporter
+from gpux.config.load import Project, load_project
+from gpux.config.schema import Backend
+from gpux.store import Image, LayerSource, Store, mediatypes
+from gpux.store.reference import Reference, parse
+
+CONFIG_SCHEMA = 1
+MAX_OPTIMIZED_GROWTH = 1.25
+
+
+@dataclass
+class BuildOptions:
+    tag: str | None = None
+    optimize: bool = True
+    backend: str | None = None  # overrides runtime.backend for the smoke run
+    force: bool = False  # rebuild even when the build key matches
+
+
+@dataclass
+class BuildResult:
+    image: Image
+    reference: Reference
+    cached: bool
+    reporter: Reporter
+
+    def to_json(self) -> dict[str, Any]:
+        config = self.image.config
+        return {
+            "image": self.reference.name,
+            "digest": self.image.digest,
+            "cached": self.cached,
+            "size": self.image.size,
+            "placement": config.get("smoke", {}).get("placement"),
+            "smoke": {k: v for k, v in config.get("smoke", {}).items() if k != "placement"},
+            "steps": [
+                {"step": s.title, "seconds": round(s.seconds, 4), "detail": s.detail,
+                 "skipped": s.skipped}
+                for s in self.reporter.steps
+            ],
+            "warnings": self.reporter.warnings,
+        }
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"gpux": __version__, "python": platform.python_version()}
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnx"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_key(project: Project, model_sha256: str, options: BuildOptions) -> str:
+    material = {
+        "gpuxfile": project.config.model_dump(mode="json"),
+        "model_sha256": model_sha256,
+        "optimize": options.optimize,
+        "backend": options.backend,
+        "versions": tool_versions(),
+        "config_schema": CONFIG_SCHEMA,
+    }
+    encoded = json.dumps(material, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def _quick_model_sha256(project: Project) -> str | None:
+    """The model's sha256 without downloading anything, when that is possible."""
+    if not sources.is_pinned(project):
+        return None
+    local = sources.local_path(project)
+    if local is not None:
+        if not local.is_file():
+            return None
+        return sources._hash(local)
+    return project.config.model.sha256.lower() if project.config.model.sha256 else None
+
+
+def build(
+    location: str | Path,
+    options: BuildOptions | None = None,
+    store: Store | None = None,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    options = options or BuildOptions()
+    store = store or Store()
+    reporter = reporter or Reporter()
+
+    with reporter.step("read GPUXfile") as step:
+        project = load_project(location)
+        reference = parse(options.tag or f"{project.default_name}:{project.default_tag}")
+        if options.backend:
+            project.config.runtime.backend = Backend(options.backend)
+        step.detail = str(project.path)
+
+    if not options.force:
+        quick = _quick_model_sha256(project)
+        if quick is not None:
+            key = build_key(project, quick, options)
+            if store.build_key(reference.name) == key:
+                reporter.skip("build", "unchanged since the last build")
+                return BuildResult(store.get(reference.name), reference, True, reporter)
+
+    with reporter.step("resolve model") as step:
+        resolved = sources.resolve(project, progress=reporter.transfer)
+        step.detail = f"{resolved.kind} {resolved.sha256[:12]}"
+    key = build_key(project, resolved.sha256, options)
+    if not options.force and store.build_key(reference.name) == key:
+        reporter.skip("build", "unchanged since the last build")
+        return BuildResult(store.get(reference.name), reference, True, reporter)
+
+    from gpux.builder import analyze, signature
+
+    with reporter.step("check model") as step:
+        model = analyze.load_checked(resolved.path, project.config.model.source)
+        info = analyze.model_info(model, resolved.path)
+        step.detail = f"opset {info['opsets'].get('ai.onnx', '?')}, {info['nodes']} nodes"
+
+    with reporter.step("match inputs and outputs") as step:
+        model_inputs, model_outputs = analyze.model_signature(model)
+        inputs = signature.merge(project.config.inputs, model_inputs, "inputs")
+        outputs = signature.merge(project.config.outputs, model_outputs, "outputs")
+        del model
+        step.detail = f"{len(inputs)} in, {len(outputs)} out"
+
+    workdir = Path(tempfile.mkdtemp(prefix="gpux-build-"))
+    try:
+        runnable = resolved.path
+        optimization: dict[str, Any] = {"applied": False}
+        if options.optimize:
+            from gpux.builder.optimize import OFFLINE_LEVEL, optimize
+
+            with reporter.step("optimise") as step:
+                optimized_path = workdir / "model.optimized.onnx"
+                optimize(resolved.path, optimized_path)
+                original_bytes = resolved.path.stat().st_size
+                optimized_bytes = optimized_path.stat().st_size
+                optimization = {
+                    "applied": True,
+                    "level": OFFLINE_LEVEL,
+                    "original_bytes": original_bytes,
+                    "optimized_bytes": optimized_bytes,
+                }
+                if optimized_bytes > MAX_OPTIMIZED_GROWTH * original_bytes:
+                    # Constant folding expands compressed weights (int8 + Cast/Mul -> fp32).
+                    # ONNX Runtime redoes the same rewrites at load, so the bigger file buys
+                    # nothing but disk and transfer time: keep the original.
+                    optimization["applied"] = False
+                    optimization["reason"] = (
+                        f"the optimised model is {optimized_bytes / original_bytes:.1f}x the "
+                        "original's size (constant folding expanded compressed weights); "
+                        "ONNX Runtime applies the same rewrites when it loads the model"
+                    )
+                    step.detail = "kept the original (optimised file would be " + (
+                        f"{optimized_bytes / original_bytes:.1f}x larger)"
+                    )
+                else:
+                    runnable = optimized_path
+                    step.detail = f"{_mib(original_bytes)} -> {_mib(optimized_bytes)}"
+        else:
+            reporter.skip("optimise", "--no-optimize")
+
+        from gpux.builder.smoke import smoke_run
+
+        with reporter.step("smoke run") as step:
+            smoke = smoke_run(
+                runnable,
+                project.config.runtime,
+                inputs,
+                reference_path=resolved.path if runnable != resolved.path else None,
+            )
+            placement = smoke["placement"]
+            step.detail = f"{placement['backend']}, {smoke['median_ms']:.2f} ms"
+            if placement.get("fallback_reason"):
+                reporter.warn(
+                    f"backend 'auto' fell back to {placement['backend']}: "
+                    f"{placement['fallback_reason']}"
+                )
+            diff = smoke.get("optimized_vs_original", {}).get("max_abs_diff", 0.0)
+            if diff > 1e-3:
+                reporter.warn(
+                    f"the optimised model differs from the original by up to {diff:.3g}; "
+                    "rebuild with --no-optimize if that matters"
+                )
+
+        with reporter.step("write image") as step:
+            config = _image_config(
+                project, resolved, inputs, outputs, info, optimization, smoke, key
+            )
+            layers = [
+                LayerSource(mediatypes.MODEL, Path(project.config.model.source).name or
+                            "model.onnx", path=resolved.path),
+            ]
+            if runnable != resolved.path:
+                layers.append(
+                    LayerSource(mediatypes.MODEL_OPTIMIZED, "model.optimized.onnx",
+                                path=runnable)
+                )
+            if project.config.labels:
+                assert isinstance(project.config.labels, list)
+                layers.append(
+                    LayerSource(mediatypes.LABELS, "labels.txt",
+                                data=("\n".join(project.config.labels) + "\n").encode())
+                )
+            annotations = {
+                mediatypes.BUILD_KEY: key,
+                mediatypes.TITLE: reference.repository,
+                mediatypes.VERSION: reference.tag,
+                "dev.gpux.placement.backend": placement["backend"],
+            }
+            if project.config.description:
+                annotations[mediatypes.DESCRIPTION] = project.config.description
+            image = store.write_image(reference, config, layers, annotations)
+            step.detail = f"{reference.name} {image.digest[7:19]}"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return BuildResult(image, reference, False, reporter)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _image_config(
+    project: Project,
+    resolved: sources.ResolvedModel,
+    inputs: list[Any],
+    outputs: list[Any],
+    info: dict[str, Any],
+    optimization: dict[str, Any],
+    smoke: dict[str, Any],
+    key: str,
+) -> dict[str, Any]:
+    resolved_file = project.config.model_copy(deep=True)
+    resolved_file.name = resolved_file.name or project.default_name
+    gpuxfile = resolved_file.model_dump(mode="json", exclude_none=True)
+    gpuxfile["model"]["sha256"] = resolved.sha256
+    gpuxfile["inputs"] = [tensor.to_json() for tensor in inputs]
+    gpuxfile["outputs"] = [tensor.to_json() for tensor in outputs]
+    return {
+        "schema": CONFIG_SCHEMA,
+        "gpuxfile": gpuxfile,
+        "source": resolved.to_json(),
+        "model": info,
+        "optimization": optimization,
+        "smoke": smoke,
+        "build": {
+            "key": key,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": tool_versions(),
+        },
+    }

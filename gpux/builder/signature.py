@@ -1,0 +1,78 @@
+"""Merge the GPUXfile's declared inputs/outputs with the model's own signature."""
+
+from __future__ import annotations
+
+import difflib
+
+from gpux.config.schema import TensorSpec
+from gpux.errors import ModelError
+from gpux.runtime.tensors import TensorSignature
+
+
+def merge(
+    declared: list[TensorSpec] | None, actual: list[TensorSignature], kind: str
+) -> list[TensorSignature]:
+    """The model's tensors, refined by what the GPUXfile declares.
+
+    Declared tensors must exist, have the model's dtype and rank, and may only narrow shapes:
+    a fixed size where the model is symbolic is fine, a different fixed size is not.
+    """
+    by_name = {spec.name: spec for spec in declared or []}
+    model_names = [tensor.name for tensor in actual]
+    for name in by_name:
+        if name not in model_names:
+            close = difflib.get_close_matches(name, model_names, n=1)
+            suggestion = f"; did you mean '{close[0]}'?" if close else ""
+            raise ModelError(
+                f"{kind[:-1]} '{name}' in the GPUXfile is not in the model{suggestion}",
+                f"the model's {kind} are: {', '.join(model_names)}",
+            )
+    merged = []
+    for tensor in actual:
+        spec = by_name.get(tensor.name)
+        if spec is None:
+            merged.append(tensor)
+            continue
+        dtype = tensor.dtype
+        if spec.dtype is not None and spec.dtype.value != tensor.dtype:
+            raise ModelError(
+                f"{kind[:-1]} '{tensor.name}' is declared {spec.dtype.value} in the GPUXfile, "
+                f"but the model has {tensor.dtype}",
+                f"set dtype: {tensor.dtype} (or remove it to read it from the model)",
+            )
+        shape = tensor.shape
+        if spec.shape is not None:
+            shape = _narrow(kind, tensor, spec.shape)
+        merged.append(
+            TensorSignature(
+                name=tensor.name,
+                dtype=dtype,
+                shape=shape,
+                example=spec.example,
+                description=spec.description,
+            )
+        )
+    return merged
+
+
+def _narrow(
+    kind: str, tensor: TensorSignature, declared: list[int | str | None]
+) -> list[int | str | None]:
+    if tensor.shape is None:
+        return list(declared)
+    if len(declared) != len(tensor.shape):
+        raise ModelError(
+            f"{kind[:-1]} '{tensor.name}' is declared with {len(declared)} dimensions "
+            f"{declared}, but the model has {len(tensor.shape)}: {tensor.shape_text()}",
+            f"use a shape of rank {len(tensor.shape)}, like {tensor.shape_text()}",
+        )
+    result: list[int | str | None] = []
+    for axis, (want, have) in enumerate(zip(declared, tensor.shape, strict=True)):
+        if isinstance(have, int) and want != have:
+            raise ModelError(
+                f"{kind[:-1]} '{tensor.name}' dimension {axis} is declared {want!r} in the "
+                f"GPUXfile, but the model fixes it to {have}",
+                f"use {have} for that dimension (model shape {tensor.shape_text()})",
+            )
+        result.append(want if want is not None else have)
+    return result

@@ -1,0 +1,198 @@
+"""Resolve a GPUXfile's model source to a verified local file.
+
+* a project-relative path;
+* an ``https://`` URL with a required sha256 (``http://`` only for loopback hosts, for tests and
+  local mirrors), downloaded once into ``$GPUX_HOME/cache/downloads`` and re-verified on use;
+* ``hf:org/repo/path/to/file.onnx[@revision]``, fetched with huggingface_hub (its cache, its
+  token handling, ``HF_ENDPOINT`` for mirrors).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from gpux import env
+from gpux.config.load import Project
+from gpux.errors import NotFoundError, SourceError
+from gpux.store import digest as digests
+
+ProgressCallback = Callable[[int, int | None], None]  # (bytes done, total or None)
+
+_HF = re.compile(r"^hf:(?P<repo>[\w.-]+/[\w.-]+)/(?P<path>[^@]+?)(?:@(?P<rev>[\w./-]+))?$")
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass
+class ResolvedModel:
+    path: Path
+    sha256: str  # hex
+    kind: str  # "local" | "url" | "hf"
+    origin: str  # what the GPUXfile said
+    revision: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"kind": self.kind, "origin": self.origin, "sha256": self.sha256,
+                "revision": self.revision}
+
+
+def source_kind(source: str) -> str:
+    if source.startswith(("https://", "http://")):
+        return "url"
+    if source.startswith("hf:"):
+        return "hf"
+    return "local"
+
+
+def is_pinned(project: Project) -> bool:
+    """True when the source cannot change under the same GPUXfile text (for no-op rebuilds)."""
+    kind = source_kind(project.config.model.source)
+    if kind == "url":
+        return True
+    if kind == "hf":
+        match = _HF.match(project.config.model.source)
+        return bool(match and match["rev"] and re.fullmatch(r"[0-9a-f]{40}", match["rev"]))
+    return True
+
+
+def local_path(project: Project) -> Path | None:
+    if source_kind(project.config.model.source) != "local":
+        return None
+    return (project.root / project.config.model.source).resolve()
+
+
+def resolve(project: Project, progress: ProgressCallback | None = None) -> ResolvedModel:
+    source = project.config.model.source
+    expected = project.config.model.sha256
+    kind = source_kind(source)
+    if kind == "url":
+        assert expected is not None  # enforced when the GPUXfile was completed
+        path = _download(source, expected.lower(), progress)
+        return ResolvedModel(path, expected.lower(), kind, source)
+    if kind == "hf":
+        path, revision = _from_hub(source)
+        resolved = ResolvedModel(path, _hash(path), kind, source, revision)
+    else:
+        path = (project.root / source).resolve()
+        if not path.is_file():
+            raise NotFoundError(
+                f"model file '{source}' not found (looked for {path})",
+                "fix model.source in the GPUXfile; paths are relative to the GPUXfile's folder",
+            )
+        resolved = ResolvedModel(path, _hash(path), kind, source)
+    if expected and resolved.sha256 != expected.lower():
+        raise SourceError(
+            f"model '{source}' has sha256 {resolved.sha256}, but the GPUXfile expects {expected}",
+            "update model.sha256 if the model changed on purpose, otherwise restore the file",
+        )
+    return resolved
+
+
+def _hash(path: Path) -> str:
+    return digests.of_file(path)[0].split(":", 1)[1]
+
+
+def _download(url: str, sha256: str, progress: ProgressCallback | None) -> Path:
+    parsed = urlparse(url)
+    if parsed.scheme == "http" and parsed.hostname not in _LOOPBACK:
+        raise SourceError(
+            f"refusing to download over plain http: {url}",
+            "use an https:// URL (http is allowed only for localhost)",
+        )
+    cache = env.home() / "cache" / "downloads"
+    target = cache / sha256
+    if target.is_file() and _hash(target) == sha256:
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix="download-", suffix=".partial")
+    hasher = hashlib.sha256()
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "gpux"})
+        with urllib.request.urlopen(request, timeout=60) as response, os.fdopen(fd, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done = 0
+            while chunk := response.read(digests.CHUNK):
+                out.write(chunk)
+                hasher.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())
+        actual = hasher.hexdigest()
+        if actual != sha256:
+            raise SourceError(
+                f"download of {url} has sha256 {actual}, but the GPUXfile expects {sha256}",
+                "the file changed on the server or the sha256 is wrong; check model.sha256",
+            )
+        os.replace(tmp_name, target)
+        return target
+    except urllib.error.HTTPError as exc:
+        raise SourceError(
+            f"cannot download {url}: HTTP {exc.code} {exc.reason}",
+            "check the URL in model.source",
+        ) from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise SourceError(
+            f"cannot download {url}: {reason}",
+            "check your network connection and the URL, or download the file and use a local path",
+        ) from None
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def _from_hub(source: str) -> tuple[Path, str | None]:
+    match = _HF.match(source)
+    if not match:
+        raise SourceError(
+            f"invalid Hugging Face source {source!r}",
+            "write it as hf:org/repo/path/to/model.onnx@revision",
+        )
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError:  # pragma: no cover - a dependency of gpux
+        raise SourceError(
+            "hf: sources need huggingface_hub", "pip install huggingface_hub"
+        ) from None
+    try:
+        path = hf_hub_download(
+            repo_id=match["repo"], filename=match["path"], revision=match["rev"] or None
+        )
+    except RepositoryNotFoundError:
+        raise SourceError(
+            f"Hugging Face repository '{match['repo']}' not found (or private)",
+            "check the name; for private repositories set HF_TOKEN",
+        ) from None
+    except RevisionNotFoundError:
+        raise SourceError(
+            f"revision '{match['rev']}' not found in '{match['repo']}'",
+            "use a branch, tag or commit hash that exists",
+        ) from None
+    except EntryNotFoundError:
+        raise SourceError(
+            f"file '{match['path']}' not found in '{match['repo']}'",
+            "check the path inside the repository",
+        ) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise SourceError(
+            f"cannot fetch {source}: {str(exc).splitlines()[0]}",
+            "check your network connection, HF_ENDPOINT and HF_TOKEN",
+        ) from None
+    return Path(path), match["rev"]

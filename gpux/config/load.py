@@ -1,0 +1,310 @@
+"""Load a GPUXfile: parse -> validate -> complete.
+
+* parse: YAML text to data, remembering positions;
+* validate: pydantic schema; every error is mapped back to ``file:line:column`` with the key path,
+  what was expected and, for typos, a "did you mean";
+* complete: resolve project-relative paths, read the labels file, fill defaults that depend on
+  the project (name, tag). Filling inputs/outputs from the model happens at build, once the model
+  is resolved.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gpux.config.schema import GPUXfile
+from gpux.config.yaml_positions import DuplicateKeyError, PositionedDocument, parse_yaml
+from gpux.errors import (
+    ConfigParseError,
+    ConfigSchemaError,
+    ConfigValidationError,
+    NotFoundError,
+)
+
+GPUXFILE_NAMES = ("GPUXfile", "gpux.yaml", "gpux.yml")
+MAX_GPUXFILE_BYTES = 1 << 20
+
+
+@dataclass
+class Project:
+    """A loaded GPUXfile and the folder it lives in."""
+
+    path: Path  # the GPUXfile itself
+    root: Path  # the project folder; relative paths in the GPUXfile start here
+    config: GPUXfile
+    text: str  # the file as written, kept for the image config
+
+    @property
+    def default_name(self) -> str:
+        return self.config.name or _name_from_folder(self.root)
+
+    @property
+    def default_tag(self) -> str:
+        return self.config.version or "latest"
+
+
+def _name_from_folder(folder: Path) -> str:
+    import re
+
+    name = re.sub(r"[^a-z0-9]+", "-", folder.resolve().name.lower()).strip("-")
+    return name or "model"
+
+
+def find_gpuxfile(location: Path) -> Path:
+    """The GPUXfile for a project folder, or ``location`` itself when it is a file."""
+    if location.is_file():
+        return location
+    if not location.exists():
+        raise NotFoundError(
+            f"project '{location}' does not exist",
+            "pass the folder that holds your GPUXfile, or run 'gpux init' to create one",
+        )
+    found = [location / name for name in GPUXFILE_NAMES if (location / name).is_file()]
+    if not found:
+        raise NotFoundError(
+            f"no GPUXfile in '{location}' (looked for {', '.join(GPUXFILE_NAMES)})",
+            f"run 'gpux init {location}' to write one",
+        )
+    if len(found) > 1:
+        names = " and ".join(p.name for p in found)
+        raise ConfigValidationError(
+            f"'{location}' holds both {names}; GPUX cannot tell which one you mean",
+            "keep one GPUXfile per project and delete the other",
+        )
+    return found[0]
+
+
+def load_project(location: str | Path) -> Project:
+    """Parse, validate and complete the GPUXfile of a project folder (or a GPUXfile path)."""
+    path = find_gpuxfile(Path(location))
+    if path.stat().st_size > MAX_GPUXFILE_BYTES:
+        raise ConfigParseError(
+            f"{path}: the file is {path.stat().st_size} bytes; a GPUXfile is at most 1 MiB",
+            "is this really a GPUXfile? Models and data belong in separate files",
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigParseError(
+            f"{path}: not UTF-8 text (byte {exc.start})", "save the GPUXfile as UTF-8"
+        ) from None
+    config = parse_config(text, str(path))
+    project = Project(path=path, root=path.parent.resolve(), config=config, text=text)
+    complete(project)
+    return project
+
+
+def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
+    """Parse and validate GPUXfile text. Errors name ``filename:line:column``."""
+    try:
+        doc = parse_yaml(text)
+    except DuplicateKeyError as exc:
+        where = f"{filename}:{exc.position.line}:{exc.position.column}"
+        raise ConfigParseError(
+            f"{where}: key '{exc.key}' appears twice", "keep one of them"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigParseError(
+            f"{where}: invalid YAML: {problem}",
+            "check indentation (spaces, not tabs) and that every 'key: value' has a space "
+            "after the colon",
+        ) from None
+    if doc.data is None:
+        raise ConfigSchemaError(
+            f"{filename}: the file is empty", "a minimal GPUXfile is one line: model: ./model.onnx"
+        )
+    if not isinstance(doc.data, dict):
+        raise ConfigSchemaError(
+            f"{filename}:1:1: expected a mapping of keys (like 'model: ./model.onnx'), "
+            f"got a {_yaml_type(doc.data)}",
+            "a minimal GPUXfile is one line: model: ./model.onnx",
+        )
+    try:
+        return GPUXfile.model_validate(doc.data)
+    except ValidationError as exc:
+        raise _schema_error(exc, doc, filename) from None
+
+
+def _yaml_type(value: Any) -> str:
+    return {
+        list: "list",
+        str: "string",
+        int: "number",
+        float: "number",
+        bool: "boolean",
+        dict: "mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _clean_location(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:
+    """Drop pydantic's union-member tags so the path matches the user's document."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and not _looks_like_tag(part):
+            path.append(part)  # a missing required key
+            node = None
+    return tuple(path)
+
+
+def _looks_like_tag(part: str) -> bool:
+    return any(ch in part for ch in "[]()") or part in {"str", "int", "float", "bool", "none"}
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _model_class_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic model that describes the mapping found at ``path``."""
+    current: Any = GPUXfile
+    for part in path:
+        if isinstance(part, int):
+            continue  # list items share the list's element type
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Find the model class inside Optional[...] / list[...] annotations."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        inner = typing.get_args(arg)
+        for sub in inner:
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                return sub
+    return annotation
+
+
+def _enum_at(path: tuple[str | int, ...]) -> list[str]:
+    if not path or isinstance(path[-1], int):
+        return []
+    parent = _model_class_at(path[:-1])
+    if parent is None or path[-1] not in parent.model_fields:
+        return []
+    annotation = parent.model_fields[str(path[-1])].annotation
+    for arg in (annotation, *typing.get_args(annotation)):
+        if isinstance(arg, type) and issubclass(arg, Enum):
+            return [str(member.value) for member in arg]
+    return []
+
+
+def _schema_error(
+    exc: ValidationError, doc: PositionedDocument, filename: str
+) -> ConfigSchemaError:
+    lines: list[str] = []
+    hints: list[str] = []
+    # A union (``labels: list | str``) reports one error per member; merge them per path.
+    merged: dict[tuple[str | int, ...], dict[str, Any]] = {}
+    for error in exc.errors():
+        path = _clean_location(error["loc"], doc.data)
+        if path in merged and error["type"] not in ("extra_forbidden", "missing"):
+            merged[path]["msg"] += " or " + _expected(error["msg"]).removeprefix("expected ")
+            continue
+        merged.setdefault(path, {**error, "msg": _expected(error["msg"])})
+    for path, error in merged.items():
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            key = str(path[-1])
+            pos = doc.position_of(path, key=True)
+            parent = _model_class_at(path[:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            where = "at the top level" if len(path) == 1 else f"in {_dotted(path[:-1])}"
+            message = f"unknown key '{key}' {where}"
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+            hints.append(f"valid keys {where}: {', '.join(allowed)}")
+        elif kind == "missing":
+            pos = doc.position_of(path[:-1])
+            where = "at the top level" if len(path) == 1 else f"in {_dotted(path[:-1])}"
+            message = f"missing required key '{path[-1]}' {where}"
+            if path == ("model",):
+                hints.append("add the model, e.g. 'model: ./model.onnx'")
+        else:
+            pos = doc.position_of(path)
+            expected = error["msg"]
+            message = f"{_dotted(path)}: {expected}{_got(error.get('input'), expected)}"
+            choices = _enum_at(path)
+            if choices and isinstance(error.get("input"), str):
+                close = difflib.get_close_matches(error["input"], choices, n=1, cutoff=0.5)
+                if close:
+                    message += f"; did you mean '{close[0]}'?"
+                hints.append(f"{_dotted(path)} must be one of: {', '.join(choices)}")
+        where_text = f"{filename}:{pos.line}:{pos.column}" if pos else filename
+        lines.append(f"{where_text}: {message}")
+    hint = "; ".join(dict.fromkeys(hints)) or "see 'gpux schema' or docs/gpuxfile.md for every key"
+    return ConfigSchemaError("\n".join(lines), hint)
+
+
+def _expected(pydantic_message: str) -> str:
+    """Turn pydantic's "Input should be X" into "expected X"."""
+    text = pydantic_message.removeprefix("Value error, ")
+    if text.startswith("Input should be "):
+        text = "expected " + text[len("Input should be ") :]
+    text = text.replace("a valid ", "").replace(", unable to parse string as a number", "")
+    return text[0].lower() + text[1:] if text else text
+
+
+def _got(value: Any, message: str) -> str:
+    if value is None or isinstance(value, dict | list):
+        return f" (got a {_yaml_type(value)})" if isinstance(value, dict | list) else ""
+    text = repr(value)
+    if text in message:
+        return ""
+    return f" (got {text if len(text) < 60 else text[:57] + '...'})"
+
+
+def complete(project: Project) -> None:
+    """Resolve what depends on the project folder. Model I/O is completed at build."""
+    config = project.config
+    source = config.model.source
+    if source.startswith(("http://", "https://")) and not config.model.sha256:
+        raise ConfigValidationError(
+            f"{project.path}: model.source is a URL but model.sha256 is missing",
+            "add 'sha256: <hex>' under model so the download can be verified "
+            "(sha256sum model.onnx prints it)",
+        )
+    if isinstance(config.labels, str):
+        labels_path = (project.root / config.labels).resolve()
+        if not labels_path.is_file():
+            raise ConfigValidationError(
+                f"{project.path}: labels file '{config.labels}' does not exist",
+                "give a text file with one label per line, relative to the GPUXfile, "
+                "or an inline list",
+            )
+        config.labels = [
+            line.strip() for line in labels_path.read_text("utf-8").splitlines() if line.strip()
+        ]
+    for section in ("preprocess", "postprocess"):
+        if getattr(config, section):
+            raise ConfigValidationError(
+                f"{project.path}: '{section}' steps are not supported by this GPUX version yet",
+                f"remove the '{section}' section and pass tensors directly",
+            )

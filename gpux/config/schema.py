@@ -1,0 +1,211 @@
+"""GPUXfile v1 schema.
+
+Every field carries a description: it feeds ``gpux schema`` (editor completion) and docs/gpuxfile.md.
+Unknown keys are rejected (``extra="forbid"``) so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
+
+
+class DType(StrEnum):
+    """Tensor element types, named as numpy names them."""
+
+    float32 = "float32"
+    float16 = "float16"
+    float64 = "float64"
+    bfloat16 = "bfloat16"
+    int8 = "int8"
+    int16 = "int16"
+    int32 = "int32"
+    int64 = "int64"
+    uint8 = "uint8"
+    uint16 = "uint16"
+    uint32 = "uint32"
+    uint64 = "uint64"
+    bool = "bool"
+    string = "string"
+
+
+class Backend(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+    rocm = "rocm"
+    coreml = "coreml"
+    directml = "directml"
+    openvino = "openvino"
+    webgpu = "webgpu"
+
+
+class GraphOptimization(StrEnum):
+    disable = "disable"
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+
+
+_SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+
+
+def _check_dim(dim: int | str | None) -> int | str | None:
+    if isinstance(dim, bool) or (isinstance(dim, int) and dim < 1):
+        raise ValueError("a dimension must be an integer >= 1, a name like 'batch', or null")
+    if isinstance(dim, str) and not _SYMBOL.match(dim):
+        raise ValueError("a symbolic dimension must be an identifier like 'batch'")
+    return dim
+
+
+Dim = Annotated[int | str | None, AfterValidator(_check_dim)]
+"""A fixed size (int >= 1), a symbolic name (``batch``), or null for "any size"."""
+_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+
+
+class ModelSource(Strict):
+    """Where the ONNX model comes from."""
+
+    source: str = Field(min_length=1, examples=["./model.onnx"])
+    """A path relative to the project, an ``https://`` URL (``sha256`` required), or
+    ``hf:org/repo/path/to/model.onnx@revision`` (a Hugging Face Hub file)."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """Expected SHA-256 of the model file (hex). Required for URLs, checked for every source."""
+    format: str = Field(default="onnx", pattern=r"^onnx$")
+    """Model format. Only ``onnx`` today."""
+
+
+class TensorSpec(Strict):
+    """One model input or output. Omitted ``dtype``/``shape`` are read from the model."""
+
+    name: str = Field(min_length=1)
+    """Tensor name, exactly as in the ONNX graph."""
+    dtype: DType | None = None
+    """Element type; checked against the model."""
+    shape: list[Dim] | None = None
+    """Dimensions: integers for fixed sizes, names (``batch``) for symbolic ones, null for any.
+    May be more specific than the model (a fixed size where the model is symbolic), never less."""
+    example: Any = None
+    """Inputs only: a value used by the build's smoke run instead of generated data
+    (e.g. ``16000`` for a sample-rate input)."""
+    description: str | None = None
+    """Free text shown by ``gpux inspect``."""
+
+
+class Runtime(Strict):
+    """How the model is executed."""
+
+    backend: Backend = Backend.auto
+    """Execution backend. ``auto`` picks the fastest one that really works on this machine."""
+    device: int = Field(default=0, ge=0)
+    """Device index for GPU backends."""
+    threads: int = Field(default=0, ge=0)
+    """CPU threads for operators (intra-op); 0 lets ONNX Runtime decide."""
+    graph_optimization: GraphOptimization = GraphOptimization.all
+    """ONNX Runtime graph optimisation level applied when the session is created."""
+
+
+class Serving(Strict):
+    """Settings for ``gpux serve``."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """TCP port."""
+    max_batch_size: int = Field(default=1, ge=1)
+    """Largest batch formed by dynamic batching (1 disables it)."""
+    max_batch_delay_ms: float = Field(default=0.0, ge=0)
+    """Longest time a request waits for batch-mates."""
+    timeout: float = Field(default=30.0, gt=0)
+    """Per-request timeout in seconds."""
+    max_queue: int = Field(default=256, ge=1)
+    """Requests waiting beyond this get 503."""
+
+
+class GPUXfile(Strict):
+    """A GPUX project: the model, its signature and how to run and serve it."""
+
+    name: str | None = Field(default=None, examples=["sentiment"])
+    """Image name used by ``gpux build`` when ``-t`` is not given (default: the folder name)."""
+    version: str | None = Field(default=None, examples=["1.0"])
+    """Image tag used by ``gpux build`` when ``-t`` is not given (default: ``latest``)."""
+    description: str | None = None
+    """Free text shown by ``gpux inspect``."""
+    model: ModelSource
+    """The ONNX model. A bare string is shorthand for ``{source: ...}``."""
+    inputs: list[TensorSpec] | None = None
+    """Model inputs; read from the model when absent, checked against it when given."""
+    outputs: list[TensorSpec] | None = None
+    """Model outputs; read from the model when absent, checked against it when given."""
+    runtime: Runtime = Field(default_factory=Runtime)
+    """Execution settings."""
+    serving: Serving = Field(default_factory=Serving)
+    """HTTP serving settings."""
+    labels: list[str] | str | None = None
+    """Class labels: an inline list, or a project-relative text file with one label per line."""
+    preprocess: list[dict[str, Any]] | None = None
+    """Reserved for declarative pre-processing steps (not available in this version)."""
+    postprocess: list[dict[str, Any]] | None = None
+    """Reserved for declarative post-processing steps (not available in this version)."""
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        return {"source": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_NAME.match(value):
+            raise ValueError(
+                f"name {value!r} must be lowercase letters, digits and . _ - separators "
+                "(like 'sentiment' or 'resnet-50')"
+            )
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", value):
+            raise ValueError(f"version {value!r} must be a valid tag: letters, digits, _ . -")
+        return value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        # `version: 1.0` is a YAML float; users mean the text they typed.
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @field_validator("inputs", "outputs")
+    @classmethod
+    def _unique_tensor_names(cls, specs: list[TensorSpec] | None) -> list[TensorSpec] | None:
+        names = [spec.name for spec in specs or []]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"tensor {name!r} is listed twice")
+        return specs
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a GPUXfile, for editors (YAML language servers) and docs."""
+    schema = GPUXfile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://gpux.dev/schema/gpuxfile-v1.json"
+    # The shorthand `model: ./model.onnx` is valid input even though the model stores an object.
+    schema["properties"]["model"] = {
+        "anyOf": [{"type": "string"}, {"$ref": "#/$defs/ModelSource"}],
+        "description": schema["properties"]["model"].get("description", ""),
+    }
+    return schema

@@ -1,0 +1,1 @@
+"""Execution: the Backend contract, backend registry, ONNX Runtime backend, input checking."""

@@ -1,0 +1,57 @@
+"""GPUX backend names and the ONNX Runtime execution providers behind them."""
+
+from __future__ import annotations
+
+# Fastest first: the order "auto" tries them in.
+PRIORITY: list[str] = [
+    "tensorrt",
+    "cuda",
+    "rocm",
+    "coreml",
+    "directml",
+    "openvino",
+    "webgpu",
+    "cpu",
+]
+
+PROVIDERS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("TensorrtExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider",),
+    "rocm": ("MIGraphXExecutionProvider", "ROCMExecutionProvider"),
+    "coreml": ("CoreMLExecutionProvider",),
+    "directml": ("DmlExecutionProvider",),
+    "openvino": ("OpenVINOExecutionProvider",),
+    "webgpu": ("WebGpuExecutionProvider",),
+    "cpu": ("CPUExecutionProvider",),
+}
+
+INSTALL_HINTS: dict[str, str] = {
+    "tensorrt": "install TensorRT and onnxruntime-gpu: pip install 'gpux[cuda]' tensorrt",
+    "cuda": "install onnxruntime-gpu with CUDA 13 and cuDNN 9: pip install 'gpux[cuda]'",
+    "rocm": "install onnxruntime-rocm (or onnxruntime-migraphx) built for your ROCm version",
+    "coreml": "CoreML needs macOS with the standard onnxruntime wheel",
+    "directml": "install onnxruntime-directml on Windows",
+    "openvino": "install onnxruntime-openvino: pip install 'gpux[openvino]'",
+    "webgpu": "install the WebGPU plugin: pip install 'gpux[webgpu]'",
+    "cpu": "reinstall onnxruntime",
+}
+
+
+def backend_of(provider: str) -> str:
+    """The GPUX backend name for an ONNX Runtime provider name."""
+    for backend, providers in PROVIDERS.items():
+        if provider in providers:
+            return backend
+    return provider.removesuffix("ExecutionProvider").lower()
+
+
+def candidates(requested: str, available: list[str]) -> list[tuple[str, str]]:
+    """(backend, provider) pairs to try, best first. ``auto`` spans every available backend."""
+    names = PRIORITY if requested == "auto" else [requested]
+    found = []
+    for backend in names:
+        for provider in PROVIDERS[backend]:
+            if provider in available:
+                found.append((backend, provider))
+                break
+    return found

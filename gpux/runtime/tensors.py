@@ -1,0 +1,223 @@
+"""Tensor signatures and input checking.
+
+Inputs are checked here, against the signature recorded in the image, before ONNX Runtime sees
+them: its own errors name internal node names, not the input the user got wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpux.errors import InputError
+
+Dim = int | str | None
+
+# ONNX TensorProto element type -> GPUX dtype name (numpy names; "string" for text).
+ONNX_ELEMENT_TYPES: dict[int, str] = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    8: "string",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+    16: "bfloat16",
+}
+
+_NUMPY: dict[str, Any] = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "float64": np.float64,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "bool": np.bool_,
+    "string": np.object_,
+}
+
+
+def numpy_dtype(dtype: str) -> np.dtype[Any]:
+    if dtype not in _NUMPY:
+        raise InputError(
+            f"dtype {dtype} has no numpy equivalent for inputs",
+            "convert the model's input to float16 or float32",
+        )
+    return np.dtype(_NUMPY[dtype])
+
+
+@dataclass
+class TensorSignature:
+    """Name, dtype and shape (ints fixed, strings symbolic, None any) of one tensor."""
+
+    name: str
+    dtype: str
+    shape: list[Dim] | None  # None: rank unknown
+    example: Any = None
+    description: str | None = None
+    _numpy: np.dtype[Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def np_dtype(self) -> np.dtype[Any]:
+        if self._numpy is None:
+            self._numpy = numpy_dtype(self.dtype)
+        return self._numpy
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": self.shape}
+        if self.example is not None:
+            data["example"] = self.example
+        if self.description:
+            data["description"] = self.description
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TensorSignature:
+        return cls(
+            name=data["name"],
+            dtype=data["dtype"],
+            shape=data.get("shape"),
+            example=data.get("example"),
+            description=data.get("description"),
+        )
+
+    def shape_text(self) -> str:
+        if self.shape is None:
+            return "[?]"
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+
+def _kind_ok(given: np.dtype[Any], wanted: np.dtype[Any]) -> bool:
+    """Accept a value when converting it loses no meaning: same kind, or ints into floats."""
+    if given == wanted:
+        return True
+    if wanted.kind == "O":
+        return given.kind in "OUS"
+    if given.kind == "b":
+        return wanted.kind == "b"
+    if wanted.kind == "f":
+        return given.kind in "fiu"
+    if wanted.kind in "iu":
+        return given.kind in "iu"
+    return wanted.kind == "b" and given.kind == "b"
+
+
+def coerce(name: str, value: Any, signature: TensorSignature) -> np.ndarray[Any, Any]:
+    """Turn a JSON value or array into an array of the signature's dtype, or explain why not."""
+    wanted = signature.np_dtype
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except ValueError:
+            raise InputError(
+                f"input '{name}': the nested lists are ragged (rows of different lengths)",
+                f"give a rectangular array of shape {signature.shape_text()}",
+            ) from None
+        if array.dtype == object and wanted.kind != "O":
+            raise InputError(
+                f"input '{name}': the nested lists are ragged or mix types",
+                f"give a rectangular array of {signature.dtype} values, shape "
+                f"{signature.shape_text()}",
+            )
+    if not _kind_ok(array.dtype, wanted):
+        raise InputError(
+            f"input '{name}' expects {signature.dtype} but got {_describe(array.dtype)} values",
+            f"send {signature.dtype} data (shape {signature.shape_text()})",
+        )
+    if array.dtype != wanted:
+        array = array.astype(wanted)
+    return array
+
+
+def _describe(dtype: np.dtype[Any]) -> str:
+    return {"U": "string", "S": "bytes", "O": "object", "b": "boolean"}.get(dtype.kind, str(dtype))
+
+
+def check_feed(
+    feed: Mapping[str, Any], signatures: list[TensorSignature], *, coerce_values: bool = True
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Validate names, dtypes and shapes of a whole request; return arrays ready for the backend.
+
+    Symbolic dimensions with the same name must agree across inputs (``batch`` of
+    ``input_ids`` and ``attention_mask``).
+    """
+    by_name = {s.name: s for s in signatures}
+    unknown = [n for n in feed if n not in by_name]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(by_name), n=1)
+        suggestion = f"; did you mean '{close[0]}'?" if close else ""
+        raise InputError(
+            f"unknown input '{unknown[0]}'{suggestion}",
+            f"the model's inputs are: {', '.join(by_name)}",
+        )
+    missing = [s.name for s in signatures if s.name not in feed]
+    if missing:
+        raise InputError(
+            f"missing input '{missing[0]}' ({by_name[missing[0]].dtype} "
+            f"{by_name[missing[0]].shape_text()})",
+            f"the model needs every input: {', '.join(by_name)}",
+        )
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    bound: dict[str, tuple[int, str]] = {}
+    for signature in signatures:
+        value = feed[signature.name]
+        if coerce_values or not isinstance(value, np.ndarray):
+            array = coerce(signature.name, value, signature)
+        else:
+            array = value
+            if array.dtype != signature.np_dtype:
+                raise InputError(
+                    f"input '{signature.name}' expects {signature.dtype} but got {array.dtype}",
+                    f"convert it with array.astype('{signature.dtype}')",
+                )
+        _check_shape(signature, array.shape, bound)
+        arrays[signature.name] = array
+    return arrays
+
+
+def _check_shape(
+    signature: TensorSignature, shape: tuple[int, ...], bound: dict[str, tuple[int, str]]
+) -> None:
+    expected = signature.shape
+    if expected is None:
+        return
+    if len(shape) != len(expected):
+        raise InputError(
+            f"input '{signature.name}' expects {len(expected)} dimensions "
+            f"{signature.shape_text()} but got {len(shape)}: {list(shape)}",
+            f"reshape the value to {signature.shape_text()}",
+        )
+    for axis, (want, got) in enumerate(zip(expected, shape, strict=True)):
+        if isinstance(want, int) and want != got:
+            raise InputError(
+                f"input '{signature.name}' dimension {axis} must be {want} but is {got} "
+                f"(expected shape {signature.shape_text()}, got {list(shape)})",
+                f"reshape the value to {signature.shape_text()}",
+            )
+        if isinstance(want, str):
+            if want in bound and bound[want][0] != got:
+                size, other = bound[want]
+                raise InputError(
+                    f"input '{signature.name}' dimension {axis} ('{want}') is {got} but "
+                    f"'{want}' is {size} in input '{other}'",
+                    f"every input must agree on '{want}'",
+                )
+            bound.setdefault(want, (got, signature.name))

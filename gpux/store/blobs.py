@@ -1,0 +1,138 @@
+"""Content-addressed blobs under ``blobs/sha256/<hex>`` (OCI image layout).
+
+A blob is written to a temp file in the store while it is hashed, fsynced, then renamed into
+place, so a blob path either does not exist or holds exactly the bytes its name promises. Reads
+verify the content again: disks and people do edit files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from gpux.errors import DigestMismatchError, NotFoundError, StoreError
+from gpux.store import digest as digests
+
+Progress = Callable[[int], None]
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.directory = root / "blobs" / digests.ALGORITHM
+        self.tmp = root / "tmp"
+
+    def path(self, digest: str) -> Path:
+        return self.directory / digests.hex_part(digest)
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        return self.path(digest).stat().st_size
+
+    def put_bytes(self, data: bytes) -> str:
+        import io
+
+        return self.put_stream(io.BytesIO(data))
+
+    def put_file(self, source: Path, progress: Progress | None = None) -> str:
+        with source.open("rb") as stream:
+            return self.put_stream(stream, progress=progress)
+
+    def put_stream(
+        self, stream: BinaryIO, expected: str | None = None, progress: Progress | None = None
+    ) -> str:
+        """Copy ``stream`` into the store; return its digest. Atomic and idempotent."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="blob-", suffix=".partial")
+        tmp_path = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(digests.CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            digest = f"sha256:{hasher.hexdigest()}"
+            if expected is not None and digest != expected:
+                raise DigestMismatchError(
+                    f"content does not match its digest: expected {expected}, got {digest}",
+                    "the source is corrupt or was changed in transit; fetch it again",
+                )
+            final = self.path(digest)
+            if final.exists():
+                tmp_path.unlink()
+            else:
+                os.replace(tmp_path, final)
+                _fsync_directory(self.directory)
+            return digest
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
+
+    def open_verified(self, digest: str) -> bytes:
+        """Read a (small) blob fully and check it against its digest."""
+        path = self._existing(digest)
+        data = path.read_bytes()
+        if digests.of_bytes(data) != digest:
+            raise self._corrupt(digest)
+        return data
+
+    def verified_path(self, digest: str) -> Path:
+        """The path of a blob after checking its content (for large files handed to ONNX Runtime)."""
+        path = self._existing(digest)
+        actual, _ = digests.of_file(path)
+        if actual != digest:
+            raise self._corrupt(digest)
+        return path
+
+    def delete(self, digest: str) -> int:
+        path = self.path(digest)
+        size = path.stat().st_size if path.exists() else 0
+        path.unlink(missing_ok=True)
+        return size
+
+    def __iter__(self) -> Iterator[str]:
+        if not self.directory.is_dir():
+            return
+        for entry in self.directory.iterdir():
+            name = f"sha256:{entry.name}"
+            try:
+                yield digests.validate(name)
+            except StoreError:
+                continue  # not ours; prune reports but never follows foreign names
+
+    def _existing(self, digest: str) -> Path:
+        path = self.path(digest)
+        if not path.is_file():
+            raise NotFoundError(
+                f"blob {digest} is missing from the store",
+                "the image is incomplete; remove it with 'gpux rm' and build or pull it again",
+            )
+        return path
+
+    def _corrupt(self, digest: str) -> DigestMismatchError:
+        return DigestMismatchError(
+            f"blob {digests.short(digest)} in the store is corrupt (its content no longer matches "
+            "its digest)",
+            "remove the image with 'gpux rm', run 'gpux prune', then build or pull it again",
+        )
+
+
+def _fsync_directory(directory: Path) -> None:
+    if os.name != "posix":  # pragma: no cover
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,434 @@
+"""The local image store: an OCI image layout under ``$GPUX_HOME``.
+
+    $GPUX_HOME/
+      oci-layout           {"imageLayoutVersion": "1.0.0"}
+      index.json           one entry per name:tag -> manifest digest
+      blobs/sha256/<hex>   manifests, configs and layers
+      tmp/                 partial writes (removed by prune)
+      locks/               advisory locks
+
+Write order makes every crash safe: layer blobs, then the config blob, then the manifest blob,
+then index.json (atomic rename). An image is visible only once its manifest is in the index, and
+everything the manifest names is already on disk. A crash leaves at worst unreferenced blobs,
+which ``prune`` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gpux import env
+from gpux.errors import NotFoundError, StoreError
+from gpux.store import digest as digests
+from gpux.store import mediatypes
+from gpux.store.blobs import BlobStore, Progress
+from gpux.store.lock import file_lock
+from gpux.store.reference import Reference, parse
+
+
+@dataclass(frozen=True)
+class Layer:
+    media_type: str
+    digest: str
+    size: int
+    title: str | None = None
+
+
+@dataclass
+class LayerSource:
+    """A layer to write: a file on disk or bytes in memory."""
+
+    media_type: str
+    title: str
+    path: Path | None = None
+    data: bytes | None = None
+
+
+@dataclass
+class Image:
+    """A stored image: its names, manifest and config (already verified)."""
+
+    store: Store
+    digest: str
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.names[0] if self.names else digests.short(self.digest)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [
+            Layer(
+                media_type=entry["mediaType"],
+                digest=entry["digest"],
+                size=int(entry["size"]),
+                title=entry.get("annotations", {}).get(mediatypes.TITLE),
+            )
+            for entry in self.manifest.get("layers", [])
+        ]
+
+    @property
+    def size(self) -> int:
+        return sum(layer.size for layer in self.layers) + int(self.manifest["config"]["size"])
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(self.manifest.get("annotations", {}))
+
+    @property
+    def created(self) -> str | None:
+        return self.annotations.get(mediatypes.CREATED)
+
+    def layer(self, media_type: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.media_type == media_type), None)
+
+    def layer_path(self, media_type: str) -> Path:
+        """Path of a layer's blob, verified against its digest."""
+        layer = self.layer(media_type)
+        if layer is None:
+            raise StoreError(
+                f"image '{self.name}' has no {media_type} layer",
+                "rebuild the image with 'gpux build'",
+            )
+        return self.store.blobs.verified_path(layer.digest)
+
+
+class Store:
+    """Images by name, over content-addressed blobs."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else env.home()
+        self.blobs = BlobStore(self.root)
+        self._index_path = self.root / "index.json"
+        self._locks = self.root / "locks"
+
+    # -- locking -------------------------------------------------------------------------------
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Held (shared) while new blobs are written, so no garbage collection runs meanwhile."""
+        self._ensure_layout()
+        return file_lock(self._locks / "gc.lock", shared=True)
+
+    def _collecting(self) -> contextlib.AbstractContextManager[None]:
+        self._ensure_layout()
+        return file_lock(self._locks / "gc.lock", shared=False)
+
+    def _index_lock(self) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self._locks / "index.lock")
+
+    def _ensure_layout(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            layout = self.root / "oci-layout"
+            if not layout.exists():
+                _atomic_write(layout, json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write to the image store at {self.root}: {exc.strerror}",
+                "set GPUX_HOME to a writable folder",
+            ) from None
+
+    # -- index ---------------------------------------------------------------------------------
+
+    def _read_index(self) -> dict[str, Any]:
+        try:
+            raw = self._index_path.read_bytes()
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": mediatypes.INDEX, "manifests": []}
+        try:
+            index = json.loads(raw)
+            if not isinstance(index.get("manifests"), list):
+                raise ValueError("no manifests list")
+            return dict(index)
+        except (ValueError, AttributeError) as exc:
+            raise StoreError(
+                f"the store index {self._index_path} is damaged ({exc})",
+                f"restore it from a backup, or move {self.root} aside and rebuild your images",
+            ) from None
+
+    def _write_index(self, index: dict[str, Any]) -> None:
+        _atomic_write(self._index_path, json.dumps(index, indent=2).encode())
+
+    def _entries(self) -> list[dict[str, Any]]:
+        return [e for e in self._read_index()["manifests"] if isinstance(e, dict)]
+
+    @staticmethod
+    def _entry_name(entry: dict[str, Any]) -> str | None:
+        name = entry.get("annotations", {}).get(mediatypes.REF_NAME)
+        return name if isinstance(name, str) else None
+
+    def _set_ref(self, name: str, descriptor: dict[str, Any] | None) -> None:
+        with self._index_lock():
+            index = self._read_index()
+            manifests = [e for e in index["manifests"] if self._entry_name(e) != name]
+            if descriptor is not None:
+                manifests.append(
+                    {**descriptor, "annotations": {mediatypes.REF_NAME: name}},
+                )
+            index["manifests"] = sorted(manifests, key=lambda e: self._entry_name(e) or "")
+            self._write_index(index)
+
+    # -- write ---------------------------------------------------------------------------------
+
+    def write_image(
+        self,
+        reference: Reference,
+        config: dict[str, Any],
+        layers: list[LayerSource],
+        annotations: dict[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> Image:
+        """Store layers, config and manifest, then point ``reference`` at the manifest."""
+        with self.writing():
+            descriptors = []
+            for source in layers:
+                if source.path is not None:
+                    layer_digest = self.blobs.put_file(source.path, progress=progress)
+                elif source.data is not None:
+                    layer_digest = self.blobs.put_bytes(source.data)
+                else:  # pragma: no cover - programming error
+                    raise ValueError("LayerSource needs a path or data")
+                descriptors.append(
+                    {
+                        "mediaType": source.media_type,
+                        "digest": layer_digest,
+                        "size": self.blobs.size(layer_digest),
+                        "annotations": {mediatypes.TITLE: source.title},
+                    }
+                )
+            config_bytes = _canonical_json(config)
+            config_digest = self.blobs.put_bytes(config_bytes)
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": mediatypes.MANIFEST,
+                "artifactType": mediatypes.ARTIFACT,
+                "config": {
+                    "mediaType": mediatypes.CONFIG,
+                    "digest": config_digest,
+                    "size": len(config_bytes),
+                },
+                "layers": descriptors,
+                "annotations": {
+                    mediatypes.CREATED: datetime.now(UTC).isoformat(timespec="seconds"),
+                    **(annotations or {}),
+                },
+            }
+            manifest_bytes = _canonical_json(manifest)
+            manifest_digest = self.blobs.put_bytes(manifest_bytes)
+            self._set_ref(
+                reference.name,
+                {"mediaType": mediatypes.MANIFEST, "digest": manifest_digest,
+                 "size": len(manifest_bytes)},
+            )
+        return self.get(reference.name)
+
+    # -- read ----------------------------------------------------------------------------------
+
+    def find(self, text: str) -> str | None:
+        """The manifest digest for a name, ``name@sha256:...``, or a unique digest prefix."""
+        entries = self._entries()
+        if re.fullmatch(r"(sha256:)?[0-9a-f]{6,64}", text):
+            prefix = text.removeprefix("sha256:")
+            matches = {
+                e["digest"] for e in entries if str(e.get("digest", "")).startswith(f"sha256:{prefix}")
+            }
+            if len(matches) == 1:
+                return matches.pop()
+            if len(matches) > 1:
+                raise StoreError(
+                    f"digest prefix '{text}' matches {len(matches)} images",
+                    "type more characters of the digest, or use the image name",
+                )
+        reference = parse(text)
+        for entry in entries:
+            if self._entry_name(entry) == reference.name:
+                if reference.digest and entry["digest"] != reference.digest:
+                    return None
+                return str(entry["digest"])
+        return None
+
+    def get(self, text: str) -> Image:
+        """Load an image by name or digest, verifying its manifest and config."""
+        manifest_digest = self.find(text)
+        if manifest_digest is None:
+            raise NotFoundError(
+                f"image '{text}' not found",
+                "run 'gpux images' to list local images, or 'gpux build -t "
+                f"{text}' to build it",
+            )
+        return self._load(manifest_digest)
+
+    def _load(self, manifest_digest: str) -> Image:
+        manifest = _json_blob(self.blobs.open_verified(manifest_digest), manifest_digest)
+        try:
+            config_digest = digests.validate(manifest["config"]["digest"])
+            for layer in manifest["layers"]:
+                digests.validate(layer["digest"])
+        except (KeyError, TypeError):
+            raise StoreError(
+                f"manifest {digests.short(manifest_digest)} is malformed",
+                "remove the image with 'gpux rm' and build or pull it again",
+            ) from None
+        config = _json_blob(self.blobs.open_verified(config_digest), config_digest)
+        names = [
+            name
+            for e in self._entries()
+            if e.get("digest") == manifest_digest and (name := self._entry_name(e))
+        ]
+        return Image(self, manifest_digest, manifest, config, names)
+
+    def list(self) -> list[Image]:
+        """Every named image. Damaged entries are skipped here (``check`` reports them)."""
+        images: dict[str, Image] = {}
+        for entry in self._entries():
+            digest = entry.get("digest")
+            if not isinstance(digest, str) or digest in images:
+                continue
+            with contextlib.suppress(StoreError, NotFoundError):
+                images[digest] = self._load(digest)
+        return sorted(images.values(), key=lambda image: image.names)
+
+    def build_key(self, name: str) -> str | None:
+        """The build key recorded on an image, without reading any layer (cheap no-op rebuilds)."""
+        digest = self.find(name)
+        if digest is None or not self.blobs.exists(digest):
+            return None
+        try:
+            manifest = json.loads(self.blobs.path(digest).read_bytes())
+            blobs = [manifest["config"], *manifest["layers"]]
+            if not all(self.blobs.exists(b["digest"]) for b in blobs):
+                return None
+            key = manifest.get("annotations", {}).get(mediatypes.BUILD_KEY)
+            return key if isinstance(key, str) else None
+        except (ValueError, KeyError, TypeError, StoreError):
+            return None
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def tag(self, source: str, target: str) -> Image:
+        image = self.get(source)
+        reference = parse(target)
+        self._set_ref(
+            reference.name,
+            {"mediaType": mediatypes.MANIFEST, "digest": image.digest,
+             "size": self.blobs.size(image.digest)},
+        )
+        return self.get(reference.name)
+
+    def remove(self, text: str) -> list[str]:
+        """Remove names (a digest removes every name of that image); free unreferenced blobs."""
+        digest = self.find(text)
+        if digest is None:
+            raise NotFoundError(f"image '{text}' not found", "run 'gpux images' to list images")
+        by_digest = re.fullmatch(r"(sha256:)?[0-9a-f]{6,64}", text) is not None
+        with self._collecting():
+            names = [
+                n for e in self._entries() if e.get("digest") == digest
+                and (n := self._entry_name(e))
+            ]
+            removed = names if by_digest else [parse(text).name]
+            for name in removed:
+                self._set_ref(name, None)
+            self._collect_garbage(dry_run=False)
+        return removed
+
+    # -- garbage ------------------------------------------------------------------------------
+
+    def referenced(self) -> set[str]:
+        """Every blob reachable from the index."""
+        keep: set[str] = set()
+        for entry in self._entries():
+            digest = entry.get("digest")
+            if not isinstance(digest, str) or not self.blobs.exists(digest):
+                continue
+            keep.add(digest)
+            try:
+                manifest = json.loads(self.blobs.path(digest).read_bytes())
+                keep.add(manifest["config"]["digest"])
+                keep.update(layer["digest"] for layer in manifest["layers"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return keep
+
+    def prune(self, dry_run: bool = False) -> tuple[int, int]:
+        """Delete unreferenced blobs and abandoned partial writes. Returns (files, bytes)."""
+        with self._collecting():
+            return self._collect_garbage(dry_run)
+
+    def _collect_garbage(self, dry_run: bool) -> tuple[int, int]:
+        keep = self.referenced()
+        count = freed = 0
+        for digest in list(self.blobs):
+            if digest not in keep:
+                count += 1
+                freed += self.blobs.size(digest) if dry_run else self.blobs.delete(digest)
+        # Partial writes are only abandoned when nobody holds the write lock: we hold it
+        # exclusively here, so every file in tmp/ belongs to a process that died.
+        if self.blobs.tmp.is_dir():
+            for partial in self.blobs.tmp.iterdir():
+                count += 1
+                freed += partial.stat().st_size
+                if not dry_run:
+                    partial.unlink(missing_ok=True)
+        return count, freed
+
+    def check(self) -> list[str]:
+        """Problems found: names pointing at missing or corrupt blobs (empty when healthy)."""
+        problems = []
+        for entry in self._entries():
+            name = self._entry_name(entry) or "?"
+            try:
+                image = self._load(digests.validate(entry.get("digest", "")))
+                for layer in image.layers:
+                    self.blobs.verified_path(layer.digest)
+            except (StoreError, NotFoundError) as exc:
+                problems.append(f"{name}: {exc.message}")
+        return problems
+
+
+def _canonical_json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _json_blob(data: bytes, digest: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+        if isinstance(value, dict):
+            return value
+    except ValueError:
+        pass
+    raise StoreError(
+        f"blob {digests.short(digest)} is not a JSON document",
+        "remove the image with 'gpux rm' and build or pull it again",
+    )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _noop() -> Iterator[None]:
+    yield

