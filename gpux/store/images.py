@@ -20,7 +20,6 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,8 +264,7 @@ class Store:
         if manifest_digest is None:
             raise NotFoundError(
                 f"image '{text}' not found",
-                "run 'gpux images' to list local images, or 'gpux build -t "
-                f"{text}' to build it",
+                f"run 'gpux images' to list local images, or build it: gpux build -t {text} PATH",
             )
         return self._load(manifest_digest)
 
@@ -427,8 +425,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-@contextlib.contextmanager
-def _noop() -> Iterator[None]:
-    yield

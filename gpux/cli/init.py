@@ -1,0 +1,58 @@
+"""``gpux init``: write a commented GPUXfile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+TEMPLATES = ("minimal", "full")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("init")
+    def init(
+        directory: Path = typer.Argument(Path("."), help="Project folder (created if missing)."),
+        template: str = typer.Option("minimal", "--template", help="minimal | full"),
+        model: str | None = typer.Option(
+            None, "--model", help="Model source (default: the only .onnx file in the folder)."
+        ),
+        name: str | None = typer.Option(None, "--name", help="Image name (default: folder)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing GPUXfile."),
+    ) -> None:
+        """Write a commented GPUXfile for a model."""
+        from gpux.cli.console import stderr
+
+        path = write_gpuxfile(directory, template, model, name, force)
+        stderr().print(f"wrote {path}; next: gpux build {directory}")
+
+
+def write_gpuxfile(
+    directory: Path, template: str, model: str | None, name: str | None, force: bool
+) -> Path:
+    from importlib import resources
+
+    from gpux.config.load import GPUXFILE_NAMES, _name_from_folder, parse_config
+    from gpux.errors import UsageError
+
+    if template not in TEMPLATES:
+        raise UsageError(f"unknown template '{template}'", f"choose one of: {', '.join(TEMPLATES)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = [directory / n for n in GPUXFILE_NAMES if (directory / n).exists()]
+    if existing and not force:
+        raise UsageError(
+            f"{existing[0]} already exists", "pass --force to overwrite it"
+        )
+    if model is None:
+        candidates = sorted(p.name for p in directory.glob("*.onnx"))
+        model = f"./{candidates[0]}" if len(candidates) == 1 else "./model.onnx"
+    text = (
+        resources.files("gpux.cli.templates")
+        .joinpath(f"{template}.yaml")
+        .read_text("utf-8")
+        .format(name=name or _name_from_folder(directory), model=model)
+    )
+    parse_config(text, "template")  # a template that does not validate is a bug here, not later
+    path = directory / "GPUXfile"
+    path.write_text(text, "utf-8")
+    return path

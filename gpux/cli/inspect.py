@@ -1,0 +1,102 @@
+"""``gpux inspect``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("inspect")
+    def inspect(
+        target: str = typer.Argument(..., help="Image name[:tag], digest, project path or .onnx."),
+        as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
+    ) -> None:
+        """Show a model's signature, operators, parameters, layers and smoke-run results."""
+        from gpux.cli.console import print_json
+        from gpux.inspection import describe
+
+        info = describe(target)
+        if as_json:
+            print_json(info)
+        else:
+            _render(info)
+
+
+def _render(info: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gpux.cli.console import human_size, stdout
+
+    console = stdout()
+    model = info["model"]
+    console.print(f"[bold]{escape(info['name'])}[/bold]" + (
+        f"  [dim]{info['digest']}[/dim]" if info.get("digest") else ""))
+    if info.get("description"):
+        console.print(info["description"])
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("source", escape(f"{info['source'].get('kind')} {info['source'].get('origin')}"))
+    facts.add_row("opsets", ", ".join(f"{d} {v}" for d, v in model.get("opsets", {}).items()))
+    facts.add_row("producer", model.get("producer") or "-")
+    facts.add_row("ir version", str(model.get("ir_version", "-")))
+    facts.add_row("parameters", f"{model.get('parameters', 0):,}")
+    facts.add_row("nodes", str(model.get("nodes", "-")))
+    facts.add_row("model file", human_size(model.get("file_bytes", 0)))
+    if info.get("size"):
+        facts.add_row("image size", human_size(info["size"]))
+    if info.get("created"):
+        facts.add_row("created", info["created"])
+    optimization = info.get("optimization")
+    if optimization:
+        if optimization.get("applied"):
+            facts.add_row("optimised", f"{optimization['level']}: "
+                          f"{human_size(optimization['original_bytes'])} -> "
+                          f"{human_size(optimization['optimized_bytes'])}")
+        else:
+            facts.add_row("optimised", f"no ({optimization.get('reason', '--no-optimize')})")
+    console.print(facts)
+
+    for kind in ("inputs", "outputs"):
+        table = Table(title=kind, title_justify="left", show_edge=False)
+        table.add_column("name")
+        table.add_column("dtype")
+        table.add_column("shape")
+        for tensor in info[kind]:
+            shape = tensor.get("shape")
+            shape_text = "?" if shape is None else "[" + ", ".join(
+                "?" if d is None else str(d) for d in shape) + "]"
+            table.add_row(escape(tensor["name"]), tensor["dtype"], escape(shape_text))
+        console.print(table)
+
+    operators = model.get("operators", {})
+    if operators:
+        ranked = sorted(operators.items(), key=lambda item: (-item[1], item[0]))
+        top = ranked[:12]
+        rest = sum(operators.values()) - sum(count for _, count in top)
+        line = escape(", ".join(f"{op} {count}" for op, count in top))
+        console.print(f"[bold]operators[/bold] ({len(operators)} types): {line}"
+                      + (f", others {rest}" if rest else ""))
+
+    if info.get("layers"):
+        table = Table(title="layers", title_justify="left", show_edge=False)
+        for column in ("media type", "digest", "size", "title"):
+            table.add_column(column)
+        for layer in info["layers"]:
+            table.add_row(layer["mediaType"], layer["digest"][7:19], human_size(layer["size"]),
+                          layer.get("title") or "")
+        console.print(table)
+
+    smoke = info.get("smoke")
+    if smoke:
+        placement = smoke["placement"]
+        console.print(
+            f"[bold]smoke run[/bold]: {placement['backend']} ({', '.join(placement['providers'])})"
+            f" on {placement['device']}; load {smoke['load_ms']:.0f} ms, first run "
+            f"{smoke['first_run_ms']:.2f} ms, median {smoke['median_ms']:.3f} ms"
+        )
+        if placement.get("fallback_reason"):
+            console.print(f"[yellow]fell back:[/yellow] {placement['fallback_reason']}")
+    elif info["kind"] == "path":
+        console.print("[dim]not built: run 'gpux build' to record a smoke run[/dim]")

@@ -1,0 +1,45 @@
+"""Draw build progress with Rich: a spinner per running step, a line with timing per step done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpux import env
+from gpux.builder.progress import Reporter, Step
+
+
+class RichReporter(Reporter):
+    def __init__(self, quiet: bool = False) -> None:
+        super().__init__()
+        from gpux.cli.console import stderr
+
+        self.console = stderr()
+        self.quiet = quiet
+        self._status: Any = None
+        self._live = self.console.is_terminal and not env.no_progress() and not quiet
+
+    def on_start(self, step: Step) -> None:
+        if self._live:
+            self._status = self.console.status(f"{step.title}...")
+            self._status.start()
+
+    def on_finish(self, step: Step) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        if self.quiet:
+            return
+        mark = "[dim]-[/dim]" if step.skipped else "[green]✓[/green]"
+        timing = "" if step.skipped else f"{step.seconds:6.2f}s"
+        self.console.print(f" {mark} {step.title:<26} {timing:>8}  [dim]{step.detail}[/dim]")
+
+    def on_warning(self, message: str) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        self.console.print(f"[yellow]warning:[/yellow] {message}")
+
+    def transfer(self, done: int, total: int | None) -> None:
+        if self._status is not None:
+            text = f"{done / 1e6:.1f} MB" + (f" / {total / 1e6:.1f} MB" if total else "")
+            self._status.update(f"downloading {text}")

@@ -1,0 +1,90 @@
+"""``gpux run``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from gpux.cli.build import BACKENDS, _check_backend
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        target: str = typer.Argument(..., help="Image name[:tag], digest, project path or .onnx."),
+        inputs: list[str] = typer.Option(
+            [], "-i", "--input",
+            help="NAME=VALUE (JSON), NAME=@file.npy|.json, or @request.json. Repeatable. "
+            "Without --input, a JSON request is read from stdin.",
+        ),
+        output: Path | None = typer.Option(
+            None, "-o", "--output", help="Also write outputs to a .json, .npy or .npz file."
+        ),
+        full: bool = typer.Option(False, "--full", help="Print every value of large tensors."),
+        backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+    ) -> None:
+        """Run one inference and print the outputs as JSON."""
+        backend = _check_backend(backend)
+        from gpux.api import load
+        from gpux.cli.console import print_json
+        from gpux.pipeline.inputs import from_request, parse_cli_inputs
+        from gpux.pipeline.outputs import outputs_to_json, write_outputs
+
+        reporter = None
+        from gpux.api import looks_like_path
+
+        if looks_like_path(target) and not target.endswith(".onnx"):
+            from gpux.cli.progress import RichReporter
+
+            reporter = RichReporter(quiet=True)
+        model = load(target, backend=backend, reporter=reporter)
+        if inputs:
+            values = parse_cli_inputs(inputs, model.inputs)
+        else:
+            values = from_request(_read_stdin())
+        started = time.perf_counter()
+        outputs = model.run(values)
+        elapsed_ms = (time.perf_counter() - started) * 1e3
+        placement = model.placement
+        result = {
+            "model": model.image.name if model.image else target,
+            "backend": placement.backend,
+            "latency_ms": round(elapsed_ms, 3),
+            "outputs": outputs_to_json(outputs, full=full),
+        }
+        if placement.fallback_reason:
+            result["fallback_reason"] = placement.fallback_reason
+        if output is not None:
+            result["written"] = [str(p) for p in write_outputs(outputs, output)]
+        print_json(result)
+
+
+def _read_stdin() -> object:
+    import json
+
+    from gpux.errors import UsageError
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError(
+            "no inputs given",
+            "pass --input NAME=VALUE (see 'gpux inspect' for the input names), "
+            "or pipe a JSON request on stdin",
+        )
+    text = sys.stdin.read()
+    if not text.strip():
+        raise UsageError(
+            "no inputs given: stdin is empty",
+            'pipe a JSON request, e.g. echo \'{"x": [1.0]}\' | gpux run NAME',
+        )
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        from gpux.errors import InputError
+
+        raise InputError(
+            f"the request on stdin is not valid JSON: {exc}",
+            'send an object of input names to values, e.g. {"x": [[1.0, 2.0]]}',
+        ) from None

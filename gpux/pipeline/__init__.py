@@ -1,0 +1,1 @@
+"""Turning what users send into tensors, and tensors into what users read."""
