@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpux.builder.build import BuildOptions, BuildResult
-from gpux.builder.progress import Reporter
 from gpux.config.schema import Backend, Runtime
 from gpux.errors import NotFoundError
 from gpux.runtime.backend import Backend as BackendBase
 from gpux.runtime.backend import Placement
 from gpux.runtime.tensors import TensorSignature, check_feed
 from gpux.store import Image, Store, mediatypes
+
+if TYPE_CHECKING:
+    from gpux.builder.build import BuildResult
+    from gpux.builder.progress import Reporter
 
 
 class Model:
@@ -102,8 +104,10 @@ def load_image(image: Image, backend: str | None = None) -> Model:
     runtime = Runtime.model_validate(gpuxfile.get("runtime", {}))
     if backend:
         runtime.backend = Backend(backend)
-    media = mediatypes.MODEL_OPTIMIZED if image.layer(mediatypes.MODEL_OPTIMIZED) else (
-        mediatypes.MODEL
+    media = (
+        mediatypes.MODEL_OPTIMIZED
+        if image.layer(mediatypes.MODEL_OPTIMIZED)
+        else (mediatypes.MODEL)
     )
     model_path = image.layer_path(media)
     inputs = [TensorSignature.from_json(t) for t in gpuxfile.get("inputs", [])]
@@ -136,6 +140,7 @@ def build(
     reporter: Reporter | None = None,
 ) -> BuildResult:
     """Build the project at ``location`` into the store (a no-op when nothing changed)."""
+    from gpux.builder.build import BuildOptions
     from gpux.builder.build import build as run_build
 
     options = BuildOptions(tag=tag, optimize=optimize, backend=backend, force=force)

@@ -28,8 +28,12 @@ def describe_image(image: Image) -> dict[str, Any]:
         "optimization": config.get("optimization"),
         "smoke": config.get("smoke"),
         "layers": [
-            {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size,
-             "title": layer.title}
+            {
+                "mediaType": layer.media_type,
+                "digest": layer.digest,
+                "size": layer.size,
+                "title": layer.title,
+            }
             for layer in image.layers
         ],
         "build": config.get("build"),

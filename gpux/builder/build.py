@@ -57,8 +57,12 @@ class BuildResult:
             "placement": config.get("smoke", {}).get("placement"),
             "smoke": {k: v for k, v in config.get("smoke", {}).items() if k != "placement"},
             "steps": [
-                {"step": s.title, "seconds": round(s.seconds, 4), "detail": s.detail,
-                 "skipped": s.skipped}
+                {
+                    "step": s.title,
+                    "seconds": round(s.seconds, 4),
+                    "detail": s.detail,
+                    "skipped": s.skipped,
+                }
                 for s in self.reporter.steps
             ],
             "warnings": self.reporter.warnings,
@@ -214,19 +218,24 @@ def build(
                 project, resolved, inputs, outputs, info, optimization, smoke, key
             )
             layers = [
-                LayerSource(mediatypes.MODEL, Path(project.config.model.source).name or
-                            "model.onnx", path=resolved.path),
+                LayerSource(
+                    mediatypes.MODEL,
+                    Path(project.config.model.source).name or "model.onnx",
+                    path=resolved.path,
+                ),
             ]
             if runnable != resolved.path:
                 layers.append(
-                    LayerSource(mediatypes.MODEL_OPTIMIZED, "model.optimized.onnx",
-                                path=runnable)
+                    LayerSource(mediatypes.MODEL_OPTIMIZED, "model.optimized.onnx", path=runnable)
                 )
             if project.config.labels:
                 assert isinstance(project.config.labels, list)
                 layers.append(
-                    LayerSource(mediatypes.LABELS, "labels.txt",
-                                data=("\n".join(project.config.labels) + "\n").encode())
+                    LayerSource(
+                        mediatypes.LABELS,
+                        "labels.txt",
+                        data=("\n".join(project.config.labels) + "\n").encode(),
+                    )
                 )
             annotations = {
                 mediatypes.BUILD_KEY: key,

@@ -24,7 +24,9 @@ OTHER_SYMBOLIC = 32  # sequence lengths, image sides: large enough for strided c
 TIMED_RUNS = 5
 
 
-def generate_inputs(signatures: list[TensorSignature], seed: int = 0) -> dict[str, np.ndarray[Any, Any]]:
+def generate_inputs(
+    signatures: list[TensorSignature], seed: int = 0
+) -> dict[str, np.ndarray[Any, Any]]:
     """One value per input: the declared ``example``, else data generated from dtype and shape."""
     rng = np.random.default_rng(seed)
     # A symbol names the same size everywhere (``batch`` is axis 0 of one input and axis 1 of
@@ -103,8 +105,7 @@ def _run(backend: Any, feed: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.nd
     except BackendError as exc:
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
         raise ModelError(
-            f"smoke run failed with generated inputs ({shapes}): "
-            f"{exc.message.split(': ', 1)[-1]}",
+            f"smoke run failed with generated inputs ({shapes}): {exc.message.split(': ', 1)[-1]}",
             "declare realistic inputs in the GPUXfile: fixed sizes in inputs[].shape, or a "
             "value in inputs[].example (e.g. 'example: 16000' for a sample rate)",
         ) from None
@@ -116,7 +117,10 @@ def _compare(
     optimized: dict[str, np.ndarray[Any, Any]],
 ) -> dict[str, Any]:
     """Max absolute difference between the optimised and the original model's outputs."""
-    backend = engine().load(reference_path, Runtime(backend="cpu", graph_optimization="disable"))
+    from gpux.config.schema import Backend, GraphOptimization
+
+    settings = Runtime(backend=Backend.cpu, graph_optimization=GraphOptimization.disable)
+    backend = engine().load(reference_path, settings)
     try:
         original = backend.run(feed)
     finally:

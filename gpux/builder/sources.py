@@ -37,8 +37,12 @@ class ResolvedModel:
     revision: str | None = None
 
     def to_json(self) -> dict[str, str | None]:
-        return {"kind": self.kind, "origin": self.origin, "sha256": self.sha256,
-                "revision": self.revision}
+        return {
+            "kind": self.kind,
+            "origin": self.origin,
+            "sha256": self.sha256,
+            "revision": self.revision,
+        }
 
 
 def source_kind(source: str) -> str:

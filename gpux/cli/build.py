@@ -34,7 +34,11 @@ def register(app: typer.Typer) -> None:
         backend = _check_backend(backend)
         reporter = RichReporter(quiet=quiet or as_json)
         result = build_project(
-            path, tag=tag, optimize=not no_optimize, backend=backend, force=force,
+            path,
+            tag=tag,
+            optimize=not no_optimize,
+            backend=backend,
+            force=force,
             reporter=reporter,
         )
         if as_json:

@@ -36,11 +36,13 @@ def print_json(value: Any) -> None:
 def format_json(value: Any, indent: int = 0) -> str:
     pad = "  " * (indent + 1)
     if isinstance(value, dict) and value:
-        items = [f"{pad}{json.dumps(str(k))}: {format_json(v, indent + 1)}" for k, v in
-                 value.items()]
+        items = [
+            f"{pad}{json.dumps(str(k))}: {format_json(v, indent + 1)}" for k, v in value.items()
+        ]
         return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
-    if isinstance(value, list | tuple) and any(isinstance(v, dict | list) and v and
-                                               _has_dict(v) for v in value):
+    if isinstance(value, list | tuple) and any(
+        isinstance(v, dict | list) and v and _has_dict(v) for v in value
+    ):
         items = [pad + format_json(v, indent + 1) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
     return json.dumps(value, default=str, separators=(", ", ": "))

@@ -14,14 +14,20 @@ def register(app: typer.Typer) -> None:
         from gpux.cli.console import human_size, print_json, since, stdout
         from gpux.store import Store
 
-        found = Store().list()
+        found = Store().images()
         if as_json:
-            print_json([
-                {"names": image.names, "digest": image.digest, "size": image.size,
-                 "created": image.created,
-                 "backend": image.annotations.get("dev.gpux.placement.backend")}
-                for image in found
-            ])
+            print_json(
+                [
+                    {
+                        "names": image.names,
+                        "digest": image.digest,
+                        "size": image.size,
+                        "created": image.created,
+                        "backend": image.annotations.get("dev.gpux.placement.backend"),
+                    }
+                    for image in found
+                ]
+            )
             return
         if quiet:
             for image in found:
@@ -36,7 +42,9 @@ def register(app: typer.Typer) -> None:
         for image in found:
             for name in image.names:
                 table.add_row(
-                    name, image.digest[7:19], human_size(image.size),
+                    name,
+                    image.digest[7:19],
+                    human_size(image.size),
                     image.annotations.get("dev.gpux.placement.backend", "-"),
                     since(image.created),
                 )

@@ -40,9 +40,7 @@ def write_gpuxfile(
     directory.mkdir(parents=True, exist_ok=True)
     existing = [directory / n for n in GPUXFILE_NAMES if (directory / n).exists()]
     if existing and not force:
-        raise UsageError(
-            f"{existing[0]} already exists", "pass --force to overwrite it"
-        )
+        raise UsageError(f"{existing[0]} already exists", "pass --force to overwrite it")
     if model is None:
         candidates = sorted(p.name for p in directory.glob("*.onnx"))
         model = f"./{candidates[0]}" if len(candidates) == 1 else "./model.onnx"

@@ -32,8 +32,10 @@ def _render(info: dict[str, Any]) -> None:
 
     console = stdout()
     model = info["model"]
-    console.print(f"[bold]{escape(info['name'])}[/bold]" + (
-        f"  [dim]{info['digest']}[/dim]" if info.get("digest") else ""))
+    console.print(
+        f"[bold]{escape(info['name'])}[/bold]"
+        + (f"  [dim]{info['digest']}[/dim]" if info.get("digest") else "")
+    )
     if info.get("description"):
         console.print(info["description"])
     facts = Table.grid(padding=(0, 2))
@@ -51,9 +53,12 @@ def _render(info: dict[str, Any]) -> None:
     optimization = info.get("optimization")
     if optimization:
         if optimization.get("applied"):
-            facts.add_row("optimised", f"{optimization['level']}: "
-                          f"{human_size(optimization['original_bytes'])} -> "
-                          f"{human_size(optimization['optimized_bytes'])}")
+            facts.add_row(
+                "optimised",
+                f"{optimization['level']}: "
+                f"{human_size(optimization['original_bytes'])} -> "
+                f"{human_size(optimization['optimized_bytes'])}",
+            )
         else:
             facts.add_row("optimised", f"no ({optimization.get('reason', '--no-optimize')})")
     console.print(facts)
@@ -65,8 +70,11 @@ def _render(info: dict[str, Any]) -> None:
         table.add_column("shape")
         for tensor in info[kind]:
             shape = tensor.get("shape")
-            shape_text = "?" if shape is None else "[" + ", ".join(
-                "?" if d is None else str(d) for d in shape) + "]"
+            shape_text = (
+                "?"
+                if shape is None
+                else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+            )
             table.add_row(escape(tensor["name"]), tensor["dtype"], escape(shape_text))
         console.print(table)
 
@@ -76,16 +84,22 @@ def _render(info: dict[str, Any]) -> None:
         top = ranked[:12]
         rest = sum(operators.values()) - sum(count for _, count in top)
         line = escape(", ".join(f"{op} {count}" for op, count in top))
-        console.print(f"[bold]operators[/bold] ({len(operators)} types): {line}"
-                      + (f", others {rest}" if rest else ""))
+        console.print(
+            f"[bold]operators[/bold] ({len(operators)} types): {line}"
+            + (f", others {rest}" if rest else "")
+        )
 
     if info.get("layers"):
         table = Table(title="layers", title_justify="left", show_edge=False)
         for column in ("media type", "digest", "size", "title"):
             table.add_column(column)
         for layer in info["layers"]:
-            table.add_row(layer["mediaType"], layer["digest"][7:19], human_size(layer["size"]),
-                          layer.get("title") or "")
+            table.add_row(
+                layer["mediaType"],
+                layer["digest"][7:19],
+                human_size(layer["size"]),
+                layer.get("title") or "",
+            )
         console.print(table)
 
     smoke = info.get("smoke")

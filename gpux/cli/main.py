@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    from gpux.cli.console import stderr
-
     from rich.markup import escape
+
+    from gpux.cli.console import stderr
 
     console = stderr()
     first, *rest = message.splitlines()

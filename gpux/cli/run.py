@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
     def run(
         target: str = typer.Argument(..., help="Image name[:tag], digest, project path or .onnx."),
         inputs: list[str] = typer.Option(
-            [], "-i", "--input",
+            [],
+            "-i",
+            "--input",
             help="NAME=VALUE (JSON), NAME=@file.npy|.json, or @request.json. Repeatable. "
             "Without --input, a JSON request is read from stdin.",
         ),
@@ -41,10 +43,7 @@ def register(app: typer.Typer) -> None:
 
             reporter = RichReporter(quiet=True)
         model = load(target, backend=backend, reporter=reporter)
-        if inputs:
-            values = parse_cli_inputs(inputs, model.inputs)
-        else:
-            values = from_request(_read_stdin())
+        values = parse_cli_inputs(inputs, model.inputs) if inputs else from_request(_read_stdin())
         started = time.perf_counter()
         outputs = model.run(values)
         elapsed_ms = (time.perf_counter() - started) * 1e3
@@ -77,7 +76,7 @@ def _read_stdin() -> object:
     if not text.strip():
         raise UsageError(
             "no inputs given: stdin is empty",
-            'pipe a JSON request, e.g. echo \'{"x": [1.0]}\' | gpux run NAME',
+            "pipe a JSON request, e.g. echo '{\"x\": [1.0]}' | gpux run NAME",
         )
     try:
         return json.loads(text)

@@ -152,10 +152,9 @@ def _clean_location(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             path.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and not _looks_like_tag(part):
@@ -222,12 +221,12 @@ def _schema_error(
     hints: list[str] = []
     # A union (``labels: list | str``) reports one error per member; merge them per path.
     merged: dict[tuple[str | int, ...], dict[str, Any]] = {}
-    for error in exc.errors():
-        path = _clean_location(error["loc"], doc.data)
-        if path in merged and error["type"] not in ("extra_forbidden", "missing"):
-            merged[path]["msg"] += " or " + _expected(error["msg"]).removeprefix("expected ")
+    for raw in exc.errors():
+        path = _clean_location(raw["loc"], doc.data)
+        if path in merged and raw["type"] not in ("extra_forbidden", "missing"):
+            merged[path]["msg"] += " or " + _expected(raw["msg"]).removeprefix("expected ")
             continue
-        merged.setdefault(path, {**error, "msg": _expected(error["msg"])})
+        merged.setdefault(path, {**raw, "msg": _expected(raw["msg"])})
     for path, error in merged.items():
         kind = error["type"]
         if kind == "extra_forbidden":

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
-
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -18,7 +16,7 @@ SCHEMA_VERSION = 1
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class DType(StrEnum):
@@ -78,87 +76,116 @@ _IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 class ModelSource(Strict):
     """Where the ONNX model comes from."""
 
-    source: str = Field(min_length=1, examples=["./model.onnx"])
-    """A path relative to the project, an ``https://`` URL (``sha256`` required), or
-    ``hf:org/repo/path/to/model.onnx@revision`` (a Hugging Face Hub file)."""
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    """Expected SHA-256 of the model file (hex). Required for URLs, checked for every source."""
-    format: str = Field(default="onnx", pattern=r"^onnx$")
-    """Model format. Only ``onnx`` today."""
+    source: str = Field(
+        min_length=1,
+        examples=["./model.onnx"],
+        description="A path relative to the project, an ``https://`` URL (``sha256`` required), or ``hf:org/repo/path/to/model.onnx@revision`` (a Hugging Face Hub file).",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected SHA-256 of the model file (hex). Required for URLs, checked for every source.",
+    )
+    format: str = Field(
+        default="onnx", pattern=r"^onnx$", description="Model format. Only ``onnx`` today."
+    )
 
 
 class TensorSpec(Strict):
     """One model input or output. Omitted ``dtype``/``shape`` are read from the model."""
 
-    name: str = Field(min_length=1)
-    """Tensor name, exactly as in the ONNX graph."""
-    dtype: DType | None = None
-    """Element type; checked against the model."""
-    shape: list[Dim] | None = None
-    """Dimensions: integers for fixed sizes, names (``batch``) for symbolic ones, null for any.
-    May be more specific than the model (a fixed size where the model is symbolic), never less."""
-    example: Any = None
-    """Inputs only: a value used by the build's smoke run instead of generated data
-    (e.g. ``16000`` for a sample-rate input)."""
-    description: str | None = None
-    """Free text shown by ``gpux inspect``."""
+    name: str = Field(min_length=1, description="Tensor name, exactly as in the ONNX graph.")
+    dtype: DType | None = Field(
+        default=None, description="Element type; checked against the model."
+    )
+    shape: list[Dim] | None = Field(
+        default=None,
+        description="Dimensions: integers for fixed sizes, names (``batch``) for symbolic ones, null for any. May be more specific than the model (a fixed size where the model is symbolic), never less.",
+    )
+    example: Any = Field(
+        default=None,
+        description="Inputs only: a value used by the build's smoke run instead of generated data (e.g. ``16000`` for a sample-rate input).",
+    )
+    description: str | None = Field(
+        default=None, description="Free text shown by ``gpux inspect``."
+    )
 
 
 class Runtime(Strict):
     """How the model is executed."""
 
-    backend: Backend = Backend.auto
-    """Execution backend. ``auto`` picks the fastest one that really works on this machine."""
-    device: int = Field(default=0, ge=0)
-    """Device index for GPU backends."""
-    threads: int = Field(default=0, ge=0)
-    """CPU threads for operators (intra-op); 0 lets ONNX Runtime decide."""
-    graph_optimization: GraphOptimization = GraphOptimization.all
-    """ONNX Runtime graph optimisation level applied when the session is created."""
+    backend: Backend = Field(
+        default=Backend.auto,
+        description="Execution backend. ``auto`` picks the fastest one that really works on this machine.",
+    )
+    device: int = Field(default=0, ge=0, description="Device index for GPU backends.")
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads for operators (intra-op); 0 lets ONNX Runtime decide.",
+    )
+    graph_optimization: GraphOptimization = Field(
+        default=GraphOptimization.all,
+        description="ONNX Runtime graph optimisation level applied when the session is created.",
+    )
 
 
 class Serving(Strict):
     """Settings for ``gpux serve``."""
 
-    host: str = "127.0.0.1"
-    """Address to listen on."""
-    port: int = Field(default=8080, ge=1, le=65535)
-    """TCP port."""
-    max_batch_size: int = Field(default=1, ge=1)
-    """Largest batch formed by dynamic batching (1 disables it)."""
-    max_batch_delay_ms: float = Field(default=0.0, ge=0)
-    """Longest time a request waits for batch-mates."""
-    timeout: float = Field(default=30.0, gt=0)
-    """Per-request timeout in seconds."""
-    max_queue: int = Field(default=256, ge=1)
-    """Requests waiting beyond this get 503."""
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port.")
+    max_batch_size: int = Field(
+        default=1, ge=1, description="Largest batch formed by dynamic batching (1 disables it)."
+    )
+    max_batch_delay_ms: float = Field(
+        default=0.0, ge=0, description="Longest time a request waits for batch-mates."
+    )
+    timeout: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    max_queue: int = Field(default=256, ge=1, description="Requests waiting beyond this get 503.")
 
 
 class GPUXfile(Strict):
     """A GPUX project: the model, its signature and how to run and serve it."""
 
-    name: str | None = Field(default=None, examples=["sentiment"])
-    """Image name used by ``gpux build`` when ``-t`` is not given (default: the folder name)."""
-    version: str | None = Field(default=None, examples=["1.0"])
-    """Image tag used by ``gpux build`` when ``-t`` is not given (default: ``latest``)."""
-    description: str | None = None
-    """Free text shown by ``gpux inspect``."""
-    model: ModelSource
-    """The ONNX model. A bare string is shorthand for ``{source: ...}``."""
-    inputs: list[TensorSpec] | None = None
-    """Model inputs; read from the model when absent, checked against it when given."""
-    outputs: list[TensorSpec] | None = None
-    """Model outputs; read from the model when absent, checked against it when given."""
-    runtime: Runtime = Field(default_factory=Runtime)
-    """Execution settings."""
-    serving: Serving = Field(default_factory=Serving)
-    """HTTP serving settings."""
-    labels: list[str] | str | None = None
-    """Class labels: an inline list, or a project-relative text file with one label per line."""
-    preprocess: list[dict[str, Any]] | None = None
-    """Reserved for declarative pre-processing steps (not available in this version)."""
-    postprocess: list[dict[str, Any]] | None = None
-    """Reserved for declarative post-processing steps (not available in this version)."""
+    name: str | None = Field(
+        default=None,
+        examples=["sentiment"],
+        description="Image name used by ``gpux build`` when ``-t`` is not given (default: the folder name).",
+    )
+    version: str | None = Field(
+        default=None,
+        examples=["1.0"],
+        description="Image tag used by ``gpux build`` when ``-t`` is not given (default: ``latest``).",
+    )
+    description: str | None = Field(
+        default=None, description="Free text shown by ``gpux inspect``."
+    )
+    model: ModelSource = Field(
+        description="The ONNX model. A bare string is shorthand for ``{source: ...}``."
+    )
+    inputs: list[TensorSpec] | None = Field(
+        default=None,
+        description="Model inputs; read from the model when absent, checked against it when given.",
+    )
+    outputs: list[TensorSpec] | None = Field(
+        default=None,
+        description="Model outputs; read from the model when absent, checked against it when given.",
+    )
+    runtime: Runtime = Field(default_factory=Runtime, description="Execution settings.")
+    serving: Serving = Field(default_factory=Serving, description="HTTP serving settings.")
+    labels: list[str] | str | None = Field(
+        default=None,
+        description="Class labels: an inline list, or a project-relative text file with one label per line.",
+    )
+    preprocess: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Reserved for declarative pre-processing steps (not available in this version).",
+    )
+    postprocess: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Reserved for declarative post-processing steps (not available in this version).",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -186,7 +213,9 @@ class GPUXfile(Strict):
     @classmethod
     def _version_as_text(cls, value: Any) -> Any:
         # `version: 1.0` is a YAML float; users mean the text they typed.
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
 
     @field_validator("inputs", "outputs")
     @classmethod

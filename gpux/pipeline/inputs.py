@@ -49,8 +49,11 @@ def from_request(request: Any) -> dict[str, Any]:
             f"a request must be a JSON object of input names to values, got {_kind(request)}",
             'example: {"input_ids": [[101, 2023, 102]]}',
         )
-    body = request.get("inputs", request) if set(request) <= {"inputs", "id", "parameters",
-                                                              "outputs"} else request
+    body = (
+        request.get("inputs", request)
+        if set(request) <= {"inputs", "id", "parameters", "outputs"}
+        else request
+    )
     if isinstance(body, list):
         return _from_inference_protocol(body)
     if not isinstance(body, dict):
@@ -62,8 +65,14 @@ def from_request(request: Any) -> dict[str, Any]:
 
 
 def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number",
-            bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        list: "a list",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _from_inference_protocol(tensors: list[Any]) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class OnnxRuntimeBackend(Backend):
         self._session = session
         self._placement = placement
         self._output_names = [o.name for o in session.get_outputs()]
-        self._run = session.run
+        self._run: Any = session.run
 
     @classmethod
     def load(cls, model_path: Path, runtime: Runtime) -> OnnxRuntimeBackend:
@@ -135,7 +135,7 @@ class OnnxRuntimeBackend(Backend):
 
     def close(self) -> None:
         self._session = None
-        self._run = None  # type: ignore[assignment]
+        self._run = None
 
 
 def _device_name(backend: str, device: int) -> str:

@@ -57,7 +57,8 @@ def numpy_dtype(dtype: str) -> np.dtype[Any]:
             f"dtype {dtype} has no numpy equivalent for inputs",
             "convert the model's input to float16 or float32",
         )
-    return np.dtype(_NUMPY[dtype])
+    resolved: np.dtype[Any] = np.dtype(_NUMPY[dtype])
+    return resolved
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _kind_ok(given: np.dtype[Any], wanted: np.dtype[Any]) -> bool:
         return given.kind in "fiu"
     if wanted.kind in "iu":
         return given.kind in "iu"
-    return wanted.kind == "b" and given.kind == "b"
+    return False
 
 
 def coerce(name: str, value: Any, signature: TensorSignature) -> np.ndarray[Any, Any]:

@@ -88,17 +88,37 @@ class BlobStore:
         return data
 
     def verified_path(self, digest: str) -> Path:
-        """The path of a blob after checking its content (for large files handed to ONNX Runtime)."""
+        """The path of a blob after checking its content (for large files handed to ONNX Runtime).
+
+        Hashing a multi-GB model on every load would cost seconds, so a successful check is
+        remembered with the file's size, mtime and inode (as git's index does): any write to
+        the blob changes them and forces a new hash.
+        """
         path = self._existing(digest)
+        stamp = self.root / "verified" / digests.hex_part(digest)
+        status = path.stat()
+        fingerprint = f"{status.st_size} {status.st_mtime_ns} {status.st_ino}"
+        try:
+            if stamp.read_text() == fingerprint:
+                return path
+        except OSError:
+            pass
         actual, _ = digests.of_file(path)
         if actual != digest:
+            stamp.unlink(missing_ok=True)
             raise self._corrupt(digest)
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(fingerprint)
+        except OSError:
+            pass  # a read-only store still works, it just hashes every time
         return path
 
     def delete(self, digest: str) -> int:
         path = self.path(digest)
         size = path.stat().st_size if path.exists() else 0
         path.unlink(missing_ok=True)
+        (self.root / "verified" / digests.hex_part(digest)).unlink(missing_ok=True)
         return size
 
     def __iter__(self) -> Iterator[str]:

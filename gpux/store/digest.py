@@ -16,7 +16,7 @@ CHUNK = 1 << 20
 
 def validate(digest: str) -> str:
     """Return ``digest`` if it is a well-formed sha256 digest; never build a path from anything else."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise StoreError(
             f"invalid digest {digest!r}: expected 'sha256:' followed by 64 lowercase hex digits",
             "the image manifest or index is damaged; remove the image and build or pull it again",

@@ -228,8 +228,11 @@ class Store:
             manifest_digest = self.blobs.put_bytes(manifest_bytes)
             self._set_ref(
                 reference.name,
-                {"mediaType": mediatypes.MANIFEST, "digest": manifest_digest,
-                 "size": len(manifest_bytes)},
+                {
+                    "mediaType": mediatypes.MANIFEST,
+                    "digest": manifest_digest,
+                    "size": len(manifest_bytes),
+                },
             )
         return self.get(reference.name)
 
@@ -241,7 +244,9 @@ class Store:
         if re.fullmatch(r"(sha256:)?[0-9a-f]{6,64}", text):
             prefix = text.removeprefix("sha256:")
             matches = {
-                e["digest"] for e in entries if str(e.get("digest", "")).startswith(f"sha256:{prefix}")
+                str(e["digest"])
+                for e in entries
+                if str(e.get("digest", "")).startswith(f"sha256:{prefix}")
             }
             if len(matches) == 1:
                 return matches.pop()
@@ -287,7 +292,7 @@ class Store:
         ]
         return Image(self, manifest_digest, manifest, config, names)
 
-    def list(self) -> list[Image]:
+    def images(self) -> list[Image]:
         """Every named image. Damaged entries are skipped here (``check`` reports them)."""
         images: dict[str, Image] = {}
         for entry in self._entries():
@@ -309,7 +314,7 @@ class Store:
             if not all(self.blobs.exists(b["digest"]) for b in blobs):
                 return None
             key = manifest.get("annotations", {}).get(mediatypes.BUILD_KEY)
-            return key if isinstance(key, str) else None
+            return str(key) if isinstance(key, str) else None
         except (ValueError, KeyError, TypeError, StoreError):
             return None
 
@@ -320,8 +325,11 @@ class Store:
         reference = parse(target)
         self._set_ref(
             reference.name,
-            {"mediaType": mediatypes.MANIFEST, "digest": image.digest,
-             "size": self.blobs.size(image.digest)},
+            {
+                "mediaType": mediatypes.MANIFEST,
+                "digest": image.digest,
+                "size": self.blobs.size(image.digest),
+            },
         )
         return self.get(reference.name)
 
@@ -333,8 +341,9 @@ class Store:
         by_digest = re.fullmatch(r"(sha256:)?[0-9a-f]{6,64}", text) is not None
         with self._collecting():
             names = [
-                n for e in self._entries() if e.get("digest") == digest
-                and (n := self._entry_name(e))
+                n
+                for e in self._entries()
+                if e.get("digest") == digest and (n := self._entry_name(e))
             ]
             removed = names if by_digest else [parse(text).name]
             for name in removed:

@@ -42,23 +42,23 @@ def parse(text: str) -> Reference:
     digest = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise _invalid(original, "the part after '@' must be sha256: and 64 hex digits")
     tag = DEFAULT_TAG
     last = text.rsplit("/", 1)[-1]
     if ":" in last:
         text, tag = text.rsplit(":", 1)
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise _invalid(original, f"tag {tag!r} may hold letters, digits, '_', '.', '-'")
     repository = text
     first, _, rest = repository.partition("/")
     if rest and (("." in first or ":" in first or first == "localhost") or first.startswith("[")):
-        if not re.match(rf"^{_REGISTRY}$", first):
+        if not re.fullmatch(_REGISTRY, first):
             raise _invalid(original, f"registry {first!r} is not a valid host[:port]")
         path = rest
     else:
         path = repository
-    if not path or not _REPOSITORY.match(path):
+    if not path or not _REPOSITORY.fullmatch(path):
         raise _invalid(
             original,
             "names use lowercase letters, digits and separators '.', '_', '-', '/' "

@@ -1,0 +1,45 @@
+# GPUX developer entry points. `make demo` and `make test` work on a fresh machine:
+# they install uv if it is missing, then the locked environment.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: help setup demo test check bench clean
+
+help:
+	@echo "make demo    install everything and run a real model end to end"
+	@echo "make test    lint, type-check and run the test suite"
+	@echo "make check   ruff + mypy only"
+	@echo "make bench   overhead benchmark against bare ONNX Runtime"
+
+$(UV):
+	python3 -m pip install --user --quiet uv
+
+# Bytecode is compiled at install, as pip does: start-up time of every gpux command depends
+# on it (and PYTHONDONTWRITEBYTECODE=1 would otherwise recompile everything on each run).
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --quiet --compile-bytecode
+	$(VENV)/bin/python -m compileall -q gpux tools
+	rm -f $(VENV)/.synced-* && touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(UV) run --frozen --quiet python -m tools.demo
+
+check: setup
+	$(UV) run --frozen --quiet ruff check gpux tests tools benchmarks
+	$(UV) run --frozen --quiet ruff format --check gpux tests tools benchmarks
+	$(UV) run --frozen --quiet mypy
+
+test: check
+	$(UV) run --frozen --quiet pytest -n 2 --dist loadfile
+
+bench: setup
+	$(UV) run --frozen --quiet python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
