@@ -44,16 +44,30 @@ def gpux_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run_cli(
-    *args: str, home: Path, cwd: Path | None = None, stdin: str | None = None,
-    env: dict[str, str] | None = None, timeout: float = 300,
+    *args: str,
+    home: Path,
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
 ) -> Result:
     """Run the real ``gpux`` entry point in a subprocess."""
-    full_env = {**os.environ, "GPUX_HOME": str(home), "GPUX_NO_PROGRESS": "1",
-                "COLUMNS": "200", **(env or {})}
-    full_env.pop("GPUX_DEBUG", None)
+    inherited = {k: v for k, v in os.environ.items() if k != "GPUX_DEBUG"}
+    full_env = {
+        **inherited,
+        "GPUX_HOME": str(home),
+        "GPUX_NO_PROGRESS": "1",
+        "COLUMNS": "200",
+        **(env or {}),
+    }
     completed = subprocess.run(
         [sys.executable, "-m", "gpux.cli.main", *args],
-        cwd=cwd, input=stdin, capture_output=True, text=True, env=full_env, timeout=timeout,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
         check=False,
     )
     return Result(completed.returncode, completed.stdout, completed.stderr)

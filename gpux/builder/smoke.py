@@ -18,6 +18,7 @@ from gpux.config.schema import Runtime
 from gpux.errors import BackendError, InputError, ModelError
 from gpux.runtime.registry import engine
 from gpux.runtime.tensors import TensorSignature, coerce
+from gpux.runtime.tensors import _check_shape as check_shape
 
 FIRST_SYMBOLIC = 1  # batch-like leading dimensions
 OTHER_SYMBOLIC = 32  # sequence lengths, image sides: large enough for strided convolutions
@@ -32,20 +33,32 @@ def generate_inputs(
     # A symbol names the same size everywhere (``batch`` is axis 0 of one input and axis 1 of
     # another); one that leads any shape is batch-like and gets 1.
     leading = {s.shape[0] for s in signatures if s.shape and isinstance(s.shape[0], str)}
+    # Declared examples come first: they fix the sizes of the symbols they use, so generated
+    # inputs agree with them (an example input_ids [1, 3] makes attention_mask [1, 3] too).
+    examples: dict[str, np.ndarray[Any, Any]] = {}
+    bound: dict[str, tuple[int, str]] = {}
+    for signature in signatures:
+        if signature.example is None:
+            continue
+        try:
+            value = coerce(signature.name, signature.example, signature)
+            check_shape(signature, value.shape, bound)
+        except InputError as exc:
+            raise ModelError(
+                f"example value of input '{signature.name}' is invalid: {exc.message}",
+                "fix inputs[].example in the GPUXfile: " + (exc.hint or ""),
+            ) from None
+        examples[signature.name] = value
     feed = {}
     for signature in signatures:
-        if signature.example is not None:
-            try:
-                feed[signature.name] = coerce(signature.name, signature.example, signature)
-            except InputError as exc:
-                raise ModelError(
-                    f"example value of input '{signature.name}' is invalid: {exc.message}",
-                    exc.hint,
-                ) from None
+        if signature.name in examples:
+            feed[signature.name] = examples[signature.name]
             continue
         shape = [
             dim
             if isinstance(dim, int)
+            else bound[dim][0]
+            if isinstance(dim, str) and dim in bound
             else FIRST_SYMBOLIC
             if axis == 0 or dim in leading
             else OTHER_SYMBOLIC

@@ -164,10 +164,12 @@ def _from_hub(source: str) -> tuple[Path, str | None]:
             "write it as hf:org/repo/path/to/model.onnx@revision",
         )
     try:
+        from huggingface_hub import constants as hub_constants
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import (
             EntryNotFoundError,
             HfHubHTTPError,
+            LocalEntryNotFoundError,
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
@@ -188,6 +190,21 @@ def _from_hub(source: str) -> tuple[Path, str | None]:
         raise SourceError(
             f"revision '{match['rev']}' not found in '{match['repo']}'",
             "use a branch, tag or commit hash that exists",
+        ) from None
+    except LocalEntryNotFoundError:
+        # A subclass of EntryNotFoundError, raised when the Hub cannot be reached (or
+        # HF_HUB_OFFLINE is set) and the file is not cached: the file may well exist.
+        if hub_constants.HF_HUB_OFFLINE:
+            raise SourceError(
+                f"cannot fetch {source}: HF_HUB_OFFLINE is set and the file is not in the "
+                "Hugging Face cache",
+                "unset HF_HUB_OFFLINE to download it once; later builds use the cache",
+            ) from None
+        raise SourceError(
+            f"cannot fetch {source}: the Hugging Face Hub at {hub_constants.ENDPOINT} "
+            "cannot be reached and the file is not in the local cache",
+            "check your network connection and HF_ENDPOINT (for mirrors), or download the file "
+            "and use a local path",
         ) from None
     except EntryNotFoundError:
         raise SourceError(

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
             "-i",
             "--input",
             help="NAME=VALUE (JSON), NAME=@file.npy|.json, or @request.json. Repeatable. "
+            "A model with one input also takes a bare VALUE or @file.npy. "
             "Without --input, a JSON request is read from stdin.",
         ),
         output: Path | None = typer.Option(

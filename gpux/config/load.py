@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from dataclasses import dataclass
 from enum import Enum
@@ -249,7 +250,11 @@ def _schema_error(
         else:
             pos = doc.position_of(path)
             expected = error["msg"]
-            message = f"{_dotted(path)}: {expected}{_got(error.get('input'), expected)}"
+            value = error.get("input")
+            # A validator's own message already says what is wrong with a list or mapping.
+            container = kind == "value_error" and isinstance(value, dict | list)
+            got = "" if container else _got(value, expected)
+            message = f"{_dotted(path)}: {expected}{got}"
             choices = _enum_at(path)
             if choices and isinstance(error.get("input"), str):
                 close = difflib.get_close_matches(error["input"], choices, n=1, cutoff=0.5)
@@ -267,7 +272,11 @@ def _expected(pydantic_message: str) -> str:
     text = pydantic_message.removeprefix("Value error, ")
     if text.startswith("Input should be "):
         text = "expected " + text[len("Input should be ") :]
-    text = text.replace("a valid ", "").replace(", unable to parse string as a number", "")
+    text = text.replace("a valid ", "")
+    # "integer, unable to parse string as an integer" says the same thing twice.
+    text = re.sub(r", unable to parse string as an? \w+", "", text)
+    # "dictionary or instance of Runtime" names a Python class the user never sees.
+    text = re.sub(r"dictionary or instance of \w+", "a mapping of keys", text)
     return text[0].lower() + text[1:] if text else text
 
 

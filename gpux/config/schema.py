@@ -237,4 +237,6 @@ def json_schema() -> dict[str, Any]:
         "anyOf": [{"type": "string"}, {"$ref": "#/$defs/ModelSource"}],
         "description": schema["properties"]["model"].get("description", ""),
     }
+    # `version: 1.0` is a YAML number; GPUX reads it as the text "1.0", so editors must accept it.
+    schema["properties"]["version"]["anyOf"].insert(1, {"type": "number"})
     return schema

@@ -146,7 +146,19 @@ def parse_cli_inputs(items: list[str], signatures: list[TensorSignature]) -> dic
     by_name = {s.name: s for s in signatures}
     for item in items:
         if item.startswith("@"):
-            _merge(values, from_request(read_json_file(Path(item[1:]).expanduser())))
+            path = Path(item[1:]).expanduser()
+            if path.suffix.lower() == ".npy":
+                # One tensor, not a request: only meaningful for the model's only input.
+                if len(signatures) != 1:
+                    raise UsageError(
+                        f"--input '{_clip(item)}': a .npy file holds one tensor; "
+                        "say which input it is for",
+                        f"write NAME=@{path}; the model's inputs are: {', '.join(by_name)}",
+                    )
+                name = signatures[0].name
+                _merge(values, {name: read_value_file(name, path)})
+                continue
+            _merge(values, from_request(read_json_file(path)))
             continue
         name, separator, text = item.partition("=")
         if not (separator and _INPUT_NAME.match(name)):

@@ -389,6 +389,14 @@ class Store:
                 freed += partial.stat().st_size
                 if not dry_run:
                     partial.unlink(missing_ok=True)
+        # An index write killed before its rename leaves its temp file beside index.json. Index
+        # writes happen under the index lock: with it held, every such file is abandoned.
+        with self._index_lock():
+            for partial in self.root.glob(f".{self._index_path.name}-*.tmp"):
+                count += 1
+                freed += partial.stat().st_size
+                if not dry_run:
+                    partial.unlink(missing_ok=True)
         return count, freed
 
     def check(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,6 @@ def _alter_one_byte(path: Path) -> None:
 @pytest.mark.parametrize("reader", ["open_verified", "verified_path"])
 def test_altered_blob_is_refused(blobs: BlobStore, reader: str) -> None:
     digest = blobs.put_bytes(DATA)
-    assert getattr(blobs, reader)(digest)  # fine before the damage
     _alter_one_byte(blobs.path(digest))
     with pytest.raises(DigestMismatchError) as info:
         getattr(blobs, reader)(digest)
@@ -105,6 +105,22 @@ def test_altered_blob_is_refused(blobs: BlobStore, reader: str) -> None:
     assert error.hint is not None
     for word in ("gpux rm", "gpux prune", "build"):
         assert word in error.hint
+
+
+@pytest.mark.parametrize("reader", ["open_verified", "verified_path"])
+def test_blob_edited_after_a_successful_read_is_refused(blobs: BlobStore, reader: str) -> None:
+    digest = blobs.put_bytes(DATA)
+    path = blobs.path(digest)
+    assert getattr(blobs, reader)(digest)  # fine before the damage
+    assert getattr(blobs, reader)(digest)  # and again
+    before = path.stat()
+    _alter_one_byte(path)
+    # An edit made a second later (set explicitly: coarse file clocks may not tick otherwise).
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(DigestMismatchError, match="corrupt"):
+        getattr(blobs, reader)(digest)
+    with pytest.raises(DigestMismatchError, match="corrupt"):  # refused every time, not once
+        getattr(blobs, reader)(digest)
 
 
 def test_truncated_blob_is_refused(blobs: BlobStore) -> None:

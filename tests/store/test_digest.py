@@ -61,8 +61,13 @@ def test_blob_paths_are_never_built_from_invalid_digests(bad: str, tmp_path: Pat
     victim.parent.mkdir()
     victim.write_text("root:x:0:0\n")
     blobs = BlobStore(root)
-    for operation in (blobs.path, blobs.exists, blobs.delete, blobs.open_verified,
-                      blobs.verified_path):
+    for operation in (
+        blobs.path,
+        blobs.exists,
+        blobs.delete,
+        blobs.open_verified,
+        blobs.verified_path,
+    ):
         with pytest.raises(StoreError):
             operation(bad)
     assert victim.read_text() == "root:x:0:0\n"

@@ -23,7 +23,11 @@ from tests.store.consistency import (
 
 
 def image_blobs(image: Image) -> set[str]:
-    return {image.digest, image.manifest["config"]["digest"], *(l.digest for l in image.layers)}
+    return {
+        image.digest,
+        image.manifest["config"]["digest"],
+        *(layer.digest for layer in image.layers),
+    }
 
 
 @pytest.fixture
@@ -51,14 +55,17 @@ def test_build_two_images_and_list_them(store: Store, two_images: list[Image]) -
     assert tmp_files(store.root) == []
 
 
-def test_image_records_its_model_layer(store: Store, two_images: list[Image], symbolic_model: Path
-                                       ) -> None:
+def test_image_records_its_model_layer(
+    store: Store, two_images: list[Image], symbolic_model: Path
+) -> None:
     alpha = store.get("alpha")
     layer = alpha.layer(mediatypes.MODEL)
     assert layer is not None
     assert layer.title == "linear.onnx"
     assert alpha.layer_path(mediatypes.MODEL).read_bytes() == symbolic_model.read_bytes()
-    assert alpha.size == sum(l.size for l in alpha.layers) + alpha.manifest["config"]["size"]
+    assert (
+        alpha.size == sum(layer.size for layer in alpha.layers) + alpha.manifest["config"]["size"]
+    )
     assert alpha.config["gpuxfile"]["inputs"][0]["name"] == "x"
     with pytest.raises(StoreError, match="has no"):
         alpha.layer_path(mediatypes.TOKENIZER)
@@ -67,8 +74,15 @@ def test_image_records_its_model_layer(store: Store, two_images: list[Image], sy
 def test_get_by_name_digest_and_prefix(store: Store, two_images: list[Image]) -> None:
     alpha, beta = two_images
     hex_digest = alpha.digest[7:]
-    for text in ("alpha", "alpha:latest", alpha.digest, hex_digest, hex_digest[:12],
-                 "sha256:" + hex_digest[:8], f"alpha:latest@{alpha.digest}"):
+    for text in (
+        "alpha",
+        "alpha:latest",
+        alpha.digest,
+        hex_digest,
+        hex_digest[:12],
+        "sha256:" + hex_digest[:8],
+        f"alpha:latest@{alpha.digest}",
+    ):
         found = store.get(text)
         assert found.digest == alpha.digest, text
         assert found.names == ["alpha:latest"]
@@ -178,18 +192,30 @@ def test_prune_removes_unreferenced_blobs_and_partial_files(
     assert names(store.root) == ["alpha:latest", "beta:latest"]
 
 
+def test_prune_removes_an_abandoned_index_write(store: Store, two_images: list[Image]) -> None:
+    """A build killed while writing index.json leaves its temp file beside it (the rename never
+    happened); prune removes it and leaves the real index alone."""
+    index_before = (store.root / "index.json").read_bytes()
+    abandoned = store.root / ".index.json-k1ll3d.tmp"
+    abandoned.write_bytes(index_before[:50])
+    assert store.prune(dry_run=True) == (1, 50)
+    assert abandoned.exists()
+    assert store.prune() == (1, 50)
+    assert not abandoned.exists()
+    assert (store.root / "index.json").read_bytes() == index_before
+    assert names(store.root) == ["alpha:latest", "beta:latest"]
+
+
 def test_prune_on_an_empty_store(store: Store) -> None:
     assert store.prune() == (0, 0)
 
 
-@pytest.mark.parametrize(
-    "content", [b"{not json", b"[]", b'{"manifests": 3}', b'"text"', b""]
-)
+@pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"manifests": 3}', b'"text"', b""])
 def test_damaged_index_is_a_store_error_with_a_hint(
     store: Store, two_images: list[Image], content: bytes
 ) -> None:
     (store.root / "index.json").write_bytes(content)
-    for operation in (store.list, lambda: store.get("alpha"), store.check, store.prune):
+    for operation in (store.images, lambda: store.get("alpha"), store.check, store.prune):
         with pytest.raises(StoreError) as info:
             operation()
         assert "index" in info.value.message and "damaged" in info.value.message

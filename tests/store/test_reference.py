@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gpux.errors import UsageError
@@ -143,6 +143,7 @@ DIGESTS = st.binary(min_size=1, max_size=8).map(
 )
 
 
+@settings(deadline=None)  # slow CI machines must not fail on timing
 @given(repository=repositories(), tag=TAGS, digest=st.one_of(st.none(), DIGESTS))
 def test_generated_references_round_trip(repository: str, tag: str, digest: str | None) -> None:
     text = f"{repository}:{tag}" + (f"@{digest}" if digest else "")
@@ -152,6 +153,7 @@ def test_generated_references_round_trip(repository: str, tag: str, digest: str 
     assert parse(str(reference)) == reference
 
 
+@settings(deadline=None)  # slow CI machines must not fail on timing
 @given(repository=repositories())
 def test_generated_bare_names_get_latest(repository: str) -> None:
     reference = parse(repository)
@@ -159,6 +161,7 @@ def test_generated_bare_names_get_latest(repository: str) -> None:
     assert parse(str(reference)) == reference
 
 
+@settings(deadline=None)  # slow CI machines must not fail on timing
 @given(parts=registry_and_path(), tag=TAGS, position=st.integers(min_value=0))
 def test_uppercase_in_a_name_is_rejected(
     parts: tuple[str | None, str], tag: str, position: int

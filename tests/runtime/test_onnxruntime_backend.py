@@ -1,0 +1,146 @@
+"""The ONNX Runtime backend: explicit backends fail loudly, ``auto`` reports what it picked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from gpux.config.schema import Backend, Runtime
+from gpux.errors import BackendError
+from gpux.runtime import providers
+from gpux.runtime.backend import Placement
+from gpux.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from gpux.runtime.registry import engine
+from tests import generated_models
+from tests.generated_models import LINEAR_B, LINEAR_W
+
+AVAILABLE = ort.get_available_providers()
+cpu_only = pytest.mark.skipif(
+    any(
+        p in AVAILABLE
+        for p in (
+            "CUDAExecutionProvider",
+            "TensorrtExecutionProvider",
+            "ROCMExecutionProvider",
+            "MIGraphXExecutionProvider",
+            "CoreMLExecutionProvider",
+            "DmlExecutionProvider",
+            "OpenVINOExecutionProvider",
+            "WebGpuExecutionProvider",
+        )
+    ),
+    reason="this machine offers an accelerated backend",
+)
+
+
+@cpu_only
+def test_requesting_cuda_without_it_names_the_backend_and_how_to_install(
+    symbolic_model: Path,
+) -> None:
+    with pytest.raises(BackendError) as info:
+        OnnxRuntimeBackend.load(symbolic_model, Runtime(backend=Backend.cuda))
+    error = info.value
+    assert error.exit_code == 7
+    assert "backend 'cuda' is not available" in error.message
+    assert "CPUExecutionProvider" in error.message  # what this build does offer
+    assert error.hint is not None
+    assert "pip install 'gpux[cuda]'" in error.hint
+    assert "onnxruntime-gpu" in error.hint
+    assert "--backend auto" in error.hint
+
+
+@cpu_only
+@pytest.mark.parametrize("backend", ["tensorrt", "rocm", "openvino", "webgpu"])
+def test_every_missing_backend_has_its_own_install_hint(symbolic_model: Path, backend: str) -> None:
+    with pytest.raises(BackendError) as info:
+        OnnxRuntimeBackend.load(symbolic_model, Runtime(backend=Backend(backend)))
+    assert f"backend '{backend}'" in info.value.message
+    assert info.value.hint is not None
+    assert info.value.hint.startswith(providers.INSTALL_HINTS[backend])
+
+
+@cpu_only
+def test_auto_picks_cpu_and_runs(symbolic_model: Path) -> None:
+    backend = engine().load(symbolic_model, Runtime(backend=Backend.auto))
+    assert isinstance(backend, OnnxRuntimeBackend)
+    placement = backend.placement
+    assert placement.backend == "cpu"
+    assert placement.providers == ["CPUExecutionProvider"]
+    assert placement.requested == "auto"
+    assert placement.fallback_reason is None
+    assert placement.device.startswith("CPU (")
+    x = np.array([[1, 2, 3, 4], [0, 0, 0, 0]], dtype=np.float32)
+    outputs = backend.run({"x": x})
+    assert list(outputs) == ["y"]
+    np.testing.assert_allclose(outputs["y"], x @ LINEAR_W + LINEAR_B, rtol=1e-6)
+    backend.close()
+
+
+def test_explicit_cpu_backend(symbolic_model: Path) -> None:
+    backend = OnnxRuntimeBackend.load(symbolic_model, Runtime(backend=Backend.cpu, threads=1))
+    assert backend.placement.backend == "cpu"
+    assert backend.placement.requested == "cpu"
+    assert backend.placement.providers == ["CPUExecutionProvider"]
+
+
+def test_a_model_that_cannot_load_is_a_backend_error(tmp_path: Path) -> None:
+    broken = generated_models.corrupt(tmp_path / "broken.onnx")
+    with pytest.raises(BackendError) as info:
+        OnnxRuntimeBackend.load(broken, Runtime(backend=Backend.cpu))
+    assert info.value.message.startswith("backend 'cpu' failed to start: ")
+    with pytest.raises(BackendError) as info:
+        OnnxRuntimeBackend.load(broken, Runtime(backend=Backend.auto))
+    assert info.value.message.startswith("no execution backend could load the model: cpu: ")
+    assert info.value.hint and "gpux doctor" in info.value.hint
+
+
+def test_a_failing_run_is_a_backend_error_naming_the_backend(symbolic_model: Path) -> None:
+    backend = OnnxRuntimeBackend.load(symbolic_model, Runtime(backend=Backend.cpu))
+    with pytest.raises(BackendError) as info:
+        backend.run({"x": np.zeros((1, 5), np.float32)})  # unchecked feed: wrong width
+    assert info.value.message.startswith("the model failed to run on cpu: ")
+
+
+def test_real_model_runs_on_auto(zoo_file: Callable[[str], Path]) -> None:
+    backend = OnnxRuntimeBackend.load(zoo_file("minilm"), Runtime())
+    ids = np.array([[101, 7592, 2088, 102]], dtype=np.int64)
+    outputs = backend.run(
+        {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids),
+        }
+    )
+    hidden = outputs["last_hidden_state"]
+    assert hidden.shape == (1, 4, 384)
+    assert np.isfinite(hidden).all()
+    assert backend.placement.requested == "auto"
+
+
+def test_placement_to_json() -> None:
+    placement = Placement(
+        backend="cpu",
+        providers=["CPUExecutionProvider"],
+        device="CPU (x86_64, 2 cores)",
+        requested="auto",
+        fallback_reason="cuda: CUDAExecutionProvider did not start",
+    )
+    assert placement.to_json() == {
+        "backend": "cpu",
+        "providers": ["CPUExecutionProvider"],
+        "device": "CPU (x86_64, 2 cores)",
+        "requested": "auto",
+        "fallback_reason": "cuda: CUDAExecutionProvider did not start",
+    }
+    placement.details = {"gpu_memory": 0}
+    assert placement.to_json()["details"] == {"gpu_memory": 0}
+
+
+def test_unknown_engine_is_a_backend_error() -> None:
+    with pytest.raises(BackendError, match="unknown engine 'tvm'") as info:
+        engine("tvm")
+    assert info.value.hint == "known engines: onnxruntime"
