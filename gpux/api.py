@@ -89,11 +89,19 @@ def load(
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or looks_like_path(text):
         path = Path(text).expanduser()
-        if path.suffix == ".onnx" and path.is_file():
+        if path.suffix == ".onnx":
             return _load_onnx_file(path, backend)
         result = build(path, backend=backend, store=store, reporter=reporter)
         return load_image(result.image, backend)
-    return load_image(store.get(text), backend)
+    try:
+        image = store.get(text)
+    except NotFoundError as exc:
+        if Path(text).is_dir():
+            raise NotFoundError(
+                exc.message, f"to use the project folder '{text}', write ./{text}"
+            ) from None
+        raise
+    return load_image(image, backend)
 
 
 def load_image(image: Image, backend: str | None = None) -> Model:
@@ -123,7 +131,10 @@ def _load_onnx_file(path: Path, backend: str | None) -> Model:
     from gpux.runtime.registry import engine
 
     if not path.is_file():
-        raise NotFoundError(f"model file '{path}' not found", "check the path")
+        raise NotFoundError(
+            f"model file '{path}' not found",
+            "check the path; to run a stored image, give its name without '.onnx'",
+        )
     inputs, outputs = model_signature(load_checked(path, str(path), full_check=False))
     runtime = Runtime(backend=Backend(backend or "auto"))
     return Model(engine().load(path, runtime), inputs, outputs)

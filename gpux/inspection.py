@@ -8,6 +8,12 @@ from typing import Any
 from gpux.store import Image, Store
 
 
+def _by_count(model: dict[str, Any]) -> dict[str, Any]:
+    operators = model.get("operators", {})
+    ranked = sorted(operators.items(), key=lambda item: (-item[1], item[0]))
+    return {**model, "operators": dict(ranked)}
+
+
 def describe_image(image: Image) -> dict[str, Any]:
     config = image.config
     gpuxfile = config.get("gpuxfile", {})
@@ -24,7 +30,7 @@ def describe_image(image: Image) -> dict[str, Any]:
         "outputs": gpuxfile.get("outputs", []),
         "labels": len(gpuxfile.get("labels") or []) or None,
         "runtime": gpuxfile.get("runtime"),
-        "model": config.get("model", {}),
+        "model": _by_count(config.get("model", {})),
         "optimization": config.get("optimization"),
         "smoke": config.get("smoke"),
         "layers": [
@@ -69,7 +75,7 @@ def describe_path(path: Path) -> dict[str, Any]:
         "source": origin,
         "inputs": [tensor.to_json() for tensor in inputs],
         "outputs": [tensor.to_json() for tensor in outputs],
-        "model": analyze.model_info(model, path),
+        "model": _by_count(analyze.model_info(model, path)),
         "smoke": None,
     }
 

@@ -62,6 +62,21 @@ def _signature(value_info: Any) -> TensorSignature:
     return TensorSignature(name=value_info.name, dtype=dtype, shape=shape)
 
 
+def refuse_external_data(model: Any, display: str) -> None:
+    """Weights kept in side files are not stored in images yet: refuse at build, not at run."""
+    from onnx.external_data_helper import uses_external_data
+
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ModelError(
+                f"model '{display}' keeps its weights in a separate file ('{location}'), which "
+                "GPUX images do not carry yet",
+                "for models under 2 GB, merge the weights into the .onnx file: "
+                "onnx.save(onnx.load(path), path, save_as_external_data=False)",
+            )
+
+
 def model_signature(model: Any) -> tuple[list[TensorSignature], list[TensorSignature]]:
     initializers = {init.name for init in model.graph.initializer}
     inputs = [_signature(v) for v in model.graph.input if v.name not in initializers]

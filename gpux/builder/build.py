@@ -126,23 +126,24 @@ def build(
     if not options.force:
         quick = _quick_model_sha256(project)
         if quick is not None:
-            key = build_key(project, quick, options)
-            if store.build_key(reference.name) == key:
-                reporter.skip("build", "unchanged since the last build")
-                return BuildResult(store.get(reference.name), reference, True, reporter)
+            cached = _cached(store, reference, build_key(project, quick, options), reporter)
+            if cached is not None:
+                return cached
 
     with reporter.step("resolve model") as step:
         resolved = sources.resolve(project, progress=reporter.transfer)
         step.detail = f"{resolved.kind} {resolved.sha256[:12]}"
     key = build_key(project, resolved.sha256, options)
-    if not options.force and store.build_key(reference.name) == key:
-        reporter.skip("build", "unchanged since the last build")
-        return BuildResult(store.get(reference.name), reference, True, reporter)
+    if not options.force:
+        cached = _cached(store, reference, key, reporter)
+        if cached is not None:
+            return cached
 
     from gpux.builder import analyze, signature
 
     with reporter.step("check model") as step:
         model = analyze.load_checked(resolved.path, project.config.model.source)
+        analyze.refuse_external_data(model, project.config.model.source)
         info = analyze.model_info(model, resolved.path)
         step.detail = f"opset {info['opsets'].get('ai.onnx', '?')}, {info['nodes']} nodes"
 
@@ -252,8 +253,21 @@ def build(
     return BuildResult(image, reference, False, reporter)
 
 
+def _cached(store: Store, reference: Reference, key: str, reporter: Reporter) -> BuildResult | None:
+    """The image already built from exactly these inputs, under this name or another one."""
+    if store.build_key(reference.name) == key:
+        reporter.skip("build", "unchanged since the last build")
+        return BuildResult(store.get(reference.name), reference, True, reporter)
+    twin = store.find_by_build_key(key)
+    if twin is not None:
+        image = store.tag(twin, reference.name)
+        reporter.skip("build", f"same inputs as {twin}: tagged it {reference.name}")
+        return BuildResult(image, reference, True, reporter)
+    return None
+
+
 def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+    return f"{size / 1e6:.1f} MB"
 
 
 def _image_config(

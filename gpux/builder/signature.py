@@ -62,17 +62,27 @@ def _narrow(
         return list(declared)
     if len(declared) != len(tensor.shape):
         raise ModelError(
-            f"{kind[:-1]} '{tensor.name}' is declared with {len(declared)} dimensions "
-            f"{declared}, but the model has {len(tensor.shape)}: {tensor.shape_text()}",
+            f"{kind[:-1]} '{tensor.name}' is declared with {_dimensions(len(declared))} "
+            f"{_shape(declared)}, but the model has {_dimensions(len(tensor.shape))}: "
+            f"{tensor.shape_text()}",
             f"use a shape of rank {len(tensor.shape)}, like {tensor.shape_text()}",
         )
     result: list[int | str | None] = []
     for axis, (want, have) in enumerate(zip(declared, tensor.shape, strict=True)):
         if isinstance(have, int) and want != have:
             raise ModelError(
-                f"{kind[:-1]} '{tensor.name}' dimension {axis} is declared {want!r} in the "
+                f"{kind[:-1]} '{tensor.name}' dimension {axis} is declared "
+                f"{'null' if want is None else repr(want)} in the "
                 f"GPUXfile, but the model fixes it to {have}",
                 f"use {have} for that dimension (model shape {tensor.shape_text()})",
             )
         result.append(want if want is not None else have)
     return result
+
+
+def _dimensions(count: int) -> str:
+    return f"{count} dimension" + ("" if count == 1 else "s")
+
+
+def _shape(shape: list[int | str | None]) -> str:
+    return "[" + ", ".join("null" if d is None else str(d) for d in shape) + "]"

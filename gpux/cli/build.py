@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
             False, "--no-optimize", help="Store the model as is, without offline optimisation."
         ),
         backend: str | None = typer.Option(
-            None, "--backend", help=f"Backend for the smoke run ({BACKENDS})."
+            None,
+            "--backend",
+            help=f"Backend to smoke-test on and record as the image's runtime.backend ({BACKENDS}).",
         ),
         force: bool = typer.Option(False, "--force", help="Rebuild even if nothing changed."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image name."),

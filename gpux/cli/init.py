@@ -33,24 +33,47 @@ def write_gpuxfile(
     from importlib import resources
 
     from gpux.config.load import GPUXFILE_NAMES, _name_from_folder, parse_config
-    from gpux.errors import UsageError
+    from gpux.config.schema import IMAGE_NAME
+    from gpux.errors import ConfigError, UsageError
 
     if template not in TEMPLATES:
         raise UsageError(f"unknown template '{template}'", f"choose one of: {', '.join(TEMPLATES)}")
-    directory.mkdir(parents=True, exist_ok=True)
     existing = [directory / n for n in GPUXFILE_NAMES if (directory / n).exists()]
     if existing and not force:
         raise UsageError(f"{existing[0]} already exists", "pass --force to overwrite it")
+    if name is not None and not IMAGE_NAME.fullmatch(name):
+        raise UsageError(
+            f"--name {name!r} is not a valid image name",
+            "use lowercase letters, digits and . _ - separators, like 'sentiment'",
+        )
     if model is None:
-        candidates = sorted(p.name for p in directory.glob("*.onnx"))
+        candidates = sorted(p.name for p in directory.glob("*.onnx")) if directory.is_dir() else []
         model = f"./{candidates[0]}" if len(candidates) == 1 else "./model.onnx"
     text = (
         resources.files("gpux.cli.templates")
         .joinpath(f"{template}.yaml")
         .read_text("utf-8")
-        .format(name=name or _name_from_folder(directory), model=model)
+        .format(name=name or _name_from_folder(directory), model=_yaml_scalar(model))
     )
-    parse_config(text, "template")  # a template that does not validate is a bug here, not later
+    try:
+        parse_config(text, "template")
+    except ConfigError as exc:
+        raise UsageError(f"these options do not make a valid GPUXfile: {exc.message}") from None
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "GPUXfile"
     path.write_text(text, "utf-8")
     return path
+
+
+def _yaml_scalar(text: str) -> str:
+    """``text`` as written when YAML reads it back unchanged, else quoted (colons, '#', ...)."""
+    import json
+
+    import yaml
+
+    try:
+        if yaml.safe_load(f"key: {text}") == {"key": text}:
+            return text
+    except yaml.YAMLError:
+        pass
+    return json.dumps(text)  # a JSON string is a valid YAML scalar

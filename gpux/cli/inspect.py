@@ -68,6 +68,9 @@ def _render(info: dict[str, Any]) -> None:
         table.add_column("name")
         table.add_column("dtype")
         table.add_column("shape")
+        described = any(tensor.get("description") for tensor in info[kind])
+        if described:
+            table.add_column("description")
         for tensor in info[kind]:
             shape = tensor.get("shape")
             shape_text = (
@@ -75,7 +78,10 @@ def _render(info: dict[str, Any]) -> None:
                 if shape is None
                 else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
             )
-            table.add_row(escape(tensor["name"]), tensor["dtype"], escape(shape_text))
+            row = [escape(tensor["name"]), tensor["dtype"], escape(shape_text)]
+            if described:
+                row.append(escape(tensor.get("description") or ""))
+            table.add_row(*row)
         console.print(table)
 
     operators = model.get("operators", {})

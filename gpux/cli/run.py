@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         from gpux.api import load
         from gpux.cli.console import print_json
         from gpux.pipeline.inputs import from_request, parse_cli_inputs
-        from gpux.pipeline.outputs import outputs_to_json, write_outputs
+        from gpux.pipeline.outputs import check_output_path, outputs_to_json, write_outputs
 
         reporter = None
         from gpux.api import looks_like_path
@@ -44,7 +44,12 @@ def register(app: typer.Typer) -> None:
 
             reporter = RichReporter(quiet=True)
         model = load(target, backend=backend, reporter=reporter)
-        values = parse_cli_inputs(inputs, model.inputs) if inputs else from_request(_read_stdin())
+        if output is not None:
+            check_output_path(output)  # before the model runs, not after
+        names = [tensor.name for tensor in model.inputs]
+        values = (
+            parse_cli_inputs(inputs, model.inputs) if inputs else from_request(_read_stdin(), names)
+        )
         started = time.perf_counter()
         outputs = model.run(values)
         elapsed_ms = (time.perf_counter() - started) * 1e3

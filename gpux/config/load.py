@@ -31,6 +31,17 @@ from gpux.errors import (
 )
 
 GPUXFILE_NAMES = ("GPUXfile", "gpux.yaml", "gpux.yml")
+# Names other tools use for our values: suggested, never accepted silently.
+_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "int": "int64",
+    "long": "int64",
+    "boolean": "bool",
+    "str": "string",
+    "gpu": "cuda",
+}
 MAX_GPUXFILE_BYTES = 1 << 20
 
 
@@ -131,6 +142,10 @@ def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
             f"got a {_yaml_type(doc.data)}",
             "a minimal GPUXfile is one line: model: ./model.onnx",
         )
+    version = doc.data.get("version")
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        # YAML reads `version: 1.10` as the float 1.1; the tag is the text the user wrote.
+        doc.data["version"] = doc.scalars.get(("version",), str(version))
     try:
         return GPUXfile.model_validate(doc.data)
     except ValidationError as exc:
@@ -257,7 +272,12 @@ def _schema_error(
             message = f"{_dotted(path)}: {expected}{got}"
             choices = _enum_at(path)
             if choices and isinstance(error.get("input"), str):
-                close = difflib.get_close_matches(error["input"], choices, n=1, cutoff=0.5)
+                alias = _ALIASES.get(error["input"].lower())
+                close = (
+                    [alias]
+                    if alias in choices
+                    else difflib.get_close_matches(error["input"], choices, n=1, cutoff=0.5)
+                )
                 if close:
                     message += f"; did you mean '{close[0]}'?"
                 hints.append(f"{_dotted(path)} must be one of: {', '.join(choices)}")

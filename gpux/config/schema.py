@@ -70,7 +70,7 @@ def _check_dim(dim: int | str | None) -> int | str | None:
 
 Dim = Annotated[int | str | None, AfterValidator(_check_dim)]
 """A fixed size (int >= 1), a symbolic name (``batch``), or null for "any size"."""
-_IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
 class ModelSource(Strict):
@@ -151,6 +151,7 @@ class GPUXfile(Strict):
     name: str | None = Field(
         default=None,
         examples=["sentiment"],
+        json_schema_extra={"pattern": IMAGE_NAME.pattern},
         description="Image name used by ``gpux build`` when ``-t`` is not given (default: the folder name).",
     )
     version: str | None = Field(
@@ -192,10 +193,21 @@ class GPUXfile(Strict):
     def _model_shorthand(cls, value: Any) -> Any:
         return {"source": value} if isinstance(value, str) else value
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value: Any) -> Any:
+        # `labels: [0, 90, 180, 270]` means the texts "0", "90", ...
+        if isinstance(value, list):
+            return [
+                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in value
+            ]
+        return value
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and not _IMAGE_NAME.match(value):
+        if value is not None and not IMAGE_NAME.match(value):
             raise ValueError(
                 f"name {value!r} must be lowercase letters, digits and . _ - separators "
                 "(like 'sentiment' or 'resnet-50')"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -21,6 +21,7 @@ class PositionedDocument:
     data: Any
     values: dict[Path, Position]  # where each value starts
     keys: dict[Path, Position]  # where each mapping key starts
+    scalars: dict[Path, str] = field(default_factory=dict)  # scalar text exactly as written
 
     def position_of(self, path: Path, *, key: bool = False) -> Position | None:
         """The closest known position: the path itself, else its nearest ancestor."""
@@ -47,7 +48,9 @@ def _position(mark: yaml.Mark) -> Position:
 
 def _index(node: yaml.Node, path: Path, doc: PositionedDocument) -> None:
     doc.values[path] = _position(node.start_mark)
-    if isinstance(node, yaml.MappingNode):
+    if isinstance(node, yaml.ScalarNode):
+        doc.scalars[path] = str(node.value)
+    elif isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = str(key_node.value)
             child = (*path, key)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,21 @@ MAX_REQUEST_FILE_BYTES = 2 << 30
 _INPUT_NAME = re.compile(r"^[A-Za-z_][\w.:/-]*$")
 
 
-def from_request(request: Any) -> dict[str, Any]:
-    """Input values from a decoded JSON request in any accepted form."""
+def from_request(request: Any, input_names: Collection[str] = ()) -> dict[str, Any]:
+    """Input values from a decoded JSON request in any accepted form.
+
+    ``input_names`` (the model's) settle the one ambiguous case: a model whose input is itself
+    called ``inputs`` gets a plain mapping read as a mapping.
+    """
     if not isinstance(request, dict):
         raise InputError(
             f"a request must be a JSON object of input names to values, got {_kind(request)}",
             'example: {"input_ids": [[101, 2023, 102]]}',
         )
-    body = (
-        request.get("inputs", request)
-        if set(request) <= {"inputs", "id", "parameters", "outputs"}
-        else request
-    )
+    envelope = set(request) <= {"inputs", "id", "parameters", "outputs"}
+    if envelope and set(request) & set(input_names) and not _is_protocol(request.get("inputs")):
+        envelope = False
+    body = request.get("inputs", request) if envelope else request
     if isinstance(body, list):
         return _from_inference_protocol(body)
     if not isinstance(body, dict):
@@ -62,6 +66,10 @@ def from_request(request: Any) -> dict[str, Any]:
             'example: {"inputs": {"x": [1.0, 2.0]}}',
         )
     return dict(body)
+
+
+def _is_protocol(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, dict) and "name" in t for t in value)
 
 
 def _kind(value: Any) -> str:
@@ -158,7 +166,7 @@ def parse_cli_inputs(items: list[str], signatures: list[TensorSignature]) -> dic
                 name = signatures[0].name
                 _merge(values, {name: read_value_file(name, path)})
                 continue
-            _merge(values, from_request(read_json_file(path)))
+            _merge(values, from_request(read_json_file(path), by_name))
             continue
         name, separator, text = item.partition("=")
         if not (separator and _INPUT_NAME.match(name)):

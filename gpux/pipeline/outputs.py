@@ -65,10 +65,22 @@ def outputs_to_json(
     return {name: tensor_to_json(value, full) for name, value in outputs.items()}
 
 
+OUTPUT_SUFFIXES = (".json", ".npy", ".npz")
+
+
+def check_output_path(path: Path) -> None:
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UsageError(
+            f"cannot write outputs to '{path.name}': unknown file type '{path.suffix}'",
+            "use --output out.json, out.npy or out.npz",
+        )
+
+
 def write_outputs(outputs: dict[str, np.ndarray[Any, Any]], path: Path) -> list[Path]:
     """Write outputs to .json (all), .npz (all) or .npy (one output; several get name suffixes)."""
     import json
 
+    check_output_path(path)
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":

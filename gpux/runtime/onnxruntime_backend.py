@@ -111,7 +111,7 @@ class OnnxRuntimeBackend(Backend):
             return cls(session, placement)
         raise BackendError(
             "no execution backend could load the model: " + "; ".join(failures),
-            "run 'gpux doctor' to see what this machine offers",
+            "try --backend cpu; rerun with --debug to see ONNX Runtime's own messages",
         )
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:

@@ -142,8 +142,35 @@ def coerce(name: str, value: Any, signature: TensorSignature) -> np.ndarray[Any,
             f"send {signature.dtype} data (shape {signature.shape_text()})",
         )
     if array.dtype != wanted:
-        array = array.astype(wanted)
+        array = _convert(name, array, wanted, signature)
     return array
+
+
+def _convert(
+    name: str, array: np.ndarray[Any, Any], wanted: np.dtype[Any], signature: TensorSignature
+) -> np.ndarray[Any, Any]:
+    """Cast, refusing values the target type cannot hold (numpy would wrap or overflow)."""
+    if wanted.kind in "iu" and array.dtype.kind in "iu" and array.size:
+        limits = np.iinfo(wanted)
+        low, high = int(array.min()), int(array.max())
+        if low < limits.min or high > limits.max:
+            bad = low if low < limits.min else high
+            raise InputError(
+                f"input '{name}' holds {bad}, outside the range of {signature.dtype} "
+                f"[{limits.min}, {limits.max}]",
+                f"send values that fit {signature.dtype}",
+            )
+    with np.errstate(over="ignore", invalid="ignore"):
+        converted = array.astype(wanted)
+    if wanted.kind == "f" and array.dtype.kind in "fiu" and array.size:
+        overflow = np.isinf(converted) & np.isfinite(array)
+        if overflow.any():
+            bad = array[overflow].reshape(-1)[0]
+            raise InputError(
+                f"input '{name}' holds {bad}, too large for {signature.dtype}",
+                f"send values that fit {signature.dtype} (largest {np.finfo(wanted).max:.3g})",
+            )
+    return converted
 
 
 def _describe(dtype: np.dtype[Any]) -> str:

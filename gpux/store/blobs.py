@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -18,6 +19,7 @@ from gpux.errors import DigestMismatchError, NotFoundError, StoreError
 from gpux.store import digest as digests
 
 Progress = Callable[[int], None]
+RACY_NS = 2_000_000_000
 
 
 class BlobStore:
@@ -69,15 +71,24 @@ class BlobStore:
                     "the source is corrupt or was changed in transit; fetch it again",
                 )
             final = self.path(digest)
-            if final.exists():
+            if final.exists() and self._intact(digest):
                 tmp_path.unlink()
             else:
+                # Absent, or damaged on disk: the fresh copy we just hashed takes its place.
+                _make_readable(tmp_path)
                 os.replace(tmp_path, final)
                 _fsync_directory(self.directory)
             return digest
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
+
+    def _intact(self, digest: str) -> bool:
+        try:
+            self.verified_path(digest)
+            return True
+        except (DigestMismatchError, NotFoundError):
+            return False
 
     def open_verified(self, digest: str) -> bytes:
         """Read a (small) blob fully and check it against its digest."""
@@ -107,6 +118,10 @@ class BlobStore:
         if actual != digest:
             stamp.unlink(missing_ok=True)
             raise self._corrupt(digest)
+        if time.time_ns() - status.st_mtime_ns < RACY_NS:
+            # Modified within the filesystem's timestamp granularity: a later edit in the same
+            # tick would keep the same mtime, so do not remember this check (git's racy rule).
+            return path
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             stamp.write_text(fingerprint)
@@ -144,8 +159,15 @@ class BlobStore:
         return DigestMismatchError(
             f"blob {digests.short(digest)} in the store is corrupt (its content no longer matches "
             "its digest)",
-            "remove the image with 'gpux rm', run 'gpux prune', then build or pull it again",
+            "rebuild it with 'gpux build --force' (or pull it again): a good copy replaces the damaged blob; 'gpux rm' and 'gpux prune' remove it",
         )
+
+
+def _make_readable(path: Path) -> None:
+    """mkstemp creates 0600 files; a shared GPUX_HOME needs blobs other users can read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -29,7 +29,7 @@ from gpux import env
 from gpux.errors import NotFoundError, StoreError
 from gpux.store import digest as digests
 from gpux.store import mediatypes
-from gpux.store.blobs import BlobStore, Progress
+from gpux.store.blobs import BlobStore, Progress, _make_readable
 from gpux.store.lock import file_lock
 from gpux.store.reference import Reference, parse
 
@@ -318,6 +318,14 @@ class Store:
         except (ValueError, KeyError, TypeError, StoreError):
             return None
 
+    def find_by_build_key(self, key: str) -> str | None:
+        """A name of any complete image built with this build key (to reuse it under a new tag)."""
+        for entry in self._entries():
+            name = self._entry_name(entry)
+            if name and self.build_key(name) == key:
+                return name
+        return None
+
     # -- names ---------------------------------------------------------------------------------
 
     def tag(self, source: str, target: str) -> Image:
@@ -437,6 +445,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        _make_readable(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -264,7 +264,7 @@ CASES = [
         "declared rank mismatch",
         LINEAR + "inputs:\n  - name: x\n    shape: [batch, 4, 1]\n",
         MODEL,
-        ["input 'x' is declared with 3 dimensions", "the model has 2: [batch, 4]"],
+        ["input 'x' is declared with 3 dimensions", "the model has 2 dimensions: [batch, 4]"],
         hint="rank 2",
     ),
     Case(

@@ -141,7 +141,9 @@ def test_remove_keeps_a_layer_shared_with_another_image(
     store: Store, add_project: Callable[..., Path], symbolic_model: Path
 ) -> None:
     first = gpux.api.build(add_project("first", symbolic_model), store=store).image
-    second = gpux.api.build(add_project("second", symbolic_model), store=store).image
+    # A different GPUXfile over the same model: a different image that shares the model layer.
+    gpuxfile = f"description: the same weights\nmodel: ./{symbolic_model.name}\n"
+    second = gpux.api.build(add_project("second", symbolic_model, gpuxfile), store=store).image
     shared = first.layers[0].digest
     assert second.layers[0].digest == shared
     assert first.digest != second.digest
@@ -269,3 +271,30 @@ def test_check_reports_an_invalid_digest_in_the_index(
     problems = store.check()
     assert len(problems) == 1
     assert problems[0].startswith("alpha:latest: invalid digest")
+
+
+def test_identical_inputs_under_a_new_name_reuse_the_image(
+    store: Store, add_project: Callable[..., Path], symbolic_model: Path
+) -> None:
+    first = gpux.api.build(add_project("first", symbolic_model), store=store)
+    again = gpux.api.build(add_project("first", symbolic_model), tag="copy:1", store=store)
+    assert not first.cached and again.cached
+    assert again.image.digest == first.image.digest
+    assert sorted(again.image.names) == ["copy:1", "first:latest"]
+    assert [s.title for s in again.reporter.steps] == ["read GPUXfile", "build"]
+
+
+def test_a_corrupt_blob_is_replaced_by_the_next_good_write(
+    store: Store, add_project: Callable[..., Path], symbolic_model: Path
+) -> None:
+    image = gpux.api.build(add_project("first", symbolic_model), store=store).image
+    layer = blob_path(store.root, image.layers[0].digest)
+    layer.write_bytes(b"bit rot")
+    with pytest.raises(DigestMismatchError):
+        gpux.api.load("first", store=store)
+    # The repair the error message suggests: rebuild. The good copy replaces the bad one.
+    gpux.api.build(add_project("first", symbolic_model), store=store, force=True)
+    with gpux.api.load("first", store=store) as model:
+        out = model.run({"x": [[1.0, 0.0, 0.0, 0.0]]})["y"]
+    np.testing.assert_allclose(out, [[1.0, -0.9, 0.7]], rtol=1e-6)
+    assert store.check() == []
