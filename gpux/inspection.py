@@ -51,7 +51,11 @@ def describe_path(path: Path) -> dict[str, Any]:
     from gpux.builder import analyze, signature, sources
     from gpux.config.load import load_project
 
-    if path.suffix == ".onnx" and path.is_file():
+    if path.suffix == ".onnx" and not path.is_file():
+        from gpux.errors import NotFoundError
+
+        raise NotFoundError(f"model file '{path}' not found", "check the path")
+    if path.suffix == ".onnx":
         model = analyze.load_checked(path, str(path))
         inputs, outputs = analyze.model_signature(model)
         origin: dict[str, Any] = {"kind": "local", "origin": str(path)}

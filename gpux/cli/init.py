@@ -58,7 +58,10 @@ def write_gpuxfile(
     try:
         parse_config(text, "template")
     except ConfigError as exc:
-        raise UsageError(f"these options do not make a valid GPUXfile: {exc.message}") from None
+        raise UsageError(
+            f"these options do not make a valid GPUXfile: {exc.message.split(': ', 1)[-1]}",
+            "check --model (a path, https:// URL or hf: source) and --name",
+        ) from None
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "GPUXfile"
     path.write_text(text, "utf-8")

@@ -291,8 +291,7 @@ def _expected(pydantic_message: str) -> str:
     """Turn pydantic's "Input should be X" into "expected X"."""
     text = pydantic_message.removeprefix("Value error, ")
     if text.startswith("Input should be "):
-        text = "expected " + text[len("Input should be ") :]
-    text = text.replace("a valid ", "")
+        text = "expected " + text[len("Input should be ") :].replace("a valid ", "")
     # "integer, unable to parse string as an integer" says the same thing twice.
     text = re.sub(r", unable to parse string as an? \w+", "", text)
     # "dictionary or instance of Runtime" names a Python class the user never sees.

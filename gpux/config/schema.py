@@ -244,6 +244,10 @@ def json_schema() -> dict[str, Any]:
     schema = GPUXfile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://gpux.dev/schema/gpuxfile-v1.json"
+    # Numbers in an inline labels list are read as text (`labels: [0, 90, 180, 270]`).
+    schema["properties"]["labels"]["anyOf"][0]["items"] = {
+        "anyOf": [{"type": "string"}, {"type": "number"}]
+    }
     # The shorthand `model: ./model.onnx` is valid input even though the model stores an object.
     schema["properties"]["model"] = {
         "anyOf": [{"type": "string"}, {"$ref": "#/$defs/ModelSource"}],

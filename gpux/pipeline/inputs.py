@@ -55,8 +55,13 @@ def from_request(request: Any, input_names: Collection[str] = ()) -> dict[str, A
             'example: {"input_ids": [[101, 2023, 102]]}',
         )
     envelope = set(request) <= {"inputs", "id", "parameters", "outputs"}
-    if envelope and set(request) & set(input_names) and not _is_protocol(request.get("inputs")):
-        envelope = False
+    wrapped = request.get("inputs")
+    if envelope and set(request) & set(input_names):
+        # {"inputs": [...]} for a model with an input named "inputs": a value unless it is the
+        # protocol's tensor list or a mapping of input names (the wrapped form).
+        envelope = _is_protocol(wrapped) or (
+            isinstance(wrapped, dict) and set(wrapped) <= set(input_names)
+        )
     body = request.get("inputs", request) if envelope else request
     if isinstance(body, list):
         return _from_inference_protocol(body)

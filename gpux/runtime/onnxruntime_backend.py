@@ -109,9 +109,13 @@ class OnnxRuntimeBackend(Backend):
                 fallback_reason="; ".join(failures) or None,
             )
             return cls(session, placement)
+        tried = [backend for backend, _ in to_try]
         raise BackendError(
             "no execution backend could load the model: " + "; ".join(failures),
-            "try --backend cpu; rerun with --debug to see ONNX Runtime's own messages",
+            "ONNX Runtime rejects the model itself: rebuild it with 'gpux build --force' and "
+            "rerun with --debug to see ONNX Runtime's own messages"
+            if tried == ["cpu"]
+            else "try --backend cpu; rerun with --debug to see ONNX Runtime's own messages",
         )
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:

@@ -130,6 +130,16 @@ def coerce(name: str, value: Any, signature: TensorSignature) -> np.ndarray[Any,
                 f"input '{name}': the nested lists are ragged (rows of different lengths)",
                 f"give a rectangular array of shape {signature.shape_text()}",
             ) from None
+        if (
+            array.dtype == object
+            and wanted.kind != "O"
+            and array.size
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in array.flat)
+        ):
+            raise InputError(
+                f"input '{name}' holds an integer too large for any {signature.dtype} value",
+                f"send values that fit {signature.dtype}",
+            )
         if array.dtype == object and wanted.kind != "O":
             raise InputError(
                 f"input '{name}': the nested lists are ragged or mix types",

@@ -84,10 +84,10 @@ class BlobStore:
             raise
 
     def _intact(self, digest: str) -> bool:
+        """Full re-hash, ignoring stamps: a write is the moment to repair silent corruption."""
         try:
-            self.verified_path(digest)
-            return True
-        except (DigestMismatchError, NotFoundError):
+            return digests.of_file(self.path(digest))[0] == digest
+        except OSError:
             return False
 
     def open_verified(self, digest: str) -> bytes:

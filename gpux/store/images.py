@@ -241,7 +241,7 @@ class Store:
     def find(self, text: str) -> str | None:
         """The manifest digest for a name, ``name@sha256:...``, or a unique digest prefix."""
         entries = self._entries()
-        if re.fullmatch(r"(sha256:)?[0-9a-f]{6,64}", text):
+        if _DIGEST_PREFIX.fullmatch(text):
             prefix = text.removeprefix("sha256:")
             matches = {
                 str(e["digest"])
@@ -271,7 +271,12 @@ class Store:
                 f"image '{text}' not found",
                 f"run 'gpux images' to list local images, or build it: gpux build -t {text} PATH",
             )
-        return self._load(manifest_digest)
+        image = self._load(manifest_digest)
+        if not _DIGEST_PREFIX.fullmatch(text):
+            asked = parse(text).name
+            if asked in image.names:  # report the name the user used, not the first one
+                image.names = [asked, *(n for n in image.names if n != asked)]
+        return image
 
     def _load(self, manifest_digest: str) -> Image:
         manifest = _json_blob(self.blobs.open_verified(manifest_digest), manifest_digest)
@@ -346,7 +351,7 @@ class Store:
         digest = self.find(text)
         if digest is None:
             raise NotFoundError(f"image '{text}' not found", "run 'gpux images' to list images")
-        by_digest = re.fullmatch(r"(sha256:)?[0-9a-f]{6,64}", text) is not None
+        by_digest = _DIGEST_PREFIX.fullmatch(text) is not None
         with self._collecting():
             names = [
                 n
@@ -419,6 +424,9 @@ class Store:
             except (StoreError, NotFoundError) as exc:
                 problems.append(f"{name}: {exc.message}")
         return problems
+
+
+_DIGEST_PREFIX = re.compile(r"(sha256:)?[0-9a-f]{6,64}")
 
 
 def _canonical_json(value: dict[str, Any]) -> bytes:

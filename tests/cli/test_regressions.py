@@ -138,3 +138,30 @@ def test_npy_round_trip_matches_numpy(gpux: BoundCLI, workdir: Path) -> None:
     gpux.ok("run", str(model), "--input", f"@{workdir / 'npy' / 'x.npy'}", "--output", str(out))
     expected = x @ generated_models.LINEAR_W + generated_models.LINEAR_B
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-6)
+
+
+def test_the_name_asked_for_is_the_name_reported(gpux: BoundCLI, workdir: Path) -> None:
+    project = workdir / "twice"
+    generated_models.linear(project / "linear.onnx")
+    (project / "GPUXfile").write_text("model: ./linear.onnx\n")
+    gpux.ok("build", str(project), "-t", "zeta:1")
+    gpux.ok("tag", "zeta:1", "alpha:1")
+    result = gpux.json("run", "zeta:1", "--input", "[[1, 2, 3, 4]]")
+    assert result["model"] == "zeta:1"
+    assert gpux.json("inspect", "zeta:1", "--json")["name"] == "zeta:1"
+
+
+def test_a_wrapped_request_works_for_an_input_named_inputs(gpux: BoundCLI, workdir: Path) -> None:
+    model = _identity(workdir / "wrapped" / "wrapped.onnx", TensorProto.FLOAT, name="inputs")
+    request = json.dumps({"inputs": {"inputs": [1.5]}})
+    assert gpux.json("run", str(model), stdin=request)["outputs"]["y"]["data"] == [1.5]
+
+
+def test_integers_beyond_64_bits_are_a_range_error(gpux: BoundCLI, workdir: Path) -> None:
+    model = _identity(workdir / "huge" / "u8.onnx", TensorProto.UINT8)
+    result = gpux("run", str(model), "--input", "[100000000000000000000]")
+    assert_failure(result, 6, "too large for any uint8 value")
+
+
+def test_inspect_of_a_missing_onnx_file_names_the_model_file(gpux: BoundCLI) -> None:
+    assert_failure(gpux("inspect", "nothere.onnx"), 4, "model file 'nothere.onnx' not found")
