@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup demo test check bench clean
+.PHONY: help setup demo test check bench clean system-deps
 
 help:
 	@echo "make demo    install everything and run a real model end to end"
@@ -35,7 +35,13 @@ check: setup
 	$(UV) run --frozen --quiet ruff format --check gpux tests tools benchmarks
 	$(UV) run --frozen --quiet mypy
 
-test: check
+# lavapipe (software Vulkan) lets the WebGPU and GPU-discovery code run without a GPU.
+system-deps:
+	@dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mesa-vulkan-drivers; }
+
+test: check system-deps
 	$(UV) run --frozen --quiet pytest -n 2 --dist loadfile
 
 bench: setup

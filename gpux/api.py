@@ -78,12 +78,14 @@ def load(
     name_or_path: str | Path,
     *,
     backend: str | None = None,
+    warmup: bool | None = None,
     store: Store | None = None,
     reporter: Reporter | None = None,
 ) -> Model:
     """Load an image (``name[:tag]`` or digest), a project folder (built first) or an .onnx file.
 
-    ``backend`` overrides the GPUXfile's ``runtime.backend`` (``auto``, ``cpu``, ``cuda`` ...).
+    ``backend`` overrides the GPUXfile's ``runtime.backend`` (``auto``, ``cpu``, ``cuda`` ...);
+    ``warmup`` its ``runtime.warmup`` (one run at load so the first real call is not the slow one).
     """
     store = store or Store()
     text = str(name_or_path)
@@ -92,7 +94,7 @@ def load(
         if path.suffix == ".onnx":
             return _load_onnx_file(path, backend)
         result = build(path, backend=backend, store=store, reporter=reporter)
-        return load_image(result.image, backend)
+        return load_image(result.image, backend, warmup)
     try:
         image = store.get(text)
     except NotFoundError as exc:
@@ -101,10 +103,10 @@ def load(
                 exc.message, f"to use the project folder '{text}', write ./{text}"
             ) from None
         raise
-    return load_image(image, backend)
+    return load_image(image, backend, warmup)
 
 
-def load_image(image: Image, backend: str | None = None) -> Model:
+def load_image(image: Image, backend: str | None = None, warmup: bool | None = None) -> Model:
     from gpux.runtime.registry import engine
 
     config = image.config
@@ -121,8 +123,33 @@ def load_image(image: Image, backend: str | None = None) -> Model:
     inputs = [TensorSignature.from_json(t) for t in gpuxfile.get("inputs", [])]
     outputs = [TensorSignature.from_json(t) for t in gpuxfile.get("outputs", [])]
     labels = gpuxfile.get("labels")
-    loaded = engine().load(model_path, runtime)
-    return Model(loaded, inputs, outputs, image=image, labels=labels)
+    layer = image.layer(media)
+    cache = image.store.root / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
+    loaded = engine().load(model_path, runtime, cache_dir=_engine_cache_key(cache))
+    model = Model(loaded, inputs, outputs, image=image, labels=labels)
+    if runtime.warmup if warmup is None else warmup:
+        from gpux.builder.smoke import generate_inputs
+
+        model.run(generate_inputs(inputs))
+    return model
+
+
+def _engine_cache_key(base: Path) -> Path:
+    """TensorRT engines are only valid for one GPU model and one TensorRT version."""
+    from importlib import metadata
+
+    from gpux.runtime.libraries import gpu_models
+
+    version = "unknown"
+    for dist in ("tensorrt", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs"):
+        try:
+            version = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    gpu = (gpu_models() or ["unknown-gpu"])[0]
+    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in f"{gpu}-trt{version}")
+    return base / safe
 
 
 def _load_onnx_file(path: Path, backend: str | None) -> Model:

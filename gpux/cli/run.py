@@ -43,7 +43,16 @@ def register(app: typer.Typer) -> None:
             from gpux.cli.progress import RichReporter
 
             reporter = RichReporter(quiet=True)
-        model = load(target, backend=backend, reporter=reporter)
+        model = load(target, backend=backend, warmup=False, reporter=reporter)
+        if model.placement.fallback_reason:
+            from rich.markup import escape
+
+            from gpux.cli.console import stderr
+
+            stderr().print(
+                f"[yellow]note:[/yellow] running on {model.placement.backend}; better backends "
+                f"were passed over: {escape(model.placement.fallback_reason)}"
+            )
         if output is not None:
             check_output_path(output)  # before the model runs, not after
         names = [tensor.name for tensor in model.inputs]

@@ -111,6 +111,58 @@ class TensorSpec(Strict):
     )
 
 
+class ConvAlgoSearch(StrEnum):
+    exhaustive = "exhaustive"
+    heuristic = "heuristic"
+    default = "default"
+
+
+class CudaOptions(Strict):
+    """Options of the CUDA backend."""
+
+    conv_algo_search: ConvAlgoSearch = Field(
+        default=ConvAlgoSearch.exhaustive,
+        description="cuDNN convolution algorithm search: exhaustive (fastest kernels, slower first run), heuristic, or default.",
+    )
+    cuda_graphs: bool = Field(
+        default=False,
+        description="Capture the model in a CUDA graph and replay it (fixed input shapes, every node on CUDA). GPUX explains when a model does not qualify.",
+    )
+
+
+class TensorRTOptions(Strict):
+    """Options of the TensorRT backend."""
+
+    fp16: bool = Field(default=False, description="Let TensorRT use fp16 kernels.")
+    engine_cache: bool = Field(
+        default=True,
+        description="Keep built engines in the store, keyed by model digest, GPU and TensorRT version.",
+    )
+
+
+class WebGPULayout(StrEnum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class WebGPUOptions(Strict):
+    """Options of the WebGPU backend."""
+
+    preferred_layout: WebGPULayout = Field(
+        default=WebGPULayout.NCHW, description="Tensor layout the WebGPU kernels prefer."
+    )
+
+
+class OpenVINOOptions(Strict):
+    """Options of the OpenVINO backend."""
+
+    device_type: str = Field(
+        default="AUTO",
+        pattern=r"^(AUTO|CPU|GPU|NPU)(\.[0-9]+)?(_FP16|_FP32)?$",
+        description="OpenVINO device: AUTO, CPU, GPU, NPU (optionally GPU.1, GPU_FP16 ...).",
+    )
+
+
 class Runtime(Strict):
     """How the model is executed."""
 
@@ -127,6 +179,18 @@ class Runtime(Strict):
     graph_optimization: GraphOptimization = Field(
         default=GraphOptimization.all,
         description="ONNX Runtime graph optimisation level applied when the session is created.",
+    )
+    warmup: bool = Field(
+        default=True,
+        description="Run the model once at load so the first request does not pay for kernel compilation (gpux run skips it: it runs once anyway).",
+    )
+    cuda: CudaOptions = Field(default_factory=CudaOptions, description="CUDA options.")
+    tensorrt: TensorRTOptions = Field(
+        default_factory=TensorRTOptions, description="TensorRT options."
+    )
+    webgpu: WebGPUOptions = Field(default_factory=WebGPUOptions, description="WebGPU options.")
+    openvino: OpenVINOOptions = Field(
+        default_factory=OpenVINOOptions, description="OpenVINO options."
     )
 
 

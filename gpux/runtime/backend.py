@@ -58,8 +58,12 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, model_path: Path, runtime: Runtime) -> Backend:
-        """Load the model at ``model_path`` with the GPUXfile's runtime settings."""
+    def load(cls, model_path: Path, runtime: Runtime, cache_dir: Path | None = None) -> Backend:
+        """Load the model at ``model_path`` with the GPUXfile's runtime settings.
+
+        ``cache_dir`` is a folder the backend may keep compiled artefacts in (TensorRT engines),
+        already specific to this model, GPU model and library version.
+        """
 
     @abstractmethod
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:

@@ -1,7 +1,13 @@
-"""The ONNX Runtime backend: one InferenceSession on the best execution provider that works."""
+"""The ONNX Runtime backend: one InferenceSession on the best execution provider that works.
+
+After the session is created, GPUX checks what ONNX Runtime really did: the providers it kept
+and, where ONNX Runtime can report it (>= 1.32), which nodes each provider received. An explicit
+backend that ends up running nothing is an error, never a silent CPU run.
+"""
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +21,29 @@ from gpux.runtime import providers as provider_table
 from gpux.runtime.backend import Backend, Placement
 
 _LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
+# Operators that carry the arithmetic: their share is a cheap stand-in for the FLOPs share.
+COMPUTE_OPS = {
+    "Conv",
+    "ConvTranspose",
+    "MatMul",
+    "Gemm",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "Attention",
+    "MultiHeadAttention",
+    "GroupQueryAttention",
+    "FusedConv",
+    "FusedMatMul",
+    "MatMulNBits",
+    "QAttention",
+    "DynamicQuantizeMatMul",
+    "LSTM",
+    "GRU",
+    "RNN",
+    "Einsum",
+}
+RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
 
 
 def _log_level() -> int:
@@ -24,7 +53,7 @@ def _log_level() -> int:
     return 2 if env.debug() else 4
 
 
-def session_options(runtime: Runtime) -> Any:
+def session_options(runtime: Runtime, backend: str = "cpu") -> Any:
     import onnxruntime as ort
 
     ort.set_default_logger_severity(_log_level())
@@ -35,14 +64,80 @@ def session_options(runtime: Runtime) -> Any:
     )
     if runtime.threads:
         options.intra_op_num_threads = runtime.threads
+    if backend != "cpu":
+        # The CPU only feeds the device here: spinning worker threads would burn cores for
+        # nothing (and slow the CPU nodes of other sessions).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry(RECORD_ASSIGNMENT, "1")
     return options
 
 
+def provider_options(backend: str, runtime: Runtime, cache_dir: Path | None) -> dict[str, str]:
+    """The GPUXfile's per-backend settings in ONNX Runtime's vocabulary."""
+    device = str(runtime.device)
+    if backend == "cuda":
+        return {
+            "device_id": device,
+            "cudnn_conv_algo_search": str(runtime.cuda.conv_algo_search.value).upper(),
+            "enable_cuda_graph": "1" if runtime.cuda.cuda_graphs else "0",
+        }
+    if backend == "tensorrt":
+        options = {"device_id": device, "trt_fp16_enable": str(runtime.tensorrt.fp16)}
+        if runtime.tensorrt.engine_cache and cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            options.update(
+                trt_engine_cache_enable="True",
+                trt_engine_cache_path=str(cache_dir),
+                trt_timing_cache_enable="True",
+                trt_timing_cache_path=str(cache_dir),
+            )
+        return options
+    if backend == "webgpu":
+        return {"preferredLayout": str(runtime.webgpu.preferred_layout.value)}
+    if backend == "openvino":
+        return {"device_type": runtime.openvino.device_type}
+    if backend in ("rocm", "directml"):
+        return {"device_id": device}
+    return {}
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for prefix in ("[ONNXRuntimeError] : ",):
-        text = text.removeprefix(prefix)
+    text = str(exc).strip().removeprefix("[ONNXRuntimeError] : ")
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def node_assignment(session: Any, provider: str) -> dict[str, Any]:
+    """Share of the graph's nodes (and of its compute nodes) that ``provider`` received."""
+    report = getattr(session, "get_provider_graph_assignment_info", None)
+    if report is None:
+        return {"known": False, "why": "this ONNX Runtime cannot report node placement (< 1.32)"}
+    try:
+        subgraphs = report()
+    except Exception as exc:
+        return {"known": False, "why": _first_line(exc)}
+    per_provider: collections.Counter[str] = collections.Counter()
+    elsewhere: collections.Counter[str] = collections.Counter()
+    compute_total = compute_here = 0
+    for subgraph in subgraphs:
+        for node in subgraph.get_nodes():
+            per_provider[subgraph.ep_name] += 1
+            is_compute = node.op_type in COMPUTE_OPS
+            compute_total += is_compute
+            if subgraph.ep_name == provider:
+                compute_here += is_compute
+            else:
+                elsewhere[f"{node.op_type}@{subgraph.ep_name}"] += 1
+    total = sum(per_provider.values())
+    return {
+        "known": True,
+        "nodes": total,
+        "nodes_on_backend": per_provider[provider],
+        "share": round(per_provider[provider] / total, 4) if total else 0.0,
+        "compute_nodes": compute_total,
+        "compute_share": round(compute_here / compute_total, 4) if compute_total else None,
+        "by_provider": dict(per_provider),
+        "elsewhere": dict(elsewhere.most_common(10)),
+    }
 
 
 class OnnxRuntimeBackend(Backend):
@@ -55,68 +150,100 @@ class OnnxRuntimeBackend(Backend):
         self._run: Any = session.run
 
     @classmethod
-    def load(cls, model_path: Path, runtime: Runtime) -> OnnxRuntimeBackend:
-        import onnxruntime as ort
+    def load(
+        cls, model_path: Path, runtime: Runtime, cache_dir: Path | None = None
+    ) -> OnnxRuntimeBackend:
+        from gpux.runtime.selection import plan
 
         requested = str(runtime.backend.value)
-        available = ort.get_available_providers()
-        to_try = provider_table.candidates(requested, available)
-        if not to_try:
-            raise BackendError(
-                f"backend '{requested}' is not available in this ONNX Runtime build "
-                f"(it offers: {', '.join(available)})",
-                provider_table.INSTALL_HINTS.get(requested, "choose another backend")
-                + ", or use --backend auto",
-            )
+        selection = plan(requested)
+        if not selection.candidates:
+            skip = selection.skipped[0]
+            raise BackendError(f"backend '{requested}' is not available: {skip.reason}", skip.hint)
         failures: list[str] = []
-        for backend, provider in to_try:
-            options = session_options(runtime)
-            provider_options: dict[str, Any] = {}
-            if backend != "cpu":
-                provider_options["device_id"] = runtime.device
+        for candidate in selection.candidates:
             try:
-                session = ort.InferenceSession(
-                    os.fspath(model_path),
-                    sess_options=options,
-                    providers=[(provider, provider_options), "CPUExecutionProvider"]
-                    if backend != "cpu"
-                    else ["CPUExecutionProvider"],
-                )
-            except Exception as exc:  # ONNX Runtime raises its own pybind exception types
-                failures.append(f"{backend}: {_first_line(exc)}")
+                return cls._start(model_path, runtime, candidate, selection, failures, cache_dir)
+            except BackendError as exc:
                 if requested != "auto":
-                    raise BackendError(
-                        f"backend '{backend}' failed to start: {_first_line(exc)}",
-                        provider_table.INSTALL_HINTS.get(backend, "use --backend auto"),
-                    ) from None
-                continue
-            active = session.get_providers()
-            if provider not in active:
-                # ONNX Runtime only warns when a provider cannot start and runs on CPU instead.
-                failures.append(f"{backend}: {provider} did not start (ONNX Runtime fell back)")
-                if requested != "auto":
-                    raise BackendError(
-                        f"backend '{backend}' was requested but ONNX Runtime could not start "
-                        f"{provider}",
-                        provider_table.INSTALL_HINTS.get(backend, "use --backend auto"),
-                    )
-                continue
-            placement = Placement(
-                backend=backend,
-                providers=active,
-                device=_device_name(backend, runtime.device),
-                requested=requested,
-                fallback_reason="; ".join(failures) or None,
-            )
-            return cls(session, placement)
-        tried = [backend for backend, _ in to_try]
+                    raise
+                failures.append(f"{candidate.backend}: {exc.message}")
         raise BackendError(
             "no execution backend could load the model: " + "; ".join(failures),
             "ONNX Runtime rejects the model itself: rebuild it with 'gpux build --force' and "
             "rerun with --debug to see ONNX Runtime's own messages"
-            if tried == ["cpu"]
+            if [c.backend for c in selection.candidates] == ["cpu"]
             else "try --backend cpu; rerun with --debug to see ONNX Runtime's own messages",
         )
+
+    @classmethod
+    def _start(
+        cls,
+        model_path: Path,
+        runtime: Runtime,
+        candidate: Any,
+        selection: Any,
+        failures: list[str],
+        cache_dir: Path | None,
+    ) -> OnnxRuntimeBackend:
+        import onnxruntime as ort
+
+        backend, provider = candidate.backend, candidate.provider
+        options = session_options(runtime, backend)
+        settings = provider_options(backend, runtime, cache_dir)
+        hint = provider_table.INSTALL_HINTS.get(backend, "use --backend auto")
+        try:
+            if candidate.devices:
+                devices = candidate.devices[runtime.device : runtime.device + 1]
+                if not devices:
+                    raise BackendError(
+                        f"backend '{backend}' has no device {runtime.device} "
+                        f"({len(candidate.devices)} found)",
+                        "set runtime.device to an existing index",
+                    )
+                options.add_provider_for_devices([d.handle for d in devices], settings)
+                session = ort.InferenceSession(os.fspath(model_path), sess_options=options)
+            else:
+                chain: list[Any] = [(provider, settings)] if backend != "cpu" else []
+                session = ort.InferenceSession(
+                    os.fspath(model_path),
+                    sess_options=options,
+                    providers=[*chain, "CPUExecutionProvider"],
+                )
+        except BackendError:
+            raise
+        except Exception as exc:  # ONNX Runtime raises its own pybind exception types
+            raise BackendError(
+                f"backend '{backend}' failed to start: {_first_line(exc)}", hint
+            ) from None
+        active = list(session.get_providers())
+        if provider not in active:
+            # ONNX Runtime only warns when a provider cannot start, and runs on CPU instead.
+            raise BackendError(
+                f"backend '{backend}' was requested but ONNX Runtime could not start {provider} "
+                f"(it kept {', '.join(active)})",
+                hint,
+            )
+        assignment = node_assignment(session, provider)
+        if assignment.get("known") and backend != "cpu" and assignment["nodes_on_backend"] == 0:
+            raise BackendError(
+                f"backend '{backend}' started but ONNX Runtime gave it none of the model's "
+                f"{assignment['nodes']} nodes",
+                "the model's operators or dtypes are not supported by this backend; "
+                "use --backend auto",
+            )
+        fallback = selection.explanation() if selection.requested == "auto" else None
+        if failures:
+            fallback = "; ".join(filter(None, [fallback, *failures]))
+        placement = Placement(
+            backend=backend,
+            providers=active,
+            device=_device_name(backend, runtime.device, candidate.devices),
+            requested=selection.requested,
+            fallback_reason=fallback,
+            details={"via": candidate.via, "assignment": assignment},
+        )
+        return cls(session, placement)
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         try:
@@ -142,9 +269,13 @@ class OnnxRuntimeBackend(Backend):
         self._run = None
 
 
-def _device_name(backend: str, device: int) -> str:
+def _device_name(backend: str, device: int, devices: list[Any]) -> str:
     if backend == "cpu":
         import platform
 
         return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    if devices and device < len(devices):
+        chosen = devices[device]
+        name = chosen.metadata.get("Description") or chosen.metadata.get("DeviceName") or ""
+        return f"{chosen.vendor} {chosen.device_type} {device}" + (f" ({name})" if name else "")
     return f"{backend} device {device}"

@@ -136,7 +136,8 @@ def test_build_json_report(linear_build: dict[str, Any], gpux: BoundCLI) -> None
     assert linear_build["smoke"]["output_shapes"] == {"y": [1, 3]}
     assert [step["step"] for step in linear_build["steps"]] == STEPS
     assert not any(step["skipped"] for step in linear_build["steps"])
-    assert linear_build["warnings"] == []
+    # At most the note that `auto` passed over a backend (an installed WebGPU plugin, no GPU).
+    assert all(w.startswith("backend 'auto' fell back") for w in linear_build["warnings"])
     listed = gpux.json("images", "--json")
     assert [(i["names"], i["digest"]) for i in listed] == [([LINEAR], linear_build["digest"])]
 

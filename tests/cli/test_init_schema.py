@@ -44,12 +44,14 @@ def test_init_writes_a_gpuxfile_that_builds(
     info = gpux.json("inspect", "sentiment-model:1.0", "--json")
     if template == "full":
         assert info["description"] == "What this model does, in one line."
-        assert info["runtime"] == {
+        runtime = info["runtime"]
+        assert {k: runtime[k] for k in ("backend", "device", "threads", "graph_optimization")} == {
             "backend": "auto",
             "device": 0,
             "threads": 0,
             "graph_optimization": "all",
         }
+        assert runtime["cuda"] == {"conv_algo_search": "exhaustive", "cuda_graphs": False}
     gpux.ok("rm", "sentiment-model:1.0")
 
 

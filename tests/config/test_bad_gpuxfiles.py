@@ -110,7 +110,8 @@ CASES = [
         LINEAR + "runtime:\n  bakend: cpu\n",
         CONFIG,
         ["GPUXfile:3:3: unknown key 'bakend' in runtime; did you mean 'backend'?"],
-        hint="valid keys in runtime: backend, device, graph_optimization, threads",
+        hint="valid keys in runtime: backend, cuda, device, graph_optimization, openvino, "
+        "tensorrt, threads, warmup, webgpu",
     ),
     Case(
         "unknown key in a list item",
@@ -309,7 +310,7 @@ if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             "backend not installed",
             LINEAR + "runtime:\n  backend: cuda\n",
             BACKEND,
-            ["backend 'cuda' is not available in this ONNX Runtime build"],
+            ["backend 'cuda' is not available: not in this ONNX Runtime build"],
             hint="pip install",
         )
     )

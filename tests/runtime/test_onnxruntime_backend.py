@@ -60,7 +60,11 @@ def test_every_missing_backend_has_its_own_install_hint(symbolic_model: Path, ba
         OnnxRuntimeBackend.load(symbolic_model, Runtime(backend=Backend(backend)))
     assert f"backend '{backend}'" in info.value.message
     assert info.value.hint is not None
-    assert info.value.hint.startswith(providers.INSTALL_HINTS[backend])
+    if backend == "webgpu" and "plugin is installed" in info.value.message:
+        # The dev environment carries the WebGPU plugin: the cause is the missing device.
+        assert "software adapters" in info.value.hint
+    else:
+        assert info.value.hint.startswith(providers.INSTALL_HINTS[backend])
 
 
 @cpu_only
@@ -71,8 +75,13 @@ def test_auto_picks_cpu_and_runs(symbolic_model: Path) -> None:
     assert placement.backend == "cpu"
     assert placement.providers == ["CPUExecutionProvider"]
     assert placement.requested == "auto"
-    assert placement.fallback_reason is None
+    # Nothing better than the CPU exists here; the only backend worth a word is an installed
+    # WebGPU plugin that finds no GPU (the dev environment has one).
+    assert placement.fallback_reason is None or placement.fallback_reason.startswith("webgpu: ")
     assert placement.device.startswith("CPU (")
+    assignment = placement.details["assignment"]
+    assert assignment["known"] and assignment["share"] == 1.0
+    assert assignment["nodes"] == assignment["nodes_on_backend"] >= 1  # MatMul+Add may fuse
     x = np.array([[1, 2, 3, 4], [0, 0, 0, 0]], dtype=np.float32)
     outputs = backend.run({"x": x})
     assert list(outputs) == ["y"]
