@@ -79,7 +79,8 @@ def provider_options(backend: str, runtime: Runtime, cache_dir: Path | None) -> 
         return {
             "device_id": device,
             "cudnn_conv_algo_search": str(runtime.cuda.conv_algo_search.value).upper(),
-            "enable_cuda_graph": "1" if runtime.cuda.cuda_graphs else "0",
+            # Turned on only after the model qualifies (see _with_cuda_graph).
+            "enable_cuda_graph": "0",
         }
     if backend == "tensorrt":
         options = {"device_id": device, "trt_fp16_enable": str(runtime.tensorrt.fp16)}
@@ -232,6 +233,17 @@ class OnnxRuntimeBackend(Backend):
                 "the model's operators or dtypes are not supported by this backend; "
                 "use --backend auto",
             )
+        details: dict[str, Any] = {"via": candidate.via, "assignment": assignment}
+        graph_runner = None
+        if backend == "cuda" and runtime.cuda.cuda_graphs:
+            session, graph_runner, details["cuda_graphs"] = _with_cuda_graph(
+                session,
+                model_path,
+                runtime,
+                options_factory=lambda: session_options(runtime, backend),
+                settings=settings,
+                assignment=assignment,
+            )
         fallback = selection.explanation() if selection.requested == "auto" else None
         if failures:
             fallback = "; ".join(filter(None, [fallback, *failures]))
@@ -241,9 +253,12 @@ class OnnxRuntimeBackend(Backend):
             device=_device_name(backend, runtime.device, candidate.devices),
             requested=selection.requested,
             fallback_reason=fallback,
-            details={"via": candidate.via, "assignment": assignment},
+            details=details,
         )
-        return cls(session, placement)
+        instance = cls(session, placement)
+        if graph_runner is not None:
+            instance._run = graph_runner.run
+        return instance
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         try:
@@ -267,6 +282,119 @@ class OnnxRuntimeBackend(Backend):
     def close(self) -> None:
         self._session = None
         self._run = None
+
+
+def _fixed_shapes(values: list[Any]) -> str | None:
+    """None when every shape is fixed, else the first tensor whose shape is not."""
+    for value in values:
+        if not all(isinstance(dim, int) and dim > 0 for dim in value.shape):
+            return f"{value.name} {value.shape}"
+    return None
+
+
+def _with_cuda_graph(
+    session: Any,
+    model_path: Path,
+    runtime: Runtime,
+    options_factory: Any,
+    settings: dict[str, str],
+    assignment: dict[str, Any],
+) -> tuple[Any, _CudaGraphRunner | None, dict[str, Any]]:
+    """Recreate the session with CUDA graph capture when the model qualifies; say why if not."""
+    import onnxruntime as ort
+
+    if assignment.get("known") and assignment["share"] < 1.0:
+        elsewhere = ", ".join(f"{op} x{n}" for op, n in assignment["elsewhere"].items())
+        return (
+            session,
+            None,
+            {
+                "enabled": False,
+                "why": f"{assignment['nodes'] - assignment['nodes_on_backend']} of "
+                f"{assignment['nodes']} nodes are not on CUDA ({elsewhere}); a CUDA graph needs "
+                "every node on the GPU",
+            },
+        )
+    dynamic = _fixed_shapes(session.get_inputs()) or _fixed_shapes(session.get_outputs())
+    if dynamic:
+        return (
+            session,
+            None,
+            {
+                "enabled": False,
+                "why": f"shapes must be fixed to replay a graph, and {dynamic} is not; declare "
+                "fixed sizes in the GPUXfile's inputs[].shape",
+            },
+        )
+    graph_session = ort.InferenceSession(
+        str(model_path),
+        sess_options=options_factory(),
+        providers=[
+            ("CUDAExecutionProvider", {**settings, "enable_cuda_graph": "1"}),
+            "CPUExecutionProvider",
+        ],
+    )
+    runner = _CudaGraphRunner(graph_session, runtime.device)
+    note: dict[str, Any] = {"enabled": True}
+    if not assignment.get("known"):
+        note["why"] = "node placement cannot be checked on this ONNX Runtime; enabled on trust"
+    return graph_session, runner, note
+
+
+class _CudaGraphRunner:
+    """Runs through IOBinding over fixed device buffers, as graph replay requires.
+
+    Inputs are copied into the same device buffers every call; outputs are read back from
+    fixed buffers. The first call captures the graph, later calls replay it.
+    """
+
+    def __init__(self, session: Any, device: int) -> None:
+        import onnxruntime as ort
+
+        from gpux.runtime.tensors import ONNX_ELEMENT_TYPES, numpy_dtype
+
+        def buffer(meta: Any) -> Any:
+            dtype = numpy_dtype(ONNX_ELEMENT_TYPES[_onnx_type(meta.type)])
+            return ort.OrtValue.ortvalue_from_shape_and_type(
+                list(meta.shape), dtype.type, "cuda", device
+            )
+
+        self._session = session
+        self._binding = session.io_binding()
+        self._inputs = {meta.name: buffer(meta) for meta in session.get_inputs()}
+        self._outputs = {meta.name: buffer(meta) for meta in session.get_outputs()}
+        for name, value in self._inputs.items():
+            self._binding.bind_ortvalue_input(name, value)
+        for name, value in self._outputs.items():
+            self._binding.bind_ortvalue_output(name, value)
+
+    def run(
+        self, output_names: list[str], feed: Mapping[str, np.ndarray[Any, Any]]
+    ) -> list[np.ndarray[Any, Any]]:
+        for name, array in feed.items():
+            self._inputs[name].update_inplace(np.ascontiguousarray(array))
+        self._session.run_with_iobinding(self._binding)
+        return [self._outputs[name].numpy() for name in output_names]
+
+
+_ONNX_TYPE_CODES = {
+    "tensor(float)": 1,
+    "tensor(uint8)": 2,
+    "tensor(int8)": 3,
+    "tensor(uint16)": 4,
+    "tensor(int16)": 5,
+    "tensor(int32)": 6,
+    "tensor(int64)": 7,
+    "tensor(bool)": 9,
+    "tensor(float16)": 10,
+    "tensor(double)": 11,
+    "tensor(uint32)": 12,
+    "tensor(uint64)": 13,
+}
+
+
+def _onnx_type(type_text: str) -> int:
+    return _ONNX_TYPE_CODES[type_text]
 
 
 def _device_name(backend: str, device: int, devices: list[Any]) -> str:

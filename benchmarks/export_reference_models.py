@@ -1,0 +1,57 @@
+"""Export the reference models of shared/GPU.md: ResNet-50 (224x224) and BERT-base (seq 128).
+
+Random weights (for speed, not accuracy), fp32, ``torch.onnx.export(..., opset_version=17)``,
+fixed batch sizes so that CUDA graphs can apply. Needs torch, torchvision and transformers: run it
+on the GPU machine, which has them.
+
+    python benchmarks/export_reference_models.py OUTDIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def export_all(folder: Path, batches: tuple[int, ...] = (1, 32)) -> list[Path]:
+    import torch
+    import torchvision
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    written = []
+    resnet = torchvision.models.resnet50(weights=None).eval()
+    bert = BertModel(BertConfig()).eval()  # bert-base: 12 layers, hidden 768
+    for batch in batches:
+        path = folder / f"resnet50_b{batch}.onnx"
+        if not path.exists():
+            torch.onnx.export(
+                resnet,
+                (torch.randn(batch, 3, 224, 224),),
+                str(path),
+                opset_version=17,
+                input_names=["pixels"],
+                output_names=["logits"],
+                dynamo=False,
+            )
+        written.append(path)
+        path = folder / f"bert_b{batch}.onnx"
+        if not path.exists():
+            ids = torch.randint(0, 30522, (batch, 128))
+            torch.onnx.export(
+                bert,
+                (ids, torch.ones_like(ids)),
+                str(path),
+                opset_version=17,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state", "pooler_output"],
+                dynamo=False,
+            )
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written in export_all(Path(sys.argv[1])):
+        print(written)

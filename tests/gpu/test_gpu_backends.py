@@ -1,0 +1,110 @@
+"""On a real NVIDIA GPU: auto picks CUDA and explains TensorRT, WebGPU runs on the GPU, results
+match the CPU. Skipped where there is no NVIDIA GPU with onnxruntime-gpu (CI).
+
+The reference models come from benchmarks/export_reference_models.py (set GPUX_REFERENCE_MODELS
+to their folder); without them a generated model is used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpux
+from gpux.runtime import discovery, libraries
+from tests import generated_models
+
+HAS_CUDA = (
+    libraries.nvidia_driver_version() is not None
+    and "CUDAExecutionProvider" in discovery.runtime().providers
+)
+pytestmark = pytest.mark.skipif(
+    not HAS_CUDA, reason="needs an NVIDIA GPU with onnxruntime-gpu (CI has neither)"
+)
+
+# fp32 on different kernels (cuDNN/TF32-free GEMMs, WGSL shaders) vs the CPU's MLAS.
+TOLERANCE = {"rtol": 1e-3, "atol": 1e-3}
+
+
+def _model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    folder = os.environ.get("GPUX_REFERENCE_MODELS")
+    if folder and (Path(folder) / "resnet50_b1.onnx").exists():
+        project = tmp_path / "resnet"
+        project.mkdir()
+        (project / "resnet50_b1.onnx").symlink_to(Path(folder) / "resnet50_b1.onnx")
+        (project / "GPUXfile").write_text("name: resnet\nmodel: ./resnet50_b1.onnx\n")
+        pixels = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        return project, {"pixels": pixels}
+    project = tmp_path / "linear"
+    generated_models.linear(project / "linear.onnx")
+    (project / "GPUXfile").write_text("name: linear\nmodel: ./linear.onnx\n")
+    return project, {"x": np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, np.ndarray]]:
+    monkeypatch.setenv("GPUX_HOME", str(tmp_path / "home"))
+    return _model(tmp_path)
+
+
+def test_auto_picks_cuda_and_says_why_tensorrt_was_skipped(project: tuple) -> None:
+    folder, _ = project
+    with gpux.load(folder, warmup=False) as model:
+        placement = model.placement
+        assert placement.backend == "cuda", placement
+        assert "CUDAExecutionProvider" in placement.providers
+        if not libraries.find("tensorrt").found:
+            assert placement.fallback_reason and "tensorrt" in placement.fallback_reason
+            assert "libnvinfer" in placement.fallback_reason
+        print("\nauto:", placement.to_json())
+
+
+def test_cuda_matches_cpu(project: tuple) -> None:
+    folder, feed = project
+    with gpux.load(folder, backend="cpu", warmup=False) as cpu:
+        expected = cpu.run(feed)
+    with gpux.load(folder, backend="cuda") as cuda:
+        got = cuda.run(feed)
+        assignment = cuda.placement.details.get("assignment", {})
+        print("\ncuda placement:", assignment)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, **TOLERANCE)
+
+
+def test_webgpu_runs_on_the_gpu_through_vulkan(project: tuple) -> None:
+    folder, feed = project
+    with gpux.load(folder, backend="cpu", warmup=False) as cpu:
+        expected = cpu.run(feed)
+    with gpux.load(folder, backend="webgpu") as webgpu:
+        placement = webgpu.placement
+        assert placement.backend == "webgpu"
+        assert placement.details["via"] == "device API"
+        assert "GPU" in placement.device
+        got = webgpu.run(feed)
+        print("\nwebgpu:", placement.to_json())
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, **TOLERANCE)
+
+
+def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Path) -> None:
+    folder, feed = project
+    gpuxfile = folder / "GPUXfile"
+    gpuxfile.write_text(gpuxfile.read_text() + "runtime:\n  cuda:\n    cuda_graphs: true\n")
+    with gpux.load(folder, backend="cpu", warmup=False) as cpu:
+        expected = cpu.run(feed)
+    with gpux.load(folder, backend="cuda") as cuda:
+        graphs = cuda.placement.details["cuda_graphs"]
+        print("\ncuda graphs:", graphs)
+        for _ in range(3):  # capture, then replays with new data in the same buffers
+            got = cuda.run(feed)
+            for name, value in expected.items():
+                np.testing.assert_allclose(got[name], value, **TOLERANCE)
+        other = {k: v[::-1].copy() + 1 for k, v in feed.items()}
+        with gpux.load(folder, backend="cpu", warmup=False) as cpu2:
+            again = cpu2.run(other)
+        got = cuda.run(other)
+        for name, value in again.items():
+            np.testing.assert_allclose(got[name], value, **TOLERANCE)
