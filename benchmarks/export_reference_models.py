@@ -22,7 +22,19 @@ def export_all(folder: Path, batches: tuple[int, ...] = (1, 32)) -> list[Path]:
     torch.manual_seed(0)
     written = []
     resnet = torchvision.models.resnet50(weights=None).eval()
-    bert = BertModel(BertConfig()).eval()  # bert-base: 12 layers, hidden 768
+
+    class Bert(torch.nn.Module):
+        """Keyword call: transformers 5 changed BertModel.forward's positional parameters."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = BertModel(BertConfig())  # bert-base: 12 layers, hidden 768
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple:
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)
+            return out[0], out[1]
+
+    bert = Bert().eval()
     for batch in batches:
         path = folder / f"resnet50_b{batch}.onnx"
         if not path.exists():

@@ -207,7 +207,18 @@ def build(
                     f"backend 'auto' fell back to {placement['backend']}: "
                     f"{placement['fallback_reason']}"
                 )
-            diff = smoke.get("optimized_vs_original", {}).get("max_abs_diff", 0.0)
+            race = smoke.get("optimized_vs_original", {})
+            if race.get("original_ms") and race["original_ms"] < 0.98 * race["optimized_ms"]:
+                runnable = resolved.path
+                optimization["applied"] = False
+                optimization["reason"] = (
+                    f"the optimised graph ran slower on {placement['backend']} "
+                    f"({race['optimized_ms']:.3f} vs {race['original_ms']:.3f} ms): ONNX "
+                    "Runtime's own fusions at load do better on the original"
+                )
+                smoke["median_ms"] = race["original_ms"]
+                step.detail = f"{placement['backend']}, {smoke['median_ms']:.2f} ms (original kept)"
+            diff = race.get("max_abs_diff", 0.0)
             if diff > 1e-3:
                 reporter.warn(
                     f"the optimised model differs from the original by up to {diff:.3g}; "

@@ -273,10 +273,13 @@ def _schema_error(
             choices = _enum_at(path)
             if choices and isinstance(error.get("input"), str):
                 alias = _ALIASES.get(error["input"].lower())
+                # `nhwc` for NHWC: difflib compares case-sensitively and would find nothing.
+                folded = [c for c in choices if c.lower() == error["input"].lower()]
                 close = (
                     [alias]
                     if alias in choices
-                    else difflib.get_close_matches(error["input"], choices, n=1, cutoff=0.5)
+                    else folded
+                    or difflib.get_close_matches(error["input"], choices, n=1, cutoff=0.5)
                 )
                 if close:
                     message += f"; did you mean '{close[0]}'?"

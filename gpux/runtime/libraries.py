@@ -97,7 +97,7 @@ def preload_onnxruntime_gpu() -> str | None:
     if preload is None:
         return None
     try:
-        preload(directory="")
+        preload()  # directory=None: the nvidia-* wheels; "" would mean the default search path
         return None
     except Exception as exc:  # it raises plain RuntimeError/OSError with a useful text
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

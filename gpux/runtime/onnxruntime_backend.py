@@ -64,10 +64,6 @@ def session_options(runtime: Runtime, backend: str = "cpu") -> Any:
     )
     if runtime.threads:
         options.intra_op_num_threads = runtime.threads
-    if backend != "cpu":
-        # The CPU only feeds the device here: spinning worker threads would burn cores for
-        # nothing (and slow the CPU nodes of other sessions).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry(RECORD_ASSIGNMENT, "1")
     return options
 
@@ -143,6 +139,10 @@ def node_assignment(session: Any, provider: str) -> dict[str, Any]:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+
+    graph: _CudaGraphRunner | None = None
+    """Set when the model runs as a CUDA graph: ``graph.buffers`` are its device-resident inputs
+    and outputs (write inputs there, e.g. through DLPack, then ``graph.replay()``)."""
 
     def __init__(self, session: Any, placement: Placement) -> None:
         self._session = session
@@ -258,6 +258,7 @@ class OnnxRuntimeBackend(Backend):
         instance = cls(session, placement)
         if graph_runner is not None:
             instance._run = graph_runner.run
+            instance.graph = graph_runner
         return instance
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
@@ -375,6 +376,16 @@ class _CudaGraphRunner:
             self._inputs[name].update_inplace(np.ascontiguousarray(array))
         self._session.run_with_iobinding(self._binding)
         return [self._outputs[name].numpy() for name in output_names]
+
+    @property
+    def buffers(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The fixed device buffers (OrtValues) the graph reads and writes."""
+        return self._inputs, self._outputs
+
+    def replay(self) -> dict[str, Any]:
+        """Run on the device buffers as they are: no host copies at all."""
+        self._session.run_with_iobinding(self._binding)
+        return self._outputs
 
 
 _ONNX_TYPE_CODES = {

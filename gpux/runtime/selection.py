@@ -8,6 +8,7 @@ one cannot start.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ RELEVANT_VENDORS = {
     "openvino": {"Intel"},
     "webgpu": {"NVIDIA", "AMD", "Intel", "Apple", "Qualcomm"},
 }
+# Backends that exist on one operating system only: elsewhere the hardware does not make them
+# worth a word (DirectML on a Linux NVIDIA machine, CoreML on Asahi Linux).
+PLATFORM_ONLY = {"coreml": "darwin", "directml": "win32"}
 
 
 @dataclass
@@ -54,21 +58,37 @@ class Plan:
     candidates: list[Candidate]
     skipped: list[Skip]
 
-    def explanation(self) -> str | None:
-        """Why better backends were passed over, for `auto` (None when nothing relevant was)."""
-        reasons = [f"{s.backend}: {s.reason}" for s in self.skipped if s.relevant]
+    def explanation(self, chosen: str | None = None) -> str | None:
+        """Why backends better than ``chosen`` (default: the first candidate) were passed over,
+        for `auto` (None when no relevant one was). Backends ranked below it are no fallback."""
+        if chosen is None and self.candidates:
+            chosen = self.candidates[0].backend
+        rank = _rank(chosen) if chosen else len(PRIORITY)
+        reasons = [
+            f"{s.backend}: {s.reason}"
+            for s in self.skipped
+            if s.relevant and _rank(s.backend) < rank
+        ]
         return "; ".join(reasons) or None
 
 
+def _rank(backend: str) -> int:
+    return PRIORITY.index(backend) if backend in PRIORITY else len(PRIORITY)
+
+
 def _check(backend: str, runtime: discovery.Runtime, vendors: set[str]) -> Candidate | Skip:
-    relevant_hardware = bool(RELEVANT_VENDORS.get(backend, set()) & vendors)
+    relevant_hardware = bool(RELEVANT_VENDORS.get(backend, set()) & vendors) and (
+        PLATFORM_ONLY.get(backend, sys.platform) == sys.platform
+    )
     plugin_names = {name for plugin in runtime.plugins for name in plugin.ep_names}
     for provider in PROVIDERS[backend]:
         devices = [
             d for d in runtime.devices_for(provider) if backend == "cpu" or d.device_type != "CPU"
         ]
         in_build = provider in runtime.providers
-        if provider in plugin_names and not in_build:
+        # A plugin EP only starts through the device API; ONNX Runtime >= 1.31 also lists it in
+        # the classic providers list, where asking for it by name silently yields the CPU.
+        if provider in plugin_names:
             if devices:
                 return Candidate(backend, provider, devices)
             seen = (

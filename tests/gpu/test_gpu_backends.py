@@ -25,8 +25,18 @@ pytestmark = pytest.mark.skipif(
     not HAS_CUDA, reason="needs an NVIDIA GPU with onnxruntime-gpu (CI has neither)"
 )
 
-# fp32 on different kernels (cuDNN/TF32-free GEMMs, WGSL shaders) vs the CPU's MLAS.
-TOLERANCE = {"rtol": 1e-3, "atol": 1e-3}
+# The stated tolerance: max |GPU - CPU| <= 2e-3 x max |CPU output|. CUDA runs fp32 convolutions
+# and GEMMs in TF32 by default (10-bit mantissa), WebGPU's shaders sum in other orders; on
+# ResNet-50 the H100 measured 6e-4 of the output scale.
+RELATIVE_TOLERANCE = 2e-3
+
+
+def assert_matches(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    for name, value in expected.items():
+        scale = float(np.max(np.abs(value))) or 1.0
+        error = float(np.max(np.abs(got[name].astype(np.float64) - value)))
+        print(f"  {name}: max |diff| {error:.3g} = {error / scale:.2e} of the output scale")
+        assert error <= RELATIVE_TOLERANCE * scale, (name, error, scale)
 
 
 def _model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
@@ -70,8 +80,7 @@ def test_cuda_matches_cpu(project: tuple) -> None:
         got = cuda.run(feed)
         assignment = cuda.placement.details.get("assignment", {})
         print("\ncuda placement:", assignment)
-    for name, value in expected.items():
-        np.testing.assert_allclose(got[name], value, **TOLERANCE)
+    assert_matches(got, expected)
 
 
 def test_webgpu_runs_on_the_gpu_through_vulkan(project: tuple) -> None:
@@ -85,8 +94,7 @@ def test_webgpu_runs_on_the_gpu_through_vulkan(project: tuple) -> None:
         assert "GPU" in placement.device
         got = webgpu.run(feed)
         print("\nwebgpu:", placement.to_json())
-    for name, value in expected.items():
-        np.testing.assert_allclose(got[name], value, **TOLERANCE)
+    assert_matches(got, expected)
 
 
 def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Path) -> None:
@@ -99,12 +107,8 @@ def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Pat
         graphs = cuda.placement.details["cuda_graphs"]
         print("\ncuda graphs:", graphs)
         for _ in range(3):  # capture, then replays with new data in the same buffers
-            got = cuda.run(feed)
-            for name, value in expected.items():
-                np.testing.assert_allclose(got[name], value, **TOLERANCE)
+            assert_matches(cuda.run(feed), expected)
         other = {k: v[::-1].copy() + 1 for k, v in feed.items()}
         with gpux.load(folder, backend="cpu", warmup=False) as cpu2:
             again = cpu2.run(other)
-        got = cuda.run(other)
-        for name, value in again.items():
-            np.testing.assert_allclose(got[name], value, **TOLERANCE)
+        assert_matches(cuda.run(other), again)
