@@ -110,31 +110,45 @@ def bare_graph_runner(
     return replay if device_resident else call
 
 
-def measure(model: Path, runs: int, home: Path) -> list[dict[str, Any]]:
-    import gpux
-
-    project = home / model.stem
+def _project(home: Path, model: Path, graphs: bool) -> Path:
+    project = home / (model.stem + ("-graphs" if graphs else ""))
     project.mkdir(parents=True, exist_ok=True)
     target = project / model.name
     if not target.exists():
         target.symlink_to(model)
-    rows = []
+    extra = "runtime:\n  cuda:\n    cuda_graphs: true\n" if graphs else ""
+    name = model.stem.replace("_", "-") + ("-graphs" if graphs else "")
+    (project / "GPUXfile").write_text(f"name: {name}\nmodel: ./{model.name}\n{extra}")
+    return project
+
+
+def _row(model: Path, label: str, result: dict[str, float], share: object) -> dict[str, Any]:
+    return {
+        "model": model.stem,
+        "backend": label,
+        "bare_ms": round(result["bare"], 3),
+        "gpux_ms": round(result["gpux"], 3),
+        "ratio": round(result["gpux"] / result["bare"], 3),
+        "nodes_on_backend": share,
+    }
+
+
+def measure(model: Path, runs: int, home: Path, emit: Callable[[dict[str, Any]], None]) -> None:
+    """One build per configuration (plain, CUDA graphs); WebGPU reuses the plain image."""
+    import gpux
+
     for backend, graphs in (("cuda", False), ("cuda", True), ("webgpu", False)):
-        extra = "runtime:\n  cuda:\n    cuda_graphs: true\n" if graphs else ""
-        (project / "GPUXfile").write_text(
-            f"name: {model.stem.replace('_', '-')}\nmodel: ./{model.name}\n{extra}"
-        )
         label = backend + (" + CUDA graphs" if graphs else "")
         try:
-            loaded = gpux.load(project, backend=backend)
+            loaded = gpux.load(_project(home, model, graphs), backend=backend)
         except Exception as exc:
-            rows.append({"model": model.stem, "backend": label, "error": str(exc)})
+            emit({"model": model.stem, "backend": label, "error": str(exc)})
             continue
         bare = bare_session(model, backend, cuda_graphs=graphs)
         feed = feed_for(bare)
         graph_note = loaded.placement.details.get("cuda_graphs")
         if graphs and not (graph_note or {}).get("enabled"):
-            rows.append(
+            emit(
                 {
                     "model": model.stem,
                     "backend": label,
@@ -152,38 +166,17 @@ def measure(model: Path, runs: int, home: Path) -> list[dict[str, Any]]:
         result = timed(
             {"bare": bare_call, "gpux": lambda loaded=loaded, feed=feed: loaded.run(feed)}, runs
         )
+        share = loaded.placement.details.get("assignment", {}).get("share")
+        emit(_row(model, label, result, share))
         if graphs:
             graph = loaded.backend.graph  # type: ignore[attr-defined]
             device = timed(
-                {
-                    "bare": bare_graph_runner(bare, feed, device_resident=True),
-                    "gpux": graph.replay,
-                },
+                {"bare": bare_graph_runner(bare, feed, device_resident=True), "gpux": graph.replay},
                 runs,
             )
-            rows.append(
-                {
-                    "model": model.stem,
-                    "backend": "cuda graphs, device I/O",
-                    "bare_ms": round(device["bare"], 3),
-                    "gpux_ms": round(device["gpux"], 3),
-                    "ratio": round(device["gpux"] / device["bare"], 3),
-                    "nodes_on_backend": 1.0,
-                }
-            )
-        assignment = loaded.placement.details.get("assignment", {})
-        rows.append(
-            {
-                "model": model.stem,
-                "backend": label,
-                "bare_ms": round(result["bare"], 3),
-                "gpux_ms": round(result["gpux"], 3),
-                "ratio": round(result["gpux"] / result["bare"], 3),
-                "nodes_on_backend": assignment.get("share"),
-            }
-        )
+            emit(_row(model, "cuda graphs, device I/O", device, share))
         loaded.close()
-    return rows
+        del bare
 
 
 def main() -> int:
@@ -202,22 +195,26 @@ def main() -> int:
         f"GPU: {', '.join(libraries.gpu_models()) or '?'}, driver "
         f"{libraries.nvidia_driver_version()}, onnxruntime {onnxruntime.__version__}"
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
+    print(f"{'model':<14} {'backend':<24} {'bare ms':>9} {'gpux ms':>9} {'ratio':>7}  nodes")
+
+    def emit(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if "error" in row:
+            print(f"{row['model']:<14} {row['backend']:<24} {row['error'][:120]}", flush=True)
+        else:
+            print(
+                f"{row['model']:<14} {row['backend']:<24} {row['bare_ms']:>9.3f} "
+                f"{row['gpux_ms']:>9.3f} {row['ratio']:>7.3f}  {row['nodes_on_backend']}",
+                flush=True,
+            )
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+
     for name in ("resnet50_b1", "resnet50_b32", "bert_b1", "bert_b32"):
         path = args.models / f"{name}.onnx"
         if path.exists():
-            rows.extend(measure(path, args.runs, home))
-    print(f"{'model':<14} {'backend':<22} {'bare ms':>9} {'gpux ms':>9} {'ratio':>7}  nodes")
-    for row in rows:
-        if "error" in row:
-            print(f"{row['model']:<14} {row['backend']:<22} {row['error'][:120]}")
-        else:
-            print(
-                f"{row['model']:<14} {row['backend']:<22} {row['bare_ms']:>9.3f} "
-                f"{row['gpux_ms']:>9.3f} {row['ratio']:>7.3f}  {row['nodes_on_backend']}"
-            )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+            measure(path, args.runs, home, emit)
     return 0
 
 

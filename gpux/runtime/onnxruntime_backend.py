@@ -99,7 +99,10 @@ def provider_options(backend: str, runtime: Runtime, cache_dir: Path | None) -> 
 
 
 def _first_line(exc: BaseException) -> str:
+    import re
+
     text = str(exc).strip().removeprefix("[ONNXRuntimeError] : ")
+    text = re.sub(r"^\d+ : [A-Z_]+ : ", "", text)  # ONNX Runtime's "1 : FAIL : " status prefix
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -244,7 +247,7 @@ class OnnxRuntimeBackend(Backend):
                 settings=settings,
                 assignment=assignment,
             )
-        fallback = selection.explanation() if selection.requested == "auto" else None
+        fallback = selection.explanation(backend) if selection.requested == "auto" else None
         if failures:
             fallback = "; ".join(filter(None, [fallback, *failures]))
         placement = Placement(
@@ -413,8 +416,24 @@ def _device_name(backend: str, device: int, devices: list[Any]) -> str:
         import platform
 
         return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    from gpux.runtime import discovery, libraries
+
     if devices and device < len(devices):
         chosen = devices[device]
         name = chosen.metadata.get("Description") or chosen.metadata.get("DeviceName") or ""
-        return f"{chosen.vendor} {chosen.device_type} {device}" + (f" ({name})" if name else "")
+        if not name:  # the WebGPU EP names no device: ask wgpu, by PCI vendor and device id
+            name = next(
+                (
+                    a.name
+                    for a in discovery.adapters()[0]
+                    if not a.is_software and a.vendor_id == chosen.vendor_id
+                ),
+                "",
+            )
+        vendor = chosen.vendor or discovery.VENDORS.get(chosen.vendor_id, "")
+        return " ".join(filter(None, [name or vendor, f"({backend} device {device})"]))
+    if backend in ("cuda", "tensorrt"):
+        models = libraries.gpu_models()
+        if device < len(models):
+            return f"{models[device]} ({backend} device {device})"
     return f"{backend} device {device}"

@@ -238,10 +238,21 @@ def test_a_plugin_with_no_adapter_at_all_says_none(machine: Machine) -> None:
     assert "(adapters wgpu sees: none)" in selection.plan("webgpu").skipped[0].reason
 
 
-def test_a_provider_in_the_build_wins_over_the_plugin_path(machine: Machine) -> None:
-    machine.offer("webgpu").plugins = [WEBGPU_PLUGIN]
+def test_a_plugin_also_in_the_providers_list_still_needs_the_device_api(machine: Machine) -> None:
+    # ONNX Runtime >= 1.31 lists a registered plugin EP among the classic providers too; asked
+    # for by name there it silently runs on the CPU, so only its devices count.
+    machine.offer("webgpu").lavapipe()
     plan = selection.plan("webgpu")
-    assert [(c.backend, c.via) for c in plan.candidates] == [("webgpu", "providers list")]
+    assert plan.candidates == []
+    assert plan.skipped[0].reason.startswith(
+        "the WebGpuExecutionProvider plugin is installed but reports no GPU device"
+    )
+    gpu = device("WebGpuExecutionProvider", "GPU", "Intel")
+    machine.devices.append(gpu)
+    plan = selection.plan("webgpu")
+    assert [(c.backend, c.via, c.devices) for c in plan.candidates] == [
+        ("webgpu", "device API", [gpu])
+    ]
 
 
 # -- relevance: which passed-over backends are worth telling an `auto` user --------------------
