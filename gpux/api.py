@@ -55,6 +55,25 @@ class Model:
         """Run one inference: ``{"input name": array-like}`` -> ``{"output name": array}``."""
         return self._run(check_feed(inputs, self.inputs))
 
+    def run_on_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Like ``run``, but outputs stay in device memory (ONNX Runtime OrtValues).
+
+        numpy inputs are checked like ``run``'s; OrtValue inputs already on the device are passed
+        as they are. Needs a backend with device outputs (the ONNX Runtime engine).
+        """
+        arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray | list | int | float)}
+        checked = check_feed(arrays, [s for s in self.inputs if s.name in arrays]) if arrays else {}
+        run_on_device = getattr(self._backend, "run_on_device", None)
+        if run_on_device is None:
+            from gpux.errors import BackendError
+
+            raise BackendError(
+                f"the {self.placement.backend} backend cannot keep outputs on the device",
+                "use Model.run",
+            )
+        result: dict[str, Any] = run_on_device({**inputs, **checked})
+        return result
+
     def close(self) -> None:
         self._backend.close()
 

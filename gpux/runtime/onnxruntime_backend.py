@@ -236,7 +236,11 @@ class OnnxRuntimeBackend(Backend):
                 "the model's operators or dtypes are not supported by this backend; "
                 "use --backend auto",
             )
-        details: dict[str, Any] = {"via": candidate.via, "assignment": assignment}
+        details: dict[str, Any] = {
+            "via": candidate.via,
+            "device_index": runtime.device,
+            "assignment": assignment,
+        }
         graph_runner = None
         if backend == "cuda" and runtime.cuda.cuda_graphs:
             session, graph_runner, details["cuda_graphs"] = _with_cuda_graph(
@@ -273,6 +277,32 @@ class OnnxRuntimeBackend(Backend):
                 "check the input values against 'gpux inspect'; rerun with --debug for details",
             ) from exc
         return dict(zip(self._output_names, results, strict=True))
+
+    def run_on_device(self, feed: Mapping[str, Any]) -> dict[str, Any]:
+        """Run through IOBinding and leave the outputs where the backend computed them.
+
+        Inputs may be numpy arrays (copied in) or OrtValues already on the device (not copied);
+        outputs are OrtValues in device memory on CUDA (``.numpy()`` copies one to the host,
+        ``.to_dlpack()`` hands it to PyTorch or CuPy without a copy).
+        """
+        binding = self._session.io_binding()
+        for name, value in feed.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        device = "cuda" if self._placement.backend in ("cuda", "tensorrt") else "cpu"
+        index = int(self._placement.details.get("device_index", 0))
+        for name in self._output_names:
+            binding.bind_output(name, device, index if device == "cuda" else 0)
+        try:
+            self._session.run_with_iobinding(binding)
+        except Exception as exc:
+            raise BackendError(
+                f"the model failed to run on {self._placement.backend}: {_first_line(exc)}",
+                "check the input values against 'gpux inspect'; rerun with --debug for details",
+            ) from exc
+        return dict(zip(self._output_names, binding.get_outputs(), strict=True))
 
     @property
     def placement(self) -> Placement:

@@ -153,3 +153,18 @@ def test_unknown_engine_is_a_backend_error() -> None:
     with pytest.raises(BackendError, match="unknown engine 'tvm'") as info:
         engine("tvm")
     assert info.value.hint == "known engines: onnxruntime"
+
+
+def test_run_on_device_matches_run_and_returns_ortvalues(symbolic_model: Path) -> None:
+    import onnxruntime as ort
+
+    import gpux.api
+
+    with gpux.api._load_onnx_file(symbolic_model, "cpu") as model:
+        x = np.array([[1, 2, 3, 4]], dtype=np.float32)
+        on_device = model.run_on_device({"x": x})
+        assert isinstance(on_device["y"], ort.OrtValue)
+        np.testing.assert_array_equal(on_device["y"].numpy(), model.run({"x": x})["y"])
+        # An OrtValue input is passed as it is, without a host round trip.
+        again = model.run_on_device({"x": ort.OrtValue.ortvalue_from_numpy(x)})
+        np.testing.assert_array_equal(again["y"].numpy(), on_device["y"].numpy())
