@@ -22,6 +22,8 @@ Library code raises these; only the CLI turns them into exit codes and coloured 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GPUXError(Exception):
     """Root of the GPUX error hierarchy."""
@@ -85,6 +87,19 @@ class SourceError(GPUXError):
     exit_code = 9
 
 
+def value_kind(value: Any) -> str:
+    """What a parsed JSON/YAML value is, in the user's words ("a list", "a mapping"), for messages."""
+    return {
+        list: "a list",
+        dict: "a mapping",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
 __all__ = [
     "BackendError",
     "ConfigError",
@@ -99,4 +114,5 @@ __all__ = [
     "SourceError",
     "StoreError",
     "UsageError",
+    "value_kind",
 ]

@@ -28,6 +28,7 @@ from gpux.errors import (
     ConfigSchemaError,
     ConfigValidationError,
     NotFoundError,
+    value_kind,
 )
 
 GPUXFILE_NAMES = ("GPUXfile", "gpux.yaml", "gpux.yml")
@@ -139,7 +140,7 @@ def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
     if not isinstance(doc.data, dict):
         raise ConfigSchemaError(
             f"{filename}:1:1: expected a mapping of keys (like 'model: ./model.onnx'), "
-            f"got a {_yaml_type(doc.data)}",
+            f"got {value_kind(doc.data)}",
             "a minimal GPUXfile is one line: model: ./model.onnx",
         )
     version = doc.data.get("version")
@@ -150,17 +151,6 @@ def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
         return GPUXfile.model_validate(doc.data)
     except ValidationError as exc:
         raise _schema_error(exc, doc, filename) from None
-
-
-def _yaml_type(value: Any) -> str:
-    return {
-        list: "list",
-        str: "string",
-        int: "number",
-        float: "number",
-        bool: "boolean",
-        dict: "mapping",
-    }.get(type(value), type(value).__name__)
 
 
 def _clean_location(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:
@@ -304,7 +294,7 @@ def _expected(pydantic_message: str) -> str:
 
 def _got(value: Any, message: str) -> str:
     if value is None or isinstance(value, dict | list):
-        return f" (got a {_yaml_type(value)})" if isinstance(value, dict | list) else ""
+        return f" (got {value_kind(value)})" if isinstance(value, dict | list) else ""
     text = repr(value)
     if text in message:
         return ""

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from gpux.errors import InputError, NotFoundError, UsageError
+from gpux.errors import InputError, NotFoundError, UsageError, value_kind
 from gpux.runtime.tensors import TensorSignature
 
 OIP_DATATYPES = {
@@ -51,7 +51,7 @@ def from_request(request: Any, input_names: Collection[str] = ()) -> dict[str, A
     """
     if not isinstance(request, dict):
         raise InputError(
-            f"a request must be a JSON object of input names to values, got {_kind(request)}",
+            f"a request must be a JSON object of input names to values, got {value_kind(request)}",
             'example: {"input_ids": [[101, 2023, 102]]}',
         )
     envelope = set(request) <= {"inputs", "id", "parameters", "outputs"}
@@ -67,7 +67,7 @@ def from_request(request: Any, input_names: Collection[str] = ()) -> dict[str, A
         return _from_inference_protocol(body)
     if not isinstance(body, dict):
         raise InputError(
-            f"'inputs' must be an object or a list, got {_kind(body)}",
+            f"'inputs' must be an object or a list, got {value_kind(body)}",
             'example: {"inputs": {"x": [1.0, 2.0]}}',
         )
     return dict(body)
@@ -75,17 +75,6 @@ def from_request(request: Any, input_names: Collection[str] = ()) -> dict[str, A
 
 def _is_protocol(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(t, dict) and "name" in t for t in value)
-
-
-def _kind(value: Any) -> str:
-    return {
-        list: "a list",
-        str: "a string",
-        int: "a number",
-        float: "a number",
-        bool: "a boolean",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
 
 
 def _from_inference_protocol(tensors: list[Any]) -> dict[str, Any]:
