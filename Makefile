@@ -21,19 +21,19 @@ $(UV):
 # Bytecode is compiled at install, as pip does: start-up time of every gpux command depends
 # on it (and PYTHONDONTWRITEBYTECODE=1 would otherwise recompile everything on each run).
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --quiet --compile-bytecode
+	$(UV) sync --frozen --quiet --compile-bytecode --extra cpu --extra webgpu
 	$(VENV)/bin/python -m compileall -q gpux tools
 	rm -f $(VENV)/.synced-* && touch $@
 
 setup: $(STAMP)
 
 demo: setup
-	$(UV) run --frozen --quiet python -m tools.demo
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu python -m tools.demo
 
 check: setup
-	$(UV) run --frozen --quiet ruff check gpux tests tools benchmarks
-	$(UV) run --frozen --quiet ruff format --check gpux tests tools benchmarks
-	$(UV) run --frozen --quiet mypy
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu ruff check gpux tests tools benchmarks
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu ruff format --check gpux tests tools benchmarks
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu mypy
 
 # lavapipe (software Vulkan) lets the WebGPU and GPU-discovery code run without a GPU.
 system-deps:
@@ -42,10 +42,10 @@ system-deps:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mesa-vulkan-drivers; }
 
 test: check system-deps
-	$(UV) run --frozen --quiet pytest -n 2 --dist loadfile
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu pytest -n 2 --dist loadfile
 
 bench: setup
-	$(UV) run --frozen --quiet python benchmarks/overhead.py
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

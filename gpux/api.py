@@ -144,7 +144,12 @@ def load_image(image: Image, backend: str | None = None, warmup: bool | None = N
     labels = gpuxfile.get("labels")
     layer = image.layer(media)
     cache = image.store.root / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
-    loaded = engine().load(model_path, runtime, cache_dir=_engine_cache_key(cache))
+    loaded = engine().load(
+        model_path,
+        runtime,
+        cache_dir=_engine_cache_key(cache, runtime.device),
+        dimensions=gpuxfile_dimensions(config),
+    )
     model = Model(loaded, inputs, outputs, image=image, labels=labels)
     if runtime.warmup if warmup is None else warmup:
         from gpux.builder.smoke import generate_inputs
@@ -153,7 +158,14 @@ def load_image(image: Image, backend: str | None = None, warmup: bool | None = N
     return model
 
 
-def _engine_cache_key(base: Path) -> Path:
+def gpuxfile_dimensions(config: dict[str, Any]) -> dict[str, int]:
+    """Symbolic dimensions the GPUXfile fixed (``shape: [1, 4]`` where the model says
+    ``[batch, 4]``), recorded at build; ONNX Runtime is told, so it can plan (and graph) them."""
+    dimensions = config.get("model", {}).get("fixed_dimensions", {})
+    return {str(k): int(v) for k, v in dimensions.items()}
+
+
+def _engine_cache_key(base: Path, device: int = 0) -> Path:
     """TensorRT engines are only valid for one GPU model and one TensorRT version."""
     from importlib import metadata
 
@@ -166,7 +178,8 @@ def _engine_cache_key(base: Path) -> Path:
             break
         except metadata.PackageNotFoundError:
             continue
-    gpu = (gpu_models() or ["unknown-gpu"])[0]
+    models = gpu_models()
+    gpu = models[device] if device < len(models) else "unknown-gpu"
     safe = "".join(c if c.isalnum() or c in "-." else "-" for c in f"{gpu}-trt{version}")
     return base / safe
 

@@ -150,6 +150,7 @@ def build(
     with reporter.step("match inputs and outputs") as step:
         model_inputs, model_outputs = analyze.model_signature(model)
         inputs = signature.merge(project.config.inputs, model_inputs, "inputs")
+        info["fixed_dimensions"] = signature.fixed_dimensions(project.config.inputs, model_inputs)
         outputs = signature.merge(project.config.outputs, model_outputs, "outputs")
         del model
         step.detail = f"{len(inputs)} in, {len(outputs)} out"
@@ -199,6 +200,7 @@ def build(
                 project.config.runtime,
                 inputs,
                 reference_path=resolved.path if runnable != resolved.path else None,
+                dimensions=info["fixed_dimensions"],
             )
             placement = smoke["placement"]
             step.detail = f"{placement['backend']}, {smoke['median_ms']:.2f} ms"
@@ -208,7 +210,9 @@ def build(
                     f"{placement['fallback_reason']}"
                 )
             race = smoke.get("optimized_vs_original", {})
-            if race.get("original_ms") and race["original_ms"] < 0.98 * race["optimized_ms"]:
+            # Only a clear loss drops the optimised graph: timings on a busy CPU move by a few
+            # percent, and the image should not change from one build to the next on noise.
+            if race.get("original_ms") and race["original_ms"] < 0.90 * race["optimized_ms"]:
                 runnable = resolved.path
                 optimization["applied"] = False
                 optimization["reason"] = (

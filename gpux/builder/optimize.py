@@ -17,6 +17,9 @@ OFFLINE_LEVEL = "basic"
 
 
 def optimize(model_path: Path, output_path: Path) -> None:
+    from gpux.runtime.registry import require_onnxruntime
+
+    require_onnxruntime()
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -86,3 +86,23 @@ def _dimensions(count: int) -> str:
 
 def _shape(shape: list[int | str | None]) -> str:
     return "[" + ", ".join("null" if d is None else str(d) for d in shape) + "]"
+
+
+def fixed_dimensions(
+    declared: list[TensorSpec] | None, actual: list[TensorSignature]
+) -> dict[str, int]:
+    """Symbols the GPUXfile fixes: ``{"batch": 1}`` for ``shape: [1, 4]`` over ``[batch, 4]``.
+
+    A symbol fixed to two different sizes cannot be told to ONNX Runtime, so it is left out
+    (GPUX still checks every input against its declared shape).
+    """
+    sizes: dict[str, set[int]] = {}
+    by_name = {tensor.name: tensor for tensor in actual}
+    for spec in declared or []:
+        model = by_name.get(spec.name)
+        if spec.shape is None or model is None or model.shape is None:
+            continue
+        for want, have in zip(spec.shape, model.shape, strict=False):
+            if isinstance(want, int) and isinstance(have, str):
+                sizes.setdefault(have, set()).add(want)
+    return {symbol: next(iter(found)) for symbol, found in sizes.items() if len(found) == 1}

@@ -79,11 +79,12 @@ def smoke_run(
     runtime: Runtime,
     inputs: list[TensorSignature],
     reference_path: Path | None = None,
+    dimensions: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     feed = generate_inputs(inputs)
     backend_class = engine()
     started = time.perf_counter()
-    backend = backend_class.load(model_path, runtime)
+    backend = backend_class.load(model_path, runtime, dimensions=dimensions)
     load_ms = (time.perf_counter() - started) * 1e3
     try:
         started = time.perf_counter()
@@ -94,7 +95,11 @@ def smoke_run(
             started = time.perf_counter()
             _run(backend, feed)
             timings.append((time.perf_counter() - started) * 1e3)
-        race = _race(backend, reference_path, runtime, feed, outputs) if reference_path else None
+        race = (
+            _race(backend, reference_path, runtime, feed, outputs, dimensions)
+            if reference_path
+            else None
+        )
     finally:
         placement = backend.placement
         backend.close()
@@ -118,6 +123,7 @@ def _race(
     runtime: Runtime,
     feed: dict[str, np.ndarray[Any, Any]],
     optimized_outputs: dict[str, np.ndarray[Any, Any]],
+    dimensions: dict[str, int] | None = None,
 ) -> dict[str, float]:
     """The optimised model against the original, on the same backend: latency and agreement.
 
@@ -126,7 +132,7 @@ def _race(
     only if it is not. Same backend on both sides, so the difference is the optimisation's own
     (not TF32 on a GPU against fp32 on a CPU). Alternating blocks, about a second in all.
     """
-    original = engine().load(original_path, runtime)
+    original = engine().load(original_path, runtime, dimensions=dimensions)
     try:
         reference = _run(original, feed)
         contestants = {"optimized": optimized, "original": original}

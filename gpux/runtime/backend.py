@@ -58,11 +58,18 @@ class Backend(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, model_path: Path, runtime: Runtime, cache_dir: Path | None = None) -> Backend:
+    def load(
+        cls,
+        model_path: Path,
+        runtime: Runtime,
+        cache_dir: Path | None = None,
+        dimensions: Mapping[str, int] | None = None,
+    ) -> Backend:
         """Load the model at ``model_path`` with the GPUXfile's runtime settings.
 
         ``cache_dir`` is a folder the backend may keep compiled artefacts in (TensorRT engines),
-        already specific to this model, GPU model and library version.
+        already specific to this model, GPU model and library version. ``dimensions`` fixes
+        symbolic dimensions by name (``{"batch": 1}``), as the GPUXfile declared them.
         """
 
     @abstractmethod

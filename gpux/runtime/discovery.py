@@ -186,6 +186,9 @@ def _distributions() -> list[str]:
 
 @cache
 def runtime() -> Runtime:
+    from gpux.runtime.registry import require_onnxruntime
+
+    require_onnxruntime()
     import onnxruntime as ort
 
     plugins = register_plugins()

@@ -27,7 +27,7 @@ def _hints(runtime: discovery.Runtime, vendors: set[str], plan: selection.Plan) 
     if vendors and not any(p.ep_names for p in runtime.plugins) and chosen == "cpu":
         hints.append(
             f"{'/'.join(sorted(vendors))} GPU found but no GPU backend is installed; the WebGPU "
-            "backend runs on any Vulkan/Metal/D3D12 GPU: pip install 'gpux[webgpu]'"
+            "backend runs on any Vulkan/Metal/D3D12 GPU: pip install 'gpux[cpu,webgpu]'"
         )
     for skip in plan.skipped:
         if skip.relevant:
@@ -75,7 +75,7 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
 
 
 def _try_model(target: str) -> dict[str, Any]:
-    """Load the model with ``auto`` and report where it really runs."""
+    """Load the model with its image's runtime settings and report where it really runs."""
     from gpux.api import load
     from gpux.errors import GPUXError
 

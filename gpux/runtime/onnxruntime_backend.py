@@ -110,7 +110,7 @@ def node_assignment(session: Any, provider: str) -> dict[str, Any]:
     """Share of the graph's nodes (and of its compute nodes) that ``provider`` received."""
     report = getattr(session, "get_provider_graph_assignment_info", None)
     if report is None:
-        return {"known": False, "why": "this ONNX Runtime cannot report node placement (< 1.32)"}
+        return {"known": False, "why": "this ONNX Runtime cannot report node placement"}
     try:
         subgraphs = report()
     except Exception as exc:
@@ -155,7 +155,11 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def load(
-        cls, model_path: Path, runtime: Runtime, cache_dir: Path | None = None
+        cls,
+        model_path: Path,
+        runtime: Runtime,
+        cache_dir: Path | None = None,
+        dimensions: Mapping[str, int] | None = None,
     ) -> OnnxRuntimeBackend:
         from gpux.runtime.selection import plan
 
@@ -167,7 +171,9 @@ class OnnxRuntimeBackend(Backend):
         failures: list[str] = []
         for candidate in selection.candidates:
             try:
-                return cls._start(model_path, runtime, candidate, selection, failures, cache_dir)
+                return cls._start(
+                    model_path, runtime, candidate, selection, failures, cache_dir, dimensions or {}
+                )
             except BackendError as exc:
                 if requested != "auto":
                     raise
@@ -189,11 +195,19 @@ class OnnxRuntimeBackend(Backend):
         selection: Any,
         failures: list[str],
         cache_dir: Path | None,
+        dimensions: Mapping[str, int],
     ) -> OnnxRuntimeBackend:
         import onnxruntime as ort
 
         backend, provider = candidate.backend, candidate.provider
-        options = session_options(runtime, backend)
+
+        def make_options() -> Any:
+            made = session_options(runtime, backend)
+            for name, size in dimensions.items():
+                made.add_free_dimension_override_by_name(name, size)
+            return made
+
+        options = make_options()
         settings = provider_options(backend, runtime, cache_dir)
         hint = provider_table.INSTALL_HINTS.get(backend, "use --backend auto")
         try:
@@ -247,7 +261,7 @@ class OnnxRuntimeBackend(Backend):
                 session,
                 model_path,
                 runtime,
-                options_factory=lambda: session_options(runtime, backend),
+                options_factory=make_options,
                 settings=settings,
                 assignment=assignment,
             )

@@ -26,13 +26,13 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
 }
 
 INSTALL_HINTS: dict[str, str] = {
-    "tensorrt": "install TensorRT and onnxruntime-gpu: pip install 'gpux[cuda]' tensorrt",
+    "tensorrt": "install onnxruntime-gpu and TensorRT 10: pip install 'gpux[cuda]' 'tensorrt-cu13<11'",
     "cuda": "install onnxruntime-gpu with CUDA 13 and cuDNN 9: pip install 'gpux[cuda]'",
     "rocm": "install onnxruntime-rocm (or onnxruntime-migraphx) built for your ROCm version",
     "coreml": "CoreML needs macOS with the standard onnxruntime wheel",
     "directml": "install onnxruntime-directml on Windows",
     "openvino": "install onnxruntime-openvino: pip install 'gpux[openvino]'",
-    "webgpu": "install the WebGPU plugin: pip install 'gpux[webgpu]'",
+    "webgpu": "install the WebGPU plugin: pip install 'gpux[cpu,webgpu]' (or 'gpux[cuda,webgpu]')",
     "cpu": "reinstall onnxruntime",
 }
 

@@ -132,7 +132,11 @@ def _missing_libraries(backend: str) -> tuple[str, str] | None:
             )
         preload_error = libraries.preload_onnxruntime_gpu()
         for name, what, fix in (
-            ("cuda-runtime", "the CUDA runtime", "pip install 'gpux[cuda]' (brings CUDA 13)"),
+            (
+                "cuda-runtime",
+                "the CUDA runtime",
+                "pip install 'gpux[cuda]' (brings CUDA 13 wheels)",
+            ),
             ("cudnn", "cuDNN 9", "pip install nvidia-cudnn-cu13"),
         ):
             library = libraries.find(name)
@@ -148,7 +152,7 @@ def _missing_libraries(backend: str) -> tuple[str, str] | None:
             return (
                 "ONNX Runtime lists TensorrtExecutionProvider but TensorRT's libraries are "
                 f"missing ({' / '.join(library.tried)} not found)",
-                "pip install tensorrt-cu13 (TensorRT 10), or use --backend cuda",
+                "pip install 'tensorrt-cu13<11' (TensorRT 10), or use --backend cuda",
             )
     if backend == "rocm" and not (libraries.find("rocm").found or libraries.find("migraphx").found):
         return ("ROCm libraries are missing (libamdhip64 not found)", INSTALL_HINTS["rocm"])

@@ -87,7 +87,7 @@ def test_a_gpu_without_any_gpu_backend_points_to_webgpu(machine: Machine) -> Non
     hints = doctor.diagnose()["hints"]
     assert hints[0] == (
         "AMD/Intel GPU found but no GPU backend is installed; the WebGPU backend runs on any "
-        "Vulkan/Metal/D3D12 GPU: pip install 'gpux[webgpu]'"
+        "Vulkan/Metal/D3D12 GPU: pip install 'gpux[cpu,webgpu]'"
     )
     assert any(h.startswith("rocm: not in this ONNX Runtime build") for h in hints)
     assert any(h.startswith("openvino: not in this ONNX Runtime build") for h in hints)

@@ -100,7 +100,7 @@ def test_an_older_onnx_runtime_cannot_report_placement() -> None:
     old_session = SimpleNamespace(get_providers=lambda: [CPU])
     assert node_assignment(old_session, CPU) == {
         "known": False,
-        "why": "this ONNX Runtime cannot report node placement (< 1.32)",
+        "why": "this ONNX Runtime cannot report node placement",
     }
 
 
