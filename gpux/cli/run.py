@@ -45,13 +45,10 @@ def register(app: typer.Typer) -> None:
             reporter = RichReporter(quiet=True)
         model = load(target, backend=backend, warmup=False, reporter=reporter)
         if model.placement.fallback_reason:
-            from rich.markup import escape
-
-            from gpux.cli.console import stderr
-
-            stderr().print(
-                f"[yellow]note:[/yellow] running on {model.placement.backend}; better backends "
-                f"were passed over: {escape(model.placement.fallback_reason)}"
+            # Plain text: importing Rich for one line would cost every run ~60 ms.
+            sys.stderr.write(
+                f"note: running on {model.placement.backend}; better backends were passed "
+                f"over: {model.placement.fallback_reason}\n"
             )
         if output is not None:
             check_output_path(output)  # before the model runs, not after

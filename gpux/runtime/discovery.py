@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any
 
 PLUGIN_PREFIX = "onnxruntime_ep_"
+PCI_DEVICES = "/sys/bus/pci/devices"
 
 VENDORS = {
     0x10DE: "NVIDIA",
@@ -264,11 +265,27 @@ def adapters() -> tuple[tuple[Adapter, ...], str | None]:
     return tuple(result), None
 
 
+@cache
 def hardware_vendors() -> set[str]:
-    """Vendors of real (not software) GPUs seen by wgpu or by the drivers."""
+    """Vendors of the GPUs in this machine, cheaply: PCI display controllers on Linux, the
+    platform elsewhere. (wgpu's adapter enumeration costs ~300 ms; only ``doctor`` pays it.)"""
+    import platform
+    from pathlib import Path
+
     from gpux.runtime import libraries
 
-    vendors = {a.vendor for a in adapters()[0] if not a.is_software}
+    vendors: set[str] = set()
+    for device in Path(PCI_DEVICES).glob("*"):
+        try:
+            if not (device / "class").read_text().startswith("0x03"):  # display controller
+                continue
+            vendor = VENDORS.get(int((device / "vendor").read_text(), 16))
+        except (OSError, ValueError):
+            continue
+        if vendor:
+            vendors.add(vendor)
     if libraries.nvidia_driver_version():
         vendors.add("NVIDIA")
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        vendors.add("Apple")
     return vendors

@@ -39,7 +39,7 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
     runtime = discovery.runtime()
     found, adapter_error = discovery.adapters()
     vendors = discovery.hardware_vendors()
-    plan = selection.plan("auto")
+    plan = selection.plan("auto", describe_adapters=True)
     report: dict[str, Any] = {
         "system": {
             "os": f"{platform.system()} {platform.release()}",

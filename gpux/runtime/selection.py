@@ -76,7 +76,12 @@ def _rank(backend: str) -> int:
     return PRIORITY.index(backend) if backend in PRIORITY else len(PRIORITY)
 
 
-def _check(backend: str, runtime: discovery.Runtime, vendors: set[str]) -> Candidate | Skip:
+def _check(
+    backend: str,
+    runtime: discovery.Runtime,
+    vendors: set[str],
+    describe_adapters: bool = False,
+) -> Candidate | Skip:
     relevant_hardware = bool(RELEVANT_VENDORS.get(backend, set()) & vendors) and (
         PLATFORM_ONLY.get(backend, sys.platform) == sys.platform
     )
@@ -91,17 +96,20 @@ def _check(backend: str, runtime: discovery.Runtime, vendors: set[str]) -> Candi
         if provider in plugin_names:
             if devices:
                 return Candidate(backend, provider, devices)
-            seen = (
-                ", ".join(
-                    f"{a.name} ({a.backend}{', software' if a.is_software else ''})"
-                    for a in discovery.adapters()[0]
+            if describe_adapters:
+                seen = (
+                    ", ".join(
+                        f"{a.name} ({a.backend}{', software' if a.is_software else ''})"
+                        for a in discovery.adapters()[0]
+                    )
+                    or "none"
                 )
-                or "none"
-            )
+                where = f"adapters wgpu sees: {seen}"
+            else:  # enumerating adapters costs ~300 ms: only `gpux doctor` pays for it
+                where = "'gpux doctor' lists the adapters"
             return Skip(
                 backend,
-                f"the {provider} plugin is installed but reports no GPU device "
-                f"(adapters wgpu sees: {seen})",
+                f"the {provider} plugin is installed but reports no GPU device ({where})",
                 "run on a machine with a Vulkan, Metal or D3D12 GPU and its driver; software "
                 "adapters such as lavapipe are not used",
                 True,
@@ -159,14 +167,14 @@ def _missing_libraries(backend: str) -> tuple[str, str] | None:
     return None
 
 
-def plan(requested: str) -> Plan:
+def plan(requested: str, describe_adapters: bool = False) -> Plan:
     runtime = discovery.runtime()
     vendors = discovery.hardware_vendors()
     names = PRIORITY if requested == "auto" else [requested]
     candidates: list[Candidate] = []
     skipped: list[Skip] = []
     for backend in names:
-        outcome = _check(backend, runtime, vendors)
+        outcome = _check(backend, runtime, vendors, describe_adapters)
         if isinstance(outcome, Candidate):
             candidates.append(outcome)
         else:
