@@ -25,6 +25,11 @@ PROVIDERS: dict[str, tuple[str, ...]] = {
     "cpu": ("CPUExecutionProvider",),
 }
 
+ACCELERATED_PROVIDERS: frozenset[str] = frozenset(
+    provider for backend, names in PROVIDERS.items() if backend != "cpu" for provider in names
+)
+"""Every provider that runs on something other than the CPU."""
+
 INSTALL_HINTS: dict[str, str] = {
     "tensorrt": "install onnxruntime-gpu and TensorRT 10: pip install 'gpux[cuda]' 'tensorrt-cu13<11'",
     "cuda": "install onnxruntime-gpu with CUDA 13 and cuDNN 9: pip install 'gpux[cuda]'",

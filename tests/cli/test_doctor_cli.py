@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 
 from gpux.runtime import discovery
-from gpux.runtime.providers import PRIORITY
+from gpux.runtime.providers import ACCELERATED_PROVIDERS, PRIORITY
 from tests import generated_models
 from tests.cli.expect import BoundCLI, assert_failure, hint_of
 from tests.conftest import CLI, Result
@@ -22,16 +22,7 @@ from tests.conftest import CLI, Result
 BACKEND = 7
 X = "x=[[1, 2, 3, 4]]"
 NO_DEVICE = "the WebGpuExecutionProvider plugin is installed but reports no GPU device"
-ACCELERATED = {
-    "CUDAExecutionProvider",
-    "TensorrtExecutionProvider",
-    "ROCMExecutionProvider",
-    "MIGraphXExecutionProvider",
-    "CoreMLExecutionProvider",
-    "DmlExecutionProvider",
-    "OpenVINOExecutionProvider",
-    "WebGpuExecutionProvider",
-}
+ACCELERATED = ACCELERATED_PROVIDERS
 LAVAPIPE = any(Path("/usr/share/vulkan/icd.d").glob("lvp_icd*.json"))
 needs_lavapipe = pytest.mark.skipif(
     not LAVAPIPE, reason="lavapipe is not installed (make system-deps installs it)"

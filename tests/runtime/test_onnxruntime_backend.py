@@ -20,19 +20,7 @@ from tests.generated_models import LINEAR_B, LINEAR_W
 
 AVAILABLE = ort.get_available_providers()
 cpu_only = pytest.mark.skipif(
-    any(
-        p in AVAILABLE
-        for p in (
-            "CUDAExecutionProvider",
-            "TensorrtExecutionProvider",
-            "ROCMExecutionProvider",
-            "MIGraphXExecutionProvider",
-            "CoreMLExecutionProvider",
-            "DmlExecutionProvider",
-            "OpenVINOExecutionProvider",
-            "WebGpuExecutionProvider",
-        )
-    ),
+    any(p in AVAILABLE for p in providers.ACCELERATED_PROVIDERS),
     reason="this machine offers an accelerated backend",
 )
 
