@@ -84,9 +84,6 @@ def bare_graph_runner(
 ) -> Callable[[], object]:
     """What a careful ONNX Runtime user writes for CUDA graphs: IOBinding over fixed buffers,
     host inputs copied in and outputs copied out on every call (the same work GPUX does)."""
-    from gpux.runtime.onnxruntime_backend import _CudaGraphRunner
-
-    del _CudaGraphRunner  # GPUX's runner is measured through gpux.load; this one is bare.
     import onnxruntime as ort
 
     binding = session.io_binding()

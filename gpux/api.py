@@ -147,7 +147,7 @@ def load_image(image: Image, backend: str | None = None, warmup: bool | None = N
     loaded = engine().load(
         model_path,
         runtime,
-        cache_dir=_engine_cache_key(cache, runtime.device),
+        cache_dir=cache,
         dimensions=gpuxfile_dimensions(config),
     )
     model = Model(loaded, inputs, outputs, image=image, labels=labels)
@@ -163,25 +163,6 @@ def gpuxfile_dimensions(config: dict[str, Any]) -> dict[str, int]:
     ``[batch, 4]``), recorded at build; ONNX Runtime is told, so it can plan (and graph) them."""
     dimensions = config.get("model", {}).get("fixed_dimensions", {})
     return {str(k): int(v) for k, v in dimensions.items()}
-
-
-def _engine_cache_key(base: Path, device: int = 0) -> Path:
-    """TensorRT engines are only valid for one GPU model and one TensorRT version."""
-    from importlib import metadata
-
-    from gpux.runtime.libraries import gpu_models
-
-    version = "unknown"
-    for dist in ("tensorrt", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs"):
-        try:
-            version = metadata.version(dist)
-            break
-        except metadata.PackageNotFoundError:
-            continue
-    models = gpu_models()
-    gpu = models[device] if device < len(models) else "unknown-gpu"
-    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in f"{gpu}-trt{version}")
-    return base / safe
 
 
 def _load_onnx_file(path: Path, backend: str | None) -> Model:

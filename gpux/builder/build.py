@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,16 @@ class BuildResult:
         }
 
 
+@cache
 def tool_versions() -> dict[str, str]:
-    from importlib import metadata
+    """Versions that make a build key (installed packages do not change under a process)."""
+    from gpux.runtime.discovery import installed_versions
 
-    versions = {"gpux": __version__, "python": platform.python_version()}
-    for dist in ("onnxruntime", "onnxruntime-gpu", "onnx"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return {
+        "gpux": __version__,
+        "python": platform.python_version(),
+        **installed_versions("onnxruntime", "onnxruntime-gpu", "onnx"),
+    }
 
 
 def build_key(project: Project, model_sha256: str, options: BuildOptions) -> str:
@@ -102,7 +103,7 @@ def _quick_model_sha256(project: Project) -> str | None:
     if local is not None:
         if not local.is_file():
             return None
-        return sources._hash(local)
+        return sources.sha256_hex(local)
     return project.config.model.sha256.lower() if project.config.model.sha256 else None
 
 
@@ -123,15 +124,15 @@ def build(
             project.config.runtime.backend = Backend(options.backend)
         step.detail = str(project.path)
 
-    if not options.force:
-        quick = _quick_model_sha256(project)
-        if quick is not None:
-            cached = _cached(store, reference, build_key(project, quick, options), reporter)
-            if cached is not None:
-                return cached
+    quick = None if options.force else _quick_model_sha256(project)
+    if quick is not None:
+        cached = _cached(store, reference, build_key(project, quick, options), reporter)
+        if cached is not None:
+            return cached
 
     with reporter.step("resolve model") as step:
-        resolved = sources.resolve(project, progress=reporter.transfer)
+        local = quick if sources.local_path(project) is not None else None
+        resolved = sources.resolve(project, progress=reporter.transfer, local_sha256=local)
         step.detail = f"{resolved.kind} {resolved.sha256[:12]}"
     key = build_key(project, resolved.sha256, options)
     if not options.force:

@@ -17,8 +17,7 @@ import numpy as np
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError, InputError, ModelError
 from gpux.runtime.registry import engine
-from gpux.runtime.tensors import TensorSignature, coerce
-from gpux.runtime.tensors import _check_shape as check_shape
+from gpux.runtime.tensors import TensorSignature, check_shape, coerce
 
 FIRST_SYMBOLIC = 1  # batch-like leading dimensions
 OTHER_SYMBOLIC = 32  # sequence lengths, image sides: large enough for strided convolutions

@@ -70,7 +70,13 @@ def local_path(project: Project) -> Path | None:
     return (project.root / project.config.model.source).resolve()
 
 
-def resolve(project: Project, progress: ProgressCallback | None = None) -> ResolvedModel:
+def resolve(
+    project: Project,
+    progress: ProgressCallback | None = None,
+    local_sha256: str | None = None,
+) -> ResolvedModel:
+    """The model as a verified local file. ``local_sha256``: the hash of a local model that the
+    caller computed a moment ago (the build key needs it first), so a large file is read once."""
     source = project.config.model.source
     expected = project.config.model.sha256
     kind = source_kind(source)
@@ -80,7 +86,7 @@ def resolve(project: Project, progress: ProgressCallback | None = None) -> Resol
         return ResolvedModel(path, expected.lower(), kind, source)
     if kind == "hf":
         path, revision = _from_hub(source)
-        resolved = ResolvedModel(path, _hash(path), kind, source, revision)
+        resolved = ResolvedModel(path, sha256_hex(path), kind, source, revision)
     else:
         path = (project.root / source).resolve()
         if not path.is_file():
@@ -88,7 +94,7 @@ def resolve(project: Project, progress: ProgressCallback | None = None) -> Resol
                 f"model file '{source}' not found (looked for {path})",
                 "fix model.source in the GPUXfile; paths are relative to the GPUXfile's folder",
             )
-        resolved = ResolvedModel(path, _hash(path), kind, source)
+        resolved = ResolvedModel(path, local_sha256 or sha256_hex(path), kind, source)
     if expected and resolved.sha256 != expected.lower():
         raise SourceError(
             f"model '{source}' has sha256 {resolved.sha256}, but the GPUXfile expects {expected}",
@@ -97,7 +103,7 @@ def resolve(project: Project, progress: ProgressCallback | None = None) -> Resol
     return resolved
 
 
-def _hash(path: Path) -> str:
+def sha256_hex(path: Path) -> str:
     return digests.of_file(path)[0].split(":", 1)[1]
 
 
@@ -110,7 +116,7 @@ def _download(url: str, sha256: str, progress: ProgressCallback | None) -> Path:
         )
     cache = env.home() / "cache" / "downloads"
     target = cache / sha256
-    if target.is_file() and _hash(target) == sha256:
+    if target.is_file() and sha256_hex(target) == sha256:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     import hashlib

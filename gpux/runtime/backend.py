@@ -67,8 +67,8 @@ class Backend(ABC):
     ) -> Backend:
         """Load the model at ``model_path`` with the GPUXfile's runtime settings.
 
-        ``cache_dir`` is a folder the backend may keep compiled artefacts in (TensorRT engines),
-        already specific to this model, GPU model and library version. ``dimensions`` fixes
+        ``cache_dir`` is a folder, specific to this model, where the backend may keep compiled
+        artefacts (TensorRT engines, in a subfolder per GPU model and library version). ``dimensions`` fixes
         symbolic dimensions by name (``{"batch": 1}``), as the GPUXfile declared them.
         """
 

@@ -165,24 +165,28 @@ def _register_plugins() -> tuple[Plugin, ...]:
     return tuple(plugins)
 
 
-def _distributions() -> list[str]:
+def installed_versions(*distributions: str) -> dict[str, str]:
+    """Versions of the installed distributions among ``distributions``, in the order given."""
     from importlib import metadata
 
-    found = []
-    for dist in (
-        "onnxruntime",
-        "onnxruntime-gpu",
-        "onnxruntime-directml",
-        "onnxruntime-openvino",
-        "onnxruntime-rocm",
-        "onnxruntime-migraphx",
-        "onnxruntime-qnn",
-    ):
+    found = {}
+    for dist in distributions:
         try:
-            found.append(f"{dist} {metadata.version(dist)}")
+            found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+ONNXRUNTIME_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-rocm",
+    "onnxruntime-migraphx",
+    "onnxruntime-qnn",
+)
 
 
 @cache
@@ -210,7 +214,10 @@ def runtime() -> Runtime:
     build_info = getattr(ort, "get_build_info", lambda: "")()
     return Runtime(
         version=ort.__version__,
-        distributions=_distributions(),
+        distributions=[
+            f"{dist} {version}"
+            for dist, version in installed_versions(*ONNXRUNTIME_DISTRIBUTIONS).items()
+        ],
         build_info=str(build_info),
         providers=list(ort.get_available_providers()),
         devices=devices,

@@ -89,6 +89,7 @@ def find(name: str) -> Library:
     return Library(name, None, tried)
 
 
+@cache
 def preload_onnxruntime_gpu() -> str | None:
     """Let onnxruntime-gpu load CUDA/cuDNN from the nvidia-* wheels; None or the error text."""
     import onnxruntime as ort

@@ -98,6 +98,20 @@ def provider_options(backend: str, runtime: Runtime, cache_dir: Path | None) -> 
     return {}
 
 
+def _engine_key(device: int) -> str:
+    """TensorRT engines are only valid for one GPU model and one TensorRT version."""
+    from gpux.runtime.discovery import installed_versions
+    from gpux.runtime.libraries import gpu_models
+
+    found = installed_versions(
+        "tensorrt", "tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs"
+    )
+    version = next(iter(found.values()), "unknown")
+    models = gpu_models()
+    gpu = models[device] if device < len(models) else "unknown-gpu"
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in f"{gpu}-trt{version}")
+
+
 def _first_line(exc: BaseException) -> str:
     import re
 
@@ -208,6 +222,8 @@ class OnnxRuntimeBackend(Backend):
             return made
 
         options = make_options()
+        if backend == "tensorrt" and cache_dir is not None:
+            cache_dir = cache_dir / _engine_key(runtime.device)  # only TensorRT pays for the key
         settings = provider_options(backend, runtime, cache_dir)
         hint = provider_table.INSTALL_HINTS.get(backend, "use --backend auto")
         try:
@@ -286,11 +302,14 @@ class OnnxRuntimeBackend(Backend):
         try:
             results = self._run(self._output_names, feed)
         except Exception as exc:
-            raise BackendError(
-                f"the model failed to run on {self._placement.backend}: {_first_line(exc)}",
-                "check the input values against 'gpux inspect'; rerun with --debug for details",
-            ) from exc
+            raise self._failed(exc) from exc
         return dict(zip(self._output_names, results, strict=True))
+
+    def _failed(self, exc: BaseException) -> BackendError:
+        return BackendError(
+            f"the model failed to run on {self._placement.backend}: {_first_line(exc)}",
+            "check the input values against 'gpux inspect'; rerun with --debug for details",
+        )
 
     def run_on_device(self, feed: Mapping[str, Any]) -> dict[str, Any]:
         """Run through IOBinding and leave the outputs where the backend computed them.
@@ -312,10 +331,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self._session.run_with_iobinding(binding)
         except Exception as exc:
-            raise BackendError(
-                f"the model failed to run on {self._placement.backend}: {_first_line(exc)}",
-                "check the input values against 'gpux inspect'; rerun with --debug for details",
-            ) from exc
+            raise self._failed(exc) from exc
         return dict(zip(self._output_names, binding.get_outputs(), strict=True))
 
     @property
@@ -399,10 +415,10 @@ class _CudaGraphRunner:
     def __init__(self, session: Any, device: int) -> None:
         import onnxruntime as ort
 
-        from gpux.runtime.tensors import ONNX_ELEMENT_TYPES, numpy_dtype
+        from gpux.runtime.tensors import numpy_dtype_of_ort_type
 
         def buffer(meta: Any) -> Any:
-            dtype = numpy_dtype(ONNX_ELEMENT_TYPES[_onnx_type(meta.type)])
+            dtype = numpy_dtype_of_ort_type(meta.type)
             return ort.OrtValue.ortvalue_from_shape_and_type(
                 list(meta.shape), dtype.type, "cuda", device
             )
@@ -435,26 +451,6 @@ class _CudaGraphRunner:
         return self._outputs
 
 
-_ONNX_TYPE_CODES = {
-    "tensor(float)": 1,
-    "tensor(uint8)": 2,
-    "tensor(int8)": 3,
-    "tensor(uint16)": 4,
-    "tensor(int16)": 5,
-    "tensor(int32)": 6,
-    "tensor(int64)": 7,
-    "tensor(bool)": 9,
-    "tensor(float16)": 10,
-    "tensor(double)": 11,
-    "tensor(uint32)": 12,
-    "tensor(uint64)": 13,
-}
-
-
-def _onnx_type(type_text: str) -> int:
-    return _ONNX_TYPE_CODES[type_text]
-
-
 def _device_name(backend: str, device: int, devices: list[Any]) -> str:
     if backend == "cpu":
         import platform
@@ -465,15 +461,11 @@ def _device_name(backend: str, device: int, devices: list[Any]) -> str:
     if devices and device < len(devices):
         chosen = devices[device]
         name = chosen.metadata.get("Description") or chosen.metadata.get("DeviceName") or ""
-        if not name:  # the WebGPU EP names no device: ask wgpu, by PCI vendor and device id
-            name = next(
-                (
-                    a.name
-                    for a in discovery.adapters()[0]
-                    if not a.is_software and a.vendor_id == chosen.vendor_id
-                ),
-                "",
-            )
+        if not name and discovery.VENDORS.get(chosen.vendor_id) == "NVIDIA":
+            # The WebGPU EP names no device; the NVIDIA driver does (wgpu's adapter
+            # enumeration would too, but costs ~300 ms of every start-up).
+            models = libraries.gpu_models()
+            name = models[device] if device < len(models) else ""
         vendor = chosen.vendor or discovery.VENDORS.get(chosen.vendor_id, "")
         return " ".join(filter(None, [name or vendor, f"({backend} device {device})"]))
     if backend in ("cuda", "tensorrt"):

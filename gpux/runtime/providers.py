@@ -40,23 +40,3 @@ INSTALL_HINTS: dict[str, str] = {
     "webgpu": "install the WebGPU plugin: pip install 'gpux[cpu,webgpu]' (or 'gpux[cuda,webgpu]')",
     "cpu": "reinstall onnxruntime",
 }
-
-
-def backend_of(provider: str) -> str:
-    """The GPUX backend name for an ONNX Runtime provider name."""
-    for backend, providers in PROVIDERS.items():
-        if provider in providers:
-            return backend
-    return provider.removesuffix("ExecutionProvider").lower()
-
-
-def candidates(requested: str, available: list[str]) -> list[tuple[str, str]]:
-    """(backend, provider) pairs to try, best first. ``auto`` spans every available backend."""
-    names = PRIORITY if requested == "auto" else [requested]
-    found = []
-    for backend in names:
-        for provider in PROVIDERS[backend]:
-            if provider in available:
-                found.append((backend, provider))
-                break
-    return found

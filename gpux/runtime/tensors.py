@@ -51,6 +51,12 @@ _NUMPY: dict[str, Any] = {
 }
 
 
+def numpy_dtype_of_ort_type(type_text: str) -> np.dtype[Any]:
+    """``tensor(float)`` (ONNX Runtime's spelling) -> numpy float32."""
+    name = type_text.removeprefix("tensor(").removesuffix(")")
+    return numpy_dtype({"float": "float32", "double": "float64"}.get(name, name))
+
+
 def numpy_dtype(dtype: str) -> np.dtype[Any]:
     if dtype not in _NUMPY:
         raise InputError(
@@ -226,12 +232,12 @@ def check_feed(
                     f"input '{signature.name}' expects {signature.dtype} but got {array.dtype}",
                     f"convert it with array.astype('{signature.dtype}')",
                 )
-        _check_shape(signature, array.shape, bound)
+        check_shape(signature, array.shape, bound)
         arrays[signature.name] = array
     return arrays
 
 
-def _check_shape(
+def check_shape(
     signature: TensorSignature, shape: tuple[int, ...], bound: dict[str, tuple[int, str]]
 ) -> None:
     expected = signature.shape

@@ -278,7 +278,7 @@ class Store:
                 image.names = [asked, *(n for n in image.names if n != asked)]
         return image
 
-    def _load(self, manifest_digest: str) -> Image:
+    def _load(self, manifest_digest: str, entries: list[dict[str, Any]] | None = None) -> Image:
         manifest = _json_blob(self.blobs.open_verified(manifest_digest), manifest_digest)
         try:
             config_digest = digests.validate(manifest["config"]["digest"])
@@ -292,7 +292,7 @@ class Store:
         config = _json_blob(self.blobs.open_verified(config_digest), config_digest)
         names = [
             name
-            for e in self._entries()
+            for e in (self._entries() if entries is None else entries)
             if e.get("digest") == manifest_digest and (name := self._entry_name(e))
         ]
         return Image(self, manifest_digest, manifest, config, names)
@@ -300,18 +300,23 @@ class Store:
     def images(self) -> list[Image]:
         """Every named image. Damaged entries are skipped here (``check`` reports them)."""
         images: dict[str, Image] = {}
-        for entry in self._entries():
+        entries = self._entries()  # read the index once, not once per image
+        for entry in entries:
             digest = entry.get("digest")
             if not isinstance(digest, str) or digest in images:
                 continue
             with contextlib.suppress(StoreError, NotFoundError):
-                images[digest] = self._load(digest)
+                images[digest] = self._load(digest, entries)
         return sorted(images.values(), key=lambda image: image.names)
 
     def build_key(self, name: str) -> str | None:
         """The build key recorded on an image, without reading any layer (cheap no-op rebuilds)."""
         digest = self.find(name)
-        if digest is None or not self.blobs.exists(digest):
+        return None if digest is None else self._build_key_of(digest)
+
+    def _build_key_of(self, digest: str) -> str | None:
+        """The build key of a manifest whose blobs are all present, else None."""
+        if not self.blobs.exists(digest):
             return None
         try:
             manifest = json.loads(self.blobs.path(digest).read_bytes())
@@ -327,7 +332,8 @@ class Store:
         """A name of any complete image built with this build key (to reuse it under a new tag)."""
         for entry in self._entries():
             name = self._entry_name(entry)
-            if name and self.build_key(name) == key:
+            digest = entry.get("digest")
+            if name and isinstance(digest, str) and self._build_key_of(digest) == key:
                 return name
         return None
 
