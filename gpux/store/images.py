@@ -6,6 +6,8 @@
       blobs/sha256/<hex>   manifests, configs and layers
       tmp/                 partial writes (removed by prune)
       locks/               advisory locks
+      verified/<hex>       size, mtime and inode of blobs already hashed (see BlobStore)
+      cache/               downloads by sha256; TensorRT engines per model, GPU and version
 
 Write order makes every crash safe: layer blobs, then the config blob, then the manifest blob,
 then index.json (atomic rename). An image is visible only once its manifest is in the index, and
