@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from gpux.store import Image, Store, mediatypes
 if TYPE_CHECKING:
     from gpux.builder.build import BuildResult
     from gpux.builder.progress import Reporter
+    from gpux.pipeline.runner import Pipeline
 
 
 class Model:
@@ -41,6 +42,8 @@ class Model:
         self.image = image
         self.labels = labels
         self._run = backend.run
+        self.pipeline: Pipeline | None = None
+        """Set when the image declares pre/post-processing: ``predict`` goes through it."""
 
     @property
     def placement(self) -> Placement:
@@ -54,6 +57,22 @@ class Model:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
         """Run one inference: ``{"input name": array-like}`` -> ``{"output name": array}``."""
         return self._run(check_feed(inputs, self.inputs))
+
+    def predict(self, value: Any, *, raw: bool = False) -> dict[str, Any]:
+        """Run the GPUXfile's pipeline on one input: a sentence, an image file or bytes, an audio
+        file ... (or ``{name: value}`` for several inputs) -> the decoded results."""
+        return self.predict_batch([value], raw=raw)[0]
+
+    def predict_batch(self, values: Sequence[Any], *, raw: bool = False) -> list[dict[str, Any]]:
+        """``predict`` for many inputs at once, batched into as few model calls as possible."""
+        pipeline = self.pipeline or self._plain_pipeline()
+        return pipeline.run([pipeline.item(value) for value in values], raw=raw)
+
+    def _plain_pipeline(self) -> Pipeline:
+        from gpux.pipeline.runner import Pipeline
+
+        self.pipeline = Pipeline(self, {}, {})
+        return self.pipeline
 
     def run_on_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Like ``run``, but outputs stay in device memory (ONNX Runtime OrtValues).
@@ -151,6 +170,17 @@ def load_image(image: Image, backend: str | None = None, warmup: bool | None = N
         dimensions=gpuxfile_dimensions(config),
     )
     model = Model(loaded, inputs, outputs, image=image, labels=labels)
+    if gpuxfile.get("preprocess") or gpuxfile.get("postprocess"):
+        from gpux.pipeline.runner import Pipeline
+
+        tokenizers = {
+            str(entry["name"]): image.layer_path(
+                mediatypes.TOKENIZER, f"{entry['name']}.tokenizer.json"
+            )
+            for entry in gpuxfile.get("preprocess", [])
+            if "text" in entry
+        }
+        model.pipeline = Pipeline(model, gpuxfile, tokenizers)
     if runtime.warmup if warmup is None else warmup:
         from gpux.builder.smoke import generate_inputs
 

@@ -82,10 +82,11 @@ def tool_versions() -> dict[str, str]:
     }
 
 
-def build_key(project: Project, model_sha256: str, options: BuildOptions) -> str:
+def build_key(project: Project, hashes: dict[str, str], options: BuildOptions) -> str:
+    """Everything the image depends on: the GPUXfile, its files' hashes, options, versions."""
     material = {
         "gpuxfile": project.config.model_dump(mode="json"),
-        "model_sha256": model_sha256,
+        "sources_sha256": hashes,
         "optimize": options.optimize,
         "backend": options.backend,
         "versions": tool_versions(),
@@ -95,16 +96,23 @@ def build_key(project: Project, model_sha256: str, options: BuildOptions) -> str
     return "sha256:" + hashlib.sha256(encoded).hexdigest()
 
 
-def _quick_model_sha256(project: Project) -> str | None:
-    """The model's sha256 without downloading anything, when that is possible."""
+def _quick_hashes(project: Project) -> dict[str, str] | None:
+    """The sources' pinned hashes without downloading anything, when that is possible."""
     if not sources.is_pinned(project):
         return None
-    local = sources.local_path(project)
-    if local is not None:
-        if not local.is_file():
+    hashes = {}
+    for what, spec in sources.file_sources(project).items():
+        kind = sources.source_kind(spec.source)
+        if kind == "local":
+            path = (project.root / spec.source).resolve()
+            if not path.is_file():
+                return None
+            hashes[what] = sources.sha256_hex(path)
+        elif spec.sha256:
+            hashes[what] = spec.sha256.lower()
+        else:
             return None
-        return sources.sha256_hex(local)
-    return project.config.model.sha256.lower() if project.config.model.sha256 else None
+    return hashes
 
 
 def build(
@@ -124,17 +132,23 @@ def build(
             project.config.runtime.backend = Backend(options.backend)
         step.detail = str(project.path)
 
-    quick = None if options.force else _quick_model_sha256(project)
+    quick = None if options.force else _quick_hashes(project)
     if quick is not None:
         cached = _cached(store, reference, build_key(project, quick, options), reporter)
         if cached is not None:
             return cached
 
     with reporter.step("resolve model") as step:
-        local = quick if sources.local_path(project) is not None else None
+        local = quick["model"] if quick and sources.local_path(project) is not None else None
         resolved = sources.resolve(project, progress=reporter.transfer, local_sha256=local)
         step.detail = f"{resolved.kind} {resolved.sha256[:12]}"
-    key = build_key(project, resolved.sha256, options)
+        files: dict[str, sources.ResolvedModel] = {"model": resolved}
+        for what, spec in sources.file_sources(project).items():
+            if what != "model":
+                files[what] = sources.resolve_file(
+                    project.root, spec, what.replace(".", " "), progress=reporter.transfer
+                )
+    key = build_key(project, {what: f.pinned for what, f in files.items()}, options)
     if not options.force:
         cached = _cached(store, reference, key, reporter)
         if cached is not None:
@@ -155,6 +169,21 @@ def build(
         outputs = signature.merge(project.config.outputs, model_outputs, "outputs")
         del model
         step.detail = f"{len(inputs)} in, {len(outputs)} out"
+
+    if project.config.preprocess or project.config.postprocess:
+        from gpux.pipeline import plan
+
+        with reporter.step("check pipeline") as step:
+            tokenizers = {
+                what.removesuffix(".tokenizer"): f.path
+                for what, f in files.items()
+                if what.endswith(".tokenizer")
+            }
+            plan.complete(project.config, inputs, outputs, tokenizers, str(project.path))
+            step.detail = ", ".join(
+                [f"{e.name} ({e.kind})" for e in project.config.preprocess]
+                + [r.name for r in project.config.postprocess]
+            )
 
     workdir = Path(tempfile.mkdtemp(prefix="gpux-build-"))
     try:
@@ -237,7 +266,8 @@ def build(
             layers = [
                 LayerSource(
                     mediatypes.MODEL,
-                    Path(project.config.model.source).name or "model.onnx",
+                    Path(project.config.model.member or project.config.model.source).name
+                    or "model.onnx",
                     path=resolved.path,
                 ),
             ]
@@ -245,6 +275,11 @@ def build(
                 layers.append(
                     LayerSource(mediatypes.MODEL_OPTIMIZED, "model.optimized.onnx", path=runnable)
                 )
+            for what, fetched in files.items():
+                if what.endswith(".tokenizer"):
+                    layers.append(
+                        LayerSource(mediatypes.TOKENIZER, f"{what}.json", path=fetched.path)
+                    )
             if project.config.labels:
                 assert isinstance(project.config.labels, list)
                 layers.append(
@@ -298,7 +333,7 @@ def _image_config(
 ) -> dict[str, Any]:
     resolved_file = project.config.model_copy(deep=True)
     resolved_file.name = resolved_file.name or project.default_name
-    gpuxfile = resolved_file.model_dump(mode="json", exclude_none=True)
+    gpuxfile = resolved_file.model_dump(mode="json", exclude_none=True, by_alias=True)
     gpuxfile["model"]["sha256"] = resolved.sha256
     gpuxfile["inputs"] = [tensor.to_json() for tensor in inputs]
     gpuxfile["outputs"] = [tensor.to_json() for tensor in outputs]

@@ -4,7 +4,10 @@
 * an ``https://`` URL with a required sha256 (``http://`` only for loopback hosts, for tests and
   local mirrors), downloaded once into ``$GPUX_HOME/cache/downloads`` and re-verified on use;
 * ``hf:org/repo/path/to/file.onnx[@revision]``, fetched with huggingface_hub (its cache, its
-  token handling, ``HF_ENDPOINT`` for mirrors).
+  token handling, ``HF_ENDPOINT`` for mirrors);
+* any of these plus ``member``: one file inside a zip (.whl) or tar archive.
+
+The same rules fetch tokenizers (``preprocess[].text.tokenizer``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from gpux import env
+from gpux.config.common import FileSource
 from gpux.config.load import Project
 from gpux.errors import NotFoundError, SourceError
 from gpux.store import digest as digests
@@ -35,6 +39,12 @@ class ResolvedModel:
     kind: str  # "local" | "url" | "hf"
     origin: str  # what the GPUXfile said
     revision: str | None = None
+    archive_sha256: str | None = None  # when the file was taken out of an archive
+
+    @property
+    def pinned(self) -> str:
+        """The hash of what the source names (the archive, for a member): the build key's."""
+        return self.archive_sha256 or self.sha256
 
     def to_json(self) -> dict[str, str | None]:
         return {
@@ -54,20 +64,31 @@ def source_kind(source: str) -> str:
 
 
 def is_pinned(project: Project) -> bool:
-    """True when the source cannot change under the same GPUXfile text (for no-op rebuilds)."""
-    kind = source_kind(project.config.model.source)
-    if kind == "url":
-        return True
-    if kind == "hf":
-        match = _HF.match(project.config.model.source)
+    """True when the sources cannot change under the same GPUXfile text (for no-op rebuilds)."""
+    return all(_pinned(spec.source) for spec in file_sources(project).values())
+
+
+def _pinned(source: str) -> bool:
+    if source_kind(source) == "hf":
+        match = _HF.match(source)
         return bool(match and match["rev"] and re.fullmatch(r"[0-9a-f]{40}", match["rev"]))
     return True
 
 
+def file_sources(project: Project) -> dict[str, FileSource]:
+    """Every file the build fetches, by what it is for: the model, then tokenizers."""
+    found: dict[str, FileSource] = {"model": project.config.model}
+    for entry in project.config.preprocess:
+        if entry.text is not None:
+            found[f"{entry.name}.tokenizer"] = entry.text.tokenizer
+    return found
+
+
 def local_path(project: Project) -> Path | None:
-    if source_kind(project.config.model.source) != "local":
+    model = project.config.model
+    if source_kind(model.source) != "local" or model.member:
         return None
-    return (project.root / project.config.model.source).resolve()
+    return (project.root / model.source).resolve()
 
 
 def resolve(
@@ -77,30 +98,88 @@ def resolve(
 ) -> ResolvedModel:
     """The model as a verified local file. ``local_sha256``: the hash of a local model that the
     caller computed a moment ago (the build key needs it first), so a large file is read once."""
-    source = project.config.model.source
-    expected = project.config.model.sha256
+    return resolve_file(project.root, project.config.model, "model", progress, local_sha256)
+
+
+def resolve_file(
+    root: Path,
+    spec: FileSource,
+    what: str,
+    progress: ProgressCallback | None = None,
+    local_sha256: str | None = None,
+) -> ResolvedModel:
+    """A file source (model, tokenizer) as a verified local file; ``what`` names it in errors."""
+    source = spec.source
+    expected = spec.sha256.lower() if spec.sha256 else None
     kind = source_kind(source)
     if kind == "url":
         assert expected is not None  # enforced when the GPUXfile was completed
-        path = _download(source, expected.lower(), progress)
-        return ResolvedModel(path, expected.lower(), kind, source)
-    if kind == "hf":
+        path = _download(source, expected, progress)
+        resolved = ResolvedModel(path, expected, kind, source)
+    elif kind == "hf":
         path, revision = _from_hub(source)
         resolved = ResolvedModel(path, sha256_hex(path), kind, source, revision)
     else:
-        path = (project.root / source).resolve()
+        path = (root / source).resolve()
         if not path.is_file():
             raise NotFoundError(
-                f"model file '{source}' not found (looked for {path})",
-                "fix model.source in the GPUXfile; paths are relative to the GPUXfile's folder",
+                f"{what} file '{source}' not found (looked for {path})",
+                f"fix the {what}'s source in the GPUXfile; paths are relative to the GPUXfile's folder",
             )
         resolved = ResolvedModel(path, local_sha256 or sha256_hex(path), kind, source)
-    if expected and resolved.sha256 != expected.lower():
+    if expected and resolved.sha256 != expected:
         raise SourceError(
-            f"model '{source}' has sha256 {resolved.sha256}, but the GPUXfile expects {expected}",
-            "update model.sha256 if the model changed on purpose, otherwise restore the file",
+            f"{what} '{source}' has sha256 {resolved.sha256}, but the GPUXfile expects {expected}",
+            "update its sha256 if the file changed on purpose, otherwise restore the file",
+        )
+    if spec.member:
+        member = _extract_member(resolved.path, resolved.sha256, spec.member, what)
+        resolved = ResolvedModel(
+            member,
+            sha256_hex(member),
+            resolved.kind,
+            f"{source}#{spec.member}",
+            resolved.revision,
+            archive_sha256=resolved.sha256,
         )
     return resolved
+
+
+def _extract_member(archive: Path, archive_sha256: str, member: str, what: str) -> Path:
+    """One file out of a zip (also .whl) or tar archive, cached by the archive's hash."""
+    import tarfile
+    import zipfile
+
+    target = env.home() / "cache" / "extracted" / archive_sha256 / member
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as bundle:
+                data = bundle.read(member)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as bundle:
+                entry = bundle.getmember(member)
+                stream = bundle.extractfile(entry) if entry.isfile() else None
+                if stream is None:
+                    raise KeyError(member)
+                data = stream.read()
+        else:
+            raise SourceError(
+                f"{what}: '{archive.name}' is not a zip or tar archive, so it has no '{member}'",
+                "remove 'member' when the source is the file itself",
+            )
+    except KeyError:
+        raise SourceError(
+            f"{what}: the archive has no file '{member}'",
+            "list the archive (unzip -l / tar tf) and fix 'member'",
+        ) from None
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".extract-")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(partial, target)
+    return target
 
 
 def sha256_hex(path: Path) -> str:

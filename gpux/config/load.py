@@ -304,27 +304,35 @@ def _got(value: Any, message: str) -> str:
 def complete(project: Project) -> None:
     """Resolve what depends on the project folder. Model I/O is completed at build."""
     config = project.config
-    source = config.model.source
-    if source.startswith(("http://", "https://")) and not config.model.sha256:
-        raise ConfigValidationError(
-            f"{project.path}: model.source is a URL but model.sha256 is missing",
-            "add 'sha256: <hex>' under model so the download can be verified "
-            "(sha256sum model.onnx prints it)",
-        )
+    sources = [("model", config.model)] + [
+        (f"preprocess '{entry.name}' tokenizer", entry.text.tokenizer)
+        for entry in config.preprocess
+        if entry.text is not None
+    ]
+    for what, spec in sources:
+        if spec.source.startswith(("http://", "https://")) and not spec.sha256:
+            raise ConfigValidationError(
+                f"{project.path}: the {what} source is a URL but its sha256 is missing",
+                "add 'sha256: <hex>' beside 'source' so the download can be verified "
+                "(sha256sum FILE prints it)",
+            )
     if isinstance(config.labels, str):
-        labels_path = (project.root / config.labels).resolve()
-        if not labels_path.is_file():
-            raise ConfigValidationError(
-                f"{project.path}: labels file '{config.labels}' does not exist",
-                "give a text file with one label per line, relative to the GPUXfile, "
-                "or an inline list",
-            )
-        config.labels = [
-            line.strip() for line in labels_path.read_text("utf-8").splitlines() if line.strip()
-        ]
-    for section in ("preprocess", "postprocess"):
-        if getattr(config, section):
-            raise ConfigValidationError(
-                f"{project.path}: '{section}' steps are not supported by this GPUX version yet",
-                f"remove the '{section}' section and pass tensors directly",
-            )
+        config.labels = _read_labels(project, config.labels, "labels")
+    for result in config.postprocess:
+        for step in result.steps:
+            options = step.options
+            if isinstance(getattr(options, "labels", None), str):
+                options.labels = _read_labels(
+                    project, options.labels, f"postprocess '{result.name}' {step.name} labels"
+                )
+
+
+def _read_labels(project: Project, relative: str, what: str) -> list[str]:
+    labels_path = (project.root / relative).resolve()
+    if not labels_path.is_file():
+        raise ConfigValidationError(
+            f"{project.path}: {what} file '{relative}' does not exist",
+            "give a text file with one label per line, relative to the GPUXfile, "
+            "or an inline list",
+        )
+    return [line.strip() for line in labels_path.read_text("utf-8").splitlines() if line.strip()]

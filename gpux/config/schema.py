@@ -10,13 +10,12 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
+
+from gpux.config.common import FileSource, Strict
+from gpux.config.pipeline import PipelineInput, PipelineOutput
 
 SCHEMA_VERSION = 1
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class DType(StrEnum):
@@ -73,19 +72,9 @@ Dim = Annotated[int | str | None, AfterValidator(_check_dim)]
 IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
-class ModelSource(Strict):
+class ModelSource(FileSource):
     """Where the ONNX model comes from."""
 
-    source: str = Field(
-        min_length=1,
-        examples=["./model.onnx"],
-        description="A path relative to the project, an ``https://`` URL (``sha256`` required), or ``hf:org/repo/path/to/model.onnx@revision`` (a Hugging Face Hub file).",
-    )
-    sha256: str | None = Field(
-        default=None,
-        pattern=r"^[0-9a-fA-F]{64}$",
-        description="Expected SHA-256 of the model file (hex). Required for URLs, checked for every source.",
-    )
     format: str = Field(
         default="onnx", pattern=r"^onnx$", description="Model format. Only ``onnx`` today."
     )
@@ -244,13 +233,13 @@ class GPUXfile(Strict):
         default=None,
         description="Class labels: an inline list, or a project-relative text file with one label per line.",
     )
-    preprocess: list[dict[str, Any]] | None = Field(
-        default=None,
-        description="Reserved for declarative pre-processing steps (not available in this version).",
+    preprocess: list[PipelineInput] = Field(
+        default=[],
+        description="Inputs users send (text, images, audio) and how each becomes model tensors.",
     )
-    postprocess: list[dict[str, Any]] | None = Field(
-        default=None,
-        description="Reserved for declarative post-processing steps (not available in this version).",
+    postprocess: list[PipelineOutput] = Field(
+        default=[],
+        description="Named results computed from model outputs (softmax, top-k, pooling, segments ...).",
     )
 
     @field_validator("model", mode="before")

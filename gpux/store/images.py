@@ -95,9 +95,15 @@ class Image:
     def layer(self, media_type: str) -> Layer | None:
         return next((layer for layer in self.layers if layer.media_type == media_type), None)
 
-    def layer_path(self, media_type: str) -> Path:
-        """Path of a layer's blob, verified against its digest."""
-        layer = self.layer(media_type)
+    def layer_path(self, media_type: str, title: str | None = None) -> Path:
+        """Path of a layer's blob (the one with ``title``, when given), verified against its digest."""
+        layer = (
+            self.layer(media_type)
+            if title is None
+            else next(
+                (x for x in self.layers if x.media_type == media_type and x.title == title), None
+            )
+        )
         if layer is None:
             raise StoreError(
                 f"image '{self.name}' has no {media_type} layer",

@@ -1,0 +1,32 @@
+"""Pieces shared by the GPUXfile's sections."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo never silently falls back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class FileSource(Strict):
+    """A file fetched at build: a project path, an https URL or a Hugging Face Hub file."""
+
+    source: str = Field(
+        min_length=1,
+        examples=["./model.onnx"],
+        description="A path relative to the project, an ``https://`` URL (``sha256`` required), or ``hf:org/repo/path/to/file@revision`` (a Hugging Face Hub file).",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected SHA-256 (hex) of what ``source`` names (the archive, when ``member`` is given). Required for URLs, checked for every source.",
+    )
+    member: str | None = Field(
+        default=None,
+        min_length=1,
+        examples=["package/models/model.onnx"],
+        description="A file inside ``source`` when it is a zip (also .whl) or tar archive.",
+    )

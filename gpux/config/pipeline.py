@@ -1,0 +1,411 @@
+"""GPUXfile v1: declarative pre- and post-processing (``preprocess:`` and ``postprocess:``).
+
+A *pipeline input* is what a user sends (a sentence, a photo, a recording); ``preprocess`` says
+how each one becomes model input tensors. ``postprocess`` turns model outputs into named
+results (an embedding, labels with scores, speech segments) through a chain of steps.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from gpux.config.common import FileSource, Strict
+
+Size = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
+
+
+def _file_shorthand(value: Any) -> Any:
+    return {"source": value} if isinstance(value, str) else value
+
+
+# ----------------------------------------------------------------------------------------- text
+class Padding(StrEnum):
+    longest = "longest"
+    max_length = "max_length"
+
+
+class TextInput(Strict):
+    """Sentences -> token ids, attention mask and token type ids (Hugging Face ``tokenizers``)."""
+
+    tokenizer: FileSource = Field(
+        description="A ``tokenizer.json``: a project-relative path, an https URL (with sha256, "
+        "optionally a ``member`` inside a zip/wheel/tar archive) or ``hf:org/repo/tokenizer.json@rev``. "
+        "Stored in the image at build.",
+    )
+    max_length: int = Field(default=512, ge=1, description="Longest token sequence.")
+    truncation: bool = Field(
+        default=True,
+        description="Cut longer texts to max_length. When false, a longer text is an error.",
+    )
+    padding: Padding = Field(
+        default=Padding.longest,
+        description="``longest``: pad a batch to its longest text; ``max_length``: always pad to max_length.",
+    )
+    pairs: bool = Field(
+        default=False,
+        description="Each value is a pair of texts ``[first, second]`` (cross-encoders, NLI).",
+    )
+    ids: str | None = Field(
+        default="input_ids", description="Model input that receives the token ids."
+    )
+    mask: str | None = Field(
+        default="attention_mask",
+        description="Model input that receives the attention mask (null: none).",
+    )
+    type_ids: str | None = Field(
+        default="token_type_ids",
+        description="Model input that receives the token type ids (null: none). Skipped when the model has no such input.",
+    )
+
+    _shorthand = field_validator("tokenizer", mode="before")(_file_shorthand)
+
+
+# ---------------------------------------------------------------------------------------- image
+class ColorOrder(StrEnum):
+    RGB = "RGB"
+    BGR = "BGR"
+    L = "L"
+
+
+class Interpolation(StrEnum):
+    nearest = "nearest"
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    lanczos = "lanczos"
+    box = "box"
+    hamming = "hamming"
+
+
+class Layout(StrEnum):
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+class ImageDType(StrEnum):
+    float32 = "float32"
+    float16 = "float16"
+    uint8 = "uint8"
+
+
+class Resize(Strict):
+    """Exactly one of ``shorter_side``, ``longer_side`` or ``size``."""
+
+    shorter_side: int | None = Field(
+        default=None, ge=1, description="Scale so the shorter side has this length."
+    )
+    longer_side: int | None = Field(
+        default=None, ge=1, description="Scale so the longer side has this length."
+    )
+    size: Size | None = Field(
+        default=None, description="Exact ``[height, width]``; the aspect ratio is not kept."
+    )
+    multiple_of: int = Field(
+        default=1,
+        ge=1,
+        description="Round both sides to a multiple of this (e.g. 32 for detection models).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"shorter_side": value}
+        if isinstance(value, list):
+            return {"size": value}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Resize:
+        given = [self.shorter_side, self.longer_side, self.size]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give exactly one of shorter_side, longer_side or size")
+        return self
+
+
+class Letterbox(Strict):
+    """Scale to fit inside ``size`` keeping the aspect ratio, then pad (centred)."""
+
+    size: Size = Field(description="``[height, width]`` of the result.")
+    fill: int = Field(default=114, ge=0, le=255, description="Padding value (0-255).")
+
+
+class NormalizePreset(StrEnum):
+    imagenet = "imagenet"
+    unit = "[0,1]"
+    symmetric = "[-1,1]"
+    none = "none"
+
+
+NORMALIZE_PRESETS: dict[str, tuple[float, tuple[float, ...], tuple[float, ...]]] = {
+    # name: (scale, mean, std), applied as (pixel * scale - mean) / std
+    "imagenet": (1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "[0,1]": (1 / 255, (0.0,), (1.0,)),
+    "[-1,1]": (1 / 255, (0.5,), (0.5,)),
+    "none": (1.0, (0.0,), (1.0,)),
+}
+
+
+class Normalize(Strict):
+    """``(pixel * scale - mean) / std`` per channel, pixels being 0-255."""
+
+    scale: float = Field(default=1 / 255, gt=0, description="Multiplies 0-255 pixels first.")
+    mean: list[float] = Field(
+        default=[0.0], min_length=1, description="Subtracted after scaling (1 or 3 values)."
+    )
+    std: list[float] = Field(
+        default=[1.0], min_length=1, description="Divides after subtracting (1 or 3 values)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            names = [p.value for p in NormalizePreset]
+            if value not in names:
+                raise ValueError(f"unknown preset {value!r}; use one of: {', '.join(names)}")
+            scale, mean, std = NORMALIZE_PRESETS[value]
+            return {"scale": scale, "mean": list(mean), "std": list(std)}
+        return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _one_or_three(cls, values: list[float]) -> list[float]:
+        if len(values) not in (1, 3):
+            raise ValueError("give 1 value (all channels) or 3 (one per channel)")
+        return values
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, values: list[float]) -> list[float]:
+        if any(v == 0 for v in values):
+            raise ValueError("std values must not be 0")
+        return values
+
+
+class ImageInput(Strict):
+    """Image files or bytes -> one float tensor. Steps run in the order of the keys below."""
+
+    to: str | None = Field(
+        default=None,
+        description="Model input that receives the tensor (default: the model's only input of rank 4).",
+    )
+    orientation: bool = Field(
+        default=True, description="Apply the EXIF orientation tag (photos from phones)."
+    )
+    color: ColorOrder = Field(default=ColorOrder.RGB, description="Channel order: RGB, BGR or L (grey).")
+    resize: Resize | None = Field(
+        default=None,
+        description="``{shorter_side: N}``, ``{longer_side: N}`` or ``{size: [h, w]}`` (shorthands: ``256``, ``[224, 224]``). Default: the model's fixed height and width, when it has them.",
+    )
+    interpolation: Interpolation = Field(
+        default=Interpolation.bilinear, description="Resampling filter (Pillow's)."
+    )
+    crop: Size | None = Field(default=None, description="Center-crop to ``[height, width]``.")
+    letterbox: Letterbox | None = Field(
+        default=None,
+        description="Fit inside ``size`` keeping the aspect ratio and pad. Replaces resize and crop.",
+    )
+    normalize: Normalize = Field(
+        default_factory=Normalize,
+        description="A preset (``imagenet``, ``[0,1]``, ``[-1,1]``, ``none``) or ``{scale, mean, std}``.",
+    )
+    layout: Layout = Field(default=Layout.NCHW, description="NCHW or NHWC.")
+    dtype: ImageDType = Field(default=ImageDType.float32, description="Tensor element type.")
+
+    @model_validator(mode="after")
+    def _letterbox_alone(self) -> ImageInput:
+        if self.letterbox is not None and (self.resize is not None or self.crop is not None):
+            raise ValueError("letterbox resizes by itself: remove resize and crop, or letterbox")
+        if self.dtype == ImageDType.uint8 and self.normalize != Normalize.model_validate("none"):
+            raise ValueError("uint8 tensors hold raw pixels: use 'normalize: none' with uint8")
+        return self
+
+
+# ---------------------------------------------------------------------------------------- audio
+class Framing(Strict):
+    """Cut the signal into fixed windows; the model runs once per window."""
+
+    size: int = Field(ge=1, description="New samples per window.")
+    context: int = Field(
+        default=0,
+        ge=0,
+        description="Samples of the previous window prepended to each one (zeros for the first).",
+    )
+
+
+class StateSpec(Strict):
+    """A recurrent state carried from one window to the next."""
+
+    input: str = Field(description="Model input that receives the state.")
+    output: str = Field(description="Model output holding the next state.")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(description="Shape of the initial state.")
+    dtype: str = Field(default="float32", description="Element type of the state.")
+    initial: float = Field(default=0.0, description="Value the state starts from.")
+
+
+class AudioInput(Strict):
+    """wav/flac/ogg files or bytes -> mono float samples at the model's rate."""
+
+    to: str | None = Field(
+        default=None,
+        description="Model input that receives the samples (default: the model's only float input).",
+    )
+    sample_rate: int = Field(ge=1000, le=768000, description="Sample rate the model expects (Hz).")
+    resample: bool = Field(
+        default=True,
+        description="Convert other rates to sample_rate. When false, another rate is an error.",
+    )
+    frame: Framing | None = Field(
+        default=None, description="Run the model per window, for streaming models."
+    )
+    sample_rate_input: str | None = Field(
+        default=None, description="Model input that receives sample_rate as an int64 scalar."
+    )
+    state: list[StateSpec] = Field(
+        default=[], description="States carried across windows (needs ``frame``)."
+    )
+
+    @model_validator(mode="after")
+    def _state_needs_frames(self) -> AudioInput:
+        if self.state and self.frame is None:
+            raise ValueError("a state is carried across windows: add 'frame: {size: N}'")
+        return self
+
+
+# ------------------------------------------------------------------------------------ preprocess
+class PipelineInput(Strict):
+    """One input users send, and how it becomes tensors: exactly one of text, image, audio."""
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.-]*$",
+        description="What users call it (``--input name=...``, JSON key). Default: its kind (text/image/audio).",
+    )
+    text: TextInput | None = Field(default=None, description="Tokenise sentences.")
+    image: ImageInput | None = Field(default=None, description="Decode and prepare images.")
+    audio: AudioInput | None = Field(default=None, description="Decode and prepare audio.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PipelineInput:
+        kinds = [k for k in ("text", "image", "audio") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of 'text', 'image' or 'audio'")
+        if self.name is None:
+            self.name = kinds[0]
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("text", "image", "audio") if getattr(self, k) is not None)
+
+
+# ----------------------------------------------------------------------------------- postprocess
+class Softmax(Strict):
+    axis: int = Field(default=-1, description="Axis to normalise over.")
+
+
+class Sigmoid(Strict):
+    pass
+
+
+class L2Normalize(Strict):
+    axis: int = Field(default=-1, description="Axis to normalise over.")
+
+
+class MeanPool(Strict):
+    mask: str | None = Field(
+        default="attention_mask",
+        description="Model input holding the attention mask; padded positions are left out. Null: plain mean.",
+    )
+
+
+Labels = list[str] | str | None
+
+
+class ArgMax(Strict):
+    labels: Labels = Field(
+        default=None,
+        description="Labels (inline list or a file, one per line). Default: the GPUXfile's labels.",
+    )
+
+
+class TopK(Strict):
+    k: int = Field(default=5, ge=1, description="How many classes to return.")
+    labels: Labels = Field(
+        default=None,
+        description="Labels (inline list or a file, one per line). Default: the GPUXfile's labels.",
+    )
+
+
+class Threshold(Strict):
+    value: float = Field(default=0.5, description="Values at or above it become true.")
+
+
+class Segments(Strict):
+    """Per-frame scores -> ``[{start, end}]`` in seconds (speech, events)."""
+
+    threshold: float = Field(default=0.5, description="A frame at or above it is active.")
+    min_duration_ms: float = Field(default=250, ge=0, description="Shorter segments are dropped.")
+    min_gap_ms: float = Field(
+        default=100, ge=0, description="Shorter gaps between segments are closed."
+    )
+    pad_ms: float = Field(default=30, ge=0, description="Added before and after each segment.")
+    frame_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Duration of one frame; default: the audio input's window (frame.size / sample_rate).",
+    )
+
+
+class Step(Strict):
+    """One step: a name, or ``{name: {options}}``."""
+
+    softmax: Softmax | None = None
+    sigmoid: Sigmoid | None = None
+    l2_normalize: L2Normalize | None = None
+    mean_pool: MeanPool | None = None
+    argmax: ArgMax | None = None
+    top_k: TopK | None = None
+    threshold: Threshold | None = None
+    segments: Segments | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {value: {}}
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Step:
+        if len(self.model_fields_set) != 1:
+            raise ValueError(f"a step has exactly one name: one of {', '.join(STEP_NAMES)}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return next(iter(self.model_fields_set))
+
+    @property
+    def options(self) -> Any:
+        return getattr(self, self.name)
+
+
+STEP_NAMES = tuple(Step.model_fields)
+
+
+class PipelineOutput(Strict):
+    """One named result computed from one model output."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][\w.-]*$", description="Key of the result.")
+    source: str | None = Field(
+        default=None,
+        alias="from",
+        description="Model output it starts from (default: the model's only/first output).",
+    )
+    steps: list[Step] = Field(default=[], description="Applied in order.")

@@ -1,0 +1,183 @@
+"""Check a GPUXfile's pipeline against the model at build, and fill in what it left implicit.
+
+Every name the pipeline uses must exist in the model (a typo found at build, not at the first
+request); defaults that depend on the model (which input gets the image, which output a result
+starts from) are written into the image, so running never guesses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from gpux.config.schema import GPUXfile
+from gpux.errors import ConfigValidationError
+from gpux.pipeline.steps import DECODING_STEPS
+from gpux.runtime.tensors import TensorSignature
+
+Fail = Callable[[str, str], ConfigValidationError]
+
+
+def complete(
+    config: GPUXfile,
+    inputs: list[TensorSignature],
+    outputs: list[TensorSignature],
+    tokenizers: dict[str, Path],
+    where: str,
+) -> None:
+    """Validate ``config.preprocess``/``postprocess`` against the model's signature; fill defaults.
+
+    ``tokenizers``: resolved tokenizer files by pipeline input name; ``where``: the GPUXfile path.
+    """
+    by_input = {t.name: t for t in inputs}
+    output_names = [t.name for t in outputs]
+    fed: dict[str, str] = {}  # model input -> pipeline input that feeds it
+
+    def fail(message: str, hint: str) -> ConfigValidationError:
+        return ConfigValidationError(f"{where}: {message}", hint)
+
+    def claim(model_input: str, owner: str, role: str) -> None:
+        if model_input not in by_input:
+            raise fail(
+                f"preprocess '{owner}': {role} '{model_input}' is not a model input",
+                f"the model's inputs are: {', '.join(by_input)}",
+            )
+        if model_input in fed:
+            raise fail(
+                f"model input '{model_input}' is fed by both '{fed[model_input]}' and '{owner}'",
+                "give each model input one source",
+            )
+        fed[model_input] = owner
+
+    names = [entry.name for entry in config.preprocess]
+    for name in names:
+        if names.count(name) > 1:
+            raise fail(f"two preprocess entries are named '{name}'", "give each a distinct name")
+
+    frame_seconds: float | None = None
+    for entry in config.preprocess:
+        owner = str(entry.name)
+        if entry.text is not None:
+            text = entry.text
+            explicit = text.model_fields_set
+            if text.ids is None:
+                raise fail(f"preprocess '{owner}': text.ids cannot be null", "name the ids input")
+            claim(text.ids, owner, "text.ids")
+            for role in ("mask", "type_ids"):
+                target = getattr(text, role)
+                if target is None:
+                    continue
+                if target not in by_input and role not in explicit:
+                    setattr(text, role, None)  # the default name; this model has no such input
+                    continue
+                claim(target, owner, f"text.{role}")
+        elif entry.image is not None:
+            image = entry.image
+            image.to = image.to or _only(
+                [t for t in inputs if t.shape is not None and len(t.shape) == 4 and t.name not in fed],
+                owner,
+                "an input of rank 4 (images)",
+                fail,
+            )
+            claim(image.to, owner, "image.to")
+            from gpux.pipeline.image import ImagePreprocessor
+
+            try:
+                ImagePreprocessor(image, owner, by_input[image.to]).check()
+            except ConfigValidationError as exc:
+                raise fail(exc.message, exc.hint or "") from None
+        elif entry.audio is not None:
+            audio = entry.audio
+            states = {s.input for s in audio.state}
+            if audio.sample_rate_input:
+                claim(audio.sample_rate_input, owner, "audio.sample_rate_input")
+            for state in audio.state:
+                claim(state.input, owner, "audio.state input")
+                if state.output not in output_names:
+                    raise fail(
+                        f"preprocess '{owner}': state output '{state.output}' is not a model output",
+                        f"the model's outputs are: {', '.join(output_names)}",
+                    )
+            audio.to = audio.to or _only(
+                [
+                    t
+                    for t in inputs
+                    if t.name not in fed and t.name not in states and "float" in t.dtype
+                ],
+                owner,
+                "a float input (samples)",
+                fail,
+            )
+            claim(audio.to, owner, "audio.to")
+            if audio.frame is not None:
+                frame_seconds = audio.frame.size / audio.sample_rate
+    for entry in config.preprocess:
+        if entry.text is not None and entry.name not in tokenizers:
+            raise fail(f"preprocess '{entry.name}': its tokenizer was not resolved", "rebuild")
+
+    _complete_results(config, by_input, outputs, frame_seconds, fail)
+
+
+def _complete_results(
+    config: GPUXfile,
+    by_input: dict[str, TensorSignature],
+    outputs: list[TensorSignature],
+    frame_seconds: float | None,
+    fail: Fail,
+) -> None:
+    output_names = [t.name for t in outputs]
+    by_output = {t.name: t for t in outputs}
+    names = [result.name for result in config.postprocess]
+    for result in config.postprocess:
+        if names.count(result.name) > 1:
+            raise fail(f"two postprocess results are named '{result.name}'", "rename one")
+        result.source = result.source or output_names[0]
+        if result.source not in by_output:
+            raise fail(
+                f"postprocess '{result.name}': '{result.source}' is not a model output",
+                f"the model's outputs are: {', '.join(output_names)}",
+            )
+        for position, step in enumerate(result.steps):
+            if step.name in DECODING_STEPS and position != len(result.steps) - 1:
+                raise fail(
+                    f"postprocess '{result.name}': '{step.name}' must be the last step",
+                    "decoding steps (argmax, top_k, threshold, segments) end a chain",
+                )
+            options = step.options
+            if step.name == "mean_pool" and options.mask is not None:
+                if options.mask not in by_input:
+                    raise fail(
+                        f"postprocess '{result.name}': mean_pool mask '{options.mask}' is not a "
+                        "model input",
+                        "name the attention-mask input, or set mask: null",
+                    )
+            if step.name == "segments" and options.frame_ms is None and frame_seconds is None:
+                raise fail(
+                    f"postprocess '{result.name}': segments needs the duration of one frame",
+                    "set frame_ms under segments, or frame: {size: N} under the audio input",
+                )
+            if step.name in ("argmax", "top_k"):
+                labels = options.labels if isinstance(options.labels, list) else config.labels
+                shape = by_output[result.source].shape
+                classes = shape[-1] if shape else None
+                if (
+                    isinstance(labels, list)
+                    and isinstance(classes, int)
+                    and len(labels) != classes
+                ):
+                    raise fail(
+                        f"postprocess '{result.name}': {len(labels)} labels for output "
+                        f"'{result.source}' with {classes} classes",
+                        "give exactly one label per class, in the model's order",
+                    )
+
+
+def _only(candidates: list[TensorSignature], owner: str, kind: str, fail: Fail) -> str:
+    if len(candidates) == 1:
+        return candidates[0].name
+    found = ", ".join(t.name for t in candidates) or "none"
+    raise fail(
+        f"preprocess '{owner}': cannot tell which model input takes it (expected {kind}; "
+        f"found: {found})",
+        "say which with 'to: INPUT_NAME'",
+    )

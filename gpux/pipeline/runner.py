@@ -1,0 +1,215 @@
+"""Items users send -> pre-processing -> model -> post-processing -> results.
+
+One code path for ``gpux run``, the Python API (``Model.predict``) and the server. An *item* is
+a mapping from pipeline input names (and raw model input names) to values; a model with a
+single pipeline input also takes the bare value. Text and image items are batched into one
+model call; audio items run one at a time (their lengths differ), window by window when the
+GPUXfile declares frames, carrying any recurrent state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gpux.config.pipeline import PipelineInput, PipelineOutput
+from gpux.errors import InputError, UsageError
+from gpux.pipeline import steps
+from gpux.pipeline.outputs import tensor_to_json
+
+if TYPE_CHECKING:
+    from gpux.api import Model
+
+Array = np.ndarray[Any, Any]
+
+
+class Pipeline:
+    """The GPUXfile's ``preprocess``/``postprocess`` bound to a loaded model."""
+
+    def __init__(
+        self, model: Model, gpuxfile: Mapping[str, Any], tokenizers: Mapping[str, Path]
+    ) -> None:
+        self.model = model
+        self.entries = [PipelineInput.model_validate(e) for e in gpuxfile.get("preprocess", [])]
+        self.results = [PipelineOutput.model_validate(r) for r in gpuxfile.get("postprocess", [])]
+        self.labels: list[str] | None = gpuxfile.get("labels")
+        model_inputs = {t.name for t in model.inputs}
+        self._processors: dict[str, Any] = {}
+        fed: set[str] = set()
+        for entry in self.entries:
+            name = str(entry.name)
+            if entry.text is not None:
+                from gpux.pipeline.text import TextPreprocessor
+
+                processor: Any = TextPreprocessor(entry.text, tokenizers[name], model_inputs, name)
+                fed.update(processor.targets.values())
+            elif entry.image is not None:
+                from gpux.pipeline.image import ImagePreprocessor
+
+                assert entry.image.to is not None  # completed at build
+                target = next(t for t in model.inputs if t.name == entry.image.to)
+                processor = ImagePreprocessor(entry.image, name, target)
+                fed.add(entry.image.to)
+            else:
+                from gpux.pipeline.audio import AudioPreprocessor
+
+                assert entry.audio is not None and entry.audio.to is not None
+                processor = AudioPreprocessor(entry.audio, name)
+                fed.add(entry.audio.to)
+                fed.update(s.input for s in entry.audio.state)
+                if entry.audio.sample_rate_input:
+                    fed.add(entry.audio.sample_rate_input)
+            self._processors[name] = processor
+        self.tensor_inputs = [t.name for t in model.inputs if t.name not in fed]
+        first = model.inputs[0].shape if model.inputs else None
+        self._batchable = not any(e.audio for e in self.entries) and not (
+            first and first[0] == 1
+        )
+
+    @property
+    def input_names(self) -> list[str]:
+        """What users send: pipeline inputs, then model inputs no pipeline input feeds."""
+        return [str(e.name) for e in self.entries] + self.tensor_inputs
+
+    def kind(self, name: str) -> str:
+        """``text``, ``image``, ``audio`` or ``tensor``."""
+        entry = next((e for e in self.entries if e.name == name), None)
+        return entry.kind if entry is not None else "tensor"
+
+    def item(self, value: Any) -> dict[str, Any]:
+        """A bare value becomes an item for the only input; a mapping is checked."""
+        names = self.input_names
+        if isinstance(value, Mapping) and set(value) <= set(names) and value:
+            return dict(value)
+        if len(names) == 1:
+            return {names[0]: value}
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(names))
+            raise InputError(
+                f"unknown input '{unknown[0]}'", f"the model takes: {', '.join(names)}"
+            )
+        raise UsageError(
+            "this model takes several inputs, so a bare value is ambiguous",
+            f"name each one: {', '.join(f'{n}=...' for n in names)}",
+        )
+
+    def run(self, items: Sequence[Mapping[str, Any]], raw: bool = False) -> list[dict[str, Any]]:
+        """One result per item: ``{result name: value}`` (plus ``outputs`` when ``raw``)."""
+        if not items:
+            return []
+        for item in items:
+            missing = [n for n in self.input_names if n not in item]
+            if missing:
+                raise InputError(
+                    f"input '{missing[0]}' is missing", f"the model takes: {', '.join(self.input_names)}"
+                )
+        if self._batchable:
+            feed = self._batch_feed(items)
+            return self._decode(feed, self.model.run(feed), len(items), raw)
+        results = []
+        for item in items:
+            feed, outputs = self._run_one(item)
+            results.extend(self._decode(feed, outputs, 1, raw))
+        return results
+
+    # -- pre-processing ------------------------------------------------------------------------
+
+    def _batch_feed(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        feed: dict[str, Any] = {}
+        for entry in self.entries:
+            values = [item[str(entry.name)] for item in items]
+            processor = self._processors[str(entry.name)]
+            if entry.text is not None:
+                feed.update(processor(values))
+            else:
+                assert entry.image is not None and entry.image.to is not None
+                feed[entry.image.to] = processor(values)
+        for name in self.tensor_inputs:
+            arrays = [np.asarray(item[name]) for item in items]
+            feed[name] = arrays[0] if len(arrays) == 1 else _concatenate(name, arrays)
+        return feed
+
+    def _run_one(self, item: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Array]]:
+        if not any(e.audio for e in self.entries):
+            feed = self._batch_feed([item])
+            return feed, self.model.run(feed)
+        entry = next(e for e in self.entries if e.audio is not None)
+        audio = entry.audio
+        assert audio is not None and audio.to is not None
+        processor = self._processors[str(entry.name)]
+        samples = processor.samples(item[str(entry.name)])
+        base: dict[str, Any] = {name: item[name] for name in self.tensor_inputs}
+        if audio.sample_rate_input:
+            signature = next(t for t in self.model.inputs if t.name == audio.sample_rate_input)
+            base[audio.sample_rate_input] = np.array(audio.sample_rate, dtype=signature.np_dtype)
+        if audio.frame is None:
+            feed = {**base, audio.to: samples[None, :]}
+            return feed, self.model.run(feed)
+        from gpux.pipeline.audio import initial_states
+
+        state = initial_states(audio)
+        carried = {s.output for s in audio.state}
+        collected: dict[str, list[Array]] = {}
+        for window in processor.frames(samples):
+            outputs = self.model.run({**base, **state, audio.to: window[None, :]})
+            for spec in audio.state:
+                state[spec.input] = outputs[spec.output]
+            for name, value in outputs.items():
+                if name not in carried:
+                    collected.setdefault(name, []).append(value)
+        # [frames, 1, ...] per output -> [1 item, frames, ...]
+        stacked = {name: np.concatenate(values)[None] for name, values in collected.items()}
+        return base, stacked
+
+    # -- post-processing -----------------------------------------------------------------------
+
+    def _frame_seconds(self) -> float | None:
+        for entry in self.entries:
+            if entry.audio is not None and entry.audio.frame is not None:
+                return entry.audio.frame.size / entry.audio.sample_rate
+        return None
+
+    def _decode(
+        self, feed: Mapping[str, Any], outputs: Mapping[str, Array], count: int, raw: bool
+    ) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = [{} for _ in range(count)]
+        if self.results:
+            for spec in self.results:
+                assert spec.source is not None  # completed at build
+                context = steps.StepContext(
+                    feed=feed,
+                    labels=self.labels,
+                    frame_seconds=self._frame_seconds(),
+                    result=spec.name,
+                )
+                decoded = steps.apply(outputs[spec.source], spec.steps, context)
+                for result, value in zip(results, decoded, strict=True):
+                    result[spec.name] = value
+        if raw or not self.results:
+            for position, result in enumerate(results):
+                per_item = {name: _slice(value, position, count) for name, value in outputs.items()}
+                if self.results:
+                    result["outputs"] = {k: tensor_to_json(v) for k, v in per_item.items()}
+                else:
+                    result.update({k: np.asarray(v).tolist() for k, v in per_item.items()})
+        return results
+
+
+def _slice(value: Array, position: int, count: int) -> Array:
+    array = np.asarray(value)
+    return array[position] if array.ndim and array.shape[0] == count else array
+
+
+def _concatenate(name: str, arrays: list[Array]) -> Array:
+    try:
+        return np.concatenate(arrays)
+    except ValueError:
+        shapes = sorted({str(list(a.shape)) for a in arrays})
+        raise InputError(
+            f"input '{name}': items have different shapes ({', '.join(shapes)}) and cannot "
+            "share a batch",
+            "send them in separate runs, or with --batch-size 1",
+        ) from None

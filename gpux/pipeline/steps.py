@@ -1,0 +1,191 @@
+"""Post-processing steps: model outputs -> results people read.
+
+Numeric steps (softmax, sigmoid, mean_pool, l2_normalize) work on the whole batch at once, the
+first axis being the items. Decoding steps (argmax, top_k, threshold, segments) end a chain and
+turn each item into plain JSON values. A chain without a decoding step ends with the numbers
+as nested lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpux.config.pipeline import Segments, Step
+from gpux.errors import ModelError
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass
+class StepContext:
+    """What steps may need besides the output: the model's inputs and the audio frame length."""
+
+    feed: Mapping[str, Array] = field(default_factory=dict)
+    labels: list[str] | None = None
+    frame_seconds: float | None = None
+    result: str = "result"
+
+
+def apply(array: Array, steps: Sequence[Step], context: StepContext) -> list[Any]:
+    """Run a chain over a batch; one decoded value per item (first axis)."""
+    values: Array = np.asarray(array)
+    for position, step in enumerate(steps):
+        numeric = _NUMERIC.get(step.name)
+        if numeric is not None:
+            values = numeric(values, step.options, context)
+            continue
+        if position != len(steps) - 1:
+            raise ModelError(  # also refused at build; kept for images built by hand
+                f"result '{context.result}': '{step.name}' must be the last step",
+                "move it to the end of steps",
+            )
+        decode = _DECODING[step.name]
+        return [decode(item, step.options, context) for item in values]
+    return [_plain(item) for item in values]
+
+
+def _softmax(values: Array, options: Any, context: StepContext) -> Array:
+    values = values.astype(np.float32, copy=False)
+    shifted = values - values.max(axis=options.axis, keepdims=True)
+    exp = np.exp(shifted)
+    result: Array = exp / exp.sum(axis=options.axis, keepdims=True)
+    return result
+
+
+def _sigmoid(values: Array, options: Any, context: StepContext) -> Array:
+    values = values.astype(np.float32, copy=False)
+    result: Array = 0.5 * (np.tanh(0.5 * values) + 1.0)  # no overflow for large |x|
+    return result
+
+
+def _l2_normalize(values: Array, options: Any, context: StepContext) -> Array:
+    values = values.astype(np.float32, copy=False)
+    norms = np.linalg.norm(values, axis=options.axis, keepdims=True)
+    result: Array = values / np.maximum(norms, 1e-12)
+    return result
+
+
+def _mean_pool(values: Array, options: Any, context: StepContext) -> Array:
+    """[items, tokens, features] -> [items, features], padded tokens left out."""
+    values = values.astype(np.float32, copy=False)
+    if values.ndim != 3:
+        raise ModelError(
+            f"result '{context.result}': mean_pool needs [batch, tokens, features], got shape "
+            f"{list(values.shape)}",
+            "apply mean_pool to a per-token output such as last_hidden_state",
+        )
+    if options.mask is None:
+        result: Array = values.mean(axis=1)
+        return result
+    mask = np.asarray(context.feed[options.mask], dtype=np.float32)[:, :, None]
+    summed = (values * mask).sum(axis=1)
+    result = summed / np.maximum(mask.sum(axis=1), 1e-9)
+    return result
+
+
+_NUMERIC = {
+    "softmax": _softmax,
+    "sigmoid": _sigmoid,
+    "l2_normalize": _l2_normalize,
+    "mean_pool": _mean_pool,
+}
+
+
+def _scores(item: Array, step: str, context: StepContext) -> Array:
+    """One item's class scores as a vector: leading axes of size 1 are dropped."""
+    scores = np.asarray(item)
+    while scores.ndim > 1 and scores.shape[0] == 1:
+        scores = scores[0]
+    if scores.ndim != 1:
+        raise ModelError(
+            f"result '{context.result}': {step} needs one score per class, got shape "
+            f"{list(np.asarray(item).shape)} per item",
+            "apply it to a [batch, classes] output",
+        )
+    return scores
+
+
+def _labels(options: Any, context: StepContext, size: int) -> list[str] | None:
+    labels = options.labels if isinstance(options.labels, list) else context.labels
+    if labels is not None and len(labels) != size:
+        raise ModelError(
+            f"result '{context.result}': {len(labels)} labels for {size} classes",
+            "give one label per class (labels: in the GPUXfile)",
+        )
+    return labels
+
+
+def _argmax(item: Array, options: Any, context: StepContext) -> dict[str, Any]:
+    scores = _scores(item, "argmax", context)
+    index = int(np.argmax(scores))
+    labels = _labels(options, context, scores.size)
+    found: dict[str, Any] = {"index": index, "score": float(scores[index])}
+    if labels is not None:
+        found = {"label": labels[index], **found}
+    return found
+
+
+def _top_k(item: Array, options: Any, context: StepContext) -> list[dict[str, Any]]:
+    scores = _scores(item, "top_k", context)
+    labels = _labels(options, context, scores.size)
+    k = min(options.k, scores.size)
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [
+        {**({"label": labels[i]} if labels is not None else {}), "index": int(i), "score": float(scores[i])}
+        for i in best
+    ]
+
+
+def _threshold(item: Array, options: Any, context: StepContext) -> Any:
+    return (np.asarray(item) >= options.value).tolist()
+
+
+def _segments(item: Array, options: Segments, context: StepContext) -> list[dict[str, float]]:
+    """Frame scores -> active segments: threshold, close short gaps, drop short runs, pad."""
+    scores = np.asarray(item, dtype=np.float32).reshape(-1)
+    frame = options.frame_ms / 1e3 if options.frame_ms else context.frame_seconds
+    if frame is None:
+        raise ModelError(
+            f"result '{context.result}': segments needs the duration of one frame",
+            "set frame_ms under segments, or frame: under the audio input",
+        )
+    active = np.concatenate([[False], scores >= options.threshold, [False]])
+    edges = np.flatnonzero(active[1:] != active[:-1])
+    runs = [[int(start), int(end)] for start, end in zip(edges[::2], edges[1::2], strict=True)]
+    merged: list[list[int]] = []
+    for start, end in runs:
+        if merged and (start - merged[-1][1]) * frame * 1e3 < options.min_gap_ms:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    total = scores.size * frame
+    pad = options.pad_ms / 1e3
+    segments = []
+    for start, end in merged:
+        if (end - start) * frame * 1e3 < options.min_duration_ms:
+            continue
+        segments.append(
+            {
+                "start": round(max(0.0, start * frame - pad), 3),
+                "end": round(min(total, end * frame + pad), 3),
+            }
+        )
+    return segments
+
+
+_DECODING: dict[str, Any] = {
+    "argmax": _argmax,
+    "top_k": _top_k,
+    "threshold": _threshold,
+    "segments": _segments,
+}
+DECODING_STEPS = frozenset(_DECODING)
+
+
+def _plain(item: Array) -> Any:
+    return np.asarray(item).tolist()
