@@ -28,8 +28,20 @@ def register(app: typer.Typer) -> None:
         ),
         full: bool = typer.Option(False, "--full", help="Print every value of large tensors."),
         backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+        raw: bool = typer.Option(
+            False, "--raw", help="With a pipeline: the raw output tensors too, next to the results."
+        ),
+        interactive: bool = typer.Option(
+            False, "-I", "--interactive", help="Read one input per line, print one result per line."
+        ),
+        batch_size: int = typer.Option(
+            16, "--batch-size", min=1, help="Items per model call when many inputs are given."
+        ),
     ) -> None:
-        """Run one inference and print the outputs as JSON."""
+        """Run inference and print the results as JSON (JSONL for many inputs).
+
+        With a pipeline in the GPUXfile, inputs are what people have: text, image or audio
+        files, folders of them, .jsonl files; without one, tensors as JSON or .npy."""
         backend = _check_backend(backend)
         from gpux.api import load
         from gpux.cli.console import print_json
@@ -50,8 +62,20 @@ def register(app: typer.Typer) -> None:
                 f"note: running on {model.placement.backend}; better backends were passed "
                 f"over: {model.placement.fallback_reason}\n"
             )
+        if model.pipeline is not None:
+            from gpux.cli.predict import run_pipeline
+
+            run_pipeline(model, inputs, output, raw, interactive, batch_size)
+            return
         if output is not None:
             check_output_path(output)  # before the model runs, not after
+        if interactive:
+            from gpux.errors import UsageError
+
+            raise UsageError(
+                "--interactive needs a pipeline (preprocess/postprocess in the GPUXfile)",
+                "declare one, or pass tensors with --input",
+            )
         names = [tensor.name for tensor in model.inputs]
         values = (
             parse_cli_inputs(inputs, model.inputs) if inputs else from_request(_read_stdin(), names)

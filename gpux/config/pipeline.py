@@ -360,6 +360,16 @@ class Segments(Strict):
     )
 
 
+class Boxes(Strict):
+    """A per-pixel score map -> ``[{box: [x0, y0, x1, y1], score}]`` of connected regions (text detection)."""
+
+    threshold: float = Field(default=0.3, description="A pixel at or above it belongs to a region.")
+    min_score: float = Field(
+        default=0.5, description="Regions whose mean score is lower are dropped."
+    )
+    min_area: int = Field(default=16, ge=1, description="Regions with fewer pixels are dropped.")
+
+
 class Step(Strict):
     """One step: a name, or ``{name: {options}}``."""
 
@@ -371,6 +381,7 @@ class Step(Strict):
     top_k: TopK | None = None
     threshold: Threshold | None = None
     segments: Segments | None = None
+    boxes: Boxes | None = None
 
     @model_validator(mode="before")
     @classmethod

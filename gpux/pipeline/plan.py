@@ -141,7 +141,7 @@ def _complete_results(
             if step.name in DECODING_STEPS and position != len(result.steps) - 1:
                 raise fail(
                     f"postprocess '{result.name}': '{step.name}' must be the last step",
-                    "decoding steps (argmax, top_k, threshold, segments) end a chain",
+                    "decoding steps (argmax, top_k, threshold, segments, boxes) end a chain",
                 )
             options = step.options
             if step.name == "mean_pool" and options.mask is not None:

@@ -178,7 +178,70 @@ def _segments(item: Array, options: Segments, context: StepContext) -> list[dict
     return segments
 
 
+def _boxes(item: Array, options: Any, context: StepContext) -> list[dict[str, Any]]:
+    """Connected regions of a score map, as boxes in the model input's pixels.
+
+    Labelling works on runs of active pixels per row (union-find over runs that touch, 8-way),
+    so the Python loop is over runs, not pixels.
+    """
+    scores = np.asarray(item, dtype=np.float32)
+    while scores.ndim > 2 and scores.shape[0] == 1:
+        scores = scores[0]
+    if scores.ndim != 2:
+        raise ModelError(
+            f"result '{context.result}': boxes needs a [height, width] map per item, got "
+            f"{list(np.asarray(item).shape)}",
+            "apply it to a [batch, 1, H, W] probability map",
+        )
+    active = scores >= options.threshold
+    padded = np.zeros((active.shape[0], active.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = active
+    changes = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(changes == 1)
+    _, ends = np.nonzero(changes == -1)  # same row order: every start has its end
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    previous: list[int] = []
+    current: list[int] = []
+    last_row = -2
+    for run, row in enumerate(rows.tolist()):
+        if row != last_row:
+            previous = current if row == last_row + 1 else []
+            current = []
+            last_row = row
+        for other in previous:  # runs touch when they overlap, diagonals included
+            if starts[other] <= ends[run] and starts[run] <= ends[other]:
+                parent[root(run)] = root(other)
+        current.append(run)
+    regions: dict[int, list[int]] = {}
+    for run in range(len(rows)):
+        regions.setdefault(root(run), []).append(run)
+    found = []
+    for runs in regions.values():
+        area = int(sum(ends[r] - starts[r] for r in runs))
+        if area < options.min_area:
+            continue
+        total = float(sum(scores[rows[r], starts[r] : ends[r]].sum() for r in runs))
+        score = total / area
+        if score < options.min_score:
+            continue
+        x0 = int(min(starts[r] for r in runs))
+        x1 = int(max(ends[r] for r in runs))
+        y0 = int(min(rows[r] for r in runs))
+        y1 = int(max(rows[r] for r in runs)) + 1
+        found.append({"box": [x0, y0, x1, y1], "score": round(score, 4)})
+    found.sort(key=lambda region: (region["box"][1], region["box"][0]))
+    return found
+
+
 _DECODING: dict[str, Any] = {
+    "boxes": _boxes,
     "argmax": _argmax,
     "top_k": _top_k,
     "threshold": _threshold,
