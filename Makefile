@@ -35,11 +35,15 @@ check: setup
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu ruff format --check gpux tests tools benchmarks
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu mypy
 
-# lavapipe (software Vulkan) lets the WebGPU and GPU-discovery code run without a GPU.
+# lavapipe (software Vulkan) lets the WebGPU and GPU-discovery code run without a GPU;
+# espeak-ng speaks test sentences for the audio pipeline and voice-activity tests.
+SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng
+
 system-deps:
-	@dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || { \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	[ -z "$$missing" ] || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq mesa-vulkan-drivers; }
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; }
 
 test: check system-deps
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu pytest -n 2 --dist loadfile

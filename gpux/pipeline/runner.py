@@ -82,15 +82,15 @@ class Pipeline:
     def item(self, value: Any) -> dict[str, Any]:
         """A bare value becomes an item for the only input; a mapping is checked."""
         names = self.input_names
-        if isinstance(value, Mapping) and set(value) <= set(names) and value:
+        if isinstance(value, Mapping):  # never a bare value: no input kind takes a mapping
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise InputError(
+                    f"unknown input '{unknown[0]}'", f"the model takes: {', '.join(names)}"
+                )
             return dict(value)
         if len(names) == 1:
             return {names[0]: value}
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(names))
-            raise InputError(
-                f"unknown input '{unknown[0]}'", f"the model takes: {', '.join(names)}"
-            )
         raise UsageError(
             "this model takes several inputs, so a bare value is ambiguous",
             f"name each one: {', '.join(f'{n}=...' for n in names)}",
