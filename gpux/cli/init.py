@@ -6,14 +6,21 @@ from pathlib import Path
 
 import typer
 
-TEMPLATES = ("minimal", "full")
+TEMPLATES = (
+    "minimal",
+    "full",
+    "text-embedding",
+    "image-classification",
+    "audio-vad",
+    "ocr-detection",
+)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("init")
     def init(
         directory: Path = typer.Argument(Path("."), help="Project folder (created if missing)."),
-        template: str = typer.Option("minimal", "--template", help="minimal | full"),
+        template: str = typer.Option("minimal", "--template", help=" | ".join(TEMPLATES)),
         model: str | None = typer.Option(
             None, "--model", help="Model source (default: the only .onnx file in the folder)."
         ),

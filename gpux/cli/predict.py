@@ -48,9 +48,7 @@ def gather(pipeline: Pipeline, values: list[str]) -> tuple[list[Item], bool]:
         items.extend(_expand(pipeline, names[0], text))
     if named:
         if items:
-            raise UsageError(
-                "mix of named and bare --input values", "name every input: NAME=VALUE"
-            )
+            raise UsageError("mix of named and bare --input values", "name every input: NAME=VALUE")
         return [("input", named)], True
     single = len(values) == 1 and len(items) == 1 and not _is_collection(values[0])
     return items, single
@@ -91,7 +89,7 @@ def from_stdin(pipeline: Pipeline) -> tuple[list[Item], bool]:
 
 def _is_collection(text: str) -> bool:
     path = Path(text).expanduser()
-    return path.is_dir() or path.suffix.lower() in (".jsonl", ".txt") and path.is_file()
+    return path.is_dir() or (path.suffix.lower() in (".jsonl", ".txt") and path.is_file())
 
 
 def _expand(pipeline: Pipeline, name: str, text: str) -> Iterator[Item]:

@@ -332,7 +332,6 @@ def _read_labels(project: Project, relative: str, what: str) -> list[str]:
     if not labels_path.is_file():
         raise ConfigValidationError(
             f"{project.path}: {what} file '{relative}' does not exist",
-            "give a text file with one label per line, relative to the GPUXfile, "
-            "or an inline list",
+            "give a text file with one label per line, relative to the GPUXfile, or an inline list",
         )
     return [line.strip() for line in labels_path.read_text("utf-8").splitlines() if line.strip()]

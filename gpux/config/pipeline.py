@@ -195,7 +195,9 @@ class ImageInput(Strict):
     orientation: bool = Field(
         default=True, description="Apply the EXIF orientation tag (photos from phones)."
     )
-    color: ColorOrder = Field(default=ColorOrder.RGB, description="Channel order: RGB, BGR or L (grey).")
+    color: ColorOrder = Field(
+        default=ColorOrder.RGB, description="Channel order: RGB, BGR or L (grey)."
+    )
     resize: Resize | None = Field(
         default=None,
         description="``{shorter_side: N}``, ``{longer_side: N}`` or ``{size: [h, w]}`` (shorthands: ``256``, ``[224, 224]``). Default: the model's fixed height and width, when it has them.",
@@ -387,6 +389,14 @@ class Step(Strict):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if value not in cls.model_fields:
+                import difflib
+
+                close = difflib.get_close_matches(value, list(cls.model_fields), n=1)
+                guess = f"did you mean '{close[0]}'? " if close else ""
+                raise ValueError(
+                    f"unknown step '{value}': {guess}steps are {', '.join(cls.model_fields)}"
+                )
             return {value: {}}
         if isinstance(value, dict):
             return {k: ({} if v is None else v) for k, v in value.items()}

@@ -111,7 +111,8 @@ def _from_text(text: str, name: str, allow_files: bool) -> Image.Image:
 
 
 def _shorten(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
+    # The end of a long path names the file; the end of long base64 is as good as its start.
+    return text if len(text) <= 80 else "..." + text[-77:]
 
 
 def _base64_strict(text: str) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from gpux.config.pipeline import AudioInput
 from gpux.config.schema import GPUXfile
 from gpux.errors import ConfigValidationError
 from gpux.pipeline.steps import DECODING_STEPS
@@ -74,7 +75,11 @@ def complete(
         elif entry.image is not None:
             image = entry.image
             image.to = image.to or _only(
-                [t for t in inputs if t.shape is not None and len(t.shape) == 4 and t.name not in fed],
+                [
+                    t
+                    for t in inputs
+                    if t.shape is not None and len(t.shape) == 4 and t.name not in fed
+                ],
                 owner,
                 "an input of rank 4 (images)",
                 fail,
@@ -111,11 +116,25 @@ def complete(
             claim(audio.to, owner, "audio.to")
             if audio.frame is not None:
                 frame_seconds = audio.frame.size / audio.sample_rate
+            _describe_audio_inputs(audio, by_input)
     for entry in config.preprocess:
         if entry.text is not None and entry.name not in tokenizers:
             raise fail(f"preprocess '{entry.name}': its tokenizer was not resolved", "rebuild")
 
     _complete_results(config, by_input, outputs, frame_seconds, fail)
+
+
+def _describe_audio_inputs(audio: AudioInput, by_input: dict[str, TensorSignature]) -> None:
+    """What the pipeline will feed, for the build's smoke run and ``inspect``: a window of
+    samples, the states' shapes, the sample rate (models such as Silero VAD reject random
+    sizes)."""
+    samples = by_input[str(audio.to)]
+    if audio.frame is not None and samples.shape is not None and len(samples.shape) == 2:
+        samples.shape = [1, audio.frame.context + audio.frame.size]
+    for state in audio.state:
+        by_input[state.input].shape = list(state.shape)
+    if audio.sample_rate_input and by_input[audio.sample_rate_input].example is None:
+        by_input[audio.sample_rate_input].example = audio.sample_rate
 
 
 def _complete_results(
@@ -144,13 +163,12 @@ def _complete_results(
                     "decoding steps (argmax, top_k, threshold, segments, boxes) end a chain",
                 )
             options = step.options
-            if step.name == "mean_pool" and options.mask is not None:
-                if options.mask not in by_input:
-                    raise fail(
-                        f"postprocess '{result.name}': mean_pool mask '{options.mask}' is not a "
-                        "model input",
-                        "name the attention-mask input, or set mask: null",
-                    )
+            if step.name == "mean_pool" and options.mask not in (None, *by_input):
+                raise fail(
+                    f"postprocess '{result.name}': mean_pool mask '{options.mask}' is not a "
+                    "model input",
+                    "name the attention-mask input, or set mask: null",
+                )
             if step.name == "segments" and options.frame_ms is None and frame_seconds is None:
                 raise fail(
                     f"postprocess '{result.name}': segments needs the duration of one frame",
@@ -160,11 +178,7 @@ def _complete_results(
                 labels = options.labels if isinstance(options.labels, list) else config.labels
                 shape = by_output[result.source].shape
                 classes = shape[-1] if shape else None
-                if (
-                    isinstance(labels, list)
-                    and isinstance(classes, int)
-                    and len(labels) != classes
-                ):
+                if isinstance(labels, list) and isinstance(classes, int) and len(labels) != classes:
                     raise fail(
                         f"postprocess '{result.name}': {len(labels)} labels for output "
                         f"'{result.source}' with {classes} classes",

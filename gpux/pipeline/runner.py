@@ -65,9 +65,7 @@ class Pipeline:
             self._processors[name] = processor
         self.tensor_inputs = [t.name for t in model.inputs if t.name not in fed]
         first = model.inputs[0].shape if model.inputs else None
-        self._batchable = not any(e.audio for e in self.entries) and not (
-            first and first[0] == 1
-        )
+        self._batchable = not any(e.audio for e in self.entries) and not (first and first[0] == 1)
 
     @property
     def input_names(self) -> list[str]:
@@ -104,7 +102,8 @@ class Pipeline:
             missing = [n for n in self.input_names if n not in item]
             if missing:
                 raise InputError(
-                    f"input '{missing[0]}' is missing", f"the model takes: {', '.join(self.input_names)}"
+                    f"input '{missing[0]}' is missing",
+                    f"the model takes: {', '.join(self.input_names)}",
                 )
         if self._batchable:
             feed = self._batch_feed(items)

@@ -136,7 +136,11 @@ def _top_k(item: Array, options: Any, context: StepContext) -> list[dict[str, An
     best = np.argpartition(-scores, k - 1)[:k]
     best = best[np.argsort(-scores[best], kind="stable")]
     return [
-        {**({"label": labels[i]} if labels is not None else {}), "index": int(i), "score": float(scores[i])}
+        {
+            **({"label": labels[i]} if labels is not None else {}),
+            "index": int(i),
+            "score": float(scores[i]),
+        }
         for i in best
     ]
 
@@ -222,7 +226,7 @@ def _boxes(item: Array, options: Any, context: StepContext) -> list[dict[str, An
     regions: dict[int, list[int]] = {}
     for run in range(len(rows)):
         regions.setdefault(root(run), []).append(run)
-    found = []
+    found: list[tuple[list[int], float]] = []
     for runs in regions.values():
         area = int(sum(ends[r] - starts[r] for r in runs))
         if area < options.min_area:
@@ -235,9 +239,9 @@ def _boxes(item: Array, options: Any, context: StepContext) -> list[dict[str, An
         x1 = int(max(ends[r] for r in runs))
         y0 = int(min(rows[r] for r in runs))
         y1 = int(max(rows[r] for r in runs)) + 1
-        found.append({"box": [x0, y0, x1, y1], "score": round(score, 4)})
-    found.sort(key=lambda region: (region["box"][1], region["box"][0]))
-    return found
+        found.append(([x0, y0, x1, y1], round(score, 4)))
+    found.sort(key=lambda region: (region[0][1], region[0][0]))  # reading order: top, left
+    return [{"box": box, "score": score} for box, score in found]
 
 
 _DECODING: dict[str, Any] = {

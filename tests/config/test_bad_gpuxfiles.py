@@ -185,7 +185,7 @@ CASES = [
         "URL without sha256",
         "model: https://example.com/model.onnx\n",
         CONFIG,
-        ["model.source is a URL but model.sha256 is missing"],
+        ["the model source is a URL but its sha256 is missing"],
         hint="sha256sum",
     ),
     Case(
@@ -196,11 +196,36 @@ CASES = [
         hint="one label per line",
     ),
     Case(
-        "preprocess section",
+        "preprocess entry of no kind",
         LINEAR + "preprocess:\n  - resize: [224, 224]\n",
         CONFIG,
-        ["'preprocess' steps are not supported by this GPUX version yet"],
-        hint="remove the 'preprocess' section",
+        ["unknown key 'resize' in preprocess[0]"],
+        hint="text",
+    ),
+    Case(
+        "preprocess entry of two kinds",
+        LINEAR + "preprocess:\n  - text: {tokenizer: t.json}\n    audio: {sample_rate: 16000}\n",
+        CONFIG,
+        ["give exactly one of 'text', 'image' or 'audio'"],
+    ),
+    Case(
+        "unknown postprocess step",
+        LINEAR + "postprocess:\n  - name: p\n    steps: [sofmax]\n",
+        CONFIG,
+        ["unknown step 'sofmax'", "did you mean 'softmax'"],
+    ),
+    Case(
+        "tokenizer URL without sha256",
+        LINEAR + "preprocess:\n  - text: {tokenizer: 'https://example.com/tokenizer.json'}\n",
+        CONFIG,
+        ["tokenizer source is a URL but its sha256 is missing"],
+        hint="sha256sum",
+    ),
+    Case(
+        "letterbox with resize",
+        LINEAR + "preprocess:\n  - image: {letterbox: {size: [64, 64]}, resize: 64}\n",
+        CONFIG,
+        ["letterbox resizes by itself"],
     ),
     Case(
         "two GPUXfiles",
@@ -237,7 +262,7 @@ CASES = [
         f"model:\n  source: ./linear.onnx\n  sha256: {OTHER_SHA}\n",
         SOURCE,
         ["model './linear.onnx' has sha256", f"but the GPUXfile expects {OTHER_SHA}"],
-        hint="update model.sha256",
+        hint="update its sha256",
     ),
     # -- declared signature against the model (exit 5) --
     Case(

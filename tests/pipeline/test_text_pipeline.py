@@ -175,7 +175,10 @@ def test_text_over_max_length_without_truncation_is_refused(
         (("from: last_hidden_state", "from: logits"), ["'logits' is not a model output"]),
         (("[mean_pool, l2_normalize]", "[{mean_pool: {mask: attn}}]"), ["mask 'attn'"]),
         (("[mean_pool, l2_normalize]", "[top_k, softmax]"), ["'top_k' must be the last step"]),
-        (("      max_length", "      ids: ids\n      max_length"), ["text.ids 'ids' is not a model input"]),
+        (
+            ("      max_length", "      ids: ids\n      max_length"),
+            ["text.ids 'ids' is not a model input"],
+        ),
     ],
 )
 def test_pipeline_mistakes_fail_the_build(
