@@ -13,7 +13,7 @@ help:
 	@echo "make demo    install everything and run a real model end to end"
 	@echo "make test    lint, type-check and run the test suite"
 	@echo "make check   ruff + mypy only"
-	@echo "make bench   overhead benchmark against bare ONNX Runtime"
+	@echo "make bench   overhead and preprocessing benchmarks against their baselines"
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -50,6 +50,7 @@ test: check system-deps
 
 bench: setup
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/overhead.py
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/preprocess.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

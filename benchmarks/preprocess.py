@@ -189,6 +189,8 @@ def bench_text(args: argparse.Namespace) -> dict[str, float] | None:
         args.runs,
     )
     ratio = times["gpux"] / times["baseline"]
+    # The yardstick is "the tokenizers library alone": encode_batch, no arrays.
+    ratio_alone = times["gpux"] / times["encode_batch"]
     shape = "x".join(map(str, expected["input_ids"].shape))
     print(
         f"\ntext: {len(sentences)} sentences -> int64 [{shape}], MiniLM tokenizer, padding longest"
@@ -198,11 +200,16 @@ def bench_text(args: argparse.Namespace) -> dict[str, float] | None:
         f" + 3 int64 arrays)   gpux {times['gpux']:7.2f} ms   ratio {ratio:.3f}   "
         f"{'OK' if ratio <= 1.2 else 'OVER'} (target <= 1.2)"
     )
+    print(
+        f"  vs encode_batch alone: ratio {ratio_alone:.3f}   "
+        f"{'OK' if ratio_alone <= 1.2 else 'OVER'} (target <= 1.2)"
+    )
     return {
         "encode_batch_ms": times["encode_batch"],
         "baseline_ms": times["baseline"],
         "gpux_ms": times["gpux"],
         "ratio": ratio,
+        "ratio_vs_encode_batch": ratio_alone,
     }
 
 
