@@ -29,6 +29,7 @@ def describe_image(image: Image) -> dict[str, Any]:
         "inputs": gpuxfile.get("inputs", []),
         "outputs": gpuxfile.get("outputs", []),
         "labels": len(gpuxfile.get("labels") or []) or None,
+        "pipeline": describe_pipeline(gpuxfile),
         "runtime": gpuxfile.get("runtime"),
         "model": _by_count(config.get("model", {})),
         "optimization": config.get("optimization"),
@@ -44,6 +45,57 @@ def describe_image(image: Image) -> dict[str, Any]:
         ],
         "build": config.get("build"),
     }
+
+
+def describe_pipeline(gpuxfile: dict[str, Any]) -> dict[str, list[str]] | None:
+    """One line per pipeline input and per result, e.g. ``audio -> input (16000 Hz, ...)``."""
+    from gpux.config.pipeline import PipelineInput, PipelineOutput
+
+    entries = [PipelineInput.model_validate(e) for e in gpuxfile.get("preprocess", [])]
+    results = [PipelineOutput.model_validate(r) for r in gpuxfile.get("postprocess", [])]
+    if not entries and not results:
+        return None
+    inputs = []
+    for entry in entries:
+        if entry.text is not None:
+            text = entry.text
+            targets = ", ".join(t for t in (text.ids, text.mask, text.type_ids) if t)
+            detail = f"tokenizer, max_length {text.max_length}, padding {text.padding.value}"
+            detail += "" if text.truncation else ", no truncation"
+        elif entry.image is not None:
+            image = entry.image
+            targets = str(image.to)
+            steps = [image.color.value]
+            if image.resize is not None:
+                resize = image.resize
+                steps.append(
+                    f"resize {resize.size[0]}x{resize.size[1]}"
+                    if resize.size
+                    else f"resize {'shorter' if resize.shorter_side else 'longer'} side "
+                    f"{resize.shorter_side or resize.longer_side}"
+                    + (f" (x{resize.multiple_of})" if resize.multiple_of > 1 else "")
+                )
+            if image.crop:
+                steps.append(f"crop {image.crop[0]}x{image.crop[1]}")
+            if image.letterbox:
+                steps.append(f"letterbox {image.letterbox.size[0]}x{image.letterbox.size[1]}")
+            steps.append(f"{image.layout.value} {image.dtype.value}")
+            detail = ", ".join(steps)
+        else:
+            audio = entry.audio
+            assert audio is not None
+            targets = str(audio.to)
+            steps = [f"{audio.sample_rate} Hz mono"]
+            if audio.frame:
+                steps.append(f"windows of {audio.frame.size} + {audio.frame.context} context")
+            steps.extend(f"state {s.input} <- {s.output}" for s in audio.state)
+            detail = ", ".join(steps)
+        inputs.append(f"{entry.name} ({entry.kind}) -> {targets}: {detail}")
+    outputs = [
+        f"{r.name} <- {r.source}" + (": " + ", ".join(s.name for s in r.steps) if r.steps else "")
+        for r in results
+    ]
+    return {"inputs": inputs, "results": outputs}
 
 
 def describe_path(path: Path) -> dict[str, Any]:

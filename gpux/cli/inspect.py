@@ -50,6 +50,12 @@ def _render(info: dict[str, Any]) -> None:
         facts.add_row("image size", human_size(info["size"]))
     if info.get("created"):
         facts.add_row("created", info["created"])
+    pipeline = info.get("pipeline")
+    if pipeline:
+        for number, line in enumerate(pipeline["inputs"]):
+            facts.add_row("takes" if number == 0 else "", escape(line))
+        for number, line in enumerate(pipeline["results"]):
+            facts.add_row("returns" if number == 0 else "", escape(line))
     optimization = info.get("optimization")
     if optimization:
         if optimization.get("applied"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.cli.expect import BoundCLI
+from tests.cli.expect import BoundCLI, assert_failure
 from tests.pipeline.speech import silence_and_noise, speak
 
 pytestmark = [pytest.mark.zoo, pytest.mark.slow]
@@ -58,6 +58,9 @@ def test_minilm_example(gpux: BoundCLI) -> None:
     ).stdout
     a, b = (np.array(json.loads(line)["embedding"]) for line in rows.splitlines())
     assert a.shape == (384,) and float(a @ b) >= 0.6
+    pipeline = gpux.json("inspect", "minilm:1.0", "--json")["pipeline"]
+    assert pipeline["inputs"][0].startswith("text (text) -> input_ids, attention_mask")
+    assert pipeline["results"] == ["embedding <- last_hidden_state: mean_pool, l2_normalize"]
 
 
 def test_silero_vad_finds_speech_and_not_silence(gpux: BoundCLI, tmp_path: Path) -> None:
@@ -101,6 +104,43 @@ def test_document_orientation_on_the_four_turns_of_a_page(
         best = row["orientation"][0]
         assert best["label"] == ROTATIONS[angle], row
         assert best["score"] > 0.5
+
+
+def test_unreadable_files_are_one_clear_error(gpux: BoundCLI, tmp_path: Path) -> None:
+    built(gpux, "document-orientation")
+    built(gpux, "silero-vad")
+    fake = tmp_path / "photo.jpg"
+    fake.write_bytes(b"this is not a JPEG")
+    assert_failure(
+        gpux("run", "document-orientation:1.0", "--input", str(fake)),
+        6,
+        "input 'image'",
+        "photo.jpg",
+    )
+    fake_audio = tmp_path / "clip.wav"
+    fake_audio.write_bytes(b"RIFF....WAVEfmt nonsense")
+    assert_failure(gpux("run", "silero-vad:6.2.3", "--input", str(fake_audio)), 6, "input 'audio'")
+    assert_failure(
+        gpux("run", "document-orientation:1.0", "--input", str(tmp_path / "nowhere.png")),
+        4,
+        "nowhere.png",
+    )
+
+
+def test_labels_that_do_not_match_the_output_fail_the_build(
+    tmp_path: Path, zoo_file: Callable[[str], Path]
+) -> None:
+    folder = tmp_path / "three-labels"
+    folder.mkdir()
+    text = (EXAMPLES / "document-orientation" / "GPUXfile").read_text()
+    (folder / "GPUXfile").write_text(
+        text.replace('["0", "90", "180", "270"]', '["0", "90", "180"]')
+    )
+    assert_failure(
+        BoundCLI(tmp_path / "home")("build", str(folder)),
+        3,
+        "3 labels for output 'fetch_name_0' with 4 classes",
+    )
 
 
 def test_ppocr_finds_the_lines_of_a_scanned_page(
