@@ -19,6 +19,7 @@ from typing import Any
 
 from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
+from gpux.pipeline.inputs import clip, parse_value
 from gpux.pipeline.runner import Pipeline
 
 SUFFIXES = {
@@ -164,17 +165,11 @@ def _value(pipeline: Pipeline, name: str, text: str) -> Any:
         return text
     if kind in SUFFIXES:
         return Path(text).expanduser()
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise InputError(
-            f"input '{name}': '{_clip(text)}' is not a JSON value",
-            "give a number or a nested list like [[1, 2]], or @file.npy",
-        ) from None
+    return parse_value(name, text, None)
 
 
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _clip(text: str) -> str:
+    return clip(text, 60)
 
 
 def run_items(

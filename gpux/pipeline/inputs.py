@@ -153,7 +153,7 @@ def parse_cli_inputs(items: list[str], signatures: list[TensorSignature]) -> dic
                 # One tensor, not a request: only meaningful for the model's only input.
                 if len(signatures) != 1:
                     raise UsageError(
-                        f"--input '{_clip(item)}': a .npy file holds one tensor; "
+                        f"--input '{clip(item)}': a .npy file holds one tensor; "
                         "say which input it is for",
                         f"write NAME=@{path}; the model's inputs are: {', '.join(by_name)}",
                     )
@@ -166,14 +166,14 @@ def parse_cli_inputs(items: list[str], signatures: list[TensorSignature]) -> dic
         if not (separator and _INPUT_NAME.match(name)):
             if len(signatures) != 1:
                 raise UsageError(
-                    f"--input '{_clip(item)}' does not name an input",
+                    f"--input '{clip(item)}' does not name an input",
                     f"write NAME=VALUE; the model's inputs are: {', '.join(by_name)}",
                 )
             name, text = signatures[0].name, item  # a bare value for the only input
         if text.startswith("@"):
             value = read_value_file(name, Path(text[1:]).expanduser())
         else:
-            value = _parse_value(name, text, by_name.get(name))
+            value = parse_value(name, text, by_name.get(name))
         _merge(values, {name: value})
     return values
 
@@ -185,17 +185,18 @@ def _merge(values: dict[str, Any], new: dict[str, Any]) -> None:
         values[name] = value
 
 
-def _parse_value(name: str, text: str, signature: TensorSignature | None) -> Any:
+def parse_value(name: str, text: str, signature: TensorSignature | None) -> Any:
     try:
         return json.loads(text)
     except ValueError:
         if signature is not None and signature.dtype == "string":
             return text
         raise InputError(
-            f"input '{name}': '{_clip(text)}' is not a JSON value",
+            f"input '{name}': '{clip(text)}' is not a JSON value",
             "give a number or a nested list like [[1, 2], [3, 4]], or @file.npy",
         ) from None
 
 
-def _clip(text: str, limit: int = 40) -> str:
+def clip(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters for a message."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

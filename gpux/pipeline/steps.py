@@ -95,18 +95,25 @@ _NUMERIC = {
 }
 
 
-def _scores(item: Array, step: str, context: StepContext) -> Array:
-    """One item's class scores as a vector: leading axes of size 1 are dropped."""
-    scores = np.asarray(item)
-    while scores.ndim > 1 and scores.shape[0] == 1:
-        scores = scores[0]
-    if scores.ndim != 1:
+def _squeezed(item: Array, rank: int, step: str, wanted: str, context: StepContext) -> Array:
+    """One item as an array of ``rank`` dimensions: leading axes of size 1 are dropped."""
+    values = np.asarray(item)
+    while values.ndim > rank and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != rank:
         raise ModelError(
-            f"result '{context.result}': {step} needs one score per class, got shape "
-            f"{list(np.asarray(item).shape)} per item",
-            "apply it to a [batch, classes] output",
+            f"result '{context.result}': {step} needs {wanted} per item, got shape "
+            f"{list(np.asarray(item).shape)}",
+            "apply it to a [batch, classes] output"
+            if rank == 1
+            else "apply it to a [batch, 1, H, W] probability map",
         )
-    return scores
+    return values
+
+
+def _scores(item: Array, step: str, context: StepContext) -> Array:
+    """One item's class scores as a vector."""
+    return _squeezed(item, 1, step, "one score per class", context)
 
 
 def _labels(options: Any, context: StepContext, size: int) -> list[str] | None:
@@ -188,15 +195,7 @@ def _boxes(item: Array, options: Any, context: StepContext) -> list[dict[str, An
     Labelling works on runs of active pixels per row (union-find over runs that touch, 8-way),
     so the Python loop is over runs, not pixels.
     """
-    scores = np.asarray(item, dtype=np.float32)
-    while scores.ndim > 2 and scores.shape[0] == 1:
-        scores = scores[0]
-    if scores.ndim != 2:
-        raise ModelError(
-            f"result '{context.result}': boxes needs a [height, width] map per item, got "
-            f"{list(np.asarray(item).shape)}",
-            "apply it to a [batch, 1, H, W] probability map",
-        )
+    scores = _squeezed(item, 2, "boxes", "a [height, width] map", context).astype(np.float32)
     active = scores >= options.threshold
     padded = np.zeros((active.shape[0], active.shape[1] + 2), dtype=np.int8)
     padded[:, 1:-1] = active
