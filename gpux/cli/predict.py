@@ -41,6 +41,10 @@ def gather(pipeline: Pipeline, values: list[str]) -> tuple[list[Item], bool]:
                 raise UsageError(f"input '{name}' is given twice", "pass each input once")
             named[name] = _value(pipeline, name, rest)
             continue
+        jsonl = Path(text.removeprefix("@")).expanduser()
+        if jsonl.suffix.lower() == ".jsonl" and jsonl.is_file():
+            items.extend(_jsonl(pipeline, jsonl))  # items of any number of inputs
+            continue
         if len(names) != 1:
             raise UsageError(
                 f"--input '{_clip(text)}' does not name an input",
@@ -89,8 +93,10 @@ def from_stdin(pipeline: Pipeline) -> tuple[list[Item], bool]:
 
 
 def _is_collection(text: str) -> bool:
-    path = Path(text).expanduser()
-    return path.is_dir() or (path.suffix.lower() in (".jsonl", ".txt") and path.is_file())
+    path = Path(text.removeprefix("@")).expanduser()
+    if path.suffix.lower() == ".txt":
+        return text.startswith("@") and path.is_file()  # without '@' it is the text itself
+    return path.is_dir() or (path.suffix.lower() == ".jsonl" and path.is_file())
 
 
 def _expand(pipeline: Pipeline, name: str, text: str) -> Iterator[Item]:

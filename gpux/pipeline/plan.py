@@ -117,9 +117,13 @@ def complete(
             if audio.frame is not None:
                 frame_seconds = audio.frame.size / audio.sample_rate
             _describe_audio_inputs(audio, by_input)
+    from gpux.pipeline.text import load_tokenizer
+
     for entry in config.preprocess:
-        if entry.text is not None and entry.name not in tokenizers:
-            raise fail(f"preprocess '{entry.name}': its tokenizer was not resolved", "rebuild")
+        if entry.text is not None:
+            if entry.name not in tokenizers:
+                raise fail(f"preprocess '{entry.name}': its tokenizer was not resolved", "rebuild")
+            load_tokenizer(tokenizers[str(entry.name)], f"preprocess '{entry.name}'")
 
     _complete_results(config, by_input, outputs, frame_seconds, fail)
 

@@ -168,6 +168,19 @@ def test_text_over_max_length_without_truncation_is_refused(
     assert gpux.json("run", "strict", "--input", "short one")["result"]["embedding"]
 
 
+def test_a_broken_tokenizer_fails_the_build(
+    tmp_path: Path, zoo_file: Callable[[str], Path]
+) -> None:
+    text = GPUXFILE.format(max_length=16, truncation="true")
+    folder = make_project(tmp_path / "broken", zoo_file("minilm"), text)
+    (folder / "tokenizer.json").write_text('{"not": "a tokenizer"}')
+    assert_failure(
+        BoundCLI(tmp_path / "home")("build", str(folder)),
+        3,
+        "'tokenizer.json' is not a tokenizer.json the tokenizers library can read",
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "fragments"),
     [
