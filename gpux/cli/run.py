@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
                 f"note: running on {model.placement.backend}; better backends were passed "
                 f"over: {model.placement.fallback_reason}\n"
             )
-        if model.pipeline is not None:
+        if model.pipeline is not None and not _tensor_inputs(inputs, model):
             from gpux.cli.predict import run_pipeline
 
             run_pipeline(model, inputs, output, raw, interactive, batch_size)
@@ -95,6 +95,18 @@ def register(app: typer.Typer) -> None:
         if output is not None:
             result["written"] = [str(p) for p in write_outputs(outputs, output)]
         print_json(result)
+
+
+def _tensor_inputs(inputs: list[str], model: object) -> bool:
+    """True when every --input names a model input the pipeline does not: tensors given
+    directly, past the pipeline (e.g. to compare with another runtime)."""
+    from gpux.api import Model
+
+    assert isinstance(model, Model) and model.pipeline is not None
+    pipeline_names = set(model.pipeline.input_names)
+    tensor_names = {t.name for t in model.inputs} - pipeline_names
+    names = [item.partition("=")[0] for item in inputs if "=" in item]
+    return bool(inputs) and len(names) == len(inputs) and set(names) <= tensor_names
 
 
 def _read_stdin() -> object:

@@ -47,18 +47,21 @@ _SMALLEST_FILE = 64  # base64 characters of a file header; shorter strings are t
 
 
 # -------------------------------------------------------------------------------------- decode
-def decode_audio(value: Any, name: str) -> tuple[Samples, int | None]:
+def decode_audio(value: Any, name: str, *, allow_files: bool = True) -> tuple[Samples, int | None]:
     """Mono float32 samples and their rate from what a user sent for input ``name``.
 
     The rate is ``None`` for bare samples (an array or a list): they are taken to be at the
     model's rate, which only the caller knows. Channels are averaged into one.
+    ``allow_files=False`` (the server) refuses paths: a client must not make it read files.
     """
     if isinstance(value, bytes | bytearray | memoryview):
         return _read(bytes(value), name, "the data")
     if isinstance(value, Path):
+        if not allow_files:
+            raise _no_paths(name)
         return _read_path(value, name)
     if isinstance(value, str):
-        return _decode_string(value, name)
+        return _decode_string(value, name, allow_files)
     if isinstance(value, tuple) and len(value) == 2 and _is_rate(value[1]):
         samples = _samples_from_array(value[0], name)
         _check_duration(len(samples), int(value[1]), name)
@@ -75,17 +78,26 @@ def _is_rate(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-def _decode_string(text: str, name: str) -> tuple[Samples, int | None]:
+def _decode_string(text: str, name: str, allow_files: bool) -> tuple[Samples, int | None]:
     match = _DATA_URL.match(text)
     if match:
         return _read(_base64(text[match.end() :], name), name, "the data URL")
     stripped = text.strip()
-    path = _as_path(stripped)
+    path = _as_path(stripped) if allow_files else None
     if path is not None and _is_file(path):
         return _read_path(path, name)
     if len(stripped) >= _SMALLEST_FILE and _BASE64.match(stripped):
         return _read(_base64(stripped, name), name, "the base64 data")
+    if not allow_files:
+        raise _no_paths(name)
     return _read_path(path or Path(stripped), name)  # not a file: says so
+
+
+def _no_paths(name: str) -> InputError:
+    return InputError(
+        f"input '{name}': file paths are not accepted here",
+        "send the audio file's bytes or base64 instead",
+    )
 
 
 def _as_path(text: str) -> Path | None:
@@ -268,13 +280,14 @@ def _bessel_i0(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 class AudioPreprocessor:
     """One audio input of a GPUXfile: decode, mix to mono, resample, cut into windows."""
 
-    def __init__(self, spec: AudioInput, name: str = "audio") -> None:
+    def __init__(self, spec: AudioInput, name: str = "audio", *, allow_files: bool = True) -> None:
         self.spec = spec
         self.name = name
+        self.allow_files = allow_files
 
     def samples(self, value: Any) -> Samples:
         """Mono float32 samples at ``spec.sample_rate`` from anything ``decode_audio`` accepts."""
-        samples, rate = decode_audio(value, self.name)
+        samples, rate = decode_audio(value, self.name, allow_files=self.allow_files)
         target = self.spec.sample_rate
         if rate is None:
             _check_duration(len(samples), target, self.name)

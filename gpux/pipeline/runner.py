@@ -30,8 +30,15 @@ class Pipeline:
     """The GPUXfile's ``preprocess``/``postprocess`` bound to a loaded model."""
 
     def __init__(
-        self, model: Model, gpuxfile: Mapping[str, Any], tokenizers: Mapping[str, Path]
+        self,
+        model: Model,
+        gpuxfile: Mapping[str, Any],
+        tokenizers: Mapping[str, Path],
+        *,
+        allow_files: bool = True,
     ) -> None:
+        """``allow_files=False`` (the server): image and audio values may be bytes or base64,
+        never a path, so a client cannot make the server read its files."""
         self.model = model
         self.entries = [PipelineInput.model_validate(e) for e in gpuxfile.get("preprocess", [])]
         self.results = [PipelineOutput.model_validate(r) for r in gpuxfile.get("postprocess", [])]
@@ -51,13 +58,13 @@ class Pipeline:
 
                 assert entry.image.to is not None  # completed at build
                 target = next(t for t in model.inputs if t.name == entry.image.to)
-                processor = ImagePreprocessor(entry.image, name, target)
+                processor = ImagePreprocessor(entry.image, name, target, allow_files=allow_files)
                 fed.add(entry.image.to)
             else:
                 from gpux.pipeline.audio import AudioPreprocessor
 
                 assert entry.audio is not None and entry.audio.to is not None
-                processor = AudioPreprocessor(entry.audio, name)
+                processor = AudioPreprocessor(entry.audio, name, allow_files=allow_files)
                 fed.add(entry.audio.to)
                 fed.update(s.input for s in entry.audio.state)
                 if entry.audio.sample_rate_input:

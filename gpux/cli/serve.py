@@ -1,0 +1,50 @@
+"""``gpux serve``."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from gpux.cli.build import BACKENDS, _check_backend
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        names: list[str] = typer.Argument(..., help="Images to serve (name[:tag]), one or more."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+        port: int | None = typer.Option(
+            None, "--port", help="TCP port (default: the GPUXfile's serving.port, else 8080)."
+        ),
+        backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+        token: str | None = typer.Option(
+            None,
+            "--token",
+            help="Require 'Authorization: Bearer TOKEN' (default: $GPUX_TOKEN when set).",
+        ),
+    ) -> None:
+        """Serve images over HTTP: Open Inference Protocol v2, /predict, /metrics."""
+        backend = _check_backend(backend)
+        import uvicorn
+
+        from gpux.cli.console import stderr
+        from gpux.serve.app import create_app
+        from gpux.serve.load import load_served
+
+        served = load_served(names, backend)
+        first = served[0].model.image
+        configured = (
+            first.config.get("gpuxfile", {}).get("serving", {}).get("port") if first else None
+        )
+        chosen_port = port or int(configured or 8080)
+        app_ = create_app(served, token=token or os.environ.get("GPUX_TOKEN") or None)
+        console = stderr()
+        for model in served:
+            console.print(
+                f"serving {model.name} ({model.version}) on {model.model.placement.backend} "
+                f"at http://{host}:{chosen_port}/v2/models/{model.name}"
+            )
+        uvicorn.Server(
+            uvicorn.Config(app_, host=host, port=chosen_port, log_level="info", access_log=True)
+        ).run()

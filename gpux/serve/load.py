@@ -1,0 +1,52 @@
+"""Load the images a server will serve, each with its pipeline and its own inference thread."""
+
+from __future__ import annotations
+
+import time
+
+from gpux.errors import UsageError
+from gpux.pipeline.runner import Pipeline
+from gpux.serve.app import ServedModel
+from gpux.store import Store
+
+
+def load_served(
+    names: list[str], backend: str | None, store: Store | None = None
+) -> list[ServedModel]:
+    from gpux.api import load_image
+
+    store = store or Store()
+    served: list[ServedModel] = []
+    for name in names:
+        image = store.get(name)
+        started = time.perf_counter()
+        model = load_image(image, backend)  # warm-up as the GPUXfile says
+        seconds = time.perf_counter() - started
+        repository, _, tag = image.name.rpartition(":")
+        if any(s.name == repository for s in served):
+            raise UsageError(
+                f"two images named '{repository}' cannot be served together",
+                "serve one tag of each model",
+            )
+        pipeline = _server_pipeline(model)
+        served.append(
+            ServedModel(repository or image.name, tag or "latest", model, seconds, pipeline)
+        )
+    return served
+
+
+def _server_pipeline(model: object) -> Pipeline:
+    """The image's pipeline, rebuilt so that clients cannot name files on the server."""
+    from gpux.api import Model
+    from gpux.store import mediatypes
+
+    assert isinstance(model, Model)
+    gpuxfile = model.image.config.get("gpuxfile", {}) if model.image else {}
+    tokenizers = {
+        str(entry["name"]): model.image.layer_path(
+            mediatypes.TOKENIZER, f"{entry['name']}.tokenizer.json"
+        )
+        for entry in gpuxfile.get("preprocess", [])
+        if "text" in entry and model.image is not None
+    }
+    return Pipeline(model, gpuxfile, tokenizers, allow_files=False)

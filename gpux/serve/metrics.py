@@ -1,0 +1,67 @@
+"""Prometheus metrics per model, in a registry of the server's own (not the process global)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gpux_requests",
+            "Requests by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gpux_request_seconds",
+            "Request latency, from the first byte read to the response.",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "gpux_inflight_requests", "Requests being run.", ["model"], registry=self.registry
+        )
+        self.backend = Gauge(
+            "gpux_model_backend",
+            "1 for the backend each model runs on.",
+            ["model", "backend"],
+            registry=self.registry,
+        )
+        self.load_seconds = Gauge(
+            "gpux_model_load_seconds", "Time to load each model.", ["model"], registry=self.registry
+        )
+
+    def loaded(self, model: str, backend: str, seconds: float) -> None:
+        self.backend.labels(model, backend).set(1)
+        self.load_seconds.labels(model).set(seconds)
+
+    def request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(model, endpoint, str(status)).inc()
+        self.latency.labels(model, endpoint).observe(seconds)
+
+    @contextlib.contextmanager
+    def in_flight(self, model: str) -> Iterator[None]:
+        gauge = self.inflight.labels(model)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

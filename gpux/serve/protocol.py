@@ -1,0 +1,237 @@
+"""Open Inference Protocol v2 (KServe / Triton) over HTTP: request and response bodies.
+
+JSON tensors and the binary tensor data extension that Triton's clients use by default: the
+body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by the raw tensors,
+in the order of the inputs that carry ``parameters.binary_data_size``. BYTES elements are each
+prefixed with their length (4 bytes, little-endian). Responses use the same framing for every
+output asked for in binary (``binary_data_output`` for all, or per output ``binary_data``).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpux.errors import InputError
+
+Array = np.ndarray[Any, Any]
+
+DATATYPES: dict[str, str] = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "BYTES": "string",
+}
+DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def datatype(dtype: str) -> str:
+    """The protocol's datatype for one of GPUX's dtype names (``float32`` -> ``FP32``)."""
+    return DATATYPE_OF.get(dtype, "BYTES")
+
+
+@dataclass
+class InferRequest:
+    inputs: dict[str, Array]
+    request_id: str | None = None
+    outputs: list[str] | None = None  # None: all
+    binary_outputs: set[str] = field(default_factory=set)
+    all_binary: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_request(body: bytes, header_length: int | None) -> InferRequest:
+    """An inference request body (JSON, or JSON + binary tensors) -> arrays by input name."""
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise InputError(
+                f"Inference-Header-Content-Length is {header_length} but the body has "
+                f"{len(body)} bytes",
+                "send the length of the JSON header that starts the body",
+            )
+        header, binary = body[:header_length], memoryview(body)[header_length:]
+    else:
+        header, binary = body, memoryview(b"")
+    try:
+        request = json.loads(header)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"the request body is not valid JSON: {exc}",
+            'send {"inputs": [{"name", "shape", "datatype", "data"}]}',
+        ) from None
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        raise InputError(
+            "the request has no 'inputs' list",
+            'send {"inputs": [{"name", "shape", "datatype", "data"}]}',
+        )
+    inputs: dict[str, Array] = {}
+    offset = 0
+    for position, tensor in enumerate(request["inputs"]):
+        array, used = _input_tensor(position, tensor, binary[offset:])
+        inputs[str(tensor["name"])] = array
+        offset += used
+    if offset != len(binary):
+        raise InputError(
+            f"the body has {len(binary) - offset} bytes of binary data that no input claims",
+            "give each binary input its parameters.binary_data_size",
+        )
+    parameters = request.get("parameters") or {}
+    wanted = request.get("outputs")
+    result = InferRequest(
+        inputs=inputs,
+        request_id=str(request["id"]) if request.get("id") is not None else None,
+        parameters=parameters if isinstance(parameters, dict) else {},
+        all_binary=bool(isinstance(parameters, dict) and parameters.get("binary_data_output")),
+    )
+    if isinstance(wanted, list):
+        result.outputs = []
+        for entry in wanted:
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise InputError("each of 'outputs' needs a 'name'", '{"outputs": [{"name": "y"}]}')
+            name = str(entry["name"])
+            result.outputs.append(name)
+            if (entry.get("parameters") or {}).get("binary_data"):
+                result.binary_outputs.add(name)
+    return result
+
+
+def _input_tensor(position: int, tensor: Any, binary: memoryview) -> tuple[Array, int]:
+    if not isinstance(tensor, dict) or "name" not in tensor:
+        raise InputError(f"inputs[{position}] has no 'name'", "give every input a name")
+    name = str(tensor["name"])
+    datatype_name = str(tensor.get("datatype", "")).upper()
+    if datatype_name not in DATATYPES:
+        raise InputError(
+            f"input '{name}': unknown datatype '{tensor.get('datatype')}'",
+            f"use one of: {', '.join(DATATYPES)}",
+        )
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InputError(
+            f"input '{name}': 'shape' must be a list of sizes, got {shape!r}",
+            'e.g. "shape": [1, 3]',
+        )
+    dtype = DATATYPES[datatype_name]
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    count = int(np.prod(shape)) if shape else 1
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or size > len(binary):
+            raise InputError(
+                f"input '{name}': binary_data_size {size} exceeds the {len(binary)} bytes left",
+                "check the binary_data_size of each input",
+            )
+        raw = binary[:size]
+        if dtype == "string":
+            array = _unpack_bytes(name, raw, count)
+        else:
+            expected = count * np.dtype(dtype).itemsize
+            if size != expected:
+                raise InputError(
+                    f"input '{name}': {size} bytes of binary data for shape {shape} {datatype_name} "
+                    f"({expected} bytes)",
+                    "send exactly the tensor's bytes",
+                )
+            array = np.frombuffer(raw, dtype=dtype).copy()
+        return array.reshape(shape), size
+    if "data" not in tensor:
+        raise InputError(f"input '{name}' has no 'data'", "send 'data' or binary_data_size")
+    data = tensor["data"]
+    try:
+        if dtype == "string":
+            array = np.array(
+                [v.encode() if isinstance(v, str) else v for v in np.ravel(np.array(data, object))],
+                dtype=object,
+            )
+        else:
+            array = np.asarray(data, dtype=dtype)
+        array = array.reshape(shape)
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            f"input '{name}': 'data' does not fit shape {shape} {datatype_name} ({exc})",
+            "make 'shape' match the number of values in 'data'",
+        ) from None
+    return array, 0
+
+
+def _unpack_bytes(name: str, raw: memoryview, count: int) -> Array:
+    values: list[bytes] = []
+    offset = 0
+    for _ in range(count):
+        if offset + 4 > len(raw):
+            raise InputError(f"input '{name}': BYTES data ends early", "length-prefix each element")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        values.append(bytes(raw[offset : offset + length]))
+        offset += length
+    if offset != len(raw):
+        raise InputError(f"input '{name}': BYTES data has extra bytes", "check the element count")
+    return np.array(values, dtype=object)
+
+
+def _pack_bytes(array: Array) -> bytes:
+    parts = []
+    for value in np.ravel(array):
+        data = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
+
+
+def encode_response(
+    model: str,
+    version: str,
+    request: InferRequest,
+    outputs: Mapping[str, Array],
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary data follows it."""
+    entries = []
+    blobs: list[bytes] = []
+    for name, value in outputs.items():
+        array = np.asarray(value)
+        kind = "string" if array.dtype.kind in "OUS" else str(array.dtype)
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype(kind),
+            "shape": list(array.shape),
+        }
+        if request.all_binary or name in request.binary_outputs:
+            blob = _pack_bytes(array) if kind == "string" else np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        elif kind == "string":
+            entry["data"] = [
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for v in np.ravel(array)
+            ]
+        else:
+            entry["data"] = _json_values(array)
+        entries.append(entry)
+    body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": entries}
+    if request.request_id is not None:
+        body["id"] = request.request_id
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)
+
+
+def _json_values(array: Array) -> list[Any]:
+    flat = np.ravel(array)
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return [v if np.isfinite(v) else str(v) for v in flat.tolist()]
+    values: list[Any] = flat.tolist()
+    return values
