@@ -77,4 +77,4 @@ def served(
         cli.ok("build", str(EXAMPLES / example), "-q")
     server = start_server(cli, "minilm:1.0", "document-orientation:1.0", "--backend", "cpu")
     yield server
-    stop_server(server)
+    assert stop_server(server) == 0, server.log()  # SIGTERM: drain, then exit 0
