@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from types import FrameType
 
 import typer
 
@@ -45,6 +47,13 @@ def register(app: typer.Typer) -> None:
                 f"serving {model.name} ({model.version}) on {model.model.placement.backend} "
                 f"at http://{host}:{chosen_port}/v2/models/{model.name}"
             )
+        # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler
+        # that was there before it: make that one a clean exit, so a drained server exits 0.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         uvicorn.Server(
             uvicorn.Config(app_, host=host, port=chosen_port, log_level="info", access_log=True)
         ).run()
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
