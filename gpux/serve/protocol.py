@@ -18,24 +18,11 @@ from typing import Any
 import numpy as np
 
 from gpux.errors import InputError
+from gpux.pipeline.inputs import OIP_DATATYPES
 
 Array = np.ndarray[Any, Any]
 
-DATATYPES: dict[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-    "BYTES": "string",
-}
+DATATYPES = OIP_DATATYPES  # protocol name -> GPUX dtype name
 DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
 HEADER_LENGTH = "inference-header-content-length"
 
