@@ -25,6 +25,18 @@ def register(app: typer.Typer) -> None:
             "--token",
             help="Require 'Authorization: Bearer TOKEN' (default: $GPUX_TOKEN when set).",
         ),
+        max_batch_size: int | None = typer.Option(
+            None, "--max-batch-size", min=1, help="Dynamic batching: most rows per model call."
+        ),
+        max_batch_delay_ms: float | None = typer.Option(
+            None, "--max-batch-delay-ms", min=0, help="Longest wait for batch-mates (ms)."
+        ),
+        timeout: float | None = typer.Option(
+            None, "--timeout", min=0.001, help="Seconds a request may wait for its answer (504)."
+        ),
+        max_queue: int | None = typer.Option(
+            None, "--max-queue", min=1, help="Requests waiting beyond this get 503."
+        ),
     ) -> None:
         """Serve images over HTTP: Open Inference Protocol v2, /predict, /metrics."""
         backend = _check_backend(backend)
@@ -34,7 +46,16 @@ def register(app: typer.Typer) -> None:
         from gpux.serve.app import create_app
         from gpux.serve.load import load_served
 
-        served = load_served(names, backend)
+        served = load_served(
+            names,
+            backend,
+            overrides={
+                "max_batch_size": max_batch_size,
+                "max_batch_delay_ms": max_batch_delay_ms,
+                "timeout": timeout,
+                "max_queue": max_queue,
+            },
+        )
         first = served[0].model.image
         configured = (
             first.config.get("gpuxfile", {}).get("serving", {}).get("port") if first else None

@@ -7,12 +7,11 @@ the status that names its kind (400 bad input, 404 unknown model, 500 backend fa
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +27,20 @@ from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
 from gpux.pipeline.runner import Pipeline
 from gpux.runtime.tensors import check_feed
 from gpux.serve import protocol
+from gpux.serve.batching import Batcher, QueueFull, Strategy
 from gpux.serve.metrics import Metrics
 
 MAX_BODY_BYTES = 64 << 20
+
+
+@dataclass
+class Limits:
+    """Batching and queueing settings of one served model (GPUXfile ``serving:`` or flags)."""
+
+    max_batch_size: int = 1
+    max_batch_delay_ms: float = 0.0
+    timeout: float = 30.0
+    max_queue: int = 256
 
 
 @dataclass
@@ -40,9 +50,33 @@ class ServedModel:
     model: Model
     load_seconds: float
     pipeline: Pipeline | None = None
+    limits: Limits = field(default_factory=Limits)
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpux-infer")
     )
+    _batchers: dict[str, Batcher[Any]] = field(default_factory=dict)
+
+    @property
+    def batches_tensors(self) -> bool:
+        """Only a model whose every input has a symbolic first (batch) dimension is batched."""
+        return self.limits.max_batch_size > 1 and all(
+            t.shape and not isinstance(t.shape[0], int) for t in self.model.inputs
+        )
+
+    def batcher(self, kind: str, metrics: Metrics) -> Batcher[Any]:
+        """The tensor (``infer``) or item (``predict``) batcher, made in the running loop."""
+        if kind not in self._batchers:
+            strategy = tensor_strategy(self) if kind == "tensors" else item_strategy(self)
+            batching = self.batches_tensors if kind == "tensors" else self.limits.max_batch_size > 1
+            self._batchers[kind] = Batcher(
+                strategy,
+                self.executor,
+                max_batch_size=self.limits.max_batch_size if batching else 1,
+                max_delay=self.limits.max_batch_delay_ms / 1e3,
+                max_queue=self.limits.max_queue,
+                observe=lambda rows, waited: metrics.batch(self.name, rows, waited),
+            )
+        return self._batchers[kind]
 
     def metadata(self) -> dict[str, Any]:
         def tensor(t: Any) -> dict[str, Any]:
@@ -59,9 +93,12 @@ class ServedModel:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, hint: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.hint = status, message, hint
+        self.retry_after = retry_after
 
 
 STATUS_OF = {InputError: 400, UsageError: 400, NotFoundError: 404}
@@ -119,9 +156,22 @@ def create_app(
                 )
         return body
 
-    async def run_on(served: ServedModel, call: Callable[[], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(served.executor, call)
+    async def submit(served: ServedModel, kind: str, payload: Any) -> Any:
+        try:
+            return await served.batcher(kind, metrics).submit(payload, served.limits.timeout)
+        except QueueFull:
+            raise HTTPError(
+                503,
+                f"model '{served.name}' has {served.limits.max_queue} requests waiting",
+                "retry after a moment, or raise serving.max_queue",
+                retry_after=1,
+            ) from None
+        except TimeoutError:
+            raise HTTPError(
+                504,
+                f"model '{served.name}' did not answer within {served.limits.timeout:g} s",
+                "retry, send smaller requests, or raise serving.timeout",
+            ) from None
 
     def guarded(
         endpoint: str, handler: Callable[[Request], Awaitable[Response]]
@@ -143,7 +193,10 @@ def create_app(
                 return response
             except HTTPError as exc:
                 status = exc.status
-                return _error(exc.status, exc.message, exc.hint)
+                response = _error(exc.status, exc.message, exc.hint)
+                if exc.retry_after is not None:
+                    response.headers["Retry-After"] = str(exc.retry_after)
+                return response
             except GPUXError as exc:
                 status = next((s for t, s in STATUS_OF.items() if isinstance(exc, t)), 500)
                 return _error(status, exc.message, exc.hint)
@@ -179,7 +232,7 @@ def create_app(
         _check_datatypes(parsed.inputs, served.model.inputs)
         feed = check_feed(parsed.inputs, served.model.inputs)
         with metrics.in_flight(served.name):
-            outputs = await run_on(served, lambda: served.model.run(feed))
+            outputs = await submit(served, "tensors", feed)
         if parsed.outputs is not None:
             unknown = [n for n in parsed.outputs if n not in outputs]
             if unknown:
@@ -206,7 +259,7 @@ def create_app(
         started = time.perf_counter()
         raw = request.query_params.get("raw") in ("1", "true")
         with metrics.in_flight(served.name):
-            results = await run_on(served, lambda: pipeline.run(items, raw=raw))
+            results = await submit(served, "items", (items, raw))
         answer: dict[str, Any] = {
             "model": f"{served.name}:{served.version}",
             "backend": served.model.placement.backend,
@@ -237,6 +290,61 @@ def create_app(
     if len(models) == 1:
         routes.append(Route("/predict", guarded("predict", predict), methods=["POST"]))
     return Starlette(routes=routes)
+
+
+def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
+    """``infer`` requests: concatenated along the batch axis when the other dims agree."""
+    import numpy as np
+
+    def key(feed: dict[str, Any]) -> Hashable:
+        if not served.batches_tensors:
+            return object()  # unique: never joined
+        return tuple(sorted((n, a.shape[1:], a.dtype.str) for n, a in feed.items()))
+
+    def size(feed: dict[str, Any]) -> int:
+        first = next(iter(feed.values()), None)
+        return int(first.shape[0]) if served.batches_tensors and first is not None else 1
+
+    def combine(feeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+
+    def split(outputs: dict[str, Any], sizes: Sequence[int]) -> list[Any]:
+        total, parts = sum(sizes), []
+        offset = 0
+        for rows in sizes:
+            parts.append(
+                {
+                    n: v[offset : offset + rows] if v.ndim and v.shape[0] == total else v
+                    for n, v in outputs.items()
+                }
+            )
+            offset += rows
+        return parts
+
+    return Strategy(key, size, combine, served.model.run, split)
+
+
+def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], bool]]:
+    """``predict`` requests: their items joined into one pipeline run (text padded together)."""
+    pipeline = served.pipeline
+    assert pipeline is not None
+
+    def combine(
+        payloads: Sequence[tuple[list[dict[str, Any]], bool]],
+    ) -> tuple[list[dict[str, Any]], bool]:
+        return [item for items, _ in payloads for item in items], payloads[0][1]
+
+    def run(payload: tuple[list[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        return pipeline.run(payload[0], raw=payload[1])
+
+    def split(results: list[dict[str, Any]], sizes: Sequence[int]) -> list[Any]:
+        parts, offset = [], 0
+        for rows in sizes:
+            parts.append(results[offset : offset + rows])
+            offset += rows
+        return parts
+
+    return Strategy(lambda p: p[1], lambda p: len(p[0]), combine, run, split)
 
 
 def _check_datatypes(inputs: dict[str, Any], signatures: list[Any]) -> None:

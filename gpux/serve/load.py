@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import time
 
+from gpux.config.schema import Serving
 from gpux.errors import UsageError
 from gpux.pipeline.runner import Pipeline
-from gpux.serve.app import ServedModel
+from gpux.serve.app import Limits, ServedModel
 from gpux.store import Store
 
 
 def load_served(
-    names: list[str], backend: str | None, store: Store | None = None
+    names: list[str],
+    backend: str | None,
+    store: Store | None = None,
+    overrides: dict[str, float | None] | None = None,
 ) -> list[ServedModel]:
+    """``overrides``: command-line values for the GPUXfile's serving settings (max_batch_size,
+    max_batch_delay_ms, timeout, max_queue), applied to every model."""
     from gpux.api import load_image
 
     store = store or Store()
@@ -29,8 +35,19 @@ def load_served(
                 "serve one tag of each model",
             )
         pipeline = _server_pipeline(model)
+        serving = Serving.model_validate(image.config.get("gpuxfile", {}).get("serving", {}))
+        values = {
+            **serving.model_dump(),
+            **{k: v for k, v in (overrides or {}).items() if v is not None},
+        }
+        limits = Limits(
+            max_batch_size=int(values["max_batch_size"]),
+            max_batch_delay_ms=float(values["max_batch_delay_ms"]),
+            timeout=float(values["timeout"]),
+            max_queue=int(values["max_queue"]),
+        )
         served.append(
-            ServedModel(repository or image.name, tag or "latest", model, seconds, pipeline)
+            ServedModel(repository or image.name, tag or "latest", model, seconds, pipeline, limits)
         )
     return served
 

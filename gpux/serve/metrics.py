@@ -42,9 +42,27 @@ class Metrics:
             ["model", "backend"],
             registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "gpux_batch_size",
+            "Rows (or items) per model call formed by dynamic batching.",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.queue_seconds = Histogram(
+            "gpux_queue_seconds",
+            "Time the oldest request of each model call waited in the queue.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.load_seconds = Gauge(
             "gpux_model_load_seconds", "Time to load each model.", ["model"], registry=self.registry
         )
+
+    def batch(self, model: str, rows: int, waited: float) -> None:
+        self.batch_size.labels(model).observe(rows)
+        self.queue_seconds.labels(model).observe(waited)
 
     def loaded(self, model: str, backend: str, seconds: float) -> None:
         self.backend.labels(model, backend).set(1)

@@ -1,0 +1,152 @@
+"""Dynamic batching: requests that arrive close together share one model call.
+
+A ``Batcher`` owns a bounded queue and one worker task. The worker takes the oldest request,
+waits up to ``max_delay`` for more that are compatible with it (same key), runs them as one
+call on the model's thread, and hands each caller its own slice of the result. A request that
+fails inside a batch is retried alone, so one bad request never fails its batch-mates.
+A full queue answers at once (``QueueFull`` -> 503); a caller that waits too long gets
+``TimeoutError`` (-> 504) and its request is dropped if it has not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+Payload = TypeVar("Payload")
+
+
+class QueueFull(Exception):
+    """The model's queue is at ``max_queue``."""
+
+
+@dataclass
+class _Job(Generic[Payload]):
+    payload: Payload
+    size: int
+    key: Hashable
+    future: asyncio.Future[Any]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Strategy(Generic[Payload]):
+    """How payloads of one kind are batched: the compatibility key, how many rows a payload
+    holds, how to join payloads, run them, and split the result back per payload."""
+
+    key: Callable[[Payload], Hashable]
+    size: Callable[[Payload], int]
+    combine: Callable[[Sequence[Payload]], Payload]
+    run: Callable[[Payload], Any]
+    split: Callable[[Any, Sequence[int]], list[Any]]
+
+
+class Batcher(Generic[Payload]):
+    def __init__(
+        self,
+        strategy: Strategy[Payload],
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_delay: float,
+        max_queue: int,
+        observe: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.strategy = strategy
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self.max_queue = max_queue
+        self.observe = observe  # (batch rows, queue seconds of the oldest) per model call
+        self._pending: list[_Job[Payload]] = []
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, payload: Payload, timeout: float) -> Any:
+        if len(self._pending) >= self.max_queue:
+            raise QueueFull
+        loop = asyncio.get_running_loop()
+        job = _Job(
+            payload, self.strategy.size(payload), self.strategy.key(payload), loop.create_future()
+        )
+        self._pending.append(job)
+        self._wakeup.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work())
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        except TimeoutError:
+            if job in self._pending:
+                self._pending.remove(job)  # not started: nobody will run it
+            raise
+
+    async def _work(self) -> None:
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            first = self._pending[0]
+            deadline = first.queued_at + self.max_delay
+            while self._rows(first.key) < self.max_batch_size and time.perf_counter() < deadline:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), deadline - time.perf_counter())
+                except TimeoutError:
+                    break
+            batch = self._take(first.key)
+            if batch:
+                await self._run(batch)
+
+    def _rows(self, key: Hashable) -> int:
+        return sum(job.size for job in self._pending if job.key == key)
+
+    def _take(self, key: Hashable) -> list[_Job[Payload]]:
+        batch: list[_Job[Payload]] = []
+        rows = 0
+        for job in list(self._pending):
+            if job.key != key or (batch and rows + job.size > self.max_batch_size):
+                continue
+            batch.append(job)
+            rows += job.size
+            self._pending.remove(job)
+        return batch
+
+    async def _run(self, batch: list[_Job[Payload]]) -> None:
+        loop = asyncio.get_running_loop()
+        strategy = self.strategy
+        if self.observe is not None:
+            self.observe(sum(j.size for j in batch), time.perf_counter() - batch[0].queued_at)
+        try:
+            if len(batch) == 1:
+                results = [
+                    await loop.run_in_executor(self.executor, strategy.run, batch[0].payload)
+                ]
+            else:
+                joined = strategy.combine([job.payload for job in batch])
+                output = await loop.run_in_executor(self.executor, strategy.run, joined)
+                results = strategy.split(output, [job.size for job in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0].future, exception=exc)
+                return
+            for job in batch:  # find the culprit: each alone
+                await self._run([job])
+            return
+        for job, result in zip(batch, results, strict=True):
+            _settle(job.future, result=result)
+
+
+def _settle(
+    future: asyncio.Future[Any], result: Any = None, exception: BaseException | None = None
+) -> None:
+    if future.done():  # the caller timed out and went away
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result)
