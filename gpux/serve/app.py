@@ -208,7 +208,11 @@ def create_app(
 
     async def server_metadata(request: Request) -> Response:
         return JSONResponse(
-            {"name": "gpux", "version": __version__, "extensions": ["binary_tensor_data"]}
+            {
+                "name": "gpux",
+                "version": __version__,
+                "extensions": ["binary_tensor_data", "classification"],
+            }
         )
 
     async def live(request: Request) -> Response:
@@ -241,6 +245,8 @@ def create_app(
                     f"the model's outputs are: {', '.join(outputs)}",
                 )
             outputs = {n: outputs[n] for n in parsed.outputs}
+        for name, top in parsed.classification.items():
+            outputs[name] = protocol.classify(outputs[name], top, served.model.labels)
         content, header_length = protocol.encode_response(
             served.name, served.version, parsed, outputs
         )

@@ -38,6 +38,7 @@ class InferRequest:
     request_id: str | None = None
     outputs: list[str] | None = None  # None: all
     binary_outputs: set[str] = field(default_factory=set)
+    classification: dict[str, int] = field(default_factory=dict)  # output -> top k
     all_binary: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
 
@@ -92,8 +93,17 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
                 raise InputError("each of 'outputs' needs a 'name'", '{"outputs": [{"name": "y"}]}')
             name = str(entry["name"])
             result.outputs.append(name)
-            if (entry.get("parameters") or {}).get("binary_data"):
+            options = entry.get("parameters") or {}
+            if options.get("binary_data"):
                 result.binary_outputs.add(name)
+            top = options.get("classification")
+            if top is not None:
+                if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+                    raise InputError(
+                        f"output '{name}': classification must be a count >= 1, got {top!r}",
+                        '"parameters": {"classification": 3}',
+                    )
+                result.classification[name] = top
     return result
 
 
@@ -176,6 +186,23 @@ def _pack_bytes(array: Array) -> bytes:
         data = value if isinstance(value, bytes) else str(value).encode()
         parts.append(struct.pack("<I", len(data)) + data)
     return b"".join(parts)
+
+
+def classify(array: Array, top: int, labels: list[str] | None) -> Array:
+    """The classification extension: per batch row, the ``top`` best classes as BYTES
+    ``"score:index[:label]"``, best first (Triton's format)."""
+    scores = np.asarray(array, dtype=np.float64)
+    rows = scores.reshape(scores.shape[0], -1) if scores.ndim > 1 else scores.reshape(1, -1)
+    k = min(top, rows.shape[1])
+    best = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    entries = [
+        [
+            f"{rows[r, i]:f}:{i}" + (f":{labels[i]}" if labels and i < len(labels) else "")
+            for i in best[r]
+        ]
+        for r in range(rows.shape[0])
+    ]
+    return np.array([[e.encode() for e in row] for row in entries], dtype=object)
 
 
 def encode_response(

@@ -71,10 +71,13 @@ def stop_server(server: Server) -> int:
 def served(
     tmp_path_factory: pytest.TempPathFactory, zoo_file: Callable[[str], Path]
 ) -> Iterator[Server]:
-    """minilm:1.0 and document-orientation:1.0 (the examples, as shipped) behind one server."""
+    """minilm:1.0, document-orientation:1.0 and silero-vad:6.2.3 (the examples, as shipped)
+    behind one server."""
     cli = BoundCLI(tmp_path_factory.mktemp("serve-home"))
-    for example in ("minilm-embeddings", "document-orientation"):
+    for example in ("minilm-embeddings", "document-orientation", "silero-vad"):
         cli.ok("build", str(EXAMPLES / example), "-q")
-    server = start_server(cli, "minilm:1.0", "document-orientation:1.0", "--backend", "cpu")
+    server = start_server(
+        cli, "minilm:1.0", "document-orientation:1.0", "silero-vad:6.2.3", "--backend", "cpu"
+    )
     yield server
     assert stop_server(server) == 0, server.log()  # SIGTERM: drain, then exit 0

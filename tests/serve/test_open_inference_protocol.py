@@ -207,3 +207,42 @@ def test_metrics_count_requests_by_status(served: Server) -> None:
     assert 'gpux_requests_total{endpoint="infer",model="minilm",status="400"}' in text
     assert 'gpux_model_backend{backend="cpu",model="minilm"} 1.0' in text
     assert "gpux_request_seconds_bucket" in text
+
+
+def test_classification_extension_names_the_labels(served: Server) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 224, 224)).astype(np.float32)
+    tensor = triton.InferInput("x", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    plain = client(served).infer("document-orientation", [tensor]).as_numpy("fetch_name_0")
+    wanted = [triton.InferRequestedOutput("fetch_name_0", class_count=2)]
+    classes = client(served).infer("document-orientation", [tensor], outputs=wanted)
+    top = classes.as_numpy("fetch_name_0")
+    assert top.shape == (2, 2)
+    labels = ["0", "90", "180", "270"]
+    for row, scores in zip(top, plain, strict=True):
+        best = np.argsort(-scores)[:2]
+        parsed = [entry.decode().split(":") for entry in row]
+        assert [int(p[1]) for p in parsed] == best.tolist()
+        assert [p[2] for p in parsed] == [labels[i] for i in best]
+        np.testing.assert_allclose([float(p[0]) for p in parsed], scores[best], rtol=1e-5)
+
+
+def test_predict_finds_speech_segments(served: Server, tmp_path: Path) -> None:
+    from tests.pipeline.speech import silence_and_noise, speak
+
+    speech = speak("The server finds speech in a recording.", tmp_path / "speech.wav")
+    found = httpx.post(
+        served.url + "/v1/models/silero-vad/predict",
+        files={"audio": ("speech.wav", speech.read_bytes(), "audio/wav")},
+        timeout=60,
+    )
+    assert found.status_code == 200, found.text
+    segments = found.json()["result"]["speech"]
+    assert segments and segments[0]["start"] < 0.5
+    quiet = silence_and_noise(tmp_path / "quiet.wav", 2)
+    silent = httpx.post(
+        served.url + "/v1/models/silero-vad/predict",
+        files={"audio": ("quiet.wav", quiet.read_bytes(), "audio/wav")},
+    )
+    assert silent.json()["result"]["speech"] == []
