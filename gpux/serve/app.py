@@ -295,7 +295,11 @@ def create_app(
     ]
     if len(models) == 1:
         routes.append(Route("/predict", guarded("predict", predict), methods=["POST"]))
-    return Starlette(routes=routes)
+    from starlette.middleware import Middleware
+
+    from gpux.serve.access_log import AccessLog
+
+    return Starlette(routes=routes, middleware=[Middleware(AccessLog)])
 
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:

@@ -246,3 +246,17 @@ def test_predict_finds_speech_segments(served: Server, tmp_path: Path) -> None:
         files={"audio": ("quiet.wav", quiet.read_bytes(), "audio/wav")},
     )
     assert silent.json()["result"]["speech"] == []
+
+
+def test_access_log_has_one_json_line_per_request(served: Server) -> None:
+    httpx.post(served.url + "/v1/models/minilm/predict?raw=0", json={"text": "logged"})
+    entries = []
+    for line in served.log().splitlines():
+        if line.startswith("{"):
+            entries.append(json.loads(line))
+    mine = [e for e in entries if e["path"] == "/v1/models/minilm/predict"]
+    assert mine, served.log()[-2000:]
+    last = mine[-1]
+    assert last["method"] == "POST" and last["status"] == 200
+    assert last["bytes_in"] > 0 and last["bytes_out"] > 0 and last["ms"] > 0
+    assert last["client"].startswith("127.0.0.1:")
