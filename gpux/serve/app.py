@@ -51,10 +51,12 @@ class ServedModel:
     load_seconds: float
     pipeline: Pipeline | None = None
     limits: Limits = field(default_factory=Limits)
-    executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpux-infer")
-    )
+    threads: int = 1
+    """Model calls in flight at once, each on its own thread (see ``inference_threads``)."""
     _batchers: dict[str, Batcher[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpux-infer")
 
     @property
     def batches_tensors(self) -> bool:
@@ -75,6 +77,7 @@ class ServedModel:
                 max_delay=self.limits.max_batch_delay_ms / 1e3,
                 max_queue=self.limits.max_queue,
                 observe=lambda rows, waited: metrics.batch(self.name, rows, waited),
+                concurrency=self.threads,
             )
         return self._batchers[kind]
 
@@ -90,6 +93,13 @@ class ServedModel:
             "inputs": [tensor(t) for t in self.model.inputs],
             "outputs": [tensor(t) for t in self.model.outputs],
         }
+
+
+def inference_threads(backend: str) -> int:
+    """Threads that run one model's calls. On the CPU one: ONNX Runtime already spreads each
+    call over every core, and two calls would fight for them. On a GPU two, so one call's
+    host-device copies overlap the other's kernels."""
+    return 1 if backend == "cpu" else 2
 
 
 class HTTPError(Exception):

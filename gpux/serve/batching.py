@@ -55,7 +55,9 @@ class Batcher(Generic[Payload]):
         max_delay: float,
         max_queue: int,
         observe: Callable[[int, float], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
+        """``concurrency``: model calls in flight at once (the executor's threads)."""
         self.strategy = strategy
         self.executor = executor
         self.max_batch_size = max_batch_size
@@ -65,6 +67,8 @@ class Batcher(Generic[Payload]):
         self._pending: list[_Job[Payload]] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task[None]] = set()
 
     async def submit(self, payload: Payload, timeout: float) -> Any:
         if len(self._pending) >= self.max_queue:
@@ -98,9 +102,20 @@ class Batcher(Generic[Payload]):
                     await asyncio.wait_for(self._wakeup.wait(), deadline - time.perf_counter())
                 except TimeoutError:
                     break
+            await self._slots.acquire()  # wait for a free thread before forming the batch
             batch = self._take(first.key)
-            if batch:
-                await self._run(batch)
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run_and_release(batch))
+            self._running.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._running.discard)
+
+    async def _run_and_release(self, batch: list[_Job[Payload]]) -> None:
+        try:
+            await self._run(batch)
+        finally:
+            self._slots.release()
 
     def _rows(self, key: Hashable) -> int:
         return sum(job.size for job in self._pending if job.key == key)

@@ -7,7 +7,7 @@ import time
 from gpux.config.schema import Serving
 from gpux.errors import UsageError
 from gpux.pipeline.runner import Pipeline
-from gpux.serve.app import Limits, ServedModel
+from gpux.serve.app import Limits, ServedModel, inference_threads
 from gpux.store import Store
 
 
@@ -47,7 +47,15 @@ def load_served(
             max_queue=int(values["max_queue"]),
         )
         served.append(
-            ServedModel(repository or image.name, tag or "latest", model, seconds, pipeline, limits)
+            ServedModel(
+                repository or image.name,
+                tag or "latest",
+                model,
+                seconds,
+                pipeline,
+                limits,
+                inference_threads(model.placement.backend),
+            )
         )
     return served
 
