@@ -36,8 +36,9 @@ check: setup
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu mypy
 
 # lavapipe (software Vulkan) lets the WebGPU and GPU-discovery code run without a GPU;
-# espeak-ng speaks test sentences for the audio pipeline and voice-activity tests.
-SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng
+# espeak-ng speaks test sentences for the audio pipeline and voice-activity tests;
+# chromium is the headless browser that drives the server's playground page in its tests.
+SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gpux.config.pipeline import ColorOrder, ImageDType, ImageInput, Layout
 from gpux.errors import ConfigValidationError, InputError
@@ -161,6 +161,12 @@ def _open_stream(stream: IO[bytes], name: str, what: str) -> Image.Image:
         image = Image.open(stream)
     except Image.DecompressionBombError as error:
         raise _bomb(name, what, str(error)) from None
+    except UnidentifiedImageError:
+        # Pillow's message names the stream object (an address that changes every call).
+        raise InputError(
+            f"input '{name}': cannot read {what} as an image (not a format Pillow knows)",
+            _DECODE_HINT,
+        ) from None
     except Exception as error:  # Pillow raises many types on hostile input
         raise InputError(
             f"input '{name}': cannot read {what} as an image ({_reason(error)})", _DECODE_HINT

@@ -305,6 +305,10 @@ def create_app(
     ]
     if len(models) == 1:
         routes.append(Route("/predict", guarded("predict", predict), methods=["POST"]))
+    from gpux.serve.web import web_routes
+
+    # The pages themselves need no token: the playground sends it with each predict call.
+    routes.extend(web_routes(models, token_required=token is not None))
     from starlette.middleware import Middleware
 
     from gpux.serve.access_log import AccessLog
