@@ -310,10 +310,16 @@ def create_app(
     # The pages themselves need no token: the playground sends it with each predict call.
     routes.extend(web_routes(models, token_required=token is not None))
     from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
 
     from gpux.serve.access_log import AccessLog
 
-    return Starlette(routes=routes, middleware=[Middleware(AccessLog)])
+    # Responses are compressed for clients that send Accept-Encoding: gzip (large JSON tensors
+    # shrink 3-5x); requests with Content-Encoding: gzip are inflated in body_of.
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLog), Middleware(GZipMiddleware, minimum_size=4096)],
+    )
 
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:

@@ -74,6 +74,21 @@ def test_minilm_results_equal_gpux_run(served: Server, tmp_path: Path, binary: b
         np.testing.assert_allclose(hidden, expected, rtol=1e-6, atol=1e-7)
 
 
+def test_compressed_request_and_response_through_tritonclient(served: Server) -> None:
+    outputs = [triton.InferRequestedOutput("last_hidden_state", binary_data=True)]
+    plain = client(served).infer("minilm", minilm_inputs(True), outputs=outputs)
+    squeezed = client(served).infer(
+        "minilm",
+        minilm_inputs(True),
+        outputs=outputs,
+        request_compression_algorithm="gzip",
+        response_compression_algorithm="gzip",
+    )
+    np.testing.assert_array_equal(
+        squeezed.as_numpy("last_hidden_state"), plain.as_numpy("last_hidden_state")
+    )
+
+
 def test_orientation_with_default_client_settings(
     served: Server, tmp_path: Path, zoo_file: Callable[[str], Path]
 ) -> None:
@@ -107,6 +122,7 @@ def test_gzip_request_and_version_path(served: Server) -> None:
         headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
     )
     assert response.status_code == 200, response.text
+    assert response.headers["content-encoding"] == "gzip"  # httpx asked for it, and inflated it
     body = response.json()
     assert body["id"] == "r1" and body["model_version"] == "1.0"
     assert body["outputs"][0]["shape"] == [1, 4, 384]
