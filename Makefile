@@ -52,6 +52,7 @@ test: check system-deps
 bench: setup
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/overhead.py
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/preprocess.py
+	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
