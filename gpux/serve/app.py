@@ -265,7 +265,7 @@ def create_app(
         if header_length is not None:
             headers["Inference-Header-Content-Length"] = str(header_length)
             media = "application/octet-stream"
-        return Response(content, media_type=media, headers=headers)
+        return _compressed(request, Response(content, media_type=media, headers=headers))
 
     async def predict(request: Request) -> Response:
         served = find(request) if "model" in request.path_params else _only(models)
@@ -282,7 +282,7 @@ def create_app(
             "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
         }
         answer["results" if many else "result"] = results if many else results[0]
-        return JSONResponse(answer)
+        return _compressed(request, JSONResponse(answer))
 
     async def metrics_endpoint(request: Request) -> Response:
         content, media = metrics.render()
@@ -310,16 +310,10 @@ def create_app(
     # The pages themselves need no token: the playground sends it with each predict call.
     routes.extend(web_routes(models, token_required=token is not None))
     from starlette.middleware import Middleware
-    from starlette.middleware.gzip import GZipMiddleware
 
     from gpux.serve.access_log import AccessLog
 
-    # Responses are compressed for clients that send Accept-Encoding: gzip (large JSON tensors
-    # shrink 3-5x); requests with Content-Encoding: gzip are inflated in body_of.
-    return Starlette(
-        routes=routes,
-        middleware=[Middleware(AccessLog), Middleware(GZipMiddleware, minimum_size=4096)],
-    )
+    return Starlette(routes=routes, middleware=[Middleware(AccessLog)])
 
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
@@ -391,6 +385,27 @@ def _check_datatypes(inputs: dict[str, Any], signatures: list[Any]) -> None:
                 f"expects {protocol.datatype(signature.dtype)}",
                 f"send {signature.name} as {protocol.datatype(signature.dtype)}",
             )
+
+
+GZIP_MIN_BYTES = 4096
+
+
+def _compressed(request: Request, response: Response) -> Response:
+    """Inference answers in gzip for clients that accept it (JSON tensors shrink 3-5x).
+
+    Only these (Starlette's GZipMiddleware also compressed the web pages, and Chromium then
+    never fired the playground's load event in the browser tests). The header length of a
+    binary answer counts uncompressed bytes, which clients read after inflating."""
+    body = bytes(response.body)
+    accepts = "gzip" in request.headers.get("accept-encoding", "").lower()
+    if not accepts or len(body) < GZIP_MIN_BYTES:
+        return response
+    packed = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    response.body = packed.compress(body) + packed.flush()
+    response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept-Encoding"
+    response.headers["Content-Length"] = str(len(response.body))
+    return response
 
 
 def _only(models: list[ServedModel]) -> ServedModel:
