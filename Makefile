@@ -38,7 +38,9 @@ check: setup
 # lavapipe (software Vulkan) lets the WebGPU and GPU-discovery code run without a GPU;
 # espeak-ng speaks test sentences for the audio pipeline and voice-activity tests;
 # chromium is the headless browser that drives the server's playground page in its tests.
-SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium
+# docker-registry (the CNCF distribution registry) and htpasswd (apache2-utils) give the push/pull
+# tests a real OCI registry on loopback, with and without authentication.
+SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium docker-registry apache2-utils
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -13,13 +13,19 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from gpux.errors import DigestMismatchError, NotFoundError, StoreError
 from gpux.store import digest as digests
 
 Progress = Callable[[int], None]
 RACY_NS = 2_000_000_000
+
+
+class Readable(Protocol):
+    """Anything with ``read(size)``: a file, or an HTTP response adapter (``gpux pull``)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class BlobStore:
@@ -47,7 +53,7 @@ class BlobStore:
             return self.put_stream(stream, progress=progress)
 
     def put_stream(
-        self, stream: BinaryIO, expected: str | None = None, progress: Progress | None = None
+        self, stream: Readable, expected: str | None = None, progress: Progress | None = None
     ) -> str:
         """Copy ``stream`` into the store; return its digest. Atomic and idempotent."""
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gpux import env
-from gpux.errors import NotFoundError, StoreError
+from gpux.errors import DigestMismatchError, NotFoundError, StoreError
 from gpux.store import digest as digests
 from gpux.store import mediatypes
 from gpux.store.blobs import BlobStore, Progress, _make_readable
@@ -243,6 +243,45 @@ class Store:
                 },
             )
         return self.get(reference.name)
+
+    def adopt(self, name: str, manifest_bytes: bytes, expected: str | None = None) -> Image:
+        """Point ``name`` at a manifest whose blobs are already in the store (a pull, a load).
+
+        The manifest is stored as given (its digest must stay the one the registry or the
+        archive named: ``expected``), and only after every blob it lists is present and
+        intact; the index is written last, so an interrupted transfer leaves no image.
+        """
+        import hashlib
+
+        digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        if expected is not None and digest != expected:
+            raise DigestMismatchError(
+                f"manifest content does not match its digest: expected {expected}, got {digest}",
+                "the source is corrupt or was changed in transit; fetch it again",
+            )
+        try:
+            manifest = json.loads(manifest_bytes)
+            blobs = [manifest["config"], *manifest.get("layers", [])]
+            wanted = [(str(b["digest"]), int(b["size"])) for b in blobs]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"not an image manifest ({type(exc).__name__}: {exc})",
+                "the source does not hold a GPUX image",
+            ) from None
+        with self.writing():
+            for blob_digest, size in wanted:
+                if not self.blobs.exists(blob_digest) or self.blobs.size(blob_digest) != size:
+                    raise StoreError(
+                        f"blob {blob_digest} of manifest {digest} is missing or has the wrong size",
+                        "transfer the image again",
+                    )
+                self.blobs.verified_path(blob_digest)  # re-hashed unless stamped intact
+            stored = self.blobs.put_bytes(manifest_bytes)
+            self._set_ref(
+                name,
+                {"mediaType": mediatypes.MANIFEST, "digest": stored, "size": len(manifest_bytes)},
+            )
+        return self.get(name)
 
     # -- read ----------------------------------------------------------------------------------
 

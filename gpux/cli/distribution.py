@@ -1,0 +1,185 @@
+"""``gpux push``, ``gpux pull``, ``gpux login``, ``gpux logout``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+INSECURE_HELP = "Plain HTTP (allowed for localhost only, unless --allow-http)."
+ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on localhost."
+
+
+@contextmanager
+def _progress(what: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """(set total bytes, advance) callbacks drawing a transfer bar on a terminal."""
+    from gpux import env
+    from gpux.cli.console import stderr
+
+    console = stderr()
+    if not console.is_terminal or env.no_progress():
+        yield (lambda total: None), (lambda n: None)
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task(what, total=None)
+    with bar:
+        yield (lambda total: bar.update(task, total=total)), (lambda n: bar.advance(task, n))
+
+
+def _summary(verb: str, report: Any) -> str:
+    from gpux.cli.console import human_size
+
+    moved = (
+        f"{report.transferred} blob(s), {human_size(report.transferred_bytes)}"
+        if report.transferred
+        else "nothing"
+    )
+    return f"{verb} {moved}; {report.skipped} already there"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("push")
+    def push(
+        name: str = typer.Argument(..., help="Local image name[:tag]."),
+        target: str | None = typer.Argument(
+            None, help="REGISTRY/REPO[:TAG] (default: the image's own name)."
+        ),
+        insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+        allow_http: bool = typer.Option(False, "--allow-http", help=ALLOW_HTTP_HELP),
+        json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Upload an image to an OCI registry (only the blobs it lacks)."""
+        from gpux.cli.console import print_json, stderr
+        from gpux.distribution.transfer import push as push_image
+        from gpux.store import Store
+
+        with _progress("pushing") as (total, advance):
+            report = push_image(
+                Store(),
+                name,
+                target,
+                insecure=insecure,
+                allow_http=allow_http,
+                on_total=total,
+                progress=advance,
+            )
+        if json_output:
+            print_json(report.to_json())
+            return
+        stderr().print(_summary("uploaded", report))
+        typer.echo(f"{report.image}@{report.digest}")
+
+    @app.command("pull")
+    def pull(
+        reference: str = typer.Argument(
+            ..., help="REGISTRY/REPO[:TAG|@sha256:...], or hf:org/repo[@revision]."
+        ),
+        insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+        allow_http: bool = typer.Option(False, "--allow-http", help=ALLOW_HTTP_HELP),
+        json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Download an image from an OCI registry (or build one from a Hugging Face repo)."""
+        from gpux.cli.console import print_json, stderr
+        from gpux.store import Store
+
+        if reference.startswith("hf:"):
+            from gpux.cli.progress import RichReporter
+            from gpux.distribution.hub import pull as pull_hub
+
+            result = pull_hub(reference, Store(), reporter=RichReporter(quiet=json_output))
+            if json_output:
+                print_json(result.to_json())
+            else:
+                typer.echo(result.reference.name)
+            return
+        from gpux.distribution.transfer import pull as pull_image
+
+        with _progress("pulling") as (total, advance):
+            image, report = pull_image(
+                Store(),
+                reference,
+                insecure=insecure,
+                allow_http=allow_http,
+                on_total=total,
+                progress=advance,
+            )
+        if json_output:
+            print_json({**report.to_json(), "name": image.name})
+            return
+        stderr().print(_summary("downloaded", report))
+        typer.echo(image.name)
+
+    @app.command("login")
+    def login(
+        registry: str = typer.Argument(..., help="Registry host[:port], e.g. ghcr.io."),
+        username: str | None = typer.Option(None, "-u", "--username", help="User name."),
+        password_stdin: bool = typer.Option(
+            False, "--password-stdin", help="Read the password (or token) from stdin."
+        ),
+        insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+        allow_http: bool = typer.Option(False, "--allow-http", help=ALLOW_HTTP_HELP),
+    ) -> None:
+        """Check credentials against a registry and store them as Docker does."""
+        import os
+
+        from gpux.cli.console import stderr
+        from gpux.distribution import credentials
+        from gpux.distribution.registry import Registry
+        from gpux.errors import UsageError
+
+        username = username or os.environ.get("GPUX_REGISTRY_USERNAME")
+        if not username:
+            if not sys.stdin.isatty():
+                raise UsageError("no user name given", "pass -u NAME")
+            username = typer.prompt("Username")
+        if password_stdin:
+            secret = sys.stdin.read().rstrip("\n")
+        elif os.environ.get("GPUX_REGISTRY_PASSWORD"):
+            secret = os.environ["GPUX_REGISTRY_PASSWORD"]
+        elif sys.stdin.isatty():
+            secret = typer.prompt("Password", hide_input=True)
+        else:
+            raise UsageError("no password given", "pipe it with --password-stdin")
+        if not secret:
+            raise UsageError("the password is empty", "pipe the password with --password-stdin")
+        os.environ["GPUX_REGISTRY_USERNAME"], os.environ["GPUX_REGISTRY_PASSWORD"] = (
+            username,
+            secret,
+        )
+        client = Registry(registry, insecure=insecure, allow_http=allow_http)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        where = credentials.store(registry, username, secret)
+        stderr().print(f"logged in to {registry} as {username} (credentials in {where})")
+
+    @app.command("logout")
+    def logout(registry: str = typer.Argument(..., help="Registry host[:port].")) -> None:
+        """Forget the stored credentials of a registry."""
+        from gpux.cli.console import stderr
+        from gpux.distribution import credentials
+
+        if credentials.remove(registry):
+            stderr().print(f"logged out of {registry}")
+        else:
+            stderr().print(f"no stored credentials for {registry}")

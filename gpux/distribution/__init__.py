@@ -1,0 +1,1 @@
+"""Sharing images: OCI registries, archives, Hugging Face."""

@@ -1,0 +1,149 @@
+"""Registry credentials, kept the way Docker keeps them, so `docker login` and `gpux login` share.
+
+Lookup order for a registry host: ``GPUX_REGISTRY_USERNAME``/``GPUX_REGISTRY_PASSWORD``, then
+Docker's config (``$DOCKER_CONFIG/config.json``, default ``~/.docker/config.json``): a
+credential helper named in ``credHelpers``/``credsStore`` (``docker-credential-NAME get``), else
+the base64 ``auths`` entry. ``gpux login`` writes through the configured helper when there is
+one, else into ``auths`` (file mode 0600, as Docker does). Secrets never reach messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpux.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+    source: str  # where they came from, for messages ("environment", "~/.docker/config.json")
+
+    def __repr__(self) -> str:  # never print the password, even in a traceback
+        return f"Credentials(username={self.username!r}, source={self.source!r})"
+
+
+def config_path() -> Path:
+    folder = os.environ.get("DOCKER_CONFIG")
+    return Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
+
+
+def _read_config() -> dict[str, Any]:
+    path = config_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read {path}: {exc}", "fix or remove the file (Docker's config)"
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _keys(host: str) -> list[str]:
+    """Docker Hub is stored under its historical key."""
+    if host in ("docker.io", "registry-1.docker.io", "index.docker.io"):
+        return ["https://index.docker.io/v1/", host]
+    return [host, f"https://{host}", f"http://{host}"]
+
+
+def _helper(config: dict[str, Any], host: str) -> str | None:
+    helpers = config.get("credHelpers") or {}
+    for key in _keys(host):
+        if key in helpers:
+            return str(helpers[key])
+    store = config.get("credsStore")
+    return str(store) if store else None
+
+
+def lookup(host: str) -> Credentials | None:
+    username = os.environ.get("GPUX_REGISTRY_USERNAME")
+    password = os.environ.get("GPUX_REGISTRY_PASSWORD")
+    if username and password:
+        return Credentials(username, password, "GPUX_REGISTRY_USERNAME/PASSWORD")
+    config = _read_config()
+    helper = _helper(config, host)
+    if helper and shutil.which(f"docker-credential-{helper}"):
+        found = _run_helper(helper, "get", host)
+        if found:
+            data = json.loads(found)
+            return Credentials(
+                data.get("Username", ""), data.get("Secret", ""), f"docker-credential-{helper}"
+            )
+    auths = config.get("auths") or {}
+    for key in _keys(host):
+        entry = auths.get(key)
+        if isinstance(entry, dict) and entry.get("auth"):
+            try:
+                user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            return Credentials(user, secret, str(config_path()))
+    return None
+
+
+def store(host: str, username: str, password: str) -> str:
+    """Save credentials for ``host``; returns where they went."""
+    config = _read_config()
+    helper = _helper(config, host)
+    if helper and shutil.which(f"docker-credential-{helper}"):
+        payload = json.dumps({"ServerURL": host, "Username": username, "Secret": password})
+        _run_helper(helper, "store", payload)
+        return f"docker-credential-{helper}"
+    auths = config.setdefault("auths", {})
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    auths[_keys(host)[0]] = {"auth": token}
+    _write_config(config)
+    return str(config_path())
+
+
+def remove(host: str) -> bool:
+    """Forget ``host``'s credentials; False when there were none."""
+    config = _read_config()
+    helper = _helper(config, host)
+    if helper and shutil.which(f"docker-credential-{helper}"):
+        _run_helper(helper, "erase", host)
+    auths = config.get("auths") or {}
+    removed = [key for key in _keys(host) if auths.pop(key, None) is not None]
+    if removed:
+        _write_config(config)
+    return bool(removed)
+
+
+def _write_config(config: dict[str, Any]) -> None:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(config, out, indent="\t")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _run_helper(helper: str, action: str, payload: str) -> str:
+    result = subprocess.run(
+        [f"docker-credential-{helper}", action],
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        if action == "get":
+            return ""
+        raise UsageError(
+            f"docker-credential-{helper} {action} failed: {result.stdout.strip() or result.stderr.strip()}",
+            "check the credential helper named in Docker's config",
+        )
+    return result.stdout

@@ -1,0 +1,240 @@
+"""``gpux push`` and ``gpux pull``: images between the local store and an OCI registry.
+
+Push uploads only the blobs the registry lacks, then the manifest, byte for byte as stored, so
+the image keeps its digest everywhere. Pull downloads the missing blobs in parallel, re-hashes
+each one while writing it (a blob that does not match its digest never enters the store),
+and names the image only after every blob is in: an interrupted pull leaves no image, and a
+re-run skips the blobs it already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpux.distribution.registry import Registry
+from gpux.errors import StoreError, UsageError
+from gpux.store import Image, Store, mediatypes
+from gpux.store.reference import parse
+
+PARALLEL = 4
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Remote:
+    host: str
+    repository: str
+    tag: str
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.host}/{self.repository}:{self.tag}"
+        return f"{self.host}/{self.repository}@{self.digest}" if self.digest else text
+
+    @property
+    def local_name(self) -> str:
+        return f"{self.host}/{self.repository}:{self.tag}"
+
+
+def parse_remote(text: str) -> Remote:
+    """``REGISTRY/REPO[:TAG|@sha256:...]``; the registry part is required (a host with a dot or
+    a port, or ``localhost``), so an image never goes to a registry nobody named."""
+    first, _, rest = text.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        raise UsageError(
+            f"'{text}' names no registry",
+            "write REGISTRY/REPOSITORY[:TAG], e.g. localhost:5000/minilm:1.0 or ghcr.io/team/minilm",
+        )
+    digest = None
+    if "@" in rest:
+        rest, _, digest = rest.partition("@")
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise UsageError(f"'{digest}' is not a sha256 digest", "write @sha256:<64 hex digits>")
+    reference = parse(rest)  # validates the repository and tag
+    return Remote(first, reference.repository, reference.tag, digest)
+
+
+@dataclass
+class Report:
+    image: str
+    digest: str
+    transferred: int = 0
+    transferred_bytes: int = 0
+    skipped: int = 0
+    blobs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "digest": self.digest,
+            "transferred": self.transferred,
+            "transferred_bytes": self.transferred_bytes,
+            "skipped": self.skipped,
+        }
+
+
+def _blobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [manifest["config"], *manifest.get("layers", [])]
+
+
+def push(
+    store: Store,
+    name: str,
+    target: str | None,
+    *,
+    insecure: bool = False,
+    allow_http: bool = False,
+    on_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    image = store.get(name)
+    remote = parse_remote(target or image.name)
+    manifest_bytes = store.blobs.open_verified(image.digest)
+    registry = Registry(remote.host, insecure=insecure, allow_http=allow_http)
+    report = Report(str(remote), image.digest)
+    try:
+        blobs = _blobs(image.manifest)
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            present = list(
+                pool.map(lambda b: registry.has_blob(remote.repository, b["digest"]), blobs)
+            )
+            missing = [b for b, there in zip(blobs, present, strict=True) if not there]
+            if on_total:
+                on_total(sum(int(b["size"]) for b in missing))
+            uploads = [
+                pool.submit(
+                    registry.upload_blob,
+                    remote.repository,
+                    b["digest"],
+                    store.blobs.verified_path(b["digest"]),
+                    progress or (lambda n: None),
+                )
+                for b in missing
+            ]
+            for upload in uploads:
+                upload.result()
+        report.transferred = len(missing)
+        report.transferred_bytes = sum(int(b["size"]) for b in missing)
+        report.skipped = len(blobs) - len(missing)
+        pushed = registry.put_manifest(
+            remote.repository, remote.tag, manifest_bytes, mediatypes.MANIFEST
+        )
+        if pushed and pushed != image.digest:
+            raise StoreError(
+                f"the registry stored the manifest as {pushed}, not {image.digest}",
+                "the registry rewrote the manifest; GPUX images must keep their digest",
+            )
+    finally:
+        registry.close()
+    return report
+
+
+def pull(
+    store: Store,
+    text: str,
+    *,
+    insecure: bool = False,
+    allow_http: bool = False,
+    on_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> tuple[Image, Report]:
+    remote = parse_remote(text)
+    registry = Registry(remote.host, insecure=insecure, allow_http=allow_http)
+    try:
+        manifest_bytes, _ = registry.get_manifest(remote.repository, remote.digest or remote.tag)
+        digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        if remote.digest and digest != remote.digest:
+            from gpux.errors import DigestMismatchError
+
+            raise DigestMismatchError(
+                f"the registry sent a manifest with digest {digest}, not {remote.digest}",
+                "the registry is corrupt or was tampered with; nothing was stored",
+            )
+        manifest = _gpux_manifest(manifest_bytes, remote)
+        blobs = _blobs(manifest)
+        missing = [
+            b
+            for b in blobs
+            if not (store.blobs.exists(b["digest"]) and store.blobs.size(b["digest"]) == b["size"])
+        ]
+        if on_total:
+            on_total(sum(int(b["size"]) for b in missing))
+        report = Report(str(remote), digest, skipped=len(blobs) - len(missing))
+
+        added: list[str] = []
+
+        def fetch(blob: dict[str, Any]) -> None:
+            response = registry.blob_stream(remote.repository, blob["digest"])
+            try:
+                store.blobs.put_stream(_ResponseReader(response, progress), expected=blob["digest"])
+                added.append(blob["digest"])
+            finally:
+                response.close()
+
+        with store.writing():
+            try:
+                with ThreadPoolExecutor(PARALLEL) as pool:
+                    for result in [pool.submit(fetch, b) for b in missing]:
+                        result.result()
+            except BaseException:
+                # A failed pull leaves the store as it was: the blobs it did fetch go again
+                # (a pull killed outright leaves them for the re-run, or for gpux prune).
+                referenced = store.referenced()
+                for fetched in added:
+                    if fetched not in referenced:
+                        store.blobs.delete(fetched)
+                raise
+        report.transferred = len(missing)
+        report.transferred_bytes = sum(int(b["size"]) for b in missing)
+        image = store.adopt(remote.local_name, manifest_bytes, expected=digest)
+    finally:
+        registry.close()
+    return image, report
+
+
+def _gpux_manifest(data: bytes, remote: Remote) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        raise StoreError(f"{remote}: the manifest is not JSON", "check the reference") from None
+    if not isinstance(manifest, dict) or manifest.get("mediaType") == mediatypes.INDEX:
+        raise StoreError(
+            f"{remote} is an image index (several platforms), not a GPUX image",
+            "pull a GPUX image pushed with gpux push",
+        )
+    config = manifest.get("config") or {}
+    if config.get("mediaType") != mediatypes.CONFIG:
+        raise StoreError(
+            f"{remote} is not a GPUX image (config type {config.get('mediaType')!r})",
+            "GPUX pulls images made by gpux build and gpux push; container images are not models",
+        )
+    return manifest
+
+
+class _ResponseReader:
+    """A file-like ``read`` over a streaming HTTP response, reporting progress."""
+
+    def __init__(self, response: Any, progress: Progress | None) -> None:
+        self._chunks = response.iter_bytes(1 << 20)
+        self._buffer = b""
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            if self._progress:
+                self._progress(len(chunk))
+            self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
