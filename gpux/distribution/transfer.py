@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,7 +172,11 @@ def pull(
         def fetch(blob: dict[str, Any]) -> None:
             response = registry.blob_stream(remote.repository, blob["digest"])
             try:
-                store.blobs.put_stream(_ResponseReader(response, progress), expected=blob["digest"])
+                store.blobs.put_chunks(
+                    _prefetched(response.iter_raw()),
+                    expected=blob["digest"],
+                    progress=progress,
+                )
                 added.append(blob["digest"])
             finally:
                 response.close()
@@ -192,7 +196,9 @@ def pull(
                 raise
         report.transferred = len(missing)
         report.transferred_bytes = sum(int(b["size"]) for b in missing)
-        image = store.adopt(remote.local_name, manifest_bytes, expected=digest)
+        image = store.adopt(
+            remote.local_name, manifest_bytes, expected=digest, just_written=frozenset(added)
+        )
     finally:
         registry.close()
     return image, report
@@ -217,24 +223,39 @@ def _gpux_manifest(data: bytes, remote: Remote) -> dict[str, Any]:
     return manifest
 
 
-class _ResponseReader:
-    """A file-like ``read`` over a streaming HTTP response, reporting progress."""
+def _prefetched(chunks: Iterator[bytes], depth: int = 16) -> Iterator[bytes]:
+    """``chunks``, read ahead by a thread: the network keeps receiving while this thread hashes
+    and writes (socket reads and sha256 both release the GIL)."""
+    import queue
+    import threading
 
-    def __init__(self, response: Any, progress: Progress | None) -> None:
-        self._chunks = response.iter_bytes(1 << 20)
-        self._buffer = b""
-        self._progress = progress
+    buffer: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+    stop = threading.Event()
 
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, b"")
-            if not chunk:
-                break
-            if self._progress:
-                self._progress(len(chunk))
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                buffer.put(chunk)
+            buffer.put(None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                reader.join(0.05)

@@ -11,7 +11,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -56,6 +56,16 @@ class BlobStore:
         self, stream: Readable, expected: str | None = None, progress: Progress | None = None
     ) -> str:
         """Copy ``stream`` into the store; return its digest. Atomic and idempotent."""
+        return self.put_chunks(iter(lambda: stream.read(digests.CHUNK), b""), expected, progress)
+
+    def put_chunks(
+        self,
+        chunks: Iterable[bytes],
+        expected: str | None = None,
+        progress: Progress | None = None,
+    ) -> str:
+        """Store the concatenation of ``chunks``, hashed on the way in; a content that does not
+        match ``expected`` never enters the store. Atomic and idempotent."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()
@@ -63,7 +73,7 @@ class BlobStore:
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(digests.CHUNK):
+                for chunk in chunks:
                     hasher.update(chunk)
                     out.write(chunk)
                     if progress:

@@ -244,12 +244,20 @@ class Store:
             )
         return self.get(reference.name)
 
-    def adopt(self, name: str, manifest_bytes: bytes, expected: str | None = None) -> Image:
+    def adopt(
+        self,
+        name: str,
+        manifest_bytes: bytes,
+        expected: str | None = None,
+        just_written: frozenset[str] = frozenset(),
+    ) -> Image:
         """Point ``name`` at a manifest whose blobs are already in the store (a pull, a load).
 
         The manifest is stored as given (its digest must stay the one the registry or the
         archive named: ``expected``), and only after every blob it lists is present and
         intact; the index is written last, so an interrupted transfer leaves no image.
+        ``just_written``: blobs the caller has just stored through ``put_stream`` with their
+        expected digest (hashed on the way in), which need no second hash.
         """
         import hashlib
 
@@ -275,7 +283,8 @@ class Store:
                         f"blob {blob_digest} of manifest {digest} is missing or has the wrong size",
                         "transfer the image again",
                     )
-                self.blobs.verified_path(blob_digest)  # re-hashed unless stamped intact
+                if blob_digest not in just_written:
+                    self.blobs.verified_path(blob_digest)  # re-hashed unless stamped intact
             stored = self.blobs.put_bytes(manifest_bytes)
             self._set_ref(
                 name,
