@@ -294,6 +294,9 @@ def build(
                 mediatypes.TITLE: reference.repository,
                 mediatypes.VERSION: reference.tag,
                 "dev.gpux.placement.backend": placement["backend"],
+                "dev.gpux.placement.device": str(placement.get("device") or ""),
+                "dev.gpux.model.source": resolved.origin,
+                "dev.gpux.model.sha256": resolved.sha256,
             }
             if project.config.description:
                 annotations[mediatypes.DESCRIPTION] = project.config.description
