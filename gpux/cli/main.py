@@ -12,7 +12,19 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer
 
 from gpux import __version__
-from gpux.cli import build, daemon, distribution, doctor, images, init, inspect, run, schema, serve
+from gpux.cli import (
+    archive,
+    build,
+    daemon,
+    distribution,
+    doctor,
+    images,
+    init,
+    inspect,
+    run,
+    schema,
+    serve,
+)
 
 app = typer.Typer(
     name="gpux",
@@ -42,7 +54,19 @@ def _global(
         os.environ["GPUX_DEBUG"] = "1"
 
 
-for module in (init, build, run, inspect, images, schema, doctor, serve, daemon, distribution):
+for module in (
+    init,
+    build,
+    run,
+    inspect,
+    images,
+    schema,
+    doctor,
+    serve,
+    daemon,
+    distribution,
+    archive,
+):
     module.register(app)
 
 
