@@ -148,6 +148,9 @@ def build(
                 files[what] = sources.resolve_file(
                     project.root, spec, what.replace(".", " "), progress=reporter.transfer
                 )
+    for fetched in files.values():
+        for message in fetched.warnings:
+            reporter.warn(message)
     key = build_key(project, {what: f.pinned for what, f in files.items()}, options)
     if not options.force:
         cached = _cached(store, reference, key, reporter)

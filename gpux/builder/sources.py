@@ -3,8 +3,9 @@
 * a project-relative path;
 * an ``https://`` URL with a required sha256 (``http://`` only for loopback hosts, for tests and
   local mirrors), downloaded once into ``$GPUX_HOME/cache/downloads`` and re-verified on use;
-* ``hf:org/repo/path/to/file.onnx[@revision]``, fetched with huggingface_hub (its cache, its
-  token handling, ``HF_ENDPOINT`` for mirrors);
+* ``hf:org/repo[/path/to/file.onnx][@revision]``, fetched with huggingface_hub (its cache, its
+  token handling, ``HF_ENDPOINT`` for mirrors); without a path, the repository's one .onnx file.
+  A branch or tag is resolved to a commit, recorded in the image; only a commit is pinned;
 * any of these plus ``member``: one file inside a zip (.whl) or tar archive.
 
 The same rules fetch tokenizers (``preprocess[].text.tokenizer``).
@@ -12,12 +13,14 @@ The same rules fetch tokenizers (``preprocess[].text.tokenizer``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from gpux import env
@@ -28,7 +31,8 @@ from gpux.store import digest as digests
 
 ProgressCallback = Callable[[int, int | None], None]  # (bytes done, total or None)
 
-_HF = re.compile(r"^hf:(?P<repo>[\w.-]+/[\w.-]+)/(?P<path>[^@]+?)(?:@(?P<rev>[\w./-]+))?$")
+_HF = re.compile(r"^hf:(?P<repo>[\w.-]+/[\w.-]+)(?:/(?P<path>[^@]+?))?(?:@(?P<rev>[\w./-]+))?$")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -38,8 +42,9 @@ class ResolvedModel:
     sha256: str  # hex
     kind: str  # "local" | "url" | "hf"
     origin: str  # what the GPUXfile said
-    revision: str | None = None
+    revision: str | None = None  # for hf: the commit the file was taken from
     archive_sha256: str | None = None  # when the file was taken out of an archive
+    warnings: list[str] = field(default_factory=list)  # for the build output, not the image
 
     @property
     def pinned(self) -> str:
@@ -71,7 +76,7 @@ def is_pinned(project: Project) -> bool:
 def _pinned(source: str) -> bool:
     if source_kind(source) == "hf":
         match = _HF.match(source)
-        return bool(match and match["rev"] and re.fullmatch(r"[0-9a-f]{40}", match["rev"]))
+        return bool(match and match["rev"] and _COMMIT.fullmatch(match["rev"]))
     return True
 
 
@@ -117,8 +122,8 @@ def resolve_file(
         path = _download(source, expected, progress)
         resolved = ResolvedModel(path, expected, kind, source)
     elif kind == "hf":
-        path, revision = _from_hub(source)
-        resolved = ResolvedModel(path, sha256_hex(path), kind, source, revision)
+        path, commit, warnings = _from_hub(source, what)
+        resolved = ResolvedModel(path, sha256_hex(path), kind, source, commit, warnings=warnings)
     else:
         path = (root / source).resolve()
         if not path.is_file():
@@ -141,6 +146,7 @@ def resolve_file(
             f"{source}#{spec.member}",
             resolved.revision,
             archive_sha256=resolved.sha256,
+            warnings=resolved.warnings,
         )
     return resolved
 
@@ -244,64 +250,278 @@ def _download(url: str, sha256: str, progress: ProgressCallback | None) -> Path:
             os.unlink(tmp_name)
 
 
-def _from_hub(source: str) -> tuple[Path, str | None]:
+# --- Hugging Face Hub -------------------------------------------------------------------------
+# huggingface_hub does the transfers, the cache ($HF_HOME/hub), the token (HF_TOKEN or
+# `hf auth login`) and the endpoint (HF_ENDPOINT, for mirrors). GPUX adds: the revision resolved to
+# a commit (recorded in the image), the repository's one .onnx when no path is given, a fallback
+# to the cache when the Hub cannot be reached, and one message with a hint per failure.
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """``hf:org/repo[/path/in/repo][@revision]``, split."""
+
+    repo: str
+    path: str | None  # None: the repository's one .onnx file (for a tokenizer, tokenizer.json)
+    revision: str | None  # as written: a branch, a tag or a commit; None: the default branch
+
+    @property
+    def pinned(self) -> bool:
+        """A commit never changes; a branch or a tag may move."""
+        return bool(self.revision and _COMMIT.fullmatch(self.revision))
+
+    @property
+    def at(self) -> str:
+        return f"{self.repo}@{self.revision or 'main'}"
+
+
+@dataclass
+class HubListing:
+    """The files of one commit of a repository."""
+
+    commit: str
+    files: dict[str, int | None]  # path in the repository -> size in bytes, when known
+    cached: bool  # the Hub could not be reached: read from the local cache (files fetched before)
+
+
+def parse_hub_source(source: str) -> HubSource:
     match = _HF.match(source)
     if not match:
         raise SourceError(
             f"invalid Hugging Face source {source!r}",
             "write it as hf:org/repo/path/to/model.onnx@revision",
         )
+    return HubSource(match["repo"], match["path"], match["rev"])
+
+
+def _from_hub(source: str, what: str) -> tuple[Path, str, list[str]]:
+    """The file an ``hf:`` source names, from huggingface_hub's cache (downloaded when missing or
+    when a branch moved), the commit it comes from, and warnings for the build output."""
+    hub = parse_hub_source(source)
     try:
-        from huggingface_hub import constants as hub_constants
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            HfHubHTTPError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:  # pragma: no cover - a dependency of gpux
         raise SourceError(
             "hf: sources need huggingface_hub", "pip install huggingface_hub"
         ) from None
-    try:
-        path = hf_hub_download(
-            repo_id=match["repo"], filename=match["path"], revision=match["rev"] or None
+    if hub.path and hub.revision and _COMMIT.fullmatch(hub.revision):
+        cached = try_to_load_from_cache(hub.repo, hub.path, revision=hub.revision)
+        if isinstance(cached, str):  # a commit never changes: no need to ask the Hub
+            return Path(cached), hub.revision, []
+    with hub_errors(source, hub):
+        listing = hub_listing(hub, source)
+        filename = hub.path or default_file(hub, listing, what, source)
+        if not listing.cached and filename not in listing.files:
+            raise missing_file(hub, listing, filename)
+        path = Path(
+            hf_hub_download(
+                hub.repo,
+                filename,
+                revision=listing.commit if listing.cached else hub.revision,
+                local_files_only=listing.cached,
+            )
         )
-    except RepositoryNotFoundError:
+    commit = snapshot_commit(path, filename) or listing.commit
+    warnings = []
+    if listing.cached and not hub.pinned and not hub_offline():
+        warnings.append(
+            f"the Hugging Face Hub at {hub_endpoint()} cannot be reached: {source} is the copy "
+            f"cached from commit {commit[:12]}, which may be out of date"
+        )
+    return path, commit, warnings
+
+
+def hub_listing(hub: HubSource, source: str) -> HubListing:
+    """The commit ``hub.revision`` names and its files: from the Hub, or, when the Hub cannot
+    be reached (or HF_HUB_OFFLINE is set), from the local cache. Call inside ``hub_errors``."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if hub_offline():
+        return _cached_listing(hub, source)
+    try:
+        info = HfApi().model_info(hub.repo, revision=hub.revision, files_metadata=True)
+    except HfHubHTTPError as exc:
+        if exc.response is None or exc.response.status_code < 500:
+            raise  # the Hub answered: not found, no access...
+        return _cached_listing(hub, source)  # the Hub is down
+    except _unreachable_errors():
+        return _cached_listing(hub, source)
+    if not info.sha:
         raise SourceError(
-            f"Hugging Face repository '{match['repo']}' not found (or private)",
-            "check the name; for private repositories set HF_TOKEN",
+            f"cannot fetch {source}: {hub_endpoint()} answered without a commit hash",
+            "check that HF_ENDPOINT points to a Hugging Face Hub (or a mirror of one)",
+        )
+    files = {sibling.rfilename: sibling.size for sibling in info.siblings or []}
+    return HubListing(info.sha, files, cached=False)
+
+
+def _cached_listing(hub: HubSource, source: str) -> HubListing:
+    """What the cache holds of ``hub.revision`` (its documented layout: refs/<branch> holds a
+    commit, snapshots/<commit>/ the files fetched from it)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=hub.repo, repo_type="model")
+    commit = hub.revision if hub.pinned else None
+    ref = folder / "refs" / (hub.revision or "main")
+    if commit is None and ref.is_file():
+        commit = ref.read_text().strip()
+    snapshot = folder / "snapshots" / commit if commit else None
+    if commit is None or snapshot is None or not snapshot.is_dir():
+        raise _unreachable(source, "the file" if hub.path else "the repository")
+    files: dict[str, int | None] = {
+        entry.relative_to(snapshot).as_posix(): None
+        for entry in snapshot.rglob("*")
+        if entry.is_file()
+    }
+    return HubListing(commit, files, cached=True)
+
+
+def default_file(hub: HubSource, listing: HubListing, what: str, source: str) -> str:
+    """The file a source without a path means: the repository's one .onnx for the model."""
+    if what != "model":
+        return "tokenizer.json"
+    found = sorted(name for name in listing.files if name.endswith(".onnx"))
+    if len(found) == 1:
+        return found[0]
+    revision = hub.revision or "main"
+    where = "the cached copy of " if listing.cached else ""
+    if not found:
+        raise SourceError(
+            f"{source}: {where}'{hub.repo}' at {revision} holds no .onnx file",
+            "name the model file: hf:org/repo/path/to/model.onnx@revision",
+        )
+    raise SourceError(
+        f"{source}: {where}'{hub.repo}' at {revision} holds {len(found)} .onnx files "
+        f"({', '.join(found)}); GPUX cannot tell which one is the model",
+        f"name one in the source, like hf:{hub.repo}/{found[0]}@{revision}",
+    )
+
+
+def missing_file(hub: HubSource, listing: HubListing, filename: str) -> SourceError:
+    suffix = PurePosixPath(filename).suffix
+    similar = sorted(name for name in listing.files if suffix and name.endswith(suffix))
+    revision = hub.revision or "main"
+    hint = "check the path inside the repository"
+    if similar:
+        shown = ", ".join(similar[:10]) + (", ..." if len(similar) > 10 else "")
+        hint = f"the {suffix} files there: {shown}"
+    return SourceError(
+        f"file '{filename}' not found in '{hub.repo}' at {revision} (commit {listing.commit[:12]})",
+        hint,
+    )
+
+
+def snapshot_commit(path: Path, filename: str) -> str | None:
+    """The commit of a file in the cache: its path is snapshots/<commit>/<filename>."""
+    snapshot = path
+    for _ in PurePosixPath(filename).parts:
+        snapshot = snapshot.parent
+    return snapshot.name if _COMMIT.fullmatch(snapshot.name) else None
+
+
+@contextlib.contextmanager
+def hub_errors(source: str, hub: HubSource) -> Iterator[None]:
+    """huggingface_hub's failures as GPUX errors: one message and a hint each, no token."""
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        yield
+    except GatedRepoError:
+        raise SourceError(
+            f"cannot fetch {source}: '{hub.repo}' is gated",
+            f"accept its conditions on {hub_endpoint()}/{hub.repo}, then set HF_TOKEN to a token "
+            "of that account",
+        ) from None
+    except RepositoryNotFoundError:
+        if get_token() is None:
+            raise SourceError(
+                f"Hugging Face repository '{hub.repo}' not found, or it is private and "
+                "HF_TOKEN is not set",
+                "check the name; for a private repository set HF_TOKEN to a token that can read it",
+            ) from None
+        raise SourceError(
+            f"Hugging Face repository '{hub.repo}' not found, or the token in HF_TOKEN cannot "
+            "read it",
+            "check the name, and the token's access to the repository",
         ) from None
     except RevisionNotFoundError:
         raise SourceError(
-            f"revision '{match['rev']}' not found in '{match['repo']}'",
+            f"revision '{hub.revision}' not found in '{hub.repo}'",
             "use a branch, tag or commit hash that exists",
         ) from None
     except LocalEntryNotFoundError:
-        # A subclass of EntryNotFoundError, raised when the Hub cannot be reached (or
-        # HF_HUB_OFFLINE is set) and the file is not cached: the file may well exist.
-        if hub_constants.HF_HUB_OFFLINE:
-            raise SourceError(
-                f"cannot fetch {source}: HF_HUB_OFFLINE is set and the file is not in the "
-                "Hugging Face cache",
-                "unset HF_HUB_OFFLINE to download it once; later builds use the cache",
-            ) from None
-        raise SourceError(
-            f"cannot fetch {source}: the Hugging Face Hub at {hub_constants.ENDPOINT} "
-            "cannot be reached and the file is not in the local cache",
-            "check your network connection and HF_ENDPOINT (for mirrors), or download the file "
-            "and use a local path",
-        ) from None
+        # The Hub cannot be reached (or HF_HUB_OFFLINE is set) and the file is not cached: the
+        # file may well exist.
+        raise _unreachable(source, "the file" if hub.path else "the repository") from None
     except EntryNotFoundError:
         raise SourceError(
-            f"file '{match['path']}' not found in '{match['repo']}'",
-            "check the path inside the repository",
+            f"file '{hub.path}' not found in '{hub.repo}'", "check the path inside the repository"
         ) from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status == 401 and get_token() is not None:
+            raise SourceError(
+                f"cannot fetch {source}: the Hugging Face Hub at {hub_endpoint()} rejected the "
+                "token in HF_TOKEN",
+                f"set HF_TOKEN to a valid token (see {hub_endpoint()}/settings/tokens)",
+            ) from None
         raise SourceError(
             f"cannot fetch {source}: {str(exc).splitlines()[0]}",
             "check your network connection, HF_ENDPOINT and HF_TOKEN",
         ) from None
-    return Path(path), match["rev"]
+    except _unreachable_errors():
+        raise _unreachable(source, "the file" if hub.path else "the repository") from None
+
+
+def _unreachable(source: str, thing: str) -> SourceError:
+    if hub_offline():
+        return SourceError(
+            f"cannot fetch {source}: HF_HUB_OFFLINE is set and {thing} is not in the "
+            "Hugging Face cache",
+            "unset HF_HUB_OFFLINE to download it once; later builds use the cache",
+        )
+    return SourceError(
+        f"cannot fetch {source}: the Hugging Face Hub at {hub_endpoint()} cannot be reached "
+        f"and {thing} is not in the local cache",
+        "check your network connection and HF_ENDPOINT (for mirrors), or download the file "
+        "and use a local path",
+    )
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What huggingface_hub lets through when the Hub cannot be reached: its HTTP client's
+    transport errors (httpx2 today, requests in older releases) and timeouts. Offline mode is a
+    ConnectionError."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "ConnectionError"),
+        ("requests", "Timeout"),
+    ):
+        error = getattr(sys.modules.get(module), name, None)
+        if isinstance(error, type) and issubclass(error, BaseException):
+            found.append(error)
+    return tuple(found)
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)

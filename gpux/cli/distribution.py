@@ -96,6 +96,9 @@ def register(app: typer.Typer) -> None:
         insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
         allow_http: bool = typer.Option(False, "--allow-http", help=ALLOW_HTTP_HELP),
         json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        tag: str | None = typer.Option(
+            None, "-t", "--tag", help="hf: only: the image's name[:tag] (default: the repo's)."
+        ),
     ) -> None:
         """Download an image from an OCI registry (or build one from a Hugging Face repo)."""
         from gpux.cli.console import print_json, stderr
@@ -105,12 +108,18 @@ def register(app: typer.Typer) -> None:
             from gpux.cli.progress import RichReporter
             from gpux.distribution.hub import pull as pull_hub
 
-            result = pull_hub(reference, Store(), reporter=RichReporter(quiet=json_output))
+            result = pull_hub(reference, Store(), reporter=RichReporter(quiet=json_output), tag=tag)
             if json_output:
                 print_json(result.to_json())
             else:
                 typer.echo(result.reference.name)
             return
+        if tag is not None:
+            from gpux.errors import UsageError
+
+            raise UsageError(
+                "--tag is for hf: sources", "a registry image keeps its name; gpux tag renames it"
+            )
         from gpux.distribution.transfer import pull as pull_image
 
         with _progress("pulling") as (total, advance):

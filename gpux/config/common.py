@@ -17,7 +17,7 @@ class FileSource(Strict):
     source: str = Field(
         min_length=1,
         examples=["./model.onnx"],
-        description="A path relative to the project, an ``https://`` URL (``sha256`` required), or ``hf:org/repo/path/to/file@revision`` (a Hugging Face Hub file).",
+        description="A path relative to the project, an ``https://`` URL (``sha256`` required), or ``hf:org/repo[/path/to/file][@revision]`` (a Hugging Face Hub file; without a path, the repo's only .onnx; a 40-hex commit pins it, and the image records the commit it got).",
     )
     sha256: str | None = Field(
         default=None,
