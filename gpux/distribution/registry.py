@@ -238,6 +238,65 @@ class Registry:
             raise self._unexpected("get manifest", response, repository)
         return response.content, str(response.headers.get("content-type", ""))
 
+    def blob_chunks(self, repository: str, digest: str) -> Iterator[bytes]:
+        """A blob's bytes in 1 MiB chunks.
+
+        Read with the standard library's ``http.client``: httpx reads a body 64 KiB at a time,
+        which made pulls twice as slow as oras. Redirects (registries hand blobs to a storage
+        service) are followed without the registry's credentials.
+        """
+        import http.client
+        from urllib.parse import urljoin, urlsplit
+
+        scope = _pull(repository)
+        url = f"{self.base}/v2/{repository}/blobs/{digest}"
+        authenticated = False
+        for _ in range(6):
+            parts = urlsplit(url)
+            headers: dict[str, str] = {"User-Agent": "gpux"}
+            with self._lock:
+                header = self._auth.get(scope)
+            if header and parts.netloc == self.host:
+                headers["Authorization"] = header
+            connection: http.client.HTTPConnection = (
+                http.client.HTTPSConnection(
+                    parts.hostname or "", parts.port, timeout=60, context=_ssl_context()
+                )
+                if parts.scheme == "https"
+                else http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
+            )
+            try:
+                target = parts.path + (f"?{parts.query}" if parts.query else "")
+                connection.request("GET", target, headers=headers)
+                response = connection.getresponse()
+                if response.status in (301, 302, 303, 307, 308):
+                    url = urljoin(url, response.getheader("location") or "")
+                    continue
+                if response.status == 401 and not authenticated:
+                    self._authenticate(response.getheader("www-authenticate") or "", scope)
+                    authenticated = True
+                    continue
+                if response.status != 200:
+                    if response.status in (401, 403):
+                        raise self._denied(f"get blob {digest[:19]}: HTTP {response.status}")
+                    raise SourceError(
+                        f"registry {self.host}: get blob {digest[:19]} on {repository} failed "
+                        f"with HTTP {response.status}",
+                        "check the repository name and your permissions on it",
+                    )
+                while chunk := response.read(CHUNK):
+                    yield chunk
+                return
+            except (OSError, http.client.HTTPException) as exc:
+                raise SourceError(
+                    f"lost the connection to {parts.netloc} while downloading {digest[:19]}: "
+                    f"{_reason(exc)}",
+                    "run the pull again: it resumes with the blobs it has",
+                ) from None
+            finally:
+                connection.close()
+        raise SourceError(f"too many redirects for blob {digest[:19]}", "check the registry")
+
     def blob_stream(self, repository: str, digest: str) -> httpx.Response:
         """An open streaming response for a blob (close it)."""
         response = self.request(
@@ -263,6 +322,16 @@ class Registry:
             f"{response.status_code}" + (f" ({detail})" if detail else ""),
             "check the repository name and your permissions on it",
         )
+
+
+_SSL: Any = None
+
+
+def _ssl_context() -> Any:
+    global _SSL
+    if _SSL is None:
+        _SSL = httpx.create_ssl_context()  # the same trust store as the httpx requests
+    return _SSL
 
 
 def _pull(repository: str) -> str:

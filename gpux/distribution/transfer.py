@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,16 +170,9 @@ def pull(
         added: list[str] = []
 
         def fetch(blob: dict[str, Any]) -> None:
-            response = registry.blob_stream(remote.repository, blob["digest"])
-            try:
-                store.blobs.put_chunks(
-                    _prefetched(response.iter_raw()),
-                    expected=blob["digest"],
-                    progress=progress,
-                )
-                added.append(blob["digest"])
-            finally:
-                response.close()
+            chunks = registry.blob_chunks(remote.repository, blob["digest"])
+            store.blobs.put_chunks(chunks, expected=blob["digest"], progress=progress)
+            added.append(blob["digest"])
 
         with store.writing():
             try:
@@ -221,41 +214,3 @@ def _gpux_manifest(data: bytes, remote: Remote) -> dict[str, Any]:
             "GPUX pulls images made by gpux build and gpux push; container images are not models",
         )
     return manifest
-
-
-def _prefetched(chunks: Iterator[bytes], depth: int = 16) -> Iterator[bytes]:
-    """``chunks``, read ahead by a thread: the network keeps receiving while this thread hashes
-    and writes (socket reads and sha256 both release the GIL)."""
-    import queue
-    import threading
-
-    buffer: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                buffer.put(chunk)
-            buffer.put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            buffer.put(exc)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while reader.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                reader.join(0.05)

@@ -10,16 +10,20 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gpux.errors import DigestMismatchError, NotFoundError, StoreError
 from gpux.store import digest as digests
 
 Progress = Callable[[int], None]
 RACY_NS = 2_000_000_000
+
+
+EARLY_FLUSH_BYTES = 16 << 20
 
 
 class Readable(Protocol):
@@ -72,13 +76,15 @@ class BlobStore:
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="blob-", suffix=".partial")
         tmp_path = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, _EarlyFlush(out) as flusher:
                 for chunk in chunks:
                     hasher.update(chunk)
                     out.write(chunk)
+                    flusher.wrote(len(chunk))
                     if progress:
                         progress(len(chunk))
                 out.flush()
+                flusher.finish()
                 os.fsync(out.fileno())
             digest = f"sha256:{hasher.hexdigest()}"
             if expected is not None and digest != expected:
@@ -177,6 +183,40 @@ class BlobStore:
             "its digest)",
             "rebuild it with 'gpux build --force' (or pull it again): a good copy replaces the damaged blob; 'gpux rm' and 'gpux prune' remove it",
         )
+
+
+class _EarlyFlush:
+    """Starts writing a large blob to disk while it is still arriving.
+
+    Every ``EARLY_FLUSH_BYTES`` a thread runs ``fdatasync`` on the file, so the disk works in
+    parallel with the network and the hashing, and the final ``fsync`` (which makes the blob
+    durable before an image names it) finds little left to write.
+    """
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _EarlyFlush:
+        return self
+
+    def wrote(self, size: int) -> None:
+        self._pending += size
+        if self._pending < EARLY_FLUSH_BYTES or (self._thread and self._thread.is_alive()):
+            return
+        self._pending = 0
+        self._out.flush()
+        descriptor = self._out.fileno()
+        self._thread = threading.Thread(target=os.fdatasync, args=(descriptor,), daemon=True)
+        self._thread.start()
+
+    def finish(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()  # never close the file under a running fdatasync
 
 
 def _make_readable(path: Path) -> None:
