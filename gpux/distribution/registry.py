@@ -297,17 +297,6 @@ class Registry:
                 connection.close()
         raise SourceError(f"too many redirects for blob {digest[:19]}", "check the registry")
 
-    def blob_stream(self, repository: str, digest: str) -> httpx.Response:
-        """An open streaming response for a blob (close it)."""
-        response = self.request(
-            "GET", f"/v2/{repository}/blobs/{digest}", _pull(repository), stream=True
-        )
-        if response.status_code != 200:
-            response.read()
-            response.close()
-            raise self._unexpected(f"get blob {digest[:19]}", response, repository)
-        return response
-
     def _unexpected(self, action: str, response: httpx.Response, repository: str) -> SourceError:
         if response.status_code in (401, 403):
             return self._denied(f"{action} on {repository}: HTTP {response.status_code}")
