@@ -14,6 +14,7 @@ import typer
 from gpux import __version__
 from gpux.cli import (
     archive,
+    bench,
     build,
     daemon,
     distribution,
@@ -60,6 +61,7 @@ for module in (
     run,
     inspect,
     images,
+    bench,
     schema,
     doctor,
     serve,
