@@ -131,7 +131,8 @@ def load(
         path = Path(text).expanduser()
         if path.suffix == ".onnx":
             return _load_onnx_file(path, backend)
-        result = build(path, backend=backend, store=store, reporter=reporter)
+        # Loading a project runs it: the declared variants are for `gpux build`, not for this.
+        result = build(path, backend=backend, store=store, reporter=reporter, variants=[])
         return load_image(result.image, backend, warmup)
     try:
         image = store.get(text)
@@ -219,10 +220,26 @@ def build(
     force: bool = False,
     store: Store | None = None,
     reporter: Reporter | None = None,
+    variants: list[str] | None = None,
+    samples: str | None = None,
+    accuracy: dict[str, float | None] | None = None,
 ) -> BuildResult:
-    """Build the project at ``location`` into the store (a no-op when nothing changed)."""
+    """Build the project at ``location`` into the store (a no-op when nothing changed).
+
+    ``variants`` (specs like ``"fp16"``, ``"fused+fp16"``) replace the GPUXfile's
+    ``build.optimize`` (``[]``: none); ``samples`` and ``accuracy`` override ``build.samples``
+    and ``build.accuracy``.
+    """
     from gpux.builder.build import BuildOptions
     from gpux.builder.build import build as run_build
 
-    options = BuildOptions(tag=tag, optimize=optimize, backend=backend, force=force)
+    options = BuildOptions(
+        tag=tag,
+        optimize=optimize,
+        backend=backend,
+        force=force,
+        variants=variants,
+        samples=samples,
+        accuracy=accuracy,
+    )
     return run_build(location, options, store=store, reporter=reporter)

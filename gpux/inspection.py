@@ -44,7 +44,34 @@ def describe_image(image: Image) -> dict[str, Any]:
             for layer in image.layers
         ],
         "build": config.get("build"),
+        "variant": config.get("variant"),
+        "variants": variants_of(image),
     }
+
+
+def variants_of(image: Image) -> list[dict[str, Any]]:
+    """The stored variants built from ``image`` (``NAME:TAG-int8`` ...), with their headline
+    figures; found by the annotation each variant carries."""
+    from gpux.builder.variants import VARIANT_OF_ANNOTATION
+
+    found = []
+    for other in image.store.images():
+        of = other.annotations.get(VARIANT_OF_ANNOTATION, "").partition("@")[0]
+        if not of or of not in image.names:
+            continue
+        report = other.config.get("variant", {})
+        found.append(
+            {
+                "image": other.name,
+                "digest": other.digest,
+                "variant": report.get("name"),
+                "size_ratio": report.get("size", {}).get("ratio"),
+                "latency_ratio": report.get("latency", {}).get("ratio"),
+                "cosine": report.get("accuracy", {}).get("cosine"),
+                "top1_agreement": report.get("accuracy", {}).get("top1_agreement"),
+            }
+        )
+    return sorted(found, key=lambda entry: entry["image"])
 
 
 def describe_pipeline(gpuxfile: dict[str, Any]) -> dict[str, list[str]] | None:

@@ -1,7 +1,8 @@
 """``gpux build``: GPUXfile -> verified, optimised, smoke-tested image in the store.
 
 Steps: load GPUXfile, resolve model, check (onnx.checker full + shape inference), signature
-(declared vs model), optimise (ORT basic, offline), smoke run, write image.
+(declared vs model), optimise (ORT basic, offline), smoke run, write image; then the variants of
+``build.optimize`` (fp16, int8, fused ...), each its own image (``gpux.builder.variants``).
 
 A build key (hash of the resolved GPUXfile, the model's sha256, the options and the tool
 versions) is recorded on the image. Rebuilding an unchanged project finds the key on the tagged
@@ -15,11 +16,11 @@ import json
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpux import __version__
 from gpux.builder import sources
@@ -28,6 +29,9 @@ from gpux.config.load import Project, load_project
 from gpux.config.schema import Backend
 from gpux.store import Image, LayerSource, Store, mediatypes
 from gpux.store.reference import Reference, parse
+
+if TYPE_CHECKING:
+    from gpux.builder.variants import VariantResult
 
 CONFIG_SCHEMA = 1
 MAX_OPTIMIZED_GROWTH = 1.25
@@ -39,6 +43,9 @@ class BuildOptions:
     optimize: bool = True
     backend: str | None = None  # overrides runtime.backend for the smoke run
     force: bool = False  # rebuild even when the build key matches
+    variants: list[str] | None = None  # --variant specs; None: the GPUXfile's build.optimize
+    samples: str | None = None  # --samples; None: the GPUXfile's build.samples
+    accuracy: dict[str, float | None] | None = None  # bounds given as flags, over build.accuracy
 
 
 @dataclass
@@ -47,6 +54,7 @@ class BuildResult:
     reference: Reference
     cached: bool
     reporter: Reporter
+    variants: list[VariantResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         config = self.image.config
@@ -67,6 +75,7 @@ class BuildResult:
                 for s in self.reporter.steps
             ],
             "warnings": self.reporter.warnings,
+            "variants": [variant.to_json() for variant in self.variants],
         }
 
 
@@ -85,7 +94,8 @@ def tool_versions() -> dict[str, str]:
 def build_key(project: Project, hashes: dict[str, str], options: BuildOptions) -> str:
     """Everything the image depends on: the GPUXfile, its files' hashes, options, versions."""
     material = {
-        "gpuxfile": project.config.model_dump(mode="json"),
+        # build.* shapes the variants, not this image: variants have keys of their own.
+        "gpuxfile": project.config.model_dump(mode="json", exclude={"build"}),
         "sources_sha256": hashes,
         "optimize": options.optimize,
         "backend": options.backend,
@@ -121,6 +131,7 @@ def build(
     store: Store | None = None,
     reporter: Reporter | None = None,
 ) -> BuildResult:
+    """Build the image, then its variants (``build.optimize`` or ``options.variants``)."""
     options = options or BuildOptions()
     store = store or Store()
     reporter = reporter or Reporter()
@@ -132,6 +143,22 @@ def build(
             project.config.runtime.backend = Backend(options.backend)
         step.detail = str(project.path)
 
+    from gpux.builder.variants import build_variants, plan
+
+    plans = plan(project, reference, options)  # a mistake in build: fails before any work
+    result = _build_image(project, reference, options, store, reporter)
+    if plans:
+        result.variants = build_variants(project, result.image, plans, options, store, reporter)
+    return result
+
+
+def _build_image(
+    project: Project,
+    reference: Reference,
+    options: BuildOptions,
+    store: Store,
+    reporter: Reporter,
+) -> BuildResult:
     quick = None if options.force else _quick_hashes(project)
     if quick is not None:
         cached = _cached(store, reference, build_key(project, quick, options), reporter)
@@ -339,7 +366,9 @@ def _image_config(
 ) -> dict[str, Any]:
     resolved_file = project.config.model_copy(deep=True)
     resolved_file.name = resolved_file.name or project.default_name
-    gpuxfile = resolved_file.model_dump(mode="json", exclude_none=True, by_alias=True)
+    gpuxfile = resolved_file.model_dump(
+        mode="json", exclude_none=True, by_alias=True, exclude={"build"}
+    )
     gpuxfile["model"]["sha256"] = resolved.sha256
     gpuxfile["inputs"] = [tensor.to_json() for tensor in inputs]
     gpuxfile["outputs"] = [tensor.to_json() for tensor in outputs]

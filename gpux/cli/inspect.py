@@ -65,9 +65,13 @@ def _render(info: dict[str, Any]) -> None:
                 f"{human_size(optimization['original_bytes'])} -> "
                 f"{human_size(optimization['optimized_bytes'])}",
             )
-        else:
+        elif not info.get("variant"):
             facts.add_row("optimised", f"no ({optimization.get('reason', '--no-optimize')})")
     console.print(facts)
+    if info.get("variant"):
+        _render_variant(info["variant"])
+    if info.get("variants"):
+        _render_variants(info["variants"])
 
     for kind in ("inputs", "outputs"):
         table = Table(title=kind, title_justify="left", show_edge=False)
@@ -126,3 +130,83 @@ def _render(info: dict[str, Any]) -> None:
             console.print(f"[yellow]fell back:[/yellow] {placement['fallback_reason']}")
     elif info["kind"] == "path":
         console.print("[dim]not built: run 'gpux build' to record a smoke run[/dim]")
+
+
+def _render_variant(report: dict[str, Any]) -> None:
+    """The variant's report: what was done, size, latency and accuracy against the original."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gpux.cli.console import human_size, stdout
+
+    console = stdout()
+    size, latency, accuracy = report["size"], report["latency"], report["accuracy"]
+    facts = Table.grid(padding=(0, 2))
+    facts.add_row("variant", escape(f"{report['name']} of {report['of']}"))
+    for step in report["steps"]:
+        facts.add_row("", escape(f"{step['step']}: {step['detail']}"))
+    if report.get("settings"):
+        settings = ", ".join(
+            f"{k} {v}" for k, v in report["settings"].items() if not isinstance(v, dict)
+        )
+        facts.add_row("settings", escape(settings) or "-")
+    facts.add_row(
+        "size",
+        f"{human_size(size['original_bytes'])} -> {human_size(size['variant_bytes'])} "
+        f"({size['ratio']:.2f}x)",
+    )
+    facts.add_row(
+        "latency",
+        f"{latency['original_ms']:.3f} -> {latency['variant_ms']:.3f} ms "
+        f"({latency['ratio']:.2f}x) on {escape(latency['backend'])}, medians of "
+        f"{latency['runs']} alternating runs",
+    )
+    samples = accuracy["samples"]
+    facts.add_row(
+        "compared on",
+        escape(
+            f"{samples['model_calls']} model calls from {samples['items']} {samples['kind']} "
+            f"inputs ({samples['source']})"
+        ),
+    )
+    bounds = {k: v for k, v in accuracy.get("bounds", {}).items() if v is not None}
+    facts.add_row(
+        "bounds",
+        (", ".join(f"{k} {v:g}" for k, v in bounds.items()) or "none")
+        + (" [green]kept[/green]" if accuracy.get("passed") else ""),
+    )
+    console.print(facts)
+    table = Table(title="accuracy vs the original", title_justify="left", show_edge=False)
+    for column in ("output", "cosine", "max abs error", "max rel error", "top-1 agreement"):
+        table.add_column(column)
+    for name, metrics in accuracy["outputs"].items():
+        top1 = metrics.get("top1_agreement")
+        table.add_row(
+            escape(name),
+            f"{metrics['cosine']:.6f}",
+            f"{metrics['max_abs_error']:.4g}",
+            f"{metrics['max_rel_error']:.4g}",
+            "-" if top1 is None else f"{top1:.1%} ({metrics['classifier']})",
+        )
+    console.print(table)
+
+
+def _render_variants(variants: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gpux.cli.console import stdout
+
+    table = Table(title="variants", title_justify="left", show_edge=False)
+    for column in ("image", "size", "latency", "cosine", "top-1"):
+        table.add_column(column)
+    for entry in variants:
+        top1 = entry.get("top1_agreement")
+        table.add_row(
+            escape(entry["image"]),
+            f"{entry['size_ratio']:.2f}x",
+            f"{entry['latency_ratio']:.2f}x",
+            f"{entry['cosine']:.6f}",
+            "-" if top1 is None else f"{top1:.1%}",
+        )
+    stdout().print(table)

@@ -19,13 +19,10 @@ from typing import Any
 
 from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
+from gpux.pipeline.inputs import MEDIA_SUFFIXES as SUFFIXES
 from gpux.pipeline.inputs import clip, parse_value
 from gpux.pipeline.runner import Pipeline
 
-SUFFIXES = {
-    "image": {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"},
-    "audio": {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"},
-}
 Item = tuple[str, dict[str, Any]]  # (what to call it in the output, the item)
 
 

@@ -10,7 +10,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gpux.config.common import FileSource, Strict
 from gpux.config.pipeline import PipelineInput, PipelineOutput
@@ -199,6 +199,155 @@ class Serving(Strict):
     max_queue: int = Field(default=256, ge=1, description="Requests waiting beyond this get 503.")
 
 
+class VariantStep(StrEnum):
+    """One rewrite of the model; a variant applies its steps in order."""
+
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+    fused = "fused"
+    slim = "slim"
+    fp16 = "fp16"
+    int8 = "int8"
+    int8_static = "int8-static"
+
+
+PRECISION_STEPS = frozenset({VariantStep.fp16, VariantStep.int8, VariantStep.int8_static})
+_VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class AccuracyBounds(Strict):
+    """Bounds a variant's outputs must keep against the fp32 image on the sample inputs.
+
+    A bound left out (or ``null``) is not checked; ``min_cosine`` is 0.99 unless set."""
+
+    min_cosine: float | None = Field(
+        default=0.99,
+        ge=-1,
+        le=1,
+        description="Lowest cosine similarity between an output of the variant and of the original (each model call's output flattened). 0.99 unless set; null turns it off.",
+    )
+    max_abs_error: float | None = Field(
+        default=None, ge=0, description="Largest |variant - original| over every output value."
+    )
+    max_rel_error: float | None = Field(
+        default=None,
+        ge=0,
+        description="Largest absolute error of an output divided by the largest |original| value of that output.",
+    )
+    min_top1_agreement: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Classifier outputs: the share of rows (0-1) whose top class is the original's.",
+    )
+
+
+class Variant(Strict):
+    """One optimised copy of the image, stored as ``NAME:TAG-<name>``. A string is shorthand:
+    ``fp16``, ``int8``, or steps joined by ``+`` (``fused+fp16``)."""
+
+    name: str | None = Field(
+        default=None,
+        examples=["int8"],
+        description="Tag suffix: the image is NAME:TAG-<name>. Default: the steps joined by '-'.",
+    )
+    steps: list[VariantStep] = Field(
+        min_length=1,
+        description="Rewrites applied in order: basic, extended, all (ONNX Runtime graph levels), fused (transformer fusion), slim (onnxslim), fp16, int8 (dynamic quantisation), int8-static (calibrated).",
+    )
+    keep_io_types: bool = Field(
+        default=True, description="fp16: keep the model's inputs and outputs in fp32."
+    )
+    per_channel: bool = Field(
+        default=True,
+        description="int8, int8-static: one scale per output channel of each weight (ONNX Runtime's default is one per tensor, which loses more).",
+    )
+    reduce_range: bool = Field(
+        default=False,
+        description="int8, int8-static: 7-bit weights, for CPUs without VNNI where 8-bit products can saturate.",
+    )
+    model_type: str = Field(
+        default="bert",
+        pattern=r"^[a-z0-9_]+$",
+        description="fused: the architecture onnxruntime.transformers.optimizer looks for (bert, gpt2, vit, ...).",
+    )
+    num_heads: int = Field(
+        default=0, ge=0, description="fused: attention heads; 0 detects them from the graph."
+    )
+    hidden_size: int = Field(
+        default=0, ge=0, description="fused: hidden size; 0 detects it from the graph."
+    )
+    calibration: str | None = Field(
+        default=None,
+        min_length=1,
+        description="int8-static: a folder or .jsonl of inputs run through the pipeline to measure activation ranges (default: build.samples).",
+    )
+    accuracy: AccuracyBounds | None = Field(
+        default=None,
+        description="Bounds for this variant; the keys given here replace those of build.accuracy.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"steps": [step.strip() for step in value.split("+")]}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Variant:
+        if len(set(self.steps)) != len(self.steps):
+            raise ValueError("a step is listed twice")
+        precision = [step.value for step in self.steps if step in PRECISION_STEPS]
+        if len(precision) > 1:
+            raise ValueError(
+                f"steps {' and '.join(precision)} both change the precision; "
+                "declare them as separate variants"
+            )
+        if self.name is not None and not _VARIANT_NAME.match(self.name):
+            raise ValueError(
+                f"variant name {self.name!r} must be lowercase letters, digits and . _ - "
+                "(it becomes part of the image tag)"
+            )
+        return self
+
+    @property
+    def suffix(self) -> str:
+        """The tag suffix: ``name``, or the steps joined by '-'."""
+        return self.name or "-".join(step.value for step in self.steps)
+
+
+class BuildSettings(Strict):
+    """What ``gpux build`` makes besides the image itself: optimised variants, each checked
+    against the original on sample inputs."""
+
+    optimize: list[Variant] = Field(
+        default=[],
+        examples=[["fp16", "int8"]],
+        description="Variants to build after the image, each stored as NAME:TAG-<variant>.",
+    )
+    samples: str | None = Field(
+        default=None,
+        min_length=1,
+        examples=["./samples"],
+        description="A folder or .jsonl of real inputs, run through the pipeline, on which each variant is compared with the original (default: generated inputs, weaker evidence).",
+    )
+    accuracy: AccuracyBounds = Field(
+        default_factory=AccuracyBounds,
+        description="Bounds every variant must keep; a variant that misses one fails the build and is not stored.",
+    )
+
+    @field_validator("optimize")
+    @classmethod
+    def _unique_names(cls, variants: list[Variant]) -> list[Variant]:
+        suffixes = [variant.suffix for variant in variants]
+        for suffix in suffixes:
+            if suffixes.count(suffix) > 1:
+                raise ValueError(f"two variants are named {suffix!r}; give one a 'name'")
+        return variants
+
+
 class GPUXfile(Strict):
     """A GPUX project: the model, its signature and how to run and serve it."""
 
@@ -240,6 +389,10 @@ class GPUXfile(Strict):
     postprocess: list[PipelineOutput] = Field(
         default=[],
         description="Named results computed from model outputs (softmax, top-k, pooling, segments ...).",
+    )
+    build: BuildSettings = Field(
+        default_factory=BuildSettings,
+        description="Optimised variants (fp16, int8, fused ...) built with the image, and the accuracy they must keep.",
     )
 
     @field_validator("model", mode="before")
@@ -309,4 +462,12 @@ def json_schema() -> dict[str, Any]:
     }
     # `version: 1.0` is a YAML number; GPUX reads it as the text "1.0", so editors must accept it.
     schema["properties"]["version"]["anyOf"].insert(1, {"type": "number"})
+    # A variant may be written as its steps: `fp16`, `fused+fp16`.
+    steps = "|".join(re.escape(step.value) for step in VariantStep)
+    schema["$defs"]["BuildSettings"]["properties"]["optimize"]["items"] = {
+        "anyOf": [
+            {"type": "string", "pattern": rf"^({steps})(\+({steps}))*$"},
+            {"$ref": "#/$defs/Variant"},
+        ]
+    }
     return schema

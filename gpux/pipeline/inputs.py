@@ -40,6 +40,11 @@ OIP_DATATYPES = {
     "BYTES": "string",
 }
 MAX_REQUEST_FILE_BYTES = 2 << 30
+# File types a pipeline input of each kind reads (folders of inputs, sample sets).
+MEDIA_SUFFIXES = {
+    "image": {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"},
+    "audio": {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif"},
+}
 _INPUT_NAME = re.compile(r"^[A-Za-z_][\w.:/-]*$")
 
 
