@@ -3,45 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
+from gpux.cli.progress import transfer_bar
+
 PROGRESS_FROM = 32 << 20  # below this, a save or load is over before a bar is worth drawing
-
-
-@contextmanager
-def _progress(verb: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
-    """An ``advance(bytes)`` callback drawing a transfer bar on a terminal, else None."""
-    from gpux import env
-    from gpux.cli.console import stderr
-
-    console = stderr()
-    if not console.is_terminal or env.no_progress() or (total or 0) < PROGRESS_FROM:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    task = bar.add_task(verb, total=total)
-    with bar:
-        yield lambda done: bar.advance(task, done)
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +36,8 @@ def register(app: typer.Typer) -> None:
             )
         store = Store()
         selection = archive.select(store, names)
-        with _progress("saving", selection.size) as advance:
+        with transfer_bar("saving", selection.size, PROGRESS_FROM) as bar:
+            advance = bar.advance if bar else None
             if output in (None, "-"):
                 archive.write_archive(store, selection, sys.stdout.buffer, advance)
                 sys.stdout.buffer.flush()
@@ -112,8 +81,8 @@ def register(app: typer.Typer) -> None:
                     "no archive to load: stdin is a terminal",
                     "give a file with -i, or pipe one: gpux load < image.tar",
                 )
-            with _progress("loading", None) as advance:
-                loaded = archive.load(store, sys.stdin.buffer, name, advance)
+            with transfer_bar("loading", None, PROGRESS_FROM) as bar:
+                loaded = archive.load(store, sys.stdin.buffer, name, bar.advance if bar else None)
             where = "stdin"
         else:
             path = Path(source).expanduser()
@@ -121,8 +90,9 @@ def register(app: typer.Typer) -> None:
                 if path.exists():
                     raise UsageError(f"'{source}' is not a file", "give the .tar file with -i")
                 raise NotFoundError(f"archive '{source}' not found", "check the path given to -i")
-            with path.open("rb") as stream, _progress("loading", path.stat().st_size) as advance:
-                loaded = archive.load(store, stream, name, advance)
+            size = path.stat().st_size
+            with path.open("rb") as stream, transfer_bar("loading", size, PROGRESS_FROM) as bar:
+                loaded = archive.load(store, stream, name, bar.advance if bar else None)
             where = source
         console = stderr()
         for item in loaded:

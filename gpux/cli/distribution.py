@@ -3,46 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import typer
 
+from gpux.cli.progress import transfer_bar
+
 INSECURE_HELP = "Plain HTTP (allowed for localhost only, unless --allow-http)."
 ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on localhost."
-
-
-@contextmanager
-def _progress(what: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """(set total bytes, advance) callbacks drawing a transfer bar on a terminal."""
-    from gpux import env
-    from gpux.cli.console import stderr
-
-    console = stderr()
-    if not console.is_terminal or env.no_progress():
-        yield (lambda total: None), (lambda n: None)
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    bar = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    task = bar.add_task(what, total=None)
-    with bar:
-        yield (lambda total: bar.update(task, total=total)), (lambda n: bar.advance(task, n))
 
 
 def _summary(verb: str, report: Any) -> str:
@@ -72,15 +40,15 @@ def register(app: typer.Typer) -> None:
         from gpux.distribution.transfer import push as push_image
         from gpux.store import Store
 
-        with _progress("pushing") as (total, advance):
+        with transfer_bar("pushing") as bar:
             report = push_image(
                 Store(),
                 name,
                 target,
                 insecure=insecure,
                 allow_http=allow_http,
-                on_total=total,
-                progress=advance,
+                on_total=bar.set_total if bar else None,
+                progress=bar.advance if bar else None,
             )
         if json_output:
             print_json(report.to_json())
@@ -122,14 +90,14 @@ def register(app: typer.Typer) -> None:
             )
         from gpux.distribution.transfer import pull as pull_image
 
-        with _progress("pulling") as (total, advance):
+        with transfer_bar("pulling") as bar:
             image, report = pull_image(
                 Store(),
                 reference,
                 insecure=insecure,
                 allow_http=allow_http,
-                on_total=total,
-                progress=advance,
+                on_total=bar.set_total if bar else None,
+                progress=bar.advance if bar else None,
             )
         if json_output:
             print_json({**report.to_json(), "name": image.name})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gpux import env
@@ -43,3 +45,51 @@ class RichReporter(Reporter):
         if self._status is not None:
             text = f"{done / 1e6:.1f} MB" + (f" / {total / 1e6:.1f} MB" if total else "")
             self._status.update(f"downloading {text}")
+
+
+class TransferBar:
+    """A byte-counting progress bar (``transfer_bar``); safe to call from several threads."""
+
+    def __init__(self, bar: Any, task: Any) -> None:
+        self._bar = bar
+        self._task = task
+
+    def set_total(self, total: int) -> None:
+        self._bar.update(self._task, total=total)
+
+    def advance(self, size: int) -> None:
+        self._bar.advance(self._task, size)
+
+
+@contextmanager
+def transfer_bar(
+    what: str, total: int | None = None, minimum: int = 0
+) -> Iterator[TransferBar | None]:
+    """A transfer bar (bytes, speed, time left) on a terminal; None when there is no terminal,
+    progress is turned off (GPUX_NO_PROGRESS), or a known ``total`` is under ``minimum``."""
+    from gpux.cli.console import stderr
+
+    console = stderr()
+    small = minimum and total is not None and total < minimum
+    if not console.is_terminal or env.no_progress() or small or (minimum and total is None):
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    with bar:
+        yield TransferBar(bar, bar.add_task(what, total=total))
