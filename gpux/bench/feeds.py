@@ -94,7 +94,8 @@ def resize(feed: Mapping[str, Array], signatures: Sequence[TensorSignature], siz
                 )
             if current != size:
                 value = np.take(value, np.arange(size) % current, axis=axis)
-        resized[name] = np.ascontiguousarray(value)
+        # np.asarray keeps a scalar 0-d (np.ascontiguousarray makes it [1]: Silero's sr).
+        resized[name] = np.asarray(value, order="C")
     return resized
 
 
