@@ -107,6 +107,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def bench_p50(image: str, store: Any) -> float:
+    from gpux.bench import BenchSettings, benchmark
+
+    settings = BenchSettings(backends=["cpu"], duration_s=2.0, warmup_s=1.0)
+    result = benchmark(image, settings, store=store).results[0]
+    return float(result.latency_ms["p50"])
+
+
 def measure(model: str, work: Path, store: Any) -> list[dict[str, Any]]:
     from gpux.builder.build import BuildOptions, build
     from gpux.errors import GPUXError
@@ -133,6 +141,11 @@ def measure(model: str, work: Path, store: Any) -> list[dict[str, Any]]:
             rows.append({"model": title, "variant": variant, "error": exc.message})
             continue
         report = result.variants[0].image.config["variant"]
+        # The same comparison as `gpux bench` prints it: the base image and the variant image,
+        # each benchmarked on its own (generated inputs, CPU, p50 of 2 s after 1 s of warm-up).
+        base_p50 = bench_p50(result.image.name, store)
+        variant_p50 = bench_p50(result.variants[0].image.name, store)
+        report = {**report, "bench": {"base_p50_ms": base_p50, "variant_p50_ms": variant_p50}}
         rows.append({"model": title, "variant": variant, "report": report})
         print(f"{title} {variant}: done", file=sys.stderr)
     return rows
@@ -140,25 +153,29 @@ def measure(model: str, work: Path, store: Any) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | variant | size | latency fp32 -> variant (ms) | latency ratio | cosine | "
+        "| model | variant | size | latency fp32 -> variant (ms) | latency ratio | "
+        "gpux bench p50 fp32 -> variant (ms) | bench ratio | cosine | "
         "max abs error | top-1 agreement | compared on |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "error" in row:
             # "variant 'int8': dynamic quantisation changed nothing: no MatMul ..." -> the middle
             reason = row["error"].splitlines()[0].split(": ")[1]
-            lines.append(f"| {row['model']} | {row['variant']} | not built: {reason} |||||||")
+            lines.append(f"| {row['model']} | {row['variant']} | not built: {reason} |||||||||")
             continue
         report = row["report"]
         size, latency, accuracy = report["size"], report["latency"], report["accuracy"]
+        bench = report["bench"]
         samples = accuracy["samples"]
         top1 = accuracy.get("top1_agreement")
         lines.append(
             f"| {row['model']} | {row['variant']} | {size['ratio']:.2f}x "
             f"({size['original_bytes'] / 1e6:.1f} -> {size['variant_bytes'] / 1e6:.1f} MB) | "
             f"{latency['original_ms']:.2f} -> {latency['variant_ms']:.2f} | "
-            f"**{latency['ratio']:.2f}x** | {accuracy['cosine']:.6f} | "
+            f"**{latency['ratio']:.2f}x** | "
+            f"{bench['base_p50_ms']:.2f} -> {bench['variant_p50_ms']:.2f} | "
+            f"{bench['variant_p50_ms'] / bench['base_p50_ms']:.2f}x | {accuracy['cosine']:.6f} | "
             f"{accuracy['max_abs_error']:.3g} | "
             f"{'-' if top1 is None else f'{top1:.0%}'} | "
             f"{samples['model_calls']} calls from {samples['items']} "
