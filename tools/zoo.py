@@ -75,6 +75,31 @@ ZOO: dict[str, ZooFile] = {
 }
 
 
+# Twenty varied sentences: the sample set for text models in tests and benchmarks.
+SENTENCES = [
+    "A man is playing a guitar.",
+    "The new movie is awesome.",
+    "The cat sits outside.",
+    "A woman is watching TV.",
+    "Do you like pizza?",
+    "I love pasta and red wine.",
+    "Stock markets fell sharply on Monday.",
+    "The weather will be sunny tomorrow.",
+    "He forgot his umbrella at the station.",
+    "Quantum computers use qubits.",
+    "She runs five kilometres every morning.",
+    "The committee postponed the vote.",
+    "Please restart the server after the update.",
+    "Bees pollinate flowers.",
+    "The museum opens at nine.",
+    "Our flight was delayed by two hours.",
+    "Neural networks learn from data.",
+    "The river flooded the valley.",
+    "Children are playing in the park.",
+    "A chef is cooking a delicious meal in a busy kitchen.",
+]
+
+
 def cache_dir() -> Path:
     configured = os.environ.get("GPUX_ZOO_CACHE")
     if configured:

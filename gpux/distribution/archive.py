@@ -30,7 +30,6 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import IO, Any, BinaryIO
 
 from gpux.errors import DigestMismatchError, GPUXError, NotFoundError, StoreError, UsageError
 from gpux.store import Image, Store, mediatypes
-from gpux.store.blobs import _make_readable
+from gpux.store.atomic import atomic_file
 from gpux.store.reference import DEFAULT_TAG, Reference, parse
 
 Progress = Callable[[int], None]
@@ -135,28 +134,24 @@ def save_file(
     store: Store, selection: Selection, path: Path, progress: Progress | None = None
 ) -> None:
     """Write the archive to ``path`` atomically: a temp file beside it, renamed when complete."""
+    started = False
     try:
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+        with atomic_file(path) as out:
+            started = True
+            write_archive(store, selection, out, progress)
     except FileNotFoundError:
+        if started:
+            raise
         raise NotFoundError(
             f"cannot write '{path}': folder '{path.parent}' does not exist",
             "create the folder, or give another path with -o",
         ) from None
     except OSError as exc:
+        if started:
+            raise
         raise GPUXError(
             f"cannot write '{path}': {exc.strerror}", "give another path with -o"
         ) from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write_archive(store, selection, out, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        _make_readable(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def _index(selection: Selection) -> bytes:

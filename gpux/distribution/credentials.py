@@ -14,12 +14,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gpux.errors import UsageError
+from gpux.store.atomic import atomic_file
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,8 @@ def remove(host: str) -> bool:
 def _write_config(config: dict[str, Any]) -> None:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(config, out, indent="\t")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    with atomic_file(path, readable=False) as out:  # 0600, as Docker writes it
+        out.write(json.dumps(config, indent="\t").encode())
 
 
 def _run_helper(helper: str, action: str, payload: str) -> str:

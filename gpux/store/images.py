@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +29,8 @@ from gpux import env
 from gpux.errors import DigestMismatchError, NotFoundError, StoreError
 from gpux.store import digest as digests
 from gpux.store import mediatypes
-from gpux.store.blobs import BlobStore, Progress, _make_readable
+from gpux.store.atomic import atomic_file
+from gpux.store.blobs import BlobStore, Progress
 from gpux.store.lock import file_lock
 from gpux.store.reference import Reference, parse
 
@@ -509,15 +508,5 @@ def _json_blob(data: bytes, digest: str) -> dict[str, Any]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        _make_readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as out:
+        out.write(data)

