@@ -62,11 +62,13 @@ def project(work: Path, model: Path) -> Path:
         f"name: {model.stem.replace('_', '-')}\nmodel: ./{model.name}\n"
     )
     for seed in range(SAMPLES):
-        np.savez(folder / "samples" / f"sample_{seed}.npz", **feed(model, seed))
+        np.savez(folder / "samples" / f"sample_{seed}.npz", **feed(model, seed))  # type: ignore[arg-type]
     return folder
 
 
-def bench(image: str, backend: str, seconds: float, values: dict[str, np.ndarray], store: Any):
+def bench(
+    image: str, backend: str, seconds: float, values: dict[str, np.ndarray], store: Any
+) -> dict[str, Any]:
     from gpux.bench import BenchSettings, benchmark
     from gpux.errors import GPUXError
 
