@@ -288,6 +288,8 @@ class _Session:
                 f"size {report['size']['ratio']:.2f}x, latency {report['latency']['ratio']:.2f}x, "
                 + accuracy.summary(report["accuracy"])
             )
+        for warning in fit_warnings(variant.suffix, report):
+            self.reporter.warn(warning)
         if missed:
             raise ModelError(
                 accuracy.failure_text(reference.name, report, missed),
@@ -340,6 +342,7 @@ class _Session:
             compared = accuracy.compare(expected, changed, classifiers)
             compared["samples"] = samples.to_json()
             latency = race(original, candidate, samples.feeds[0], variant_feeds[0])
+            placement_report = _placement_report(placement, candidate.placement)
         finally:
             candidate.close()
         original_bytes = self.model_path.stat().st_size
@@ -351,6 +354,7 @@ class _Session:
                 "ratio": round(variant_bytes / original_bytes, 4),
             },
             "latency": {"backend": placement.backend, "device": placement.device, **latency},
+            "placement": placement_report,
             "accuracy": compared,
         }
         return report, gpuxfile
@@ -527,3 +531,56 @@ def _sha256(path: Path) -> str:
     from gpux.builder.sources import sha256_hex
 
     return sha256_hex(path)
+
+
+SLOWER = 1.1  # a variant this much slower than its original gets a warning
+
+
+def _placement_report(original: Any, variant: Any) -> dict[str, Any]:
+    """How much of each graph the backend took: a variant's new ops may not exist there."""
+
+    def share(placement: Any) -> dict[str, Any]:
+        assignment = placement.details.get("assignment", {})
+        if not assignment.get("known"):
+            return {"known": False}
+        keys = ("nodes", "nodes_on_backend", "share", "elsewhere")
+        return {"known": True, **{key: assignment.get(key) for key in keys}}
+
+    return {"backend": variant.backend, "original": share(original), "variant": share(variant)}
+
+
+def fit_warnings(suffix: str, report: dict[str, Any]) -> list[str]:
+    """What makes a variant a poor fit for the backend it was measured on, said at build time:
+    nodes that leave the backend (int8 ops a GPU provider lacks run on the CPU) and plain
+    slowness (fp16 through casts on a CPU)."""
+    warnings = []
+    placement = report.get("placement", {})
+    backend = placement.get("backend", report["latency"]["backend"])
+    original, variant = placement.get("original", {}), placement.get("variant", {})
+    ratio = report["latency"].get("ratio")
+    slower = f"; it takes {ratio:.2f}x the original's time" if ratio else ""
+    if (
+        original.get("known")
+        and variant.get("known")
+        and variant["share"] < original["share"]
+        and backend != "cpu"
+    ):
+        moved = variant["nodes"] - variant["nodes_on_backend"]
+        ops = ", ".join(f"{op} x{count}" for op, count in (variant["elsewhere"] or {}).items())
+        warnings.append(
+            f"variant '{suffix}': {moved} of its {variant['nodes']} nodes run off {backend} "
+            f"({ops}), against {original['nodes'] - original['nodes_on_backend']} for the "
+            f"original{slower}. {backend} lacks kernels for them: prefer a variant whose ops "
+            f"it has (fp16 on GPUs; int8 suits CPUs)"
+        )
+    elif ratio is not None and ratio > SLOWER:
+        size = report["size"]["ratio"]
+        warnings.append(
+            f"variant '{suffix}' takes {ratio:.2f}x the original's time on {backend}: "
+            + (
+                f"it only saves size ({size:.2f}x)"
+                if size < 0.9
+                else "the original is the better choice there"
+            )
+        )
+    return warnings

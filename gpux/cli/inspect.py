@@ -161,6 +161,13 @@ def _render_variant(report: dict[str, Any]) -> None:
         f"({latency['ratio']:.2f}x) on {escape(latency['backend'])}, medians of "
         f"{latency['runs']} alternating runs",
     )
+    placement = report.get("placement", {})
+    if placement.get("variant", {}).get("known"):
+        facts.add_row("placement", escape(_placement_text(placement)))
+    from gpux.builder.variants import fit_warnings
+
+    for warning in fit_warnings(report["name"], report):
+        facts.add_row("[yellow]warning[/yellow]", escape(warning))
     samples = accuracy["samples"]
     facts.add_row(
         "compared on",
@@ -189,6 +196,17 @@ def _render_variant(report: dict[str, Any]) -> None:
             "-" if top1 is None else f"{top1:.1%} ({metrics['classifier']})",
         )
     console.print(table)
+
+
+def _placement_text(placement: dict[str, Any]) -> str:
+    """``73/100 nodes on cuda (ConvInteger@CPUExecutionProvider x53); the original 100/100``"""
+    variant, original = placement["variant"], placement.get("original", {})
+    text = f"{variant['nodes_on_backend']}/{variant['nodes']} nodes on {placement['backend']}"
+    if variant.get("elsewhere"):
+        text += " (" + ", ".join(f"{op} x{n}" for op, n in variant["elsewhere"].items()) + ")"
+    if original.get("known"):
+        text += f"; the original {original['nodes_on_backend']}/{original['nodes']}"
+    return text
 
 
 def _render_variants(variants: list[dict[str, Any]]) -> None:

@@ -99,6 +99,13 @@ def test_inspect_json_report_is_consistent(gpux: BoundCLI, built: dict[str, Any]
         latency["variant_ms"] / latency["original_ms"], rel=1e-3
     )
     assert latency["runs"] >= 5 and latency["input_shapes"] == {"x": [1, 4]}
+    # placement: the CPU takes every node of both graphs, the int8 ops included
+    placement = report["placement"]
+    assert placement["backend"] == "cpu"
+    assert placement["original"]["share"] == placement["variant"]["share"] == 1.0
+    variant_nodes = placement["variant"]["nodes"]
+    assert variant_nodes == placement["variant"]["nodes_on_backend"] > 1
+    assert placement["variant"]["elsewhere"] == {}
     # accuracy: the worst of the outputs, on the 12 samples, within the default bound
     accuracy = report["accuracy"]
     assert accuracy["samples"] == {
@@ -299,6 +306,58 @@ def test_accuracy_metrics() -> None:
     broken = accuracy.compare(reference, [{"p": np.full((1, 3), np.nan), "s": np.ones((1, 1))}], {})
     assert broken["max_abs_error"] == math.inf and broken["cosine"] == 0.0
     assert accuracy.check(broken, AccuracyBounds(min_cosine=None, max_abs_error=1.0))
+
+
+def _report(
+    ratio: float,
+    size: float,
+    original: tuple[int, int],
+    variant: tuple[int, int],
+    backend: str = "cuda",
+) -> dict[str, Any]:
+    def share(nodes: int, here: int) -> dict[str, Any]:
+        elsewhere = {"ConvInteger@CPUExecutionProvider": nodes - here} if nodes > here else {}
+        return {
+            "known": True,
+            "nodes": nodes,
+            "nodes_on_backend": here,
+            "share": round(here / nodes, 4),
+            "elsewhere": elsewhere,
+        }
+
+    return {
+        "size": {"ratio": size},
+        "latency": {"backend": backend, "ratio": ratio},
+        "placement": {"backend": backend, "original": share(*original), "variant": share(*variant)},
+    }
+
+
+def test_variants_that_leave_the_backend_or_run_slower_are_called_out() -> None:
+    from gpux.builder.variants import fit_warnings
+
+    # ResNet-50's int8 on an H100: the ConvIntegers run on the CPU, 51x slower
+    (moved,) = fit_warnings("int8", _report(51.21, 0.25, (122, 122), (175, 128)))
+    assert moved.startswith("variant 'int8': 47 of its 175 nodes run off cuda ")
+    assert "ConvInteger@CPUExecutionProvider x47" in moved and "51.21x" in moved
+    assert "against 0 for the original" in moved and "fp16 on GPUs" in moved
+    # slower on the same placement: smaller only, or nothing gained at all
+    (small,) = fit_warnings("int8", _report(14.7, 0.26, (60, 60), (90, 90), "cpu"))
+    assert (
+        small
+        == "variant 'int8' takes 14.70x the original's time on cpu: it only saves size (0.26x)"
+    )
+    (fused,) = fit_warnings("fused", _report(1.3, 1.0, (60, 60), (40, 40), "cpu"))
+    assert fused.endswith("the original is the better choice there")
+    # faster, within 10%, or the CPU (nothing to fall back to): nothing to say
+    assert fit_warnings("fp16", _report(0.62, 0.5, (400, 400), (420, 420))) == []
+    assert fit_warnings("fp16", _report(1.08, 0.5, (400, 400), (420, 420))) == []
+    assert fit_warnings("int8", _report(0.64, 0.25, (60, 60), (90, 90), "cpu")) == []
+    # an ONNX Runtime that cannot report placement: only the time is judged
+    unknown = _report(3.0, 0.25, (1, 1), (1, 1))
+    unknown["placement"]["variant"] = {"known": False}
+    assert fit_warnings("int8", unknown) == [
+        "variant 'int8' takes 3.00x the original's time on cuda: it only saves size (0.25x)"
+    ]
 
 
 def test_classifier_outputs_are_found() -> None:
