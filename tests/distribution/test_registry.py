@@ -19,6 +19,7 @@ from tests import generated_models
 from tests.cli.expect import BoundCLI, assert_failure
 from tests.conftest import make_project
 from tests.distribution.registry_server import Registry, running_registry
+from tests.distribution.token_gate import token_gate
 
 pytestmark = [pytest.mark.slow]
 
@@ -140,6 +141,50 @@ def test_login_is_required_and_stored_like_docker(
         gpux.ok("logout", registry.host)
         assert registry.host not in json.loads(config.read_text()).get("auths", {})
         assert_failure(gpux("pull", remote, "--insecure"), 9, "log in first")
+
+
+def test_token_auth_and_blob_redirects(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bearer tokens from the realm the challenge names (Docker Hub, GHCR, Harbor), traded for
+    the stored login; blobs fetched where the registry redirects them, without its token."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    gpux = BoundCLI(tmp_path / "home")
+    local = built(gpux, tmp_path / "p", generated_models.linear(tmp_path / "m" / "l.onnx"), "tok")
+    expected = outputs(gpux, local, tmp_path)
+    blobs = len(gpux.json("inspect", local, "--json")["layers"]) + 1  # + the config
+    with token_gate(registry.host, {"bob": "t0ken-pw"}) as gate:
+        remote = f"{gate.host}/bob/tok:1.0"
+        # anonymous: the token service is asked without credentials and refuses
+        assert_failure(
+            gpux("push", local, remote, "--insecure"), 9, "token service refused", "gpux login"
+        )
+        assert gate.token_requests[-1] == {
+            "scope": "repository:bob/tok:pull",
+            "authorization": None,
+        }
+        login = gpux(
+            "login", gate.host, "-u", "bob", "--password-stdin", "--insecure", stdin="t0ken-pw\n"
+        )
+        assert login.code == 0, login.output
+        pushed = gpux.json("push", local, remote, "--insecure", "--json")
+        assert pushed["transferred"] == blobs
+        gpux.ok("rm", local)
+        gpux.ok("prune")
+        pulled = gpux.json("pull", remote, "--insecure", "--json")
+        assert pulled["transferred"] == blobs and pulled["digest"] == pushed["digest"]
+        got = outputs(gpux, remote, tmp_path)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key])
+        # the Basic login was traded for a token of each scope the challenges named, and the storage service got the blobs' GETs without a token
+        granted = [r for r in gate.token_requests if r["authorization"]]
+        assert {r["scope"] for r in granted} == {
+            "registry:catalog:*",
+            "repository:bob/tok:pull,push",
+            "repository:bob/tok:pull",
+        }
+        assert all(r["authorization"].startswith("Basic ") for r in granted)  # type: ignore[union-attr]
+        assert gate.storage_authorization == [None] * blobs
 
 
 def test_a_blob_altered_on_the_registry_is_refused(
