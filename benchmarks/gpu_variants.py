@@ -33,28 +33,32 @@ SAMPLES = 4
 BERT_VOCAB = 30522
 
 
-def feed(model: Path, seed: int) -> dict[str, np.ndarray]:
-    """A realistic input: token ids from the vocabulary with a full mask, or normal pixels."""
+def input_shapes(model: Path) -> dict[str, list[int]]:
+    """The fixed input shapes, read once: BERT-base's file is 440 MB of weights."""
     import onnx
 
-    rng = np.random.default_rng(seed)
     graph = onnx.load(str(model), load_external_data=False).graph
+    return {t.name: [d.dim_value for d in t.type.tensor_type.shape.dim] for t in graph.input}
+
+
+def feed(shapes: dict[str, list[int]], seed: int) -> dict[str, np.ndarray]:
+    """A realistic input: token ids from the vocabulary with a full mask, or normal pixels."""
+    rng = np.random.default_rng(seed)
     values = {}
-    for tensor in graph.input:
-        shape = [d.dim_value for d in tensor.type.tensor_type.shape.dim]
-        if tensor.name == "input_ids":
+    for name, shape in shapes.items():
+        if name == "input_ids":
             # [CLS] ... [SEP] around ids past the special tokens, as a tokenizer writes them
             ids = rng.integers(1000, BERT_VOCAB, shape)
             ids[:, 0], ids[:, -1] = 101, 102
-            values[tensor.name] = ids.astype(np.int64)
-        elif tensor.name == "attention_mask":
-            values[tensor.name] = np.ones(shape, np.int64)
+            values[name] = ids.astype(np.int64)
+        elif name == "attention_mask":
+            values[name] = np.ones(shape, np.int64)
         else:
-            values[tensor.name] = rng.standard_normal(shape).astype(np.float32)
+            values[name] = rng.standard_normal(shape).astype(np.float32)
     return values
 
 
-def project(work: Path, model: Path) -> Path:
+def project(work: Path, model: Path, shapes: dict[str, list[int]]) -> Path:
     folder = work / model.stem
     (folder / "samples").mkdir(parents=True)
     (folder / model.name).symlink_to(model.resolve())
@@ -62,7 +66,7 @@ def project(work: Path, model: Path) -> Path:
         f"name: {model.stem.replace('_', '-')}\nmodel: ./{model.name}\n"
     )
     for seed in range(SAMPLES):
-        np.savez(folder / "samples" / f"sample_{seed}.npz", **feed(model, seed))  # type: ignore[arg-type]
+        np.savez(folder / "samples" / f"sample_{seed}.npz", **feed(shapes, seed))  # type: ignore[arg-type]
     return folder
 
 
@@ -96,8 +100,9 @@ def measure(
     from gpux.builder.build import BuildOptions, build
     from gpux.errors import GPUXError
 
-    folder = project(work, model)
-    values = feed(model, seed=100)
+    shapes = input_shapes(model)
+    folder = project(work, model, shapes)
+    values = feed(shapes, seed=100)
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     images: list[tuple[str, str, dict[str, Any] | None]] = []

@@ -553,6 +553,8 @@ def fit_warnings(suffix: str, report: dict[str, Any]) -> list[str]:
     """What makes a variant a poor fit for the backend it was measured on, said at build time:
     nodes that leave the backend (int8 ops a GPU provider lacks run on the CPU) and plain
     slowness (fp16 through casts on a CPU)."""
+    from gpux.runtime.backend import describe_elsewhere
+
     warnings = []
     placement = report.get("placement", {})
     backend = placement.get("backend", report["latency"]["backend"])
@@ -566,7 +568,7 @@ def fit_warnings(suffix: str, report: dict[str, Any]) -> list[str]:
         and backend != "cpu"
     ):
         moved = variant["nodes"] - variant["nodes_on_backend"]
-        ops = ", ".join(f"{op} x{count}" for op, count in (variant["elsewhere"] or {}).items())
+        ops = describe_elsewhere(variant["elsewhere"] or {})
         warnings.append(
             f"variant '{suffix}': {moved} of its {variant['nodes']} nodes run off {backend} "
             f"({ops}), against {original['nodes'] - original['nodes_on_backend']} for the "

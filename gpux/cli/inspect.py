@@ -200,10 +200,12 @@ def _render_variant(report: dict[str, Any]) -> None:
 
 def _placement_text(placement: dict[str, Any]) -> str:
     """``73/100 nodes on cuda (ConvInteger@CPUExecutionProvider x53); the original 100/100``"""
+    from gpux.runtime.backend import describe_elsewhere
+
     variant, original = placement["variant"], placement.get("original", {})
     text = f"{variant['nodes_on_backend']}/{variant['nodes']} nodes on {placement['backend']}"
     if variant.get("elsewhere"):
-        text += " (" + ", ".join(f"{op} x{n}" for op, n in variant["elsewhere"].items()) + ")"
+        text += f" ({describe_elsewhere(variant['elsewhere'])})"
     if original.get("known"):
         text += f"; the original {original['nodes_on_backend']}/{original['nodes']}"
     return text

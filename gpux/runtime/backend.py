@@ -18,6 +18,11 @@ import numpy as np
 from gpux.config.schema import Runtime
 
 
+def describe_elsewhere(elsewhere: Mapping[str, int]) -> str:
+    """``{"ConvInteger@CPUExecutionProvider": 53}`` -> ``ConvInteger@CPUExecutionProvider x53``"""
+    return ", ".join(f"{op} x{count}" for op, count in elsewhere.items())
+
+
 @dataclass
 class Placement:
     """Where a loaded model really runs: recorded at build, reported by run/inspect/serve."""

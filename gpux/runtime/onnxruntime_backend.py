@@ -18,7 +18,7 @@ import numpy as np
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError
 from gpux.runtime import providers as provider_table
-from gpux.runtime.backend import Backend, Placement
+from gpux.runtime.backend import Backend, Placement, describe_elsewhere
 
 _LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
 # Operators that carry the arithmetic: their share is a cheap stand-in for the FLOPs share.
@@ -368,7 +368,7 @@ def _with_cuda_graph(
     import onnxruntime as ort
 
     if assignment.get("known") and assignment["share"] < 1.0:
-        elsewhere = ", ".join(f"{op} x{n}" for op, n in assignment["elsewhere"].items())
+        elsewhere = describe_elsewhere(assignment["elsewhere"])
         return (
             session,
             None,
