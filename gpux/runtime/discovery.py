@@ -254,6 +254,9 @@ def adapters() -> tuple[tuple[Adapter, ...], str | None]:
 
             found = wgpu.gpu.enumerate_adapters_sync()
             infos = [adapter.info for adapter in found]
+    except ImportError:
+        # wgpu ships with the webgpu extra only; doctor still reports everything else.
+        return (), "wgpu is not installed (pip install 'gpux[webgpu]' to list GPU adapters)"
     except Exception as exc:  # no wgpu-native for this platform, no loader ...
         return (), f"wgpu could not enumerate adapters: {exc}"
     result = []
