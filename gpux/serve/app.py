@@ -242,7 +242,7 @@ def create_app(
         served = find(request)
         body = await body_of(request)
         header = request.headers.get(protocol.HEADER_LENGTH)
-        parsed = protocol.parse_request(body, int(header) if header and header.isdigit() else None)
+        parsed = protocol.parse_request(body, protocol.parse_header_length(header))
         _check_datatypes(parsed.inputs, served.model.inputs)
         feed = check_feed(parsed.inputs, served.model.inputs)
         with metrics.in_flight(served.name):
