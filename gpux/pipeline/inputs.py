@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gpux.errors import InputError, NotFoundError, UsageError, value_kind
-from gpux.runtime.tensors import TensorSignature
+from gpux.runtime.tensors import TensorSignature, from_values
 
 OIP_DATATYPES = {
     "BOOL": "bool",
@@ -98,7 +98,10 @@ def _from_inference_protocol(tensors: list[Any]) -> dict[str, Any]:
                 f"use one of: {', '.join(OIP_DATATYPES)}",
             )
         dtype = OIP_DATATYPES.get(datatype)
-        array = np.asarray(tensor["data"], dtype=object if dtype == "string" else dtype)
+        if dtype is None or dtype == "string":
+            array = np.asarray(tensor["data"], dtype=object if dtype == "string" else None)
+        else:  # the server's range checks: no wrapping (300 as UINT8), no overflow (1e39 as FP32)
+            array = from_values(name, tensor["data"], dtype)
         shape = tensor.get("shape")
         if shape is not None:
             try:

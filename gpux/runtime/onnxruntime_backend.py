@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gpux.config.schema import Runtime
-from gpux.errors import BackendError
+from gpux.errors import BackendError, GPUXError, InputError
 from gpux.runtime import providers as provider_table
 from gpux.runtime.backend import Backend, Placement, describe_elsewhere
 
@@ -113,11 +114,38 @@ def _engine_key(device: int) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    import re
-
     text = str(exc).strip().removeprefix("[ONNXRuntimeError] : ")
     text = re.sub(r"^\d+ : [A-Z_]+ : ", "", text)  # ONNX Runtime's "1 : FAIL : " status prefix
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Failures of the machine rather than of the input, in ONNX Runtime's and CUDA's words.
+_DEVICE_FAILURE = re.compile(
+    r"failed to allocate|out of memory|illegal memory access|"
+    r"(CUDA|CUBLAS|CUDNN|CUFFT|CURAND|NCCL) (failure|error)|TensorRT EP|EP Error",
+    re.IGNORECASE,
+)
+
+
+def _caused_by_input(exc: BaseException, text: str) -> bool:
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    if _DEVICE_FAILURE.search(text):
+        return False
+    if isinstance(exc, ort_errors.InvalidArgument):
+        return True
+    node_failed = "Non-zero status code returned while running" in text
+    return node_failed and isinstance(exc, ort_errors.Fail | ort_errors.RuntimeException)
+
+
+def _runtime_text(exc: BaseException) -> str:
+    """ONNX Runtime's whole message on one line, without its status prefix, source paths and
+    the closing advice to fix "the inputs/outputs or the model"."""
+    text = str(exc).strip().removeprefix("[ONNXRuntimeError] : ")
+    text = re.sub(r"^\d+ : [A-Z_]+ : ", "", text)
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ ", "", text)
+    text = text.replace("Please fix either the inputs/outputs or the model.", "")
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())[:2000]
 
 
 def node_assignment(session: Any, provider: str) -> dict[str, Any]:
@@ -305,7 +333,21 @@ class OnnxRuntimeBackend(Backend):
             raise self._failed(exc) from exc
         return dict(zip(self._output_names, results, strict=True))
 
-    def _failed(self, exc: BaseException) -> BackendError:
+    def _failed(self, exc: BaseException) -> GPUXError:
+        """A failed run: the input's fault (400 in the server, exit 6) or the backend's.
+
+        The feed already matched the signature recorded at build, and the build ran the model
+        on its example; so ONNX Runtime refusing the feed (INVALID_ARGUMENT) or a node failing
+        on it (a detector given sides that are not a multiple of 32) comes from this input.
+        Running out of memory or a device fault is the backend's, whatever the input.
+        """
+        text = _runtime_text(exc)
+        if _caused_by_input(exc, text):
+            return InputError(
+                f"the model cannot run on this input: {text}",
+                "the shapes fit the model's declared inputs, but the model refuses these sizes; "
+                "check what it expects with 'gpux inspect'",
+            )
         return BackendError(
             f"the model failed to run on {self._placement.backend}: {_first_line(exc)}",
             "check the input values against 'gpux inspect'; rerun with --debug for details",

@@ -131,28 +131,26 @@ def coerce(name: str, value: Any, signature: TensorSignature) -> np.ndarray[Any,
     else:
         try:
             array = np.asarray(value)
-        except ValueError:
+        except (ValueError, TypeError, OverflowError, RecursionError):
             raise InputError(
                 f"input '{name}': the nested lists are ragged (rows of different lengths)",
                 f"give a rectangular array of shape {signature.shape_text()}",
             ) from None
-        if (
-            array.dtype == object
-            and wanted.kind != "O"
-            and array.size
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in array.flat)
-        ):
-            raise InputError(
-                f"input '{name}' holds an integer too large for any {signature.dtype} value",
-                f"send values that fit {signature.dtype}",
-            )
         if array.dtype == object and wanted.kind != "O":
+            huge = _first_unfit_integer(array, wanted)
+            if huge is not None:
+                raise InputError(
+                    f"input '{name}' holds {_show_integer(huge)}, too large for any "
+                    f"{signature.dtype} value (range {_range_text(wanted)})",
+                    f"send values that fit {signature.dtype}",
+                )
             raise InputError(
                 f"input '{name}': the nested lists are ragged or mix types",
                 f"give a rectangular array of {signature.dtype} values, shape "
                 f"{signature.shape_text()}",
             )
-    if not _kind_ok(array.dtype, wanted):
+    # An empty list reads as float64: with no values there is nothing to lose by converting.
+    if array.size and not _kind_ok(array.dtype, wanted):
         raise InputError(
             f"input '{name}' expects {signature.dtype} but got {_describe(array.dtype)} values",
             f"send {signature.dtype} data (shape {signature.shape_text()})",
@@ -160,6 +158,60 @@ def coerce(name: str, value: Any, signature: TensorSignature) -> np.ndarray[Any,
     if array.dtype != wanted:
         array = _convert(name, array, wanted, signature)
     return array
+
+
+def from_values(name: str, values: Any, dtype: str) -> np.ndarray[Any, Any]:
+    """Numbers decoded from JSON (nested lists) -> an array of ``dtype`` (a GPUX dtype name).
+
+    The same checks as :func:`coerce` (no wrapping, no silent overflow to infinity, no floats
+    truncated to integers), for callers that know the dtype but not the model: the Open
+    Inference Protocol, where each tensor names its datatype. JSON has no infinity, so a
+    non-finite float here is a literal too large even for float64 (``1e400``).
+    """
+    array = coerce(name, values, TensorSignature(name, dtype, None))
+    if array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+        raise InputError(
+            f"input '{name}' holds a number too large for {dtype} (range {_range_text(array.dtype)})",
+            f"send values that fit {dtype}",
+        )
+    return array
+
+
+def _first_unfit_integer(array: np.ndarray[Any, Any], wanted: np.dtype[Any]) -> int | None:
+    """The first Python int in an object array that ``wanted`` cannot hold (numpy keeps ints
+    beyond 64 bits as objects, so they arrive here rather than in :func:`_convert`)."""
+    low, high = _limits(wanted)
+    for value in array.flat:
+        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+            return value
+    return None
+
+
+def _limits(dtype: np.dtype[Any]) -> tuple[float, float]:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return int(info.min), int(info.max)
+    if dtype.kind == "f":
+        largest = float(np.finfo(dtype).max)
+        return -largest, largest
+    return 0, 1  # bool
+
+
+def _range_text(dtype: np.dtype[Any]) -> str:
+    low, high = _limits(dtype)
+    if dtype.kind == "f":
+        return f"[{low:.4g}, {high:.4g}]"
+    return f"[{int(low)}, {int(high)}]"
+
+
+def _show_integer(value: int) -> str:
+    """An integer for a message: whole up to 24 digits, else its first digits and length
+    (``10**400`` has 401; Python refuses str() of an int past 4,300 digits)."""
+    if value.bit_length() > 14_000:
+        return f"an integer of {value.bit_length()} bits"
+    text = str(value)
+    digits = len(text.lstrip("-"))
+    return text if digits <= 24 else f"{text[:8]}... ({digits} digits)"
 
 
 def _convert(
@@ -183,8 +235,9 @@ def _convert(
         if overflow.any():
             bad = array[overflow].reshape(-1)[0]
             raise InputError(
-                f"input '{name}' holds {bad}, too large for {signature.dtype}",
-                f"send values that fit {signature.dtype} (largest {np.finfo(wanted).max:.3g})",
+                f"input '{name}' holds {bad}, too large for {signature.dtype} "
+                f"(range {_range_text(wanted)})",
+                f"send values that fit {signature.dtype}",
             )
     return converted
 

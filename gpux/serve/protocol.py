@@ -10,6 +10,7 @@ output asked for in binary (``binary_data_output`` for all, or per output ``bina
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Mapping
@@ -18,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from gpux.errors import InputError
+from gpux.errors import InputError, value_kind
 from gpux.pipeline.inputs import OIP_DATATYPES
+from gpux.runtime.tensors import from_values
 
 Array = np.ndarray[Any, Any]
 
@@ -37,6 +39,11 @@ _DEPTH_CHUNK = 1 << 20
 # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses. 18 digits
 # hold any body size and still fit an int64.
 _BYTE_COUNT = re.compile(r"[0-9]{1,18}")
+# numpy's limit on dimensions, which ONNX models stay far below.
+MAX_RANK = 32
+# Elements a shape may describe (its zero sizes left out): numpy must be able to describe the
+# array even when it is empty, and 2^40 is beyond any tensor a request body can carry.
+MAX_ELEMENTS = 1 << 40
 
 
 def decode_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -120,7 +127,12 @@ class InferRequest:
 
 
 def parse_request(body: bytes, header_length: int | None) -> InferRequest:
-    """An inference request body (JSON, or JSON + binary tensors) -> arrays by input name."""
+    """An inference request body (JSON, or JSON + binary tensors) -> arrays by input name.
+
+    Anything a client can send either parses or raises :class:`InputError` (a 400): shapes and
+    sizes are checked with Python ints before numpy allocates, and values go through the same
+    range checks as ``gpux run`` (:func:`gpux.runtime.tensors.from_values`).
+    """
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise InputError(
@@ -140,66 +152,125 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
     inputs: dict[str, Array] = {}
     offset = 0
     for position, tensor in enumerate(request["inputs"]):
-        array, used = _input_tensor(position, tensor, binary[offset:])
-        inputs[str(tensor["name"])] = array
+        name, array, used = _input_tensor(position, tensor, binary[offset:])
+        if name in inputs:
+            raise InputError(f"input '{name}' is given twice", "send each input once")
+        inputs[name] = array
         offset += used
     if offset != len(binary):
         raise InputError(
             f"the body has {len(binary) - offset} bytes of binary data that no input claims",
             "give each binary input its parameters.binary_data_size",
         )
-    parameters = request.get("parameters") or {}
-    wanted = request.get("outputs")
+    parameters = _parameters(request, "the request")
+    request_id = request.get("id")
     result = InferRequest(
         inputs=inputs,
-        request_id=str(request["id"]) if request.get("id") is not None else None,
-        parameters=parameters if isinstance(parameters, dict) else {},
-        all_binary=bool(isinstance(parameters, dict) and parameters.get("binary_data_output")),
+        request_id=None if request_id is None else _text(request_id),
+        parameters=parameters,
+        all_binary=bool(parameters.get("binary_data_output")),
     )
-    if isinstance(wanted, list):
+    wanted = request.get("outputs")
+    if wanted is not None and not isinstance(wanted, list):
+        raise InputError(
+            f"'outputs' must be a list, got {value_kind(wanted)}", '{"outputs": [{"name": "y"}]}'
+        )
+    if wanted is not None:
         result.outputs = []
         for entry in wanted:
             if not isinstance(entry, dict) or "name" not in entry:
                 raise InputError("each of 'outputs' needs a 'name'", '{"outputs": [{"name": "y"}]}')
-            name = str(entry["name"])
+            name = _text(entry["name"])
             result.outputs.append(name)
-            options = entry.get("parameters") or {}
+            options = _parameters(entry, f"output '{name}'")
             if options.get("binary_data"):
                 result.binary_outputs.add(name)
             top = options.get("classification")
             if top is not None:
                 if not isinstance(top, int) or isinstance(top, bool) or top < 1:
                     raise InputError(
-                        f"output '{name}': classification must be a count >= 1, got {top!r}",
+                        f"output '{name}': classification must be a count >= 1, got {top!r:.40}",
                         '"parameters": {"classification": 3}',
                     )
                 result.classification[name] = top
     return result
 
 
-def _input_tensor(position: int, tensor: Any, binary: memoryview) -> tuple[Array, int]:
-    if not isinstance(tensor, dict) or "name" not in tensor:
-        raise InputError(f"inputs[{position}] has no 'name'", "give every input a name")
-    name = str(tensor["name"])
-    datatype_name = str(tensor.get("datatype", "")).upper()
-    if datatype_name not in DATATYPES:
+def _text(value: Any) -> str:
+    """A name or id as text; JSON numbers are accepted as Triton does, containers are not."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(
-            f"input '{name}': unknown datatype '{tensor.get('datatype')}'",
-            f"use one of: {', '.join(DATATYPES)}",
+            f"names and ids must be strings, got {value_kind(value)}", 'e.g. "name": "x"'
         )
-    shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    return str(value)
+
+
+def _parameters(holder: dict[str, Any], owner: str) -> dict[str, Any]:
+    """The ``parameters`` of a request, input or output: a JSON object, or absent/null."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
         raise InputError(
-            f"input '{name}': 'shape' must be a list of sizes, got {shape!r}",
+            f"{owner}: 'parameters' must be an object, got {value_kind(parameters)}",
+            'e.g. "parameters": {"binary_data_size": 16}',
+        )
+    return parameters
+
+
+def _shape(name: str, shape: Any) -> tuple[list[int], int]:
+    """A tensor's shape and element count, checked with Python ints (numpy's int64 product of
+    2^32 x 2^32 wraps to 0) before anything is allocated."""
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InputError(
+            f"input '{name}': 'shape' must be a list of sizes (integers >= 0), got {_brief(shape)}",
             'e.g. "shape": [1, 3]',
         )
+    if len(shape) > MAX_RANK:
+        raise InputError(
+            f"input '{name}': 'shape' has {len(shape)} dimensions, more than {MAX_RANK}",
+            "send the tensor with the model's rank (see the model's metadata)",
+        )
+    # Zero sizes aside, the shape must stay within what numpy can describe at all; a tensor
+    # with data must also fit the body (checked against its bytes below).
+    extent = math.prod(d for d in shape if d)
+    if extent > MAX_ELEMENTS:
+        raise InputError(
+            f"input '{name}': shape {_brief(shape)} describes {extent} elements, more than "
+            f"{MAX_ELEMENTS}",
+            "send the tensor's real shape",
+        )
+    return shape, math.prod(shape)
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _input_tensor(position: int, tensor: Any, binary: memoryview) -> tuple[str, Array, int]:
+    if not isinstance(tensor, dict) or "name" not in tensor:
+        raise InputError(f"inputs[{position}] has no 'name'", "give every input a name")
+    name = _text(tensor["name"])
+    datatype_name = tensor.get("datatype")
+    if not isinstance(datatype_name, str) or datatype_name.upper() not in DATATYPES:
+        raise InputError(
+            f"input '{name}': unknown datatype {_brief(datatype_name)}",
+            f"use one of: {', '.join(DATATYPES)}",
+        )
+    datatype_name = datatype_name.upper()
+    shape, count = _shape(name, tensor.get("shape"))
     dtype = DATATYPES[datatype_name]
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    count = int(np.prod(shape)) if shape else 1
+    size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or size > len(binary):
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary):
             raise InputError(
-                f"input '{name}': binary_data_size {size} exceeds the {len(binary)} bytes left",
+                f"input '{name}': binary_data_size {_brief(size)} is not a byte count within "
+                f"the {len(binary)} bytes of binary data left",
                 "check the binary_data_size of each input",
             )
         raw = binary[:size]
@@ -209,33 +280,58 @@ def _input_tensor(position: int, tensor: Any, binary: memoryview) -> tuple[Array
             expected = count * np.dtype(dtype).itemsize
             if size != expected:
                 raise InputError(
-                    f"input '{name}': {size} bytes of binary data for shape {shape} {datatype_name} "
-                    f"({expected} bytes)",
+                    f"input '{name}': {size} bytes of binary data for shape {_brief(shape)} "
+                    f"{datatype_name} ({expected} bytes)",
                     "send exactly the tensor's bytes",
                 )
             array = np.frombuffer(raw, dtype=dtype).copy()
-        return array.reshape(shape), size
+        return name, array.reshape(shape), size
     if "data" not in tensor:
         raise InputError(f"input '{name}' has no 'data'", "send 'data' or binary_data_size")
     data = tensor["data"]
-    try:
-        if dtype == "string":
-            array = np.array(
-                [v.encode() if isinstance(v, str) else v for v in np.ravel(np.array(data, object))],
-                dtype=object,
-            )
-        else:
-            array = np.asarray(data, dtype=dtype)
-        array = array.reshape(shape)
-    except (ValueError, TypeError) as exc:
+    array = _strings(name, data) if dtype == "string" else from_values(name, data, dtype)
+    if array.size != count:
         raise InputError(
-            f"input '{name}': 'data' does not fit shape {shape} {datatype_name} ({exc})",
+            f"input '{name}': 'data' has {array.size} values but shape {_brief(shape)} needs "
+            f"{count}",
             "make 'shape' match the number of values in 'data'",
+        )
+    return name, array.reshape(shape), 0
+
+
+def _strings(name: str, data: Any) -> Array:
+    """BYTES given as JSON: strings (nested lists of them), each sent as its UTF-8 bytes."""
+    try:
+        values = np.ravel(np.array(data, dtype=object))
+    except (ValueError, TypeError, RecursionError):
+        raise InputError(
+            f"input '{name}': the nested lists are ragged (rows of different lengths)",
+            "give a rectangular array of strings",
         ) from None
-    return array, 0
+    encoded = []
+    for value in values:
+        if not isinstance(value, str):
+            raise InputError(
+                f"input '{name}': BYTES data must be strings, got {value_kind(value)}",
+                'e.g. "data": ["first text", "second text"]',
+            )
+        try:
+            encoded.append(value.encode())
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"input '{name}': a string is not valid Unicode ({exc.reason})",
+                "send UTF-8 text (no lone surrogate escapes such as \\ud800)",
+            ) from exc
+    return np.array(encoded, dtype=object)
 
 
 def _unpack_bytes(name: str, raw: memoryview, count: int) -> Array:
+    # Every element has a 4-byte length: refuse a count the bytes cannot hold before looping.
+    if count * 4 > len(raw):
+        raise InputError(
+            f"input '{name}': {len(raw)} bytes cannot hold {count} length-prefixed BYTES elements",
+            "send each element as a 4-byte little-endian length and its bytes",
+        )
     values: list[bytes] = []
     offset = 0
     for _ in range(count):
@@ -243,6 +339,11 @@ def _unpack_bytes(name: str, raw: memoryview, count: int) -> Array:
             raise InputError(f"input '{name}': BYTES data ends early", "length-prefix each element")
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
+        if offset + length > len(raw):
+            raise InputError(
+                f"input '{name}': a BYTES element of {length} bytes runs past the data",
+                "length-prefix each element with its size",
+            )
         values.append(bytes(raw[offset : offset + length]))
         offset += length
     if offset != len(raw):
