@@ -3,7 +3,9 @@
 Lookup order for a registry host: ``GPUX_REGISTRY_USERNAME``/``GPUX_REGISTRY_PASSWORD``, then
 Docker's config (``$DOCKER_CONFIG/config.json``, default ``~/.docker/config.json``): a
 credential helper named in ``credHelpers``/``credsStore`` (``docker-credential-NAME get``), else
-the base64 ``auths`` entry. ``gpux login`` writes through the configured helper when there is
+the base64 ``auths`` entry. Docker's identity-token convention holds: a helper answering the
+user name ``<token>``, or an ``auths`` entry with ``identitytoken``, gives an OAuth2 refresh
+token, which the registry client trades for access tokens. ``gpux login`` writes through the configured helper when there is
 one, else into ``auths`` (file mode 0600, as Docker does). Secrets never reach messages.
 """
 
@@ -21,15 +23,33 @@ from typing import Any
 from gpux.errors import UsageError
 from gpux.store.atomic import atomic_file
 
+IDENTITY_TOKEN_USER = "<token>"
+"""The user name with which Docker's credential helpers say "the secret is an identity token"."""
+
 
 @dataclass(frozen=True)
 class Credentials:
     username: str
     password: str
     source: str  # where they came from, for messages ("environment", "~/.docker/config.json")
+    identity_token: str | None = None
+    """An OAuth2 refresh token (``docker login`` keeps one for registries that issue them)."""
 
     def __repr__(self) -> str:  # never print the password, even in a traceback
         return f"Credentials(username={self.username!r}, source={self.source!r})"
+
+    @property
+    def who(self) -> str:
+        """Whose credentials, for messages."""
+        if self.identity_token and self.username in ("", IDENTITY_TOKEN_USER):
+            return "an identity token"
+        return f"'{self.username}'"
+
+
+def _from_pair(username: str, secret: str, source: str) -> Credentials:
+    if username == IDENTITY_TOKEN_USER:
+        return Credentials(username, "", source, identity_token=secret)
+    return Credentials(username, secret, source)
 
 
 def config_path() -> Path:
@@ -46,7 +66,7 @@ def _read_config() -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise UsageError(
             f"cannot read {path}: {exc}", "fix or remove the file (Docker's config)"
-        ) from None
+        ) from exc
     return data if isinstance(data, dict) else {}
 
 
@@ -70,25 +90,40 @@ def lookup(host: str) -> Credentials | None:
     username = os.environ.get("GPUX_REGISTRY_USERNAME")
     password = os.environ.get("GPUX_REGISTRY_PASSWORD")
     if username and password:
-        return Credentials(username, password, "GPUX_REGISTRY_USERNAME/PASSWORD")
+        return _from_pair(username, password, "GPUX_REGISTRY_USERNAME/PASSWORD")
     config = _read_config()
     helper = _helper(config, host)
     if helper and shutil.which(f"docker-credential-{helper}"):
         found = _run_helper(helper, "get", host)
         if found:
-            data = json.loads(found)
-            return Credentials(
-                data.get("Username", ""), data.get("Secret", ""), f"docker-credential-{helper}"
-            )
+            source = f"docker-credential-{helper}"
+            try:
+                data = json.loads(found)
+            except ValueError as exc:
+                raise UsageError(
+                    f"{source} get answered something that is not JSON",
+                    "check the credential helper named in Docker's config",
+                ) from exc
+            if isinstance(data, dict):
+                return _from_pair(
+                    str(data.get("Username", "")), str(data.get("Secret", "")), source
+                )
     auths = config.get("auths") or {}
     for key in _keys(host):
-        entry = auths.get(key)
-        if isinstance(entry, dict) and entry.get("auth"):
+        entry = auths.get(key) if isinstance(auths, dict) else None
+        if not isinstance(entry, dict):
+            continue
+        user, secret = "", ""
+        if entry.get("auth"):
             try:
-                user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+                user, _, secret = base64.b64decode(str(entry["auth"])).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 continue
-            return Credentials(user, secret, str(config_path()))
+        token = entry.get("identitytoken")
+        if isinstance(token, str) and token:
+            return Credentials(user, secret, str(config_path()), identity_token=token)
+        if user or secret:
+            return _from_pair(user, secret, str(config_path()))
     return None
 
 

@@ -3,8 +3,10 @@ self-hosted ``registry``.
 
 Speaks only what push and pull need: ``/v2/`` (ping), blob HEAD/GET/upload, manifest GET/PUT.
 Authentication follows the registry's ``WWW-Authenticate`` challenge: Basic, or a Bearer token
-fetched from the realm it names (with the stored credentials, or anonymously). Plain HTTP only
-for loopback hosts, or when the caller allows it explicitly.
+fetched from the realm it names (with the stored credentials, an identity token, or
+anonymously). Every reply is bounded: manifests at 4 MiB, token replies at 1 MiB, a blob at
+the size its descriptor declares. The HTTP underneath (proxies, retries, keep-alive) is in
+:mod:`gpux.distribution.http`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,29 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from gpux.distribution import credentials
+from gpux.distribution.http import (
+    ATTEMPTS,
+    CHUNK,
+    DEFAULT_LIMIT,
+    Body,
+    Client,
+    Response,
+    backoff,
+    is_loopback,
+    read_bounded,
+    split_host,
+)
 from gpux.errors import NotFoundError, SourceError, UsageError
 
-LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.oci.image.manifest.v1+json",
@@ -31,79 +44,50 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.docker.distribution.manifest.v2+json",
     ]
 )
-CHUNK = 1 << 20
-TIMEOUT = 60.0  # seconds without progress on a connection, connect included
+MANIFEST_LIMIT = 4 << 20  # the distribution registry refuses larger manifests itself
+TOKEN_LIMIT = 1 << 20  # a token reply is a few KiB, even with a JWT inside
+ERROR_LIMIT = 64 << 10  # what is shown of a registry's error reply
 REDIRECTS = 5
 REDIRECT_CODES = {301, 302, 303, 307, 308}
-# The server may close an idle keep-alive connection between two requests; a request that
-# finds it closed is sent again once, on a new connection.
-STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-Body = bytes | Callable[[], Any] | None
-"""Bytes, or a function giving a fresh readable body per attempt (it may be sent twice)."""
+IDENTITY_TOKEN_CLIENT = "gpux"  # client_id in OAuth2 token requests, as Docker sends "docker"
 
 
 class AuthError(SourceError):
     """The registry refused the credentials, or wants some."""
 
 
-def host_only(host: str) -> str:
-    return host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-
-
-@dataclass
-class Response:
-    status: int
-    headers: Message
-    body: bytes = b""
-    stream: http.client.HTTPResponse | None = None
-    """The unread body of a streamed response, on a connection of its own (``close`` it)."""
-    connection: http.client.HTTPConnection | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-
-
-class _Connections(threading.local):
-    """Each thread's keep-alive connections, by (scheme, host:port)."""
-
-    def __init__(self) -> None:
-        self.open: dict[tuple[str, str], http.client.HTTPConnection] = {}
+def _json(body: bytes) -> Any:
+    return json.loads(body)
 
 
 class Registry:
     """One registry host; thread-safe (parallel blob transfers share it).
 
-    HTTP through the standard library's ``http.client``: one keep-alive connection per thread
-    and host, 1 MiB reads and writes for blobs (httpx reads 64 KiB at a time, which made pulls
-    twice as slow as oras), and no third-party import on the way to the first byte (httpx
-    alone took 70 ms of ``gpux pull``'s start-up).
+    Plain HTTP with ``insecure`` (loopback hosts, or any host with ``allow_http``); a loopback
+    host without it gets HTTPS when it speaks TLS and plain HTTP when it does not, as Docker
+    treats 127.0.0.0/8 and localhost. HTTP itself (connections, proxies, retries, bounded
+    replies) is :class:`gpux.distribution.http.Client`'s.
     """
 
     def __init__(self, host: str, *, insecure: bool = False, allow_http: bool = False) -> None:
         self.host = host
-        loopback = host_only(host) in LOOPBACK
+        loopback = is_loopback(split_host(host, 443)[0])
         if insecure and not (loopback or allow_http):
             raise UsageError(
-                f"--insecure talks plain HTTP, which GPUX allows only to localhost, not {host}",
+                f"--insecure talks plain HTTP, which GPUX allows only to loopback hosts, not {host}",
                 "use HTTPS, or add --allow-http if you accept credentials and images in clear text",
             )
         self.scheme = "http" if insecure else "https"
         self.base = f"{self.scheme}://{host}"
-        self._local = _Connections()
-        self._opened: list[http.client.HTTPConnection] = []
+        self._probe_tls = loopback and not insecure
+        self._scheme_lock = threading.Lock()
+        self._http = Client()
         self._lock = threading.Lock()
         self._auth: dict[str, str] = {}  # scope -> Authorization header
         self._credentials = credentials.lookup(host)
 
     def close(self) -> None:
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for connection in opened:
-            connection.close()
+        self._http.close()
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -116,6 +100,8 @@ class Registry:
         headers: dict[str, str] | None = None,
         body: Body = None,
         stream: bool = False,
+        limit: int = DEFAULT_LIMIT,
+        what: str = "the reply",
     ) -> Response:
         """A request with authentication; ``path`` may be absolute (upload locations).
 
@@ -123,7 +109,10 @@ class Registry:
         (registries hand blobs to a storage service), without the registry's credentials when
         the redirect leaves its host.
         """
-        url = path if path.startswith(("http://", "https://")) else self.base + path
+        if not path.startswith(("http://", "https://")):
+            self._choose_scheme()
+            path = self.base + path
+        url = path
         authenticated = False
         for _ in range(REDIRECTS + 2):
             parts = urlsplit(url)
@@ -133,7 +122,7 @@ class Registry:
                     header = self._auth.get(scope)
                 if header:
                     sent["Authorization"] = header
-            response = self._send(method, url, sent, body, stream=stream)
+            response = self._send(method, url, sent, body, stream=stream, limit=limit, what=what)
             if response.status in REDIRECT_CODES and method in ("GET", "HEAD"):
                 response.close()
                 url = urljoin(url, response.headers.get("location") or "")
@@ -157,71 +146,51 @@ class Registry:
         body: Body,
         *,
         stream: bool = False,
-        what: str = "",
+        limit: int = DEFAULT_LIMIT,
+        what: str = "the reply",
+        service: str = "",
     ) -> Response:
-        """One exchange; a streamed one gets a connection of its own, the rest share the
-        thread's keep-alive connection to the host."""
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        sent = {"User-Agent": "gpux", **headers}
-        for attempt in range(2):
-            connection, reused = self._connection(parts.scheme, parts.netloc, own=stream)
+        """One exchange (retried by the client); a failure of the network becomes a
+        SourceError that keeps the socket's error as its cause."""
+        try:
+            return self._http.send(
+                method, url, headers, body, stream=stream, limit=limit, what=what
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc, url, service) from exc
+
+    def _choose_scheme(self) -> None:
+        """HTTPS or plain HTTP for a loopback registry, by asking it once (``GET /v2/``)."""
+        with self._scheme_lock:
+            if not self._probe_tls:
+                return
             try:
-                connection.request(
-                    method, target, body=body() if callable(body) else body, headers=sent
-                )
-                answer = connection.getresponse()
-                if stream:
-                    return Response(
-                        answer.status, answer.headers, stream=answer, connection=connection
-                    )
-                return Response(answer.status, answer.headers, answer.read())
-            except STALE as exc:
-                connection.close()
-                if reused and attempt == 0:
-                    continue
-                raise self._unreachable(exc, what) from None
+                self._http.send("GET", f"https://{self.host}/v2/", {})
+            except ssl.SSLCertVerificationError as exc:
+                raise self._unreachable(exc, f"https://{self.host}/v2/") from exc
+            except ssl.SSLError:
+                # It answered, but not in TLS: a plain-HTTP registry, as local ones are.
+                self.scheme, self.base = "http", f"http://{self.host}"
             except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                raise self._unreachable(exc, what) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise self._unreachable(exc, f"https://{self.host}/v2/") from exc
+            self._probe_tls = False
 
-    def _connection(
-        self, scheme: str, netloc: str, *, own: bool
-    ) -> tuple[http.client.HTTPConnection, bool]:
-        """(connection, whether it has been used before)."""
-        if not own:
-            found = self._local.open.get((scheme, netloc))
-            if found is not None:
-                return found, found.sock is not None
-        parts = urlsplit(f"{scheme}://{netloc}")
-        connection: http.client.HTTPConnection = (
-            http.client.HTTPSConnection(
-                parts.hostname or "",
-                parts.port,
-                timeout=TIMEOUT,
-                context=_ssl_context(),
-                blocksize=CHUNK,
+    def _unreachable(self, exc: BaseException, url: str, service: str = "") -> SourceError:
+        reason = _reason(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return SourceError(
+                f"cannot reach {service or 'registry ' + self.host}: {reason}",
+                "its certificate is not trusted: add its CA with SSL_CERT_FILE, or use "
+                "--insecure for plain HTTP to a loopback registry",
             )
-            if scheme == "https"
-            else http.client.HTTPConnection(
-                parts.hostname or "", parts.port, timeout=TIMEOUT, blocksize=CHUNK
+        if service:
+            return SourceError(
+                f"cannot reach {service} ({url}): {reason}", "check your network and proxy"
             )
-        )
-        if not own:
-            self._local.open[(scheme, netloc)] = connection
-            with self._lock:
-                self._opened.append(connection)
-        return connection, False
-
-    def _unreachable(self, exc: Exception, what: str = "") -> SourceError:
-        if what:
-            return SourceError(f"cannot reach {what}: {_reason(exc)}", "check your network")
-        return SourceError(
-            f"cannot reach registry {self.host}: {_reason(exc)}",
-            "check the address and your network"
-            + ("" if self.scheme == "http" else "; a local registry over HTTP needs --insecure"),
-        )
+        hint = "check the address, your network and proxy (HTTPS_PROXY, NO_PROXY)"
+        if self.scheme == "https" and not is_loopback(split_host(self.host, 443)[0]):
+            hint += "; a registry that speaks plain HTTP needs --insecure --allow-http"
+        return SourceError(f"cannot reach registry {self.host} ({url}): {reason}", hint)
 
     def _authenticate(self, challenge: str, scope: str) -> None:
         import base64
@@ -231,7 +200,7 @@ class Registry:
         creds = self._credentials
         basic = (
             "Basic " + base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-            if creds
+            if creds and not creds.identity_token
             else None
         )
         if kind.lower() == "basic":
@@ -243,29 +212,54 @@ class Registry:
         if kind.lower() != "bearer" or "realm" not in fields:
             raise self._denied(f"unsupported authentication challenge '{kind}'")
         realm = fields["realm"]
-        query = urlencode(
-            {"service": fields.get("service", ""), "scope": fields.get("scope", scope)}
-        )
-        answer = self._send(
-            "GET",
-            f"{realm}{'&' if '?' in realm else '?'}{query}",
-            {"Authorization": basic} if basic else {},
-            None,
-            what=f"the token service of {self.host}",
-        )
+        service_name = fields.get("service", "")
+        wanted = fields.get("scope", scope)
+        service = f"the token service of {self.host}"
+        if creds and creds.identity_token:
+            # Docker's convention: an identity token is an OAuth2 refresh token, traded at the
+            # realm by POST (the distribution token spec, "oauth.md").
+            form = urlencode(
+                {
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.identity_token,
+                    "service": service_name,
+                    "scope": wanted,
+                    "client_id": IDENTITY_TOKEN_CLIENT,
+                }
+            )
+            answer = self._send(
+                "POST",
+                realm,
+                {"Content-Type": "application/x-www-form-urlencoded"},
+                form.encode(),
+                limit=TOKEN_LIMIT,
+                what="a token reply",
+                service=service,
+            )
+        else:
+            query = urlencode({"service": service_name, "scope": wanted})
+            answer = self._send(
+                "GET",
+                f"{realm}{'&' if '?' in realm else '?'}{query}",
+                {"Authorization": basic} if basic else {},
+                None,
+                limit=TOKEN_LIMIT,
+                what="a token reply",
+                service=service,
+            )
         if answer.status in (401, 403):
             raise self._denied("the token service refused the credentials")
         if answer.status != 200:
             raise SourceError(
-                f"the token service of {self.host} answered HTTP {answer.status}",
+                f"{service} answered HTTP {answer.status}",
                 "try again later",
             )
         try:
-            data = answer.json()
+            data = _json(answer.body)
         except ValueError:
             data = {}
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
-        if not token:
+        if not token or not isinstance(token, str):
             raise self._denied("the token service gave no token")
         with self._lock:
             self._auth[scope] = f"Bearer {token}"
@@ -277,7 +271,7 @@ class Registry:
                 f"log in first: gpux login {self.host}",
             )
         return AuthError(
-            f"registry {self.host} refused the credentials of '{self._credentials.username}' "
+            f"registry {self.host} refused the credentials of {self._credentials.who} "
             f"(from {self._credentials.source}): {why}",
             f"log in again: gpux login {self.host}",
         )
@@ -313,9 +307,10 @@ class Registry:
         location = urljoin(self.base + "/", location)
         separator = "&" if urlsplit(location).query else "?"
         readers: list[_Reader] = []
+        reported = [0]  # bytes already counted as progress: a retried upload counts once
 
         def body() -> _Reader:
-            readers.append(_Reader(path, progress))
+            readers.append(_Reader(path, progress, reported))
             return readers[-1]
 
         try:
@@ -348,11 +343,14 @@ class Registry:
         return str(response.headers.get("docker-content-digest") or "")
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        """The manifest's bytes and media type; refused past :data:`MANIFEST_LIMIT`."""
         response = self.request(
             "GET",
             f"/v2/{repository}/manifests/{reference}",
             _pull(repository),
             headers={"Accept": MANIFEST_TYPES},
+            limit=MANIFEST_LIMIT,
+            what="a manifest",
         )
         if response.status == 404:
             raise NotFoundError(
@@ -363,82 +361,143 @@ class Registry:
             raise self._unexpected("get manifest", response, repository)
         return response.body, str(response.headers.get("content-type") or "")
 
-    def blob_chunks(self, repository: str, digest: str) -> Iterator[bytes]:
-        """A blob's bytes in 1 MiB chunks, streamed on a connection of its own."""
-        response = self.request(
-            "GET", f"/v2/{repository}/blobs/{digest}", _pull(repository), stream=True
-        )
-        try:
-            assert response.stream is not None
-            if response.status != 200:
-                response.body = response.stream.read(1 << 16)  # the registry's error, if any
-                if response.status in (401, 403):
-                    raise self._denied(f"get blob {digest[:19]}: HTTP {response.status}")
-                raise self._unexpected(f"get blob {digest[:19]}", response, repository)
+    def blob_chunks(self, repository: str, digest: str, size: int) -> Iterator[bytes]:
+        """A blob's bytes in 1 MiB chunks, streamed on a connection of its own: exactly
+        ``size`` bytes, the size its descriptor declares.
+
+        A registry that sends more is refused at the first byte past ``size``. A connection
+        that breaks mid-blob is resumed with ``Range: bytes=N-`` (ollama resumes its parts the
+        same way); a registry that answers the range with the whole blob, or with another
+        range, has the bytes already received skipped. ``ATTEMPTS`` failures in a row without
+        a byte of progress give up.
+        """
+        path = f"/v2/{repository}/blobs/{digest}"
+        received = 0
+        failures = 0
+        ranges = True  # False once the registry has answered a range wrongly
+        while True:
+            ranged = received > 0 and ranges
+            response = self.request(
+                "GET",
+                path,
+                _pull(repository),
+                headers={"Range": f"bytes={received}-"} if ranged else None,
+                stream=True,
+            )
             try:
-                while chunk := response.stream.read(CHUNK):
-                    yield chunk
-            except (OSError, http.client.HTTPException) as exc:
-                raise SourceError(
-                    f"lost the connection to {self.host} while downloading {digest[:19]}: "
-                    f"{_reason(exc)}",
-                    "run the pull again: it resumes with the blobs it has",
-                ) from None
-        finally:
-            response.close()
+                stream = response.stream
+                assert stream is not None
+                if ranged and response.status == 206:
+                    if not _range_matches(response.headers, received, size):
+                        ranges = False
+                        continue
+                    skip = 0
+                elif response.status == 200:
+                    _check_length(response, size, digest, self.host)
+                    skip = received
+                else:
+                    response.body = read_bounded(stream, "GET", response.url, ERROR_LIMIT, "")[0]
+                    if response.status in (401, 403):
+                        raise self._denied(f"get blob {digest[:19]}: HTTP {response.status}")
+                    raise self._unexpected(f"get blob {digest[:19]}", response, repository)
+                progressed = False
+                try:
+                    while skip:
+                        skipped = stream.read(min(CHUNK, skip))
+                        if not skipped:
+                            raise http.client.IncompleteRead(b"", skip)
+                        skip -= len(skipped)
+                    while received < size:
+                        chunk = stream.read(min(CHUNK, size - received))
+                        if not chunk:  # closed early without a Content-Length to tell
+                            raise http.client.IncompleteRead(b"", size - received)
+                        received += len(chunk)
+                        progressed = True
+                        yield chunk
+                    if stream.read(1):
+                        raise SourceError(
+                            f"registry {self.host} sent more than the {size:,} bytes the "
+                            f"manifest declares for blob {digest[:19]} ({response.url})",
+                            "the registry is misbehaving or was tampered with; nothing was stored",
+                        )
+                    return
+                except (OSError, http.client.HTTPException) as exc:
+                    failures = 0 if progressed else failures + 1
+                    if failures >= ATTEMPTS:
+                        raise SourceError(
+                            f"lost the connection to {self.host} while downloading "
+                            f"{digest[:19]} ({received:,} of {size:,} bytes): {_reason(exc)}",
+                            "run the pull again: it resumes with the blobs it has",
+                        ) from exc
+                    time.sleep(backoff(failures + 1))
+            finally:
+                response.close()
 
     def _unexpected(self, action: str, response: Response, repository: str) -> SourceError:
         if response.status in (401, 403):
             return self._denied(f"{action} on {repository}: HTTP {response.status}")
         detail = ""
         try:
-            errors = response.json().get("errors") or []
-            detail = "; ".join(str(e.get("message", e.get("code", ""))) for e in errors)
-        except (ValueError, AttributeError):
+            errors = _json(response.body).get("errors") or []
+            detail = "; ".join(str(e.get("message", e.get("code", ""))) for e in errors)[:500]
+        except (ValueError, AttributeError, TypeError):
             pass
+        tries = f" after {response.attempts} attempts" if response.attempts > 1 else ""
         return SourceError(
             f"registry {self.host}: {action} on {repository} failed with HTTP "
-            f"{response.status}" + (f" ({detail})" if detail else ""),
-            "check the repository name and your permissions on it",
+            f"{response.status}{tries}" + (f" ({detail})" if detail else ""),
+            "try again later"
+            if response.status >= 500 or response.status == 429
+            else "check the repository name and your permissions on it",
+        )
+
+
+def _range_matches(headers: Any, start: int, size: int) -> bool:
+    """Whether a 206 answers ``bytes=start-``: ``Content-Range: bytes start-(size-1)/size``
+    (or ``/*``)."""
+    match = re.fullmatch(
+        r"bytes (\d+)-(\d+)/(\d+|\*)", (headers.get("content-range") or "").strip(), re.ASCII
+    )
+    return bool(
+        match
+        and int(match.group(1)) == start
+        and int(match.group(2)) == size - 1
+        and match.group(3) in ("*", str(size))
+    )
+
+
+def _check_length(response: Response, size: int, digest: str, host: str) -> None:
+    """A whole-blob answer whose ``Content-Length`` is not the declared size is refused before
+    a byte of it is written."""
+    declared = (response.headers.get("content-length") or "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) != size:
+        raise SourceError(
+            f"registry {host} sends {int(declared):,} bytes for blob {digest[:19]}, whose "
+            f"manifest declares {size:,} ({response.url})",
+            "the registry is misbehaving or was tampered with; nothing was stored",
         )
 
 
 class _Reader:
     """A blob file as an upload body: ``http.client`` reads it in 1 MiB blocks; each block
-    counts as progress."""
+    counts as progress, once, however many times the upload is sent."""
 
-    def __init__(self, path: Path, progress: Callable[[int], None]) -> None:
+    def __init__(self, path: Path, progress: Callable[[int], None], reported: list[int]) -> None:
         self._file: BinaryIO = path.open("rb")
         self._progress = progress
+        self._reported = reported
+        self._position = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._file.read(size)
-        self._progress(len(data))
+        self._position += len(data)
+        if self._position > self._reported[0]:
+            self._progress(self._position - self._reported[0])
+            self._reported[0] = self._position
         return data
 
     def close(self) -> None:
         self._file.close()
-
-
-_SSL: Any = None
-
-
-def _ssl_context() -> Any:
-    """The system's trust store (``SSL_CERT_FILE``/``SSL_CERT_DIR`` apply), plus certifi's
-    bundle where it is installed, as httpx and requests trust it."""
-    global _SSL
-    if _SSL is None:
-        import ssl
-
-        context = ssl.create_default_context()
-        try:
-            import certifi
-
-            context.load_verify_locations(certifi.where())
-        except (ImportError, OSError):
-            pass
-        _SSL = context
-    return _SSL
 
 
 def _pull(repository: str) -> str:
@@ -449,6 +508,6 @@ def _push(repository: str) -> str:
     return f"repository:{repository}:pull,push"
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__

@@ -83,6 +83,28 @@ def _blobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [manifest["config"], *manifest.get("layers", [])]
 
 
+def _checked_blobs(manifest: dict[str, Any], remote: Remote) -> list[dict[str, Any]]:
+    """The blobs a pulled manifest names, each with a digest and a whole, non-negative size
+    (the download stops at that size, so it must be one)."""
+    layers = manifest.get("layers", [])
+    blobs = [manifest["config"], *(layers if isinstance(layers, list) else [None])]
+    for blob in blobs:
+        size = blob.get("size") if isinstance(blob, dict) else None
+        if (
+            not isinstance(blob, dict)
+            or not isinstance(blob.get("digest"), str)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+        ):
+            raise StoreError(
+                f"{remote}: the manifest names a blob without a valid digest and size: "
+                f"{json.dumps(blob)[:200]}",
+                "the registry is misbehaving, or the image was not made by gpux push",
+            )
+    return blobs
+
+
 def push(
     store: Store,
     name: str,
@@ -157,7 +179,7 @@ def pull(
                 "the registry is corrupt or was tampered with; nothing was stored",
             )
         manifest = _gpux_manifest(manifest_bytes, remote)
-        blobs = _blobs(manifest)
+        blobs = _checked_blobs(manifest, remote)
         missing = [
             b
             for b in blobs
@@ -170,7 +192,7 @@ def pull(
         added: list[str] = []
 
         def fetch(blob: dict[str, Any]) -> None:
-            chunks = registry.blob_chunks(remote.repository, blob["digest"])
+            chunks = registry.blob_chunks(remote.repository, blob["digest"], blob["size"])
             store.blobs.put_chunks(chunks, expected=blob["digest"], progress=progress)
             added.append(blob["digest"])
 
@@ -200,14 +222,15 @@ def pull(
 def _gpux_manifest(data: bytes, remote: Remote) -> dict[str, Any]:
     try:
         manifest = json.loads(data)
-    except ValueError:
-        raise StoreError(f"{remote}: the manifest is not JSON", "check the reference") from None
+    except ValueError as exc:
+        raise StoreError(f"{remote}: the manifest is not JSON", "check the reference") from exc
     if not isinstance(manifest, dict) or manifest.get("mediaType") == mediatypes.INDEX:
         raise StoreError(
             f"{remote} is an image index (several platforms), not a GPUX image",
             "pull a GPUX image pushed with gpux push",
         )
-    config = manifest.get("config") or {}
+    config = manifest.get("config")
+    config = config if isinstance(config, dict) else {}
     if config.get("mediaType") != mediatypes.CONFIG:
         raise StoreError(
             f"{remote} is not a GPUX image (config type {config.get('mediaType')!r})",
