@@ -1,4 +1,4 @@
-"""The Python API: ``gpux.load`` and ``gpux.build``. The CLI and the server use these too."""
+"""The Python API: ``gpux.load``, ``gpux.build`` and ``verify``. The CLI and the server use these too."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from gpux.builder.build import BuildResult
     from gpux.builder.progress import Reporter
     from gpux.pipeline.runner import Pipeline
+    from gpux.store.blobs import Progress
+    from gpux.store.verify import Verification
 
 
 class Model:
@@ -243,3 +245,18 @@ def build(
         accuracy=accuracy,
     )
     return run_build(location, options, store=store, reporter=reporter)
+
+
+def verify(
+    name: str | None = None, *, store: Store | None = None, progress: Progress | None = None
+) -> Verification:
+    """Re-hash every blob of every stored image (or of ``name``) against its digest, ignoring
+    the stamps that let loads skip hashing (what ``gpux verify`` runs).
+
+    The result lists each image with its ``problems``; ``result.ok`` is False when one is
+    damaged, and ``result.error()`` is the error to raise, naming the images and the fix.
+    ``progress`` is called with the bytes of each chunk hashed.
+    """
+    from gpux.store.verify import verify as verify_store
+
+    return verify_store(store or Store(), name, progress=progress)

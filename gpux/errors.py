@@ -15,13 +15,19 @@ and the process ``exit_code`` the CLI returns, documented in docs/cli.md::
     ├── BackendError               7  the execution backend failed to start or to run
     ├── StoreError                 8  the local image store
     │   └── DigestMismatchError       a blob whose content does not match its digest
-    └── SourceError                9  fetching a model source (network, checksum)
+    ├── SourceError                9  fetching a model source (network, checksum)
+    └── MachineError              10  the machine refused: a full disk or quota, a read-only
+                                      filesystem, a permission (not a bug in GPUX)
 
 Library code raises these; only the CLI turns them into exit codes and coloured text.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 
@@ -87,6 +93,71 @@ class SourceError(GPUXError):
     exit_code = 9
 
 
+class MachineError(GPUXError):
+    """The machine refused a write: the disk or the quota is full, the filesystem is read-only,
+    or the user may not write there. Nothing is wrong with GPUX or the image; the fix is on the
+    machine (free space, another folder, permissions)."""
+
+    exit_code = 10
+
+    @classmethod
+    def from_os_error(
+        cls, exc: OSError, path: str | os.PathLike[str] | None = None, needed: int | None = None
+    ) -> MachineError | None:
+        """The error for ``exc`` raised while writing ``path`` (``needed``: the bytes the write
+        wanted), or None when ``exc`` is not the machine refusing (then it stays what it is)."""
+        where = path if path is not None else exc.filename
+        target = f" {where}" if where is not None else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            full = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+            amounts = []
+            if needed is not None:
+                amounts.append(f"needs {_size(needed)}")
+            free = _free_space(where)
+            if free is not None:
+                amounts.append(f"{_size(free)} free")
+            detail = f" ({', '.join(amounts)})" if amounts else ""
+            return cls(
+                f"{full} writing{target}{detail}",
+                "free space on that disk ('gpux prune' deletes unreferenced blobs of the store), "
+                "or write elsewhere (GPUX_HOME for the store, -o for an archive)",
+            )
+        if exc.errno == errno.EROFS:
+            return cls(
+                f"cannot write{target}: the filesystem is read-only",
+                "remount it read-write, or set GPUX_HOME to a writable folder "
+                "(images can still be listed and run from a read-only store)",
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return cls(
+                f"permission denied:{target or ' (no path given)'}",
+                "give yourself access to it (chown, chmod), or use a folder you own "
+                "(GPUX_HOME for the store)",
+            )
+        return None
+
+
+def _free_space(path: str | os.PathLike[str] | None) -> int | None:
+    """Free bytes on the filesystem holding ``path`` (its nearest existing folder)."""
+    if path is None:
+        return None
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"  # pragma: no cover - the loop returns at GB
+
+
 def value_kind(value: Any) -> str:
     """What a parsed JSON/YAML value is, in the user's words ("a list", "a mapping"), for messages."""
     return {
@@ -109,6 +180,7 @@ __all__ = [
     "DigestMismatchError",
     "GPUXError",
     "InputError",
+    "MachineError",
     "ModelError",
     "NotFoundError",
     "SourceError",

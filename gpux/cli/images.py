@@ -5,16 +5,30 @@ from __future__ import annotations
 import typer
 
 
+def warn(message: str) -> None:
+    """A ``warning:`` line on stderr (what the store repaired or skipped)."""
+    from rich.markup import escape
+
+    from gpux.cli.console import stderr
+
+    stderr().print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
 def register(app: typer.Typer) -> None:
     def images(
         as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="Print names only."),
     ) -> None:
-        """List local images."""
+        """List local images (damaged ones too, marked, with the fix on stderr)."""
         from gpux.cli.console import human_size, print_json, since, stdout
         from gpux.store import Store
 
-        found = Store().images()
+        found, damaged = Store().survey()
+        for broken in damaged:
+            warn(
+                f"image {', '.join(broken.names)} is damaged: {broken.problem}; "
+                f"to repair it: {broken.hint}"
+            )
         if as_json:
             print_json(
                 [
@@ -24,30 +38,50 @@ def register(app: typer.Typer) -> None:
                         "size": image.size,
                         "created": image.created,
                         "backend": image.annotations.get("dev.gpux.placement.backend"),
+                        "status": "ok",
                     }
                     for image in found
                 ]
+                + [
+                    {
+                        "names": broken.names,
+                        "digest": broken.digest or None,
+                        "size": None,
+                        "created": None,
+                        "backend": None,
+                        "status": "damaged",
+                        "problem": broken.problem,
+                        "hint": broken.hint,
+                    }
+                    for broken in damaged
+                ]
             )
             return
-        if quiet:
-            for image in found:
-                for name in image.names:
-                    typer.echo(name)
+        if quiet:  # damaged names too: 'gpux rm $(gpux images -q)' must reach them
+            names = [n for image in found for n in image.names]
+            for name in names + [n for broken in damaged for n in broken.names]:
+                typer.echo(name)
             return
         from rich.table import Table
 
         table = Table(show_edge=False, box=None, header_style="bold")
-        for column in ("NAME", "ID", "SIZE", "BACKEND", "CREATED"):
+        # STATUS only appears when something is damaged; the other columns never move.
+        columns = ["NAME", "ID", "SIZE", "BACKEND", "CREATED"] + (["STATUS"] if damaged else [])
+        for column in columns:
             table.add_column(column)
         for image in found:
             for name in image.names:
-                table.add_row(
+                row = [
                     name,
                     image.digest[7:19],
                     human_size(image.size),
                     image.annotations.get("dev.gpux.placement.backend", "-"),
                     since(image.created),
-                )
+                ]
+                table.add_row(*row, *(["ok"] if damaged else []))
+        for broken in damaged:
+            for name in broken.names:
+                table.add_row(name, broken.digest[7:19] or "-", "-", "-", "-", "damaged")
         stdout().print(table)
 
     app.command("images")(images)
@@ -63,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         store = Store()
         for name in names:
-            for removed in store.remove(name):
+            for removed in store.remove(name, warn=warn):
                 stderr().print(f"deleted {removed}")
 
     @app.command("tag")
@@ -86,6 +120,6 @@ def register(app: typer.Typer) -> None:
         from gpux.cli.console import human_size, stderr
         from gpux.store import Store
 
-        count, freed = Store().prune(dry_run=dry_run)
+        count, freed = Store().prune(dry_run=dry_run, warn=warn)
         verb = "would remove" if dry_run else "removed"
         stderr().print(f"{verb} {count} unreferenced file(s), {human_size(freed)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, NoReturn
 
 # pydantic scans every installed package for plugins on first use (importlib.metadata, ~10 ms
 # of each command's start-up); the gpux command line uses none.
@@ -12,6 +13,9 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 import typer
 
 from gpux import __version__
+
+if TYPE_CHECKING:
+    from gpux.errors import GPUXError
 from gpux.cli import (
     archive,
     bench,
@@ -25,6 +29,7 @@ from gpux.cli import (
     run,
     schema,
     serve,
+    verify,
 )
 
 app = typer.Typer(
@@ -61,6 +66,7 @@ for module in (
     run,
     inspect,
     images,
+    verify,
     bench,
     schema,
     doctor,
@@ -74,33 +80,52 @@ for module in (
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; GPUX errors print one message plus the fix and exit with their code."""
-    from gpux import env
-    from gpux.errors import GPUXError
+    from gpux.errors import GPUXError, MachineError
 
     if "--debug" in (argv if argv is not None else sys.argv[1:]):
         os.environ["GPUX_DEBUG"] = "1"
     try:
         app(args=argv, prog_name="gpux")
     except GPUXError as exc:
-        if env.debug():
-            import traceback
-
-            traceback.print_exc()
-        _print_error(exc.message, exc.hint)
-        sys.exit(exc.exit_code)
+        _exit_with(exc)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        # A full disk or a read-only folder met outside the store's own writes (an archive
+        # to stdout, a library writing a file): the machine refused, GPUX is not at fault.
+        refused = MachineError.from_os_error(exc)
+        if refused is None:
+            _internal_error(exc)
+        else:
+            _exit_with(refused)
     except Exception as exc:  # a bug in GPUX: say so, without a wall of text
-        if env.debug():
-            raise
-        _print_error(
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in GPUX; rerun with --debug and report the traceback",
-        )
-        sys.exit(1)
+        _internal_error(exc)
+
+
+def _exit_with(exc: GPUXError) -> NoReturn:
+    from gpux import env
+
+    if env.debug():
+        import traceback
+
+        traceback.print_exception(exc)
+    _print_error(exc.message, exc.hint)
+    sys.exit(exc.exit_code)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    from gpux import env
+
+    if env.debug():
+        raise exc
+    _print_error(
+        f"internal error: {type(exc).__name__}: {exc}",
+        "this is a bug in GPUX; rerun with --debug and report the traceback",
+    )
+    sys.exit(1)
 
 
 def _print_error(message: str, hint: str | None) -> None:

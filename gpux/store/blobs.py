@@ -2,11 +2,13 @@
 
 A blob is written to a temp file in the store while it is hashed, fsynced, then renamed into
 place, so a blob path either does not exist or holds exactly the bytes its name promises. Reads
-verify the content again: disks and people do edit files.
+verify the content again: disks and people do edit files. A write the machine refuses (a full
+disk, a read-only store) is a :class:`MachineError` naming the store and the space needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -16,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from gpux.errors import DigestMismatchError, NotFoundError, StoreError
+from gpux.errors import DigestMismatchError, MachineError, NotFoundError, StoreError
 from gpux.store import digest as digests
 
 Progress = Callable[[int], None]
@@ -54,38 +56,52 @@ class BlobStore:
 
     def put_file(self, source: Path, progress: Progress | None = None) -> str:
         with source.open("rb") as stream:
-            return self.put_stream(stream, progress=progress)
+            return self.put_stream(
+                stream, progress=progress, size=os.fstat(stream.fileno()).st_size
+            )
 
     def put_stream(
-        self, stream: Readable, expected: str | None = None, progress: Progress | None = None
+        self,
+        stream: Readable,
+        expected: str | None = None,
+        progress: Progress | None = None,
+        size: int | None = None,
     ) -> str:
         """Copy ``stream`` into the store; return its digest. Atomic and idempotent."""
-        return self.put_chunks(iter(lambda: stream.read(digests.CHUNK), b""), expected, progress)
+        chunks = iter(lambda: stream.read(digests.CHUNK), b"")
+        return self.put_chunks(chunks, expected, progress, size)
 
     def put_chunks(
         self,
         chunks: Iterable[bytes],
         expected: str | None = None,
         progress: Progress | None = None,
+        size: int | None = None,
     ) -> str:
         """Store the concatenation of ``chunks``, hashed on the way in; a content that does not
-        match ``expected`` never enters the store. Atomic and idempotent."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        match ``expected`` never enters the store. Atomic and idempotent. ``size``, when known,
+        is only told to the user if the disk is full."""
+        with refused_writes(self.root, size):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="blob-", suffix=".partial")
         hasher = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="blob-", suffix=".partial")
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out, _EarlyFlush(out) as flusher:
+                # Only the writes are mapped to MachineError: an OSError of the source (a file
+                # that cannot be read, a dropped connection) stays what it is.
                 for chunk in chunks:
                     hasher.update(chunk)
-                    out.write(chunk)
+                    with refused_writes(self.root, size):
+                        out.write(chunk)
                     flusher.wrote(len(chunk))
                     if progress:
                         progress(len(chunk))
-                out.flush()
-                flusher.finish()
-                os.fsync(out.fileno())
+                with refused_writes(self.root, size):
+                    out.flush()
+                    flusher.finish()
+                    os.fsync(out.fileno())
             digest = f"sha256:{hasher.hexdigest()}"
             if expected is not None and digest != expected:
                 raise DigestMismatchError(
@@ -97,9 +113,10 @@ class BlobStore:
                 tmp_path.unlink()
             else:
                 # Absent, or damaged on disk: the fresh copy we just hashed takes its place.
-                _make_readable(tmp_path)
-                os.replace(tmp_path, final)
-                _fsync_directory(self.directory)
+                with refused_writes(self.root, size):
+                    _make_readable(tmp_path)
+                    os.replace(tmp_path, final)
+                    _fsync_directory(self.directory)
             return digest
         except BaseException:
             tmp_path.unlink(missing_ok=True)
@@ -123,33 +140,60 @@ class BlobStore:
     def verified_path(self, digest: str) -> Path:
         """The path of a blob after checking its content (for large files handed to ONNX Runtime).
 
-        Hashing a multi-GB model on every load would cost seconds, so a successful check is
-        remembered with the file's size, mtime and inode (as git's index does): any write to
-        the blob changes them and forces a new hash.
+        Hashing costs about 0.7 ms per MB here (1.4 GB/s: 16 ms for the 23 MB MiniLM zoo model,
+        whose ONNX Runtime session takes 220 ms to create), so a multi-GB model would pay
+        seconds on every load. A successful check is therefore remembered with the file's size,
+        mtime, ctime and inode (as git's index does). The ctime is what makes the stamp hold:
+        a program can write a blob in place and put its size and mtime back (``os.utime``), but
+        the kernel sets the ctime on every write and every ``utime``, and nothing but the clock
+        sets it back. Damage below the filesystem (bit rot) changes no stamp: ``gpux verify``
+        (:meth:`check`) re-hashes every blob and drops the stamp of a damaged one.
         """
         path = self._existing(digest)
-        stamp = self.root / "verified" / digests.hex_part(digest)
+        stamp = self._stamp(digest)
         status = path.stat()
-        fingerprint = f"{status.st_size} {status.st_mtime_ns} {status.st_ino}"
         try:
-            if stamp.read_text() == fingerprint:
+            if stamp.read_text() == _fingerprint(status):
                 return path
         except OSError:
             pass
-        actual, _ = digests.of_file(path)
-        if actual != digest:
-            stamp.unlink(missing_ok=True)
+        self._hash_and_stamp(digest, path, status)
+        return path
+
+    def check(self, digest: str, progress: Progress | None = None) -> None:
+        """Re-hash a blob, ignoring its stamp; raise if it is missing or corrupt (``gpux verify``).
+
+        An intact blob gets a fresh stamp; a corrupt one loses its stamp, so loading it hashes
+        it again and refuses it."""
+        path = self._existing(digest)
+        self._hash_and_stamp(digest, path, path.stat(), progress)
+
+    def _hash_and_stamp(
+        self, digest: str, path: Path, status: os.stat_result, progress: Progress | None = None
+    ) -> None:
+        stamp = self._stamp(digest)
+        hasher = hashlib.sha256()
+        with path.open("rb") as stream:
+            while chunk := stream.read(digests.CHUNK):
+                hasher.update(chunk)
+                if progress:
+                    progress(len(chunk))
+        if f"sha256:{hasher.hexdigest()}" != digest:
+            with contextlib.suppress(OSError):  # a read-only store: the load hashes anyway
+                stamp.unlink(missing_ok=True)
             raise self._corrupt(digest)
-        if time.time_ns() - status.st_mtime_ns < RACY_NS:
+        if time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) < RACY_NS:
             # Modified within the filesystem's timestamp granularity: a later edit in the same
-            # tick would keep the same mtime, so do not remember this check (git's racy rule).
-            return path
+            # tick would keep the same stamps, so do not remember this check (git's racy rule).
+            return
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(fingerprint)
+            stamp.write_text(_fingerprint(status))
         except OSError:
             pass  # a read-only store still works, it just hashes every time
-        return path
+
+    def _stamp(self, digest: str) -> Path:
+        return self.root / "verified" / digests.hex_part(digest)
 
     def delete(self, digest: str) -> int:
         path = self.path(digest)
@@ -183,6 +227,25 @@ class BlobStore:
             "its digest)",
             "rebuild it with 'gpux build --force' (or pull it again): a good copy replaces the damaged blob; 'gpux rm' and 'gpux prune' remove it",
         )
+
+
+def _fingerprint(status: os.stat_result) -> str:
+    """What a verified stamp remembers of a blob (stamps of older GPUX lack the ctime: they no
+    longer match, so those blobs are hashed once more)."""
+    return f"{status.st_size} {status.st_mtime_ns} {status.st_ctime_ns} {status.st_ino}"
+
+
+@contextlib.contextmanager
+def refused_writes(path: Path, needed: int | None = None) -> Iterator[None]:
+    """Turn the machine refusing a write under ``path`` (full disk or quota, read-only
+    filesystem, permission) into a :class:`MachineError`; other OSErrors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        refused = MachineError.from_os_error(exc, path, needed)
+        if refused is None:
+            raise
+        raise refused from exc
 
 
 class _EarlyFlush:

@@ -10,13 +10,13 @@ from typing import BinaryIO
 from gpux.errors import StoreError
 
 ALGORITHM = "sha256"
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
 
 def validate(digest: str) -> str:
     """Return ``digest`` if it is a well-formed sha256 digest; never build a path from anything else."""
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
         raise StoreError(
             f"invalid digest {digest!r}: expected 'sha256:' followed by 64 lowercase hex digits",
             "the image manifest or index is damaged; remove the image and build or pull it again",

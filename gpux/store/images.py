@@ -13,6 +13,10 @@ Write order makes every crash safe: layer blobs, then the config blob, then the 
 then index.json (atomic rename). An image is visible only once its manifest is in the index, and
 everything the manifest names is already on disk. A crash leaves at worst unreferenced blobs,
 which ``prune`` removes.
+
+Damage made by hand or by the disk is survived, not trusted: a malformed index entry is skipped
+by every read and dropped (with a warning) by ``rm`` and ``prune``; an image whose manifest or
+config is damaged is listed by :meth:`Store.survey` as :class:`DamagedImage`, with its fix.
 """
 
 from __future__ import annotations
@@ -20,19 +24,24 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gpux import env
-from gpux.errors import DigestMismatchError, NotFoundError, StoreError
+from gpux.errors import DigestMismatchError, MachineError, NotFoundError, StoreError
 from gpux.store import digest as digests
 from gpux.store import mediatypes
 from gpux.store.atomic import atomic_file
 from gpux.store.blobs import BlobStore, Progress
 from gpux.store.lock import file_lock
 from gpux.store.reference import Reference, parse
+
+Warn = Callable[[str], None]
+"""Where the store reports what it repaired (the CLI prints ``warning:`` lines)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,33 @@ class Image:
         return self.store.blobs.verified_path(layer.digest)
 
 
+@dataclass(frozen=True)
+class DamagedImage:
+    """A name in the index whose image cannot be read: ``problem`` says why, ``hint`` the fix."""
+
+    names: list[str]
+    digest: str
+    problem: str
+
+    @property
+    def hint(self) -> str:
+        return repair_hint(self.names, self.digest)
+
+
+def repair_hint(names: list[str], digest: str) -> str:
+    """How to replace a damaged image: remove it, then pull it (a name with a registry host)
+    or build it again. A rebuild or pull alone also repairs: a good copy replaces a bad blob."""
+    if not names:
+        return f"gpux rm {digests.short(digest)}, then build or pull the image again"
+    fixes = []
+    for name in names:
+        first, _, rest = name.partition("/")
+        pulled = bool(rest) and ("." in first or ":" in first or first == "localhost")
+        again = f"gpux pull {name}" if pulled else f"gpux build -t {name} PROJECT"
+        fixes.append(f"gpux rm {name} && {again}")
+    return "; ".join(fixes)
+
+
 class Store:
     """Images by name, over content-addressed blobs."""
 
@@ -141,10 +177,13 @@ class Store:
             if not layout.exists():
                 _atomic_write(layout, json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         except OSError as exc:
+            refused = MachineError.from_os_error(exc, self.root)
+            if refused is not None:
+                raise refused from exc
             raise StoreError(
                 f"cannot write to the image store at {self.root}: {exc.strerror}",
                 "set GPUX_HOME to a writable folder",
-            ) from None
+            ) from exc
 
     # -- index ---------------------------------------------------------------------------------
 
@@ -168,11 +207,31 @@ class Store:
         _atomic_write(self._index_path, json.dumps(index, indent=2).encode())
 
     def _entries(self) -> list[dict[str, Any]]:
-        return [e for e in self._read_index()["manifests"] if isinstance(e, dict)]
+        """The well-formed entries of the index (malformed ones: :meth:`malformed_entries`)."""
+        return [e for e in self._read_index()["manifests"] if _entry_problem(e) is None]
+
+    def manifests(self) -> dict[str, list[str]]:
+        """Every manifest digest the index names, with its names (in index order)."""
+        found: dict[str, list[str]] = {}
+        for entry in self._entries():
+            names = found.setdefault(str(entry["digest"]), [])
+            if name := self._entry_name(entry):
+                names.append(name)
+        return found
+
+    def malformed_entries(self) -> list[tuple[int, str | None, str]]:
+        """``(position, name, why)`` of every index entry no command can use (``name``: the
+        name it still carries, if any)."""
+        return [
+            (position, self._entry_name(entry), why)
+            for position, entry in enumerate(self._read_index()["manifests"], start=1)
+            if (why := _entry_problem(entry)) is not None
+        ]
 
     @staticmethod
-    def _entry_name(entry: dict[str, Any]) -> str | None:
-        name = entry.get("annotations", {}).get(mediatypes.REF_NAME)
+    def _entry_name(entry: Any) -> str | None:
+        annotations = entry.get("annotations") if isinstance(entry, dict) else None
+        name = annotations.get(mediatypes.REF_NAME) if isinstance(annotations, dict) else None
         return name if isinstance(name, str) else None
 
     def _set_ref(self, name: str, descriptor: dict[str, Any] | None) -> None:
@@ -316,6 +375,13 @@ class Store:
                 if reference.digest and entry["digest"] != reference.digest:
                     return None
                 return str(entry["digest"])
+        for position, name, why in self.malformed_entries():
+            if name == reference.name:
+                raise StoreError(
+                    f"the store index entry of '{reference.name}' (entry {position}) is "
+                    f"malformed: {why}",
+                    f"'gpux rm {reference.name}' drops it; then build or pull the image again",
+                )
         return None
 
     def get(self, text: str) -> Image:
@@ -337,9 +403,12 @@ class Store:
         manifest = _json_blob(self.blobs.open_verified(manifest_digest), manifest_digest)
         try:
             config_digest = digests.validate(manifest["config"]["digest"])
-            for layer in manifest["layers"]:
-                digests.validate(layer["digest"])
-        except (KeyError, TypeError):
+            for descriptor in [manifest["config"], *manifest["layers"]]:
+                digests.validate(descriptor["digest"])
+                int(descriptor["size"])
+                if not isinstance(descriptor.get("annotations", {}), dict):
+                    raise TypeError("annotations is not an object")
+        except (KeyError, TypeError, ValueError):
             raise StoreError(
                 f"manifest {digests.short(manifest_digest)} is malformed",
                 "remove the image with 'gpux rm' and build or pull it again",
@@ -353,16 +422,44 @@ class Store:
         return Image(self, manifest_digest, manifest, config, names)
 
     def images(self) -> list[Image]:
-        """Every named image. Damaged entries are skipped here (``check`` reports them)."""
+        """Every named image that can be read (:meth:`survey` also lists the damaged ones)."""
+        return self.survey()[0]
+
+    def survey(self) -> tuple[list[Image], list[DamagedImage]]:
+        """Every image in the index: those that can be read, and those that are damaged (a
+        manifest or config missing, corrupt or malformed; a layer missing or of the wrong size;
+        a malformed index entry that still carries a name). Layers are not re-hashed here:
+        ``gpux verify`` does that."""
         images: dict[str, Image] = {}
-        entries = self._entries()  # read the index once, not once per image
+        damaged: dict[str, DamagedImage] = {}
+        index = self._read_index()  # read the index once, not once per image
+        entries = [e for e in index["manifests"] if _entry_problem(e) is None]
         for entry in entries:
-            digest = entry.get("digest")
-            if not isinstance(digest, str) or digest in images:
+            digest = str(entry["digest"])
+            if digest in images or digest in damaged:
                 continue
-            with contextlib.suppress(StoreError, NotFoundError):
-                images[digest] = self._load(digest, entries)
-        return sorted(images.values(), key=lambda image: image.names)
+            try:
+                image = self._load(digest, entries)
+                for layer in image.layers:
+                    if not self.blobs.exists(layer.digest):
+                        raise NotFoundError(f"layer blob {layer.digest} is missing")
+                    if self.blobs.size(layer.digest) != layer.size:
+                        raise DigestMismatchError(
+                            f"layer blob {digests.short(layer.digest)} has "
+                            f"{self.blobs.size(layer.digest)} bytes, its manifest says {layer.size}"
+                        )
+                images[digest] = image
+            except (StoreError, NotFoundError) as exc:
+                names = [n for e in entries if e["digest"] == digest and (n := self._entry_name(e))]
+                damaged[digest] = DamagedImage(names, digest, exc.message)
+        for position, name, why in self.malformed_entries():
+            if name:
+                problem = f"its index entry (entry {position}) is malformed: {why}"
+                damaged[f"entry {position}"] = DamagedImage([name], "", problem)
+        return (
+            sorted(images.values(), key=lambda image: image.names),
+            sorted(damaged.values(), key=lambda image: image.names),
+        )
 
     def build_key(self, name: str) -> str | None:
         """The build key recorded on an image, without reading any layer (cheap no-op rebuilds)."""
@@ -407,22 +504,31 @@ class Store:
         )
         return self.get(reference.name)
 
-    def remove(self, text: str) -> list[str]:
-        """Remove names (a digest removes every name of that image); free unreferenced blobs."""
-        digest = self.find(text)
-        if digest is None:
-            raise NotFoundError(f"image '{text}' not found", "run 'gpux images' to list images")
+    def remove(self, text: str, warn: Warn | None = None) -> list[str]:
+        """Remove names (a digest removes every name of that image); free unreferenced blobs.
+
+        A name whose index entry is malformed is removed too; like ``prune``, this drops every
+        other malformed entry of the index, with a warning (``warn``) for each."""
         by_digest = _DIGEST_PREFIX.fullmatch(text) is not None
+        try:
+            digest = self.find(text)
+        except StoreError:
+            if by_digest:
+                raise
+            digest = None  # a malformed entry under this name: removing it is the fix
+        named = not by_digest and any(
+            name == parse(text).name for _, name, _ in self.malformed_entries()
+        )
+        if digest is None and not named:
+            raise NotFoundError(f"image '{text}' not found", "run 'gpux images' to list images")
         with self._collecting():
             names = [
-                n
-                for e in self._entries()
-                if e.get("digest") == digest and (n := self._entry_name(e))
+                n for e in self._entries() if e["digest"] == digest and (n := self._entry_name(e))
             ]
             removed = names if by_digest else [parse(text).name]
             for name in removed:
                 self._set_ref(name, None)
-            self._collect_garbage(dry_run=False)
+            self._collect_garbage(dry_run=False, warn=warn)
         return removed
 
     # -- garbage ------------------------------------------------------------------------------
@@ -431,8 +537,8 @@ class Store:
         """Every blob reachable from the index."""
         keep: set[str] = set()
         for entry in self._entries():
-            digest = entry.get("digest")
-            if not isinstance(digest, str) or not self.blobs.exists(digest):
+            digest = str(entry["digest"])
+            if not self.blobs.exists(digest):
                 continue
             keep.add(digest)
             try:
@@ -443,12 +549,34 @@ class Store:
                 continue
         return keep
 
-    def prune(self, dry_run: bool = False) -> tuple[int, int]:
-        """Delete unreferenced blobs and abandoned partial writes. Returns (files, bytes)."""
+    def prune(self, dry_run: bool = False, warn: Warn | None = None) -> tuple[int, int]:
+        """Delete unreferenced blobs and abandoned partial writes; drop malformed index entries
+        (each with a warning through ``warn``). Returns (files, bytes)."""
         with self._collecting():
-            return self._collect_garbage(dry_run)
+            return self._collect_garbage(dry_run, warn)
 
-    def _collect_garbage(self, dry_run: bool) -> tuple[int, int]:
+    def _drop_malformed(self, dry_run: bool, warn: Warn | None) -> None:
+        """Remove the index entries no command can use, saying which (so one can be restored)."""
+        with self._index_lock():
+            index = self._read_index()
+            kept = []
+            for position, entry in enumerate(index["manifests"], start=1):
+                why = _entry_problem(entry)
+                if why is None:
+                    kept.append(entry)
+                    continue
+                shown = json.dumps(entry)
+                shown = shown if len(shown) <= 200 else shown[:200] + "..."
+                verb = "would drop" if dry_run else "dropped"
+                _warn(
+                    warn, f"{verb} malformed entry {position} of the store index ({why}): {shown}"
+                )
+            if len(kept) != len(index["manifests"]) and not dry_run:
+                index["manifests"] = kept
+                self._write_index(index)
+
+    def _collect_garbage(self, dry_run: bool, warn: Warn | None = None) -> tuple[int, int]:
+        self._drop_malformed(dry_run, warn)
         keep = self.referenced()
         count = freed = 0
         for digest in list(self.blobs):
@@ -474,20 +602,42 @@ class Store:
         return count, freed
 
     def check(self) -> list[str]:
-        """Problems found: names pointing at missing or corrupt blobs (empty when healthy)."""
-        problems = []
-        for entry in self._entries():
-            name = self._entry_name(entry) or "?"
-            try:
-                image = self._load(digests.validate(entry.get("digest", "")))
-                for layer in image.layers:
-                    self.blobs.verified_path(layer.digest)
-            except (StoreError, NotFoundError) as exc:
-                problems.append(f"{name}: {exc.message}")
-        return problems
+        """Problems found, as ``name: problem`` (empty when healthy). Every blob is re-hashed,
+        whatever its stamp says (see :mod:`gpux.store.verify`)."""
+        from gpux.store.verify import verify
+
+        return [
+            f"{name}: {problem}"
+            for image in verify(self).images
+            for name in image.names or ["?"]
+            for problem in image.problems
+        ]
 
 
 _DIGEST_PREFIX = re.compile(r"(sha256:)?[0-9a-f]{6,64}")
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why an index entry cannot be used (None: it can): each entry must be an object with a
+    valid digest, and a name (when it has one) that is a string."""
+    if not isinstance(entry, dict):
+        return f"not an object but {json.dumps(entry)[:40]}"
+    digest = entry.get("digest")
+    if not isinstance(digest, str) or not digests.DIGEST.fullmatch(digest):
+        return f"invalid digest {digest!r}"
+    annotations = entry.get("annotations", {})
+    if not isinstance(annotations, dict):
+        return "its annotations are not an object"
+    if not isinstance(annotations.get(mediatypes.REF_NAME, ""), str):
+        return "its name is not a string"
+    return None
+
+
+def _warn(warn: Warn | None, message: str) -> None:
+    if warn is not None:
+        warn(message)
+    else:
+        warnings.warn(message, stacklevel=4)
 
 
 def _canonical_json(value: dict[str, Any]) -> bytes:
