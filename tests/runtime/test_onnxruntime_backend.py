@@ -6,11 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
 from gpux.config.schema import Backend, Runtime
-from gpux.errors import BackendError
+from gpux.errors import BackendError, InputError
 from gpux.runtime import providers
 from gpux.runtime.backend import Placement
 from gpux.runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -95,11 +97,38 @@ def test_a_model_that_cannot_load_is_a_backend_error(tmp_path: Path) -> None:
     assert info.value.hint and "--debug" in info.value.hint
 
 
-def test_a_failing_run_is_a_backend_error_naming_the_backend(symbolic_model: Path) -> None:
+def test_a_feed_the_runtime_refuses_is_an_input_error(symbolic_model: Path) -> None:
     backend = OnnxRuntimeBackend.load(symbolic_model, Runtime(backend=Backend.cpu))
-    with pytest.raises(BackendError) as info:
+    with pytest.raises(InputError) as info:
         backend.run({"x": np.zeros((1, 5), np.float32)})  # unchecked feed: wrong width
+    assert info.value.message == (
+        "the model cannot run on this input: Got invalid dimensions for input: x for the "
+        "following indices; index: 1 Got: 5 Expected: 4"
+    )
+
+
+def test_a_failing_run_is_a_backend_error_naming_the_backend(tmp_path: Path) -> None:
+    """Running out of memory is the machine's failure (a 500), whatever input caused it."""
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "ConstantOfShape",
+                ["shape"],
+                ["y"],
+                value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
+            )
+        ],
+        "fill",
+        [helper.make_tensor_value_info("shape", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = tmp_path / "fill.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=generated_models.OPSET), str(model))
+    backend = OnnxRuntimeBackend.load(model, Runtime(backend=Backend.cpu))
+    with pytest.raises(BackendError) as info:
+        backend.run({"shape": np.array([2**48], np.int64)})  # 1 PiB: malloc refuses at once
     assert info.value.message.startswith("the model failed to run on cpu: ")
+    assert "Failed to allocate memory" in info.value.message
 
 
 def test_real_model_runs_on_auto(zoo_file: Callable[[str], Path]) -> None:
