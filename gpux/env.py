@@ -33,8 +33,33 @@ def no_progress() -> bool:
     return _flag("GPUX_NO_PROGRESS")
 
 
+DEFAULT_MAX_MEMBER_BYTES = 2 << 30
+
+
+def max_member_bytes() -> int:
+    """GPUX_MAX_MEMBER_BYTES: the largest file taken out of an archive (``member``), in bytes.
+    Default: 2 GiB, protobuf's limit: an ONNX model without external data is smaller."""
+    configured = os.environ.get("GPUX_MAX_MEMBER_BYTES", "").strip()
+    if not configured:
+        return DEFAULT_MAX_MEMBER_BYTES
+    try:
+        value = int(configured)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from gpux.errors import UsageError
+
+        raise UsageError(
+            f"GPUX_MAX_MEMBER_BYTES={configured!r} is not a number of bytes",
+            f"set it to a whole number of bytes (the default is {DEFAULT_MAX_MEMBER_BYTES}, "
+            "2 GiB), or unset it",
+        )
+    return value
+
+
 VARIABLES = {
     "GPUX_HOME": home.__doc__,
     "GPUX_DEBUG": debug.__doc__,
     "GPUX_NO_PROGRESS": no_progress.__doc__,
+    "GPUX_MAX_MEMBER_BYTES": max_member_bytes.__doc__,
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gpux.config.paths import check_member_name
 
 
 class Strict(BaseModel):
@@ -11,13 +13,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _member_inside_archive(name: str | None) -> str | None:
+    return None if name is None else check_member_name(name)
+
+
 class FileSource(Strict):
     """A file fetched at build: a project path, an https URL or a Hugging Face Hub file."""
 
     source: str = Field(
         min_length=1,
         examples=["./model.onnx"],
-        description="A path relative to the project, an ``https://`` URL (``sha256`` required), or ``hf:org/repo[/path/to/file][@revision]`` (a Hugging Face Hub file; without a path, the repo's only .onnx; a 40-hex commit pins it, and the image records the commit it got).",
+        description="A path inside the project folder (relative to it), an ``https://`` URL (``sha256`` required), or ``hf:org/repo[/path/to/file][@revision]`` (a Hugging Face Hub file, also spelled ``hf://``, ``hf.co/`` or ``huggingface.co/``; without a path, the repo's only .onnx; a 40-hex commit pins it, and the image records the commit it got).",
     )
     sha256: str | None = Field(
         default=None,
@@ -28,5 +34,7 @@ class FileSource(Strict):
         default=None,
         min_length=1,
         examples=["package/models/model.onnx"],
-        description="A file inside ``source`` when it is a zip (also .whl) or tar archive.",
+        description="A file inside ``source`` when it is a zip (also .whl) or tar archive: its path as ``unzip -l`` or ``tar tf`` lists it (no ``..``, no leading ``/``).",
     )
+
+    _member_inside = field_validator("member")(_member_inside_archive)

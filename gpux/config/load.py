@@ -21,8 +21,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gpux.config.hub_source import source_kind
+from gpux.config.paths import project_file
 from gpux.config.schema import GPUXfile
-from gpux.config.yaml_positions import DuplicateKeyError, PositionedDocument, parse_yaml
+from gpux.config.yaml_positions import (
+    DuplicateKeyError,
+    LimitError,
+    PositionedDocument,
+    parse_yaml,
+)
 from gpux.errors import (
     ConfigParseError,
     ConfigSchemaError,
@@ -44,6 +51,7 @@ _ALIASES = {
     "gpu": "cuda",
 }
 MAX_GPUXFILE_BYTES = 1 << 20
+"""A GPUXfile is a few KiB; anything past 1 MiB is not one, and is refused before it is read."""
 
 
 @dataclass
@@ -98,25 +106,40 @@ def find_gpuxfile(location: Path) -> Path:
 def load_project(location: str | Path) -> Project:
     """Parse, validate and complete the GPUXfile of a project folder (or a GPUXfile path)."""
     path = find_gpuxfile(Path(location))
-    if path.stat().st_size > MAX_GPUXFILE_BYTES:
-        raise ConfigParseError(
-            f"{path}: the file is {path.stat().st_size} bytes; a GPUXfile is at most 1 MiB",
-            "is this really a GPUXfile? Models and data belong in separate files",
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigParseError(
-            f"{path}: not UTF-8 text (byte {exc.start})", "save the GPUXfile as UTF-8"
-        ) from None
+    text = read_gpuxfile(path, str(path))
     config = parse_config(text, str(path))
     project = Project(path=path, root=path.parent.resolve(), config=config, text=text)
     complete(project)
     return project
 
 
+def read_gpuxfile(path: Path, filename: str) -> str:
+    """The text of a GPUXfile, reading at most :data:`MAX_GPUXFILE_BYTES` (plus one, to tell a
+    bigger file), whatever its size said a moment before."""
+    with path.open("rb") as stream:
+        data = stream.read(MAX_GPUXFILE_BYTES + 1)
+    if len(data) > MAX_GPUXFILE_BYTES:
+        raise _too_big(filename)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigParseError(
+            f"{filename}: not UTF-8 text (byte {exc.start})", "save the GPUXfile as UTF-8"
+        ) from exc
+
+
+def _too_big(filename: str) -> ConfigParseError:
+    return ConfigParseError(
+        f"{filename}: the file is larger than {MAX_GPUXFILE_BYTES // (1 << 20)} MiB, more than "
+        "a GPUXfile can be",
+        "is this really a GPUXfile? Models and data belong in separate files",
+    )
+
+
 def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
     """Parse and validate GPUXfile text. Errors name ``filename:line:column``."""
+    if len(text) > MAX_GPUXFILE_BYTES:  # characters: at least as many bytes
+        raise _too_big(filename)
     try:
         doc = parse_yaml(text)
     except DuplicateKeyError as exc:
@@ -124,6 +147,9 @@ def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
         raise ConfigParseError(
             f"{where}: key '{exc.key}' appears twice", "keep one of them"
         ) from None
+    except LimitError as exc:
+        where = f"{filename}:{exc.position.line}:{exc.position.column}"
+        raise ConfigParseError(f"{where}: {exc.problem}", exc.hint) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
@@ -302,20 +328,31 @@ def _got(value: Any, message: str) -> str:
 
 
 def complete(project: Project) -> None:
-    """Resolve what depends on the project folder. Model I/O is completed at build."""
+    """Resolve what depends on the project folder. Model I/O is completed at build.
+
+    Every project path the GPUXfile names is checked here, through
+    :func:`gpux.config.paths.project_file`: a build reads nothing outside the project."""
     config = project.config
-    sources = [("model", config.model)] + [
-        (f"preprocess '{entry.name}' tokenizer", entry.text.tokenizer)
-        for entry in config.preprocess
+    sources = [("model", "model.source", config.model)] + [
+        (
+            f"preprocess '{entry.name}' tokenizer",
+            f"preprocess[{index}].text.tokenizer.source",
+            entry.text.tokenizer,
+        )
+        for index, entry in enumerate(config.preprocess)
         if entry.text is not None
     ]
-    for what, spec in sources:
-        if spec.source.startswith(("http://", "https://")) and not spec.sha256:
+    for what, key, spec in sources:
+        kind = source_kind(spec.source)
+        if kind == "url" and not spec.sha256:
             raise ConfigValidationError(
                 f"{project.path}: the {what} source is a URL but its sha256 is missing",
                 "add 'sha256: <hex>' beside 'source' so the download can be verified "
                 "(sha256sum FILE prints it)",
             )
+        if kind == "local":
+            project_file(project.root, spec.source, f"{project.path}: {key}")
+    _check_samples(project)
     if isinstance(config.labels, str):
         config.labels = _read_labels(project, config.labels, "labels")
     for result in config.postprocess:
@@ -327,8 +364,28 @@ def complete(project: Project) -> None:
                 )
 
 
+def _check_samples(project: Project) -> None:
+    """build.samples and each variant's calibration: read at build, from the project."""
+    remedy = (
+        "copy the inputs into the project folder, or name a folder anywhere with "
+        "'gpux build --samples PATH'"
+    )
+    build = project.config.build
+    if build.samples is not None:
+        project_file(project.root, build.samples, f"{project.path}: build.samples", remedy)
+    for variant in build.optimize:
+        if variant.calibration is not None:
+            key = f"{project.path}: build.optimize[{variant.suffix}].calibration"
+            project_file(project.root, variant.calibration, key, remedy)
+
+
 def _read_labels(project: Project, relative: str, what: str) -> list[str]:
-    labels_path = (project.root / relative).resolve()
+    labels_path = project_file(
+        project.root,
+        relative,
+        f"{project.path}: {what}",
+        "copy the labels file into the project folder, or list the labels inline",
+    )
     if not labels_path.is_file():
         raise ConfigValidationError(
             f"{project.path}: {what} file '{relative}' does not exist",
