@@ -6,12 +6,15 @@ import os
 import signal
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import typer
 
 from gpux.cli.build import BACKENDS, _check_backend
+from gpux.serve.policy import MIB, RequestPolicy, host_name, is_loopback
 
 DEFAULT_PORT = 8080
+DEFAULT_POLICY = RequestPolicy()
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +22,9 @@ def register(app: typer.Typer) -> None:
     def serve(
         names: list[str] = typer.Argument(..., help="Images to serve (name[:tag]), one or more."),
         host: str | None = typer.Option(
-            None, "--host", help="Address to listen on (default: serving.host, 127.0.0.1)."
+            None,
+            "--host",
+            help="Address to listen on (default 127.0.0.1; an image's serving.host is not used).",
         ),
         port: int | None = typer.Option(
             None, "--port", help="TCP port (default: the GPUXfile's serving.port, else 8080)."
@@ -41,6 +46,42 @@ def register(app: typer.Typer) -> None:
         ),
         max_queue: int | None = typer.Option(
             None, "--max-queue", min=1, help="Requests waiting beyond this get 503."
+        ),
+        max_body_mb: float = typer.Option(
+            DEFAULT_POLICY.max_body_bytes / MIB,
+            "--max-body-mb",
+            min=0.001,
+            help="Largest request body in MiB, on every route, also after gzip (413).",
+        ),
+        max_form_parts: int = typer.Option(
+            DEFAULT_POLICY.max_form_parts,
+            "--max-form-parts",
+            min=1,
+            help="Most fields and most files in one multipart request (413).",
+        ),
+        header_timeout: float = typer.Option(
+            DEFAULT_POLICY.header_timeout,
+            "--header-timeout",
+            min=0.1,
+            help="Seconds a client may take to send a request's headers (408, then closed).",
+        ),
+        body_timeout: float = typer.Option(
+            DEFAULT_POLICY.body_timeout,
+            "--body-timeout",
+            min=0.1,
+            help="Seconds a client may take to send a request's body (408, then closed).",
+        ),
+        allowed_hosts: list[str] = typer.Option(
+            [],
+            "--allowed-host",
+            help="Also answer to this Host name (repeatable; '*' for any). Without it, a "
+            "loopback server answers only to localhost, 127.x and [::1] (DNS rebinding).",
+        ),
+        cors_origins: list[str] = typer.Option(
+            [],
+            "--cors-origin",
+            help="Let pages of this origin (https://app.example.com) call the API (repeatable; "
+            "'*' for any). Default: no CORS, and cross-site requests are refused.",
         ),
         detach: bool = typer.Option(
             False,
@@ -65,8 +106,7 @@ def register(app: typer.Typer) -> None:
         store = Store()
         images = [store.get(text) for text in names]  # a missing image fails before any work
         configured = _configured_port(images[0].config)
-        serving = images[0].config.get("gpuxfile", {}).get("serving", {})
-        host = host or str(serving.get("host") or "127.0.0.1")
+        host = _listen_address(host, images[0])
         chosen_port = port or configured or DEFAULT_PORT
         origin = (
             ""
@@ -83,12 +123,29 @@ def register(app: typer.Typer) -> None:
             "max_queue": max_queue,
         }
         token = token or os.environ.get("GPUX_TOKEN") or None
+        policy = _policy(
+            host,
+            max_body_mb=max_body_mb,
+            max_form_parts=max_form_parts,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            allowed_hosts=allowed_hosts,
+            cors_origins=cors_origins,
+        )
+        if token is None and not is_loopback(host):
+            from gpux.cli.console import stderr
+
+            stderr().print(
+                f"[yellow]warning:[/yellow] listening on {host} without a token: anyone who can "
+                "reach this machine can run the models; set --token or $GPUX_TOKEN"
+            )
         if detach:
             from gpux.cli.console import stderr
             from gpux.serve import daemon
 
             options = [f"--{key.replace('_', '-')}={value}" for key, value in overrides.items()]
             options = [option for option in options if not option.endswith("=None")]
+            options += _policy_options(policy, max_body_mb)
             server = daemon.start(
                 names,
                 ([f"--backend={backend}"] if backend else []) + options,
@@ -105,12 +162,94 @@ def register(app: typer.Typer) -> None:
                 f"gpux logs {server.id}, gpux stop {server.id}"
             )
             return
-        _serve_foreground(names, backend, host, chosen_port, token, overrides)
+        _serve_foreground(names, backend, host, chosen_port, token, overrides, policy)
 
 
 def _configured_port(config: dict[str, Any]) -> int | None:
     configured = config.get("gpuxfile", {}).get("serving", {}).get("port")
     return int(configured) if configured else None
+
+
+def _listen_address(given: str | None, image: Any) -> str:
+    """``--host``, else loopback. An image (pulled or loaded from anywhere) must not open the
+    server to the network: its ``serving.host`` is only mentioned when it asks for more."""
+    if given:
+        return given
+    wanted = image.config.get("gpuxfile", {}).get("serving", {}).get("host")
+    if wanted and not is_loopback(str(wanted)):
+        from gpux.cli.console import stderr
+
+        stderr().print(
+            f"note: {image.name} asks for serving.host {wanted}; listening on 127.0.0.1 "
+            f"(only --host {wanted} listens there)"
+        )
+    return "127.0.0.1"
+
+
+def _policy(
+    host: str,
+    *,
+    max_body_mb: float,
+    max_form_parts: int,
+    header_timeout: float,
+    body_timeout: float,
+    allowed_hosts: list[str],
+    cors_origins: list[str],
+) -> RequestPolicy:
+    from gpux.errors import UsageError
+
+    for name in allowed_hosts:
+        if name != "*" and ("/" in name or not name.strip("[]")):
+            raise UsageError(
+                f"--allowed-host '{name}' is not a host name",
+                "give the name alone, as clients put it in the URL: --allowed-host gpux.internal",
+            )
+    for origin in cors_origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (
+            parts.scheme not in ("http", "https") or not parts.netloc or parts.path
+        ):
+            raise UsageError(
+                f"--cors-origin '{origin}' is not an origin",
+                "give scheme://host[:port] without a path, e.g. --cors-origin https://app.example.com",
+            )
+    return RequestPolicy(
+        max_body_bytes=int(max_body_mb * MIB),
+        max_form_parts=max_form_parts,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        check_host=is_loopback(host) or bool(allowed_hosts),
+        allowed_hosts=_answered_hosts(host, allowed_hosts),
+        cors_origins=tuple(origin.rstrip("/") for origin in cors_origins),
+    )
+
+
+def _answered_hosts(host: str, allowed_hosts: list[str]) -> tuple[str, ...]:
+    """The ``--allowed-host`` names, plus the address listened on when it is a specific one:
+    ``--host 10.0.0.5 --allowed-host gpux.internal`` must still answer http://10.0.0.5:PORT
+    (``gpux serve -d`` checks readiness there)."""
+    names = [host_name(name) if name != "*" else name for name in allowed_hosts]
+    specific = host.strip("[]") not in ("", "0.0.0.0", "::")
+    if names and specific and not is_loopback(host):
+        names.append(host_name(host))
+    return tuple(dict.fromkeys(names))
+
+
+def _policy_options(policy: RequestPolicy, max_body_mb: float) -> list[str]:
+    """The flags that give a detached server the same policy (defaults left out). The size
+    goes as given: bytes turned back into MiB can fall under the flag's minimum."""
+    options = [
+        f"--{flag}={value!r}"
+        for flag, value, default in (
+            ("max-body-mb", max_body_mb, DEFAULT_POLICY.max_body_bytes / MIB),
+            ("max-form-parts", policy.max_form_parts, DEFAULT_POLICY.max_form_parts),
+            ("header-timeout", policy.header_timeout, DEFAULT_POLICY.header_timeout),
+            ("body-timeout", policy.body_timeout, DEFAULT_POLICY.body_timeout),
+        )
+        if value != default
+    ]
+    options += [f"--allowed-host={name}" for name in policy.allowed_hosts]
+    return options + [f"--cors-origin={origin}" for origin in policy.cors_origins]
 
 
 def _serve_foreground(
@@ -120,15 +259,17 @@ def _serve_foreground(
     port: int,
     token: str | None,
     overrides: dict[str, float | None],
+    policy: RequestPolicy,
 ) -> None:
     import uvicorn
 
     from gpux.cli.console import stderr
     from gpux.serve.app import create_app
+    from gpux.serve.connection import timed_protocol
     from gpux.serve.load import load_served
 
     served = load_served(names, backend, overrides=overrides)
-    app_ = create_app(served, token=token)
+    app_ = create_app(served, token=token, policy=policy)
     console = stderr()
     for model in served:
         console.print(
@@ -139,9 +280,16 @@ def _serve_foreground(
     # that was there before it: make that one a clean exit, so a drained server exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     # access_log=False: the app writes structured JSON access lines (gpux/serve/access_log.py).
-    uvicorn.Server(
-        uvicorn.Config(app_, host=host, port=port, log_level="info", access_log=False)
-    ).run()
+    # http: uvicorn's h11 protocol with a header read timeout (gpux/serve/connection.py).
+    config = uvicorn.Config(
+        app_,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        http=timed_protocol(policy),
+    )
+    uvicorn.Server(config).run()
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -1,22 +1,25 @@
 """The HTTP server: Open Inference Protocol v2, the friendly ``predict`` API, health and metrics.
 
 Inference runs on a thread pool per model, off the event loop, so health checks and metrics
-answer while models are busy. Every GPUX error becomes a JSON body ``{"error", "hint"}`` with
-the status that names its kind (400 bad input, 404 unknown model, 500 backend failure).
+answer while models are busy; so do parsing large bodies and encoding large answers
+(gpux/serve/bodies.py). Every error becomes a JSON body ``{"error", "hint"}`` with the status
+that names its kind (400 bad input, 404 unknown model or route, 500 backend failure). What is
+refused before routing (host, origin, token, body size and time) is in gpux/serve/guards.py.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
+import re
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -26,11 +29,20 @@ from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
 from gpux.pipeline.runner import Pipeline
 from gpux.runtime.tensors import check_feed
-from gpux.serve import protocol
+from gpux.serve import bodies, protocol
+from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, QueueFull, Strategy
+from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
+from gpux.serve.guards import (
+    Guards,
+    HTTPError,
+    RequestPolicy,
+    error_response,
+    http_error_response,
+)
 from gpux.serve.metrics import Metrics
 
-MAX_BODY_BYTES = 64 << 20
+__all__ = ["HTTPError", "Limits", "RequestPolicy", "ServedModel", "create_app", "inference_threads"]
 
 
 @dataclass
@@ -102,26 +114,22 @@ def inference_threads(backend: str) -> int:
     return 1 if backend == "cpu" else 2
 
 
-class HTTPError(Exception):
-    def __init__(
-        self, status: int, message: str, hint: str | None = None, retry_after: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.hint = status, message, hint
-        self.retry_after = retry_after
-
-
 STATUS_OF = {InputError: 400, UsageError: 400, NotFoundError: 404}
+# Needs no token: liveness, readiness (also per model), metrics and the web pages.
+PUBLIC = re.compile(
+    r"/v2/health/(live|ready)|/v2/models/[^/]+(/versions/[^/]+)?/ready|/metrics|/|/docs|/openapi\.json"
+)
 
 
 def create_app(
     models: list[ServedModel],
     *,
     token: str | None = None,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    policy: RequestPolicy | None = None,
 ) -> Starlette:
+    policy = policy or RequestPolicy()
     by_name = {m.name: m for m in models}
-    metrics = Metrics()
+    metrics = Metrics(by_name)
     for served in models:
         metrics.loaded(served.name, served.model.placement.backend, served.load_seconds)
 
@@ -138,80 +146,45 @@ def create_app(
             )
         return served
 
-    async def body_of(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body_bytes:
-            raise HTTPError(413, f"the request body is over {max_body_bytes} bytes", "send less")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                raise HTTPError(
-                    413, f"the request body is over {max_body_bytes} bytes", "send less"
-                )
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            # Bounded: a small gzip bomb must not expand into all of memory.
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                body = inflater.decompress(body, max_body_bytes + 1)
-            except zlib.error as exc:
-                raise HTTPError(
-                    400, f"the body is not valid gzip: {exc}", "compress it again"
-                ) from None
-            if len(body) > max_body_bytes:
-                raise HTTPError(
-                    413, f"the request body is over {max_body_bytes} bytes", "send less"
-                )
-        return body
-
     async def submit(served: ServedModel, kind: str, payload: Any) -> Any:
         try:
             return await served.batcher(kind, metrics).submit(payload, served.limits.timeout)
-        except QueueFull:
+        except QueueFull as exc:
             raise HTTPError(
                 503,
                 f"model '{served.name}' has {served.limits.max_queue} requests waiting",
                 "retry after a moment, or raise serving.max_queue",
                 retry_after=1,
-            ) from None
-        except TimeoutError:
+            ) from exc
+        except TimeoutError as exc:
             raise HTTPError(
                 504,
                 f"model '{served.name}' did not answer within {served.limits.timeout:g} s",
                 "retry, send smaller requests, or raise serving.timeout",
-            ) from None
+            ) from exc
 
     def guarded(
         endpoint: str, handler: Callable[[Request], Awaitable[Response]]
     ) -> Callable[[Request], Awaitable[Response]]:
+        """Errors as JSON with their status, and a metric per request (the token was checked
+        before routing, by Guards)."""
+
         async def wrapped(request: Request) -> Response:
             model_name = request.path_params.get("model", "")
             started = time.perf_counter()
             status = 500
             try:
-                if token is not None and endpoint not in ("health", "metrics"):
-                    given = request.headers.get("authorization", "")
-                    # Constant-time: the comparison must not leak how much of the token matched.
-                    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                        raise HTTPError(
-                            401, "missing or wrong bearer token", "send Authorization: Bearer TOKEN"
-                        )
                 response = await handler(request)
                 status = response.status_code
                 return response
             except HTTPError as exc:
                 status = exc.status
-                response = _error(exc.status, exc.message, exc.hint)
-                if exc.retry_after is not None:
-                    response.headers["Retry-After"] = str(exc.retry_after)
-                return response
+                return http_error_response(exc)
             except GPUXError as exc:
                 status = next((s for t, s in STATUS_OF.items() if isinstance(exc, t)), 500)
-                return _error(status, exc.message, exc.hint)
+                return error_response(status, exc.message, exc.hint)
             finally:
-                if model_name:
+                if model_name:  # unserved names count under one label (gpux/serve/metrics.py)
                     metrics.request(model_name, endpoint, status, time.perf_counter() - started)
 
         return wrapped
@@ -240,38 +213,26 @@ def create_app(
 
     async def infer(request: Request) -> Response:
         served = find(request)
-        body = await body_of(request)
+        require_media(
+            request,
+            (bodies.JSON, bodies.OCTET_STREAM),
+            "send the request as application/json (or application/octet-stream with "
+            "Inference-Header-Content-Length for binary tensors)",
+        )
+        body = await read_body(request, policy)
         header = request.headers.get(protocol.HEADER_LENGTH)
-        parsed = protocol.parse_request(body, protocol.parse_header_length(header))
-        _check_datatypes(parsed.inputs, served.model.inputs)
-        feed = check_feed(parsed.inputs, served.model.inputs)
+        length = protocol.parse_header_length(header)
+        parsed, feed = await off_loop(len(body), _decode_infer, body, length, served)
         with metrics.in_flight(served.name):
             outputs = await submit(served, "tensors", feed)
-        if parsed.outputs is not None:
-            unknown = [n for n in parsed.outputs if n not in outputs]
-            if unknown:
-                raise InputError(
-                    f"unknown output '{unknown[0]}'",
-                    f"the model's outputs are: {', '.join(outputs)}",
-                )
-            outputs = {n: outputs[n] for n in parsed.outputs}
-        for name, top in parsed.classification.items():
-            outputs[name] = protocol.classify(outputs[name], top, served.model.labels)
-        content, header_length = protocol.encode_response(
-            served.name, served.version, parsed, outputs
-        )
-        headers = {}
-        media = "application/json"
-        if header_length is not None:
-            headers["Inference-Header-Content-Length"] = str(header_length)
-            media = "application/octet-stream"
-        return _compressed(request, Response(content, media_type=media, headers=headers))
+        size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
+        return await off_loop(size, _infer_answer, request, served, parsed, outputs)
 
     async def predict(request: Request) -> Response:
         served = find(request) if "model" in request.path_params else _only(models)
         pipeline = served.pipeline
         assert pipeline is not None
-        items, many = await _items(request, pipeline, body_of)
+        items, many = await predict_items(request, pipeline, policy)
         started = time.perf_counter()
         raw = request.query_params.get("raw") in ("1", "true")
         with metrics.in_flight(served.name):
@@ -282,7 +243,9 @@ def create_app(
             "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
         }
         answer["results" if many else "result"] = results if many else results[0]
-        return _compressed(request, JSONResponse(answer))
+        # Raw tensors or a batch can make a large answer: encode it off the loop.
+        size = bodies.OFF_LOOP_BYTES if raw or len(results) > 16 else 0
+        return await off_loop(size, _json_answer, request, answer)
 
     async def metrics_endpoint(request: Request) -> Response:
         content, media = metrics.render()
@@ -309,11 +272,97 @@ def create_app(
 
     # The pages themselves need no token: the playground sends it with each predict call.
     routes.extend(web_routes(models, token_required=token is not None))
-    from starlette.middleware import Middleware
+    return Starlette(
+        routes=routes,
+        middleware=_middleware(policy, token),
+        exception_handlers={StarletteHTTPException: _routing_error, Exception: _server_error},
+    )
 
-    from gpux.serve.access_log import AccessLog
 
-    return Starlette(routes=routes, middleware=[Middleware(AccessLog)])
+def _middleware(policy: RequestPolicy, token: str | None) -> list[Middleware]:
+    """Outermost first: the access log sees every answer, refusals included; CORS (only when
+    origins are given) answers preflights and adds its headers to refusals too."""
+    stack = [Middleware(AccessLog)]
+    if policy.cors_origins:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(policy.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Content-Encoding",
+                    "Inference-Header-Content-Length",
+                ],
+                expose_headers=["Inference-Header-Content-Length", "Retry-After"],
+            )
+        )
+    stack.append(
+        Middleware(Guards, policy=policy, token=token, public=lambda p: bool(PUBLIC.fullmatch(p)))
+    )
+    return stack
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """No route (404) or a wrong method (405), as JSON like every other error: tritonclient
+    and scripts parse the body of any answer."""
+    assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {path}",
+            f"use {allowed}" if allowed else "see /docs for each endpoint's method",
+            headers=exc.headers,
+        )
+    if exc.status_code == 404:
+        return error_response(404, f"no endpoint {path}", "see /docs for the endpoints")
+    return error_response(exc.status_code, str(exc.detail), None, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error_response(
+        500, f"internal error: {type(exc).__name__}", "see the server's log; please report it"
+    )
+
+
+def _decode_infer(
+    body: bytes, header_length: int | None, served: ServedModel
+) -> tuple[protocol.InferRequest, dict[str, Any]]:
+    parsed = protocol.parse_request(body, header_length)
+    _check_datatypes(parsed.inputs, served.model.inputs)
+    return parsed, check_feed(parsed.inputs, served.model.inputs)
+
+
+def _infer_answer(
+    request: Request,
+    served: ServedModel,
+    parsed: protocol.InferRequest,
+    outputs: dict[str, Any],
+) -> Response:
+    if parsed.outputs is not None:
+        unknown = [n for n in parsed.outputs if n not in outputs]
+        if unknown:
+            raise InputError(
+                f"unknown output '{unknown[0]}'",
+                f"the model's outputs are: {', '.join(outputs)}",
+            )
+        outputs = {n: outputs[n] for n in parsed.outputs}
+    for name, top in parsed.classification.items():
+        outputs[name] = protocol.classify(outputs[name], top, served.model.labels)
+    content, header_length = protocol.encode_response(served.name, served.version, parsed, outputs)
+    headers = {}
+    media = "application/json"
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = str(header_length)
+        media = "application/octet-stream"
+    return compressed(request, Response(content, media_type=media, headers=headers))
+
+
+def _json_answer(request: Request, answer: dict[str, Any]) -> Response:
+    return compressed(request, JSONResponse(answer))
 
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
@@ -387,59 +436,5 @@ def _check_datatypes(inputs: dict[str, Any], signatures: list[Any]) -> None:
             )
 
 
-GZIP_MIN_BYTES = 4096
-
-
-def _compressed(request: Request, response: Response) -> Response:
-    """Inference answers in gzip for clients that accept it (JSON tensors shrink 3-5x).
-
-    Only these (Starlette's GZipMiddleware also compressed the web pages, and Chromium then
-    never fired the playground's load event in the browser tests). The header length of a
-    binary answer counts uncompressed bytes, which clients read after inflating."""
-    body = bytes(response.body)
-    accepts = "gzip" in request.headers.get("accept-encoding", "").lower()
-    if not accepts or len(body) < GZIP_MIN_BYTES:
-        return response
-    packed = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    response.body = packed.compress(body) + packed.flush()
-    response.headers["Content-Encoding"] = "gzip"
-    response.headers["Vary"] = "Accept-Encoding"
-    response.headers["Content-Length"] = str(len(response.body))
-    return response
-
-
 def _only(models: list[ServedModel]) -> ServedModel:
     return models[0]
-
-
-def _error(status: int, message: str, hint: str | None) -> Response:
-    body: dict[str, Any] = {"error": message}
-    if hint:
-        body["hint"] = hint
-    return JSONResponse(body, status_code=status)
-
-
-async def _items(
-    request: Request, pipeline: Pipeline, body_of: Callable[[Request], Awaitable[bytes]]
-) -> tuple[list[dict[str, Any]], bool]:
-    """The items of a predict request: JSON (an object, or a list for a batch) or multipart."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        item: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            item[key] = await value.read() if hasattr(value, "read") else str(value)
-        return [pipeline.item(item)], False
-    body = await body_of(request)
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(
-            f"the request body is not valid JSON: {exc}",
-            'send {"' + '": ..., "'.join(pipeline.input_names) + '": ...}',
-        ) from None
-    if isinstance(value, list):
-        if not value:
-            raise InputError("the request holds an empty list", "send at least one item")
-        return [pipeline.item(v) for v in value], True
-    return [pipeline.item(value)], False

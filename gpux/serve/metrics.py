@@ -1,9 +1,14 @@
-"""Prometheus metrics per model, in a registry of the server's own (not the process global)."""
+"""Prometheus metrics per model, in a registry of the server's own (not the process global).
+
+Labels come from a closed set: the served models' names (fixed at start), the endpoint kinds and
+the HTTP statuses. A name taken from a URL never becomes a label: requests for models that are
+not served count under ``model=""``, so a client cannot grow ``/metrics`` one series per name.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,8 +22,12 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+UNSERVED = ""
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, served: Iterable[str] = ()) -> None:
+        self.served = frozenset(served)
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "gpux_requests",
@@ -69,6 +78,7 @@ class Metrics:
         self.load_seconds.labels(model).set(seconds)
 
     def request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        model = model if model in self.served else UNSERVED
         self.requests.labels(model, endpoint, str(status)).inc()
         self.latency.labels(model, endpoint).observe(seconds)
 

@@ -119,7 +119,9 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
         body: dict[str, Any] | None = None,
         errors: tuple[int, ...] = (),
     ) -> dict[str, Any]:
-        codes = (*errors, 401) if secured and token_required else errors
+        # Every request may be refused before routing (gpux/serve/guards.py): a foreign Origin
+        # (403) or Host (421), a body over the limit (413), a missing token (401).
+        codes = {*errors, *_REFUSALS, *((401,) if secured and token_required else ())}
         op: dict[str, Any] = {"summary": summary, "tags": [tag]}
         if description:
             op["description"] = description
@@ -156,7 +158,7 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
             secured=True,
             description=_INFER_DESCRIPTION,
             body=_infer_body(models),
-            errors=(400, 404, 413, 500, 503, 504),
+            errors=_BODY_ERRORS,
         )
     }
     predict_parameters = [
@@ -182,7 +184,7 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
                 description=_PREDICT_DESCRIPTION + "\n\n" + "\n".join(lines),
                 parameters=path_parameters + predict_parameters,
                 body=_predict_body(served, inputs),
-                errors=(400, 404, 413, 500, 503, 504),
+                errors=_BODY_ERRORS,
             )
         }
 
@@ -192,7 +194,10 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
             "get": {
                 "summary": summary,
                 "tags": ["web"],
-                "responses": {"200": response},
+                "responses": {
+                    "200": response,
+                    **{str(c): _error_response(c) for c in sorted(_REFUSALS)},
+                },
                 **({"security": []} if token_required else {}),
             }
         }
@@ -283,11 +288,22 @@ def _json_response(schema: str) -> dict[str, Any]:
     return {"description": "OK", "content": {"application/json": {"schema": _ref(schema)}}}
 
 
+# What any route may answer before its handler runs, and what routes with a body add.
+_REFUSALS = (403, 413, 421)
+_BODY_ERRORS = (400, 404, 408, 413, 415, 500, 503, 504)
+
 _REASONS = {
     400: "Bad input: the message says which input and why",
     401: "Missing or wrong bearer token",
+    403: "A page of another site (the `Origin` header) is not allowed to call this server "
+    "(`gpux serve --cors-origin`)",
     404: "No such model (or version) is served here",
-    413: "The request body is too large",
+    408: "The request body did not arrive in time (`gpux serve --body-timeout`)",
+    413: "The request body, or a multipart form, is over the server's limits "
+    "(`gpux serve --max-body-mb`, `--max-form-parts`)",
+    415: "The Content-Type is not one this endpoint accepts",
+    421: "The `Host` header names a host this server does not answer to "
+    "(`gpux serve --allowed-host`)",
     500: "The model failed to run",
     503: "Too many requests are waiting; retry after `Retry-After` seconds",
     504: "The model did not answer in time",

@@ -1,0 +1,152 @@
+"""Request bodies in, answers out: content types, gzip both ways, bounded multipart forms, and the
+heavy parts (JSON parsing, tensor decoding, encoding large answers) off the event loop.
+
+The event loop answers health checks and reads every other request; a 60 MB body parsed on it
+stalled ``/v2/health/live`` for seconds. Work on bodies over :data:`OFF_LOOP_BYTES` runs on
+Starlette's thread pool instead (not a model's inference executor, which may be busy).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gpux.errors import InputError
+from gpux.pipeline.runner import Pipeline
+from gpux.serve import protocol
+from gpux.serve.guards import HTTPError, RequestPolicy, too_large
+
+T = TypeVar("T")
+
+# Below this a thread hop (tens of microseconds) costs more than the work it moves.
+OFF_LOOP_BYTES = 256 << 10
+GZIP_MIN_BYTES = 4096
+
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+FORM = "multipart/form-data"
+
+
+async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` on a worker thread when ``size`` bytes make it heavy, else right here."""
+    if size >= OFF_LOOP_BYTES:
+        return await run_in_threadpool(work, *args)
+    return work(*args)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def require_media(request: Request, accepted: Collection[str], hint: str) -> str:
+    """The request's media type, when it is one of ``accepted`` (any ``+json`` counts as JSON).
+
+    A missing Content-Type is accepted (tritonclient and many scripts send none); what a browser
+    can send cross-site without asking first (``text/plain``, forms) is refused, so a page on
+    another site cannot post to this server through its visitor's browser. Browsers that send a
+    body without a type are stopped by the ``Origin`` check (gpux/serve/guards.py)."""
+    media = media_type(request)
+    if not media or media in accepted or (JSON in accepted and media.endswith("+json")):
+        return media
+    raise HTTPError(415, f"this endpoint does not accept Content-Type '{media}'", hint)
+
+
+async def read_body(request: Request, policy: RequestPolicy) -> bytes:
+    """The whole body, inflated when gzip. Its size and arrival time are bounded by
+    :class:`~gpux.serve.guards.Guards` as it is read; the inflated size here."""
+    chunks = [chunk async for chunk in request.stream()]
+    body = b"".join(chunks)
+    del chunks
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        body = await off_loop(len(body), _inflate, body, policy.max_body_bytes)
+    return body
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    # Bounded: a small gzip bomb must not expand into all of memory.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPError(400, f"the body is not valid gzip: {exc}", "compress it again") from exc
+    if len(inflated) > limit:
+        raise too_large(limit)
+    return inflated
+
+
+def compressed(request: Request, response: Response) -> Response:
+    """Inference answers in gzip for clients that accept it (JSON tensors shrink 3-5x).
+
+    Only these (Starlette's GZipMiddleware also compressed the web pages, and Chromium then
+    never fired the playground's load event in the browser tests). The header length of a
+    binary answer counts uncompressed bytes, which clients read after inflating."""
+    body = bytes(response.body)
+    accepts = "gzip" in request.headers.get("accept-encoding", "").lower()
+    if not accepts or len(body) < GZIP_MIN_BYTES:
+        return response
+    packed = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    response.body = packed.compress(body) + packed.flush()
+    response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept-Encoding"
+    response.headers["Content-Length"] = str(len(response.body))
+    return response
+
+
+async def predict_items(
+    request: Request, pipeline: Pipeline, policy: RequestPolicy
+) -> tuple[list[dict[str, Any]], bool]:
+    """The items of a predict request: JSON (an object, or a list for a batch) or multipart."""
+    item_hint = 'send {"' + '": ..., "'.join(pipeline.input_names) + '": ...}'
+    media = require_media(
+        request, (JSON, FORM), f"{item_hint} as application/json, or the inputs as {FORM}"
+    )
+    if media == FORM:
+        item = await _form_item(request, policy)
+        size = sum(len(v) for v in item.values())
+        return [await off_loop(size, pipeline.item, item)], False
+    body = await read_body(request, policy)
+    return await off_loop(len(body), _json_items, body, pipeline, item_hint)
+
+
+async def _form_item(request: Request, policy: RequestPolicy) -> dict[str, Any]:
+    """One item from form fields; file parts spool to disk past 1 MiB while they arrive, and
+    the whole body stays under the body limit (counted by Guards as it is read)."""
+    limit = policy.max_form_parts
+    try:
+        async with request.form(
+            max_files=limit, max_fields=limit, max_part_size=policy.max_body_bytes
+        ) as form:
+            item: dict[str, Any] = {}
+            for key, value in form.multi_items():
+                item[key] = await value.read() if isinstance(value, UploadFile) else str(value)
+            return item
+    except HTTPException as exc:  # Starlette's answer to a malformed or oversized form
+        if exc.detail.startswith(("Too many", "Part exceeded", "Field exceeded")):
+            raise HTTPError(
+                413,
+                f"the form is too large: {exc.detail}",
+                f"send one item per request, at most {limit} fields and {limit} files "
+                "(gpux serve --max-form-parts)",
+            ) from exc
+        raise HTTPError(
+            400, f"the multipart body is malformed: {exc.detail}", "send it again"
+        ) from exc
+
+
+def _json_items(body: bytes, pipeline: Pipeline, hint: str) -> tuple[list[dict[str, Any]], bool]:
+    try:
+        value = protocol.decode_json(body)
+    except InputError as exc:
+        raise InputError(exc.message, hint) from exc
+    if isinstance(value, list):
+        if not value:
+            raise InputError("the request holds an empty list", "send at least one item")
+        return [pipeline.item(v) for v in value], True
+    return [pipeline.item(value)], False
