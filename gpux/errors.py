@@ -102,12 +102,19 @@ class MachineError(GPUXError):
 
     @classmethod
     def from_os_error(
-        cls, exc: OSError, path: str | os.PathLike[str] | None = None, needed: int | None = None
+        cls,
+        exc: OSError,
+        path: str | os.PathLike[str] | None = None,
+        needed: int | None = None,
+        what: str | None = None,
     ) -> MachineError | None:
-        """The error for ``exc`` raised while writing ``path`` (``needed``: the bytes the write
-        wanted), or None when ``exc`` is not the machine refusing (then it stays what it is)."""
+        """The error for ``exc`` raised while writing ``path`` (``what`` it is, e.g. "the image
+        store"; ``needed``: the bytes the write wanted), or None when ``exc`` is not the machine
+        refusing (then it stays what it is)."""
         where = path if path is not None else exc.filename
         target = f" {where}" if where is not None else ""
+        if what is not None:
+            target = f" {what}{' at' + target if target else ''}"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             full = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
             amounts = []
@@ -130,7 +137,7 @@ class MachineError(GPUXError):
             )
         if exc.errno in (errno.EACCES, errno.EPERM):
             return cls(
-                f"permission denied:{target or ' (no path given)'}",
+                f"permission denied writing{target}",
                 "give yourself access to it (chown, chmod), or use a folder you own "
                 "(GPUX_HOME for the store)",
             )

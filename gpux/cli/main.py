@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         if refused is None:
             _internal_error(exc)
         else:
+            refused.__cause__ = exc  # --debug shows where the write failed
             _exit_with(refused)
     except Exception as exc:  # a bug in GPUX: say so, without a wall of text
         _internal_error(exc)

@@ -136,7 +136,7 @@ def save_file(
     """Write the archive to ``path`` atomically: a temp file beside it, renamed when complete."""
     started = False
     try:
-        with atomic_file(path) as out:
+        with atomic_file(path, needed=selection.size) as out:
             started = True
             write_archive(store, selection, out, progress)
     except FileNotFoundError:

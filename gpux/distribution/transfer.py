@@ -193,7 +193,9 @@ def pull(
 
         def fetch(blob: dict[str, Any]) -> None:
             chunks = registry.blob_chunks(remote.repository, blob["digest"], blob["size"])
-            store.blobs.put_chunks(chunks, expected=blob["digest"], progress=progress)
+            store.blobs.put_chunks(
+                chunks, expected=blob["digest"], progress=progress, size=int(blob["size"])
+            )
             added.append(blob["digest"])
 
         with store.writing():

@@ -23,6 +23,7 @@ from gpux.store import digest as digests
 
 Progress = Callable[[int], None]
 RACY_NS = 2_000_000_000
+STORE = "the image store"
 
 
 EARLY_FLUSH_BYTES = 16 << 20
@@ -89,19 +90,15 @@ class BlobStore:
         tmp_path = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out, _EarlyFlush(out) as flusher:
-                # Only the writes are mapped to MachineError: an OSError of the source (a file
-                # that cannot be read, a dropped connection) stays what it is.
                 for chunk in chunks:
                     hasher.update(chunk)
-                    with refused_writes(self.root, size):
-                        out.write(chunk)
+                    out.write(chunk)
                     flusher.wrote(len(chunk))
                     if progress:
                         progress(len(chunk))
-                with refused_writes(self.root, size):
-                    out.flush()
-                    flusher.finish()
-                    os.fsync(out.fileno())
+                out.flush()
+                flusher.finish()
+                os.fsync(out.fileno())
             digest = f"sha256:{hasher.hexdigest()}"
             if expected is not None and digest != expected:
                 raise DigestMismatchError(
@@ -113,13 +110,19 @@ class BlobStore:
                 tmp_path.unlink()
             else:
                 # Absent, or damaged on disk: the fresh copy we just hashed takes its place.
-                with refused_writes(self.root, size):
-                    _make_readable(tmp_path)
-                    os.replace(tmp_path, final)
-                    _fsync_directory(self.directory)
+                _make_readable(tmp_path)
+                os.replace(tmp_path, final)
+                _fsync_directory(self.directory)
             return digest
-        except BaseException:
+        except BaseException as exc:
             tmp_path.unlink(missing_ok=True)
+            # A full disk shows at a write, or only when the file is closed (buffered data).
+            # Mapped here, after the partial file is gone, so the free space told is the real
+            # one. The source's own errors (a dropped connection) are none of those mapped.
+            if isinstance(exc, OSError):
+                refused = MachineError.from_os_error(exc, self.root, size, STORE)
+                if refused is not None:
+                    raise refused from exc
             raise
 
     def _intact(self, digest: str) -> bool:
@@ -236,13 +239,15 @@ def _fingerprint(status: os.stat_result) -> str:
 
 
 @contextlib.contextmanager
-def refused_writes(path: Path, needed: int | None = None) -> Iterator[None]:
+def refused_writes(
+    path: Path, needed: int | None = None, what: str | None = STORE
+) -> Iterator[None]:
     """Turn the machine refusing a write under ``path`` (full disk or quota, read-only
     filesystem, permission) into a :class:`MachineError`; other OSErrors pass unchanged."""
     try:
         yield
     except OSError as exc:
-        refused = MachineError.from_os_error(exc, path, needed)
+        refused = MachineError.from_os_error(exc, path, needed, what)
         if refused is None:
             raise
         raise refused from exc

@@ -177,7 +177,7 @@ class Store:
             if not layout.exists():
                 _atomic_write(layout, json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         except OSError as exc:
-            refused = MachineError.from_os_error(exc, self.root)
+            refused = MachineError.from_os_error(exc, self.root, what="the image store")
             if refused is not None:
                 raise refused from exc
             raise StoreError(

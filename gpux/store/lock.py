@@ -14,11 +14,21 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from gpux.errors import MachineError
+
 
 @contextlib.contextmanager
 def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the lock file ``path`` (``<store>/locks/<name>``). A store that cannot be written
+    (read-only, not ours) fails here, before any work, as a :class:`MachineError`."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        refused = MachineError.from_os_error(exc, path.parent.parent, what="the image store")
+        if refused is None:
+            raise
+        raise refused from exc
     try:
         if sys.platform == "win32":  # pragma: no cover - no shared locks there; exclusive is safe
             import msvcrt
