@@ -39,7 +39,7 @@ _DEPTH_CHUNK = 1 << 20
 # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses. 18 digits
 # hold any body size and still fit an int64.
 _BYTE_COUNT = re.compile(r"[0-9]{1,18}")
-# numpy's limit on dimensions, which ONNX models stay far below.
+# numpy allows 64 dimensions; ONNX models use a handful, so 32 leaves room for any of them.
 MAX_RANK = 32
 # Elements a shape may describe (its zero sizes left out): numpy must be able to describe the
 # array even when it is empty, and 2^40 is beyond any tensor a request body can carry.
