@@ -3,10 +3,12 @@
 * a project-relative path;
 * an ``https://`` URL with a required sha256 (``http://`` only for loopback hosts, for tests and
   local mirrors), downloaded once into ``$GPUX_HOME/cache/downloads`` and re-verified on use;
-* ``hf:org/repo[/path/to/file.onnx][@revision]``, fetched with huggingface_hub (its cache, its
-  token handling, ``HF_ENDPOINT`` for mirrors); without a path, the repository's one .onnx file.
-  A branch or tag is resolved to a commit, recorded in the image; only a commit is pinned;
-* any of these plus ``member``: one file inside a zip (.whl) or tar archive.
+* ``hf:org/repo[/path/to/file.onnx][@revision]`` (also ``hf://``, ``hf.co/``, ``huggingface.co/``:
+  :mod:`gpux.config.hub_source`), fetched with huggingface_hub (its cache, its token handling,
+  ``HF_ENDPOINT`` for mirrors); without a path, the repository's one .onnx file. A branch or tag
+  is resolved to a commit, recorded in the image; only a commit is pinned;
+* any of these plus ``member``: one regular file inside a zip (.whl) or tar archive, streamed
+  into the cache with its name and size checked (:mod:`gpux.builder.archive_member`).
 
 The same rules fetch tokenizers (``preprocess[].text.tokenizer``).
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -24,15 +25,17 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from gpux import env
+from gpux.builder.archive_member import extract_member
 from gpux.config.common import FileSource
+from gpux.config.hub_source import COMMIT, HubSource, parse_hub_source
+from gpux.config.hub_source import source_kind as source_kind  # the build asks this module
 from gpux.config.load import Project
+from gpux.config.paths import project_file
 from gpux.errors import NotFoundError, SourceError
 from gpux.store import digest as digests
 
 ProgressCallback = Callable[[int, int | None], None]  # (bytes done, total or None)
 
-_HF = re.compile(r"^hf:(?P<repo>[\w.-]+/[\w.-]+)(?:/(?P<path>[^@]+?))?(?:@(?P<rev>[\w./-]+))?$")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -60,14 +63,6 @@ class ResolvedModel:
         }
 
 
-def source_kind(source: str) -> str:
-    if source.startswith(("https://", "http://")):
-        return "url"
-    if source.startswith("hf:"):
-        return "hf"
-    return "local"
-
-
 def is_pinned(project: Project) -> bool:
     """True when the sources cannot change under the same GPUXfile text (for no-op rebuilds)."""
     return all(_pinned(spec.source) for spec in file_sources(project).values())
@@ -75,8 +70,10 @@ def is_pinned(project: Project) -> bool:
 
 def _pinned(source: str) -> bool:
     if source_kind(source) == "hf":
-        match = _HF.match(source)
-        return bool(match and match["rev"] and _COMMIT.fullmatch(match["rev"]))
+        try:
+            return parse_hub_source(source).pinned
+        except SourceError:
+            return False  # resolving it says what is wrong
     return True
 
 
@@ -125,7 +122,7 @@ def resolve_file(
         path, commit, warnings = _from_hub(source, what)
         resolved = ResolvedModel(path, sha256_hex(path), kind, source, commit, warnings=warnings)
     else:
-        path = (root / source).resolve()
+        path = project_file(root, source, what)
         if not path.is_file():
             raise NotFoundError(
                 f"{what} file '{source}' not found (looked for {path})",
@@ -138,7 +135,7 @@ def resolve_file(
             "update its sha256 if the file changed on purpose, otherwise restore the file",
         )
     if spec.member:
-        member = _extract_member(resolved.path, resolved.sha256, spec.member, what)
+        member = extract_member(resolved.path, resolved.sha256, spec.member, what)
         resolved = ResolvedModel(
             member,
             sha256_hex(member),
@@ -149,43 +146,6 @@ def resolve_file(
             warnings=resolved.warnings,
         )
     return resolved
-
-
-def _extract_member(archive: Path, archive_sha256: str, member: str, what: str) -> Path:
-    """One file out of a zip (also .whl) or tar archive, cached by the archive's hash."""
-    import tarfile
-    import zipfile
-
-    target = env.home() / "cache" / "extracted" / archive_sha256 / member
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as bundle:
-                data = bundle.read(member)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as bundle:
-                entry = bundle.getmember(member)
-                stream = bundle.extractfile(entry) if entry.isfile() else None
-                if stream is None:
-                    raise KeyError(member)
-                data = stream.read()
-        else:
-            raise SourceError(
-                f"{what}: '{archive.name}' is not a zip or tar archive, so it has no '{member}'",
-                "remove 'member' when the source is the file itself",
-            )
-    except KeyError:
-        raise SourceError(
-            f"{what}: the archive has no file '{member}'",
-            "list the archive (unzip -l / tar tf) and fix 'member'",
-        ) from None
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".extract-")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(partial, target)
-    return target
 
 
 def sha256_hex(path: Path) -> str:
@@ -257,24 +217,6 @@ def _download(url: str, sha256: str, progress: ProgressCallback | None) -> Path:
 # to the cache when the Hub cannot be reached, and one message with a hint per failure.
 
 
-@dataclass(frozen=True)
-class HubSource:
-    """``hf:org/repo[/path/in/repo][@revision]``, split."""
-
-    repo: str
-    path: str | None  # None: the repository's one .onnx file (for a tokenizer, tokenizer.json)
-    revision: str | None  # as written: a branch, a tag or a commit; None: the default branch
-
-    @property
-    def pinned(self) -> bool:
-        """A commit never changes; a branch or a tag may move."""
-        return bool(self.revision and _COMMIT.fullmatch(self.revision))
-
-    @property
-    def at(self) -> str:
-        return f"{self.repo}@{self.revision or 'main'}"
-
-
 @dataclass
 class HubListing:
     """The files of one commit of a repository."""
@@ -282,16 +224,6 @@ class HubListing:
     commit: str
     files: dict[str, int | None]  # path in the repository -> size in bytes, when known
     cached: bool  # the Hub could not be reached: read from the local cache (files fetched before)
-
-
-def parse_hub_source(source: str) -> HubSource:
-    match = _HF.match(source)
-    if not match:
-        raise SourceError(
-            f"invalid Hugging Face source {source!r}",
-            "write it as hf:org/repo/path/to/model.onnx@revision",
-        )
-    return HubSource(match["repo"], match["path"], match["rev"])
 
 
 def _from_hub(source: str, what: str) -> tuple[Path, str, list[str]]:
@@ -304,7 +236,7 @@ def _from_hub(source: str, what: str) -> tuple[Path, str, list[str]]:
         raise SourceError(
             "hf: sources need huggingface_hub", "pip install huggingface_hub"
         ) from None
-    if hub.path and hub.revision and _COMMIT.fullmatch(hub.revision):
+    if hub.path and hub.revision and COMMIT.fullmatch(hub.revision):
         cached = try_to_load_from_cache(hub.repo, hub.path, revision=hub.revision)
         if isinstance(cached, str):  # a commit never changes: no need to ask the Hub
             return Path(cached), hub.revision, []
@@ -418,7 +350,7 @@ def snapshot_commit(path: Path, filename: str) -> str | None:
     snapshot = path
     for _ in PurePosixPath(filename).parts:
         snapshot = snapshot.parent
-    return snapshot.name if _COMMIT.fullmatch(snapshot.name) else None
+    return snapshot.name if COMMIT.fullmatch(snapshot.name) else None
 
 
 @contextlib.contextmanager
