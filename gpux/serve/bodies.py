@@ -8,6 +8,7 @@ Starlette's thread pool instead (not a model's inference executor, which may be 
 
 from __future__ import annotations
 
+import traceback
 import zlib
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
@@ -35,10 +36,46 @@ FORM = "multipart/form-data"
 
 
 async def off_loop(size: int, work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` on a worker thread when ``size`` bytes make it heavy, else right here."""
-    if size >= OFF_LOOP_BYTES:
-        return await run_in_threadpool(work, *args)
-    return work(*args)
+    """``work(*args)`` on a worker thread when ``size`` bytes make it heavy, else right here.
+
+    A failure comes back as a value, not raised through the thread pool: an exception raised
+    through it forms a reference cycle (exception -> traceback -> the awaiting frame -> its
+    future -> exception) that keeps the worker's frames, and with them the whole parsed body,
+    alive until the cyclic collector runs, which large lists of small ints do not trigger.
+    RSS grew by the body's size at each bad 60 MB request."""
+    if size < OFF_LOOP_BYTES:
+        return work(*args)
+    outcome = await run_in_threadpool(_capture, work, *args)
+    if isinstance(outcome, _Failure):
+        error = outcome.error
+        del outcome
+        try:
+            raise error
+        finally:
+            del error  # this frame is in the traceback: it must not hold the exception too
+    return outcome
+
+
+class _Failure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _capture(work: Callable[..., T], *args: Any) -> T | _Failure:
+    try:
+        return work(*args)
+    except Exception as exc:
+        # The worker's frames are done: drop their locals (the parsed body) now. Chained
+        # causes carry frames of their own.
+        seen: BaseException | None = exc
+        for _ in range(16):  # a chain is short; a cycle in one must not loop forever
+            if seen is None:
+                break
+            traceback.clear_frames(seen.__traceback__)
+            seen = seen.__cause__ or seen.__context__
+        return _Failure(exc)
 
 
 def media_type(request: Request) -> str:
