@@ -137,12 +137,13 @@ def bypassed(host: str, port: int, no_proxy: str) -> bool:
             continue
         if entry == "*":
             return True
-        try:
-            if address is not None and address in ipaddress.ip_network(entry, strict=False):
-                return True
-            continue
-        except ValueError:
-            pass
+        if address is not None:
+            try:
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+                continue
+            except ValueError:
+                pass  # not an address: a name, perhaps with a port
         name, entry_port = entry, None
         if entry.startswith("["):
             name, _, rest = entry[1:].partition("]")

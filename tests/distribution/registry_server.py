@@ -1,5 +1,6 @@
 """A real OCI registry for tests: Debian's ``docker-registry`` (the CNCF distribution
-registry), installed by ``make system-deps``, started on loopback with a temporary config."""
+registry), installed by ``make system-deps``, started on loopback with a temporary config,
+over plain HTTP or over TLS with a certificate made for the test (:func:`certificate`)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def certificate(folder: Path, names: list[str]) -> tuple[Path, Path]:
+    """A self-signed certificate and its key for ``names`` (DNS names or IP addresses); the
+    certificate doubles as the CA a client trusts (``SSL_CERT_FILE``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    alt = ",".join(
+        f"IP:{n}" if n.replace(".", "").isdigit() or ":" in n else f"DNS:{n}" for n in names
+    )
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={names[0]}"),
+            *("-addext", f"subjectAltName={alt}", "-addext", "basicConstraints=critical,CA:TRUE"),
+        ],
+        capture_output=True,
+        check=True,
+    )
+    return cert, key
+
+
 @contextmanager
-def running_registry(folder: Path, users: dict[str, str] | None = None) -> Iterator[Registry]:
+def running_registry(
+    folder: Path, users: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[Registry]:
     if BINARY is None:
         pytest.skip("docker-registry is not installed: run 'make system-deps'")
     folder.mkdir(parents=True, exist_ok=True)
@@ -60,7 +83,9 @@ def running_registry(folder: Path, users: dict[str, str] | None = None) -> Itera
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + auth
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + auth
     )
     log = (folder / "registry.log").open("wb")
     process = subprocess.Popen([BINARY, "serve", str(config)], stdout=log, stderr=log)
@@ -71,7 +96,8 @@ def running_registry(folder: Path, users: dict[str, str] | None = None) -> Itera
             if process.poll() is not None:
                 raise RuntimeError((folder / "registry.log").read_text())
             try:
-                if httpx.get(f"http://{host}/v2/").status_code in (200, 401):
+                scheme = "https" if tls else "http"
+                if httpx.get(f"{scheme}://{host}/v2/", verify=False).status_code in (200, 401):
                     break
             except httpx.TransportError:
                 pass

@@ -2,7 +2,9 @@
 theirs (Debian's docker-registry can only do that with a JWT-signing token service of its own).
 
 - Every ``/v2/`` request without a token gets 401 and a challenge naming the token realm.
-- ``GET /token?service=...&scope=...`` trades Basic credentials for a token of that scope.
+- ``GET /token?service=...&scope=...`` trades Basic credentials for a token of that scope;
+  ``POST /token`` (OAuth2, ``grant_type=refresh_token``) trades a refresh token, which is what
+  Docker keeps as an identity token.
 - Requests with a token go on to the real registry (upload locations rewritten to the gate).
 - Blob downloads are redirected to a second port, a stand-in for the storage service (S3, a
   CDN) that registries hand blobs to; it records the ``Authorization`` headers it receives,
@@ -32,6 +34,7 @@ class Gate:
     users: dict[str, str]
     host: str = ""
     storage_host: str = ""
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # refresh token -> user
     tokens: dict[str, str] = field(default_factory=dict)  # token -> scope
     token_requests: list[dict[str, str | None]] = field(default_factory=list)
     storage_authorization: list[str | None] = field(default_factory=list)
@@ -71,7 +74,31 @@ def _handler(gate: Gate, storage: bool) -> type[BaseHTTPRequestHandler]:
             finally:
                 upstream.close()
 
+        def _oauth_token(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            form = parse_qs(self.rfile.read(length).decode()) if length else {}
+            fields = {k: v[0] for k, v in form.items()}
+            gate.token_requests.append(
+                {
+                    "scope": fields.get("scope", ""),
+                    "authorization": self.headers.get("Authorization"),
+                    "grant_type": fields.get("grant_type"),
+                    "client_id": fields.get("client_id"),
+                }
+            )
+            refresh = fields.get("refresh_token", "")
+            if fields.get("grant_type") != "refresh_token" or refresh not in gate.refresh_tokens:
+                self._reply(401, {"Content-Type": "application/json"}, b'{"details":"denied"}')
+                return
+            token = secrets.token_hex(16)
+            gate.tokens[token] = fields.get("scope", "")
+            body = json.dumps({"access_token": token, "expires_in": 300}).encode()
+            self._reply(200, {"Content-Type": "application/json"}, body)
+
         def _token(self) -> None:
+            if self.command == "POST":
+                self._oauth_token()
+                return
             query = parse_qs(urlsplit(self.path).query)
             given = self.headers.get("Authorization")
             gate.token_requests.append(
@@ -118,8 +145,10 @@ def _handler(gate: Gate, storage: bool) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def token_gate(upstream: str, users: dict[str, str]) -> Iterator[Gate]:
-    gate = Gate(upstream, users)
+def token_gate(
+    upstream: str, users: dict[str, str], refresh_tokens: dict[str, str] | None = None
+) -> Iterator[Gate]:
+    gate = Gate(upstream, users, refresh_tokens=dict(refresh_tokens or {}))
     servers = [
         ThreadingHTTPServer(("127.0.0.1", 0), _handler(gate, storage)) for storage in (False, True)
     ]
