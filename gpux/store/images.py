@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from gpux import env
-from gpux.errors import DigestMismatchError, MachineError, NotFoundError, StoreError
+from gpux.errors import (
+    DigestMismatchError,
+    MachineError,
+    NotFoundError,
+    StoreError,
+    value_kind,
+)
 from gpux.store import digest as digests
 from gpux.store import mediatypes
 from gpux.store.atomic import atomic_file
@@ -591,13 +597,6 @@ class Store:
                 freed += partial.stat().st_size
                 if not dry_run:
                     partial.unlink(missing_ok=True)
-        # So does an extraction of an archive member (gpux.builder.archive_member), which
-        # writes under the shared lock too.
-        for partial in self.root.glob("cache/extracted/*/.extract-*.partial"):
-            count += 1
-            freed += partial.stat().st_size
-            if not dry_run:
-                partial.unlink(missing_ok=True)
         # An index write killed before its rename leaves its temp file beside index.json. Index
         # writes happen under the index lock: with it held, every such file is abandoned.
         with self._index_lock():
@@ -628,7 +627,7 @@ def _entry_problem(entry: Any) -> str | None:
     """Why an index entry cannot be used (None: it can): each entry must be an object with a
     valid digest, and a name (when it has one) that is a string."""
     if not isinstance(entry, dict):
-        return f"not an object but {json.dumps(entry)[:40]}"
+        return f"{value_kind(entry)}, not an object"
     digest = entry.get("digest")
     if not isinstance(digest, str) or not digests.DIGEST.fullmatch(digest):
         return f"invalid digest {digest!r}"
