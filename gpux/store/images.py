@@ -597,6 +597,13 @@ class Store:
                 freed += partial.stat().st_size
                 if not dry_run:
                     partial.unlink(missing_ok=True)
+        # So does an extraction of an archive member (gpux.builder.archive_member), which
+        # writes under the shared lock too.
+        for partial in self.root.glob("cache/extracted/*/.extract-*.partial"):
+            count += 1
+            freed += partial.stat().st_size
+            if not dry_run:
+                partial.unlink(missing_ok=True)
         # An index write killed before its rename leaves its temp file beside index.json. Index
         # writes happen under the index lock: with it held, every such file is abandoned.
         with self._index_lock():
