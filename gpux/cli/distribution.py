@@ -9,8 +9,11 @@ import typer
 
 from gpux.cli.progress import transfer_bar
 
-INSECURE_HELP = "Plain HTTP (allowed for localhost only, unless --allow-http)."
-ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on localhost."
+INSECURE_HELP = (
+    "Plain HTTP right away (a loopback registry without TLS gets it without this flag; "
+    "another host also needs --allow-http)."
+)
+ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on loopback."
 
 
 def _summary(verb: str, report: Any) -> str:
