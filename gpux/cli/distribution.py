@@ -62,7 +62,9 @@ def register(app: typer.Typer) -> None:
     @app.command("pull")
     def pull(
         reference: str = typer.Argument(
-            ..., help="REGISTRY/REPO[:TAG|@sha256:...], or hf:org/repo[@revision]."
+            ...,
+            help="REGISTRY/REPO[:TAG|@sha256:...], or hf:org/repo[@revision] (also hf://, "
+            "hf.co/, huggingface.co/).",
         ),
         insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
         allow_http: bool = typer.Option(False, "--allow-http", help=ALLOW_HTTP_HELP),
@@ -73,9 +75,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download an image from an OCI registry (or build one from a Hugging Face repo)."""
         from gpux.cli.console import print_json, stderr
+        from gpux.config.hub_source import is_hub_source, website_url_hint
         from gpux.store import Store
 
-        if reference.startswith("hf:"):
+        if website_url_hint(reference):
+            from gpux.errors import UsageError
+
+            raise UsageError(
+                f"{reference} is a web page, not something GPUX pulls",
+                f"pull the repository: gpux pull {website_url_hint(reference)}",
+            )
+        if is_hub_source(reference):
             from gpux.cli.progress import RichReporter
             from gpux.distribution.hub import pull as pull_hub
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import glob
 import json
-import posixpath
 import re
 import shutil
 import tempfile
@@ -31,7 +30,9 @@ from pathlib import Path
 from gpux.builder import sources
 from gpux.builder.build import BuildOptions, BuildResult, build
 from gpux.builder.progress import Reporter
-from gpux.config.load import GPUXFILE_NAMES, MAX_GPUXFILE_BYTES, parse_config
+from gpux.config.hub_source import HubSource, parse_hub_source
+from gpux.config.load import GPUXFILE_NAMES, MAX_GPUXFILE_BYTES, parse_config, read_gpuxfile
+from gpux.config.paths import inside_project
 from gpux.config.schema import GPUXfile
 from gpux.errors import ConfigValidationError, SourceError
 from gpux.store import Store
@@ -51,7 +52,7 @@ def pull(
     tag: str | None = None,
 ) -> BuildResult:
     """Download ``hf:org/repo[@revision]`` (or one .onnx of it) and build it into ``store``."""
-    hub = sources.parse_hub_source(source)
+    hub = parse_hub_source(source)
     if hub.path is not None and not hub.path.endswith(".onnx"):
         raise SourceError(
             f"{source}: gpux pull takes a repository, or an .onnx file in one",
@@ -70,7 +71,7 @@ def pull(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def default_reference(hub: sources.HubSource) -> str:
+def default_reference(hub: HubSource) -> str:
     """``<name>:<tag>`` for a repository and revision (the rule is in the module docstring)."""
     name = re.sub(r"[^a-z0-9]+", "-", hub.repo.rsplit("/", 1)[-1].lower()).strip("-")
     tag = "latest"
@@ -79,9 +80,7 @@ def default_reference(hub: sources.HubSource) -> str:
     return f"{name or 'model'}:{tag}"
 
 
-def _fetch(
-    hub: sources.HubSource, source: str, workdir: Path, reporter: Reporter
-) -> tuple[Path, str, int]:
+def _fetch(hub: HubSource, source: str, workdir: Path, reporter: Reporter) -> tuple[Path, str, int]:
     """The project folder to build, the commit it comes from, and how many files it took."""
     from huggingface_hub import hf_hub_download, snapshot_download
 
@@ -106,12 +105,11 @@ def _fetch(
                 )
             gpuxfile = gpuxfiles[0]
             _check_size(listing, [gpuxfile], source, MAX_GPUXFILE_BYTES)
-            text = Path(
-                hf_hub_download(
-                    hub.repo, gpuxfile, revision=revision, local_files_only=listing.cached
-                )
-            ).read_text("utf-8")
-            config = parse_config(text, f"hf:{hub.repo}/{gpuxfile}")
+            where = f"hf:{hub.repo}/{gpuxfile}"
+            downloaded = hf_hub_download(
+                hub.repo, gpuxfile, revision=revision, local_files_only=listing.cached
+            )
+            config = parse_config(read_gpuxfile(Path(downloaded), where), where)
             wanted = [gpuxfile, *_project_files(config, hub)]
             missing = [name for name in wanted if name not in listing.files]
             if missing and not listing.cached:
@@ -146,7 +144,7 @@ def _fetch(
     return project, commit, 1
 
 
-def _project_files(config: GPUXfile, hub: sources.HubSource) -> list[str]:
+def _project_files(config: GPUXfile, hub: HubSource) -> list[str]:
     """The repository paths a GPUXfile at the repository's root names (model, tokenizers, label
     files); sources that are URLs or hf: are fetched by the build itself."""
     named: list[tuple[str, str]] = [("model", config.model.source)]
@@ -163,8 +161,8 @@ def _project_files(config: GPUXfile, hub: sources.HubSource) -> list[str]:
                 named.append((f"postprocess '{result.name}' labels", labels))
     found: list[str] = []
     for what, text in named:
-        path = posixpath.normpath(text.replace("\\", "/"))
-        if path == ".." or path.startswith("../") or posixpath.isabs(path):
+        path = inside_project(text)
+        if path is None:
             raise SourceError(
                 f"the GPUXfile of {hub.at} names {what} '{text}', outside the repository",
                 "paths in a GPUXfile on the Hub are relative to the repository's root",

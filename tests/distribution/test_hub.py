@@ -456,3 +456,125 @@ def test_gpux_pull_hf_on_the_command_line(
     assert gpux.ok("pull", "hf:acme/linear@main", env=env).stdout == "linear:latest\n"
     assert run_linear(gpux, "linear:latest") == LINEAR_OUT
     assert json.loads(gpux.ok("pull", "hf:acme/linear", "--json", env=env).stdout)["cached"]
+
+
+# --- the spellings of a Hub source (issue #12) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "hf://acme/linear",
+        "hf.co/acme/linear",
+        "huggingface.co/acme/linear",
+        "huggingface.co/acme/linear/tree/main",
+    ],
+)
+def test_pull_takes_every_spelling_of_a_repository(
+    store: Store, hub: HubServer, linear: bytes, spelling: str
+) -> None:
+    from gpux.distribution.hub import pull
+
+    commit = hub.add_repo("acme/linear", {"model.onnx": linear})
+    result = pull(spelling, store)
+    assert result.reference.name == "linear:latest"
+    assert result.image.config["source"]["revision"] == commit
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "hf://acme/linear/model.onnx@main",
+        "hf.co/acme/linear/model.onnx",
+        "huggingface.co/acme/linear/blob/main/model.onnx",
+        "huggingface.co/acme/linear/resolve/main/model.onnx",
+    ],
+)
+def test_a_gpuxfile_source_takes_every_spelling(
+    store: Store, hub: HubServer, linear: bytes, tmp_path: Path, spelling: str
+) -> None:
+    from gpux.builder import sources
+    from gpux.config.common import FileSource
+
+    commit = hub.add_repo("acme/linear", {"model.onnx": linear})
+    resolved = sources.resolve_file(tmp_path, FileSource(source=spelling), "model")
+    assert (resolved.kind, resolved.revision) == ("hf", commit)
+    assert resolved.sha256 == hashlib.sha256(linear).hexdigest()
+
+
+def test_gpux_pull_hf_co_on_the_command_line(
+    gpux: BoundCLI, hub: HubServer, env: dict[str, str], linear: bytes
+) -> None:
+    hub.add_repo("acme/linear", {"model.onnx": linear})
+    assert gpux.ok("pull", "hf.co/acme/linear", env=env).stdout == "linear:latest\n"
+    assert run_linear(gpux, "linear:latest") == LINEAR_OUT
+    # The address of the web page is not a source; the message says which spelling is.
+    result = gpux("pull", "https://huggingface.co/acme/linear/", env=env)
+    assert_failure(result, 2, "https://huggingface.co/acme/linear/ is a web page")
+    assert hint_of(result) == "pull the repository: gpux pull huggingface.co/acme/linear"
+
+
+def test_a_hub_path_that_climbs_is_refused(store: Store, hub: HubServer, linear: bytes) -> None:
+    from gpux.distribution.hub import pull
+
+    hub.add_repo("acme/linear", {"model.onnx": linear})
+    with pytest.raises(SourceError, match="is not a plain relative path"):
+        pull("hf:acme/linear/../../other/model.onnx", store)
+    assert len(hub.requests) == 0
+
+
+# --- a GPUXfile pulled from the Hub gets the checks of a local one (issue #12, item 1) ----------
+
+
+def zipped(entries: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name, data in entries.items():
+            bundle.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_a_pulled_gpuxfile_may_take_a_member_of_an_archive(
+    store: Store, hub: HubServer, linear: bytes
+) -> None:
+    import gpux
+    from gpux.distribution.hub import pull
+
+    gpuxfile = b"name: packed\nmodel:\n  source: ./model.zip\n  member: onnx/linear.onnx\n"
+    hub.add_repo(
+        "acme/packed", {"GPUXfile": gpuxfile, "model.zip": zipped({"onnx/linear.onnx": linear})}
+    )
+    result = pull("hf://acme/packed", store)
+    model = gpux.load(result.reference.name, store=store, backend="cpu")
+    assert model.run({"x": [[1, 2, 3, 4]]})["y"].tolist() == LINEAR_OUT
+
+
+def test_a_pulled_gpuxfile_whose_member_climbs_out_is_refused(
+    store: Store, hub: HubServer, linear: bytes, tmp_path: Path
+) -> None:
+    from gpux.distribution.hub import pull
+
+    member = "../../../../escape.onnx"  # from $GPUX_HOME/cache/extracted/<sha>: beside it
+    gpuxfile = f"model:\n  source: ./model.zip\n  member: '{member}'\n".encode()
+    hub.add_repo("acme/evil", {"GPUXfile": gpuxfile, "model.zip": zipped({member: linear})})
+    with pytest.raises(GPUXError) as caught:
+        pull("hf:acme/evil", store)
+    assert "climbs out of the archive with '..'" in caught.value.message
+    assert caught.value.exit_code == 3
+    assert not (tmp_path / "escape.onnx").exists()
+    assert store.images() == []
+
+
+def test_a_pulled_gpuxfile_reads_no_samples_outside_its_repository(
+    store: Store, hub: HubServer, linear: bytes
+) -> None:
+    from gpux.distribution.hub import pull
+
+    gpuxfile = b"model: ./model.onnx\nbuild:\n  samples: ../../../..\n  optimize: [int8-static]\n"
+    hub.add_repo("acme/nosy", {"GPUXfile": gpuxfile, "model.onnx": linear})
+    with pytest.raises(ConfigValidationError, match="outside the project folder"):
+        pull("hf:acme/nosy", store)
+    assert store.images() == []
