@@ -19,7 +19,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="Print names only."),
     ) -> None:
-        """List local images (damaged ones too, marked, with the fix on stderr)."""
+        """List local images.
+
+        A damaged image (its manifest or config missing or corrupt, a layer missing) is
+        listed too, with a STATUS column, and the command that replaces it on stderr.
+        """
         from gpux.cli.console import human_size, print_json, since, stdout
         from gpux.store import Store
 
