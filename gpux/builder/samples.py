@@ -12,7 +12,6 @@ used, and the report says so: agreement on random inputs is weaker evidence.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gpux import json_text
 from gpux.api import Model
 from gpux.errors import ConfigValidationError, GPUXError
 from gpux.runtime.backend import Backend
@@ -173,7 +173,7 @@ def _jsonl(pipeline: Any, path: Path, key: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            item = pipeline.item(json.loads(line))
+            item = pipeline.item(json_text.loads(line))
         except ValueError as exc:
             raise ConfigValidationError(
                 f"{key}: {path.name}:{number} is not valid JSON: {exc}",

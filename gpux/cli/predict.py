@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gpux import json_text
 from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
 from gpux.pipeline.inputs import MEDIA_SUFFIXES as SUFFIXES
@@ -75,7 +76,7 @@ def from_stdin(pipeline: Pipeline) -> tuple[list[Item], bool]:
         raise UsageError("no inputs given: stdin is empty", 'e.g. echo "some text" | gpux run NAME')
     if stripped.startswith("{"):
         try:
-            request = json.loads(stripped)
+            request = json_text.loads(stripped)
         except ValueError:
             request = None
         if isinstance(request, dict):
@@ -135,7 +136,7 @@ def _jsonl(pipeline: Pipeline, path: Path) -> Iterator[Item]:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = json_text.loads(line)
             except ValueError as exc:
                 raise InputError(
                     f"{path.name}:{number} is not valid JSON: {exc}",
@@ -207,7 +208,7 @@ def interactive(pipeline: Pipeline, raw: bool) -> None:
         try:
             stripped = line.strip()
             if stripped.startswith("{"):
-                item = pipeline.item(json.loads(stripped))
+                item = pipeline.item(json_text.loads(stripped))
             elif len(names) == 1:
                 item = {names[0]: _value(pipeline, names[0], stripped)}
             else:

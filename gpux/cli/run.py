@@ -110,8 +110,7 @@ def _tensor_inputs(inputs: list[str], model: object) -> bool:
 
 
 def _read_stdin() -> object:
-    import json
-
+    from gpux import json_text
     from gpux.errors import UsageError
 
     if sys.stdin is None or sys.stdin.isatty():
@@ -127,7 +126,7 @@ def _read_stdin() -> object:
             "pipe a JSON request, e.g. echo '{\"x\": [1.0]}' | gpux run NAME",
         )
     try:
-        return json.loads(text)
+        return json_text.loads(text)
     except ValueError as exc:
         from gpux.errors import InputError
 

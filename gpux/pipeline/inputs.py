@@ -13,7 +13,6 @@ Values are converted to the model's dtypes and checked against its shapes by
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gpux import json_text
 from gpux.errors import InputError, NotFoundError, UsageError, value_kind
 from gpux.runtime.tensors import TensorSignature, from_values
 
@@ -121,7 +121,7 @@ def read_json_file(path: Path) -> Any:
     if path.stat().st_size > MAX_REQUEST_FILE_BYTES:
         raise InputError(f"'{path}' is larger than 2 GiB", "send large tensors as .npy files")
     try:
-        return json.loads(path.read_text("utf-8"))
+        return json_text.loads(path.read_text("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"'{path}' is not valid JSON: {exc}", "check the file's syntax") from None
 
@@ -195,7 +195,7 @@ def _merge(values: dict[str, Any], new: dict[str, Any]) -> None:
 
 def parse_value(name: str, text: str, signature: TensorSignature | None) -> Any:
     try:
-        return json.loads(text)
+        return json_text.loads(text)
     except ValueError:
         if signature is not None and signature.dtype == "string":
             return text

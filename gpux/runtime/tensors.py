@@ -136,6 +136,8 @@ def coerce(name: str, value: Any, signature: TensorSignature) -> np.ndarray[Any,
                 f"input '{name}': the nested lists are ragged (rows of different lengths)",
                 f"give a rectangular array of shape {signature.shape_text()}",
             ) from None
+        if wanted == np.uint64 and array.dtype == np.float64:
+            array = _uint64_integers(value, array)
         if array.dtype == object and wanted.kind != "O":
             huge = _first_unfit_integer(array, wanted)
             if huge is not None:
@@ -175,6 +177,18 @@ def from_values(name: str, values: Any, dtype: str) -> np.ndarray[Any, Any]:
             f"send values that fit {dtype}",
         )
     return array
+
+
+def _uint64_integers(value: Any, array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """numpy reads ``[2**63, 0]`` as float64 (no signed type holds both), losing the low bits
+    of a valid UINT64. Whole Python ints are read again as objects, so that they are converted
+    (or refused) exactly; real floats keep the float64 array and its "expects" error."""
+    exact = np.asarray(value, dtype=object)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in exact.flat):
+        return array
+    if all(0 <= v < 1 << 64 for v in exact.flat):
+        return np.asarray(value, dtype=np.uint64)  # exact for Python ints in range
+    return exact  # the caller names the value that does not fit
 
 
 def _first_unfit_integer(array: np.ndarray[Any, Any], wanted: np.dtype[Any]) -> int | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gpux import json_text
 from gpux.errors import InputError, value_kind
 from gpux.pipeline.inputs import OIP_DATATYPES
 from gpux.runtime.tensors import from_values
@@ -28,14 +29,7 @@ Array = np.ndarray[Any, Any]
 DATATYPES = OIP_DATATYPES  # protocol name -> GPUX dtype name
 DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
 HEADER_LENGTH = "inference-header-content-length"
-# Nesting allowed in a request body. A tensor nests one level per dimension and sits three levels
-# down ({"inputs": [{"data": ...}]}); ONNX models use a handful of dimensions and numpy at most
-# 64, so 64 fits every legitimate request while a body nested 100k deep is refused before
-# json.loads recurses into it.
-MAX_JSON_DEPTH = 64
-_STRUCTURE = b'"[]{}'
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in _STRUCTURE)
-_DEPTH_CHUNK = 1 << 20
+MAX_JSON_DEPTH = json_text.MAX_DEPTH  # nesting allowed in a request body (gpux/json_text.py)
 # ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses. 18 digits
 # hold any body size and still fit an int64.
 _BYTE_COUNT = re.compile(r"[0-9]{1,18}")
@@ -69,29 +63,7 @@ def decode_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         ) from exc
 
 
-def json_depth(raw: bytes) -> int:
-    """The deepest nesting of ``[`` and ``{`` in a JSON text, brackets inside strings skipped.
-
-    Vectorised, so a 64 MiB tensor body costs milliseconds rather than a Python loop per byte:
-    escaped backslashes, then escaped quotes, are dropped (a left-to-right pass pairs backslashes
-    as JSON does), ``bytes.translate`` keeps only quotes and brackets, and numpy counts quote
-    parity (odd: inside a string) and bracket levels in chunks.
-    """
-    if b"\\" in raw:
-        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    marks = raw.translate(None, _NOT_STRUCTURE)
-    codes = np.frombuffer(marks, dtype=np.uint8)
-    deepest, level, quotes = 0, 0, 0
-    for start in range(0, len(codes), _DEPTH_CHUNK):
-        chunk = codes[start : start + _DEPTH_CHUNK]
-        seen = np.cumsum(chunk == ord('"'), dtype=np.int64) + quotes
-        outside = (seen & 1) == 0
-        opens = ((chunk == ord("[")) | (chunk == ord("{"))) & outside
-        closes = ((chunk == ord("]")) | (chunk == ord("}"))) & outside
-        levels = np.cumsum(opens.astype(np.int64) - closes) + level
-        deepest = max(deepest, int(levels.max()))
-        level, quotes = int(levels[-1]), int(seen[-1])
-    return deepest
+json_depth = json_text.depth  # kept under its old name for callers and tests
 
 
 def parse_header_length(text: str | None) -> int | None:

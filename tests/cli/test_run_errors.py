@@ -32,6 +32,7 @@ def images(gpux: BoundCLI, workdir: Path) -> Path:
     (files / "table.csv").write_text("1,2,3,4\n")
     (files / "broken.json").write_text('{"x": [[1, 2, 3, 4]]')
     (files / "list-request.json").write_text("[[1, 2, 3, 4]]")
+    (files / "deep.json").write_text(DEEP)
     return files
 
 
@@ -48,6 +49,7 @@ class Case:
 
 
 X = "x=[[1, 2, 3, 4]]"
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads raised RecursionError: an internal error
 OIP_8_VALUES = [1, 2, 3, 4, 5, 6, 7, 8]
 
 CASES = [
@@ -58,6 +60,19 @@ CASES = [
         INPUT,
         ["unknown input 'bb'; did you mean 'b'?"],
         hint="the model's inputs are: a, b",
+    ),
+    Case(
+        "JSON nested 100k deep on stdin",
+        ["run", "lin"],
+        INPUT,
+        ["the request on stdin is not valid JSON", "100001 levels deep, more than the 64"],
+        stdin='{"x": ' + DEEP + "}",
+    ),
+    Case(
+        "JSON nested 100k deep in a file",
+        ["run", "lin", "-i", "x=@{files}/deep.json"],
+        INPUT,
+        ["is not valid JSON", "100000 levels deep"],
     ),
     Case(
         "missing input",
