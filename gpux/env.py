@@ -57,9 +57,26 @@ def max_member_bytes() -> int:
     return value
 
 
+def malloc_arenas() -> int:
+    """GPUX_MALLOC_ARENAS: glibc malloc arenas in a ``gpux serve`` process (default 2, which
+    keeps its memory flat under load; 0 keeps glibc's default of 8 per core)."""
+    configured = os.environ.get("GPUX_MALLOC_ARENAS", "").strip()
+    if not configured:
+        return 2
+    if not configured.isdecimal() or not configured.isascii():
+        from gpux.errors import UsageError
+
+        raise UsageError(
+            f"GPUX_MALLOC_ARENAS={configured!r} is not a whole number",
+            "set it to a number of arenas (2 by default, 0 for glibc's default), or unset it",
+        )
+    return int(configured)
+
+
 VARIABLES = {
     "GPUX_HOME": home.__doc__,
     "GPUX_DEBUG": debug.__doc__,
     "GPUX_NO_PROGRESS": no_progress.__doc__,
     "GPUX_MAX_MEMBER_BYTES": max_member_bytes.__doc__,
+    "GPUX_MALLOC_ARENAS": malloc_arenas.__doc__,
 }

@@ -263,11 +263,15 @@ def _serve_foreground(
 ) -> None:
     import uvicorn
 
+    from gpux import env
     from gpux.cli.console import stderr
     from gpux.serve.app import create_app
     from gpux.serve.connection import timed_protocol
     from gpux.serve.load import load_served
+    from gpux.serve.memory import keep_resident_memory_flat
 
+    # Before any model or thread pool exists: arenas are made by the threads that allocate.
+    keep_resident_memory_flat(env.malloc_arenas())
     served = load_served(names, backend, overrides=overrides)
     app_ = create_app(served, token=token, policy=policy)
     console = stderr()
