@@ -53,8 +53,10 @@ class TimedH11Protocol(H11Protocol):
             self._cancel_header_timer()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+        answered = self.cycle
+        super().on_response_complete()  # may start the next pipelined request's cycle
+        unread = self.cycle is answered and self.conn.their_state is h11.SEND_BODY
+        if unread and not self.transport.is_closing():
             # Answered before its body was read: uvicorn discards the rest as it comes, for
             # as long as the client keeps sending. Give that a deadline too.
             self._draining = self.cycle

@@ -374,6 +374,31 @@ def test_a_slow_body_gets_408_and_the_connection_closes(strict: Server) -> None:
     assert httpx.get(strict.url + "/v2/health/live").status_code == 200
 
 
+def test_an_unread_body_trickled_after_the_answer_is_cut_off(strict: Server) -> None:
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=PATIENCE) as sock:
+        # Answered (405) without its body being read; the body then keeps coming, slowly.
+        sock.sendall(
+            b"POST /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
+        )
+        deadline = time.monotonic() + PATIENCE
+        received = b""
+        while True:
+            assert time.monotonic() < deadline, f"the connection stayed open after {received!r}"
+            if select.select([sock], [], [], 0.2)[0]:
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                break
+    assert received.startswith(b"HTTP/1.1 405 "), received
+
+
 # ------------------------------------------------------------ item 9: routes answer JSON errors
 def test_unknown_routes_and_wrong_methods_answer_json(plain: Server) -> None:
     assert_error(httpx.get(plain.url + "/no/such/route"), 404, "/no/such/route", "/docs")
