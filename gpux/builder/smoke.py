@@ -163,10 +163,10 @@ def _run(backend: Any, feed: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.nd
     try:
         result: dict[str, np.ndarray[Any, Any]] = backend.run(feed)
         return result
-    except BackendError as exc:
+    except (BackendError, InputError) as exc:  # a feed the runtime refuses is an InputError
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
         raise ModelError(
             f"smoke run failed with generated inputs ({shapes}): {exc.message.split(': ', 1)[-1]}",
             "declare realistic inputs in the GPUXfile: fixed sizes in inputs[].shape, or a "
             "value in inputs[].example (e.g. 'example: 16000' for a sample rate)",
-        ) from None
+        ) from exc
