@@ -81,3 +81,25 @@ def served(
     )
     yield server
     assert stop_server(server) == 0, server.log()  # SIGTERM: drain, then exit 0
+
+
+def two_model_server(home: Path, token: str, max_batch_size: int) -> Iterator[Server]:
+    """minilm:1.0 and document-orientation:1.0 behind one batching server that needs ``token``
+    (the fuzzing and load tests); yields the server, then checks it drains and exits 0."""
+    cli = BoundCLI(home)
+    for example in ("minilm-embeddings", "document-orientation"):
+        cli.ok("build", str(EXAMPLES / example), "-q")
+    served = start_server(
+        cli,
+        "minilm:1.0",
+        "document-orientation:1.0",
+        "--backend",
+        "cpu",
+        "--max-batch-size",
+        str(max_batch_size),
+        "--max-batch-delay-ms",
+        "2",
+        env={"GPUX_TOKEN": token},
+    )
+    yield served
+    assert stop_server(served) == 0, served.log()

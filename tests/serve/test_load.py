@@ -26,8 +26,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.cli.expect import BoundCLI
-from tests.serve.conftest import EXAMPLES, Server, start_server, stop_server
+from tests.serve.conftest import Server, two_model_server
 
 pytestmark = [pytest.mark.zoo, pytest.mark.slow]
 
@@ -42,23 +41,7 @@ SETTLED = 1.01
 def server(
     tmp_path_factory: pytest.TempPathFactory, zoo_file: Callable[[str], Path]
 ) -> Iterator[Server]:
-    cli = BoundCLI(tmp_path_factory.mktemp("load-home"))
-    for example in ("minilm-embeddings", "document-orientation"):
-        cli.ok("build", str(EXAMPLES / example), "-q")
-    served = start_server(
-        cli,
-        "minilm:1.0",
-        "document-orientation:1.0",
-        "--backend",
-        "cpu",
-        "--max-batch-size",
-        "16",
-        "--max-batch-delay-ms",
-        "2",
-        env={"GPUX_TOKEN": TOKEN},
-    )
-    yield served
-    assert stop_server(served) == 0, served.log()
+    yield from two_model_server(tmp_path_factory.mktemp("load-home"), TOKEN, max_batch_size=16)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.expect import BoundCLI
-from tests.serve.conftest import EXAMPLES, Server, start_server, stop_server
+from tests.serve.conftest import Server, two_model_server
 
 pytestmark = [pytest.mark.zoo, pytest.mark.slow]
 
@@ -43,23 +42,7 @@ CHECKS = (
 def server(
     tmp_path_factory: pytest.TempPathFactory, zoo_file: Callable[[str], Path]
 ) -> Iterator[Server]:
-    cli = BoundCLI(tmp_path_factory.mktemp("fuzz-home"))
-    for example in ("minilm-embeddings", "document-orientation"):
-        cli.ok("build", str(EXAMPLES / example), "-q")
-    served = start_server(
-        cli,
-        "minilm:1.0",
-        "document-orientation:1.0",
-        "--backend",
-        "cpu",
-        "--max-batch-size",
-        "8",
-        "--max-batch-delay-ms",
-        "2",
-        env={"GPUX_TOKEN": TOKEN},
-    )
-    yield served
-    assert stop_server(served) == 0, served.log()
+    yield from two_model_server(tmp_path_factory.mktemp("fuzz-home"), TOKEN, max_batch_size=8)
 
 
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
