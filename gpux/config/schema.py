@@ -187,7 +187,10 @@ class Runtime(Strict):
 class Serving(Strict):
     """Settings for ``gpux serve``."""
 
-    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    host: str = Field(
+        default="127.0.0.1",
+        description="Kept for compatibility and not used: an image never decides where a server listens; pass ``gpux serve --host`` (default 127.0.0.1).",
+    )
     port: int = Field(default=8080, ge=1, le=65535, description="TCP port.")
     max_batch_size: int = Field(
         default=1, ge=1, description="Largest batch formed by dynamic batching (1 disables it)."
