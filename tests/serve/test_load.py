@@ -4,8 +4,8 @@ health, and client mistakes). It must end with 0 errors (no transport failure, n
 unexpected status) and the server's resident memory within 5% of where it stood at the start.
 
 The start is after a warm-up under the same load, which lasts until resident memory stops
-growing (10 s windows, until one grows less than 1%, at most 60 s): a server's first requests
-size ONNX Runtime's arenas and the allocator's pools for each shape the batcher forms, which is
+growing (10 s windows, until two in a row grow less than 1% and 3,000 requests were served, at
+most 90 s): a server's first requests size ONNX Runtime's arenas and the allocator's pools for each shape the batcher forms, which is
 growth to a ceiling, not a leak. What is asserted is that the ceiling holds for 60 s more.
 
 ``GPUX_LOAD_SECONDS`` shortens or lengthens the measured phase (default 60).
@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.zoo, pytest.mark.slow]
 TOKEN = "load-token-0123456789"
 CONNECTIONS = 64
 WARM_UP_WINDOW = 10.0
-WARM_UP_MAX = 60.0
+WARM_UP_MAX = 90.0
+WARM_UP_REQUESTS = 3000  # on a busy 2-core CI machine a window may serve only a few hundred
 SETTLED = 1.01
 
 
@@ -186,15 +187,16 @@ def resident_bytes(pid: int) -> int:
 
 def test_64_connections_for_60_seconds_end_with_no_error_and_flat_memory(server: Server) -> None:
     seconds = float(os.environ.get("GPUX_LOAD_SECONDS", "60"))
-    start, warmed = resident_bytes(server.process.pid), 0.0
-    while True:
+    start, warmed, requests, calm = resident_bytes(server.process.pid), 0.0, 0, 0
+    while warmed < WARM_UP_MAX:
         warm_up = Tally()
         asyncio.run(hammer(server.url, WARM_UP_WINDOW, warm_up))
         assert not warm_up.errors, warm_up.errors[:10]
-        now, warmed = resident_bytes(server.process.pid), warmed + WARM_UP_WINDOW
-        settled = now <= start * SETTLED
+        now = resident_bytes(server.process.pid)
+        warmed, requests = warmed + WARM_UP_WINDOW, requests + sum(warm_up.statuses.values())
+        calm = calm + 1 if now <= start * SETTLED else 0
         start = now
-        if settled or warmed >= WARM_UP_MAX:
+        if calm >= 2 and requests >= WARM_UP_REQUESTS:
             break
 
     tally = Tally()
