@@ -5,8 +5,8 @@ unexpected status) and the server's resident memory within 5% of where it stood 
 
 The start is after a warm-up under the same load, which lasts until resident memory stops
 growing (10 s windows, until two in a row grow less than 1% and 3,000 requests were served, at
-most 90 s): a server's first requests size ONNX Runtime's arenas and the allocator's pools for each shape the batcher forms, which is
-growth to a ceiling, not a leak. What is asserted is that the ceiling holds for 60 s more.
+most 90 s): a server's first requests size ONNX Runtime's arenas and the allocator's pools for
+each shape the batcher forms, which is growth to a ceiling, not a leak. What is asserted is that the ceiling holds for 60 s more.
 
 ``GPUX_LOAD_SECONDS`` shortens or lengthens the measured phase (default 60).
 """
