@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.distribution.loopback import loopback_server
 
 SLICE = 1 << 16
 TOKEN = "fault-token"
@@ -273,13 +275,6 @@ def _handler(registry: FaultRegistry) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def fault_registry() -> Iterator[FaultRegistry]:
     registry = FaultRegistry()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(registry))
-    server.daemon_threads = True
-    registry.host = f"127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with loopback_server(_handler(registry)) as port:
+        registry.host = f"127.0.0.1:{port}"
         yield registry
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -12,12 +12,13 @@ from __future__ import annotations
 import http.client
 import select
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.distribution.loopback import loopback_server
 
 HOP_HEADERS = {"proxy-authorization", "proxy-connection", "connection", "keep-alive"}
 
@@ -110,13 +111,6 @@ def _handler(proxy: Proxy) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def running_proxy(hosts: dict[str, str]) -> Iterator[Proxy]:
     proxy = Proxy(hosts)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(proxy))
-    server.daemon_threads = True
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with loopback_server(_handler(proxy)) as port:
+        proxy.url = f"http://127.0.0.1:{port}"
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()
