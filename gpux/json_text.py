@@ -32,13 +32,17 @@ class TooDeepError(ValueError):
         self.depth, self.limit = depth, limit
 
 
-def loads(text: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
-    """``json.loads`` of ``text``; :class:`TooDeepError` (a ValueError) past ``max_depth``."""
-    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+def loads(text: bytes | str, *, max_depth: int = MAX_DEPTH, **options: Any) -> Any:
+    """``json.loads(text, **options)``; :class:`TooDeepError` (a ValueError) past
+    ``max_depth``."""
+    if isinstance(text, str):
+        raw = text.encode("utf-8", "surrogatepass")
+    else:  # bytes as they are (a request body can be 64 MiB: no copy); bytearray/memoryview
+        raw = text if isinstance(text, bytes) else bytes(text)
     found = depth(raw)
     if found > max_depth:
         raise TooDeepError(found, max_depth)
-    return json.loads(text)
+    return json.loads(text, **options)
 
 
 def depth(raw: bytes) -> int:

@@ -43,15 +43,13 @@ MAX_ELEMENTS = 1 << 40
 def decode_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """A request body's JSON value; :class:`InputError` for invalid JSON, nesting deeper than
     ``max_depth``, or the non-standard constants NaN and Infinity."""
-    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
-    depth = json_depth(raw)
-    if depth > max_depth:
-        raise InputError(
-            f"the request body nests {depth} levels deep, more than the {max_depth} allowed",
-            "send tensors as nested lists of their dimensions, or as flat 'data' with a 'shape'",
-        )
     try:
-        return json.loads(body, parse_constant=_no_constant)
+        return json_text.loads(body, max_depth=max_depth, parse_constant=_no_constant)
+    except json_text.TooDeepError as exc:
+        raise InputError(
+            f"the request body nests {exc.depth} levels deep, more than the {max_depth} allowed",
+            "send tensors as nested lists of their dimensions, or as flat 'data' with a 'shape'",
+        ) from exc
     except RecursionError as exc:  # cannot happen after the scan; kept as a second guard
         raise InputError(
             "the request body nests too deeply", "send fewer levels of nested lists"
