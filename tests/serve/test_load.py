@@ -1,12 +1,16 @@
 """A bounded load test: 64 connections for 60 s against a real ``gpux serve`` with two zoo models
 and batching, with a mix of what clients send (friendly predict, JSON and binary infer, metadata,
 health, and client mistakes). It must end with 0 errors (no transport failure, no 5xx, no
-unexpected status) and the server's resident memory within 5% of where it stood at the start.
+unexpected status) and with resident memory that stopped growing.
 
-The start is after a warm-up under the same load, which lasts until resident memory stops
-growing (10 s windows, until two in a row grow less than 1% and 3,000 requests were served, at
-most 90 s): a server's first requests size ONNX Runtime's arenas and the allocator's pools for
-each shape the batcher forms, which is growth to a ceiling, not a leak. What is asserted is that the ceiling holds for 60 s more.
+A server's first requests size ONNX Runtime's arenas and the allocator's pools for each shape
+the batcher forms: growth to a ceiling, not a leak, and on a busy 2-core CI machine the ceiling
+came 60 s or more into the load (261 -> 285 MiB after a 40 s warm-up, where this machine is
+flat at 290 after 20 s). RSS also swings by about 10 MiB between the server's malloc_trim calls.
+So RSS is sampled twice a second from the first request on, and what is asserted is that the
+median of the measured phase's last third stays within 4% of the highest RSS seen up to the
+end of its first third. A leak that grows RSS by 8% a minute fails it; the 500 MB-per-request
+leak this test was written for fails it at once.
 
 ``GPUX_LOAD_SECONDS`` shortens or lengthens the measured phase (default 60).
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -32,10 +38,11 @@ pytestmark = [pytest.mark.zoo, pytest.mark.slow]
 
 TOKEN = "load-token-0123456789"
 CONNECTIONS = 64
-WARM_UP_WINDOW = 10.0
+WARM_UP_SECONDS = 30.0
+WARM_UP_REQUESTS = 3000  # on a busy 2-core CI machine 30 s may serve only a thousand
 WARM_UP_MAX = 90.0
-WARM_UP_REQUESTS = 3000  # on a busy 2-core CI machine a window may serve only a few hundred
-SETTLED = 1.01
+SAMPLE_SECONDS = 0.5
+TOLERANCE = 1.04
 
 
 @pytest.fixture(scope="module")
@@ -185,36 +192,66 @@ def resident_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for process {pid}")
 
 
+class ResidentSampler:
+    """Samples a process's RSS every ``SAMPLE_SECONDS`` on a thread, as (monotonic time, bytes)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.samples = pid, list[tuple[float, int]]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), resident_bytes(self.pid)))
+            self._stop.wait(SAMPLE_SECONDS)
+
+    def __enter__(self) -> ResidentSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> list[int]:
+        return [rss for at, rss in self.samples if start <= at <= end]
+
+
 def test_64_connections_for_60_seconds_end_with_no_error_and_flat_memory(server: Server) -> None:
     seconds = float(os.environ.get("GPUX_LOAD_SECONDS", "60"))
-    start, warmed, requests, calm = resident_bytes(server.process.pid), 0.0, 0, 0
-    while warmed < WARM_UP_MAX:
-        warm_up = Tally()
-        asyncio.run(hammer(server.url, WARM_UP_WINDOW, warm_up))
-        assert not warm_up.errors, warm_up.errors[:10]
-        now = resident_bytes(server.process.pid)
-        warmed, requests = warmed + WARM_UP_WINDOW, requests + sum(warm_up.statuses.values())
-        calm = calm + 1 if now <= start * SETTLED else 0
-        start = now
-        if calm >= 2 and requests >= WARM_UP_REQUESTS:
-            break
+    with ResidentSampler(server.process.pid) as rss:
+        began, requests = time.monotonic(), 0
+        while time.monotonic() - began < WARM_UP_MAX:
+            warm_up = Tally()
+            asyncio.run(hammer(server.url, 10.0, warm_up))
+            assert not warm_up.errors, warm_up.errors[:10]
+            requests += sum(warm_up.statuses.values())
+            if time.monotonic() - began >= WARM_UP_SECONDS and requests >= WARM_UP_REQUESTS:
+                break
+        warmed = time.monotonic() - began
 
-    tally = Tally()
-    asyncio.run(hammer(server.url, seconds, tally))
-    end = resident_bytes(server.process.pid)
+        tally = Tally()
+        measured = time.monotonic()
+        asyncio.run(hammer(server.url, seconds, tally))
+        ended = time.monotonic()
+    third = (ended - measured) / 3
+    ceiling = max(rss.between(began, measured + third))
+    tail = statistics.median(rss.between(ended - third, ended))
 
     served = sum(count for (name, status), count in tally.statuses.items() if status == 200)
     summary = ", ".join(f"{n} {s}: {c}" for (n, s), c in sorted(tally.statuses.items()))
     print(
-        f"\n{sum(tally.statuses.values())} requests in {seconds:g} s after {warmed:g} s of "
-        f"warm-up ({summary}); RSS {start / 2**20:.1f} -> {end / 2**20:.1f} MiB"
+        f"\n{sum(tally.statuses.values())} requests in {seconds:g} s after {warmed:.0f} s of "
+        f"warm-up ({summary}); RSS highest up to the first third {ceiling / 2**20:.1f} MiB, "
+        f"median of the last third {tail / 2**20:.1f} MiB"
     )
     assert not tally.errors, f"{len(tally.errors)} errors, first: {tally.errors[:10]}"
     assert served > 100 * seconds / 60, summary  # the server really worked
     for call in mix():  # every kind of request was made and got its expected answer
         assert any(name == call.name for name, _ in tally.statuses), (call.name, summary)
-    assert end <= start * 1.05, (
-        f"RSS grew {100 * (end / start - 1):.1f}% over {seconds:g} s of load: "
-        f"{start / 2**20:.1f} -> {end / 2**20:.1f} MiB"
+    assert tail <= ceiling * TOLERANCE, (
+        f"RSS kept growing under load: its median over the last {third:.0f} s is "
+        f"{tail / 2**20:.1f} MiB, {100 * (tail / ceiling - 1):.1f}% above the highest "
+        f"({ceiling / 2**20:.1f} MiB) seen up to {third:.0f} s into the measured {seconds:g} s"
     )
     assert server.process.poll() is None, server.log()
