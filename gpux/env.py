@@ -60,15 +60,29 @@ def max_member_bytes() -> int:
 def malloc_arenas() -> int:
     """GPUX_MALLOC_ARENAS: glibc malloc arenas in a ``gpux serve`` process (default 2, which
     keeps its memory flat under load; 0 keeps glibc's default of 8 per core)."""
-    configured = os.environ.get("GPUX_MALLOC_ARENAS", "").strip()
+    return _count(
+        "GPUX_MALLOC_ARENAS", 2, "a number of arenas (2 by default, 0 for glibc's default)"
+    )
+
+
+def parse_processes() -> int:
+    """GPUX_PARSE_PROCESSES: processes a ``gpux serve`` starts, on first need, to parse very
+    large JSON infer bodies outside its interpreter lock (default 1; 0 parses them on threads
+    of the server itself, see gpux/serve/parsing.py)."""
+    return _count(
+        "GPUX_PARSE_PROCESSES", 1, "a number of processes (1 by default, 0 to parse in the server)"
+    )
+
+
+def _count(name: str, default: int, what: str) -> int:
+    configured = os.environ.get(name, "").strip()
     if not configured:
-        return 2
+        return default
     if not configured.isdecimal() or not configured.isascii():
         from gpux.errors import UsageError
 
         raise UsageError(
-            f"GPUX_MALLOC_ARENAS={configured!r} is not a whole number",
-            "set it to a number of arenas (2 by default, 0 for glibc's default), or unset it",
+            f"{name}={configured!r} is not a whole number", f"set it to {what}, or unset it"
         )
     return int(configured)
 

@@ -9,9 +9,10 @@ refused before routing (host, origin, token, body size and time) is in gpux/serv
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gpux import __version__
+from gpux import __version__, env
 from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
 from gpux.pipeline.runner import Pipeline
-from gpux.runtime.tensors import check_feed
 from gpux.serve import bodies, protocol
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, QueueFull, Strategy
@@ -41,6 +41,7 @@ from gpux.serve.guards import (
     http_error_response,
 )
 from gpux.serve.metrics import Metrics
+from gpux.serve.parsing import ParseProcesses
 
 __all__ = ["HTTPError", "Limits", "RequestPolicy", "ServedModel", "create_app", "inference_threads"]
 
@@ -126,8 +127,12 @@ def create_app(
     *,
     token: str | None = None,
     policy: RequestPolicy | None = None,
+    parse_processes: int | None = None,
 ) -> Starlette:
+    """The server's app. ``parse_processes``: processes for very large JSON bodies
+    (gpux/serve/parsing.py; default ``GPUX_PARSE_PROCESSES``, 1)."""
     policy = policy or RequestPolicy()
+    parser = ParseProcesses(env.parse_processes() if parse_processes is None else parse_processes)
     by_name = {m.name: m for m in models}
     metrics = Metrics(by_name)
     for served in models:
@@ -222,7 +227,10 @@ def create_app(
         body = await read_body(request, policy)
         header = request.headers.get(protocol.HEADER_LENGTH)
         length = protocol.parse_header_length(header)
-        parsed, feed = await off_loop(len(body), _decode_infer, body, length, served)
+        if parser.takes(len(body), length):
+            parsed, feed = await parser.parse(body, length, served.model.inputs)
+        else:
+            parsed, feed = await off_loop(len(body), _decode_infer, body, length, served)
         with metrics.in_flight(served.name):
             outputs = await submit(served, "tensors", feed)
         size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
@@ -272,10 +280,19 @@ def create_app(
 
     # The pages themselves need no token: the playground sends it with each predict call.
     routes.extend(web_routes(models, token_required=token is not None))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            parser.close()
+
     return Starlette(
         routes=routes,
         middleware=_middleware(policy, token),
         exception_handlers={StarletteHTTPException: _routing_error, Exception: _server_error},
+        lifespan=lifespan,
     )
 
 
@@ -332,8 +349,7 @@ def _decode_infer(
     body: bytes, header_length: int | None, served: ServedModel
 ) -> tuple[protocol.InferRequest, dict[str, Any]]:
     parsed = protocol.parse_request(body, header_length)
-    _check_datatypes(parsed.inputs, served.model.inputs)
-    return parsed, check_feed(parsed.inputs, served.model.inputs)
+    return parsed, protocol.checked_feed(parsed, served.model.inputs)
 
 
 def _infer_answer(
@@ -418,22 +434,6 @@ def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], b
         return parts
 
     return Strategy(lambda p: p[1], lambda p: len(p[0]), combine, run, split)
-
-
-def _check_datatypes(inputs: dict[str, Any], signatures: list[Any]) -> None:
-    """The protocol names each tensor's datatype: a mismatch is the client's mistake (as in
-    Triton), not something to convert silently."""
-    for signature in signatures:
-        array = inputs.get(signature.name)
-        if array is None:
-            continue
-        sent = "string" if array.dtype.kind in "OUS" else str(array.dtype)
-        if sent != signature.dtype:
-            raise InputError(
-                f"input '{signature.name}': datatype {protocol.datatype(sent)}, but the model "
-                f"expects {protocol.datatype(signature.dtype)}",
-                f"send {signature.name} as {protocol.datatype(signature.dtype)}",
-            )
 
 
 def _only(models: list[ServedModel]) -> ServedModel:

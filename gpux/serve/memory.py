@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import threading
 
 M_ARENA_MAX = -8  # from glibc's malloc.h
 TRIM_SECONDS = 5.0
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -53,3 +55,10 @@ def keep_resident_memory_flat(arenas: int, trim_seconds: float = TRIM_SECONDS) -
 
     threading.Thread(target=trim, name="gpux-malloc-trim", daemon=True).start()
     return True
+
+
+def trim_now() -> None:
+    """Return free heap pages to the kernel now (glibc only; elsewhere nothing)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

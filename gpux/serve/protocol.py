@@ -22,7 +22,7 @@ import numpy as np
 from gpux import json_text
 from gpux.errors import InputError, value_kind
 from gpux.pipeline.inputs import OIP_DATATYPES
-from gpux.runtime.tensors import from_values
+from gpux.runtime.tensors import TensorSignature, check_feed, from_values
 
 Array = np.ndarray[Any, Any]
 
@@ -164,6 +164,28 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
                     )
                 result.classification[name] = top
     return result
+
+
+def checked_feed(request: InferRequest, signatures: list[TensorSignature]) -> dict[str, Array]:
+    """The request's tensors checked against the model's inputs, ready for the backend."""
+    check_datatypes(request.inputs, signatures)
+    return check_feed(request.inputs, signatures)
+
+
+def check_datatypes(inputs: Mapping[str, Array], signatures: list[TensorSignature]) -> None:
+    """The protocol names each tensor's datatype: a mismatch is the client's mistake (as in
+    Triton), not something to convert silently."""
+    for signature in signatures:
+        array = inputs.get(signature.name)
+        if array is None:
+            continue
+        sent = "string" if array.dtype.kind in "OUS" else str(array.dtype)
+        if sent != signature.dtype:
+            raise InputError(
+                f"input '{signature.name}': datatype {datatype(sent)}, but the model "
+                f"expects {datatype(signature.dtype)}",
+                f"send {signature.name} as {datatype(signature.dtype)}",
+            )
 
 
 def _text(value: Any) -> str:
