@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.serve import free_port
+from benchmarks.serve import build_bench_image, free_port
 from tools import zoo
 
 
@@ -103,16 +103,7 @@ def main() -> int:
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="gpux-bench-json-") as tmp:
-        home, project = Path(tmp) / "home", Path(tmp) / "bench"
-        project.mkdir()
-        (project / "model.onnx").write_bytes(zoo.fetch("minilm").read_bytes())
-        (project / "GPUXfile").write_text("name: bench\nmodel: ./model.onnx\n")
-        subprocess.run(
-            [sys.executable, "-m", "gpux.cli.main", "build", str(project), "-q"],
-            env={**os.environ, "GPUX_HOME": str(home)},
-            check=True,
-            capture_output=True,
-        )
+        home = build_bench_image(zoo.fetch("minilm"), Path(tmp))
         for size in sizes:
             body = body_of(size)
             started = time.perf_counter()

@@ -74,6 +74,21 @@ def summary(latencies: list[float], seconds: float) -> dict[str, float]:
     }
 
 
+def build_bench_image(model: Path, folder: Path) -> Path:
+    """``bench:latest`` (the bare model, no pipeline) built into a new store; its GPUX_HOME."""
+    home, project = folder / "home", folder / "bench"
+    project.mkdir()
+    (project / "model.onnx").write_bytes(model.read_bytes())
+    (project / "GPUXfile").write_text("name: bench\nmodel: ./model.onnx\n")
+    subprocess.run(
+        [sys.executable, "-m", "gpux.cli.main", "build", str(project), "-q"],
+        env={**os.environ, "GPUX_HOME": str(home)},
+        check=True,
+        capture_output=True,
+    )
+    return home
+
+
 def serve_and_load(home: Path, extra: list[str], callers: int, seconds: float) -> dict[str, float]:
     import httpx
     import tritonclient.http as triton
@@ -147,16 +162,7 @@ def main() -> int:
 
     model = zoo.fetch("minilm")
     with tempfile.TemporaryDirectory(prefix="gpux-bench-serve-") as tmp:
-        home, project = Path(tmp) / "home", Path(tmp) / "bench"
-        project.mkdir()
-        (project / "model.onnx").write_bytes(model.read_bytes())
-        (project / "GPUXfile").write_text("name: bench\nmodel: ./model.onnx\n")
-        subprocess.run(
-            [sys.executable, "-m", "gpux.cli.main", "build", str(project), "-q"],
-            env={**os.environ, "GPUX_HOME": str(home)},
-            check=True,
-            capture_output=True,
-        )
+        home = build_bench_image(model, Path(tmp))
         results: dict[str, Any] = {
             "bare ONNX Runtime, 1 caller in process": bare_loop(model, args.seconds),
             f"gpux serve, no batching, {args.callers} callers": serve_and_load(
