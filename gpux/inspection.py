@@ -146,7 +146,11 @@ def describe_path(path: Path) -> dict[str, Any]:
         model = analyze.load_checked(resolved.path, project.config.model.source)
         declared_inputs, declared_outputs = analyze.model_signature(model)
         inputs = signature.merge(project.config.inputs, declared_inputs, "inputs")
-        outputs = signature.merge(project.config.outputs, declared_outputs, "outputs")
+        outputs = signature.with_batch_axes(
+            project.config.outputs,
+            inputs,
+            signature.merge(project.config.outputs, declared_outputs, "outputs"),
+        )
         origin = resolved.to_json()
         path = resolved.path
         name = project.default_name

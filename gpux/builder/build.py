@@ -196,7 +196,11 @@ def _build_image(
         model_inputs, model_outputs = analyze.model_signature(model)
         inputs = signature.merge(project.config.inputs, model_inputs, "inputs")
         info["fixed_dimensions"] = signature.fixed_dimensions(project.config.inputs, model_inputs)
-        outputs = signature.merge(project.config.outputs, model_outputs, "outputs")
+        outputs = signature.with_batch_axes(
+            project.config.outputs,
+            inputs,
+            signature.merge(project.config.outputs, model_outputs, "outputs"),
+        )
         del model
         step.detail = f"{len(inputs)} in, {len(outputs)} out"
 

@@ -33,6 +33,11 @@ def merge(
         if spec is None:
             merged.append(tensor)
             continue
+        if spec.batch_axis is not None and kind == "inputs":
+            raise ModelError(
+                f"input '{tensor.name}' declares batch_axis, which only outputs have",
+                "batch inputs along their first axis, and remove batch_axis from the input",
+            )
         dtype = tensor.dtype
         if spec.dtype is not None and spec.dtype.value != tensor.dtype:
             raise ModelError(
@@ -50,9 +55,48 @@ def merge(
                 shape=shape,
                 example=spec.example,
                 description=spec.description,
+                batch_axis=_declared_axis(tensor.name, spec.batch_axis, shape),
             )
         )
     return merged
+
+
+def _declared_axis(
+    name: str, declared: int | str | None, shape: list[int | str | None] | None
+) -> int | None:
+    if declared is None:
+        return 0  # inferred later by with_batch_axes, from the inputs' batch symbol
+    if declared == "none":
+        return None
+    assert isinstance(declared, int)
+    if shape is not None and declared >= len(shape):
+        raise ModelError(
+            f"output '{name}' declares batch_axis {declared}, but it has {len(shape)} "
+            f"dimension{'s' if len(shape) != 1 else ''}: [{', '.join(map(str, shape))}]",
+            f"use an axis from 0 to {len(shape) - 1}",
+        )
+    return declared
+
+
+def with_batch_axes(
+    declared: list[TensorSpec] | None,
+    inputs: list[TensorSignature],
+    outputs: list[TensorSignature],
+) -> list[TensorSignature]:
+    """Outputs whose batch axis the GPUXfile leaves out get the axis that carries the inputs'
+    batch symbol: a sequence-first recogniser's ``[time, batch, classes]`` gets 1, where
+    splitting along axis 0 cut it into time steps."""
+    given = {spec.name for spec in declared or [] if spec.batch_axis is not None}
+    symbols = {s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str)}
+    if len(symbols) != 1:
+        return outputs
+    symbol = symbols.pop()
+    for output in outputs:
+        if output.name in given or not output.shape or output.shape[0] == symbol:
+            continue
+        if symbol in output.shape:
+            output.batch_axis = output.shape.index(symbol)
+    return outputs
 
 
 def _narrow(

@@ -22,6 +22,7 @@ from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
 from gpux.pipeline.inputs import MEDIA_SUFFIXES as SUFFIXES
 from gpux.pipeline.inputs import clip, parse_value
+from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
 
 Item = tuple[str, dict[str, Any]]  # (what to call it in the output, the item)
@@ -189,7 +190,7 @@ def run_items(
             yield label, result, elapsed
 
 
-def interactive(pipeline: Pipeline, raw: bool) -> None:
+def interactive(pipeline: Pipeline, raw: bool, full: bool = False) -> None:
     """A prompt loop: one input per line, one decoded result per line, the model loaded once."""
     names = pipeline.input_names
     prompt = sys.stdin is not None and sys.stdin.isatty()
@@ -215,7 +216,7 @@ def interactive(pipeline: Pipeline, raw: bool) -> None:
                 raise UsageError(
                     "this model takes several inputs", 'type a JSON object: {"name": value, ...}'
                 )
-            result = pipeline.run([item], raw=raw)[0]
+            result = result_to_json(pipeline.run([item], raw=raw)[0], full)
             sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         except ValueError as exc:
             sys.stderr.write(f"error: the line is not valid JSON: {exc}\n")
@@ -232,44 +233,88 @@ def run_pipeline(
     raw: bool,
     interactive_mode: bool,
     batch_size: int,
+    full: bool = False,
 ) -> None:
-    """``gpux run`` on an image with a pipeline: one result as JSON, many as JSONL."""
+    """``gpux run`` on an image with a pipeline: one result as JSON, many as JSONL.
+
+    ``output``: the results (.json, .jsonl), or the raw output tensors (.npz; .npy for one
+    output of one input), which are then computed even without ``raw``."""
     from gpux.cli.console import print_json
 
     pipeline = model.pipeline
     assert pipeline is not None
-    if output is not None and output.suffix.lower() not in (".json", ".jsonl"):
+    suffix = output.suffix.lower() if output is not None else ""
+    if output is not None and suffix not in (".json", ".jsonl", ".npz", ".npy"):
         raise UsageError(
-            f"cannot write results to '{output.name}'", "use --output results.json or .jsonl"
+            f"cannot write results to '{output.name}'",
+            "use --output results.json or .jsonl for results, out.npz for the raw tensors",
         )
+    tensors_out = suffix in (".npz", ".npy")
     if interactive_mode:
-        interactive(pipeline, raw)
+        if tensors_out:
+            raise UsageError(
+                "--interactive prints each result as it comes; it writes no tensor file",
+                "drop --output, or run the inputs with --input",
+            )
+        interactive(pipeline, raw, full)
         return
     items, single = gather(pipeline, inputs) if inputs else from_stdin(pipeline)
     placement = model.placement
     if single:
         began = time.perf_counter()
-        result = pipeline.run([items[0][1]], raw=raw)[0]
+        result = pipeline.run([items[0][1]], raw=raw or tensors_out)[0]
+        latency = round((time.perf_counter() - began) * 1e3, 3)
+        tensors = result.pop("outputs", None) if tensors_out and not raw else result.get("outputs")
         body: dict[str, Any] = {
             "model": model.image.name if model.image else "model",
             "backend": placement.backend,
-            "latency_ms": round((time.perf_counter() - began) * 1e3, 3),
-            "result": result,
+            "latency_ms": latency,
+            "result": result_to_json(result, full),
         }
         if placement.fallback_reason:
             body["fallback_reason"] = placement.fallback_reason
-        if output is not None:
+        if output is not None and tensors_out:
+            body["written"] = [str(p) for p in _write_tensors([tensors or {}], output)]
+        elif output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(body, ensure_ascii=False) + "\n", "utf-8")
         print_json(body)
         return
-    _stream(pipeline, items, output, raw, batch_size)
+    _stream(pipeline, items, output, raw, batch_size, full)
+
+
+def _write_tensors(per_item: list[dict[str, Any]], output: Path) -> list[Path]:
+    """Raw output tensors to .npz/.npy: one input's under their output names, several inputs'
+    as ``<position>.<output>`` (0 for the first input)."""
+    from gpux.pipeline.outputs import write_outputs
+
+    if len(per_item) == 1:
+        return write_outputs(per_item[0], output)
+    if output.suffix.lower() == ".npy":
+        _refuse_npy(len(per_item))
+    return write_outputs(
+        {f"{i}.{name}": v for i, tensors in enumerate(per_item) for name, v in tensors.items()},
+        output,
+    )
+
+
+def _refuse_npy(count: int) -> None:
+    raise UsageError(
+        f"{count} inputs give {count} sets of tensors, which one .npy cannot hold",
+        "use --output out.npz (keys <position>.<output>)",
+    )
 
 
 def _stream(
-    pipeline: Pipeline, items: list[Item], output: Path | None, raw: bool, batch_size: int
+    pipeline: Pipeline,
+    items: list[Item],
+    output: Path | None,
+    raw: bool,
+    batch_size: int,
+    full: bool = False,
 ) -> None:
-    """Many items: JSONL on stdout (and in ``output``), a progress bar on stderr."""
+    """Many items: JSONL on stdout (and in ``output``, or their raw tensors when it is .npz),
+    a progress bar on stderr."""
     from gpux import env
     from gpux.cli.console import stderr
 
@@ -288,10 +333,17 @@ def _stream(
         )
         bar.start()
         task = bar.add_task("running", total=len(items))
-    sink = output.open("w", encoding="utf-8") if output is not None else None
+    tensors_out = output is not None and output.suffix.lower() in (".npz", ".npy")
+    if output is not None and output.suffix.lower() == ".npy":  # before the model runs
+        _refuse_npy(len(items))
+    collected: list[dict[str, Any]] = []
+    sink = output.open("w", encoding="utf-8") if output is not None and not tensors_out else None
     try:
-        for label, result, _ in run_items(pipeline, items, batch_size, raw):
-            line = json.dumps({"input": label, **result}, ensure_ascii=False)
+        for label, result, _ in run_items(pipeline, items, batch_size, raw or tensors_out):
+            if tensors_out:
+                tensors = result.pop("outputs") if not raw else result["outputs"]
+                collected.append(tensors)
+            line = json.dumps({"input": label, **result_to_json(result, full)}, ensure_ascii=False)
             sys.stdout.write(line + "\n")
             if sink is not None:
                 sink.write(line + "\n")
@@ -303,3 +355,7 @@ def _stream(
             bar.stop()
         if sink is not None:
             sink.close()
+    if tensors_out:
+        assert output is not None
+        written = _write_tensors(collected, output)
+        sys.stderr.write(f"wrote {', '.join(map(str, written))}\n")

@@ -24,12 +24,19 @@ def register(app: typer.Typer) -> None:
             "Without --input, a JSON request is read from stdin.",
         ),
         output: Path | None = typer.Option(
-            None, "-o", "--output", help="Also write outputs to a .json, .npy or .npz file."
+            None,
+            "-o",
+            "--output",
+            help="Also write outputs to a .json, .npy or .npz file (with a pipeline: the "
+            "results to .json/.jsonl, the raw tensors to .npz).",
         ),
         full: bool = typer.Option(False, "--full", help="Print every value of large tensors."),
         backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
         raw: bool = typer.Option(
-            False, "--raw", help="With a pipeline: the raw output tensors too, next to the results."
+            False,
+            "--raw",
+            help="With a pipeline: the raw output tensors too, next to the results "
+            "(summarised; complete with --full; -o out.npz writes them as arrays).",
         ),
         interactive: bool = typer.Option(
             False, "-I", "--interactive", help="Read one input per line, print one result per line."
@@ -65,7 +72,7 @@ def register(app: typer.Typer) -> None:
         if model.pipeline is not None and not _tensor_inputs(inputs, model):
             from gpux.cli.predict import run_pipeline
 
-            run_pipeline(model, inputs, output, raw, interactive, batch_size)
+            run_pipeline(model, inputs, output, raw, interactive, batch_size, full)
             return
         if output is not None:
             check_output_path(output)  # before the model runs, not after

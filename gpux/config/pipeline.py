@@ -332,6 +332,82 @@ class ArgMax(Strict):
         default=None,
         description="Labels (inline list or a file, one per line). Default: the GPUXfile's labels.",
     )
+    axis: int | None = Field(
+        default=None,
+        description="Give an axis to get the index of the largest value along it, as a tensor the chain goes on with (e.g. the best class per time step). Without it, argmax ends the chain with the best class of each item, and its label.",
+    )
+
+    @model_validator(mode="after")
+    def _axis_or_labels(self) -> ArgMax:
+        _not_the_batch(self.axis, "argmax")
+        if self.axis is not None and self.labels is not None:
+            raise ValueError("argmax over an axis gives indices, not labels: drop one of them")
+        return self
+
+
+def _not_the_batch(axis: int | None, step: str) -> None:
+    if axis == 0:
+        raise ValueError(
+            f"{step}: axis 0 holds the items of a batch; count the item's own axes from 1 "
+            "(or from the end: -1 is the last)"
+        )
+
+
+class Pick(Strict):
+    """One index along an axis; the axis goes away (``[batch, 3, 80]`` -> ``[batch, 80]``)."""
+
+    axis: int = Field(description="Axis to pick from (1 is each item's first axis; -1 the last).")
+    index: int = Field(description="Position along it (negative counts from the end).")
+
+    @model_validator(mode="after")
+    def _not_batch(self) -> Pick:
+        _not_the_batch(self.axis, "pick")
+        return self
+
+
+class Slice(Strict):
+    """A range along an axis, as Python's ``start:stop:step``."""
+
+    axis: int = Field(description="Axis to cut (1 is each item's first axis; -1 the last).")
+    start: int | None = Field(default=None, description="First position (default: 0).")
+    stop: int | None = Field(default=None, description="Position after the last (default: all).")
+    step: int | None = Field(default=None, ge=1, description="Stride (default: 1).")
+
+    @model_validator(mode="after")
+    def _not_batch(self) -> Slice:
+        _not_the_batch(self.axis, "slice")
+        return self
+
+
+class Transpose(Strict):
+    """Reorder an item's axes: ``[batch, 4+C, anchors]`` -> ``[batch, anchors, 4+C]``."""
+
+    axes: list[int] = Field(
+        min_length=2,
+        description="The new order of all axes, the batch axis first: [0, 2, 1] swaps the last two of a rank-3 tensor.",
+    )
+
+    @field_validator("axes")
+    @classmethod
+    def _permutation(cls, axes: list[int]) -> list[int]:
+        if sorted(axes) != list(range(len(axes))) or axes[0] != 0:
+            raise ValueError(
+                "give every axis once, starting with 0 (the batch axis stays first), e.g. [0, 2, 1]"
+            )
+        return axes
+
+
+class Squeeze(Strict):
+    """Drop axes of size 1 (all of them but the batch axis, or the one given)."""
+
+    axis: int | None = Field(
+        default=None, description="The axis to drop (default: every size-1 axis)."
+    )
+
+    @model_validator(mode="after")
+    def _not_batch(self) -> Squeeze:
+        _not_the_batch(self.axis, "squeeze")
+        return self
 
 
 class TopK(Strict):
@@ -377,6 +453,10 @@ class Step(Strict):
 
     softmax: Softmax | None = None
     sigmoid: Sigmoid | None = None
+    pick: Pick | None = None
+    slice: Slice | None = None
+    transpose: Transpose | None = None
+    squeeze: Squeeze | None = None
     l2_normalize: L2Normalize | None = None
     mean_pool: MeanPool | None = None
     argmax: ArgMax | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -98,6 +98,17 @@ class TensorSpec(Strict):
     description: str | None = Field(
         default=None, description="Free text shown by ``gpux inspect``."
     )
+    batch_axis: int | Literal["none"] | None = Field(
+        default=None,
+        description="Outputs only: the axis that holds the items of a batch (0 for most models; 1 for a sequence-first ``[time, batch, classes]`` output), or ``none`` for an output shared by the whole batch. Default: the axis whose symbolic name is the inputs' batch dimension, else 0.",
+    )
+
+    @field_validator("batch_axis")
+    @classmethod
+    def _non_negative_axis(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("count the batch axis from the front: 0, 1, ...")
+        return value
 
 
 class ConvAlgoSearch(StrEnum):

@@ -65,6 +65,14 @@ def outputs_to_json(
     return {name: tensor_to_json(value, full) for name, value in outputs.items()}
 
 
+def result_to_json(result: dict[str, Any], full: bool = False) -> dict[str, Any]:
+    """A pipeline result for JSON: its raw ``outputs`` (numpy arrays, present when raw tensors
+    were asked for) become tensor descriptions, summarised unless ``full``."""
+    if not isinstance(result.get("outputs"), dict):
+        return result
+    return {**result, "outputs": outputs_to_json(result["outputs"], full=full)}
+
+
 OUTPUT_SUFFIXES = (".json", ".npy", ".npz")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from gpux.config.pipeline import AudioInput
 from gpux.config.schema import GPUXfile
 from gpux.errors import ConfigValidationError
-from gpux.pipeline.steps import DECODING_STEPS
+from gpux.pipeline.steps import is_decoding
 from gpux.runtime.tensors import TensorSignature
 
 Fail = Callable[[str, str], ConfigValidationError]
@@ -161,7 +161,7 @@ def _complete_results(
                 f"the model's outputs are: {', '.join(output_names)}",
             )
         for position, step in enumerate(result.steps):
-            if step.name in DECODING_STEPS and position != len(result.steps) - 1:
+            if is_decoding(step) and position != len(result.steps) - 1:
                 raise fail(
                     f"postprocess '{result.name}': '{step.name}' must be the last step",
                     "decoding steps (argmax, top_k, threshold, segments, boxes) end a chain",
@@ -178,7 +178,7 @@ def _complete_results(
                     f"postprocess '{result.name}': segments needs the duration of one frame",
                     "set frame_ms under segments, or frame: {size: N} under the audio input",
                 )
-            if step.name in ("argmax", "top_k"):
+            if step.name in ("argmax", "top_k") and getattr(options, "axis", None) is None:
                 labels = options.labels if isinstance(options.labels, list) else config.labels
                 shape = by_output[result.source].shape
                 classes = shape[-1] if shape else None

@@ -18,7 +18,7 @@ import numpy as np
 from gpux.config.pipeline import PipelineInput, PipelineOutput
 from gpux.errors import InputError, UsageError
 from gpux.pipeline import steps
-from gpux.pipeline.outputs import tensor_to_json
+from gpux.runtime.tensors import items_first
 
 if TYPE_CHECKING:
     from gpux.api import Model
@@ -182,6 +182,7 @@ class Pipeline:
         self, feed: Mapping[str, Any], outputs: Mapping[str, Array], count: int, raw: bool
     ) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{} for _ in range(count)]
+        axes = {s.name: s.batch_axis for s in self.model.outputs}
         if self.results:
             for spec in self.results:
                 assert spec.source is not None  # completed at build
@@ -191,22 +192,33 @@ class Pipeline:
                     frame_seconds=self._frame_seconds(),
                     result=spec.name,
                 )
-                decoded = steps.apply(outputs[spec.source], spec.steps, context)
+                batch = items_first(
+                    spec.source, np.asarray(outputs[spec.source]), axes.get(spec.source, 0), count
+                )
+                decoded = steps.apply(batch, spec.steps, context)
                 for result, value in zip(results, decoded, strict=True):
                     result[spec.name] = value
         if raw or not self.results:
             for position, result in enumerate(results):
-                per_item = {name: _slice(value, position, count) for name, value in outputs.items()}
+                per_item = {
+                    name: _item(value, axes.get(name, 0), position, count)
+                    for name, value in outputs.items()
+                }
                 if self.results:
-                    result["outputs"] = {k: tensor_to_json(v) for k, v in per_item.items()}
+                    result["outputs"] = per_item  # arrays: callers choose how to show them
                 else:
                     result.update({k: np.asarray(v).tolist() for k, v in per_item.items()})
         return results
 
 
-def _slice(value: Array, position: int, count: int) -> Array:
+def _item(value: Array, axis: int | None, position: int, count: int) -> Array:
+    """One item's part of an output: along its batch axis, or all of it when the output does
+    not hold one row per item (shared by the batch)."""
     array = np.asarray(value)
-    return array[position] if array.ndim and array.shape[0] == count else array
+    if axis is None or array.ndim <= axis or array.shape[axis] != count:
+        return array
+    part: Array = np.take(array, position, axis=axis)
+    return part
 
 
 def _concatenate(name: str, arrays: list[Array]) -> Array:

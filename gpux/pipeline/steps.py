@@ -1,7 +1,9 @@
 """Post-processing steps: model outputs -> results people read.
 
-Numeric steps (softmax, sigmoid, mean_pool, l2_normalize) work on the whole batch at once, the
-first axis being the items. Decoding steps (argmax, top_k, threshold, segments) end a chain and
+Numeric steps (softmax, sigmoid, mean_pool, l2_normalize, and the tensor utilities pick, slice,
+transpose, squeeze and argmax over an axis) work on the whole batch at once, the first axis being
+the items (the runner moves an output's declared ``batch_axis`` there first), so their axes count
+the batch axis as 0. Decoding steps (argmax, top_k, threshold, segments) end a chain and
 turn each item into plain JSON values. A chain without a decoding step ends with the numbers
 as nested lists.
 """
@@ -30,11 +32,18 @@ class StepContext:
     result: str = "result"
 
 
+def is_decoding(step: Step) -> bool:
+    """Whether ``step`` turns each item into JSON values, and so must end its chain."""
+    return step.name in _DECODING and not (step.name == "argmax" and step.options.axis is not None)
+
+
 def apply(array: Array, steps: Sequence[Step], context: StepContext) -> list[Any]:
     """Run a chain over a batch; one decoded value per item (first axis)."""
     values: Array = np.asarray(array)
     for position, step in enumerate(steps):
         numeric = _NUMERIC.get(step.name)
+        if step.name == "argmax" and step.options.axis is not None:
+            numeric = _argmax_along
         if numeric is not None:
             values = numeric(values, step.options, context)
             continue
@@ -87,11 +96,79 @@ def _mean_pool(values: Array, options: Any, context: StepContext) -> Array:
     return result
 
 
+def _axis(values: Array, axis: int, step: str, context: StepContext) -> int:
+    """``axis`` of the batch tensor, checked: 0 is the batch axis, which steps never remove."""
+    if not -values.ndim < axis < values.ndim or axis % values.ndim == 0:
+        raise ModelError(
+            f"result '{context.result}': {step} axis {axis} does not fit the output's "
+            f"{values.ndim - 1} item axes (batch tensor shape {list(values.shape)})",
+            f"use an axis from 1 to {values.ndim - 1}, or from -{values.ndim - 1} to -1",
+        )
+    return axis % values.ndim
+
+
+def _pick(values: Array, options: Any, context: StepContext) -> Array:
+    axis = _axis(values, options.axis, "pick", context)
+    size = values.shape[axis]
+    if not -size <= options.index < size:
+        raise ModelError(
+            f"result '{context.result}': pick index {options.index} is outside axis "
+            f"{options.axis}, which has {size} positions",
+            f"use an index from 0 to {size - 1} (or from -{size} to -1)",
+        )
+    picked: Array = np.take(values, options.index, axis=axis)
+    return picked
+
+
+def _slice(values: Array, options: Any, context: StepContext) -> Array:
+    axis = _axis(values, options.axis, "slice", context)
+    index: list[Any] = [slice(None)] * values.ndim
+    index[axis] = slice(options.start, options.stop, options.step)
+    sliced: Array = values[tuple(index)]
+    return sliced
+
+
+def _transpose(values: Array, options: Any, context: StepContext) -> Array:
+    if len(options.axes) != values.ndim:
+        raise ModelError(
+            f"result '{context.result}': transpose lists {len(options.axes)} axes, but the "
+            f"output has {values.ndim} (batch tensor shape {list(values.shape)})",
+            f"list all {values.ndim}, the batch axis 0 first",
+        )
+    moved: Array = np.transpose(values, options.axes)
+    return moved
+
+
+def _squeeze(values: Array, options: Any, context: StepContext) -> Array:
+    if options.axis is None:
+        ones = tuple(a for a in range(1, values.ndim) if values.shape[a] == 1)
+        squeezed: Array = np.squeeze(values, axis=ones)
+        return squeezed
+    axis = _axis(values, options.axis, "squeeze", context)
+    if values.shape[axis] != 1:
+        raise ModelError(
+            f"result '{context.result}': squeeze axis {options.axis} has size "
+            f"{values.shape[axis]}, not 1 (batch tensor shape {list(values.shape)})",
+            "squeeze an axis of size 1, or use pick to choose one position",
+        )
+    squeezed = np.squeeze(values, axis=axis)
+    return squeezed
+
+
+def _argmax_along(values: Array, options: Any, context: StepContext) -> Array:
+    best: Array = np.argmax(values, axis=_axis(values, options.axis, "argmax", context))
+    return best
+
+
 _NUMERIC = {
     "softmax": _softmax,
     "sigmoid": _sigmoid,
     "l2_normalize": _l2_normalize,
     "mean_pool": _mean_pool,
+    "pick": _pick,
+    "slice": _slice,
+    "transpose": _transpose,
+    "squeeze": _squeeze,
 }
 
 
@@ -250,7 +327,6 @@ _DECODING: dict[str, Any] = {
     "threshold": _threshold,
     "segments": _segments,
 }
-DECODING_STEPS = frozenset(_DECODING)
 
 
 def _plain(item: Array) -> Any:

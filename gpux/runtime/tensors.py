@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gpux.errors import InputError
+from gpux.errors import InputError, ModelError
 
 Dim = int | str | None
 
@@ -76,6 +76,8 @@ class TensorSignature:
     shape: list[Dim] | None  # None: rank unknown
     example: Any = None
     description: str | None = None
+    batch_axis: int | None = 0
+    """Outputs: the axis holding a batch's items; None for an output the batch shares."""
     _numpy: np.dtype[Any] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -90,6 +92,8 @@ class TensorSignature:
             data["example"] = self.example
         if self.description:
             data["description"] = self.description
+        if self.batch_axis != 0:  # images built before batch_axis existed read as 0
+            data["batch_axis"] = self.batch_axis
         return data
 
     @classmethod
@@ -100,6 +104,7 @@ class TensorSignature:
             shape=data.get("shape"),
             example=data.get("example"),
             description=data.get("description"),
+            batch_axis=data.get("batch_axis", 0),
         )
 
     def shape_text(self) -> str:
@@ -332,3 +337,22 @@ def check_shape(
                     f"every input must agree on '{want}'",
                 )
             bound.setdefault(want, (got, signature.name))
+
+
+def items_first(
+    name: str, array: np.ndarray[Any, Any], batch_axis: int | None, count: int
+) -> np.ndarray[Any, Any]:
+    """``array`` with its batch axis moved to the front, checked to hold ``count`` items.
+
+    An output shared by the whole batch (``batch_axis`` None) is repeated for each item."""
+    if batch_axis is None:
+        return np.broadcast_to(array, (count, *np.shape(array)))
+    if array.ndim <= batch_axis or array.shape[batch_axis] != count:
+        raise ModelError(
+            f"output '{name}' has shape {list(array.shape)}: its axis {batch_axis} should hold "
+            f"the {count} item{'s' if count != 1 else ''} of the batch",
+            "declare the axis that holds the items under outputs: in the GPUXfile "
+            "(- name: " + name + ", batch_axis: N), or batch_axis: none for an output the "
+            "batch shares",
+        )
+    return array if batch_axis == 0 else np.moveaxis(array, batch_axis, 0)

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from gpux import __version__, env
 from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
+from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
 from gpux.serve import bodies, protocol
 from gpux.serve.access_log import AccessLog
@@ -242,7 +243,9 @@ def create_app(
         assert pipeline is not None
         items, many = await predict_items(request, pipeline, policy)
         started = time.perf_counter()
-        raw = request.query_params.get("raw") in ("1", "true")
+        # ?raw=1 adds the output tensors, summarised; ?raw=full adds them whole.
+        shown = request.query_params.get("raw", "").lower()
+        raw, full = shown in ("1", "true", "full"), shown == "full"
         with metrics.in_flight(served.name):
             results = await submit(served, "items", (items, raw))
         answer: dict[str, Any] = {
@@ -250,10 +253,15 @@ def create_app(
             "backend": served.model.placement.backend,
             "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
         }
-        answer["results" if many else "result"] = results if many else results[0]
+
+        def encode() -> Response:
+            shown = [result_to_json(r, full) for r in results]
+            answer["results" if many else "result"] = shown if many else shown[0]
+            return _json_answer(request, answer)
+
         # Raw tensors or a batch can make a large answer: encode it off the loop.
         size = bodies.OFF_LOOP_BYTES if raw or len(results) > 16 else 0
-        return await off_loop(size, _json_answer, request, answer)
+        return await off_loop(size, encode)
 
     async def metrics_endpoint(request: Request) -> Response:
         content, media = metrics.render()

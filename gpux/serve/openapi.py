@@ -165,8 +165,9 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
         _parameter(
             "raw",
             "query",
-            {"type": "string", "enum": ["1", "true"]},
-            "Add the model's raw output tensors to each result, under `outputs`.",
+            {"type": "string", "enum": ["1", "true", "full"]},
+            "Add the model's raw output tensors to each result, under `outputs`: summarised "
+            "(dtype, shape, first values, statistics) for `1` or `true`, every value for `full`.",
         )
     ]
 

@@ -108,8 +108,36 @@ def test_embedding_equals_an_independent_reference(
 def test_raw_outputs_come_back_next_to_the_result(model: Any) -> None:
     result = model.predict("hello world", raw=True)
     assert len(result["embedding"]) == 384
-    hidden = result["outputs"]["last_hidden_state"]
-    assert hidden["shape"] == [4, 384]  # [CLS] hello world [SEP]
+    hidden = result["outputs"]["last_hidden_state"]  # the whole tensor, as numpy
+    assert isinstance(hidden, np.ndarray) and hidden.shape == (4, 384)  # [CLS] hello world [SEP]
+    mask = np.ones((1, 4), dtype=np.float32)
+    pooled = (hidden * mask[0][:, None]).sum(0) / mask.sum()
+    np.testing.assert_allclose(pooled / np.linalg.norm(pooled), result["embedding"], atol=1e-5)
+
+
+def test_cli_raw_full_and_npz_give_whole_tensors(gpux: BoundCLI, tmp_path: Path) -> None:
+    summary = gpux.json("run", "minilm", "--input", "hello world", "--raw")
+    described = summary["result"]["outputs"]["last_hidden_state"]
+    assert described["shape"] == [4, 384] and described["truncated"] is True
+    whole = gpux.json("run", "minilm", "--input", "hello world", "--raw", "--full")
+    data = np.asarray(whole["result"]["outputs"]["last_hidden_state"]["data"])
+    assert data.shape == (4, 384)
+    target = tmp_path / "raw.npz"
+    written = gpux.json("run", "minilm", "--input", "hello world", "-o", str(target))
+    assert written["written"] == [str(target)] and "outputs" not in written["result"]
+    with np.load(target) as saved:
+        np.testing.assert_allclose(saved["last_hidden_state"], data, atol=1e-6)
+    many = tmp_path / "many.npz"
+    lines = gpux(
+        "run", "minilm", "--input", "hello world", "--input", "a second one", "-o", str(many)
+    )
+    assert lines.code == 0, lines.output
+    with np.load(many) as saved:
+        assert sorted(saved.files) == ["0.last_hidden_state", "1.last_hidden_state"]
+        # One batch, padded to its longest text ([CLS] a second one [SEP]); the padding of
+        # the shorter one is masked out, so its real tokens match the run on its own.
+        assert saved["1.last_hidden_state"].shape == (5, 384)
+        np.testing.assert_allclose(saved["0.last_hidden_state"][:4], data, atol=1e-4)
 
 
 def test_cli_bare_value_stdin_lines_and_many_inputs(gpux: BoundCLI, tmp_path: Path) -> None:
