@@ -405,16 +405,24 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
     def combine(feeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
 
+    axes = {s.name: s.batch_axis for s in served.model.outputs}
+
     def split(outputs: dict[str, Any], sizes: Sequence[int]) -> list[Any]:
+        """Each request's rows, along each output's batch axis (an output without one, or
+        whose axis does not hold the whole batch, goes to every request as it is)."""
         total, parts = sum(sizes), []
         offset = 0
         for rows in sizes:
-            parts.append(
-                {
-                    n: v[offset : offset + rows] if v.ndim and v.shape[0] == total else v
-                    for n, v in outputs.items()
-                }
-            )
+            part = {}
+            for name, value in outputs.items():
+                axis = axes.get(name, 0)
+                if axis is None or value.ndim <= axis or value.shape[axis] != total:
+                    part[name] = value
+                    continue
+                rows_of = [slice(None)] * value.ndim  # a view, as for axis 0 before
+                rows_of[axis] = slice(offset, offset + rows)
+                part[name] = value[tuple(rows_of)]
+            parts.append(part)
             offset += rows
         return parts
 

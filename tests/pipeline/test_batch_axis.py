@@ -200,3 +200,39 @@ def test_serve_single_and_batched_requests_split_along_the_batch_axis(
 def _sample(metrics: str, name: str) -> float:
     line = next(line for line in metrics.splitlines() if line.startswith(name + " "))
     return float(line.rsplit(" ", 1)[1])
+
+
+def test_batched_infer_requests_get_their_own_rows_of_the_batch_axis(server: Server) -> None:
+    """/v2 infer: the batcher joins requests along the inputs' first axis and gives each its
+    rows of the output's axis 1 (it gave every request the whole output before)."""
+    url = server.url + "/v2/models/declared/infer"
+    rng = np.random.default_rng(1)
+    images = [rng.random((1, 3, 48, 320), dtype=np.float32) for _ in range(3)]
+
+    def body(image: np.ndarray) -> dict[str, Any]:
+        return {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(image.shape),
+                    "datatype": "FP32",
+                    "data": image.ravel().tolist(),
+                }
+            ]
+        }
+
+    async def together() -> list[np.ndarray]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            answers = await asyncio.gather(*(client.post(url, json=body(i)) for i in images))
+        arrays = []
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            (output,) = answer.json()["outputs"]
+            arrays.append(np.asarray(output["data"], np.float32).reshape(output["shape"]))
+        return arrays
+
+    joined = asyncio.run(together())
+    for image, got in zip(images, joined, strict=True):
+        alone = httpx.post(url, json=body(image), timeout=60).json()["outputs"][0]
+        assert got.shape == (40, 1, 6625) and alone["shape"] == [40, 1, 6625]
+        np.testing.assert_allclose(got.ravel(), alone["data"], atol=1e-4)
