@@ -201,6 +201,7 @@ def _build_image(
             inputs,
             signature.merge(project.config.outputs, model_outputs, "outputs"),
         )
+        metadata = {prop.key: prop.value for prop in model.metadata_props}
         del model
         step.detail = f"{len(inputs)} in, {len(outputs)} out"
 
@@ -213,7 +214,15 @@ def _build_image(
                 for what, f in files.items()
                 if what.endswith(".tokenizer")
             }
-            plan.complete(project.config, inputs, outputs, tokenizers, str(project.path))
+            plan.complete(
+                project.config,
+                inputs,
+                outputs,
+                tokenizers,
+                str(project.path),
+                root=project.root,
+                metadata=metadata,
+            )
             step.detail = ", ".join(
                 [f"{e.name} ({e.kind})" for e in project.config.preprocess]
                 + [r.name for r in project.config.postprocess]

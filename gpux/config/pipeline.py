@@ -448,6 +448,28 @@ class Boxes(Strict):
     min_area: int = Field(default=16, ge=1, description="Regions with fewer pixels are dropped.")
 
 
+class Ctc(Strict):
+    """Greedy CTC decoding (text recognisers such as PP-OCR rec, CRNN): the best class at each
+    time step, repeats merged, blanks dropped -> ``{text, confidence, characters}``, as
+    PaddleOCR's CTCLabelDecode does. Needs per-item ``[time, classes]`` scores."""
+
+    charset: list[str] | str = Field(
+        default="model",
+        description="The characters: ``model`` reads them from the model's metadata (``metadata_key``; PaddleOCR's exports keep them there), a project-relative text file holds one per line (a PaddleOCR dict), or an inline list. With two fewer entries than the model has classes, the blank (class 0) and a final space are added, as PaddleOCR does; with one fewer, the blank at ``blank``. Read at build and stored in the image.",
+    )
+    metadata_key: str = Field(
+        default="character",
+        description="Metadata property holding the characters (``charset: model``).",
+    )
+    blank: int = Field(default=0, ge=0, description="Class index of the CTC blank.")
+    softmax: bool = Field(
+        default=False, description="The scores are logits: turn them into probabilities first."
+    )
+    merge_repeats: bool = Field(
+        default=True, description="Merge a class repeated on consecutive steps into one character."
+    )
+
+
 class Step(Strict):
     """One step: a name, or ``{name: {options}}``."""
 
@@ -464,6 +486,7 @@ class Step(Strict):
     threshold: Threshold | None = None
     segments: Segments | None = None
     boxes: Boxes | None = None
+    ctc: Ctc | None = None
 
     @model_validator(mode="before")
     @classmethod

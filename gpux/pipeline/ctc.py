@@ -159,6 +159,23 @@ def paddle_character_list(characters: Sequence[str], *, use_space_char: bool = T
     return [PADDLE_BLANK, *characters, *([" "] if use_space_char else [])]
 
 
+def full_class_list(charset: Sequence[str], class_count: int, blank: int = 0) -> list[str]:
+    """One name per class from a charset as GPUXfiles give it: complete; a PaddleOCR dict
+    (two short: the blank first and a space last are added); or one short (the blank is
+    inserted at ``blank``). Other sizes are a :class:`ModelError` that says what fits."""
+    if len(charset) == class_count:
+        return list(charset)
+    if len(charset) + 2 == class_count and blank == 0:
+        return paddle_character_list(charset)
+    if len(charset) + 1 == class_count:
+        return [*charset[:blank], PADDLE_BLANK, *charset[blank:]]
+    raise ModelError(
+        f"the charset has {len(charset)} characters but the model has {class_count} classes",
+        f"give {class_count} characters (blank included), {class_count - 1} (without the blank) "
+        f"or {class_count - 2} (a PaddleOCR dict: without the blank and the final space)",
+    )
+
+
 # -------------------------------------------------------------------------------------- decode
 def ctc_greedy(
     probabilities: Array,

@@ -7,12 +7,13 @@ starts from) are written into the image, so running never guesses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from gpux.config.pipeline import AudioInput
+from gpux.config.paths import project_file
+from gpux.config.pipeline import AudioInput, Ctc
 from gpux.config.schema import GPUXfile
-from gpux.errors import ConfigValidationError
+from gpux.errors import ConfigValidationError, ModelError
 from gpux.pipeline.steps import is_decoding
 from gpux.runtime.tensors import TensorSignature
 
@@ -25,10 +26,15 @@ def complete(
     outputs: list[TensorSignature],
     tokenizers: dict[str, Path],
     where: str,
+    *,
+    root: Path | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Validate ``config.preprocess``/``postprocess`` against the model's signature; fill defaults.
 
-    ``tokenizers``: resolved tokenizer files by pipeline input name; ``where``: the GPUXfile path.
+    ``tokenizers``: resolved tokenizer files by pipeline input name; ``where``: the GPUXfile path;
+    ``root``: the project folder (files steps name); ``metadata``: the model's metadata
+    properties (a recogniser's charset).
     """
     by_input = {t.name: t for t in inputs}
     output_names = [t.name for t in outputs]
@@ -125,7 +131,7 @@ def complete(
                 raise fail(f"preprocess '{entry.name}': its tokenizer was not resolved", "rebuild")
             load_tokenizer(tokenizers[str(entry.name)], f"preprocess '{entry.name}'")
 
-    _complete_results(config, by_input, outputs, frame_seconds, fail)
+    _complete_results(config, by_input, outputs, frame_seconds, fail, root, metadata or {})
 
 
 def _describe_audio_inputs(audio: AudioInput, by_input: dict[str, TensorSignature]) -> None:
@@ -147,6 +153,8 @@ def _complete_results(
     outputs: list[TensorSignature],
     frame_seconds: float | None,
     fail: Fail,
+    root: Path | None,
+    metadata: Mapping[str, str],
 ) -> None:
     output_names = [t.name for t in outputs]
     by_output = {t.name: t for t in outputs}
@@ -178,6 +186,10 @@ def _complete_results(
                     f"postprocess '{result.name}': segments needs the duration of one frame",
                     "set frame_ms under segments, or frame: {size: N} under the audio input",
                 )
+            if step.name == "ctc":
+                shape = by_output[result.source].shape
+                count = shape[-1] if shape and isinstance(shape[-1], int) else None
+                options.charset = _charset(options, count, root, metadata, result.name, fail)
             if step.name in ("argmax", "top_k") and getattr(options, "axis", None) is None:
                 labels = options.labels if isinstance(options.labels, list) else config.labels
                 shape = by_output[result.source].shape
@@ -188,6 +200,48 @@ def _complete_results(
                         f"'{result.source}' with {classes} classes",
                         "give exactly one label per class, in the model's order",
                     )
+
+
+def _charset(
+    options: Ctc,
+    classes: int | None,
+    root: Path | None,
+    metadata: Mapping[str, str],
+    result: str,
+    fail: Fail,
+) -> list[str]:
+    """The ctc step's characters as a list, read from the model or the project, checked
+    against the model's class count when it is fixed."""
+    from gpux.pipeline import ctc
+
+    where = f"postprocess '{result}': ctc charset"
+    if isinstance(options.charset, list):
+        charset = options.charset
+    elif options.charset == "model":
+        if options.metadata_key not in metadata:
+            keys = ", ".join(sorted(metadata)) or "none"
+            raise fail(
+                f"{where}: the model has no metadata property '{options.metadata_key}' "
+                f"(it has: {keys})",
+                "set metadata_key to the property holding the characters, or give the "
+                "charset as a file (one character per line) or a list",
+            )
+        charset = ctc.charset_from_metadata(dict(metadata), options.metadata_key)
+    else:
+        assert root is not None
+        path = project_file(root, options.charset, where, "copy the dict file into the project")
+        if not path.is_file():
+            raise fail(
+                f"{where}: file '{options.charset}' does not exist",
+                "give a text file with one character per line, relative to the GPUXfile",
+            )
+        charset = ctc.charset_from_file(path)
+    if classes is not None:
+        try:
+            ctc.full_class_list(charset, classes, options.blank)
+        except ModelError as exc:
+            raise fail(f"{where}: {exc.message}", exc.hint or "") from exc
+    return charset
 
 
 def _only(candidates: list[TensorSignature], owner: str, kind: str, fail: Fail) -> str:

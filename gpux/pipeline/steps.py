@@ -34,7 +34,9 @@ class StepContext:
 
 def is_decoding(step: Step) -> bool:
     """Whether ``step`` turns each item into JSON values, and so must end its chain."""
-    return step.name in _DECODING and not (step.name == "argmax" and step.options.axis is not None)
+    if step.name == "argmax":
+        return step.options.axis is None
+    return step.name in _DECODING or step.name in _BATCH_DECODING
 
 
 def apply(array: Array, steps: Sequence[Step], context: StepContext) -> list[Any]:
@@ -52,6 +54,10 @@ def apply(array: Array, steps: Sequence[Step], context: StepContext) -> list[Any
                 f"result '{context.result}': '{step.name}' must be the last step",
                 "move it to the end of steps",
             )
+        whole = _BATCH_DECODING.get(step.name)
+        if whole is not None:  # vectorised over the batch
+            decoded: list[Any] = whole(values, step.options, context)
+            return decoded
         decode = _DECODING[step.name]
         return [decode(item, step.options, context) for item in values]
     return [_plain(item) for item in values]
@@ -319,6 +325,30 @@ def _boxes(item: Array, options: Any, context: StepContext) -> list[dict[str, An
     found.sort(key=lambda region: (region[0][1], region[0][0]))  # reading order: top, left
     return [{"box": box, "score": score} for box, score in found]
 
+
+def _ctc(values: Array, options: Any, context: StepContext) -> list[dict[str, Any]]:
+    from gpux.pipeline.ctc import ctc_greedy, full_class_list
+
+    if values.ndim != 3:
+        raise ModelError(
+            f"result '{context.result}': ctc needs [time, classes] scores per item, got batch "
+            f"shape {list(values.shape)}",
+            "apply ctc to the recogniser's per-frame output (declare its batch_axis if time "
+            "comes first)",
+        )
+    charset = options.charset
+    assert isinstance(charset, list)  # read at build
+    classes = full_class_list(charset, values.shape[2], options.blank)
+    return ctc_greedy(
+        values,
+        classes,
+        blank=options.blank,
+        remove_duplicates=options.merge_repeats,
+        softmax=options.softmax,
+    )
+
+
+_BATCH_DECODING: dict[str, Any] = {"ctc": _ctc}
 
 _DECODING: dict[str, Any] = {
     "boxes": _boxes,

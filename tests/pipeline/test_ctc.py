@@ -318,3 +318,59 @@ def test_metadata_without_the_key_names_what_is_there() -> None:
     with pytest.raises(ModelError, match="'vocab'"):
         charset_from_metadata({"vocab": "a\nb"})
     assert charset_from_metadata({"vocab": "a\nb"}, key="vocab") == ["a", "b"]
+
+
+# ------------------------------------------------------------------ the ctc step in a GPUXfile
+@pytest.mark.parametrize(
+    "charset",
+    [
+        "",  # the default: the model's metadata
+        "        charset: ./ppocr_keys.txt\n",  # a PaddleOCR dict in the project
+    ],
+)
+def test_a_gpuxfile_ctc_step_reads_as_rapidocr_does(
+    rapidocr_run: dict[str, Any], charset: str, tmp_path: Path, gpux_home: Path
+) -> None:
+    """Built and loaded as users do, the step gives rapidocr's texts and confidences for the
+    batches its own preprocessing made; the charset is read at build and kept in the image."""
+    import gpux
+    from tests.conftest import make_project
+
+    rec = zoo.fetch("ppocr-rec")
+    keys = "\n".join(charset_from_metadata(rec)) + "\n"
+    options = "{ctc: {}}" if not charset else "\n    - ctc:\n" + charset
+    project = make_project(
+        tmp_path / "rec",
+        rec,
+        f"name: rec\nmodel: ./{rec.name}\npostprocess:\n  - name: text\n    steps: "
+        + (f"[{options}]\n" if not charset else options),
+    )
+    (project / "ppocr_keys.txt").write_text(keys, "utf-8")
+    model = gpux.load(str(project))
+    (project / "ppocr_keys.txt").unlink()  # the image holds the characters, not the file
+    model = gpux.load("rec")
+    reference = _reference_decoder(charset_from_metadata(rec))
+    session = ort.InferenceSession(str(rec), providers=["CPUExecutionProvider"])
+    for batch in rapidocr_run["batches"][: rapidocr_run["batched_its_way"]]:
+        results = model.predict_batch([{"x": batch[i : i + 1]} for i in range(len(batch))])
+        expected = reference(session.run(None, {"x": batch})[0])
+        _assert_same([r["text"] for r in results], expected)
+
+
+def test_a_charset_that_does_not_fit_the_classes_fails_the_build(
+    tmp_path: Path, gpux_home: Path
+) -> None:
+    import gpux
+    from gpux.errors import ConfigValidationError
+    from tests.conftest import make_project
+
+    rec = zoo.fetch("ppocr-rec")
+    project = make_project(
+        tmp_path / "rec",
+        rec,
+        f"model: ./{rec.name}\npostprocess:\n  - name: text\n    steps: [{{ctc: {{charset: [a, b]}}}}]\n",
+    )
+    with pytest.raises(ConfigValidationError) as caught:
+        gpux.load(str(project))
+    assert "the charset has 2 characters but the model has 6625 classes" in caught.value.message
+    assert "6623 (a PaddleOCR dict" in str(caught.value.hint)
