@@ -72,6 +72,19 @@ ZOO: dict[str, ZooFile] = {
         "skimage/data/chelsea.png",
         "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
     ),
+    "astronaut.png": ZooFile(
+        "scikit-image==0.26.0",
+        "skimage/data/astronaut.png",
+        "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+    ),
+    # A YOLOv8-style face detector (ultralytics 8.3, one class 'face', output [N, 5, anchors],
+    # no NMS inside; dynamic batch and size). The package is MIT; the ONNX metadata carries
+    # ultralytics' AGPL-3.0 stamp.
+    "yolo-face": ZooFile(
+        "faceghost==0.1.5",
+        "faceghost/model/v0-1.onnx",
+        "f4450fcd6f475c30149d232199d03bdcbfe56974403ecd4939e359a41b81322b",
+    ),
 }
 
 

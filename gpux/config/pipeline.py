@@ -8,7 +8,7 @@ results (an embedding, labels with scores, speech segments) through a chain of s
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -77,6 +77,17 @@ class Interpolation(StrEnum):
     lanczos = "lanczos"
     box = "box"
     hamming = "hamming"
+    # OpenCV's cv2.resize, as the authors of most detectors and OCR models resize (no
+    # antialiasing when shrinking, unlike Pillow): within 1 of OpenCV on uint8.
+    opencv_nearest = "opencv-nearest"
+    opencv_linear = "opencv-linear"
+    opencv_cubic = "opencv-cubic"
+    opencv_area = "opencv-area"
+
+
+class LimitType(StrEnum):
+    min = "min"
+    max = "max"
 
 
 class Layout(StrEnum):
@@ -91,7 +102,7 @@ class ImageDType(StrEnum):
 
 
 class Resize(Strict):
-    """Exactly one of ``shorter_side``, ``longer_side`` or ``size``."""
+    """Exactly one of ``shorter_side``, ``longer_side``, ``size``, ``height`` or ``limit_side``."""
 
     shorter_side: int | None = Field(
         default=None, ge=1, description="Scale so the shorter side has this length."
@@ -102,10 +113,36 @@ class Resize(Strict):
     size: Size | None = Field(
         default=None, description="Exact ``[height, width]``; the aspect ratio is not kept."
     )
+    height: int | None = Field(
+        default=None,
+        ge=1,
+        description="Scale to this height keeping the aspect ratio, the width being ceil(height x width / original height), as PaddleOCR's recognisers do. The images of a batch are padded on the right to the widest (at least ``min_width``).",
+    )
+    min_width: int | None = Field(
+        default=None, ge=1, description="With ``height``: pad narrower images to this width."
+    )
+    max_width: int | None = Field(
+        default=None,
+        ge=1,
+        description="With ``height``: squeeze wider images to this width (the aspect ratio is then not kept).",
+    )
+    fill: int | Literal["zero"] = Field(
+        default="zero",
+        description="With ``height``: the padding, ``zero`` (0 in the tensor, after normalising, as PaddleOCR pads) or a pixel value 0-255.",
+    )
+    limit_side: int | None = Field(
+        default=None,
+        ge=1,
+        description="Scale so the side ``limit_type`` names reaches this length, then round both sides to ``multiple_of`` (PaddleOCR's DB detectors: 736 with min, 960 with max, multiple_of 32).",
+    )
+    limit_type: LimitType = Field(
+        default=LimitType.min,
+        description="With ``limit_side``: ``min`` scales a shorter side below it up to it; ``max`` a longer side above it down to it. Other images keep their size (rounded).",
+    )
     multiple_of: int = Field(
         default=1,
         ge=1,
-        description="Round both sides to a multiple of this (e.g. 32 for detection models).",
+        description="Round both sides to a multiple of this (e.g. 32 for detection models). With ``height``: pad the batch's width up to a multiple of this.",
     )
 
     @model_validator(mode="before")
@@ -119,17 +156,42 @@ class Resize(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Resize:
-        given = [self.shorter_side, self.longer_side, self.size]
+        given = [self.shorter_side, self.longer_side, self.size, self.height, self.limit_side]
         if sum(v is not None for v in given) != 1:
-            raise ValueError("give exactly one of shorter_side, longer_side or size")
+            raise ValueError(
+                "give exactly one of shorter_side, longer_side, size, height or limit_side"
+            )
+        # Compared with the defaults, not model_fields_set: an image stores every field.
+        widths = [
+            name
+            for name, default in (("min_width", None), ("max_width", None), ("fill", "zero"))
+            if getattr(self, name) != default
+        ]
+        if widths and self.height is None:
+            raise ValueError(f"{' and '.join(widths)} go with height: add height")
+        if self.limit_type != LimitType.min and self.limit_side is None:
+            raise ValueError("limit_type goes with limit_side: add limit_side")
+        if self.min_width and self.max_width and self.min_width > self.max_width:
+            raise ValueError("min_width is larger than max_width")
+        if isinstance(self.fill, int) and not 0 <= self.fill <= 255:
+            raise ValueError("fill is a pixel value 0-255, or zero")
         return self
 
 
+class Anchor(StrEnum):
+    centered = "center"
+    top_left = "top-left"
+
+
 class Letterbox(Strict):
-    """Scale to fit inside ``size`` keeping the aspect ratio, then pad (centred)."""
+    """Scale to fit inside ``size`` keeping the aspect ratio, then pad."""
 
     size: Size = Field(description="``[height, width]`` of the result.")
     fill: int = Field(default=114, ge=0, le=255, description="Padding value (0-255).")
+    anchor: Anchor = Field(
+        default=Anchor.centered,
+        description="Where the image sits: ``center`` (padding split on both sides, as ultralytics does) or ``top-left`` (padding right and below, as YOLOX and many exports do).",
+    )
 
 
 class NormalizePreset(StrEnum):
@@ -203,7 +265,8 @@ class ImageInput(Strict):
         description="``{shorter_side: N}``, ``{longer_side: N}`` or ``{size: [h, w]}`` (shorthands: ``256``, ``[224, 224]``). Default: the model's fixed height and width, when it has them.",
     )
     interpolation: Interpolation = Field(
-        default=Interpolation.bilinear, description="Resampling filter (Pillow's)."
+        default=Interpolation.bilinear,
+        description="Resampling filter: Pillow's (``bilinear`` ...), or OpenCV's (``opencv-linear``, ``opencv-area``, ``opencv-cubic``, ``opencv-nearest``) to match authors who resize with cv2.resize.",
     )
     crop: Size | None = Field(default=None, description="Center-crop to ``[height, width]``.")
     letterbox: Letterbox | None = Field(

@@ -6,8 +6,11 @@ Each image goes through, in this order::
            -> (pixels * scale - mean) / std -> BGR flip -> NCHW | NHWC -> dtype
 
 Decoding and resampling are Pillow's (the same calls a user would write, so results match a
-hand-written Pillow pipeline bit for bit); the arithmetic is numpy, vectorised, written straight into
-the batch array. Choices a user may need to know:
+hand-written Pillow pipeline bit for bit), or OpenCV's resize rules (``opencv-*`` interpolations,
+gpux/pipeline/cv_resize.py) for models whose authors resize with cv2; the arithmetic is numpy,
+vectorised, written straight into the batch array. Where each image lands (resize, crop, padding)
+comes from gpux/pipeline/geometry.py, which also records it so that decoders map boxes back to the
+original pixels. Choices a user may need to know:
 
 * Transparency is dropped, not composited: ``convert("RGB")`` keeps the colour stored under
   transparent pixels (what torchvision's and Hugging Face's loaders do).
@@ -30,6 +33,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gpux.config.pipeline import ColorOrder, ImageDType, ImageInput, Layout
 from gpux.errors import ConfigValidationError, InputError
+from gpux.pipeline import cv_resize, geometry
+from gpux.pipeline.geometry import ImageTransform
 from gpux.runtime.tensors import Dim, TensorSignature
 
 _RESAMPLING = {
@@ -269,7 +274,9 @@ class ImagePreprocessor:
         self.allow_files = allow_files
         self._mode = "L" if spec.color == ColorOrder.L else "RGB"
         self._channels = 1 if self._mode == "L" else 3
-        self._resample = _RESAMPLING[spec.interpolation.value]
+        interpolation = spec.interpolation.value
+        self._opencv = interpolation.removeprefix("opencv-") if "opencv-" in interpolation else None
+        self._resample = _RESAMPLING.get(interpolation, Image.Resampling.BILINEAR)
         self._nchw = spec.layout == Layout.NCHW
         self._dtype = np.dtype(spec.dtype.value)
         self._bgr = spec.color == ColorOrder.BGR
@@ -302,38 +309,41 @@ class ImagePreprocessor:
 
         A 4-dimensional uint8 array is a batch of HxWxC images.
         """
+        return self.batch(values)[0]
+
+    def batch(self, values: Sequence[Any]) -> tuple[np.ndarray[Any, Any], list[ImageTransform]]:
+        """``__call__``, and for each image how it became its part of the tensor (decoders map
+        boxes back to the original pixels with it)."""
         given: object = values  # callers pass a lone value too
         lone = isinstance(given, str | bytes | bytearray | memoryview | Path | Image.Image)
         if lone or (isinstance(given, np.ndarray) and given.ndim <= 3):
             values = [given]
         if len(values) == 0:
             raise InputError(f"input '{self.name}': no images were given", "send at least one")
-        first = self._pixels(values[0])
-        height, width, channels = first.shape
+        images = [self._prepared(value) for value in values]
+        placements = self._placements([(image.height, image.width) for image in images])
+        first = placements[0].transform.target
+        channels = self._channels
+        height, width = first
         shape = (channels, height, width) if self._nchw else (height, width, channels)
         batch = np.empty((len(values), *shape), self._dtype)
-        self._write(first, batch[0])
-        for index in range(1, len(values)):
-            pixels = self._pixels(values[index])
-            if pixels.shape != first.shape:
+        for index, (image, placement) in enumerate(zip(images, placements, strict=True)):
+            if placement.transform.target != first:
+                other = placement.transform.target
                 raise InputError(
                     f"input '{self.name}': images of different sizes cannot share a batch "
                     f"(image 0 becomes {height}x{width}, image {index} "
-                    f"{pixels.shape[0]}x{pixels.shape[1]}, height x width)",
-                    "declare resize.size, crop or letterbox so that every image gets one size, "
-                    "or send one image per request",
+                    f"{other[0]}x{other[1]}, height x width)",
+                    "declare resize.size, resize.height, crop or letterbox so that every image "
+                    "gets one size, or send one image per request",
                 )
-            self._write(pixels, batch[index])
-        return batch
+            self._place(image, placement, batch[index])
+        return batch, [placement.transform for placement in placements]
 
     def one(self, value: Any) -> np.ndarray[Any, Any]:
         """The tensor for one image, without the batch axis: ``[C, H, W]`` or ``[H, W, C]``."""
-        pixels = self._pixels(value)
-        height, width, channels = pixels.shape
-        shape = (channels, height, width) if self._nchw else (height, width, channels)
-        out = np.empty(shape, self._dtype)
-        self._write(pixels, out)
-        return out
+        tensor: np.ndarray[Any, Any] = self.batch([value])[0][0]
+        return tensor
 
     def output_size(self) -> tuple[int | None, int | None]:
         """``(height, width)`` every image becomes; None where it depends on the image."""
@@ -343,6 +353,8 @@ class ImagePreprocessor:
         if spec.crop is not None:
             return spec.crop[0], spec.crop[1]
         if spec.resize is not None:
+            if spec.resize.height is not None:
+                return spec.resize.height, None
             if spec.resize.size is None:
                 return None, None
             return self._exact_resize()
@@ -400,23 +412,107 @@ class ImagePreprocessor:
             )
 
     # -- steps ---------------------------------------------------------------------------------
-    def _pixels(self, value: Any) -> np.ndarray[Any, Any]:
-        """Decoded, oriented, converted, resized and cropped: uint8 ``[H, W, C]``."""
+    def _prepared(self, value: Any) -> Image.Image:
+        """Decoded, oriented and converted to RGB or L: what every placement starts from."""
         image = decode_image(value, self.name, allow_files=self.allow_files)
         if self.spec.orientation:
             image = _orient(image)
-        image = _to_mode(image, self._mode, self.name)
-        spec = self.spec
+        return _to_mode(image, self._mode, self.name)
+
+    def _placements(self, sizes: list[tuple[int, int]]) -> list[geometry.Placement]:
+        """Where each image of a batch goes: its resize, then its padding or crop."""
+        spec, resize = self.spec, self.spec.resize
         if spec.letterbox is not None:
-            image = self._letterbox(image, spec.letterbox.size, spec.letterbox.fill)
+            box = spec.letterbox
+            return [
+                geometry.letterbox(size, (box.size[0], box.size[1]), anchor=box.anchor.value)
+                for size in sizes
+            ]
+        if resize is not None and resize.height is not None:
+            return self._to_height(sizes, resize)
+        if resize is not None and resize.limit_side is not None:
+            return [
+                geometry.resize_limit_side(
+                    size, resize.limit_side, resize.limit_type.value, multiple=resize.multiple_of
+                )
+                for size in sizes
+            ]
+        placements = []
+        for size in sizes:
+            resized = self._resized_size(*size)
+            if spec.crop is None:
+                placements.append(geometry.resize(size, resized))
+                continue
+            crop = (spec.crop[0], spec.crop[1])
+            if crop[0] > resized[0] or crop[1] > resized[1]:
+                raise InputError(
+                    f"input '{self.name}': crop [{crop[0]}, {crop[1]}] is larger than the image, "
+                    f"[{resized[0]}, {resized[1]}] (height, width) at that point",
+                    f"resize first (resize: {{shorter_side: {max(crop)}}})",
+                )
+            placements.append(geometry.center_crop(size, resized, crop))
+        return placements
+
+    def _to_height(self, sizes: list[tuple[int, int]], resize: Any) -> list[geometry.Placement]:
+        """Recognisers: every image scaled to ``height``, the batch as wide as its widest image
+        (at least ``min_width``, at most ``max_width``, up to a multiple of ``multiple_of``), as
+        rapidocr's ``max_wh_ratio`` makes it: ``int(height * max(min_width / height,
+        max(width / height)))``."""
+        height = resize.height
+        widest = max(width / image_height for image_height, width in sizes)
+        if resize.min_width is not None:
+            widest = max(widest, resize.min_width / height)
+        width = max(1, int(height * widest))
+        if resize.max_width is not None:
+            width = min(width, resize.max_width)
+        multiple = resize.multiple_of
+        width = -(-width // multiple) * multiple
+        return [geometry.resize_to_height(size, height, width=width) for size in sizes]
+
+    def _place(
+        self, image: Image.Image, placement: geometry.Placement, out: np.ndarray[Any, Any]
+    ) -> None:
+        """Resize ``image`` as ``placement`` says, crop or pad it, and write it normalised
+        into ``out``, one image of the batch."""
+        height, width = placement.resized
+        if (height, width) != (image.height, image.width):
+            if self._opencv is not None:
+                pixels = cv_resize.resize(np.asarray(image), height, width, self._opencv)
+            else:
+                pixels = np.asarray(image.resize((width, height), self._resample))
         else:
-            size = self._resized_size(image.height, image.width)
-            if size != (image.height, image.width):
-                image = image.resize((size[1], size[0]), self._resample)
-            if spec.crop is not None:
-                image = self._center_crop(image, spec.crop[0], spec.crop[1])
-        pixels = np.asarray(image)
-        return pixels[:, :, None] if pixels.ndim == 2 else pixels
+            pixels = np.asarray(image)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        if placement.crop is not None:
+            crop = placement.crop
+            pixels = pixels[crop.top : crop.top + crop.height, crop.left : crop.left + crop.width]
+        pad = placement.padding
+        if not any(pad):
+            self._write(pixels, out)
+            return
+        fill = self._fill()
+        if fill is None:  # zero in the tensor: write the image into a zeroed batch slot
+            out[...] = 0
+            rows = slice(pad.top, pad.top + pixels.shape[0])
+            columns = slice(pad.left, pad.left + pixels.shape[1])
+            self._write(pixels, out[:, rows, columns] if self._nchw else out[rows, columns])
+            return
+        padded = np.pad(
+            pixels,
+            ((pad.top, pad.bottom), (pad.left, pad.right), (0, 0)),
+            constant_values=fill,
+        )
+        self._write(padded, out)
+
+    def _fill(self) -> int | None:
+        """The padding's pixel value, or None for 0 in the tensor (after normalising)."""
+        if self.spec.letterbox is not None:
+            return self.spec.letterbox.fill
+        resize = self.spec.resize
+        if resize is not None and isinstance(resize.fill, int):
+            return resize.fill
+        return None
 
     def _resized_size(self, height: int, width: int) -> tuple[int, int]:
         """``(height, width)`` the resize step gives an image of ``height`` x ``width``."""
@@ -440,33 +536,6 @@ class ImagePreprocessor:
                 _round_to_multiple(width, multiple),
             )
         return height, width
-
-    def _center_crop(self, image: Image.Image, height: int, width: int) -> Image.Image:
-        if height > image.height or width > image.width:
-            raise InputError(
-                f"input '{self.name}': crop [{height}, {width}] is larger than the image, "
-                f"[{image.height}, {image.width}] (height, width) at that point",
-                f"resize first (resize: {{shorter_side: {max(height, width)}}})",
-            )
-        if (height, width) == (image.height, image.width):
-            return image
-        left = round((image.width - width) / 2)
-        top = round((image.height - height) / 2)
-        return image.crop((left, top, left + width, top + height))
-
-    def _letterbox(self, image: Image.Image, size: list[int], fill: int) -> Image.Image:
-        height, width = size
-        scale = min(height / image.height, width / image.width)
-        new_width = min(width, max(1, round(image.width * scale)))
-        new_height = min(height, max(1, round(image.height * scale)))
-        if (new_width, new_height) != image.size:
-            image = image.resize((new_width, new_height), self._resample)
-        if (new_width, new_height) == (width, height):
-            return image
-        colour: int | tuple[int, int, int] = fill if image.mode == "L" else (fill, fill, fill)
-        canvas = Image.new(image.mode, (width, height), colour)
-        canvas.paste(image, ((width - new_width) // 2, (height - new_height) // 2))
-        return canvas
 
     def _write(self, pixels: np.ndarray[Any, Any], out: np.ndarray[Any, Any]) -> None:
         """Normalise uint8 ``[H, W, C]`` pixels into ``out`` (one image of the batch)."""

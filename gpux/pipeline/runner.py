@@ -18,12 +18,14 @@ import numpy as np
 from gpux.config.pipeline import PipelineInput, PipelineOutput
 from gpux.errors import InputError, UsageError
 from gpux.pipeline import steps
+from gpux.pipeline.geometry import ImageTransform
 from gpux.runtime.tensors import items_first
 
 if TYPE_CHECKING:
     from gpux.api import Model
 
 Array = np.ndarray[Any, Any]
+Images = dict[str, list[ImageTransform]]  # pipeline image input -> each item's placement
 
 
 class Pipeline:
@@ -113,18 +115,20 @@ class Pipeline:
                     f"the model takes: {', '.join(self.input_names)}",
                 )
         if self._batchable:
-            feed = self._batch_feed(items)
-            return self._decode(feed, self.model.run(feed), len(items), raw)
+            feed, images = self._batch_feed(items)
+            return self._decode(feed, self.model.run(feed), len(items), raw, images)
         results = []
         for item in items:
-            feed, outputs = self._run_one(item)
-            results.extend(self._decode(feed, outputs, 1, raw))
+            feed, outputs, images = self._run_one(item)
+            results.extend(self._decode(feed, outputs, 1, raw, images))
         return results
 
     # -- pre-processing ------------------------------------------------------------------------
 
-    def _batch_feed(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def _batch_feed(self, items: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], Images]:
+        """The model's feed for a batch, and how each image input's images were placed."""
         feed: dict[str, Any] = {}
+        images: Images = {}
         for entry in self.entries:
             values = [item[str(entry.name)] for item in items]
             processor = self._processors[str(entry.name)]
@@ -132,16 +136,16 @@ class Pipeline:
                 feed.update(processor(values))
             else:
                 assert entry.image is not None and entry.image.to is not None
-                feed[entry.image.to] = processor(values)
+                feed[entry.image.to], images[str(entry.name)] = processor.batch(values)
         for name in self.tensor_inputs:
             arrays = [np.asarray(item[name]) for item in items]
             feed[name] = arrays[0] if len(arrays) == 1 else _concatenate(name, arrays)
-        return feed
+        return feed, images
 
-    def _run_one(self, item: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Array]]:
+    def _run_one(self, item: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Array], Images]:
         if not any(e.audio for e in self.entries):
-            feed = self._batch_feed([item])
-            return feed, self.model.run(feed)
+            feed, images = self._batch_feed([item])
+            return feed, self.model.run(feed), images
         entry = next(e for e in self.entries if e.audio is not None)
         audio = entry.audio
         assert audio is not None and audio.to is not None
@@ -153,7 +157,7 @@ class Pipeline:
             base[audio.sample_rate_input] = np.array(audio.sample_rate, dtype=signature.np_dtype)
         if audio.frame is None:
             feed = {**base, audio.to: samples[None, :]}
-            return feed, self.model.run(feed)
+            return feed, self.model.run(feed), {}
         from gpux.pipeline.audio import initial_states
 
         state = initial_states(audio)
@@ -168,7 +172,7 @@ class Pipeline:
                     collected.setdefault(name, []).append(value)
         # [frames, 1, ...] per output -> [1 item, frames, ...]
         stacked = {name: np.concatenate(values)[None] for name, values in collected.items()}
-        return base, stacked
+        return base, stacked, {}
 
     # -- post-processing -----------------------------------------------------------------------
 
@@ -179,7 +183,12 @@ class Pipeline:
         return None
 
     def _decode(
-        self, feed: Mapping[str, Any], outputs: Mapping[str, Array], count: int, raw: bool
+        self,
+        feed: Mapping[str, Any],
+        outputs: Mapping[str, Array],
+        count: int,
+        raw: bool,
+        images: Images,
     ) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{} for _ in range(count)]
         axes = {s.name: s.batch_axis for s in self.model.outputs}
@@ -191,6 +200,7 @@ class Pipeline:
                     labels=self.labels,
                     frame_seconds=self._frame_seconds(),
                     result=spec.name,
+                    images=images,
                 )
                 batch = items_first(
                     spec.source, np.asarray(outputs[spec.source]), axes.get(spec.source, 0), count

@@ -18,6 +18,7 @@ import numpy as np
 
 from gpux.config.pipeline import Segments, Step
 from gpux.errors import ModelError
+from gpux.pipeline.geometry import ImageTransform
 
 Array = np.ndarray[Any, Any]
 
@@ -30,6 +31,9 @@ class StepContext:
     labels: list[str] | None = None
     frame_seconds: float | None = None
     result: str = "result"
+    images: Mapping[str, list[ImageTransform]] = field(default_factory=dict)
+    """How each image input's images became the tensor, item by item (decoders map boxes back
+    to the original pixels with it)."""
 
 
 def is_decoding(step: Step) -> bool:
