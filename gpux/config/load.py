@@ -358,7 +358,8 @@ def complete(project: Project) -> None:
     for result in config.postprocess:
         for step in result.steps:
             options = step.options
-            if isinstance(getattr(options, "labels", None), str):
+            # `labels: model` is read from the model's metadata at build.
+            if isinstance(getattr(options, "labels", None), str) and options.labels != "model":
                 options.labels = _read_labels(
                     project, options.labels, f"postprocess '{result.name}' {step.name} labels"
                 )

@@ -533,6 +533,90 @@ class Ctc(Strict):
     )
 
 
+class _Detection(Strict):
+    """What every detection decoder shares: thresholds, NMS, labels, and the image whose
+    placement maps boxes back to its pixels."""
+
+    score_threshold: float = Field(
+        default=0.25, ge=0, le=1, description="Candidates must score above this."
+    )
+    iou_threshold: float = Field(
+        default=0.45, ge=0, le=1, description="NMS drops a box overlapping a better one by more."
+    )
+    class_agnostic: bool = Field(
+        default=False,
+        description="NMS across classes (a box suppresses any class's); default: per class.",
+    )
+    max_detections: int = Field(default=300, ge=1, description="At most this many per image.")
+    labels: Labels = Field(
+        default=None,
+        description="Class names: an inline list, a file (one per line), or ``model`` for the names in the model's metadata (ultralytics exports keep them there). Default: the GPUXfile's labels.",
+    )
+    image: str | None = Field(
+        default=None,
+        description="The image input whose pixels boxes are given in (default: the only one). Without an image input, boxes stay in model-input pixels.",
+    )
+
+
+class Yolo(_Detection):
+    """A raw YOLO head -> ``[{box, score, class, label}]`` in the original image's pixels."""
+
+    style: Literal["auto", "v5", "v8"] = Field(
+        default="auto",
+        description="``v8`` (v8, v11: ``[N, 4+C, anchors]``, no objectness), ``v5`` (v5, v7: ``[N, anchors, 5+C]`` with objectness), or ``auto`` from the shape.",
+    )
+
+
+class Nms(_Detection):
+    """Boxes and scores in separate outputs (SSD, PicoDet, RetinaFace-style, decoded to
+    pixels): the result's ``from`` is the boxes, ``scores`` names the other output."""
+
+    scores: str = Field(description="The model output holding the class scores.")
+    box_format: Literal["xyxy", "xywh", "cxcywh"] = Field(
+        default="xyxy", description="How a box's 4 numbers read."
+    )
+    normalized: bool = Field(
+        default=False,
+        description="Boxes are fractions of the model input's width and height (0-1), not pixels.",
+    )
+
+
+class Detections(_Detection):
+    """A model with NMS inside: ``[N, k, 6]`` rows ``x0, y0, x1, y1, score, class`` (or
+    ``[N, k, 7]`` with a leading batch index) -> the same JSON in the original image's pixels."""
+
+    score_threshold: float = Field(
+        default=0.0, ge=0, le=1, description="Rows must score above this (padding rows score 0)."
+    )
+
+
+class Db(Strict):
+    """A DB text detector's probability map -> text regions as rotated quads (or polygons) in
+    the original image's pixels, as PaddleOCR's DBPostProcess finds them."""
+
+    thresh: float = Field(default=0.3, ge=0, le=1, description="Binarise the map at this.")
+    box_thresh: float = Field(
+        default=0.5, ge=0, le=1, description="Drop regions whose mean score is lower."
+    )
+    max_candidates: int = Field(default=1000, ge=1, description="Regions looked at, at most.")
+    unclip_ratio: float = Field(
+        default=1.6, gt=0, description="Grow each region by area x ratio / perimeter."
+    )
+    min_size: float = Field(default=3, ge=0, description="Drop regions whose short side is less.")
+    score_mode: Literal["fast", "slow"] = Field(
+        default="fast",
+        description="``fast``: the mean inside the region's box; ``slow``: inside its outline.",
+    )
+    use_dilation: bool = Field(default=False, description="Dilate the bitmap by 2x2 first.")
+    box_type: Literal["quad", "poly"] = Field(
+        default="quad", description="``quad``: 4 corners; ``poly``: the outline's polygon."
+    )
+    image: str | None = Field(
+        default=None,
+        description="The image input whose pixels regions are given in (default: the only one).",
+    )
+
+
 class Step(Strict):
     """One step: a name, or ``{name: {options}}``."""
 
@@ -550,6 +634,10 @@ class Step(Strict):
     segments: Segments | None = None
     boxes: Boxes | None = None
     ctc: Ctc | None = None
+    yolo: Yolo | None = None
+    nms: Nms | None = None
+    detections: Detections | None = None
+    db: Db | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -190,6 +190,14 @@ def _complete_results(
                 shape = by_output[result.source].shape
                 count = shape[-1] if shape and isinstance(shape[-1], int) else None
                 options.charset = _charset(options, count, root, metadata, result.name, fail)
+            if step.name in ("yolo", "nms", "detections") and options.labels == "model":
+                options.labels = _labels_from_metadata(metadata, result.name, fail)
+            if step.name == "nms" and options.scores not in by_output:
+                raise fail(
+                    f"postprocess '{result.name}': nms scores '{options.scores}' is not a "
+                    "model output",
+                    f"the model's outputs are: {', '.join(output_names)}",
+                )
             if step.name in ("argmax", "top_k") and getattr(options, "axis", None) is None:
                 labels = options.labels if isinstance(options.labels, list) else config.labels
                 shape = by_output[result.source].shape
@@ -200,6 +208,47 @@ def _complete_results(
                         f"'{result.source}' with {classes} classes",
                         "give exactly one label per class, in the model's order",
                     )
+
+
+def _labels_from_metadata(metadata: Mapping[str, str], result: str, fail: Fail) -> list[str]:
+    """ultralytics' exports keep the class names in metadata ``names``, a Python literal
+    ``{0: 'person', 1: 'bicycle', ...}`` (read with ast.literal_eval: data, never code)."""
+    import ast
+
+    text = metadata.get("names")
+    if text is None:
+        raise fail(
+            f"postprocess '{result}': labels: model, but the model's metadata has no 'names' "
+            f"(it has: {', '.join(sorted(metadata)) or 'nothing'})",
+            "list the labels inline or in a file, one per line",
+        )
+    if len(text) > 1 << 20:  # a model file is outside input: bound what is parsed
+        raise fail(
+            f"postprocess '{result}': the model's metadata 'names' is {len(text)} characters "
+            "long, more than the 1 MiB a list of class names needs",
+            "list the labels inline or in a file, one per line",
+        )
+    try:
+        names = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise fail(
+            f"postprocess '{result}': the model's metadata 'names' is not a mapping of class "
+            f"numbers to names: {text[:80]!r}",
+            "list the labels inline or in a file, one per line",
+        ) from exc
+    if isinstance(names, list | tuple) and all(isinstance(n, str) for n in names):
+        return list(names)
+    if (
+        not isinstance(names, dict)
+        or sorted(names) != list(range(len(names)))
+        or not all(isinstance(n, str) for n in names.values())
+    ):
+        raise fail(
+            f"postprocess '{result}': the model's metadata 'names' is not a mapping of class "
+            f"numbers 0..N-1 to names: {text[:80]!r}",
+            "list the labels inline or in a file, one per line",
+        )
+    return [names[index] for index in range(len(names))]
 
 
 def _charset(

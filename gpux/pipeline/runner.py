@@ -9,7 +9,7 @@ GPUXfile declares frames, carrying any recurrent state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -192,6 +192,7 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{} for _ in range(count)]
         axes = {s.name: s.batch_axis for s in self.model.outputs}
+        first = _ItemsFirst(outputs, axes, count)
         if self.results:
             for spec in self.results:
                 assert spec.source is not None  # completed at build
@@ -201,10 +202,9 @@ class Pipeline:
                     frame_seconds=self._frame_seconds(),
                     result=spec.name,
                     images=images,
+                    outputs=first,
                 )
-                batch = items_first(
-                    spec.source, np.asarray(outputs[spec.source]), axes.get(spec.source, 0), count
-                )
+                batch = first[spec.source]
                 decoded = steps.apply(batch, spec.steps, context)
                 for result, value in zip(results, decoded, strict=True):
                     result[spec.name] = value
@@ -219,6 +219,27 @@ class Pipeline:
                 else:
                     result.update({k: np.asarray(v).tolist() for k, v in per_item.items()})
         return results
+
+
+class _ItemsFirst(Mapping[str, Array]):
+    """The model's outputs with each one's batch axis moved to the front, on first use (an
+    output no step reads is never checked: shared outputs and states may not hold items)."""
+
+    def __init__(self, outputs: Mapping[str, Array], axes: Mapping[str, int | None], count: int):
+        self._outputs, self._axes, self._count = outputs, axes, count
+        self._done: dict[str, Array] = {}
+
+    def __getitem__(self, name: str) -> Array:
+        if name not in self._done:
+            value = np.asarray(self._outputs[name])
+            self._done[name] = items_first(name, value, self._axes.get(name, 0), self._count)
+        return self._done[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
 
 
 def _item(value: Array, axis: int | None, position: int, count: int) -> Array:

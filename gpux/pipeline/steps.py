@@ -34,6 +34,28 @@ class StepContext:
     images: Mapping[str, list[ImageTransform]] = field(default_factory=dict)
     """How each image input's images became the tensor, item by item (decoders map boxes back
     to the original pixels with it)."""
+    outputs: Mapping[str, Array] = field(default_factory=dict)
+    """Every model output, items first (a step that reads a second output, such as nms)."""
+
+    def transforms(self, image: str | None, count: int) -> list[ImageTransform | None]:
+        """Each item's placement in image input ``image`` (default: the only one); Nones
+        when the pipeline has no image input (boxes then stay in model-input pixels)."""
+        if image is None:
+            if len(self.images) > 1:
+                raise ModelError(
+                    f"result '{self.result}': the pipeline has several image inputs "
+                    f"({', '.join(self.images)}), so its boxes could be in any of their pixels",
+                    "name the one with image: under the step",
+                )
+            image = next(iter(self.images), None)
+            if image is None:
+                return [None] * count
+        if image not in self.images:
+            raise ModelError(
+                f"result '{self.result}': '{image}' is not an image input of the pipeline",
+                f"its image inputs are: {', '.join(self.images) or 'none'}",
+            )
+        return list(self.images[image])
 
 
 def is_decoding(step: Step) -> bool:
@@ -352,7 +374,102 @@ def _ctc(values: Array, options: Any, context: StepContext) -> list[dict[str, An
     )
 
 
-_BATCH_DECODING: dict[str, Any] = {"ctc": _ctc}
+def _labels_of(options: Any, context: StepContext) -> list[str] | None:
+    labels = options.labels if isinstance(options.labels, list) else context.labels
+    return list(labels) if labels is not None else None
+
+
+def _yolo(values: Array, options: Any, context: StepContext) -> list[Any]:
+    from gpux.pipeline.detection import decode_yolo
+
+    found = decode_yolo(
+        values,
+        style=options.style,
+        score_threshold=options.score_threshold,
+        iou_threshold=options.iou_threshold,
+        class_agnostic=options.class_agnostic,
+        max_detections=options.max_detections,
+    )
+    return _detections_json(found, options, context)
+
+
+def _nms(values: Array, options: Any, context: StepContext) -> list[Any]:
+    from gpux.pipeline.detection import decode_boxes_scores
+
+    boxes = np.asarray(values, dtype=np.float32)
+    if options.normalized:  # fractions of the model input: scale to its pixels
+        transforms = context.transforms(options.image, len(boxes))
+        if transforms[0] is None:
+            raise ModelError(
+                f"result '{context.result}': normalized boxes need the model input's size, "
+                "which only an image input gives",
+                "add an image input under preprocess, or set normalized: false",
+            )
+        height, width = transforms[0].target
+        boxes = boxes * np.array([width, height, width, height], dtype=np.float32)
+    found = decode_boxes_scores(
+        boxes,
+        context.outputs[options.scores],
+        box_format=options.box_format,
+        score_threshold=options.score_threshold,
+        iou_threshold=options.iou_threshold,
+        class_agnostic=options.class_agnostic,
+        max_detections=options.max_detections,
+    )
+    return _detections_json(found, options, context)
+
+
+def _detections(values: Array, options: Any, context: StepContext) -> list[Any]:
+    from gpux.pipeline.detection import decode_nms_output
+
+    found = decode_nms_output(
+        values, score_threshold=options.score_threshold, max_detections=options.max_detections
+    )
+    return _detections_json(found, options, context)
+
+
+def _detections_json(found: list[Any], options: Any, context: StepContext) -> list[Any]:
+    labels = _labels_of(options, context)
+    transforms = context.transforms(options.image, len(found))
+    return [item.to_json(labels, t) for item, t in zip(found, transforms, strict=True)]
+
+
+def _db(values: Array, options: Any, context: StepContext) -> list[Any]:
+    from gpux.pipeline.text_detection import db_decode
+
+    transforms = context.transforms(options.image, len(values))
+    decoded = []
+    for item, transform in zip(values, transforms, strict=True):
+        regions = db_decode(
+            _squeezed(item, 2, "db", "a [height, width] map", context),
+            thresh=options.thresh,
+            box_thresh=options.box_thresh,
+            max_candidates=options.max_candidates,
+            unclip_ratio=options.unclip_ratio,
+            min_size=options.min_size,
+            score_mode=options.score_mode,
+            use_dilation=options.use_dilation,
+            box_type=options.box_type,
+        )
+        decoded.append([_region_json(points, score, transform) for points, score in regions])
+    return decoded
+
+
+def _region_json(points: Array, score: float, transform: ImageTransform | None) -> dict[str, Any]:
+    """A text region in the original pixels, rounded as PaddleOCR rounds them (to integers)."""
+    if transform is not None:
+        height, width = transform.source
+        points = np.clip(transform.to_source(points), 0, [width, height])
+    return {"box": np.round(points).astype(int).tolist(), "score": round(float(score), 4)}
+
+
+_BATCH_DECODING: dict[str, Any] = {
+    "ctc": _ctc,
+    "yolo": _yolo,
+    "nms": _nms,
+    "detections": _detections,
+    "db": _db,
+}
 
 _DECODING: dict[str, Any] = {
     "boxes": _boxes,
