@@ -38,7 +38,7 @@ BoxType = Literal["quad", "poly"]
 
 # cv2.fillPoly works in 16.16 fixed point; rows of a polygon's edges are walked in it.
 _FIXED_SHIFT = 16
-_FIXED_HALF = 1 << (_FIXED_SHIFT - 1)
+_FIXED_ONE = 1 << _FIXED_SHIFT
 
 
 def db_decode(
@@ -548,14 +548,11 @@ def _order_like_get_mini_boxes(corners: Array) -> Array:
 
 
 # ---------------------------------------------------------------------------------- scoring
-def _edge_rows(x0: Array, y0: Array, x1: Array, y1: Array, row: Array) -> tuple[Array, ...]:
-    """What ``cv2.fillPoly`` draws on ``row`` for the integer edge (x0, y0)-(x1, y1), broadcast.
-
-    Returns ``(crosses, column, drawn, line_first, line_last)``: the scan fill's column where the
-    edge crosses the row (rows [top, bottom), x in 16.16 fixed point rounded to nearest), and the
-    first and last column of the edge's 8-connected Bresenham line on the row.
-    """
-    # Scan fill, from the edge's upper end.
+def _scan_columns(x0: Array, y0: Array, x1: Array, y1: Array, row: Array) -> tuple[Array, ...]:
+    """Where ``cv2.fillPoly``'s scan fill meets the integer edge (x0, y0)-(x1, y1) on ``row``
+    (broadcast): ``(crosses, as_left_end, as_right_end)``. An edge covers rows [top, bottom); its x
+    is walked in 16.16 fixed point from the top with a truncated step; a span takes the columns
+    inside it (ceil on the left, floor on the right): the edges' lines cover the boundary."""
     downward = y1 > y0
     top_x = np.where(downward, x0, x1)
     top_y = np.minimum(y0, y1)
@@ -563,26 +560,81 @@ def _edge_rows(x0: Array, y0: Array, x1: Array, y1: Array, row: Array) -> tuple[
     crosses = (rise > 0) & (row >= top_y) & (row < top_y + rise)
     numerator = (np.where(downward, x1, x0) - top_x) << _FIXED_SHIFT
     step = np.sign(numerator) * (np.abs(numerator) // np.maximum(rise, 1))  # C truncation
-    column = ((top_x << _FIXED_SHIFT) + step * (row - top_y) + _FIXED_HALF) >> _FIXED_SHIFT
+    fixed_x = (top_x << _FIXED_SHIFT) + step * (row - top_y)
+    as_left_end = (fixed_x + _FIXED_ONE - 1) >> _FIXED_SHIFT
+    as_right_end = fixed_x >> _FIXED_SHIFT
+    return crosses, as_left_end, as_right_end
 
-    # The line, drawn left to right as cv2.LineIterator does: the major axis steps every pixel,
-    # the minor one when the error goes negative, i.e. by ceil(j * minor / major - 1/2) at step j.
+
+def _clip_lines(
+    x0: Array, y0: Array, x1: Array, y1: Array, width: Array, height: Array
+) -> tuple[Array, ...]:
+    """``cv2.clipLine`` of integer segments to [0, width) x [0, height), elementwise: OpenCV
+    draws a line that leaves the image from the clipped end points, which moves its pixels.
+    Returns the new end points and whether anything is left to draw."""
+    x0, y0, x1, y1 = (np.array(a, dtype=np.int64, copy=True) for a in (x0, y0, x1, y1))
+    right, bottom = width - 1, height - 1
+
+    def code(x: Array, y: Array) -> Array:
+        result: Array = (x < 0).astype(np.int64) + (x > right) * 2 + (y < 0) * 4 + (y > bottom) * 8
+        return result
+
+    def moved(base: Array, numerator: Array, along: Array, across: Array) -> Array:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.trunc(
+                numerator.astype(np.float64) * along / np.where(across == 0, 1, across)
+            )
+        result: Array = base + shift.astype(np.int64)
+        return result
+
+    c0, c1 = code(x0, y0), code(x1, y1)
+    partly = ((c0 & c1) == 0) & ((c0 | c1) != 0)
+    fix = partly & ((c0 & 12) != 0)
+    edge_y = np.where(c0 < 8, 0, bottom)
+    x0 = np.where(fix, moved(x0, edge_y - y0, x1 - x0, y1 - y0), x0)
+    y0 = np.where(fix, edge_y, y0)
+    c0 = np.where(fix, (x0 < 0) + (x0 > right) * 2, c0)
+    fix = partly & ((c1 & 12) != 0)
+    edge_y = np.where(c1 < 8, 0, bottom)
+    x1 = np.where(fix, moved(x1, edge_y - y1, x1 - x0, y1 - y0), x1)
+    y1 = np.where(fix, edge_y, y1)
+    c1 = np.where(fix, (x1 < 0) + (x1 > right) * 2, c1)
+    partly &= ((c0 & c1) == 0) & ((c0 | c1) != 0)
+    fix = partly & (c0 != 0)
+    edge_x = np.where(c0 == 1, 0, right)
+    y0 = np.where(fix, moved(y0, edge_x - x0, y1 - y0, x1 - x0), y0)
+    x0 = np.where(fix, edge_x, x0)
+    c0 = np.where(fix, 0, c0)
+    fix = partly & (c1 != 0)
+    edge_x = np.where(c1 == 1, 0, right)
+    y1 = np.where(fix, moved(y1, edge_x - x1, y1 - y0, x1 - x0), y1)
+    x1 = np.where(fix, edge_x, x1)
+    c1 = np.where(fix, 0, c1)
+    return x0, y0, x1, y1, (c0 | c1) == 0
+
+
+def _line_columns(
+    x0: Array, y0: Array, x1: Array, y1: Array, visible: Array, row: Array
+) -> tuple[Array, ...]:
+    """The first and last column of the 8-connected line (x0, y0)-(x1, y1) on ``row``
+    (broadcast), drawn left to right as cv2.LineIterator does: the major axis steps every pixel,
+    the minor one when the error goes negative, i.e. by ceil(j * minor / major - 1/2) at step j.
+    Returns ``(drawn, first, last)``."""
     swap = x1 < x0
     start_x = np.where(swap, x1, x0)
     start_y = np.where(swap, y1, y0)
     across = np.abs(x1 - x0)
     down = np.abs(y1 - y0)
     offset = np.where(np.where(swap, y0, y1) < start_y, start_y - row, row - start_y)
-    on_line = (offset >= 0) & (offset <= down)
+    on_line = visible & (offset >= 0) & (offset <= down)
     twice_down = np.maximum(2 * down, 1)
     steep_x = start_x + (2 * offset * across + down - 1) // twice_down
     shallow_first = np.where(down > 0, (across * (2 * offset - 1)) // twice_down + 1, 0)
     shallow_last = np.where(down > 0, (across * (2 * offset + 1)) // twice_down, across)
     steep = down > across
-    line_first = np.where(steep, steep_x, start_x + np.maximum(shallow_first, 0))
-    line_last = np.where(steep, steep_x, start_x + np.minimum(shallow_last, across))
-    drawn = on_line & (line_first <= line_last)
-    return crosses, column, drawn, line_first, line_last
+    first = np.where(steep, steep_x, start_x + np.maximum(shallow_first, 0))
+    last = np.where(steep, steep_x, start_x + np.minimum(shallow_last, across))
+    return on_line & (first <= last), first, last
 
 
 def _windows(points: Array, height: int, width: int) -> tuple[Array, Array, Array]:
@@ -607,23 +659,30 @@ def _quad_means(scores: Array, quads: Array) -> Array:
     height, width = scores.shape
     count = quads.shape[0]
     origin, size, vertices = _windows(quads, height, width)
+    after = np.roll(vertices, -1, axis=1)
+    x0, y0, x1, y1 = vertices[..., 0], vertices[..., 1], after[..., 0], after[..., 1]
+    line_x0, line_y0, line_x1, line_y1, visible = _clip_lines(
+        x0, y0, x1, y1, size[:, 0, None], size[:, 1, None]
+    )
+
     rows_per_quad = size[:, 1]
     owner = np.repeat(np.arange(count, dtype=np.int64), rows_per_quad)
     row = (
         np.arange(owner.size, dtype=np.int64)
         - np.repeat(np.cumsum(rows_per_quad) - rows_per_quad, rows_per_quad)
     )[:, None]
-    here = vertices[owner]
-    after = np.roll(here, -1, axis=1)
-    crosses, column, drawn, line_first, line_last = _edge_rows(
-        here[..., 0], here[..., 1], after[..., 0], after[..., 1], row
+    crosses, as_left, as_right = _scan_columns(x0[owner], y0[owner], x1[owner], y1[owner], row)
+    drawn, line_first, line_last = _line_columns(
+        line_x0[owner], line_y0[owner], line_x1[owner], line_y1[owner], visible[owner], row
     )
     never, ever = np.iinfo(np.int64).max, np.iinfo(np.int64).min
     first = np.minimum(
-        np.where(crosses, column, never).min(axis=1), np.where(drawn, line_first, never).min(axis=1)
+        np.where(crosses, as_left, never).min(axis=1),
+        np.where(drawn, line_first, never).min(axis=1),
     )
     last = np.maximum(
-        np.where(crosses, column, ever).max(axis=1), np.where(drawn, line_last, ever).max(axis=1)
+        np.where(crosses, as_right, ever).max(axis=1),
+        np.where(drawn, line_last, ever).max(axis=1),
     )
     first = np.maximum(first, 0)
     last = np.minimum(last, size[owner, 0] - 1)
@@ -633,32 +692,35 @@ def _quad_means(scores: Array, quads: Array) -> Array:
 
 
 def _polygon_mean(scores: Array, polygon: Array) -> float:
-    """``box_score_fast`` for one polygon [n, 2] of any shape: scan fill pairs the crossing
-    edges of a row by x (even-odd), plus every edge's line."""
+    """``box_score_fast`` for one polygon [n, 2] of any shape: the scan fill pairs the edges
+    crossing a row in x order (even-odd rule), and every edge's line is drawn too."""
     height, width = scores.shape
     origin, size, vertices = _windows(polygon[None], height, width)
-    (x0, y0), (window_width, window_height) = origin[0], size[0]
+    (left, top), (window_width, window_height) = origin[0], size[0]
     here = vertices[0]
     after = np.roll(here, -1, axis=0)
+    x0, y0, x1, y1 = here[:, 0], here[:, 1], after[:, 0], after[:, 1]
     row = np.arange(window_height, dtype=np.int64)[:, None]
-    crosses, column, drawn, line_first, line_last = _edge_rows(
-        here[:, 0], here[:, 1], after[:, 0], after[:, 1], row
+    crosses, as_left, as_right = _scan_columns(x0, y0, x1, y1, row)
+    drawn, line_first, line_last = _line_columns(
+        *_clip_lines(x0, y0, x1, y1, window_width, window_height), row
     )
     never = np.iinfo(np.int64).max
-    crossings = np.sort(np.where(crosses, column, never), axis=1)
-    pairs = crossings.shape[1] // 2
-    span_first = [crossings[:, 2 * i] for i in range(pairs)] + [
-        line_first[:, i] for i in range(here.shape[0])
-    ]
-    span_last = [crossings[:, 2 * i + 1] for i in range(pairs)] + [
-        line_last[:, i] for i in range(here.shape[0])
-    ]
-    valid = [crossings[:, 2 * i + 1] != never for i in range(pairs)] + [
-        drawn[:, i] for i in range(here.shape[0])
-    ]
-    first = np.clip(np.stack(span_first, axis=1), 0, window_width)
-    last = np.clip(np.stack(span_last, axis=1), -1, window_width - 1)
-    use = np.stack(valid, axis=1) & (first <= last)
+    by_x = np.argsort(np.where(crosses, as_left, never), axis=1, kind="stable")
+    crossing_count = crosses.sum(axis=1)
+    as_left = np.take_along_axis(as_left, by_x, axis=1)
+    as_right = np.take_along_axis(as_right, by_x, axis=1)
+    position = np.arange(by_x.shape[1])[None, :]
+    pair_first = as_left[:, 0::2]
+    pair_last = as_right[:, 1::2]
+    pairs = pair_last.shape[1]
+    pair_used = position[:, 1::2][:, :pairs] < crossing_count[:, None]
+    first = np.concatenate([pair_first[:, :pairs], line_first], axis=1)
+    last = np.concatenate([pair_last, line_last], axis=1)
+    use = np.concatenate([pair_used, drawn], axis=1)
+    first = np.clip(first, 0, window_width)
+    last = np.clip(last, -1, window_width - 1)
+    use &= first <= last
     rows = np.broadcast_to(row, use.shape)
     marks = np.zeros((window_height, window_width + 1), dtype=np.int64)
     np.add.at(marks, (rows[use], first[use]), 1)
@@ -667,8 +729,8 @@ def _polygon_mean(scores: Array, polygon: Array) -> float:
     area = int(mask.sum())
     if area == 0:
         return 0.0
-    window = scores[y0 : y0 + window_height, x0 : x0 + window_width]
-    return float(window[mask].astype(np.float64).sum() / area)
+    window = scores[top : top + window_height, left : left + window_width]
+    return float(window[mask].sum(dtype=np.float64) / area)
 
 
 def _span_means(scores: Array, start: Array, end: Array, group: Array, count: int) -> Array:
