@@ -654,41 +654,54 @@ def _quad_means(scores: Array, quads: Array) -> Array:
     """PaddleOCR's ``box_score_fast`` for quads [K, 4, 2]: the mean of the map over the pixels
     ``cv2.fillPoly`` sets for the truncated quad in its window, every quad at once.
 
-    A convex quad's pixels on a row are one span: from the leftmost to the rightmost column that
-    the scan fill or an edge line reaches."""
+    A convex quad's pixels on a row are one span, from the leftmost to the rightmost column that
+    the scan fill or an edge's line reaches; each edge is evaluated on its own rows only."""
     height, width = scores.shape
     count = quads.shape[0]
     origin, size, vertices = _windows(quads, height, width)
     after = np.roll(vertices, -1, axis=1)
-    x0, y0, x1, y1 = vertices[..., 0], vertices[..., 1], after[..., 0], after[..., 1]
+    x0, y0 = vertices[..., 0].ravel(), vertices[..., 1].ravel()
+    x1, y1 = after[..., 0].ravel(), after[..., 1].ravel()
+    edge_owner = np.repeat(np.arange(count, dtype=np.int64), vertices.shape[1])
+    window_width, window_height = size[edge_owner, 0], size[edge_owner, 1]
     line_x0, line_y0, line_x1, line_y1, visible = _clip_lines(
-        x0, y0, x1, y1, size[:, 0, None], size[:, 1, None]
+        x0, y0, x1, y1, window_width, window_height
     )
 
-    rows_per_quad = size[:, 1]
-    owner = np.repeat(np.arange(count, dtype=np.int64), rows_per_quad)
+    low = np.maximum(np.minimum(y0, y1), 0)
+    high = np.minimum(np.maximum(y0, y1), window_height - 1)
+    rows_per_edge = np.maximum(high - low + 1, 0)
+    edge = np.repeat(np.arange(edge_owner.size, dtype=np.int64), rows_per_edge)
     row = (
-        np.arange(owner.size, dtype=np.int64)
-        - np.repeat(np.cumsum(rows_per_quad) - rows_per_quad, rows_per_quad)
-    )[:, None]
-    crosses, as_left, as_right = _scan_columns(x0[owner], y0[owner], x1[owner], y1[owner], row)
+        low[edge]
+        + np.arange(edge.size, dtype=np.int64)
+        - np.repeat(np.cumsum(rows_per_edge) - rows_per_edge, rows_per_edge)
+    )
+    crosses, as_left, as_right = _scan_columns(x0[edge], y0[edge], x1[edge], y1[edge], row)
     drawn, line_first, line_last = _line_columns(
-        line_x0[owner], line_y0[owner], line_x1[owner], line_y1[owner], visible[owner], row
+        line_x0[edge], line_y0[edge], line_x1[edge], line_y1[edge], visible[edge], row
     )
     never, ever = np.iinfo(np.int64).max, np.iinfo(np.int64).min
-    first = np.minimum(
-        np.where(crosses, as_left, never).min(axis=1),
-        np.where(drawn, line_first, never).min(axis=1),
-    )
-    last = np.maximum(
-        np.where(crosses, as_right, ever).max(axis=1),
-        np.where(drawn, line_last, ever).max(axis=1),
-    )
+    entry_first = np.minimum(np.where(crosses, as_left, never), np.where(drawn, line_first, never))
+    entry_last = np.maximum(np.where(crosses, as_right, ever), np.where(drawn, line_last, ever))
+
+    rows_per_quad = size[:, 1]
+    row_offset = np.cumsum(rows_per_quad) - rows_per_quad
+    owner = edge_owner[edge]
+    slot = row_offset[owner] + row
+    first = np.full(int(rows_per_quad.sum()), never, dtype=np.int64)
+    last = np.full(first.size, ever, dtype=np.int64)
+    np.minimum.at(first, slot, entry_first)
+    np.maximum.at(last, slot, entry_last)
+    slot_owner = np.repeat(np.arange(count, dtype=np.int64), rows_per_quad)
+    slot_row = np.arange(first.size, dtype=np.int64) - row_offset[slot_owner]
     first = np.maximum(first, 0)
-    last = np.minimum(last, size[owner, 0] - 1)
+    last = np.minimum(last, size[slot_owner, 0] - 1)
     spans = first <= last
-    base = (origin[owner, 1] + row[:, 0]) * width + origin[owner, 0]
-    return _span_means(scores, (base + first)[spans], (base + last + 1)[spans], owner[spans], count)
+    base = (origin[slot_owner, 1] + slot_row) * width + origin[slot_owner, 0]
+    return _span_means(
+        scores, (base + first)[spans], (base + last + 1)[spans], slot_owner[spans], count
+    )
 
 
 def _polygon_mean(scores: Array, polygon: Array) -> float:
