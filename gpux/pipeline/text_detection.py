@@ -224,8 +224,8 @@ class _Contours:
     filled_start: Array  # flat keys of the [H, W + 1] buffer, end exclusive
     filled_end: Array
     stride: int
-    # For poly mode: the component (foreground root run) or hole (background root run) behind each.
-    source_run: Array
+    # Where OpenCV starts tracing each contour, as a flat key (poly mode traces it from there).
+    first_pixel: Array
 
     def first(self, limit: int) -> _Contours:
         if self.count <= limit:
@@ -243,7 +243,7 @@ class _Contours:
             filled_start=self.filled_start[keep_filled],
             filled_end=self.filled_end[keep_filled],
             stride=self.stride,
-            source_run=self.source_run[:limit],
+            first_pixel=self.first_pixel[:limit],
         )
 
 
@@ -280,7 +280,6 @@ def _contours(buffer: Array) -> _Contours:
     is_hole = np.concatenate(
         [np.zeros(component_roots.size, dtype=bool), np.ones(hole_roots.size, dtype=bool)]
     )[order]
-    source_run = np.concatenate([component_roots, hole_roots])[order]
     contour_of_kind = np.empty(order.size, dtype=np.int64)
     contour_of_kind[order] = np.arange(order.size)
     outer_contour = np.full(foreground.start.size, -1, dtype=np.int64)
@@ -343,7 +342,7 @@ def _contours(buffer: Array) -> _Contours:
         filled_start=filled_start,
         filled_end=filled_end,
         stride=stride,
-        source_run=source_run,
+        first_pixel=first_pixel[order],
     )
 
 
@@ -829,4 +828,225 @@ def _polygons(
     unclip_ratio: float,
     min_size: float,
 ) -> list[tuple[Array, float]]:
-    raise NotImplementedError
+    """PaddleOCR's ``polygons_from_bitmap``. The polygon offset needs pyclipper (the authors'
+    library for it), imported here so quad mode stays numpy only."""
+    try:
+        import pyclipper  # type: ignore[import-untyped, unused-ignore]
+    except ImportError as exc:
+        raise ModelError(
+            "DB post-processing: box_type 'poly' needs pyclipper to grow the polygons",
+            "pip install pyclipper, or use box_type 'quad'",
+        ) from exc
+    height, width = scores.shape
+    stride = contours.stride
+    padded = np.zeros((height + 2, width + 2), dtype=bool)
+    padded[1:-1, 1:-1] = bitmap[:, :width]
+    results: list[tuple[Array, float]] = []
+    for index in range(contours.count):
+        first = int(contours.first_pixel[index])
+        contour = _trace(padded, first // stride + 1, first % stride + 1, contours.is_hole[index])
+        contour = _simple_chain(contour - 1)  # back to map pixels
+        points = _approximate_polygon(contour, 0.002 * _perimeter(contour))
+        if points.shape[0] < 4:
+            continue
+        score = _polygon_mean(scores, points.astype(np.float64))
+        if box_thresh > score:
+            continue
+        area = abs(_signed_area(points))
+        length = _perimeter(points)
+        if length == 0:
+            continue
+        offset = pyclipper.PyclipperOffset()
+        offset.AddPath(points.tolist(), pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
+        grown = offset.Execute(area * unclip_ratio / length)
+        if len(grown) != 1:  # split in several (or vanished): the authors drop it
+            continue
+        polygon = np.asarray(grown[0], dtype=np.float64).reshape(-1, 2)
+        if _short_side(polygon) < min_size + 2:
+            continue
+        polygon[:, 0] = np.clip(polygon[:, 0], 0, width)
+        polygon[:, 1] = np.clip(polygon[:, 1], 0, height)
+        results.append((polygon, score))
+    return results
+
+
+# Neighbours clockwise on screen (y down), starting east, as (row, column) steps.
+_STEPS = ((0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1))
+_STEP_INDEX = {step: index for index, step in enumerate(_STEPS)}
+
+
+def _trace(padded: Array, row: int, column: int, is_hole: bool) -> Array:
+    """Suzuki-Abe border following (what cv2.findContours does) from a start pixel, in a bitmap
+    padded by one pixel: an outer border starts with its background neighbour to the west, a
+    hole border with the hole to the east. Returns the border pixels as (x, y) in order.
+
+    One Python step per border pixel: only poly mode, which also needs the polygon's order, uses
+    it; quad mode needs only the hull of the pixels."""
+    start = (row, column)
+    direction = 0 if is_hole else 4
+    for turn in range(8):  # clockwise from the background neighbour
+        step = _STEPS[(direction + turn) % 8]
+        if padded[row + step[0], column + step[1]]:
+            first_neighbour = (row + step[0], column + step[1])
+            break
+    else:
+        return np.array([[column, row]], dtype=np.int64)
+    previous, current = first_neighbour, start
+    path = []
+    while True:
+        back = _STEP_INDEX[(previous[0] - current[0], previous[1] - current[1])]
+        for turn in range(1, 9):  # counter-clockwise from just past the previous pixel
+            step = _STEPS[(back - turn) % 8]
+            following = (current[0] + step[0], current[1] + step[1])
+            if padded[following]:
+                break
+        path.append((current[1], current[0]))
+        if following == start and current == first_neighbour:
+            break
+        previous, current = current, following
+    return np.array(path, dtype=np.int64)
+
+
+def _simple_chain(contour: Array) -> Array:
+    """CHAIN_APPROX_SIMPLE: keep the pixels where the step direction changes."""
+    if contour.shape[0] < 3:
+        return contour
+    step_in = contour - np.roll(contour, 1, axis=0)
+    step_out = np.roll(contour, -1, axis=0) - contour
+    turns = np.any(step_in != step_out, axis=1)
+    kept: Array = contour[turns]
+    return kept
+
+
+def _perimeter(points: Array) -> float:
+    if points.shape[0] < 2:
+        return 0.0
+    edges = np.roll(points, -1, axis=0) - points
+    return float(np.hypot(edges[:, 0], edges[:, 1]).sum())
+
+
+def _signed_area(points: Array) -> float:
+    x, y = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    return float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum() / 2)
+
+
+def _approximate_polygon(points: Array, epsilon: float) -> Array:
+    """``cv2.approxPolyDP(points, epsilon, closed=True)``, step for step.
+
+    Three rounds of "the point farthest from the current start" pick two anchors; Douglas-Peucker
+    splits each half at its farthest point until every point is within epsilon of its chord
+    (writing each kept chord's start); a last pass drops points that are nearly on the line
+    through their neighbours. Index arithmetic follows OpenCV so ties fall the same way."""
+    source = [(int(x), int(y)) for x, y in points.tolist()]
+    count = len(source)
+    if count == 0:
+        return points
+    tolerance = epsilon * epsilon
+    start = 0
+    relative = 0
+    farthest = 0.0
+    for _ in range(3):
+        start = (start + relative) % count
+        sx, sy = source[start]
+        farthest, relative = 0.0, 0
+        for offset in range(1, count):
+            x, y = source[(start + offset) % count]
+            distance = float((x - sx) ** 2 + (y - sy) ** 2)
+            if distance > farthest:
+                farthest, relative = distance, offset
+    if farthest <= tolerance:
+        return np.array([source[start]], dtype=np.int64)
+    anchor = (start + relative) % count
+    written: list[tuple[int, int]] = []
+    stack = [(anchor, start), (start, anchor)]  # the second is taken first
+    while stack:
+        low, high = stack.pop()
+        sx, sy = source[low]
+        ex, ey = source[high]
+        position = (low + 1) % count
+        if position == high:
+            written.append((sx, sy))
+            continue
+        dx, dy = ex - sx, ey - sy
+        worst, split = 0.0, low
+        while position != high:
+            x, y = source[position]
+            distance = abs((y - sy) * dx - (x - sx) * dy)
+            if distance > worst:
+                worst, split = distance, position
+            position = (position + 1) % count
+        if worst * worst <= tolerance * (dx * dx + dy * dy):
+            written.append((sx, sy))
+        else:
+            stack += [(split, high), (low, split)]
+    return np.array(_drop_straight(written, tolerance), dtype=np.int64)
+
+
+def _drop_straight(points: list[tuple[int, int]], tolerance: float) -> list[tuple[int, int]]:
+    """OpenCV's clean-up of a closed approximation, in place as it does it (its reads wrap onto
+    points it already rewrote)."""
+    result = list(points)
+    count = kept = len(result)
+    position = count - 1
+    start = result[position]
+    position = 0
+    write = position
+    point = result[position]
+    position = (position + 1) % count
+    index = 0
+    while index < count and kept > 2:
+        end = result[position]
+        position = (position + 1) % count
+        dx, dy = end[0] - start[0], end[1] - start[1]
+        distance = abs((point[0] - start[0]) * dy - (point[1] - start[1]) * dx)
+        forward = (point[0] - start[0]) * (end[0] - point[0]) + (point[1] - start[1]) * (
+            end[1] - point[1]
+        )
+        if (
+            distance * distance <= 0.5 * tolerance * (dx * dx + dy * dy)
+            and dx != 0
+            and dy != 0
+            and forward >= 0
+        ):
+            kept -= 1
+            result[write] = start = end
+            write = (write + 1) % count
+            point = result[position]
+            position = (position + 1) % count
+            index += 2
+            continue
+        result[write] = start = point
+        write = (write + 1) % count
+        point = end
+        index += 1
+    return result[:kept]
+
+
+def _short_side(points: Array) -> float:
+    """The short side of ``cv2.minAreaRect`` of any point set."""
+    hull = _point_hull(points)
+    rectangles = _min_area_rectangles(
+        np.zeros(hull.shape[0], dtype=np.int64), hull[:, 0], hull[:, 1], 1
+    )
+    return float(rectangles.short_side[0])
+
+
+def _point_hull(points: Array) -> Array:
+    """Convex hull of a few points (monotone chain), clockwise in image coordinates."""
+    unique = np.unique(points.astype(np.float64), axis=0)  # sorted by x, then y
+    if unique.shape[0] < 3:
+        return unique
+
+    def half(ordered: Array) -> list[Array]:
+        chain: list[Array] = []
+        for point in ordered:
+            while len(chain) >= 2:
+                (ax, ay), (bx, by) = chain[-2], chain[-1]
+                if (bx - ax) * (point[1] - ay) - (by - ay) * (point[0] - ax) > 0:
+                    break
+                chain.pop()
+            chain.append(point)
+        return chain
+
+    lower, upper = half(unique), half(unique[::-1])
+    return np.array(lower[:-1] + upper[:-1])
