@@ -251,6 +251,11 @@ def _contours(buffer: Array) -> _Contours:
     height = buffer.shape[0]
     foreground = _foreground_runs(buffer)
     stride = foreground.stride
+    if foreground.start.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return _Contours(
+            0, empty.astype(bool), empty, empty, empty, empty, empty, empty, empty, stride, empty
+        )
     touching = _touching_pairs(foreground, diagonal=True)
     component = _merge(foreground.start.size, *touching)
     component_roots = np.flatnonzero(component == np.arange(component.size))
@@ -714,9 +719,10 @@ def _polygon_mean(scores: Array, polygon: Array) -> float:
     x0, y0, x1, y1 = here[:, 0], here[:, 1], after[:, 0], after[:, 1]
     row = np.arange(window_height, dtype=np.int64)[:, None]
     crosses, as_left, as_right = _scan_columns(x0, y0, x1, y1, row)
-    drawn, line_first, line_last = _line_columns(
-        *_clip_lines(x0, y0, x1, y1, window_width, window_height), row
+    line_x0, line_y0, line_x1, line_y1, visible = _clip_lines(
+        x0, y0, x1, y1, window_width, window_height
     )
+    drawn, line_first, line_last = _line_columns(line_x0, line_y0, line_x1, line_y1, visible, row)
     never = np.iinfo(np.int64).max
     by_x = np.argsort(np.where(crosses, as_left, never), axis=1, kind="stable")
     crossing_count = crosses.sum(axis=1)
