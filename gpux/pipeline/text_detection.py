@@ -847,11 +847,24 @@ def _polygons(
     stride = contours.stride
     padded = np.zeros((height + 2, width + 2), dtype=bool)
     padded[1:-1, 1:-1] = bitmap[:, :width]
+    # Each contour's box (its pixels, or a hole's border) to trace it in a small crop.
+    first_span = np.searchsorted(contours.span_contour, np.arange(contours.count))
+    last_span = np.r_[first_span[1:], contours.span_contour.size] - 1
+    top, bottom = contours.span_row[first_span], contours.span_row[last_span]
+    left = np.minimum.reduceat(contours.span_left, first_span) if contours.count else first_span
+    right = np.maximum.reduceat(contours.span_right, first_span) if contours.count else first_span
     results: list[tuple[Array, float]] = []
     for index in range(contours.count):
         first = int(contours.first_pixel[index])
-        contour = _trace(padded, first // stride + 1, first % stride + 1, contours.is_hole[index])
-        contour = _simple_chain(contour - 1)  # back to map pixels
+        row0, column0 = int(top[index]), int(left[index])
+        crop = padded[row0 : int(bottom[index]) + 3, column0 : int(right[index]) + 3]
+        contour = _trace(
+            crop,
+            first // stride - row0,
+            first % stride - column0,
+            bool(contours.is_hole[index]),
+        )
+        contour = _simple_chain(contour + np.array([column0, row0]))
         points = _approximate_polygon(contour, 0.002 * _perimeter(contour))
         if points.shape[0] < 4:
             continue
@@ -878,39 +891,72 @@ def _polygons(
 
 # Neighbours clockwise on screen (y down), starting east, as (row, column) steps.
 _STEPS = ((0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1))
-_STEP_INDEX = {step: index for index, step in enumerate(_STEPS)}
 
 
-def _trace(padded: Array, row: int, column: int, is_hole: bool) -> Array:
-    """Suzuki-Abe border following (what cv2.findContours does) from a start pixel, in a bitmap
-    padded by one pixel: an outer border starts with its background neighbour to the west, a
-    hole border with the hole to the east. Returns the border pixels as (x, y) in order.
+def _search_tables() -> tuple[bytes, bytes]:
+    """For each 8-bit set of neighbours and each direction: the first set neighbour going
+    counter-clockwise from just past that direction (the tracer's step), and going clockwise from
+    that direction itself (its first step); 8 when there is none."""
+    counter_clockwise = bytearray(256 * 8)
+    clockwise = bytearray(256 * 8)
+    for code in range(256):
+        for direction in range(8):
+            counter_clockwise[code * 8 + direction] = next(
+                (
+                    (direction - turn) % 8
+                    for turn in range(1, 9)
+                    if code >> ((direction - turn) % 8) & 1
+                ),
+                8,
+            )
+            clockwise[code * 8 + direction] = next(
+                (
+                    (direction + turn) % 8
+                    for turn in range(8)
+                    if code >> ((direction + turn) % 8) & 1
+                ),
+                8,
+            )
+    return bytes(counter_clockwise), bytes(clockwise)
 
-    One Python step per border pixel: only poly mode, which also needs the polygon's order, uses
-    it; quad mode needs only the hull of the pixels."""
-    start = (row, column)
-    direction = 0 if is_hole else 4
-    for turn in range(8):  # clockwise from the background neighbour
-        step = _STEPS[(direction + turn) % 8]
-        if padded[row + step[0], column + step[1]]:
-            first_neighbour = (row + step[0], column + step[1])
-            break
-    else:
+
+_COUNTER_CLOCKWISE, _CLOCKWISE = _search_tables()
+
+
+def _trace(crop: Array, row: int, column: int, is_hole: bool) -> Array:
+    """Suzuki-Abe border following (what cv2.findContours does) from a start pixel.
+
+    ``crop`` holds the contour's box with one pixel of background-or-not margin around it, and
+    (row, column) are the start in the box. An outer border starts with its background neighbour
+    to the west, a hole border with the hole to the east. Returns the border pixels (x, y) in the
+    box, in order. One Python step per border pixel, each a table look-up of the pixel's
+    neighbours: only poly mode needs the order; quad mode needs only the pixels' hull."""
+    inner = crop[1:-1, 1:-1]
+    height, width = inner.shape
+    codes = np.zeros((height, width), dtype=np.uint8)
+    for bit, (down, across) in enumerate(_STEPS):
+        codes |= crop[1 + down : 1 + down + height, 1 + across : 1 + across + width].astype(
+            np.uint8
+        ) << np.uint8(bit)
+    neighbours = codes.tobytes()
+    moves = [down * width + across for down, across in _STEPS]
+    start = row * width + column
+    direction = _CLOCKWISE[neighbours[start] * 8 + (0 if is_hole else 4)]
+    if direction == 8:
         return np.array([[column, row]], dtype=np.int64)
-    previous, current = first_neighbour, start
+    first_neighbour = start + moves[direction]
+    current, back = start, direction
     path = []
     while True:
-        back = _STEP_INDEX[(previous[0] - current[0], previous[1] - current[1])]
-        for turn in range(1, 9):  # counter-clockwise from just past the previous pixel
-            step = _STEPS[(back - turn) % 8]
-            following = (current[0] + step[0], current[1] + step[1])
-            if padded[following]:
-                break
-        path.append((current[1], current[0]))
+        direction = _COUNTER_CLOCKWISE[neighbours[current] * 8 + back]
+        path.append(current)
+        following = current + moves[direction]
         if following == start and current == first_neighbour:
             break
-        previous, current = current, following
-    return np.array(path, dtype=np.int64)
+        back = (direction + 4) & 7
+        current = following
+    positions = np.array(path, dtype=np.int64)
+    return np.stack([positions % width, positions // width], axis=1)
 
 
 def _simple_chain(contour: Array) -> Array:
@@ -943,49 +989,46 @@ def _approximate_polygon(points: Array, epsilon: float) -> Array:
     splits each half at its farthest point until every point is within epsilon of its chord
     (writing each kept chord's start); a last pass drops points that are nearly on the line
     through their neighbours. Index arithmetic follows OpenCV so ties fall the same way."""
-    source = [(int(x), int(y)) for x, y in points.tolist()]
-    count = len(source)
+    source = np.asarray(points, dtype=np.int64)
+    count = source.shape[0]
     if count == 0:
-        return points
+        return source
     tolerance = epsilon * epsilon
     start = 0
     relative = 0
     farthest = 0.0
     for _ in range(3):
         start = (start + relative) % count
-        sx, sy = source[start]
-        farthest, relative = 0.0, 0
-        for offset in range(1, count):
-            x, y = source[(start + offset) % count]
-            distance = float((x - sx) ** 2 + (y - sy) ** 2)
-            if distance > farthest:
-                farthest, relative = distance, offset
+        following = source[(start + np.arange(1, count)) % count] - source[start]
+        distances = (following * following).sum(axis=1)
+        # OpenCV keeps the first strictly larger distance: argmax's first maximum.
+        relative = int(np.argmax(distances)) + 1 if count > 1 else 0
+        farthest = float(distances[relative - 1]) if count > 1 else 0.0
+        if farthest <= 0:
+            relative = 0
     if farthest <= tolerance:
-        return np.array([source[start]], dtype=np.int64)
+        return source[start : start + 1]
     anchor = (start + relative) % count
-    written: list[tuple[int, int]] = []
-    stack = [(anchor, start), (start, anchor)]  # the second is taken first
+    written: list[int] = []
+    stack = [(anchor, start), (start, anchor)]  # the last is taken first
     while stack:
         low, high = stack.pop()
-        sx, sy = source[low]
-        ex, ey = source[high]
-        position = (low + 1) % count
-        if position == high:
-            written.append((sx, sy))
+        span = (high - low) % count
+        if span <= 1:
+            written.append(low)
             continue
-        dx, dy = ex - sx, ey - sy
-        worst, split = 0.0, low
-        while position != high:
-            x, y = source[position]
-            distance = abs((y - sy) * dx - (x - sx) * dy)
-            if distance > worst:
-                worst, split = distance, position
-            position = (position + 1) % count
-        if worst * worst <= tolerance * (dx * dx + dy * dy):
-            written.append((sx, sy))
+        sx, sy = source[low]
+        dx, dy = source[high] - source[low]
+        inner = source[(low + np.arange(1, span)) % count]
+        distances = np.abs((inner[:, 1] - sy) * dx - (inner[:, 0] - sx) * dy)
+        worst = int(np.argmax(distances))
+        if float(distances[worst]) ** 2 <= tolerance * float(dx * dx + dy * dy):
+            written.append(low)
         else:
+            split = (low + 1 + worst) % count
             stack += [(split, high), (low, split)]
-    return np.array(_drop_straight(written, tolerance), dtype=np.int64)
+    kept = [(int(x), int(y)) for x, y in source[written].tolist()]
+    return np.array(_drop_straight(kept, tolerance), dtype=np.int64)
 
 
 def _drop_straight(points: list[tuple[int, int]], tolerance: float) -> list[tuple[int, int]]:
