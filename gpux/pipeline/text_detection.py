@@ -76,6 +76,8 @@ def db_decode(
     bitmap = _binarise(scores, thresh, use_dilation)
     contours = _contours(bitmap)
     contours = contours.first(max_candidates)
+    if contours.count == 0:
+        return []
     if box_type == "poly":
         return _polygons(scores, bitmap, contours, box_thresh, unclip_ratio, min_size)
     return _quads(scores, contours, box_thresh, unclip_ratio, min_size, score_mode)
@@ -851,8 +853,8 @@ def _polygons(
     first_span = np.searchsorted(contours.span_contour, np.arange(contours.count))
     last_span = np.r_[first_span[1:], contours.span_contour.size] - 1
     top, bottom = contours.span_row[first_span], contours.span_row[last_span]
-    left = np.minimum.reduceat(contours.span_left, first_span) if contours.count else first_span
-    right = np.maximum.reduceat(contours.span_right, first_span) if contours.count else first_span
+    left = np.minimum.reduceat(contours.span_left, first_span)
+    right = np.maximum.reduceat(contours.span_right, first_span)
     results: list[tuple[Array, float]] = []
     for index in range(contours.count):
         first = int(contours.first_pixel[index])
