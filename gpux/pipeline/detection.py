@@ -305,9 +305,12 @@ def _suppressing_pairs(rects: Array, area: Array, threshold: np.float32) -> tupl
     count = positions.shape[0]
     if count < 2:
         return _EMPTY_INDICES, _EMPTY_INDICES
-    # One contiguous row per field, boxes sorted by x: gathers by pair index stay 1-D.
-    x, y, w, h = np.take(rects, positions, axis=1)
-    surface = area[positions]
+    # Rows x, y, w, h, area, x + w, y + h, boxes sorted by x: one gather per side of the pairs.
+    fields = np.empty((7, count), dtype=np.float64)
+    np.take(rects, positions, axis=1, out=fields[:4])
+    np.take(area, positions, out=fields[4])
+    np.add(fields[0:2], fields[2:4], out=fields[5:7])
+    x, y, w, h = fields[:4]
     # Both bounds are necessary conditions; the margins only keep float rounding from cutting a
     # pair OpenCV would suppress (1e-6 below the threshold, 1e-9 of the largest coordinate).
     slack = 1.0 - max(0.0, float(threshold) - 1e-6)
@@ -331,8 +334,7 @@ def _suppressing_pairs(rects: Array, area: Array, threshold: np.float32) -> tupl
         if pairs > 8 * count:  # many far apart in y: drop those before measuring
             close = np.abs(y[first] - y[second]) < np.maximum(h[first], h[second]) * slack + margin
             first, second = first[close], second[close]
-        a = (x[first], y[first], w[first], h[first], surface[first])
-        b = (x[second], y[second], w[second], h[second], surface[second])
+        a, b = np.take(fields, first, axis=1), np.take(fields, second, axis=1)
         hit = np.flatnonzero(_exceeds(a, b, threshold))
         first, second = positions[first[hit]], positions[second[hit]]
         sources.append(np.minimum(first, second))
@@ -360,37 +362,32 @@ def _chunks(totals: Array) -> list[tuple[int, int]]:
     return runs
 
 
-_Fields = tuple[Array, Array, Array, Array, Array]  # x, y, w, h, area of one box per pair
-
-
-def _exceeds(a: _Fields, b: _Fields, threshold: np.float32) -> Array:
-    """Whether OpenCV's overlap of each (non-empty) pair is above ``threshold``.
+def _exceeds(a: Array, b: Array, threshold: np.float32) -> Array:
+    """Whether OpenCV's overlap of each (non-empty) pair is above ``threshold``; ``a`` and ``b``
+    hold one box of each pair, rows x, y, w, h, area, x + w, y + h.
 
     The IoU is the plain float64 formula, which matches OpenCV's to ~1e-12; its own rounding (its
     side formula, then float32) can only flip pairs within 1e-6 of the threshold, and those are
     measured again its way.
     """
-    (xa, ya, wa, ha, area_a), (xb, yb, wb, hb, area_b) = a, b
-    across = np.minimum(xa + wa, xb + wb) - np.maximum(xa, xb)
-    down = np.minimum(ya + ha, yb + hb) - np.maximum(ya, yb)
-    intersection = np.maximum(across, 0.0, out=across) * np.maximum(down, 0.0, out=down)
+    reach = np.minimum(a[5:7], b[5:7]) - np.maximum(a[:2], b[:2])
+    np.maximum(reach, 0.0, out=reach)
+    intersection = reach[0] * reach[1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = intersection / (area_a + area_b - intersection)
+        iou = intersection / (a[4] + b[4] - intersection)
     limit = float(threshold)
     hit: Array = iou > limit
     unsure = ~(np.abs(iou - limit) > 1e-6)
     if unsure.any():
         close = np.flatnonzero(unsure)
-        overlap = _opencv_overlap(
-            np.stack([field[close] for field in a]), np.stack([field[close] for field in b])
-        )
+        overlap = _opencv_overlap(np.take(a, close, axis=1), np.take(b, close, axis=1))
         hit[close] = ~(overlap <= threshold)
     return hit
 
 
 def _opencv_overlap(a: Array, b: Array) -> Array:
-    """``1.f - (float)jaccardDistance(a, b)`` for non-empty ``Rect2d`` pairs (``[5, m]`` rows x, y,
-    w, h, area), float32, rounded as OpenCV rounds it (``core/types.hpp``: ``operator&=``,
+    """``1.f - (float)jaccardDistance(a, b)`` for non-empty ``Rect2d`` pairs (rows x, y, w, h,
+    area, as :func:`_exceeds` takes them), float32, rounded as OpenCV rounds it (``core/types.hpp``: ``operator&=``,
     ``jaccardDistance``).
 
     Per axis, with ``lo`` the box starting first: side ``min(lo.w - (hi.x - lo.x), hi.w)``, none
