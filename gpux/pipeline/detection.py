@@ -32,8 +32,13 @@ Each thresholds the whole batch with one mask (no Python loop per anchor), then 
 Where this module differs, on purpose: boxes with a non-finite coordinate or score, or with
 ``x1 < x0`` or ``y1 < y0``, are dropped before NMS (in OpenCV a NaN box suppresses every box after
 it); and the class shift also spans negative coordinates, which OpenCV's does not, so boxes of two
-classes can never suppress each other. With non-negative coordinates the shift is OpenCV's, bit for
-bit.
+classes do not suppress each other there either. With non-negative coordinates the shift is
+OpenCV's, bit for bit. As in OpenCV, two boxes whose areas sum to <= DBL_EPSILON (empty boxes) count
+as overlapping fully, whatever their classes.
+
+The overlap is measured in one vectorised pass over the pairs a sweep along x finds, with the plain
+float64 IoU; pairs within 1e-6 of the threshold are measured again with OpenCV's arithmetic (its
+side formula, then float32), so the kept boxes are OpenCV's even where rounding decides.
 """
 
 from __future__ import annotations
@@ -125,7 +130,7 @@ def nms(
 
     The same indices, in the same order, as ``cv2.dnn.NMSBoxes(xywh, scores, score_threshold,
     iou_threshold, top_k=top_k)`` with ``xywh = (x0, y0, x1 - x0, y1 - y0)`` in float64.
-    ``score_threshold`` keeps scores strictly above it (``None``: every finite score);
+    ``score_threshold`` keeps scores strictly above it (``None``: all but NaN and -inf);
     ``top_k`` keeps only that many best candidates before NMS, as OpenCV's ``top_k`` does;
     ``max_detections`` stops once that many boxes are kept.
     """
@@ -242,37 +247,45 @@ def _nms_rects(
 def _greedy(rects: Array, threshold: np.float32, limit: int | None) -> Array:
     """Positions kept by greedy NMS over boxes sorted best first.
 
-    Every pair that overlaps by more than ``threshold`` is found in one vectorised pass; then a
-    loop per kept box strikes out the boxes it suppresses. Box ``j`` survives when no kept box
-    before it overlaps it by more than ``threshold``: OpenCV's rule, since its overlap is
-    symmetric.
+    OpenCV's rule, with its symmetric overlap: box ``j`` is kept when no kept box before it
+    overlaps it by more than ``threshold``. Every such pair is found in one vectorised pass. Boxes
+    nothing overlaps are kept and what they overlap is suppressed, all at once; that settles most
+    boxes. A loop visits only the rest, in order, each striking out what it suppresses if kept.
     """
     count = rects.shape[1]
     area = rects[2] * rects[3]
     earlier, later = _suppressing_pairs(rects, area, threshold)
-    # OpenCV gives boxes whose areas sum to <= DBL_EPSILON an IoU of 1, wherever they are.
-    tiny = _EMPTY_INDICES
+    # OpenCV gives boxes whose areas sum to <= DBL_EPSILON an IoU of 1, wherever they are: such
+    # boxes are settled in the loop, which applies that rule.
+    tiny = np.zeros(count, dtype=bool)
     if threshold < 1 and area.min() <= _DBL_EPSILON:
-        tiny = np.flatnonzero(area <= _DBL_EPSILON)
-    if earlier.size == 0 and tiny.size < 2:
+        tiny = area <= _DBL_EPSILON
+    elif earlier.size == 0:
         return np.arange(count if limit is None else min(count, limit), dtype=np.int64)
-    by_earlier = np.argsort(earlier, kind="stable")
-    targets = later[by_earlier]
-    starts = np.searchsorted(earlier[by_earlier], np.arange(count + 1)).tolist()
-    alive_bytes = bytearray(b"\x01") * count
-    alive = np.frombuffer(alive_bytes, dtype=np.uint8)  # numpy writes, bytearray.find reads
-    kept: list[int] = []
-    position = 0
-    while position >= 0:
-        kept.append(position)
-        if limit is not None and len(kept) >= limit:
-            break
-        alive[targets[starts[position] : starts[position + 1]]] = 0
-        if tiny.size and area[position] <= _DBL_EPSILON:
-            others = tiny[tiny > position]
-            alive[others[area[others] + area[position] <= _DBL_EPSILON]] = 0
-        position = alive_bytes.find(1, position + 1)
-    return np.asarray(kept, dtype=np.int64)
+    kept = np.ones(count, dtype=bool)
+    kept[later] = False
+    kept &= ~tiny  # now: boxes nothing can suppress
+    dead = np.zeros(count, dtype=bool)
+    dead[later[kept[earlier]]] = True
+    unsettled = np.flatnonzero(~kept & ~dead)
+    if unsettled.size:
+        from_unsettled = ~(kept[earlier] | dead[earlier])
+        sources, targets = earlier[from_unsettled], later[from_unsettled]
+        by_source = np.argsort(sources)
+        sources, targets = sources[by_source], targets[by_source]
+        starts = np.searchsorted(sources, unsettled).tolist()
+        ends = np.searchsorted(sources, unsettled, side="right").tolist()
+        tiny_positions = np.flatnonzero(tiny)
+        for position, start, end in zip(unsettled.tolist(), starts, ends, strict=True):
+            if dead[position]:
+                continue
+            kept[position] = True
+            dead[targets[start:end]] = True
+            if tiny[position]:
+                others = tiny_positions[tiny_positions > position]
+                dead[others[area[others] + area[position] <= _DBL_EPSILON]] = True
+    positions = np.flatnonzero(kept)
+    return positions if limit is None else positions[:limit]
 
 
 def _suppressing_pairs(rects: Array, area: Array, threshold: np.float32) -> tuple[Array, Array]:
@@ -292,73 +305,89 @@ def _suppressing_pairs(rects: Array, area: Array, threshold: np.float32) -> tupl
     count = positions.shape[0]
     if count < 2:
         return _EMPTY_INDICES, _EMPTY_INDICES
-    # One contiguous row per field, boxes sorted by x: gathers by pair index stay 1-D.
-    x, y, w, h = np.take(rects, positions, axis=1)
-    surface = area[positions]
+    # Rows x, y, w, h, area, x + w, y + h, boxes sorted by x: one gather per side of the pairs.
+    fields = np.empty((7, count), dtype=np.float64)
+    np.take(rects, positions, axis=1, out=fields[:4])
+    np.take(area, positions, out=fields[4])
+    np.add(fields[0:2], fields[2:4], out=fields[5:7])
+    x, y, w, h = fields[:4]
     # Both bounds are necessary conditions; the margins only keep float rounding from cutting a
     # pair OpenCV would suppress (1e-6 below the threshold, 1e-9 of the largest coordinate).
     slack = 1.0 - max(0.0, float(threshold) - 1e-6)
     margin = 1e-9 * float(np.abs(rects).max())
     counts = np.searchsorted(x, x + w * slack + margin, side="right") - np.arange(1, count + 1)
     totals = np.cumsum(counts)
+    if totals[-1] == 0:
+        return _EMPTY_INDICES, _EMPTY_INDICES
+    # Pair k of box i (in x order) is box i + 1 + (k - pairs listed before box i).
+    shift = np.arange(1, count + 1) - (totals - counts)
     sources: list[Array] = []
     targets: list[Array] = []
-    begin = 0
-    while begin < count:
+    for begin, end in _chunks(totals):
         done = int(totals[begin - 1]) if begin else 0
-        end = max(begin + 1, int(np.searchsorted(totals, done + _PAIR_CHUNK, side="right")))
-        run, chunk = counts[begin:end], np.arange(begin, end)
         pairs = int(totals[end - 1]) - done
-        begin = end
         if not pairs:
             continue
-        first = np.repeat(chunk, run)
-        second = np.arange(pairs) + np.repeat(chunk + 1 - (np.cumsum(run) - run), run)
-        if pairs > 4 * count:  # many far apart in y: drop those before measuring
+        run = counts[begin:end]
+        first = np.repeat(np.arange(begin, end), run)
+        second = np.arange(done, done + pairs) + np.repeat(shift[begin:end], run)
+        if pairs > 8 * count:  # many far apart in y: drop those before measuring
             close = np.abs(y[first] - y[second]) < np.maximum(h[first], h[second]) * slack + margin
             first, second = first[close], second[close]
-        a = (x[first], y[first], w[first], h[first], surface[first])
-        b = (x[second], y[second], w[second], h[second], surface[second])
+        a, b = np.take(fields, first, axis=1), np.take(fields, second, axis=1)
         hit = np.flatnonzero(_exceeds(a, b, threshold))
         first, second = positions[first[hit]], positions[second[hit]]
         sources.append(np.minimum(first, second))
         targets.append(np.maximum(first, second))
+    if len(sources) == 1:
+        return sources[0], targets[0]
     if not sources:
         return _EMPTY_INDICES, _EMPTY_INDICES
     return np.concatenate(sources), np.concatenate(targets)
 
 
-_Fields = tuple[Array, Array, Array, Array, Array]  # x, y, w, h, area of one box per pair
+def _chunks(totals: Array) -> list[tuple[int, int]]:
+    """Runs of boxes ``[begin, end)`` listing at most ``_PAIR_CHUNK`` pairs each (at least one
+    box): bounds the memory the pairs take, whatever their number."""
+    count = totals.shape[0]
+    if totals[-1] <= _PAIR_CHUNK:
+        return [(0, count)]
+    runs = []
+    begin = 0
+    while begin < count:
+        done = int(totals[begin - 1]) if begin else 0
+        end = max(begin + 1, int(np.searchsorted(totals, done + _PAIR_CHUNK, side="right")))
+        runs.append((begin, end))
+        begin = end
+    return runs
 
 
-def _exceeds(a: _Fields, b: _Fields, threshold: np.float32) -> Array:
-    """Whether OpenCV's overlap of each (non-empty) pair is above ``threshold``.
+def _exceeds(a: Array, b: Array, threshold: np.float32) -> Array:
+    """Whether OpenCV's overlap of each (non-empty) pair is above ``threshold``; ``a`` and ``b``
+    hold one box of each pair, rows x, y, w, h, area, x + w, y + h.
 
     The IoU is the plain float64 formula, which matches OpenCV's to ~1e-12; its own rounding (its
     side formula, then float32) can only flip pairs within 1e-6 of the threshold, and those are
     measured again its way.
     """
-    (xa, ya, wa, ha, area_a), (xb, yb, wb, hb, area_b) = a, b
-    across = np.minimum(xa + wa, xb + wb) - np.maximum(xa, xb)
-    down = np.minimum(ya + ha, yb + hb) - np.maximum(ya, yb)
-    intersection = np.maximum(across, 0.0, out=across) * np.maximum(down, 0.0, out=down)
+    reach = np.minimum(a[5:7], b[5:7]) - np.maximum(a[:2], b[:2])
+    np.maximum(reach, 0.0, out=reach)
+    intersection = reach[0] * reach[1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = intersection / (area_a + area_b - intersection)
+        iou = intersection / (a[4] + b[4] - intersection)
     limit = float(threshold)
     hit: Array = iou > limit
     unsure = ~(np.abs(iou - limit) > 1e-6)
     if unsure.any():
         close = np.flatnonzero(unsure)
-        overlap = _opencv_overlap(
-            np.stack([field[close] for field in a]), np.stack([field[close] for field in b])
-        )
+        overlap = _opencv_overlap(np.take(a, close, axis=1), np.take(b, close, axis=1))
         hit[close] = ~(overlap <= threshold)
     return hit
 
 
 def _opencv_overlap(a: Array, b: Array) -> Array:
-    """``1.f - (float)jaccardDistance(a, b)`` for non-empty ``Rect2d`` pairs (``[5, m]`` rows x, y,
-    w, h, area), float32, rounded as OpenCV rounds it (``core/types.hpp``: ``operator&=``,
+    """``1.f - (float)jaccardDistance(a, b)`` for non-empty ``Rect2d`` pairs (rows x, y, w, h,
+    area, as :func:`_exceeds` takes them), float32, rounded as OpenCV rounds it (``core/types.hpp``: ``operator&=``,
     ``jaccardDistance``).
 
     Per axis, with ``lo`` the box starting first: side ``min(lo.w - (hi.x - lo.x), hi.w)``, none
@@ -413,9 +442,10 @@ def decode_yolo(
     if resolved == "v8":
         best = array[:, 4:, :].max(axis=1)  # [N, anchors]: the whole batch in one pass
         for item, anchors in enumerate(_passing(best > threshold)):
-            columns = np.take(array[item], anchors, axis=1)  # [4 + C, k]
-            classes = columns[4:].argmax(axis=0)
-            results.append(_detect(columns[:4], "cxcywh", best[item, anchors], classes, settings))
+            # The class rows' gather comes out column-major, which suits the argmax down them.
+            classes = array[item, 4:][:, anchors].argmax(axis=0)
+            boxes = np.take(array[item, :4], anchors, axis=1)  # [4, k]
+            results.append(_detect(boxes, "cxcywh", best[item, anchors], classes, settings))
     else:
         objectness = array[:, :, 4] > threshold  # [N, anchors]
         for item, anchors in enumerate(_passing(objectness)):
