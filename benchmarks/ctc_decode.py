@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import median_ms
 from gpux.pipeline.ctc import charset_from_metadata, ctc_greedy, paddle_character_list
 from tools import zoo
 
 BATCH = 6
-
-
-def _median_ms(contestants: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median wall time of each callable, alternating between them call by call."""
-    for call in contestants.values():  # warm caches and lazy imports
-        call()
-    times: dict[str, list[int]] = {name: [] for name in contestants}
-    order = list(contestants.items())
-    clock = time.perf_counter_ns
-    for round_number in range(runs):
-        shift = round_number % len(order)
-        for name, call in order[shift:] + order[:shift]:
-            start = clock()
-            call()
-            times[name].append(clock() - start)
-    return {name: statistics.median(values) / 1e6 for name, values in times.items()}
 
 
 def real_scores() -> np.ndarray[Any, Any]:
@@ -98,7 +80,7 @@ def main() -> None:
     assert [item["text"] for item in ours] == [text for text, _ in expected]
     assert np.allclose([item["confidence"] for item in ours], [c for _, c in expected], atol=1e-6)
 
-    medians = _median_ms(
+    medians = median_ms(
         {
             "rapidocr": lambda: reference(scores),
             "gpux": lambda: ctc_greedy(scores, charset, add_blank_and_space=True),

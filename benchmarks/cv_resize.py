@@ -15,10 +15,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import median_ms
 from tools import zoo
 
 CASES = [((736, 736), "linear"), ((736, 736), "area"), ((48, 320), "linear")]
@@ -37,22 +35,6 @@ def _photo() -> np.ndarray:
 
     image = Image.open(zoo.fetch("chelsea.png")).convert("RGB")
     return np.asarray(image.resize((1280, 960), Image.Resampling.BICUBIC))
-
-
-def _median_ms(contestants: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median wall time of each callable, alternating between them call by call."""
-    for call in contestants.values():  # warm caches and lazy imports
-        call()
-    times: dict[str, list[int]] = {name: [] for name in contestants}
-    order = list(contestants.items())
-    clock = time.perf_counter_ns
-    for round_number in range(runs):
-        shift = round_number % len(order)
-        for name, call in order[shift:] + order[:shift]:
-            start = clock()
-            call()
-            times[name].append(clock() - start)
-    return {name: statistics.median(values) / 1e6 for name, values in times.items()}
 
 
 def main() -> None:
@@ -100,7 +82,7 @@ def main() -> None:
         def numpy(mode: str = mode, height: int = height, width: int = width) -> object:
             return resize(image, height, width, mode)
 
-        times = _median_ms(
+        times = median_ms(
             {"opencv": opencv, "opencv_1_thread": opencv_one_thread, "numpy": numpy}, args.runs
         )
         label = f"{mode} -> {height}x{width}"

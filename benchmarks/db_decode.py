@@ -22,10 +22,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import median_ms
 from gpux.pipeline.text_detection import db_decode
 from tools import zoo
 
 PARAMETERS = {"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6, "max_candidates": 1000}
-
-
-def _median_ms(contestants: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median wall time of each callable, alternating between them call by call."""
-    for call in contestants.values():
-        call()
-    times: dict[str, list[int]] = {name: [] for name in contestants}
-    order = list(contestants.items())
-    clock = time.perf_counter_ns
-    for round_number in range(runs):
-        shift = round_number % len(order)
-        for name, call in order[shift:] + order[:shift]:
-            start = clock()
-            call()
-            times[name].append(clock() - start)
-    return {name: statistics.median(values) / 1e6 for name, values in times.items()}
 
 
 def _authors() -> Any:
@@ -160,7 +142,7 @@ def bench(runs: int) -> dict[str, dict[str, float]]:
         size = probability.shape
         found = len(db_decode(probability, box_type=box_type))  # type: ignore[arg-type]
         expected = len(reference(batch, size)[0])
-        timings = _median_ms(
+        timings = median_ms(
             {
                 "ours": lambda p=probability, b=box_type: db_decode(p, box_type=b),
                 "reference": lambda r=reference, b=batch, s=size: r(b, s),

@@ -19,11 +19,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import median_ms
 from tools import zoo
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def _median_ms(contestants: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median wall time of each callable, alternating between them call by call."""
-    for call in contestants.values():  # warm caches and lazy imports
-        call()
-    times: dict[str, list[int]] = {name: [] for name in contestants}
-    order = list(contestants.items())
-    clock = time.perf_counter_ns
-    for round_number in range(runs):
-        shift = round_number % len(order)
-        for name, call in order[shift:] + order[:shift]:
-            start = clock()
-            call()
-            times[name].append(clock() - start)
-    return {name: statistics.median(values) / 1e6 for name, values in times.items()}
 
 
 # ---------------------------------------------------------------------------------------- image
@@ -111,7 +93,7 @@ def bench_image(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             prepare.check()
             # Both sides must compute the same tensor, or the comparison means nothing.
             np.testing.assert_allclose(prepare([photo]), baseline(photo), rtol=0, atol=1e-5)
-            times = _median_ms(
+            times = median_ms(
                 {"baseline": lambda b=baseline: b(photo), "gpux": lambda p=prepare: p([photo])},
                 args.runs,
             )
@@ -180,7 +162,7 @@ def bench_text(args: argparse.Namespace) -> dict[str, float] | None:
     expected, actual = baseline(sentences), prepare(sentences)
     for name in model_inputs:
         np.testing.assert_array_equal(actual[name], expected[name])
-    times = _median_ms(
+    times = median_ms(
         {
             "encode_batch": lambda: tokenizer.encode_batch(sentences),
             "baseline": lambda: baseline(sentences),

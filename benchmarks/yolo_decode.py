@@ -20,10 +20,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import median_ms
 from gpux.pipeline.detection import Detections, decode_yolo
 
 Array = np.ndarray[Any, Any]
 CONFIDENCE, IOU = 0.25, 0.45
 STRIDES = (8, 16, 32)
 SIZE, CLASSES = 640, 80
-
-
-def _median_ms(contestants: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
-    """Median wall time of each callable, alternating between them call by call."""
-    for call in contestants.values():  # warm caches and lazy imports
-        call()
-    times: dict[str, list[int]] = {name: [] for name in contestants}
-    order = list(contestants.items())
-    clock = time.perf_counter_ns
-    for round_number in range(runs):
-        shift = round_number % len(order)
-        for name, call in order[shift:] + order[:shift]:
-            start = clock()
-            call()
-            times[name].append(clock() - start)
-    return {name: statistics.median(values) / 1e6 for name, values in times.items()}
 
 
 # ------------------------------------------------------------------------- synthetic head
@@ -172,7 +154,7 @@ def bench(batch: int, objects: int, runs: int) -> dict[str, Any]:
         f"batch {batch}: [{batch}, 84, 8400] float32, {candidates} anchors above {CONFIDENCE} "
         f"({candidates / batch:.0f} per image), {kept} kept class-aware"
     )
-    timings = _median_ms(
+    timings = median_ms(
         {
             "ours, class-aware": lambda: decode_yolo(output),
             "reference, NMSBoxesBatched": lambda: reference(output, aware=True),
@@ -181,9 +163,7 @@ def bench(batch: int, objects: int, runs: int) -> dict[str, Any]:
         },
         runs,
     )
-    loop = _median_ms(
-        {"example as written": lambda: example_as_written(output)}, max(3, runs // 30)
-    )
+    loop = median_ms({"example as written": lambda: example_as_written(output)}, max(3, runs // 30))
     timings.update(loop)
     ratios = {
         "class-aware": timings["ours, class-aware"] / timings["reference, NMSBoxesBatched"],
