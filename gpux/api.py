@@ -109,6 +109,56 @@ class Model:
         return f"<gpux.Model {name} on {self.placement.backend}>"
 
 
+class Chain(Model):
+    """A chain image's models, loaded each on its own backend, run as one by ``predict``.
+
+    ``components`` holds each model (run one alone with ``chain.components["det"].predict``);
+    ``placement`` is the detect model's, ``placements`` every model's.
+    """
+
+    def __init__(self, image: Image, components: dict[str, Model]) -> None:
+        from gpux.config.chain import ChainSteps
+
+        self.steps = ChainSteps.model_validate(image.config.get("gpuxfile", {}).get("chain"))
+        self.components = components
+        super().__init__(components[self.steps.detect].backend, [], [], image=image)
+        self.pipeline = self.chain_pipeline(allow_files=True)
+
+    def chain_pipeline(self, *, allow_files: bool) -> Pipeline:
+        from gpux.pipeline.chain import ChainPipeline
+
+        return ChainPipeline(
+            self,
+            self.steps,
+            self.components[self.steps.detect],
+            self.components[self.steps.each],
+            allow_files=allow_files,
+        )
+
+    @property
+    def placements(self) -> dict[str, Placement]:
+        return {key: model.placement for key, model in self.components.items()}
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        from gpux.errors import UsageError
+
+        name = self.image.name if self.image else "chain"
+        raise UsageError(
+            f"'{name}' is a chain of models ({', '.join(self.components)}): it takes what "
+            "its pipeline takes, not tensors",
+            "use predict (gpux run with an image, POST /v1/models/NAME/predict), or run one "
+            "model of the chain on its own",
+        )
+
+    def close(self) -> None:
+        for model in self.components.values():
+            model.close()
+
+    def __repr__(self) -> str:
+        name = self.image.name if self.image else "chain"
+        return f"<gpux.Chain {name}: {', '.join(self.components)}>"
+
+
 def looks_like_path(text: str) -> bool:
     """Paths start with '.', '/', '~' or name an .onnx file; anything else is an image name."""
     return text.startswith((".", "/", "~")) or text.endswith(".onnx") or "\\" in text
@@ -150,6 +200,16 @@ def load(
 def load_image(image: Image, backend: str | None = None, warmup: bool | None = None) -> Model:
     from gpux.runtime.registry import engine
 
+    if image.components:
+        components: dict[str, Model] = {}
+        try:
+            for key in image.components:
+                components[key] = load_image(image.component(key), backend, warmup)
+        except BaseException:
+            for part in components.values():
+                part.close()
+            raise
+        return Chain(image, components)
     config = image.config
     gpuxfile = config.get("gpuxfile", {})
     runtime = Runtime.model_validate(gpuxfile.get("runtime", {}))

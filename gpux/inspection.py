@@ -17,6 +17,8 @@ def _by_count(model: dict[str, Any]) -> dict[str, Any]:
 def describe_image(image: Image) -> dict[str, Any]:
     config = image.config
     gpuxfile = config.get("gpuxfile", {})
+    if image.components:
+        return describe_chain(image)
     return {
         "kind": "image",
         "name": image.name,
@@ -46,6 +48,23 @@ def describe_image(image: Image) -> dict[str, Any]:
         "build": config.get("build"),
         "variant": config.get("variant"),
         "variants": variants_of(image),
+    }
+
+
+def describe_chain(image: Image) -> dict[str, Any]:
+    """A chain image: how its models connect, then each model as its own image."""
+    gpuxfile = image.config.get("gpuxfile", {})
+    return {
+        "kind": "chain",
+        "name": image.name,
+        "names": image.names,
+        "digest": image.digest,
+        "created": image.created,
+        "size": image.size,
+        "description": gpuxfile.get("description"),
+        "chain": gpuxfile.get("chain"),
+        "models": {key: describe_image(image.component(key)) for key in image.components},
+        "build": image.config.get("build"),
     }
 
 
@@ -95,13 +114,7 @@ def describe_pipeline(gpuxfile: dict[str, Any]) -> dict[str, list[str]] | None:
             steps = [image.color.value]
             if image.resize is not None:
                 resize = image.resize
-                steps.append(
-                    f"resize {resize.size[0]}x{resize.size[1]}"
-                    if resize.size
-                    else f"resize {'shorter' if resize.shorter_side else 'longer'} side "
-                    f"{resize.shorter_side or resize.longer_side}"
-                    + (f" (x{resize.multiple_of})" if resize.multiple_of > 1 else "")
-                )
+                steps.append(_resize_text(resize))
             if image.crop:
                 steps.append(f"crop {image.crop[0]}x{image.crop[1]}")
             if image.letterbox:
@@ -174,3 +187,23 @@ def describe(target: str, store: Store | None = None) -> dict[str, Any]:
         return describe_path(Path(target).expanduser())
     store = store or Store()
     return describe_image(store.get(target))
+
+
+def _resize_text(resize: Any) -> str:
+    """One line for ``inspect``: what the resize does, in the GPUXfile's own terms."""
+    if resize.size:
+        return f"resize {resize.size[0]}x{resize.size[1]}"
+    if resize.height:
+        width = f", width {resize.min_width or 1}-{resize.max_width or 'any'}"
+        text = f"resize to height {resize.height}{width}"
+    elif resize.limit_side:
+        kind = getattr(resize.limit_type, "value", resize.limit_type)
+        text = (
+            f"resize {kind} side to at least {resize.limit_side}"
+            if kind == "min"
+            else (f"resize {kind} side to at most {resize.limit_side}")
+        )
+    else:
+        side = "shorter" if resize.shorter_side else "longer"
+        text = f"resize {side} side {resize.shorter_side or resize.longer_side}"
+    return text + (f" (x{resize.multiple_of})" if resize.multiple_of > 1 else "")

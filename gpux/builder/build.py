@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from gpux import __version__
 from gpux.builder import sources
 from gpux.builder.progress import Reporter
-from gpux.config.load import Project, load_project
+from gpux.config.load import ChainProject, Project, load_any
 from gpux.config.schema import Backend
 from gpux.store import Image, LayerSource, Store, mediatypes
 from gpux.store.reference import Reference, parse
@@ -137,11 +137,19 @@ def build(
     reporter = reporter or Reporter()
 
     with reporter.step("read GPUXfile") as step:
-        project = load_project(location)
-        reference = parse(options.tag or f"{project.default_name}:{project.default_tag}")
-        if options.backend:
-            project.config.runtime.backend = Backend(options.backend)
-        step.detail = str(project.path)
+        loaded = load_any(location)
+        reference = parse(options.tag or f"{loaded.default_name}:{loaded.default_tag}")
+        step.detail = str(loaded.path)
+    if isinstance(loaded, ChainProject):
+        from gpux.builder.chain import build_chain
+
+        for member in loaded.models.values():
+            if options.backend:
+                member.config.runtime.backend = Backend(options.backend)
+        return build_chain(loaded, reference, options, store, reporter)
+    project = loaded
+    if options.backend:
+        project.config.runtime.backend = Backend(options.backend)
 
     from gpux.builder.variants import build_variants, plan
 

@@ -31,6 +31,9 @@ def _render(info: dict[str, Any]) -> None:
     from gpux.cli.console import human_size, stdout
 
     console = stdout()
+    if info["kind"] == "chain":
+        _render_chain(info)
+        return
     model = info["model"]
     console.print(
         f"[bold]{escape(info['name'])}[/bold]"
@@ -130,6 +133,26 @@ def _render(info: dict[str, Any]) -> None:
             console.print(f"[yellow]fell back:[/yellow] {placement['fallback_reason']}")
     elif info["kind"] == "path":
         console.print("[dim]not built: run 'gpux build' to record a smoke run[/dim]")
+
+
+def _render_chain(info: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    from gpux.cli.console import human_size, stdout
+
+    console = stdout()
+    console.print(f"[bold]{escape(info['name'])}[/bold]  [dim]{info['digest']}[/dim]")
+    if info.get("description"):
+        console.print(escape(info["description"]))
+    chain = info.get("chain") or {}
+    console.print(
+        f"chain of {len(info['models'])} models: {escape(str(chain.get('detect')))} finds "
+        f"'{escape(str(chain.get('regions')))}', {escape(str(chain.get('each')))} runs on each "
+        f"crop -> '{escape(str(chain.get('output')))}'; image size {human_size(info['size'])}"
+    )
+    for key, model in info["models"].items():
+        console.print(f"\n[bold]model {escape(key)}[/bold]")
+        _render(model)
 
 
 def _render_variant(report: dict[str, Any]) -> None:

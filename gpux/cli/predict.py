@@ -271,6 +271,9 @@ def run_pipeline(
             "latency_ms": latency,
             "result": result_to_json(result, full),
         }
+        placements = getattr(model, "placements", None)
+        if placements:  # a chain: where each of its models runs
+            body["backends"] = {k: p.backend for k, p in placements.items()}
         if placement.fallback_reason:
             body["fallback_reason"] = placement.fallback_reason
         if output is not None and tensors_out:

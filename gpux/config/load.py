@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gpux.config.chain import ChainFile
 from gpux.config.hub_source import source_kind
 from gpux.config.paths import project_file
 from gpux.config.schema import GPUXfile
@@ -113,6 +114,52 @@ def load_project(location: str | Path) -> Project:
     return project
 
 
+@dataclass
+class ChainProject:
+    """A GPUXfile that chains models, and the projects of its models."""
+
+    path: Path
+    root: Path
+    config: ChainFile
+    text: str
+    models: dict[str, Project]
+
+    @property
+    def default_name(self) -> str:
+        return self.config.name or _name_from_folder(self.root)
+
+    @property
+    def default_tag(self) -> str:
+        return self.config.version or "latest"
+
+
+def load_any(location: str | Path) -> Project | ChainProject:
+    """The project at ``location``: one model, or a chain with each model's project loaded."""
+    path = find_gpuxfile(Path(location))
+    text = read_gpuxfile(path, str(path))
+    config = parse_any(text, str(path))
+    root = path.parent.resolve()
+    if isinstance(config, GPUXfile):
+        project = Project(path=path, root=root, config=config, text=text)
+        complete(project)
+        return project
+    models = {}
+    for key, folder in config.models.items():
+        where = project_file(
+            root,
+            folder,
+            f"{path}: models.{key}",
+            "keep each model's project in a folder inside the chain's",
+        )
+        if where == root:
+            raise ConfigValidationError(
+                f"{path}: models.{key} is the chain's own folder",
+                "give each model a folder of its own, with its GPUXfile",
+            )
+        models[key] = load_project(where)
+    return ChainProject(path=path, root=root, config=config, text=text, models=models)
+
+
 def read_gpuxfile(path: Path, filename: str) -> str:
     """The text of a GPUXfile, reading at most :data:`MAX_GPUXFILE_BYTES` (plus one, to tell a
     bigger file), whatever its size said a moment before."""
@@ -138,6 +185,17 @@ def _too_big(filename: str) -> ConfigParseError:
 
 def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
     """Parse and validate GPUXfile text. Errors name ``filename:line:column``."""
+    config = parse_any(text, filename)
+    if not isinstance(config, GPUXfile):
+        raise ConfigValidationError(
+            f"{filename} is a chain of models ({', '.join(config.models)}), not one model",
+            "build it with 'gpux build', or give the folder of one of its models",
+        )
+    return config
+
+
+def parse_any(text: str, filename: str = "GPUXfile") -> GPUXfile | ChainFile:
+    """A GPUXfile of one model, or of a chain of models (it has a ``chain:`` key)."""
     if len(text) > MAX_GPUXFILE_BYTES:  # characters: at least as many bytes
         raise _too_big(filename)
     try:
@@ -173,10 +231,11 @@ def parse_config(text: str, filename: str = "GPUXfile") -> GPUXfile:
     if isinstance(version, int | float) and not isinstance(version, bool):
         # YAML reads `version: 1.10` as the float 1.1; the tag is the text the user wrote.
         doc.data["version"] = doc.scalars.get(("version",), str(version))
+    root: type[GPUXfile] | type[ChainFile] = ChainFile if "chain" in doc.data else GPUXfile
     try:
-        return GPUXfile.model_validate(doc.data)
+        return root.model_validate(doc.data)
     except ValidationError as exc:
-        raise _schema_error(exc, doc, filename) from None
+        raise _schema_error(exc, doc, filename, root) from None
 
 
 def _clean_location(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:
@@ -206,9 +265,11 @@ def _dotted(path: tuple[str | int, ...]) -> str:
     return text or "(top level)"
 
 
-def _model_class_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+def _model_class_at(
+    path: tuple[str | int, ...], root: type[BaseModel] = GPUXfile
+) -> type[BaseModel] | None:
     """The pydantic model that describes the mapping found at ``path``."""
-    current: Any = GPUXfile
+    current: Any = root
     for part in path:
         if isinstance(part, int):
             continue  # list items share the list's element type
@@ -233,10 +294,10 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _enum_at(path: tuple[str | int, ...]) -> list[str]:
+def _enum_at(path: tuple[str | int, ...], root: type[BaseModel] = GPUXfile) -> list[str]:
     if not path or isinstance(path[-1], int):
         return []
-    parent = _model_class_at(path[:-1])
+    parent = _model_class_at(path[:-1], root)
     if parent is None or path[-1] not in parent.model_fields:
         return []
     annotation = parent.model_fields[str(path[-1])].annotation
@@ -247,7 +308,10 @@ def _enum_at(path: tuple[str | int, ...]) -> list[str]:
 
 
 def _schema_error(
-    exc: ValidationError, doc: PositionedDocument, filename: str
+    exc: ValidationError,
+    doc: PositionedDocument,
+    filename: str,
+    root: type[BaseModel] = GPUXfile,
 ) -> ConfigSchemaError:
     lines: list[str] = []
     hints: list[str] = []
@@ -264,7 +328,7 @@ def _schema_error(
         if kind == "extra_forbidden":
             key = str(path[-1])
             pos = doc.position_of(path, key=True)
-            parent = _model_class_at(path[:-1])
+            parent = _model_class_at(path[:-1], root)
             allowed = sorted(parent.model_fields) if parent else []
             where = "at the top level" if len(path) == 1 else f"in {_dotted(path[:-1])}"
             message = f"unknown key '{key}' {where}"
@@ -286,7 +350,7 @@ def _schema_error(
             container = kind == "value_error" and isinstance(value, dict | list)
             got = "" if container else _got(value, expected)
             message = f"{_dotted(path)}: {expected}{got}"
-            choices = _enum_at(path)
+            choices = _enum_at(path, root)
             if choices and isinstance(error.get("input"), str):
                 alias = _ALIASES.get(error["input"].lower())
                 # `nhwc` for NHWC: difflib compares case-sensitively and would find nothing.

@@ -320,7 +320,7 @@ class ImagePreprocessor:
             values = [given]
         if len(values) == 0:
             raise InputError(f"input '{self.name}': no images were given", "send at least one")
-        images = [self._prepared(value) for value in values]
+        images = [self.prepared(value) for value in values]
         placements = self._placements([(image.height, image.width) for image in images])
         first = placements[0].transform.target
         channels = self._channels
@@ -412,8 +412,9 @@ class ImagePreprocessor:
             )
 
     # -- steps ---------------------------------------------------------------------------------
-    def _prepared(self, value: Any) -> Image.Image:
-        """Decoded, oriented and converted to RGB or L: what every placement starts from."""
+    def prepared(self, value: Any) -> Image.Image:
+        """Decoded, oriented and converted to RGB or L: what every placement starts from (and
+        what a chain crops its regions from)."""
         image = decode_image(value, self.name, allow_files=self.allow_files)
         if self.spec.orientation:
             image = _orient(image)

@@ -219,6 +219,15 @@ def create_app(
 
     async def infer(request: Request) -> Response:
         served = find(request)
+        components = getattr(served.model, "components", None)
+        if components:
+            raise HTTPError(
+                400,
+                f"'{served.name}' is a chain of models ({', '.join(components)}): it takes "
+                "what its pipeline takes, not tensors",
+                f"POST its inputs to /v1/models/{served.name}/predict, or serve one model of "
+                "the chain on its own for its tensors",
+            )
         require_media(
             request,
             (bodies.JSON, bodies.OCTET_STREAM),
@@ -253,6 +262,9 @@ def create_app(
             "backend": served.model.placement.backend,
             "latency_ms": round((time.perf_counter() - started) * 1e3, 3),
         }
+        placements = getattr(served.model, "placements", None)
+        if placements:  # a chain: where each of its models runs
+            answer["backends"] = {k: p.backend for k, p in placements.items()}
 
         def encode() -> Response:
             shown = [result_to_json(r, full) for r in results]

@@ -62,9 +62,11 @@ def load_served(
 
 def _server_pipeline(model: object) -> Pipeline:
     """The image's pipeline, rebuilt so that clients cannot name files on the server."""
-    from gpux.api import Model
+    from gpux.api import Chain, Model
     from gpux.store import mediatypes
 
+    if isinstance(model, Chain):
+        return model.chain_pipeline(allow_files=False)
     assert isinstance(model, Model)
     gpuxfile = model.image.config.get("gpuxfile", {}) if model.image else {}
     tokenizers = {

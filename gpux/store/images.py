@@ -60,12 +60,13 @@ class Layer:
 
 @dataclass
 class LayerSource:
-    """A layer to write: a file on disk or bytes in memory."""
+    """A layer to write: a file on disk, bytes in memory, or a blob already in the store."""
 
     media_type: str
     title: str
     path: Path | None = None
     data: bytes | None = None
+    digest: str | None = None
 
 
 @dataclass
@@ -105,6 +106,30 @@ class Image:
     @property
     def created(self) -> str | None:
         return self.annotations.get(mediatypes.CREATED)
+
+    @property
+    def components(self) -> list[str]:
+        """The keys of the models of a chain image (empty for an image of one model)."""
+        return list(self.config.get("components", {}))
+
+    def component(self, key: str) -> Image:
+        """One model of a chain image, as an image of its own: its config, and its layers
+        (stored under ``KEY/`` in the chain's manifest) under their own titles."""
+        configs = self.config.get("components", {})
+        if key not in configs:
+            raise StoreError(
+                f"image '{self.name}' has no model '{key}'",
+                f"its models are: {', '.join(configs) or 'none (it is not a chain)'}",
+            )
+        prefix = f"{key}/"
+        layers = []
+        for entry in self.manifest.get("layers", []):
+            title = entry.get("annotations", {}).get(mediatypes.TITLE, "")
+            if title.startswith(prefix):
+                annotations = {**entry["annotations"], mediatypes.TITLE: title[len(prefix) :]}
+                layers.append({**entry, "annotations": annotations})
+        manifest = {**self.manifest, "layers": layers}
+        return Image(self.store, self.digest, manifest, configs[key], [f"{self.name}/{key}"])
 
     def layer(self, media_type: str) -> Layer | None:
         return next((layer for layer in self.layers if layer.media_type == media_type), None)
@@ -269,6 +294,9 @@ class Store:
                     layer_digest = self.blobs.put_file(source.path, progress=progress)
                 elif source.data is not None:
                     layer_digest = self.blobs.put_bytes(source.data)
+                elif source.digest is not None:
+                    self.blobs.verified_path(source.digest)  # present and intact, or raises
+                    layer_digest = source.digest
                 else:  # pragma: no cover - programming error
                     raise ValueError("LayerSource needs a path or data")
                 descriptors.append(
