@@ -119,7 +119,24 @@ class Chain(Model):
     def __init__(self, image: Image, components: dict[str, Model]) -> None:
         from gpux.config.chain import ChainSteps
 
-        self.steps = ChainSteps.model_validate(image.config.get("gpuxfile", {}).get("chain"))
+        from pydantic import ValidationError
+
+        from gpux.errors import StoreError
+        from gpux.store.images import repair_hint
+
+        try:
+            self.steps = ChainSteps.model_validate(image.config.get("gpuxfile", {}).get("chain"))
+        except ValidationError as exc:
+            raise StoreError(
+                f"image '{image.name}': its chain is not one GPUX can run "
+                f"({exc.error_count()} problems)",
+                repair_hint(image.names, image.digest),
+            ) from exc
+        if {self.steps.detect, self.steps.each} - set(components):
+            raise StoreError(
+                f"image '{image.name}': its chain names models it does not hold",
+                repair_hint(image.names, image.digest),
+            )
         self.components = components
         super().__init__(components[self.steps.detect].backend, [], [], image=image)
         self.pipeline = self.chain_pipeline(allow_files=True)

@@ -110,12 +110,23 @@ class Image:
     @property
     def components(self) -> list[str]:
         """The keys of the models of a chain image (empty for an image of one model)."""
-        return list(self.config.get("components", {}))
+        return list(self._component_configs())
+
+    def _component_configs(self) -> dict[str, dict[str, Any]]:
+        configs = self.config.get("components", {})
+        if not isinstance(configs, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in configs.items()
+        ):  # a pulled or hand-made image: outside input
+            raise StoreError(
+                f"image '{self.name}' lists its models in a form GPUX does not know",
+                repair_hint(self.names, self.digest),
+            )
+        return configs
 
     def component(self, key: str) -> Image:
         """One model of a chain image, as an image of its own: its config, and its layers
         (stored under ``KEY/`` in the chain's manifest) under their own titles."""
-        configs = self.config.get("components", {})
+        configs = self._component_configs()
         if key not in configs:
             raise StoreError(
                 f"image '{self.name}' has no model '{key}'",
