@@ -7,6 +7,14 @@
    Target: ratio <= 1.5.
 2. Text: 64 sentences through ``TextPreprocessor`` vs ``tokenizers.Tokenizer.encode_batch`` with the
    same truncation and padding, followed by the int64 arrays a model needs. Target: ratio <= 1.2.
+3. YOLO decode + NMS: a synthetic ``[1, 84, 8400]`` YOLOv8 head (80 classes) through
+   ``decode_yolo`` vs the ultralytics ONNX Runtime example's recipe vectorised (numpy, then
+   ``cv2.dnn.NMSBoxesBatched`` / ``NMSBoxes``), from ``benchmarks/yolo_decode.py``. Goal: <= 1.0.
+4. DB post-processing: PP-OCRv4 det's probability map of page.png at 736x736 through ``db_decode``
+   vs rapidocr's ``DBPostProcess`` (OpenCV, shapely, pyclipper), from ``benchmarks/db_decode.py``.
+   Goal: <= 1.0.
+
+Sections 3 and 4 report their ratio; they do not change the exit status (their own scripts do).
 
 Both sides are timed alternately in rounds, so they see the same machine; medians are printed.
 
@@ -195,6 +203,75 @@ def bench_text(args: argparse.Namespace) -> dict[str, float] | None:
     }
 
 
+# ------------------------------------------------------------------------------ detection
+def bench_yolo(args: argparse.Namespace) -> dict[str, float]:
+    """decode_yolo vs the vectorised reference recipe, [1, 84, 8400], same boxes checked first."""
+    from benchmarks import yolo_decode
+    from gpux.pipeline.detection import decode_yolo
+
+    output = yolo_decode.synthetic_output(1, 25)
+    for aware in (True, False):
+        yolo_decode._same(
+            decode_yolo(output, class_agnostic=not aware), yolo_decode.reference(output, aware)
+        )
+    times = median_ms(
+        {
+            "ours, class-aware": lambda: decode_yolo(output),
+            "reference, NMSBoxesBatched": lambda: yolo_decode.reference(output, aware=True),
+            "ours, class-agnostic": lambda: decode_yolo(output, class_agnostic=True),
+            "reference, NMSBoxes": lambda: yolo_decode.reference(output, aware=False),
+        },
+        args.runs,
+    )
+    aware = times["ours, class-aware"] / times["reference, NMSBoxesBatched"]
+    agnostic = times["ours, class-agnostic"] / times["reference, NMSBoxes"]
+    print("\nYOLO decode + NMS: [1, 84, 8400] float32 (80 classes), score 0.25, IoU 0.45")
+    for name, value in times.items():
+        print(f"  {name:28s} {value:7.3f} ms")
+    for name, ratio in (("class-aware", aware), ("class-agnostic", agnostic)):
+        print(
+            f"  ratio ours/reference, {name}: {ratio:.2f}   "
+            f"{'OK' if ratio <= 1.0 else 'OVER'} (goal <= 1.0)"
+        )
+    return {
+        **{f"{name} ms": value for name, value in times.items()},
+        "ratio": aware,
+        "ratio_agnostic": agnostic,
+    }
+
+
+def bench_db(args: argparse.Namespace) -> dict[str, float]:
+    """db_decode vs rapidocr's DBPostProcess on PP-OCRv4's 736x736 map of page.png."""
+    from benchmarks import db_decode as db
+    from gpux.pipeline.text_detection import db_decode
+
+    utils = db._authors()
+    probability = db.page_map()
+    reference = utils.DBPostProcess(
+        thresh=db.PARAMETERS["thresh"],
+        box_thresh=db.PARAMETERS["box_thresh"],
+        max_candidates=db.PARAMETERS["max_candidates"],
+        unclip_ratio=db.PARAMETERS["unclip_ratio"],
+        score_mode="fast",
+        use_dilation=False,
+    )
+    batch, size = probability[None, None], probability.shape
+    found, expected = len(db_decode(probability)), len(reference(batch, size)[0])
+    times = median_ms(
+        {"ours": lambda: db_decode(probability), "reference": lambda: reference(batch, size)},
+        args.runs,
+    )
+    ratio = times["ours"] / times["reference"]
+    height, width = size
+    print(f"\nDB post-processing: PP-OCRv4 det map of page.png, {width}x{height}, quad")
+    print(
+        f"  ours {times['ours']:7.2f} ms   reference (rapidocr DBPostProcess) "
+        f"{times['reference']:7.2f} ms   ratio {ratio:.2f}   "
+        f"{'OK' if ratio <= 1.0 else 'OVER'} (goal <= 1.0)   ({found} regions, reference {expected})"
+    )
+    return {"ours_ms": times["ours"], "reference_ms": times["reference"], "ratio": ratio}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -209,8 +286,10 @@ def main() -> int:
     )
     image = bench_image(args)
     text = bench_text(args)
+    yolo = bench_yolo(args)
+    db = bench_db(args)
     if args.json:
-        report: dict[str, Any] = {"image": image, "text": text}
+        report: dict[str, Any] = {"image": image, "text": text, "yolo": yolo, "db": db}
         args.json.write_text(json.dumps(report, indent=2))
     ok = all(row["ratio"] <= 1.5 for row in image.values())
     ok = ok and (text is None or text["ratio"] <= 1.2)

@@ -305,12 +305,15 @@ def _suppressing_pairs(rects: Array, area: Array, threshold: np.float32) -> tupl
     count = positions.shape[0]
     if count < 2:
         return _EMPTY_INDICES, _EMPTY_INDICES
-    # Rows x, y, w, h, area, x + w, y + h, boxes sorted by x: one gather per side of the pairs.
+    # Rows x, y, x + w, y + h, area, w, h, boxes sorted by x. The IoU reads the first five only,
+    # gathered once per side of the pairs; w and h are gathered for the few pairs near the
+    # threshold, measured again OpenCV's way.
     fields = np.empty((7, count), dtype=np.float64)
-    np.take(rects, positions, axis=1, out=fields[:4])
+    np.take(rects[:2], positions, axis=1, out=fields[:2])
+    np.take(rects[2:4], positions, axis=1, out=fields[5:7])
     np.take(area, positions, out=fields[4])
-    np.add(fields[0:2], fields[2:4], out=fields[5:7])
-    x, y, w, h = fields[:4]
+    np.add(fields[0:2], fields[5:7], out=fields[2:4])
+    x, y, w, h = fields[0], fields[1], fields[5], fields[6]
     # Both bounds are necessary conditions; the margins only keep float rounding from cutting a
     # pair OpenCV would suppress (1e-6 below the threshold, 1e-9 of the largest coordinate).
     slack = 1.0 - max(0.0, float(threshold) - 1e-6)
@@ -334,8 +337,7 @@ def _suppressing_pairs(rects: Array, area: Array, threshold: np.float32) -> tupl
         if pairs > 8 * count:  # many far apart in y: drop those before measuring
             close = np.abs(y[first] - y[second]) < np.maximum(h[first], h[second]) * slack + margin
             first, second = first[close], second[close]
-        a, b = np.take(fields, first, axis=1), np.take(fields, second, axis=1)
-        hit = np.flatnonzero(_exceeds(a, b, threshold))
+        hit = np.flatnonzero(_exceeds(fields, first, second, threshold))
         first, second = positions[first[hit]], positions[second[hit]]
         sources.append(np.minimum(first, second))
         targets.append(np.maximum(first, second))
@@ -362,15 +364,16 @@ def _chunks(totals: Array) -> list[tuple[int, int]]:
     return runs
 
 
-def _exceeds(a: Array, b: Array, threshold: np.float32) -> Array:
-    """Whether OpenCV's overlap of each (non-empty) pair is above ``threshold``; ``a`` and ``b``
-    hold one box of each pair, rows x, y, w, h, area, x + w, y + h.
+def _exceeds(fields: Array, first: Array, second: Array, threshold: np.float32) -> Array:
+    """Whether OpenCV's overlap of each (non-empty) pair of boxes ``(first[i], second[i])`` is
+    above ``threshold``; ``fields`` holds the boxes' rows x, y, x + w, y + h, area, w, h.
 
     The IoU is the plain float64 formula, which matches OpenCV's to ~1e-12; its own rounding (its
     side formula, then float32) can only flip pairs within 1e-6 of the threshold, and those are
     measured again its way.
     """
-    reach = np.minimum(a[5:7], b[5:7]) - np.maximum(a[:2], b[:2])
+    a, b = np.take(fields[:5], first, axis=1), np.take(fields[:5], second, axis=1)
+    reach = np.minimum(a[2:4], b[2:4]) - np.maximum(a[:2], b[:2])
     np.maximum(reach, 0.0, out=reach)
     intersection = reach[0] * reach[1]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -380,14 +383,17 @@ def _exceeds(a: Array, b: Array, threshold: np.float32) -> Array:
     unsure = ~(np.abs(iou - limit) > 1e-6)
     if unsure.any():
         close = np.flatnonzero(unsure)
-        overlap = _opencv_overlap(np.take(a, close, axis=1), np.take(b, close, axis=1))
+        rects = fields[[0, 1, 5, 6, 4]]  # x, y, w, h, area
+        overlap = _opencv_overlap(
+            np.take(rects, first[close], axis=1), np.take(rects, second[close], axis=1)
+        )
         hit[close] = ~(overlap <= threshold)
     return hit
 
 
 def _opencv_overlap(a: Array, b: Array) -> Array:
     """``1.f - (float)jaccardDistance(a, b)`` for non-empty ``Rect2d`` pairs (rows x, y, w, h,
-    area, as :func:`_exceeds` takes them), float32, rounded as OpenCV rounds it (``core/types.hpp``: ``operator&=``,
+    area), float32, rounded as OpenCV rounds it (``core/types.hpp``: ``operator&=``,
     ``jaccardDistance``).
 
     Per axis, with ``lo`` the box starting first: side ``min(lo.w - (hi.x - lo.x), hi.w)``, none
