@@ -270,9 +270,10 @@ def run_pipeline(
     items, single = gather(pipeline, inputs) if inputs else from_stdin(pipeline)
     placement = model.placement
     if draw is not None and not single:
+        given = f"{len(items)} inputs were given" if len(items) > 1 else "a collection was given"
         raise UsageError(
-            f"--draw saves one image, but {len(items)} inputs were given",
-            "run one image at a time with --draw",
+            f"--draw saves one image, but {given}",
+            "run one image file at a time with --draw",
         )
     if single:
         began = time.perf_counter()
