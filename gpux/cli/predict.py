@@ -234,11 +234,13 @@ def run_pipeline(
     interactive_mode: bool,
     batch_size: int,
     full: bool = False,
+    draw: Path | None = None,
 ) -> None:
     """``gpux run`` on an image with a pipeline: one result as JSON, many as JSONL.
 
     ``output``: the results (.json, .jsonl), or the raw output tensors (.npz; .npy for one
-    output of one input), which are then computed even without ``raw``."""
+    output of one input), which are then computed even without ``raw``. ``draw``: an image
+    file to save the input image to, with the detections' boxes drawn on it (one item only)."""
     from gpux.cli.console import print_json
 
     pipeline = model.pipeline
@@ -250,6 +252,13 @@ def run_pipeline(
             "use --output results.json or .jsonl for results, out.npz for the raw tensors",
         )
     tensors_out = suffix in (".npz", ".npy")
+    if draw is not None:  # refused before the inputs are read and the model runs
+        from gpux.cli.draw import check_draw_path, drawing_plan
+
+        if interactive_mode:
+            raise UsageError("--draw saves one image; --interactive runs many", "drop one of them")
+        check_draw_path(draw)
+        drawing_plan(pipeline)
     if interactive_mode:
         if tensors_out:
             raise UsageError(
@@ -260,6 +269,12 @@ def run_pipeline(
         return
     items, single = gather(pipeline, inputs) if inputs else from_stdin(pipeline)
     placement = model.placement
+    if draw is not None and not single:
+        given = f"{len(items)} inputs were given" if len(items) > 1 else "a collection was given"
+        raise UsageError(
+            f"--draw saves one image, but {given}",
+            "run one image file at a time with --draw",
+        )
     if single:
         began = time.perf_counter()
         result = pipeline.run([items[0][1]], raw=raw or tensors_out)[0]
@@ -276,6 +291,11 @@ def run_pipeline(
             body["backends"] = {k: p.backend for k, p in placements.items()}
         if placement.fallback_reason:
             body["fallback_reason"] = placement.fallback_reason
+        if draw is not None:
+            from gpux.cli.draw import draw_detections
+
+            draw_detections(pipeline, items[0][1], body["result"], draw)
+            body["drawn"] = str(draw)
         if output is not None and tensors_out:
             body["written"] = [str(p) for p in _write_tensors([tensors or {}], output)]
         elif output is not None:

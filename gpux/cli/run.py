@@ -44,6 +44,12 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(
             16, "--batch-size", min=1, help="Items per model call when many inputs are given."
         ),
+        draw: Path | None = typer.Option(
+            None,
+            "--draw",
+            help="With a detection pipeline and one image: draw the boxes found on it and "
+            "save it to this image file (.png, .jpg, ...).",
+        ),
     ) -> None:
         """Run inference and print the results as JSON (JSONL for many inputs).
 
@@ -72,8 +78,16 @@ def register(app: typer.Typer) -> None:
         if model.pipeline is not None and not _tensor_inputs(inputs, model):
             from gpux.cli.predict import run_pipeline
 
-            run_pipeline(model, inputs, output, raw, interactive, batch_size, full)
+            run_pipeline(model, inputs, output, raw, interactive, batch_size, full, draw)
             return
+        if draw is not None:
+            from gpux.errors import UsageError
+
+            raise UsageError(
+                "--draw draws the boxes of detection results on an image: it needs a pipeline "
+                "(preprocess/postprocess in the GPUXfile) and an image as input",
+                "drop --draw, or run a detector whose GPUXfile declares an image input",
+            )
         if output is not None:
             check_output_path(output)  # before the model runs, not after
         if interactive:

