@@ -42,7 +42,9 @@ def test_every_example_has_a_readme_with_its_command() -> None:
     folders = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
     assert [p.name for p in folders] == [
         "document-orientation",
+        "face-boxes-scores",
         "minilm-embeddings",
+        "ocr",
         "ppocr-detection",
         "silero-vad",
         "yolo-faces",
@@ -209,6 +211,43 @@ def test_yolo_faces_finds_the_astronauts_face_and_draws_it(
     assert np.array_equal(
         np.asarray(Image.open(cat)), np.asarray(Image.open(zoo_file("chelsea.png")).convert("RGB"))
     )
+
+
+def test_face_boxes_scores_nms_finds_what_the_yolo_step_finds(
+    gpux: BoundCLI, tmp_path: Path, zoo_file: Callable[[str], Path]
+) -> None:
+    """The nms example (boxes and scores as separate outputs, normalised corners) finds the face
+    the yolo example finds, also on a wide canvas where the letterbox pads and the face moves."""
+    import shutil
+    import subprocess
+    import sys
+
+    project = tmp_path / "face-boxes-scores"
+    shutil.copytree(EXAMPLES / "face-boxes-scores", project)
+    made = subprocess.run(
+        [sys.executable, str(project / "make_model.py"), str(project / "model.onnx")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    gpux.ok("build", str(project), "-q")
+    built(gpux, "yolo-faces")
+    photo = np.asarray(Image.open(zoo_file("astronaut.png")).convert("RGB"))
+    wide = np.full((photo.shape[0], 900, 3), 255, np.uint8)
+    wide[:, 300:812] = photo  # 900x512: the letterbox pads above and below
+    canvas = tmp_path / "wide.png"
+    Image.fromarray(wide).save(canvas)
+    for image, shift in ((zoo_file("astronaut.png"), 0), (canvas, 300)):
+        ours = result_of(gpux, "face-boxes-scores:0.1.5", "--input", str(image))["faces"]
+        yolo = result_of(gpux, "yolo-faces:0.1.5", "--input", str(image))["faces"]
+        assert len(ours) == len(yolo) == 1, (ours, yolo)
+        assert ours[0]["label"] == "face"
+        np.testing.assert_allclose(ours[0]["box"], yolo[0]["box"], atol=0.05)
+        assert abs(ours[0]["score"] - yolo[0]["score"]) < 1e-5
+        x0, y0, x1, y1 = ASTRONAUT_FACE
+        face = (x0 + shift, y0, x1 + shift, y1)
+        assert overlap(ours[0]["box"], face) > 0.8, ours
 
 
 def test_draw_is_refused_before_the_model_runs(
