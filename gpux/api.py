@@ -117,10 +117,9 @@ class Chain(Model):
     """
 
     def __init__(self, image: Image, components: dict[str, Model]) -> None:
-        from gpux.config.chain import ChainSteps
-
         from pydantic import ValidationError
 
+        from gpux.config.chain import ChainSteps
         from gpux.errors import StoreError
         from gpux.store.images import repair_hint
 
