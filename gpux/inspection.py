@@ -21,12 +21,7 @@ def describe_image(image: Image) -> dict[str, Any]:
         return describe_chain(image)
     return {
         "kind": "image",
-        "name": image.name,
-        "names": image.names,
-        "digest": image.digest,
-        "created": image.created,
-        "size": image.size,
-        "description": gpuxfile.get("description"),
+        **_identity(image),
         "source": config.get("source"),
         "inputs": gpuxfile.get("inputs", []),
         "outputs": gpuxfile.get("outputs", []),
@@ -51,17 +46,23 @@ def describe_image(image: Image) -> dict[str, Any]:
     }
 
 
-def describe_chain(image: Image) -> dict[str, Any]:
-    """A chain image: how its models connect, then each model as its own image."""
-    gpuxfile = image.config.get("gpuxfile", {})
+def _identity(image: Image) -> dict[str, Any]:
     return {
-        "kind": "chain",
         "name": image.name,
         "names": image.names,
         "digest": image.digest,
         "created": image.created,
         "size": image.size,
-        "description": gpuxfile.get("description"),
+        "description": image.config.get("gpuxfile", {}).get("description"),
+    }
+
+
+def describe_chain(image: Image) -> dict[str, Any]:
+    """A chain image: how its models connect, then each model as its own image."""
+    gpuxfile = image.config.get("gpuxfile", {})
+    return {
+        "kind": "chain",
+        **_identity(image),
         "chain": gpuxfile.get("chain"),
         "models": {key: describe_image(image.component(key)) for key in image.components},
         "build": image.config.get("build"),

@@ -18,12 +18,18 @@ own placement report; the chain's image holds all of them, so it is pushed, pull
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from gpux.config.common import Strict
-from gpux.config.schema import IMAGE_NAME, Serving
+from gpux.config.schema import (
+    IMAGE_NAME,
+    Serving,
+    check_image_name,
+    check_version,
+    version_as_text,
+)
 
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_MODELS = 8
@@ -102,28 +108,9 @@ class ChainFile(Strict):
     chain: ChainSteps = Field(description="How the models are connected.")
     serving: Serving = Field(default_factory=Serving, description="HTTP serving settings.")
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and not IMAGE_NAME.match(value):
-            raise ValueError(
-                f"name {value!r} must be lowercase letters, digits and . _ - separators"
-            )
-        return value
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_as_text(cls, value: Any) -> Any:
-        return (
-            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-        )
-
-    @field_validator("version")
-    @classmethod
-    def _check_version(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", value):
-            raise ValueError(f"version {value!r} must be a valid tag: letters, digits, _ . -")
-        return value
+    _check_name = field_validator("name")(check_image_name)
+    _version_as_text = field_validator("version", mode="before")(version_as_text)
+    _check_version = field_validator("version")(check_version)
 
     @field_validator("models")
     @classmethod

@@ -55,14 +55,11 @@ MAX_GPUXFILE_BYTES = 1 << 20
 """A GPUXfile is a few KiB; anything past 1 MiB is not one, and is refused before it is read."""
 
 
-@dataclass
-class Project:
-    """A loaded GPUXfile and the folder it lives in."""
+class _Named:
+    """The image name and tag a build uses when ``-t`` is not given."""
 
-    path: Path  # the GPUXfile itself
-    root: Path  # the project folder; relative paths in the GPUXfile start here
-    config: GPUXfile
-    text: str  # the file as written, kept for the image config
+    root: Path
+    config: GPUXfile | ChainFile
 
     @property
     def default_name(self) -> str:
@@ -71,6 +68,16 @@ class Project:
     @property
     def default_tag(self) -> str:
         return self.config.version or "latest"
+
+
+@dataclass
+class Project(_Named):
+    """A loaded GPUXfile and the folder it lives in."""
+
+    path: Path  # the GPUXfile itself
+    root: Path  # the project folder; relative paths in the GPUXfile start here
+    config: GPUXfile
+    text: str  # the file as written, kept for the image config
 
 
 def _name_from_folder(folder: Path) -> str:
@@ -115,7 +122,7 @@ def load_project(location: str | Path) -> Project:
 
 
 @dataclass
-class ChainProject:
+class ChainProject(_Named):
     """A GPUXfile that chains models, and the projects of its models."""
 
     path: Path
@@ -123,14 +130,6 @@ class ChainProject:
     config: ChainFile
     text: str
     models: dict[str, Project]
-
-    @property
-    def default_name(self) -> str:
-        return self.config.name or _name_from_folder(self.root)
-
-    @property
-    def default_tag(self) -> str:
-        return self.config.version or "latest"
 
 
 def load_any(location: str | Path) -> Project | ChainProject:

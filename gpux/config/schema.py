@@ -72,6 +72,26 @@ Dim = Annotated[int | str | None, AfterValidator(_check_dim)]
 IMAGE_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
+def check_image_name(value: str | None) -> str | None:
+    if value is not None and not IMAGE_NAME.match(value):
+        raise ValueError(
+            f"name {value!r} must be lowercase letters, digits and . _ - separators "
+            "(like 'sentiment' or 'resnet-50')"
+        )
+    return value
+
+
+def version_as_text(value: Any) -> Any:
+    """`version: 1.0` is a YAML float; users mean the text they typed."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def check_version(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", value):
+        raise ValueError(f"version {value!r} must be a valid tag: letters, digits, _ . -")
+    return value
+
+
 class ModelSource(FileSource):
     """Where the ONNX model comes from."""
 
@@ -425,30 +445,9 @@ class GPUXfile(Strict):
             ]
         return value
 
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and not IMAGE_NAME.match(value):
-            raise ValueError(
-                f"name {value!r} must be lowercase letters, digits and . _ - separators "
-                "(like 'sentiment' or 'resnet-50')"
-            )
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _check_version(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", value):
-            raise ValueError(f"version {value!r} must be a valid tag: letters, digits, _ . -")
-        return value
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _version_as_text(cls, value: Any) -> Any:
-        # `version: 1.0` is a YAML float; users mean the text they typed.
-        return (
-            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-        )
+    _check_name = field_validator("name")(check_image_name)
+    _version_as_text = field_validator("version", mode="before")(version_as_text)
+    _check_version = field_validator("version")(check_version)
 
     @field_validator("inputs", "outputs")
     @classmethod
