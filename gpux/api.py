@@ -1,178 +1,26 @@
-"""The Python API: ``gpux.load``, ``gpux.build`` and ``verify``. The CLI and the server use these too."""
+"""The Python API: ``gpux.load``, ``gpux.build`` and ``verify``. The CLI and the server use these too.
+
+The public facade: the loaded model is ``gpux.runtime.model.Model`` (a chain's,
+``gpux.pipeline.chain.Chain``), re-exported here; no module under ``gpux/runtime``,
+``gpux/pipeline`` or ``gpux/builder`` imports this one (tests/test_layering.py).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from gpux.config.schema import Backend, Runtime
 from gpux.errors import NotFoundError
-from gpux.runtime.backend import Backend as BackendBase
-from gpux.runtime.backend import Placement
-from gpux.runtime.tensors import TensorSignature, check_feed
-from gpux.store import Image, Store, mediatypes
+from gpux.runtime.model import Model, gpuxfile_dimensions
+from gpux.store import Image, Store
 
 if TYPE_CHECKING:
     from gpux.builder.build import BuildResult
     from gpux.builder.progress import Reporter
-    from gpux.pipeline.runner import Pipeline
+    from gpux.pipeline.chain import Chain
     from gpux.store.blobs import Progress
     from gpux.store.verify import Verification
-
-
-class Model:
-    """A model loaded on a backend, ready to run.
-
-    ``inputs``/``outputs`` are the signatures recorded at build (declared in the GPUXfile or read
-    from the model). ``run`` checks names, dtypes and shapes before the backend sees them.
-    """
-
-    def __init__(
-        self,
-        backend: BackendBase,
-        inputs: list[TensorSignature],
-        outputs: list[TensorSignature],
-        image: Image | None = None,
-        labels: list[str] | None = None,
-    ) -> None:
-        self._backend = backend
-        self.inputs = inputs
-        self.outputs = outputs
-        self.image = image
-        self.labels = labels
-        self._run = backend.run
-        self.pipeline: Pipeline | None = None
-        """Set when the image declares pre/post-processing: ``predict`` goes through it."""
-
-    @property
-    def placement(self) -> Placement:
-        """Where the model really runs (backend, providers, device, fallback reason)."""
-        return self._backend.placement
-
-    @property
-    def backend(self) -> BackendBase:
-        return self._backend
-
-    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
-        """Run one inference: ``{"input name": array-like}`` -> ``{"output name": array}``."""
-        return self._run(check_feed(inputs, self.inputs))
-
-    def predict(self, value: Any, *, raw: bool = False) -> dict[str, Any]:
-        """Run the GPUXfile's pipeline on one input: a sentence, an image file or bytes, an audio
-        file ... (or ``{name: value}`` for several inputs) -> the decoded results."""
-        return self.predict_batch([value], raw=raw)[0]
-
-    def predict_batch(self, values: Sequence[Any], *, raw: bool = False) -> list[dict[str, Any]]:
-        """``predict`` for many inputs at once, batched into as few model calls as possible."""
-        pipeline = self.pipeline or self._plain_pipeline()
-        return pipeline.run([pipeline.item(value) for value in values], raw=raw)
-
-    def _plain_pipeline(self) -> Pipeline:
-        from gpux.pipeline.runner import Pipeline
-
-        self.pipeline = Pipeline(self, {}, {})
-        return self.pipeline
-
-    def run_on_device(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Like ``run``, but outputs stay in device memory (ONNX Runtime OrtValues).
-
-        numpy inputs are checked like ``run``'s; OrtValue inputs already on the device are passed
-        as they are. Needs a backend with device outputs (the ONNX Runtime engine).
-        """
-        arrays = {k: v for k, v in inputs.items() if isinstance(v, np.ndarray | list | int | float)}
-        checked = check_feed(arrays, [s for s in self.inputs if s.name in arrays]) if arrays else {}
-        run_on_device = getattr(self._backend, "run_on_device", None)
-        if run_on_device is None:
-            from gpux.errors import BackendError
-
-            raise BackendError(
-                f"the {self.placement.backend} backend cannot keep outputs on the device",
-                "use Model.run",
-            )
-        result: dict[str, Any] = run_on_device({**inputs, **checked})
-        return result
-
-    def close(self) -> None:
-        self._backend.close()
-
-    def __enter__(self) -> Model:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        name = self.image.name if self.image else "model"
-        return f"<gpux.Model {name} on {self.placement.backend}>"
-
-
-class Chain(Model):
-    """A chain image's models, loaded each on its own backend, run as one by ``predict``.
-
-    ``components`` holds each model (run one alone with ``chain.components["det"].predict``);
-    ``placement`` is the detect model's, ``placements`` every model's.
-    """
-
-    def __init__(self, image: Image, components: dict[str, Model]) -> None:
-        from pydantic import ValidationError
-
-        from gpux.config.chain import ChainSteps
-        from gpux.errors import StoreError
-        from gpux.store.images import repair_hint
-
-        try:
-            self.steps = ChainSteps.model_validate(image.config.get("gpuxfile", {}).get("chain"))
-        except ValidationError as exc:
-            raise StoreError(
-                f"image '{image.name}': its chain is not one GPUX can run "
-                f"({exc.error_count()} problems)",
-                repair_hint(image.names, image.digest),
-            ) from exc
-        if {self.steps.detect, self.steps.each} - set(components):
-            raise StoreError(
-                f"image '{image.name}': its chain names models it does not hold",
-                repair_hint(image.names, image.digest),
-            )
-        self.components = components
-        super().__init__(components[self.steps.detect].backend, [], [], image=image)
-        self.pipeline = self.chain_pipeline(allow_files=True)
-
-    def chain_pipeline(self, *, allow_files: bool) -> Pipeline:
-        from gpux.pipeline.chain import ChainPipeline
-
-        return ChainPipeline(
-            self,
-            self.steps,
-            self.components[self.steps.detect],
-            self.components[self.steps.each],
-            allow_files=allow_files,
-        )
-
-    @property
-    def placements(self) -> dict[str, Placement]:
-        return {key: model.placement for key, model in self.components.items()}
-
-    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
-        from gpux.errors import UsageError
-
-        name = self.image.name if self.image else "chain"
-        raise UsageError(
-            f"'{name}' is a chain of models ({', '.join(self.components)}): it takes what "
-            "its pipeline takes, not tensors",
-            "use predict (gpux run with an image, POST /v1/models/NAME/predict), or run one "
-            "model of the chain on its own",
-        )
-
-    def close(self) -> None:
-        for model in self.components.values():
-            model.close()
-
-    def __repr__(self) -> str:
-        name = self.image.name if self.image else "chain"
-        return f"<gpux.Chain {name}: {', '.join(self.components)}>"
 
 
 def looks_like_path(text: str) -> bool:
@@ -214,69 +62,16 @@ def load(
 
 
 def load_image(image: Image, backend: str | None = None, warmup: bool | None = None) -> Model:
-    from gpux.runtime.registry import engine
+    """A stored image loaded on ``backend`` (None: its GPUXfile's), with its pipeline."""
+    from gpux.pipeline.loading import load_image as load_stored
 
-    if image.components:
-        components: dict[str, Model] = {}
-        try:
-            for key in image.components:
-                components[key] = load_image(image.component(key), backend, warmup)
-        except BaseException:
-            for part in components.values():
-                part.close()
-            raise
-        return Chain(image, components)
-    config = image.config
-    gpuxfile = config.get("gpuxfile", {})
-    runtime = Runtime.model_validate(gpuxfile.get("runtime", {}))
-    if backend:
-        runtime.backend = Backend(backend)
-    media = (
-        mediatypes.MODEL_OPTIMIZED
-        if image.layer(mediatypes.MODEL_OPTIMIZED)
-        else (mediatypes.MODEL)
-    )
-    model_path = image.layer_path(media)
-    inputs = [TensorSignature.from_json(t) for t in gpuxfile.get("inputs", [])]
-    outputs = [TensorSignature.from_json(t) for t in gpuxfile.get("outputs", [])]
-    labels = gpuxfile.get("labels")
-    layer = image.layer(media)
-    cache = image.store.root / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
-    loaded = engine().load(
-        model_path,
-        runtime,
-        cache_dir=cache,
-        dimensions=gpuxfile_dimensions(config),
-    )
-    model = Model(loaded, inputs, outputs, image=image, labels=labels)
-    if gpuxfile.get("preprocess") or gpuxfile.get("postprocess"):
-        from gpux.pipeline.runner import Pipeline
-
-        tokenizers = {
-            str(entry["name"]): image.layer_path(
-                mediatypes.TOKENIZER, f"{entry['name']}.tokenizer.json"
-            )
-            for entry in gpuxfile.get("preprocess", [])
-            if "text" in entry
-        }
-        model.pipeline = Pipeline(model, gpuxfile, tokenizers)
-    if runtime.warmup if warmup is None else warmup:
-        from gpux.builder.smoke import generate_inputs
-
-        model.run(generate_inputs(inputs))
-    return model
-
-
-def gpuxfile_dimensions(config: dict[str, Any]) -> dict[str, int]:
-    """Symbolic dimensions the GPUXfile fixed (``shape: [1, 4]`` where the model says
-    ``[batch, 4]``), recorded at build; ONNX Runtime is told, so it can plan (and graph) them."""
-    dimensions = config.get("model", {}).get("fixed_dimensions", {})
-    return {str(k): int(v) for k, v in dimensions.items()}
+    return load_stored(image, backend, warmup)
 
 
 def _load_onnx_file(path: Path, backend: str | None) -> Model:
     """Run a bare .onnx file without a build: signature straight from the model."""
     from gpux.builder.analyze import load_checked, model_signature
+    from gpux.pipeline.runner import Pipeline
     from gpux.runtime.registry import engine
 
     if not path.is_file():
@@ -286,7 +81,9 @@ def _load_onnx_file(path: Path, backend: str | None) -> Model:
         )
     inputs, outputs = model_signature(load_checked(path, str(path), full_check=False))
     runtime = Runtime(backend=Backend(backend or "auto"))
-    return Model(engine().load(path, runtime), inputs, outputs)
+    model = Model(engine().load(path, runtime), inputs, outputs)
+    model.plain = Pipeline(model, {}, {})
+    return model
 
 
 def build(
@@ -336,3 +133,40 @@ def verify(
     from gpux.store.verify import verify as verify_store
 
     return verify_store(store or Store(), name, progress=progress)
+
+
+__all__ = [
+    "Chain",
+    "Model",
+    "build",
+    "diagnose",
+    "gpuxfile_dimensions",
+    "load",
+    "load_image",
+    "looks_like_path",
+    "verify",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Chain":  # imported on first use: it pulls in the whole pipeline
+        from gpux.pipeline.chain import Chain
+
+        return Chain
+    raise AttributeError(f"module 'gpux.api' has no attribute {name!r}")
+
+
+def diagnose(model: str | None = None) -> dict[str, Any]:
+    """``gpux doctor``: the machine's GPUs, backends and libraries; with ``model`` (an image,
+    project or .onnx file), also where that model really runs."""
+    from gpux.errors import GPUXError
+    from gpux.runtime.doctor import diagnose as machine
+
+    report = machine()
+    if model is not None:
+        try:
+            with load(model, warmup=False) as loaded:
+                report["model"] = {"target": model, "placement": loaded.placement.to_json()}
+        except GPUXError as exc:
+            report["model"] = {"target": model, "error": exc.message, "hint": exc.hint}
+    return report

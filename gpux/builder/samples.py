@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from gpux import json_text
-from gpux.api import Model
 from gpux.errors import ConfigValidationError, GPUXError
 from gpux.runtime.backend import Backend
+from gpux.runtime.model import Model
 from gpux.runtime.tensors import TensorSignature, check_feed
 
 Array = np.ndarray[Any, Any]

@@ -183,8 +183,8 @@ class _Session:
     """The original model loaded once for every variant of one build, and its sample feeds."""
 
     def __init__(self, base: Image, reporter: Reporter) -> None:
-        from gpux.api import gpuxfile_dimensions
         from gpux.config.schema import Runtime
+        from gpux.runtime.model import gpuxfile_dimensions
         from gpux.runtime.tensors import TensorSignature
 
         self.base = base

@@ -132,7 +132,9 @@ def _real_inputs(values: list[str]) -> Any:
             if not _tensor_inputs(values, model):
                 from gpux.bench.feeds import pipeline_feed
                 from gpux.cli.predict import gather
+                from gpux.pipeline.runner import Pipeline
 
+                assert isinstance(model.pipeline, Pipeline)
                 items, _ = gather(model.pipeline, values)
                 return pipeline_feed(model, [item for _, item in items])
         return parse_cli_inputs(values, model.inputs)

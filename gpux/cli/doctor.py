@@ -16,8 +16,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Show GPUs, ONNX Runtime backends and libraries, and what 'auto' would pick."""
+        from gpux.api import diagnose
         from gpux.cli.console import print_json
-        from gpux.runtime.doctor import diagnose
 
         report = diagnose(model)
         if as_json:

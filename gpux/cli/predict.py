@@ -244,7 +244,7 @@ def run_pipeline(
     from gpux.cli.console import print_json
 
     pipeline = model.pipeline
-    assert pipeline is not None
+    assert isinstance(pipeline, Pipeline)
     suffix = output.suffix.lower() if output is not None else ""
     if output is not None and suffix not in (".json", ".jsonl", ".npz", ".npy"):
         raise UsageError(

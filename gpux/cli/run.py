@@ -122,8 +122,9 @@ def _tensor_inputs(inputs: list[str], model: object) -> bool:
     """True when every --input names a model input the pipeline does not: tensors given
     directly, past the pipeline (e.g. to compare with another runtime)."""
     from gpux.api import Model
+    from gpux.pipeline.runner import Pipeline
 
-    assert isinstance(model, Model) and model.pipeline is not None
+    assert isinstance(model, Model) and isinstance(model.pipeline, Pipeline)
     pipeline_names = set(model.pipeline.input_names)
     tensor_names = {t.name for t in model.inputs} - pipeline_names
     names = [item.partition("=")[0] for item in inputs if "=" in item]

@@ -17,9 +17,11 @@ from gpux.config.pipeline import PipelineOutput
 from gpux.errors import ModelError, UsageError
 from gpux.pipeline.crop import crop_quad, sort_reading_order
 from gpux.pipeline.runner import Pipeline
+from gpux.runtime.backend import Placement
+from gpux.runtime.model import Model
 
 if TYPE_CHECKING:
-    from gpux.api import Model
+    from gpux.store import Image
 
 Array = np.ndarray[Any, Any]
 
@@ -163,3 +165,66 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("-inf")
+
+
+class Chain(Model):
+    """A chain image's models, loaded each on its own backend, run as one by ``predict``.
+
+    ``components`` holds each model (run one alone with ``chain.components["det"].predict``);
+    ``placement`` is the detect model's, ``placements`` every model's.
+    """
+
+    def __init__(self, image: Image, components: dict[str, Model]) -> None:
+        from pydantic import ValidationError
+
+        from gpux.errors import StoreError
+        from gpux.store.images import repair_hint
+
+        try:
+            self.steps = ChainSteps.model_validate(image.config.get("gpuxfile", {}).get("chain"))
+        except ValidationError as exc:
+            raise StoreError(
+                f"image '{image.name}': its chain is not one GPUX can run "
+                f"({exc.error_count()} problems)",
+                repair_hint(image.names, image.digest),
+            ) from exc
+        if {self.steps.detect, self.steps.each} - set(components):
+            raise StoreError(
+                f"image '{image.name}': its chain names models it does not hold",
+                repair_hint(image.names, image.digest),
+            )
+        self.components = components
+        super().__init__(components[self.steps.detect].backend, [], [], image=image)
+        self.pipeline = self.chain_pipeline(allow_files=True)
+
+    def chain_pipeline(self, *, allow_files: bool) -> ChainPipeline:
+        return ChainPipeline(
+            self,
+            self.steps,
+            self.components[self.steps.detect],
+            self.components[self.steps.each],
+            allow_files=allow_files,
+        )
+
+    @property
+    def placements(self) -> dict[str, Placement]:
+        return {key: model.placement for key, model in self.components.items()}
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        from gpux.errors import UsageError
+
+        name = self.image.name if self.image else "chain"
+        raise UsageError(
+            f"'{name}' is a chain of models ({', '.join(self.components)}): it takes what "
+            "its pipeline takes, not tensors",
+            "use predict (gpux run with an image, POST /v1/models/NAME/predict), or run one "
+            "model of the chain on its own",
+        )
+
+    def close(self) -> None:
+        for model in self.components.values():
+            model.close()
+
+    def __repr__(self) -> str:
+        name = self.image.name if self.image else "chain"
+        return f"<gpux.Chain {name}: {', '.join(self.components)}>"

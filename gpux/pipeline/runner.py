@@ -22,7 +22,7 @@ from gpux.pipeline.geometry import ImageTransform
 from gpux.runtime.tensors import items_first
 
 if TYPE_CHECKING:
-    from gpux.api import Model
+    from gpux.runtime.model import Model
 
 Array = np.ndarray[Any, Any]
 Images = dict[str, list[ImageTransform]]  # pipeline image input -> each item's placement

@@ -35,7 +35,9 @@ def _hints(runtime: discovery.Runtime, vendors: set[str], plan: selection.Plan) 
     return hints
 
 
-def diagnose(model: str | None = None) -> dict[str, Any]:
+def diagnose() -> dict[str, Any]:
+    """The machine: GPUs, ONNX Runtime backends, libraries and what ``auto`` would pick (``gpux
+    doctor``; ``gpux.api.diagnose`` adds a model's placement)."""
     runtime = discovery.runtime()
     found, adapter_error = discovery.adapters()
     vendors = discovery.hardware_vendors()
@@ -69,18 +71,4 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
         },
         "hints": _hints(runtime, vendors, plan),
     }
-    if model is not None:
-        report["model"] = _try_model(model)
     return report
-
-
-def _try_model(target: str) -> dict[str, Any]:
-    """Load the model with its image's runtime settings and report where it really runs."""
-    from gpux.api import load
-    from gpux.errors import GPUXError
-
-    try:
-        with load(target, warmup=False) as loaded:
-            return {"target": target, "placement": loaded.placement.to_json()}
-    except GPUXError as exc:
-        return {"target": target, "error": exc.message, "hint": exc.hint}

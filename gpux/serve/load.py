@@ -62,7 +62,8 @@ def load_served(
 
 def _server_pipeline(model: object) -> Pipeline:
     """The image's pipeline, rebuilt so that clients cannot name files on the server."""
-    from gpux.api import Chain, Model
+    from gpux.pipeline.chain import Chain
+    from gpux.runtime.model import Model
     from gpux.store import mediatypes
 
     if isinstance(model, Chain):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import gpux.api
 from gpux.runtime import discovery, doctor, libraries, selection
 from gpux.runtime.providers import PRIORITY
 from tests.runtime.conftest import WEBGPU_PLUGIN, Machine, adapter, device
@@ -124,7 +125,7 @@ def test_wgpu_failure_is_reported_not_raised(machine: Machine) -> None:
 def test_a_model_that_cannot_load_is_reported_in_the_report(
     machine: Machine, gpux_home: Path
 ) -> None:
-    report = doctor.diagnose("nosuch")
+    report = gpux.api.diagnose("nosuch")
     assert report["model"]["target"] == "nosuch"
     assert report["model"]["error"] == "image 'nosuch' not found"
     assert report["model"]["hint"]
@@ -133,7 +134,7 @@ def test_a_model_that_cannot_load_is_reported_in_the_report(
 def test_a_model_on_the_real_machine_reports_its_placement(
     symbolic_model: Path, gpux_home: Path
 ) -> None:
-    model = doctor.diagnose(str(symbolic_model))["model"]
+    model = gpux.api.diagnose(str(symbolic_model))["model"]
     placement = model["placement"]
     assert placement["requested"] == "auto"
     assert placement["backend"] == selection.plan("auto").candidates[0].backend
