@@ -187,7 +187,7 @@ def main() -> int:
 
     import onnxruntime
 
-    from gpux.builder import timing
+    from gpux.builder import head_to_head as timing
     from gpux.runtime import libraries
     from gpux.store import Store
 

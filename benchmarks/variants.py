@@ -174,7 +174,7 @@ def main() -> int:
 
     import onnxruntime
 
-    from gpux.builder import timing
+    from gpux.builder import head_to_head as timing
     from gpux.store import Store
 
     timing.LATENCY_SECONDS = args.seconds

@@ -72,7 +72,7 @@ def _load_onnx_file(path: Path, backend: str | None) -> Model:
     """Run a bare .onnx file without a build: signature straight from the model."""
     from gpux.builder.analyze import load_checked, model_signature
     from gpux.pipeline.runner import Pipeline
-    from gpux.runtime.registry import engine
+    from gpux.runtime.engines import engine
 
     if not path.is_file():
         raise NotFoundError(

@@ -17,7 +17,7 @@ OFFLINE_LEVEL = "basic"
 
 
 def optimize(model_path: Path, output_path: Path) -> None:
-    from gpux.runtime.registry import require_onnxruntime
+    from gpux.runtime.engines import require_onnxruntime
 
     require_onnxruntime()
     import onnxruntime as ort

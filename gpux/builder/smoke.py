@@ -16,7 +16,7 @@ import numpy as np
 
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError, InputError, ModelError
-from gpux.runtime.registry import engine
+from gpux.runtime.engines import engine
 from gpux.runtime.tensors import TensorSignature, check_shape, coerce
 
 FIRST_SYMBOLIC = 1  # batch-like leading dimensions

@@ -6,7 +6,7 @@ runs, then compared with it in the same process, on the same backend:
 
 * size: the variant's model file against the image's;
 * latency: both sessions warmed up, then timed in alternating blocks, medians compared
-  (``gpux.builder.timing``);
+  (``gpux.builder.head_to_head``);
 * accuracy: both run on the sample feeds (``gpux.builder.samples``), outputs compared by
   ``gpux.builder.accuracy``.
 
@@ -214,7 +214,7 @@ class _Session:
     @property
     def original(self) -> Backend:
         if self._original is None:
-            from gpux.runtime.registry import engine
+            from gpux.runtime.engines import engine
 
             self._original = engine().load(
                 self.model_path, self.runtime, dimensions=self.dimensions
@@ -316,8 +316,8 @@ class _Session:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Size, latency and accuracy against the original; the variant's resolved GPUXfile."""
         from gpux.builder import accuracy, analyze
-        from gpux.builder.timing import race
-        from gpux.runtime.registry import engine
+        from gpux.builder.head_to_head import race
+        from gpux.runtime.engines import engine
         from gpux.runtime.tensors import check_feed
 
         model = analyze.load_checked(model_path, f"variant {variant.suffix}", full_check=False)

@@ -12,7 +12,7 @@ from gpux.store import Image, mediatypes
 
 
 def load_image(image: Image, backend: str | None = None, warmup: bool | None = None) -> Model:
-    from gpux.runtime.registry import engine
+    from gpux.runtime.engines import engine
 
     if image.components:
         components: dict[str, Model] = {}

@@ -2,7 +2,7 @@
 
 A backend is a handful of methods. The ONNX Runtime backend (``onnxruntime_backend.py``) is the
 first; others (a native WebGPU engine) plug in by registering a factory under a name in
-``gpux.runtime.registry`` with no change elsewhere.
+``gpux.runtime.engines`` with no change elsewhere.
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ ONNXRUNTIME_DISTRIBUTIONS = (
 
 @cache
 def runtime() -> Runtime:
-    from gpux.runtime.registry import require_onnxruntime
+    from gpux.runtime.engines import require_onnxruntime
 
     require_onnxruntime()
     import onnxruntime as ort

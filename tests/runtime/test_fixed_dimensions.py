@@ -12,7 +12,7 @@ import gpux.api
 from gpux.builder.signature import fixed_dimensions
 from gpux.config.schema import TensorSpec
 from gpux.errors import BackendError
-from gpux.runtime import registry
+from gpux.runtime import engines as registry
 from gpux.runtime.tensors import TensorSignature
 from gpux.store import Store
 

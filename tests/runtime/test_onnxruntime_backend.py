@@ -15,8 +15,8 @@ from gpux.config.schema import Backend, Runtime
 from gpux.errors import BackendError, InputError
 from gpux.runtime import providers
 from gpux.runtime.backend import Placement
+from gpux.runtime.engines import engine
 from gpux.runtime.onnxruntime_backend import OnnxRuntimeBackend
-from gpux.runtime.registry import engine
 from tests import generated_models
 from tests.generated_models import LINEAR_B, LINEAR_W
 
