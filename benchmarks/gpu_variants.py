@@ -187,11 +187,11 @@ def main() -> int:
 
     import onnxruntime
 
-    from gpux.builder import head_to_head as timing
+    from gpux.builder import head_to_head
     from gpux.runtime import libraries
     from gpux.store import Store
 
-    timing.LATENCY_SECONDS = args.seconds
+    head_to_head.LATENCY_SECONDS = args.seconds
     store = Store(work / "home")
     rows: list[dict[str, Any]] = []
     for name in args.names.split(","):

@@ -174,10 +174,10 @@ def main() -> int:
 
     import onnxruntime
 
-    from gpux.builder import head_to_head as timing
+    from gpux.builder import head_to_head
     from gpux.store import Store
 
-    timing.LATENCY_SECONDS = args.seconds
+    head_to_head.LATENCY_SECONDS = args.seconds
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="gpux-variants-bench-") as tmp:
         work = Path(tmp)

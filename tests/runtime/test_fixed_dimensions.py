@@ -12,7 +12,7 @@ import gpux.api
 from gpux.builder.signature import fixed_dimensions
 from gpux.config.schema import TensorSpec
 from gpux.errors import BackendError
-from gpux.runtime import engines as registry
+from gpux.runtime import engines
 from gpux.runtime.tensors import TensorSignature
 from gpux.store import Store
 
@@ -51,6 +51,6 @@ def test_no_onnx_runtime_installed_is_one_clear_error(monkeypatch: pytest.Monkey
         lambda name, *a: None if name == "onnxruntime" else real(name, *a),
     )
     with pytest.raises(BackendError) as info:
-        registry.engine()
+        engines.engine()
     assert info.value.message == "ONNX Runtime is not installed"
     assert info.value.hint and "gpux[cpu]" in info.value.hint and "gpux[cuda]" in info.value.hint
