@@ -34,6 +34,7 @@ from typing import Any
 from gpux import env
 from gpux.errors import (
     DigestMismatchError,
+    GPUXError,
     MachineError,
     NotFoundError,
     StoreError,
@@ -430,19 +431,51 @@ class Store:
         return None
 
     def get(self, text: str) -> Image:
-        """Load an image by name or digest, verifying its manifest and config."""
+        """Load an image by name or digest, verifying its manifest and config.
+
+        A bare name (no tag, no digest) means ``NAME:latest``; when there is none, it means the
+        newest tag of NAME, as ``gpux build`` of a GPUXfile with ``version: "1.0"`` stores
+        ``NAME:1.0`` and users then type ``gpux run NAME``. Writes (``rm``, ``tag``, ``push``
+        targets) never guess: they take the name as written."""
         manifest_digest = self.find(text)
+        asked_name = None if _DIGEST_PREFIX.fullmatch(text) else parse(text).name
+        if manifest_digest is None and _is_bare(text):
+            asked_name = self.newest_tag(parse(text).repository)
+            manifest_digest = self.find(asked_name) if asked_name else None
         if manifest_digest is None:
+            tags = (
+                self.tags_of(parse(text).repository) if not _DIGEST_PREFIX.fullmatch(text) else []
+            )
             raise NotFoundError(
-                f"image '{text}' not found",
+                f"image '{text}' not found"
+                + (f" (its tags here: {', '.join(tags)})" if tags else ""),
                 f"run 'gpux images' to list local images, or build it: gpux build -t {text} PATH",
             )
         image = self._load(manifest_digest)
-        if not _DIGEST_PREFIX.fullmatch(text):
-            asked = parse(text).name
+        if asked_name is not None:
+            asked = asked_name
             if asked in image.names:  # report the name the user used, not the first one
                 image.names = [asked, *(n for n in image.names if n != asked)]
         return image
+
+    def tags_of(self, repository: str) -> list[str]:
+        """Every ``repository:tag`` name in the index for one repository."""
+        return sorted(
+            name
+            for entry in self._entries()
+            if (name := self._entry_name(entry)) and name.rpartition(":")[0] == repository
+        )
+
+    def newest_tag(self, repository: str) -> str | None:
+        """The name of ``repository``'s most recently created image (ties: the last name)."""
+        dated = []
+        for name in self.tags_of(repository):
+            try:
+                created = self.get(name).created or ""
+            except GPUXError:  # a damaged image is never the one a bare name picks
+                continue
+            dated.append((created, name))
+        return max(dated)[1] if dated else None
 
     def _load(self, manifest_digest: str, entries: list[dict[str, Any]] | None = None) -> Image:
         manifest = _json_blob(self.blobs.open_verified(manifest_digest), manifest_digest)
@@ -565,7 +598,14 @@ class Store:
             name == parse(text).name for _, name, _ in self.malformed_entries()
         )
         if digest is None and not named:
-            raise NotFoundError(f"image '{text}' not found", "run 'gpux images' to list images")
+            tags = [] if by_digest else self.tags_of(parse(text).repository)
+            raise NotFoundError(
+                f"image '{text}' not found"
+                + (f" (its tags here: {', '.join(tags)})" if tags else ""),
+                "name the tag to remove (gpux rm NAME:TAG); 'gpux images' lists them"
+                if tags
+                else "run 'gpux images' to list images",
+            )
         with self._collecting():
             names = [
                 n for e in self._entries() if e["digest"] == digest and (n := self._entry_name(e))
@@ -712,3 +752,12 @@ def _json_blob(data: bytes, digest: str) -> dict[str, Any]:
 def _atomic_write(path: Path, data: bytes) -> None:
     with atomic_file(path) as out:
         out.write(data)
+
+
+def _is_bare(text: str) -> bool:
+    """A name with neither a tag nor a digest (``minilm``, ``localhost:5000/team/minilm``)."""
+    return (
+        "@" not in text
+        and ":" not in text.rpartition("/")[2]
+        and not _DIGEST_PREFIX.fullmatch(text)
+    )

@@ -298,3 +298,30 @@ def test_a_corrupt_blob_is_replaced_by_the_next_good_write(
         out = model.run({"x": [[1.0, 0.0, 0.0, 0.0]]})["y"]
     np.testing.assert_allclose(out, [[1.0, -0.9, 0.7]], rtol=1e-6)
     assert store.check() == []
+
+
+def test_a_bare_name_finds_latest_else_the_newest_tag(
+    store: Store, add_project: Callable[..., Path], symbolic_model: Path
+) -> None:
+    """`gpux init` writes version "1.0", the build stores NAME:1.0, and the user types NAME."""
+    import time
+
+    first = gpux.api.build(add_project("s", symbolic_model), tag="sent:1.0", store=store).image
+    time.sleep(1.1)  # created times are to the second
+    newer = gpux.api.build(
+        add_project("s2", symbolic_model, "model: ./linear.onnx\nruntime: {threads: 1}\n"),
+        tag="sent:2.0",
+        store=store,
+    ).image
+    assert newer.digest != first.digest
+    picked = store.get("sent")
+    assert picked.digest == newer.digest and picked.name == "sent:2.0"
+    store.tag("sent:1.0", "sent:latest")
+    assert store.get("sent").digest == first.digest  # latest, when there is one, wins
+    # Writes never guess: rm of a bare name removes NAME:latest only.
+    store.remove("sent")
+    assert store.get("sent").name == "sent:2.0"
+    with pytest.raises(NotFoundError, match=r"its tags here: sent:1.0, sent:2.0"):
+        store.remove("sent")
+    with pytest.raises(NotFoundError, match="its tags here"):
+        store.get("sent:3.0")
