@@ -77,6 +77,15 @@ class InputError(GPUXError):
     exit_code = 6
 
 
+class MixedSizesError(InputError):
+    """Images of one batch that become tensors of different sizes; ``targets`` holds the
+    (height, width) each image becomes, so that a caller can split the batch by size."""
+
+    def __init__(self, message: str, hint: str, targets: list[tuple[int, int]]) -> None:
+        super().__init__(message, hint)
+        self.targets = targets
+
+
 class BackendError(GPUXError):
     exit_code = 7
 

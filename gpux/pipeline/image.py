@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gpux.config.pipeline import ColorOrder, ImageDType, ImageInput, Layout
-from gpux.errors import ConfigValidationError, InputError
+from gpux.errors import ConfigValidationError, InputError, MixedSizesError
 from gpux.pipeline import cv_resize, geometry
 from gpux.pipeline.geometry import ImageTransform
 from gpux.runtime.tensors import Dim, TensorSignature
@@ -330,12 +330,13 @@ class ImagePreprocessor:
         for index, (image, placement) in enumerate(zip(images, placements, strict=True)):
             if placement.transform.target != first:
                 other = placement.transform.target
-                raise InputError(
+                raise MixedSizesError(
                     f"input '{self.name}': images of different sizes cannot share a batch "
                     f"(image 0 becomes {height}x{width}, image {index} "
                     f"{other[0]}x{other[1]}, height x width)",
                     "declare resize.size, resize.height, crop or letterbox so that every image "
                     "gets one size, or send one image per request",
+                    [p.transform.target for p in placements],
                 )
             self._place(image, placement, batch[index])
         return batch, [placement.transform for placement in placements]

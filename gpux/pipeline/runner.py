@@ -3,7 +3,7 @@
 One code path for ``gpux run``, the Python API (``Model.predict``) and the server. An *item* is
 a mapping from pipeline input names (and raw model input names) to values; a model with a
 single pipeline input also takes the bare value. Text and image items are batched into one
-model call; audio items run one at a time (their lengths differ), window by window when the
+model call (images that become different sizes, one call per size); audio items run one at a time (their lengths differ), window by window when the
 GPUXfile declares frames, carrying any recurrent state.
 """
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpux.config.pipeline import PipelineInput, PipelineOutput
-from gpux.errors import InputError, UsageError
+from gpux.errors import InputError, MixedSizesError, UsageError
 from gpux.pipeline import steps
 from gpux.pipeline.geometry import ImageTransform
 from gpux.runtime.tensors import items_first
@@ -115,13 +115,34 @@ class Pipeline:
                     f"the model takes: {', '.join(self.input_names)}",
                 )
         if self._batchable:
-            feed, images = self._batch_feed(items)
+            try:
+                feed, images = self._batch_feed(items)
+            except MixedSizesError as exc:
+                return self._run_by_size(items, raw, exc.targets)
             return self._decode(feed, self.model.run(feed), len(items), raw, images)
         results = []
         for item in items:
             feed, outputs, images = self._run_one(item)
             results.extend(self._decode(feed, outputs, 1, raw, images))
         return results
+
+    def _run_by_size(
+        self, items: Sequence[Mapping[str, Any]], raw: bool, targets: list[tuple[int, int]]
+    ) -> list[dict[str, Any]]:
+        """Images that become different sizes (a detector's ``limit_side`` over photos of other
+        shapes): one batch per size, results back in input order."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, target in enumerate(targets):
+            groups.setdefault(target, []).append(index)
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        for indices in groups.values():
+            # Another image input may split a group further: run() handles it the same way.
+            for index, result in zip(
+                indices, self.run([items[i] for i in indices], raw), strict=True
+            ):
+                results[index] = result
+        assert all(result is not None for result in results)
+        return [result for result in results if result is not None]
 
     # -- pre-processing ------------------------------------------------------------------------
 

@@ -178,3 +178,40 @@ def test_yolo_faces_match_the_reference_recipe(
     astronaut = model.predict(photos[0])["faces"]
     assert len(astronaut) == 1 and astronaut[0]["score"] > 0.5  # one face, found
     assert model.predict(photos[1])["faces"] == []  # a cat is not a face
+
+
+def test_a_folder_of_images_of_different_sizes_runs_in_input_order(
+    pages: list[np.ndarray], zoo_file: Callable[[str], Path], tmp_path: Path, gpux_home: Path
+) -> None:
+    """``limit_side`` gives each shape its own tensor size: the folder runs one batch per size,
+    and each image's regions are those it gets alone, in the folder's order."""
+    import json
+
+    import gpux
+    from tests.conftest import run_cli
+
+    det = zoo.fetch("ppocr-det")
+    project = make_project(tmp_path / "det", det, DB.format(model=det.name))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("page.png", "chelsea.png", "astronaut.png"):
+        (folder / name).write_bytes(zoo_file(name).read_bytes())
+    Image.fromarray(pages[2]).save(folder / "page-turned.png")  # landscape becomes portrait
+    files = sorted(folder.iterdir())
+    with gpux.load(str(project)) as model:
+        alone = [model.predict(str(path)) for path in files]
+        together = model.predict_batch([str(path) for path in files])
+        sizes = {model.pipeline._processors["page"].batch([str(p)])[1][0].target for p in files}
+    assert len(sizes) == 4  # four different tensor sizes, so four batches
+    assert together == alone
+    assert len(alone[files.index(folder / "page.png")]["lines"]) >= 3
+
+    run_cli("build", str(project), home=gpux_home)
+    result = run_cli("run", "det", "--input", str(folder), home=gpux_home)
+    assert result.code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [Path(line["input"]).name for line in lines] == [path.name for path in files]
+    for line, expected in zip(lines, alone, strict=True):
+        assert [r["box"] for r in line["lines"]] == [
+            np.asarray(r["box"]).tolist() for r in expected["lines"]
+        ]
