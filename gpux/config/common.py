@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from gpux.config.paths import check_member_name
+
+
+def _int_as_text(value: Any) -> Any:
+    # ONNX exporters name tensors "461": YAML reads `from: 461` as an int, meaning the text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+TensorName = Annotated[str, BeforeValidator(_int_as_text)]
+"""A model input or output name; a number YAML reads as an int is its text."""
 
 
 class Strict(BaseModel):

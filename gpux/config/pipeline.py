@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gpux.config.common import FileSource, Strict
+from gpux.config.common import FileSource, Strict, TensorName
 
 Size = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)]
 
@@ -48,14 +48,14 @@ class TextInput(Strict):
         default=False,
         description="Each value is a pair of texts ``[first, second]`` (cross-encoders, NLI).",
     )
-    ids: str | None = Field(
+    ids: TensorName | None = Field(
         default="input_ids", description="Model input that receives the token ids."
     )
-    mask: str | None = Field(
+    mask: TensorName | None = Field(
         default="attention_mask",
         description="Model input that receives the attention mask (null: none).",
     )
-    type_ids: str | None = Field(
+    type_ids: TensorName | None = Field(
         default="token_type_ids",
         description="Model input that receives the token type ids (null: none). Skipped when the model has no such input.",
     )
@@ -250,7 +250,7 @@ class Normalize(Strict):
 class ImageInput(Strict):
     """Image files or bytes -> one float tensor. Steps run in the order of the keys below."""
 
-    to: str | None = Field(
+    to: TensorName | None = Field(
         default=None,
         description="Model input that receives the tensor (default: the model's only input of rank 4).",
     )
@@ -304,8 +304,8 @@ class Framing(Strict):
 class StateSpec(Strict):
     """A recurrent state carried from one window to the next."""
 
-    input: str = Field(description="Model input that receives the state.")
-    output: str = Field(description="Model output holding the next state.")
+    input: TensorName = Field(description="Model input that receives the state.")
+    output: TensorName = Field(description="Model output holding the next state.")
     shape: list[Annotated[int, Field(ge=1)]] = Field(description="Shape of the initial state.")
     dtype: str = Field(default="float32", description="Element type of the state.")
     initial: float = Field(default=0.0, description="Value the state starts from.")
@@ -314,7 +314,7 @@ class StateSpec(Strict):
 class AudioInput(Strict):
     """wav/flac/ogg files or bytes -> mono float samples at the model's rate."""
 
-    to: str | None = Field(
+    to: TensorName | None = Field(
         default=None,
         description="Model input that receives the samples (default: the model's only float input).",
     )
@@ -326,7 +326,7 @@ class AudioInput(Strict):
     frame: Framing | None = Field(
         default=None, description="Run the model per window, for streaming models."
     )
-    sample_rate_input: str | None = Field(
+    sample_rate_input: TensorName | None = Field(
         default=None, description="Model input that receives sample_rate as an int64 scalar."
     )
     state: list[StateSpec] = Field(
@@ -381,7 +381,7 @@ class L2Normalize(Strict):
 
 
 class MeanPool(Strict):
-    mask: str | None = Field(
+    mask: TensorName | None = Field(
         default="attention_mask",
         description="Model input holding the attention mask; padded positions are left out. Null: plain mean.",
     )
@@ -678,7 +678,7 @@ class PipelineOutput(Strict):
     """One named result computed from one model output."""
 
     name: str = Field(pattern=r"^[A-Za-z_][\w.-]*$", description="Key of the result.")
-    source: str | None = Field(
+    source: TensorName | None = Field(
         default=None,
         alias="from",
         description="Model output it starts from (default: the model's only/first output).",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from gpux.config.common import FileSource, Strict
+from gpux.config.common import FileSource, Strict, TensorName
 from gpux.config.pipeline import PipelineInput, PipelineOutput
 
 SCHEMA_VERSION = 1
@@ -103,7 +103,7 @@ class ModelSource(FileSource):
 class TensorSpec(Strict):
     """One model input or output. Omitted ``dtype``/``shape`` are read from the model."""
 
-    name: str = Field(min_length=1, description="Tensor name, exactly as in the ONNX graph.")
+    name: TensorName = Field(min_length=1, description="Tensor name, exactly as in the ONNX graph.")
     dtype: DType | None = Field(
         default=None, description="Element type; checked against the model."
     )

@@ -165,3 +165,26 @@ def test_integers_beyond_64_bits_are_a_range_error(gpux: BoundCLI, workdir: Path
 
 def test_inspect_of_a_missing_onnx_file_names_the_model_file(gpux: BoundCLI) -> None:
     assert_failure(gpux("inspect", "nothere.onnx"), 4, "model file 'nothere.onnx' not found")
+
+
+def test_numeric_tensor_names_are_read_as_text(gpux: BoundCLI, workdir: Path) -> None:
+    """Exporters name tensors '0' or '461'; YAML reads `from: 461` as an int."""
+    project = workdir / "numeric-names"
+    project.mkdir()
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["0"], ["461"])],
+        "numeric",
+        [helper.make_tensor_value_info("0", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("461", TensorProto.FLOAT, ["n", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=generated_models.OPSET)
+    onnx.save(model, str(project / "numeric.onnx"))
+    (project / "GPUXfile").write_text(
+        "model: ./numeric.onnx\n"
+        "inputs:\n  - name: 0\n"
+        "outputs:\n  - name: 461\n"
+        "postprocess:\n  - name: best\n    from: 461\n    steps: [argmax]\n"
+    )
+    gpux.ok("build", str(project))
+    result = gpux.json("run", "numeric-names", "--input", "0=[[0.1, 0.7, 0.2]]")
+    assert result["result"]["best"]["index"] == 1
