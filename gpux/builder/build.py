@@ -310,9 +310,10 @@ def _build_image(
                     str(shape) for shape in smoke["input_shapes"].values()
                 )
             if placement.get("fallback_reason"):
-                reporter.warn(
+                reporter.warn_once(
                     f"backend 'auto' fell back to {placement['backend']}: "
-                    f"{placement['fallback_reason']}"
+                    f"{placement['fallback_reason']}",
+                    key=placement["fallback_reason"],
                 )
             diff = smoke.get("optimized_vs_original", {}).get("max_abs_diff", 0.0)
             if diff > 1e-3:

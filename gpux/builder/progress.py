@@ -44,6 +44,12 @@ class Reporter:
         self.warnings.append(message)
         self.on_warning(message)
 
+    def warn_once(self, message: str, key: str) -> None:
+        """A warning about the machine (``key``: what makes it the same note): always in
+        ``warnings``, shown by :meth:`on_warning_once`, which a terminal shows once."""
+        self.warnings.append(message)
+        self.on_warning_once(message, key)
+
     def transfer(self, done: int, total: int | None) -> None:
         """Bytes moved so far by the current step (downloads, blob writes)."""
 
@@ -55,3 +61,7 @@ class Reporter:
 
     def on_warning(self, message: str) -> None:
         """Something the user should know that does not stop the build."""
+
+    def on_warning_once(self, message: str, key: str) -> None:
+        """A warning about the machine; by default, like any warning."""
+        self.on_warning(message)

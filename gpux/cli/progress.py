@@ -35,6 +35,12 @@ class RichReporter(Reporter):
         timing = "" if step.skipped else f"{step.seconds:6.2f}s"
         self.console.print(f" {mark} {step.title:<26} {timing:>8}  [dim]{step.detail}[/dim]")
 
+    def on_warning_once(self, message: str, key: str) -> None:
+        from gpux import notes
+
+        if notes.first_time(key):
+            self.on_warning(f"{message} {notes.ONCE}")
+
     def on_warning(self, message: str) -> None:
         if self._status is not None:
             self._status.stop()

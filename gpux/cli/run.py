@@ -69,12 +69,16 @@ def register(app: typer.Typer) -> None:
 
             reporter = RichReporter(quiet=True)
         model = load(target, backend=backend, warmup=False, reporter=reporter)
-        if model.placement.fallback_reason:
-            # Plain text: importing Rich for one line would cost every run ~60 ms.
-            sys.stderr.write(
-                f"note: running on {model.placement.backend}; better backends were passed "
-                f"over: {model.placement.fallback_reason}\n"
-            )
+        reason = model.placement.fallback_reason
+        if reason:
+            from gpux import notes
+
+            if notes.first_time(reason):  # a fact about the machine: said once, kept in JSON
+                # Plain text: importing Rich for one line would cost every run ~60 ms.
+                sys.stderr.write(
+                    f"note: running on {model.placement.backend}; better backends were passed "
+                    f"over: {reason} {notes.ONCE}\n"
+                )
         if model.pipeline is not None and not _tensor_inputs(inputs, model):
             from gpux.cli.predict import run_pipeline
 

@@ -146,16 +146,39 @@ def test_doctor_with_a_missing_model_still_reports(gpux: BoundCLI) -> None:
 # -- auto: the fallback is visible ------------------------------------------------------------
 
 
-def test_run_on_auto_notes_the_fallback_on_stderr_only(gpux: BoundCLI, lin: Path) -> None:
-    result = gpux("run", "lin", "-i", X, env=NOISY)
-    clean(result)
-    note = " ".join(result.stderr.split())
+def test_the_fallback_is_said_once_on_stderr_and_kept_in_json(
+    lin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    fresh = BoundCLI(tmp_path_factory.mktemp("fresh-home"))
+    first = fresh("run", "lin", "-i", X, cwd=lin.parent, env=NOISY)
+    assert first.code == 4  # not built in this store yet: nothing to say about the machine
+    built = fresh("build", str(lin), env=NOISY)
+    clean(built)
+    warning = " ".join(built.stderr.split())
+    assert f"warning: backend 'auto' fell back to cpu: webgpu: {NO_DEVICE}" in warning
+    assert "shown once for this machine" in warning
+    notes = list((fresh.home / "notes").iterdir())
+    assert len(notes) == 1 and NO_DEVICE in notes[0].read_text()
+    for _ in range(2):  # later runs and builds: quiet on stderr, the reason still in JSON
+        result = fresh("run", "lin", "-i", X, env=NOISY)
+        clean(result)
+        assert result.stderr == ""
+        body = json.loads(result.stdout)  # stdout stays one JSON document
+        assert body["backend"] == "cpu"
+        assert body["fallback_reason"].startswith(f"webgpu: {NO_DEVICE}")
+        assert body["outputs"]["y"]["data"] == [[7.0, 6.0, 8.5]]
+        rebuilt = fresh("build", str(lin), "--force", "--json", env=NOISY)
+        clean(rebuilt)
+        assert "fell back" not in rebuilt.stderr
+        [kept] = [w for w in json.loads(rebuilt.stdout)["warnings"] if "fell back" in w]
+        assert kept.startswith(f"backend 'auto' fell back to cpu: webgpu: {NO_DEVICE}")
+    # Forgetting the notes (or another machine, another reason) says it again, as a run's note.
+    notes[0].unlink()
+    again = fresh("run", "lin", "-i", X, env=NOISY)
+    clean(again)
+    note = " ".join(again.stderr.split())
     assert note.startswith("note: running on cpu; better backends were passed over: webgpu: ")
-    assert NO_DEVICE in note
-    body = json.loads(result.stdout)  # stdout stays one JSON document
-    assert body["backend"] == "cpu"
-    assert body["fallback_reason"].startswith(f"webgpu: {NO_DEVICE}")
-    assert body["outputs"]["y"]["data"] == [[7.0, 6.0, 8.5]]
+    assert NO_DEVICE in note and "shown once for this machine" in note
 
 
 def test_build_json_reports_the_fallback_warning(gpux: BoundCLI, workdir: Path) -> None:
