@@ -160,8 +160,8 @@ def _pipeline_run(
     """One synthetic item through preprocess -> model -> postprocess, then a few timed runs.
 
     Returns the report's timings and sizes, the model's first feed and its outputs."""
-    from gpux.api import Model
     from gpux.pipeline.runner import Pipeline
+    from gpux.runtime.model import Model
 
     labels = spec.gpuxfile.get("labels")
     model = Model(backend, inputs, outputs, labels=labels if isinstance(labels, list) else None)
