@@ -35,11 +35,13 @@ def load(
     warmup: bool | None = None,
     store: Store | None = None,
     reporter: Reporter | None = None,
+    trust_code: bool = False,
 ) -> Model:
     """Load an image (``name[:tag]`` or digest), a project folder (built first) or an .onnx file.
 
     ``backend`` overrides the GPUXfile's ``runtime.backend`` (``auto``, ``cpu``, ``cuda`` ...);
     ``warmup`` its ``runtime.warmup`` (one run at load so the first real call is not the slow one).
+    ``trust_code``: run the handler code of an image that was not built on this machine.
     """
     store = store or Store()
     text = str(name_or_path)
@@ -49,7 +51,7 @@ def load(
             return _load_onnx_file(path, backend)
         # Loading a project runs it: the declared variants are for `gpux build`, not for this.
         result = build(path, backend=backend, store=store, reporter=reporter, variants=[])
-        return load_image(result.image, backend, warmup)
+        return load_image(result.image, backend, warmup)  # built here: its code is the user's
     try:
         image = store.get(text)
     except NotFoundError as exc:
@@ -58,14 +60,16 @@ def load(
                 exc.message, f"to use the project folder '{text}', write ./{text}"
             ) from None
         raise
-    return load_image(image, backend, warmup)
+    return load_image(image, backend, warmup, trust_code)
 
 
-def load_image(image: Image, backend: str | None = None, warmup: bool | None = None) -> Model:
+def load_image(
+    image: Image, backend: str | None = None, warmup: bool | None = None, trust_code: bool = False
+) -> Model:
     """A stored image loaded on ``backend`` (None: its GPUXfile's), with its pipeline."""
     from gpux.pipeline.loading import load_image as load_stored
 
-    return load_stored(image, backend, warmup)
+    return load_stored(image, backend, warmup, trust_code)
 
 
 def _load_onnx_file(path: Path, backend: str | None) -> Model:

@@ -16,8 +16,12 @@ and the process ``exit_code`` the CLI returns, documented in docs/cli.md::
     ├── StoreError                 8  the local image store
     │   └── DigestMismatchError       a blob whose content does not match its digest
     ├── SourceError                9  fetching a model source (network, checksum)
-    └── MachineError              10  the machine refused: a full disk or quota, a read-only
-                                      filesystem, a permission (not a bug in GPUX)
+    ├── MachineError              10  the machine refused: a full disk or quota, a read-only
+    │                                 filesystem, a permission (not a bug in GPUX)
+    └── HandlerError              11  the image's handler code: it raised, returned something
+        └── RequirementError          unusable, or needs a package that is not installed
+
+    UntrustedCodeError (a UsageError, 2): code from an image not built here, without --trust-code
 
 Library code raises these; only the CLI turns them into exit codes and coloured text.
 """
@@ -100,6 +104,21 @@ class DigestMismatchError(StoreError):
 
 class SourceError(GPUXError):
     exit_code = 9
+
+
+class HandlerError(GPUXError):
+    """The image's handler code (``handler:`` in the GPUXfile) failed: the message names its
+    file and line. An error of the code's author, not of GPUX."""
+
+    exit_code = 11
+
+
+class RequirementError(HandlerError):
+    """A package the handler declares in ``requirements:`` is missing or of another version."""
+
+
+class UntrustedCodeError(UsageError):
+    """An image holds code and was not built on this machine: running it needs consent."""
 
 
 class MachineError(GPUXError):

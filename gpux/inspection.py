@@ -43,6 +43,22 @@ def describe_image(image: Image) -> dict[str, Any]:
         "build": config.get("build"),
         "variant": config.get("variant"),
         "variants": variants_of(image),
+        "code": describe_code(image),
+    }
+
+
+def describe_code(image: Image) -> dict[str, Any] | None:
+    """The image's handler code: its files, requirements, and whether it runs without asking."""
+    from gpux.store.code import built_here, code_files, handler_entry
+
+    if handler_entry(image) is None:
+        return None
+    handler = image.config.get("handler", {})
+    return {
+        "entry": handler.get("entry"),
+        "files": code_files(image),
+        "requirements": handler.get("requirements", []),
+        "built_here": built_here(image),
     }
 
 

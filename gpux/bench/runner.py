@@ -35,16 +35,18 @@ def benchmark(
     store: Store | None = None,
     observer: Observer | None = None,
     reporter: Reporter | None = None,
+    trust_code: bool = False,
 ) -> BenchReport:
     """Measure ``target`` (an image name or digest, a project folder, an .onnx file).
 
     ``inputs``: None to generate them from the model's signature, ``{input: value}`` tensors,
     a list of pipeline items (sentences, image paths ...) or a function of the loaded model.
-    ``reporter`` draws the build of a project folder.
+    ``reporter`` draws the build of a project folder. ``trust_code``: run the handler code of
+    an image not built on this machine.
     """
     settings = settings or BenchSettings()
     observer = observer or Observer()
-    load = _loader(target, store or Store(), reporter)
+    load = _loader(target, store or Store(), reporter, trust_code)
     results: list[BenchResult] = []
     skipped: list[Skipped] = []
     prepared: dict[int, feeds.Feed] | None = None
@@ -87,7 +89,7 @@ def benchmark(
 
 
 def _loader(
-    target: str | Path, store: Store, reporter: Reporter | None
+    target: str | Path, store: Store, reporter: Reporter | None, trust_code: bool = False
 ) -> Callable[[str | None], Model]:
     from gpux.api import build, load, load_image, looks_like_path
 
@@ -96,7 +98,9 @@ def _loader(
         # A project is built once, for its own backend, then loaded on each one benchmarked.
         image = build(Path(text).expanduser(), store=store, reporter=reporter).image
         return lambda backend: load_image(image, backend, warmup=False)
-    return lambda backend: load(target, backend=backend, warmup=False, store=store)
+    return lambda backend: load(
+        target, backend=backend, warmup=False, store=store, trust_code=trust_code
+    )
 
 
 def _image_facts(model: Model, target: str | Path) -> dict[str, Any]:

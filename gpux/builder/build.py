@@ -170,7 +170,17 @@ def _build_image(
     store: Store,
     reporter: Reporter,
 ) -> BuildResult:
+    code = None
+    if project.config.handler is not None:
+        from gpux.builder.handler_code import pack
+
+        with reporter.step("pack handler") as step:
+            code = pack(project.root, project.config.handler)
+            project.config.handler.requirements = code.requirements  # stored as a list
+            step.detail = _code_detail(code)
     quick = None if options.force else _quick_hashes(project)
+    if quick is not None and code is not None:
+        quick["handler"] = code.sha256
     if quick is not None:
         cached = _cached(store, reference, build_key(project, quick, options), reporter)
         if cached is not None:
@@ -189,7 +199,10 @@ def _build_image(
     for fetched in files.values():
         for message in fetched.warnings:
             reporter.warn(message)
-    key = build_key(project, {what: f.pinned for what, f in files.items()}, options)
+    pinned = {what: f.pinned for what, f in files.items()}
+    if code is not None:
+        pinned["handler"] = code.sha256
+    key = build_key(project, pinned, options)
     if not options.force:
         cached = _cached(store, reference, key, reporter)
         if cached is not None:
@@ -284,7 +297,7 @@ def _build_image(
         from gpux.builder.smoke import PipelineSpec, smoke_run
 
         pipeline_spec: PipelineSpec | None = None
-        if project.config.preprocess or project.config.postprocess:
+        if project.config.preprocess or project.config.postprocess or code is not None:
             pipeline_spec = PipelineSpec(
                 _stored_gpuxfile(project, inputs, outputs),
                 {
@@ -292,6 +305,7 @@ def _build_image(
                     for what, f in files.items()
                     if what.endswith(".tokenizer")
                 },
+                handler=None if code is None else _load_packed(code, workdir),
             )
         with reporter.step("smoke run") as step:
             smoke = smoke_run(
@@ -348,6 +362,15 @@ def _build_image(
                     layers.append(
                         LayerSource(mediatypes.TOKENIZER, f"{what}.json", path=fetched.path)
                     )
+            if code is not None:
+                from gpux.builder.handler_code import ARCHIVE_TITLE
+
+                layers.append(LayerSource(mediatypes.HANDLER, ARCHIVE_TITLE, data=code.data))
+                config["handler"] = {
+                    "entry": code.entry,
+                    "files": code.files,
+                    "requirements": code.requirements,
+                }
             if project.config.labels:
                 assert isinstance(project.config.labels, list)
                 layers.append(
@@ -386,6 +409,24 @@ def _cached(store: Store, reference: Reference, key: str, reporter: Reporter) ->
         reporter.skip("build", f"same inputs as {twin}: tagged it {reference.name}")
         return BuildResult(image, reference, True, reporter)
     return None
+
+
+def _code_detail(code: Any) -> str:
+    size = sum(int(f["size"]) for f in code.files)
+    count = len(code.files)
+    return f"{code.entry} ({count} file{'s' if count != 1 else ''}, {size / 1e3:.1f} kB)"
+
+
+def _load_packed(code: Any, workdir: Path) -> Any:
+    """The handler as the image will hold it: packed, unpacked with the checks a pulled image
+    gets, requirements checked, then imported (so the smoke run tests what is stored)."""
+    from gpux.pipeline.handler import Handler
+    from gpux.store.code import unpack
+
+    archive = workdir / "handler.tar"
+    archive.write_bytes(code.data)
+    unpack(archive, workdir / "handler", code.entry, "(being built)")
+    return Handler(workdir / "handler", code.entry, code.requirements)
 
 
 def _mib(size: int) -> str:

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from gpux.config.schema import Runtime
-from gpux.errors import BackendError, GPUXError, InputError, ModelError
+from gpux.errors import (
+    BackendError,
+    ConfigValidationError,
+    GPUXError,
+    HandlerError,
+    InputError,
+    ModelError,
+)
 from gpux.runtime.engines import engine
 from gpux.runtime.tensors import TensorSignature, check_shape, coerce
 
@@ -43,6 +50,7 @@ class PipelineSpec:
 
     gpuxfile: Mapping[str, Any]
     tokenizers: Mapping[str, Path]
+    handler: Any = None  # gpux.pipeline.handler.Handler, unpacked from the layer the image stores
 
 
 def generate_inputs(
@@ -184,7 +192,9 @@ def _pipeline_run(
         return result
 
     model._run = recording
-    pipeline = Pipeline(model, spec.gpuxfile, spec.tokenizers, allow_files=False)
+    pipeline = Pipeline(
+        model, spec.gpuxfile, spec.tokenizers, allow_files=False, handler=spec.handler
+    )
     item, described = synthetic_item(pipeline, inputs)
     started = time.perf_counter()
     _decode(pipeline, item, described)
@@ -217,6 +227,11 @@ def _pipeline_run(
 def _decode(pipeline: Any, item: dict[str, Any], described: dict[str, str]) -> None:
     try:
         pipeline.run([item])
+    except HandlerError as exc:
+        raise type(exc)(
+            f"smoke run at the pipeline's real size ({_described(described)}): {exc.message}",
+            exc.hint,
+        ) from exc
     except ModelError as exc:
         if exc.message.startswith("smoke run"):
             raise
@@ -269,6 +284,25 @@ def synthetic_item(
             samples = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
             item[name] = (samples.astype(np.float32), rate)
             described[name] = f"{SMOKE_AUDIO_SECONDS:g} s of audio at {rate} Hz"
+    example = (pipeline.gpuxfile.get("handler") or {}).get("example")
+    if pipeline.handler_inputs and example is not None:
+        for name in pipeline.handler_inputs:
+            if name not in example:
+                raise ConfigValidationError(
+                    f"handler.example has no '{name}'",
+                    f"give one value for each handler input: {', '.join(pipeline.handler_inputs)}",
+                )
+            item[name] = example[name]
+            described[name] = "handler.example"
+        return item, described
+    if pipeline.handler_inputs and pipeline.handler_inputs != pipeline.tensor_inputs:
+        raise ConfigValidationError(
+            f"the handler's inputs ({', '.join(pipeline.handler_inputs)}) have no example for "
+            "the build's smoke run",
+            "add handler.example: one item, e.g. {"
+            + ", ".join(f"{n}: ..." for n in pipeline.handler_inputs)
+            + "}",
+        )
     tensors = [s for s in inputs if s.name in pipeline.tensor_inputs]
     for tensor_name, value in generate_inputs(tensors, seed).items():
         item[tensor_name] = value

@@ -390,6 +390,7 @@ class _Session:
             },
             "smoke": smoke,
             "variant": report,
+            **({"handler": self.base.config["handler"]} if "handler" in self.base.config else {}),
             "build": {
                 "key": key,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -398,7 +399,7 @@ class _Session:
         }
         layers = [LayerSource(mediatypes.MODEL, f"model-{variant.suffix}.onnx", path=model_path)]
         for layer in self.base.layers:
-            if layer.media_type in (mediatypes.TOKENIZER, mediatypes.LABELS):
+            if layer.media_type in (mediatypes.TOKENIZER, mediatypes.LABELS, mediatypes.HANDLER):
                 layers.append(
                     LayerSource(
                         layer.media_type,

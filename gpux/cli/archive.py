@@ -95,8 +95,14 @@ def register(app: typer.Typer) -> None:
                 loaded = archive.load(store, stream, name, bar.advance if bar else None)
             where = source
         console = stderr()
+        from gpux.cli.console import code_note
+        from gpux.store.code import code_files
+
         for item in loaded:
             typer.echo(item.name)
+            files = code_files(store.get(item.name))
+            if files and not quiet:
+                console.print(code_note(item.name, files))
             if not quiet and item.replaced:
                 console.print(
                     f"[yellow]note:[/yellow] {item.name} pointed at {item.replaced[7:19]}, "

@@ -75,3 +75,15 @@ def since(timestamp: str | None) -> str:
             count = int(seconds // length)
             return f"{count} {unit}{'s' if count > 1 else ''} ago"
     return "just now"
+
+
+def code_note(name: str, files: list[str]) -> str:
+    """What ``pull`` and ``load`` say of an image that holds handler code."""
+    from rich.markup import escape
+
+    shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+    return (
+        f"[yellow]note:[/yellow] {escape(name)} holds Python code ({escape(shown)}); gpux run "
+        f"and serve run it only with --trust-code. Read it first: gpux inspect {escape(name)} "
+        "--code"
+    )

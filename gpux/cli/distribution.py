@@ -112,10 +112,17 @@ def register(app: typer.Typer) -> None:
                 on_total=bar.set_total if bar else None,
                 progress=bar.advance if bar else None,
             )
+        from gpux.store.code import code_files
+
+        files = code_files(image)
         if json_output:
-            print_json({**report.to_json(), "name": image.name})
+            print_json({**report.to_json(), "name": image.name, "code": files})
             return
         stderr().print(_summary("downloaded", report))
+        if files:
+            from gpux.cli.console import code_note
+
+            stderr().print(code_note(image.name, files))
         typer.echo(image.name)
 
     @app.command("login")

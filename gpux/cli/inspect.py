@@ -12,16 +12,39 @@ def register(app: typer.Typer) -> None:
     def inspect(
         target: str = typer.Argument(..., help="Image name[:tag], digest, project path or .onnx."),
         as_json: bool = typer.Option(False, "--json", help="Print everything as JSON."),
+        code: bool = typer.Option(
+            False, "--code", help="Print the image's handler code (read before --trust-code)."
+        ),
     ) -> None:
         """Show a model's signature, operators, parameters, layers and smoke-run results."""
         from gpux.cli.console import print_json
         from gpux.inspection import describe
+
+        if code:
+            _print_code(target)
+            return
 
         info = describe(target)
         if as_json:
             print_json(info)
         else:
             _render(info)
+
+
+def _print_code(target: str) -> None:
+    """The handler's files, each under a header, as plain text (pipe it to a pager)."""
+    from gpux.errors import UsageError
+    from gpux.store import Store
+    from gpux.store.code import sources
+
+    image = Store().get(target)
+    parts = [image.component(key) for key in image.components] or [image]
+    files = [(f"{part.name}: {name}", text) for part in parts for name, text in sources(part)]
+    if not files:
+        raise UsageError(f"image '{image.name}' holds no code", "drop --code")
+    for header, text in files:
+        typer.echo(f"# ---- {header}")
+        typer.echo(text.rstrip("\n"))
 
 
 def _render(info: dict[str, Any]) -> None:
@@ -70,6 +93,18 @@ def _render(info: dict[str, Any]) -> None:
             )
         elif not info.get("variant"):
             facts.add_row("optimised", f"no ({optimization.get('reason', '--no-optimize')})")
+    code = info.get("code")
+    if code:
+        facts.add_row("code", escape(", ".join(code["files"])))
+        if code["requirements"]:
+            facts.add_row("requires", escape(", ".join(code["requirements"])))
+        facts.add_row(
+            "",
+            "built on this machine"
+            if code["built_here"]
+            else "[yellow]not built here: runs only with --trust-code "
+            f"(read it: gpux inspect {escape(info['name'])} --code)[/yellow]",
+        )
     console.print(facts)
     if info.get("variant"):
         _render_variant(info["variant"])

@@ -21,7 +21,7 @@ from gpux import json_text
 from gpux.api import Model
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
 from gpux.pipeline.inputs import MEDIA_SUFFIXES as SUFFIXES
-from gpux.pipeline.inputs import clip, parse_value
+from gpux.pipeline.inputs import clip, loose_value, parse_value
 from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
 
@@ -111,6 +111,9 @@ def _expand(pipeline: Pipeline, name: str, text: str) -> Iterator[Item]:
             return
         yield (_clip(text), {name: text})
         return
+    if kind == "value":  # a handler's input: JSON, else the text as typed
+        yield (_clip(text), {name: loose_value(text)})
+        return
     if kind in SUFFIXES:
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES[kind])
@@ -168,6 +171,8 @@ def _value(pipeline: Pipeline, name: str, text: str) -> Any:
         return read_value_file(name, path)
     if kind == "text":
         return text
+    if kind == "value":
+        return loose_value(text)
     if kind in SUFFIXES:
         return Path(text).expanduser()
     return parse_value(name, text, None)

@@ -44,6 +44,11 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(
             16, "--batch-size", min=1, help="Items per model call when many inputs are given."
         ),
+        trust_code: bool = typer.Option(
+            False,
+            "--trust-code",
+            help="Run the handler code of an image not built on this machine (pulled, loaded).",
+        ),
         draw: Path | None = typer.Option(
             None,
             "--draw",
@@ -68,7 +73,9 @@ def register(app: typer.Typer) -> None:
             from gpux.cli.progress import RichReporter
 
             reporter = RichReporter(quiet=True)
-        model = load(target, backend=backend, warmup=False, reporter=reporter)
+        model = load(
+            target, backend=backend, warmup=False, reporter=reporter, trust_code=trust_code
+        )
         reason = model.placement.fallback_reason
         if reason:
             from gpux import notes

@@ -94,6 +94,11 @@ def register(app: typer.Typer) -> None:
             "--name",
             help="Id of a detached server (default: the first image's name, made unique).",
         ),
+        trust_code: bool = typer.Option(
+            False,
+            "--trust-code",
+            help="Run the handler code of images not built on this machine (pulled, loaded).",
+        ),
     ) -> None:
         """Serve images over HTTP: Open Inference Protocol v2, /predict, /metrics."""
         backend = _check_backend(backend)
@@ -105,6 +110,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError("--name is for detached servers", "add -d (--detach), or drop --name")
         store = Store()
         images = [store.get(text) for text in names]  # a missing image fails before any work
+        from gpux.pipeline.loading import refuse_untrusted
+
+        for image in images:  # in the foreground, also for -d: the user is here to answer
+            refuse_untrusted(image, trust_code)
         configured = _configured_port(images[0].config)
         host = _listen_address(host, images[0])
         chosen_port = port or configured or DEFAULT_PORT
@@ -148,7 +157,9 @@ def register(app: typer.Typer) -> None:
             options += _policy_options(policy, max_body_mb)
             server = daemon.start(
                 names,
-                ([f"--backend={backend}"] if backend else []) + options,
+                ([f"--backend={backend}"] if backend else [])
+                + (["--trust-code"] if trust_code else [])
+                + options,
                 host=host,
                 port=chosen_port,
                 models=[image.name for image in images],
@@ -162,7 +173,7 @@ def register(app: typer.Typer) -> None:
                 f"gpux logs {server.id}, gpux stop {server.id}"
             )
             return
-        _serve_foreground(names, backend, host, chosen_port, token, overrides, policy)
+        _serve_foreground(names, backend, host, chosen_port, token, overrides, policy, trust_code)
 
 
 def _configured_port(config: dict[str, Any]) -> int | None:
@@ -260,6 +271,7 @@ def _serve_foreground(
     token: str | None,
     overrides: dict[str, float | None],
     policy: RequestPolicy,
+    trust_code: bool,
 ) -> None:
     import uvicorn
 
@@ -272,7 +284,7 @@ def _serve_foreground(
 
     # Before any model or thread pool exists: arenas are made by the threads that allocate.
     keep_resident_memory_flat(env.malloc_arenas())
-    served = load_served(names, backend, overrides=overrides)
+    served = load_served(names, backend, overrides=overrides, trust_code=trust_code)
     app_ = create_app(served, token=token, policy=policy)
     console = stderr()
     for model in served:

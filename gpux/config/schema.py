@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gpux.config.common import FileSource, Strict, TensorName
+from gpux.config.handler import HandlerSpec, handler_shorthand
 from gpux.config.pipeline import PipelineInput, PipelineOutput
 
 SCHEMA_VERSION = 1
@@ -428,11 +429,17 @@ class GPUXfile(Strict):
         default_factory=BuildSettings,
         description="Optimised variants (fp16, int8, fused ...) built with the image, and the accuracy they must keep.",
     )
+    handler: HandlerSpec | None = Field(
+        default=None,
+        description="Python code stored in the image for a step no declarative one covers: ``./handler.py`` or a package folder, with preprocess(items, context) and/or postprocess(outputs, context).",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
     def _model_shorthand(cls, value: Any) -> Any:
         return {"source": value} if isinstance(value, str) else value
+
+    _handler_shorthand = field_validator("handler", mode="before")(handler_shorthand)
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -473,6 +480,8 @@ def json_schema() -> dict[str, Any]:
         "anyOf": [{"type": "string"}, {"$ref": "#/$defs/ModelSource"}],
         "description": schema["properties"]["model"].get("description", ""),
     }
+    # `handler: ./handler.py` is shorthand for `{path: ./handler.py}`.
+    schema["properties"]["handler"]["anyOf"].insert(0, {"type": "string"})
     # `version: 1.0` is a YAML number; GPUX reads it as the text "1.0", so editors must accept it.
     schema["properties"]["version"]["anyOf"].insert(1, {"type": "number"})
     # A variant may be written as its steps: `fp16`, `fused+fp16`.

@@ -205,6 +205,15 @@ def parse_value(name: str, text: str, signature: TensorSignature | None) -> Any:
         ) from None
 
 
+def loose_value(text: str) -> Any:
+    """A handler input typed on a command line: its JSON value when it is one (``3``,
+    ``[1, 2]``, ``{"a": 1}``), else the text as typed (``1,2,3``, ``hello``)."""
+    try:
+        return json_text.loads(text)
+    except ValueError:
+        return text
+
+
 def clip(text: str, limit: int = 40) -> str:
     """``text`` cut to ``limit`` characters for a message."""
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -4,21 +4,30 @@
 from __future__ import annotations
 
 from gpux.config.schema import Backend, Runtime
+from gpux.errors import StoreError, UntrustedCodeError
 from gpux.pipeline.chain import Chain
+from gpux.pipeline.handler import Handler
 from gpux.pipeline.runner import Pipeline
 from gpux.runtime.model import Model, gpuxfile_dimensions
 from gpux.runtime.tensors import TensorSignature
 from gpux.store import Image, mediatypes
 
 
-def load_image(image: Image, backend: str | None = None, warmup: bool | None = None) -> Model:
+def load_image(
+    image: Image,
+    backend: str | None = None,
+    warmup: bool | None = None,
+    trust_code: bool = False,
+) -> Model:
+    """``trust_code``: run the handler code of an image that was not built on this machine
+    (pulled, loaded from an archive); without it such an image is refused before any import."""
     from gpux.runtime.engines import engine
 
     if image.components:
         components: dict[str, Model] = {}
         try:
             for key in image.components:
-                components[key] = load_image(image.component(key), backend, warmup)
+                components[key] = load_image(image.component(key), backend, warmup, trust_code)
         except BaseException:
             for part in components.values():
                 part.close()
@@ -26,6 +35,7 @@ def load_image(image: Image, backend: str | None = None, warmup: bool | None = N
         return Chain(image, components)
     config = image.config
     gpuxfile = config.get("gpuxfile", {})
+    handler = image_handler(image, trust_code)  # refused or failing: before the model loads
     runtime = Runtime.model_validate(gpuxfile.get("runtime", {}))
     if backend:
         runtime.backend = Backend(backend)
@@ -48,7 +58,7 @@ def load_image(image: Image, backend: str | None = None, warmup: bool | None = N
     )
     model = Model(loaded, inputs, outputs, image=image, labels=labels)
     model.plain = Pipeline(model, {}, {})
-    if gpuxfile.get("preprocess") or gpuxfile.get("postprocess"):
+    if gpuxfile.get("preprocess") or gpuxfile.get("postprocess") or handler is not None:
         tokenizers = {
             str(entry["name"]): image.layer_path(
                 mediatypes.TOKENIZER, f"{entry['name']}.tokenizer.json"
@@ -56,9 +66,46 @@ def load_image(image: Image, backend: str | None = None, warmup: bool | None = N
             for entry in gpuxfile.get("preprocess", [])
             if "text" in entry
         }
-        model.pipeline = Pipeline(model, gpuxfile, tokenizers)
+        model.pipeline = Pipeline(model, gpuxfile, tokenizers, handler=handler)
     if runtime.warmup if warmup is None else warmup:
         from gpux.builder.smoke import generate_inputs
 
         model.run(generate_inputs(inputs))
     return model
+
+
+def image_handler(image: Image, trust_code: bool = False) -> Handler | None:
+    """The image's handler code, imported; None when it has none. Code of an image this machine
+    did not build runs only with ``trust_code`` (as ``trust_remote_code`` on the Hub)."""
+    from gpux.store.code import handler_entry, unpacked
+
+    entry = handler_entry(image)
+    if entry is None:
+        return None
+    refuse_untrusted(image, trust_code)
+    requirements = image.config.get("handler", {}).get("requirements", [])
+    if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
+        raise StoreError(
+            f"image '{image.name}' lists its handler's requirements in a form GPUX does not know",
+            "rebuild the image with 'gpux build', or pull it again",
+        )
+    return Handler(unpacked(image), entry, requirements)
+
+
+def refuse_untrusted(image: Image, trust_code: bool) -> None:
+    """Raise :class:`UntrustedCodeError` when ``image`` (or a model of a chain) holds code and
+    was not built on this machine, unless ``trust_code``. Cheap: reads no layer."""
+    from gpux.store.code import built_here, code_files
+
+    if trust_code or built_here(image):
+        return
+    files = code_files(image)
+    if not files:
+        return
+    shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+    raise UntrustedCodeError(
+        f"image '{image.name}' holds Python code ({shown}) and was not built on this "
+        "machine; running it gives that code your user's rights",
+        f"read it first (gpux inspect {image.name} --code), then pass --trust-code "
+        "(trust_code=True in Python) if you trust where it came from",
+    )

@@ -22,6 +22,7 @@ from gpux.pipeline.geometry import ImageTransform
 from gpux.runtime.tensors import items_first
 
 if TYPE_CHECKING:
+    from gpux.pipeline.handler import Handler
     from gpux.runtime.model import Model
 
 Array = np.ndarray[Any, Any]
@@ -38,10 +39,14 @@ class Pipeline:
         tokenizers: Mapping[str, Path],
         *,
         allow_files: bool = True,
+        handler: Handler | None = None,
     ) -> None:
         """``allow_files=False`` (the server): image and audio values may be bytes or base64,
-        never a path, so a client cannot make the server read its files."""
+        never a path, so a client cannot make the server read its files. ``handler``: the
+        image's code, run after the declarative steps (gpux/pipeline/handler.py)."""
         self.model = model
+        self.gpuxfile = gpuxfile
+        self.handler = handler
         self.entries = [PipelineInput.model_validate(e) for e in gpuxfile.get("preprocess", [])]
         self.results = [PipelineOutput.model_validate(r) for r in gpuxfile.get("postprocess", [])]
         self.labels: list[str] | None = gpuxfile.get("labels")
@@ -73,17 +78,28 @@ class Pipeline:
                     fed.add(entry.audio.sample_rate_input)
             self._processors[name] = processor
         self.tensor_inputs = [t.name for t in model.inputs if t.name not in fed]
+        # What users send to the handler's preprocess: named in the GPUXfile, else the tensors
+        # no declarative entry feeds (the handler computes them from what it is sent).
+        self.handler_inputs: list[str] = []
+        if handler is not None and handler.preprocess is not None:
+            named = (gpuxfile.get("handler") or {}).get("inputs")
+            self.handler_inputs = [str(n) for n in named] if named else list(self.tensor_inputs)
         first = model.inputs[0].shape if model.inputs else None
         self._batchable = not any(e.audio for e in self.entries) and not (first and first[0] == 1)
 
     @property
     def input_names(self) -> list[str]:
         """What users send: pipeline inputs, then model inputs no pipeline input feeds."""
+        if self.handler_inputs:
+            return [str(e.name) for e in self.entries] + self.handler_inputs
         return [str(e.name) for e in self.entries] + self.tensor_inputs
 
     def kind(self, name: str) -> str:
-        """``text``, ``image``, ``audio`` or ``tensor``."""
+        """``text``, ``image``, ``audio``, ``tensor``, or ``value`` (a handler's input: any
+        JSON value, given to its preprocess as sent)."""
         entry = next((e for e in self.entries if e.name == name), None)
+        if entry is None and name in self.handler_inputs:
+            return "value"
         return entry.kind if entry is not None else "tensor"
 
     def item(self, value: Any) -> dict[str, Any]:
@@ -119,11 +135,11 @@ class Pipeline:
                 feed, images = self._batch_feed(items)
             except MixedSizesError as exc:
                 return self._run_by_size(items, raw, exc.targets)
-            return self._decode(feed, self.model.run(feed), len(items), raw, images)
+            return self._decode(feed, self.model.run(feed), items, raw, images)
         results = []
         for item in items:
             feed, outputs, images = self._run_one(item)
-            results.extend(self._decode(feed, outputs, 1, raw, images))
+            results.extend(self._decode(feed, outputs, [item], raw, images))
         return results
 
     def _run_by_size(
@@ -158,10 +174,52 @@ class Pipeline:
             else:
                 assert entry.image is not None and entry.image.to is not None
                 feed[entry.image.to], images[str(entry.name)] = processor.batch(values)
+        if self.handler_inputs:
+            feed.update(self._handler_feed(items, feed))
+            return feed, images
         for name in self.tensor_inputs:
             arrays = [np.asarray(item[name]) for item in items]
             feed[name] = arrays[0] if len(arrays) == 1 else _concatenate(name, arrays)
         return feed, images
+
+    def _handler_feed(
+        self, items: Sequence[Mapping[str, Any]], feed: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The tensors the handler's preprocess makes from the items (and the declarative
+        entries' tensors, in ``context.feed``)."""
+        from gpux.errors import HandlerError
+
+        assert self.handler is not None
+        context = self._context(items, dict(feed))
+        produced = self.handler.call_preprocess([dict(item) for item in items], context)
+        names = {t.name for t in self.model.inputs}
+        unknown = sorted(set(produced) - names)
+        missing = [n for n in self.tensor_inputs if n not in produced and n not in feed]
+        if unknown or missing:
+            problem = (
+                f"returned '{unknown[0]}', which the model does not take"
+                if unknown
+                else f"did not return the model input '{missing[0]}'"
+            )
+            raise HandlerError(
+                f"{self.handler.entry}: preprocess {problem}",
+                f"return the model inputs {', '.join(self.tensor_inputs)} (one row per item)",
+            )
+        return produced
+
+    def _context(self, items: Sequence[Mapping[str, Any]], feed: dict[str, Any]) -> Any:
+        from gpux.pipeline.handler import HandlerContext
+
+        assert self.handler is not None
+        return HandlerContext(
+            batch_size=len(items),
+            items=items,
+            labels=self.labels,
+            config=self.gpuxfile,
+            files=self.handler.files,
+            run=self.model.run,
+            feed=feed,
+        )
 
     def _run_one(self, item: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Array], Images]:
         if not any(e.audio for e in self.entries):
@@ -172,7 +230,11 @@ class Pipeline:
         assert audio is not None and audio.to is not None
         processor = self._processors[str(entry.name)]
         samples = processor.samples(item[str(entry.name)])
-        base: dict[str, Any] = {name: item[name] for name in self.tensor_inputs}
+        base: dict[str, Any] = (
+            self._handler_feed([item], {})
+            if self.handler_inputs
+            else {name: item[name] for name in self.tensor_inputs}
+        )
         if audio.sample_rate_input:
             signature = next(t for t in self.model.inputs if t.name == audio.sample_rate_input)
             base[audio.sample_rate_input] = np.array(audio.sample_rate, dtype=signature.np_dtype)
@@ -207,10 +269,11 @@ class Pipeline:
         self,
         feed: Mapping[str, Any],
         outputs: Mapping[str, Array],
-        count: int,
+        items: Sequence[Mapping[str, Any]],
         raw: bool,
         images: Images,
     ) -> list[dict[str, Any]]:
+        count = len(items)
         results: list[dict[str, Any]] = [{} for _ in range(count)]
         axes = {s.name: s.batch_axis for s in self.model.outputs}
         first = _ItemsFirst(outputs, axes, count)
@@ -229,13 +292,22 @@ class Pipeline:
                 decoded = steps.apply(batch, spec.steps, context)
                 for result, value in zip(results, decoded, strict=True):
                     result[spec.name] = value
-        if raw or not self.results:
+        decodes = bool(self.results)
+        if self.handler is not None and self.handler.postprocess is not None:
+            decodes = True
+            context = self._context(items, dict(feed))
+            context.results = results
+            for result, extra in zip(
+                results, self.handler.call_postprocess(first, context), strict=True
+            ):
+                result.update(extra)
+        if raw or not decodes:
             for position, result in enumerate(results):
                 per_item = {
                     name: _item(value, axes.get(name, 0), position, count)
                     for name, value in outputs.items()
                 }
-                if self.results:
+                if decodes:
                     result["outputs"] = per_item  # arrays: callers choose how to show them
                 else:
                     result.update({k: np.asarray(v).tolist() for k, v in per_item.items()})

@@ -16,6 +16,7 @@ def load_served(
     backend: str | None,
     store: Store | None = None,
     overrides: dict[str, float | None] | None = None,
+    trust_code: bool = False,
 ) -> list[ServedModel]:
     """``overrides``: command-line values for the GPUXfile's serving settings (max_batch_size,
     max_batch_delay_ms, timeout, max_queue), applied to every model."""
@@ -26,7 +27,7 @@ def load_served(
     for name in names:
         image = store.get(name)
         started = time.perf_counter()
-        model = load_image(image, backend)  # warm-up as the GPUXfile says
+        model = load_image(image, backend, trust_code=trust_code)  # warm-up as the GPUXfile says
         seconds = time.perf_counter() - started
         repository, _, tag = image.name.rpartition(":")
         if any(s.name == repository for s in served):
@@ -77,4 +78,5 @@ def _server_pipeline(model: object) -> Pipeline:
         for entry in gpuxfile.get("preprocess", [])
         if "text" in entry and model.image is not None
     }
-    return Pipeline(model, gpuxfile, tokenizers, allow_files=False)
+    handler = model.pipeline.handler if isinstance(model.pipeline, Pipeline) else None
+    return Pipeline(model, gpuxfile, tokenizers, allow_files=False, handler=handler)

@@ -32,6 +32,9 @@ def pipeline_inputs(served: ServedModel) -> list[dict[str, Any]]:
             entry["example"] = _tensor_example(signature)
         elif kind == "text" and pipeline and _pairs(served, name):
             entry["pairs"] = True
+        elif kind == "value" and pipeline:  # a handler's input: the GPUXfile's example, if any
+            example = (pipeline.gpuxfile.get("handler") or {}).get("example") or {}
+            entry["example"] = example.get(name)
         inputs.append(entry)
     return inputs
 
@@ -69,7 +72,7 @@ def _item_example(inputs: list[dict[str, Any]]) -> dict[str, Any]:
     for entry in inputs:
         if entry.get("pairs"):
             item[entry["name"]] = ["A man is eating food.", "A man is eating pasta."]
-        elif entry["kind"] == "tensor":
+        elif entry["kind"] in ("tensor", "value"):
             item[entry["name"]] = entry.get("example")
         else:
             item[entry["name"]] = placeholders[entry["kind"]]

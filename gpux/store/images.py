@@ -338,6 +338,9 @@ class Store:
             }
             manifest_bytes = _canonical_json(manifest)
             manifest_digest = self.blobs.put_bytes(manifest_bytes)
+            from gpux.store.code import mark_built
+
+            mark_built(self, manifest_digest)  # before the name: a reader never sees it unmarked
             self._set_ref(
                 reference.name,
                 {

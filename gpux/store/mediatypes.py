@@ -8,6 +8,7 @@ MODEL = "application/vnd.gpux.model.onnx.v1"
 MODEL_OPTIMIZED = "application/vnd.gpux.model.optimized.onnx.v1"
 LABELS = "application/vnd.gpux.labels.v1+txt"
 TOKENIZER = "application/vnd.gpux.tokenizer.v1+json"
+HANDLER = "application/vnd.gpux.handler.v1.tar"  # the handler's code: gpux/store/code.py
 
 REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"

@@ -29,7 +29,7 @@ function field(input) {
     control = el("textarea", {rows: 4, className: "mono", value: JSON.stringify(example ?? null)});
   }
   Object.assign(control, {name: input.name, id: "input-" + input.name});
-  if (input.kind === "tensor" || input.pairs) control.dataset.json = "yes";
+  if (input.kind === "tensor" || input.kind === "value" || input.pairs) control.dataset.json = "yes";
   const shape = input.shape ? ` ${input.dtype} [${input.shape.join(", ")}]` : "";
   return el("label", {}, el("span", {textContent: `${input.name} (${input.kind}${shape})`}), control);
 }
