@@ -251,6 +251,23 @@ def _described(described: dict[str, str]) -> str:
     return ", ".join(f"{name}: {what}" for name, what in described.items())
 
 
+def _sentence_that_fits(pipeline: Any, name: str, text: Any) -> str:
+    """The smoke sentence, cut to fit ``max_length`` when the GPUXfile refuses longer texts
+    (``truncation: false``): a build must not fail on the sentence GPUX chose."""
+    words = SMOKE_SENTENCE.split()
+    if text.truncation:
+        return SMOKE_SENTENCE
+    processor = pipeline.processor(name)
+    while len(words) > 1:
+        sentence = " ".join(words)
+        try:
+            processor([[sentence, sentence]] if text.pairs else [sentence])
+            return sentence
+        except InputError:
+            words.pop()
+    return words[0]
+
+
 def synthetic_item(
     pipeline: Any, inputs: list[TensorSignature], seed: int = 0
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -275,8 +292,9 @@ def synthetic_item(
             item[name] = Image.fromarray(pixels, "RGB")
             described[name] = f"{width}x{height} RGB image"
         elif entry.text is not None:
-            item[name] = [SMOKE_SENTENCE, SMOKE_SENTENCE] if entry.text.pairs else SMOKE_SENTENCE
-            described[name] = f"a sentence of {len(SMOKE_SENTENCE.split())} words"
+            sentence = _sentence_that_fits(pipeline, name, entry.text)
+            item[name] = [sentence, sentence] if entry.text.pairs else sentence
+            described[name] = f"a sentence of {len(sentence.split())} words"
         else:
             assert entry.audio is not None
             rate = entry.audio.sample_rate

@@ -94,6 +94,10 @@ class Pipeline:
             return [str(e.name) for e in self.entries] + self.handler_inputs
         return [str(e.name) for e in self.entries] + self.tensor_inputs
 
+    def processor(self, name: str) -> Any:
+        """The preprocessor of pipeline input ``name`` (text, image or audio)."""
+        return self._processors[name]
+
     def kind(self, name: str) -> str:
         """``text``, ``image``, ``audio``, ``tensor``, or ``value`` (a handler's input: any
         JSON value, given to its preprocess as sent)."""

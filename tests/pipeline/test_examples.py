@@ -45,6 +45,7 @@ def test_every_example_has_a_readme_with_its_command() -> None:
         "face-boxes-scores",
         "minilm-embeddings",
         "ocr",
+        "ocr-beam-search",
         "ppocr-detection",
         "silero-vad",
         "yolo-faces",
