@@ -47,6 +47,13 @@ def register(app: typer.Typer) -> None:
         max_queue: int | None = typer.Option(
             None, "--max-queue", min=1, help="Requests waiting beyond this get 503."
         ),
+        preferred_batch_sizes: str | None = typer.Option(
+            None,
+            "--preferred-batch-sizes",
+            help="Batch sizes the model runs, e.g. 1,8,32: batches are padded up to the next "
+            "and each is warmed before the server is ready; 'none': no padding. Default: "
+            "powers of two up to --max-batch-size on cuda/tensorrt, none on the CPU.",
+        ),
         max_body_mb: float = typer.Option(
             DEFAULT_POLICY.max_body_bytes / MIB,
             "--max-body-mb",
@@ -130,6 +137,7 @@ def register(app: typer.Typer) -> None:
             "max_batch_delay_ms": max_batch_delay_ms,
             "timeout": timeout,
             "max_queue": max_queue,
+            "preferred_batch_sizes": _batch_sizes(preferred_batch_sizes),
         }
         token = token or os.environ.get("GPUX_TOKEN") or None
         policy = _policy(
@@ -174,6 +182,24 @@ def register(app: typer.Typer) -> None:
             )
             return
         _serve_foreground(names, backend, host, chosen_port, token, overrides, policy, trust_code)
+
+
+def _batch_sizes(text: str | None) -> str | None:
+    """``--preferred-batch-sizes`` checked here, kept as text (a detached server gets it so)."""
+    if text is None or text.strip().lower() == "none":
+        return None if text is None else "none"
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        from gpux.errors import UsageError
+
+        raise UsageError(
+            f"--preferred-batch-sizes '{text}' is not a list of sizes",
+            "give positive integers separated by commas, e.g. 1,8,32, or 'none'",
+        )
+    return ",".join(str(n) for n in sorted(set(sizes)))
 
 
 def _configured_port(config: dict[str, Any]) -> int | None:
@@ -269,7 +295,7 @@ def _serve_foreground(
     host: str,
     port: int,
     token: str | None,
-    overrides: dict[str, float | None],
+    overrides: dict[str, Any],
     policy: RequestPolicy,
     trust_code: bool,
 ) -> None:
@@ -288,9 +314,11 @@ def _serve_foreground(
     app_ = create_app(served, token=token, policy=policy)
     console = stderr()
     for model in served:
+        sizes = model.limits.preferred_batch_sizes
         console.print(
             f"serving {model.name} ({model.version}) on {model.model.placement.backend} "
             f"at http://{host}:{port}/v2/models/{model.name}"
+            + (f"; batch sizes {', '.join(map(str, sizes))} warm" if sizes else "")
         )
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler
     # that was there before it: make that one a clean exit, so a drained server exits 0.

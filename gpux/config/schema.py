@@ -232,6 +232,11 @@ class Serving(Strict):
     )
     timeout: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
     max_queue: int = Field(default=256, ge=1, description="Requests waiting beyond this get 503.")
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        examples=[[1, 4, 16, 32]],
+        description="The batch sizes the model runs: a batch is padded up to the next one, and each is warmed up before the server is ready (as Triton's preferred_batch_size). Default: powers of two up to max_batch_size on GPU backends (where a new batch size is slow), none on the CPU. [] turns padding off.",
+    )
 
 
 class VariantStep(StrEnum):

@@ -55,6 +55,7 @@ class Limits:
     max_batch_delay_ms: float = 0.0
     timeout: float = 30.0
     max_queue: int = 256
+    preferred_batch_sizes: tuple[int, ...] = ()
 
 
 @dataclass
@@ -92,6 +93,8 @@ class ServedModel:
                 max_queue=self.limits.max_queue,
                 observe=lambda rows, waited: metrics.batch(self.name, rows, waited),
                 concurrency=self.threads,
+                preferred_sizes=self.limits.preferred_batch_sizes if batching else (),
+                padded=lambda rows: metrics.padding(self.name, rows),
             )
         return self._batchers[kind]
 
@@ -417,6 +420,13 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
     def combine(feeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
 
+    def pad(feed: dict[str, Any], rows: int) -> dict[str, Any]:
+        """``rows`` copies of the last row (real data: no NaN from zeros through a softmax)."""
+        return {
+            name: np.concatenate([array, np.repeat(array[-1:], rows, axis=0)])
+            for name, array in feed.items()
+        }
+
     axes = {s.name: s.batch_axis for s in served.model.outputs}
 
     def split(outputs: dict[str, Any], sizes: Sequence[int]) -> list[Any]:
@@ -438,7 +448,7 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
             offset += rows
         return parts
 
-    return Strategy(key, size, combine, served.model.run, split)
+    return Strategy(key, size, combine, served.model.run, split, pad)
 
 
 def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], bool]]:
@@ -461,7 +471,13 @@ def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], b
             offset += rows
         return parts
 
-    return Strategy(lambda p: p[1], lambda p: len(p[0]), combine, run, split)
+    def pad(
+        payload: tuple[list[dict[str, Any]], bool], rows: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        items, raw = payload
+        return [*items, *[items[-1]] * rows], raw
+
+    return Strategy(lambda p: p[1], lambda p: len(p[0]), combine, run, split, pad)
 
 
 def _only(models: list[ServedModel]) -> ServedModel:

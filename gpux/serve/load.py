@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from gpux.config.schema import Serving
 from gpux.errors import UsageError
@@ -15,7 +16,7 @@ def load_served(
     names: list[str],
     backend: str | None,
     store: Store | None = None,
-    overrides: dict[str, float | None] | None = None,
+    overrides: dict[str, Any] | None = None,
     trust_code: bool = False,
 ) -> list[ServedModel]:
     """``overrides``: command-line values for the GPUXfile's serving settings (max_batch_size,
@@ -41,12 +42,19 @@ def load_served(
             **serving.model_dump(),
             **{k: v for k, v in (overrides or {}).items() if v is not None},
         }
+        max_batch_size = int(values["max_batch_size"])
         limits = Limits(
-            max_batch_size=int(values["max_batch_size"]),
+            max_batch_size=max_batch_size,
             max_batch_delay_ms=float(values["max_batch_delay_ms"]),
             timeout=float(values["timeout"]),
             max_queue=int(values["max_queue"]),
+            preferred_batch_sizes=preferred_sizes(
+                _listed(values.get("preferred_batch_sizes")),
+                max_batch_size,
+                model.placement.backend,
+            ),
         )
+        warm_up(model, limits.preferred_batch_sizes)  # before the server listens: ready = warm
         served.append(
             ServedModel(
                 repository or image.name,
@@ -59,6 +67,46 @@ def load_served(
             )
         )
     return served
+
+
+# Backends where a batch size the session has not just run costs 0.1-0.85 s (docs/serving.md).
+SHAPE_SENSITIVE = frozenset({"cuda", "tensorrt"})
+
+
+def preferred_sizes(given: list[int] | None, max_batch_size: int, backend: str) -> tuple[int, ...]:
+    """The batch sizes a model runs: as given, else powers of two up to ``max_batch_size`` (and
+    it) on backends where new sizes are slow, else none (padding would only cost)."""
+    if max_batch_size <= 1:
+        return ()
+    if given is not None:
+        return tuple(sorted({n for n in given if n <= max_batch_size}))
+    if backend not in SHAPE_SENSITIVE:
+        return ()
+    sizes = {1 << k for k in range(max_batch_size.bit_length()) if 1 << k <= max_batch_size}
+    return tuple(sorted(sizes | {max_batch_size}))
+
+
+def _listed(value: Any) -> list[int] | None:
+    """The GPUXfile's list, or the command line's text ("1,8,32" or "none")."""
+    if isinstance(value, str):
+        return [] if value == "none" else [int(part) for part in value.split(",")]
+    return None if value is None else [int(n) for n in value]
+
+
+def warm_up(model: object, sizes: tuple[int, ...]) -> None:
+    """One run at each batch size, so the first request of each size is not the slow one."""
+    import numpy as np
+
+    from gpux.builder.smoke import generate_inputs
+    from gpux.runtime.model import Model
+
+    if not sizes or not isinstance(model, Model):
+        return
+    one = generate_inputs(model.inputs)
+    if not all(t.shape and not isinstance(t.shape[0], int) for t in model.inputs):
+        return  # a fixed batch: there is nothing to warm
+    for size in sizes:
+        model.run({name: np.repeat(value[:1], size, axis=0) for name, value in one.items()})
 
 
 def _server_pipeline(model: object) -> Pipeline:

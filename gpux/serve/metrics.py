@@ -53,9 +53,15 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "gpux_batch_size",
-            "Rows (or items) per model call formed by dynamic batching.",
+            "Rows (or items) per model call formed by dynamic batching, padding included.",
             ["model"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.padding_rows = Counter(
+            "gpux_batch_padding_rows",
+            "Rows added to batches to reach a preferred batch size (cut off before answering).",
+            ["model"],
             registry=self.registry,
         )
         self.queue_seconds = Histogram(
@@ -72,6 +78,9 @@ class Metrics:
     def batch(self, model: str, rows: int, waited: float) -> None:
         self.batch_size.labels(model).observe(rows)
         self.queue_seconds.labels(model).observe(waited)
+
+    def padding(self, model: str, rows: int) -> None:
+        self.padding_rows.labels(model).inc(rows)
 
     def loaded(self, model: str, backend: str, seconds: float) -> None:
         self.backend.labels(model, backend).set(1)

@@ -193,3 +193,43 @@ def test_an_oversized_body_gets_413(batching: Server) -> None:
     )
     assert response.status_code == 413
     assert httpx.get(batching.url + "/v2/health/ready").status_code == 200
+
+
+def test_preferred_batch_sizes_pad_batches_and_warm_before_ready(home: BoundCLI) -> None:
+    server = start_server(
+        home,
+        "minilm:1.0",
+        "--backend",
+        "cpu",
+        "--max-batch-size",
+        "8",
+        "--max-batch-delay-ms",
+        "50",
+        "--preferred-batch-sizes",
+        "4,8",
+    )
+    try:
+        # The line is printed after the warm-up, before the port opens: ready means warm.
+        assert "batch sizes 4, 8 warm" in server.log()
+        rng = np.random.default_rng(1)
+        requests = [[101, *rng.integers(1000, 20000, 6).tolist(), 102] for _ in range(11)]
+        url = server.url + "/v2/models/minilm/infer"
+        alone = httpx.post(url, json=tensors(requests[0]), timeout=30).json()
+        with ThreadPoolExecutor(11) as pool:
+            answers = list(
+                pool.map(
+                    lambda ids: httpx.post(url, json=tensors(ids), timeout=30).json(), requests
+                )
+            )
+        assert all(a["outputs"][0]["shape"] == [1, 8, 384] for a in answers)  # no padding rows
+        np.testing.assert_allclose(
+            answers[0]["outputs"][0]["data"], alone["outputs"][0]["data"], atol=1e-5
+        )
+        metrics = httpx.get(server.url + "/metrics").text
+        padding = re.search(r'gpux_batch_padding_rows_total\{model="minilm"\} (\S+)', metrics)
+        assert padding is not None and float(padding.group(1)) > 0
+        # Every model call ran 4 or 8 rows: nothing fell in the buckets of 1 and 2.
+        small = re.search(r'gpux_batch_size_bucket\{le="2.0",model="minilm"\} (\S+)', metrics)
+        assert small is not None and float(small.group(1)) == 0, metrics
+    finally:
+        assert stop_server(server) == 0

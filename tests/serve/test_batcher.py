@@ -1,0 +1,123 @@
+"""The batcher itself, on a real thread pool and a numpy "model" that records every call: batch
+sizes stay at the preferred sizes, padding rows never reach a caller, a lone request is not held
+back by the batch delay, and batches form while the model is busy."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpux.serve.batching import Batcher, Strategy
+
+
+class Recorder:
+    """y = 2x + 1 per row, after ``delay`` seconds; remembers the batch size of each call."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.delay = delay
+        self.lock = threading.Lock()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.sizes.append(int(x.shape[0]))
+        time.sleep(self.delay)
+        return 2 * x + 1
+
+
+def strategy(model: Recorder) -> Strategy[np.ndarray]:
+    def split(y: np.ndarray, sizes: Sequence[int]) -> list[Any]:
+        offsets = np.cumsum([0, *sizes])
+        return [y[a:b] for a, b in itertools.pairwise(offsets)]
+
+    return Strategy(
+        key=lambda x: x.shape[1:],
+        size=lambda x: int(x.shape[0]),
+        combine=np.concatenate,
+        run=model.run,
+        split=split,
+        pad=lambda x, n: np.concatenate([x, np.repeat(x[-1:], n, axis=0)]),
+    )
+
+
+def batcher(model: Recorder, **options: Any) -> Batcher[np.ndarray]:
+    settings: dict[str, Any] = {"max_batch_size": 8, "max_delay": 0.05, "max_queue": 100}
+    return Batcher(strategy(model), ThreadPoolExecutor(1), **{**settings, **options})
+
+
+def test_batches_are_padded_to_preferred_sizes_and_padding_never_returns() -> None:
+    model = Recorder(delay=0.02)
+    padded: list[int] = []
+
+    async def main() -> list[np.ndarray]:
+        b = batcher(model, preferred_sizes=(1, 4, 8), padded=padded.append)
+        requests = [np.full((rows, 3), i, np.float32) for i, rows in enumerate([3, 1, 2, 1, 3, 2])]
+        return await asyncio.gather(*(b.submit(x, 10) for x in requests))
+
+    answers = asyncio.run(main())
+    for i, (rows, answer) in enumerate(zip([3, 1, 2, 1, 3, 2], answers, strict=True)):
+        assert answer.shape == (rows, 3)  # its own rows, no padding
+        np.testing.assert_array_equal(answer, np.full((rows, 3), 2 * i + 1))
+    assert set(model.sizes) <= {1, 4, 8}, model.sizes
+    assert sum(model.sizes) == 12 + sum(padded) and padded  # some batch needed padding
+
+
+def test_a_request_larger_than_every_preferred_size_runs_as_it_is() -> None:
+    model = Recorder()
+
+    async def main() -> np.ndarray:
+        return await batcher(model, preferred_sizes=(1, 2, 4), max_batch_size=8).submit(
+            np.ones((6, 2), np.float32), 10
+        )
+
+    assert asyncio.run(main()).shape == (6, 2)
+    assert model.sizes == [6]
+
+
+def test_a_lone_request_does_not_wait_for_the_batch_delay() -> None:
+    """With a delay of a minute and a timeout of 5 s, a request that waited would time out."""
+    model = Recorder()
+
+    async def main() -> np.ndarray:
+        return await batcher(model, max_delay=60.0).submit(np.zeros((1, 2), np.float32), 5)
+
+    np.testing.assert_array_equal(asyncio.run(main()), np.ones((1, 2)))
+
+
+def test_batches_form_while_the_model_is_busy() -> None:
+    model = Recorder(delay=0.2)
+
+    async def main() -> None:
+        b = batcher(model, max_delay=5.0, max_batch_size=8)
+        first = asyncio.ensure_future(b.submit(np.zeros((1, 2), np.float32), 10))
+        await asyncio.sleep(0.05)  # the first call is running: the next ones queue behind it
+        rest = [b.submit(np.zeros((1, 2), np.float32), 10) for _ in range(8)]
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert model.sizes[0] == 1 and sum(model.sizes) == 9 and len(model.sizes) <= 3, model.sizes
+
+
+@pytest.mark.parametrize(
+    ("given", "backend", "expected"),
+    [
+        (None, "cuda", (1, 2, 4, 8, 16, 24)),
+        (None, "cpu", ()),
+        ([1, 8, 64], "cpu", (1, 8)),
+        ([], "cuda", ()),
+    ],
+)
+def test_default_preferred_sizes(
+    given: list[int] | None, backend: str, expected: tuple[int, ...]
+) -> None:
+    from gpux.serve.load import preferred_sizes
+
+    assert preferred_sizes(given, 24, backend) == expected
