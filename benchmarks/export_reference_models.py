@@ -1,8 +1,9 @@
 """Export the reference models of shared/GPU.md: ResNet-50 (224x224) and BERT-base (seq 128).
 
 Random weights (for speed, not accuracy), fp32, ``torch.onnx.export(..., opset_version=17)``,
-fixed batch sizes so that CUDA graphs can apply. Needs torch, torchvision and transformers: run it
-on the GPU machine, which has them.
+fixed batch sizes so that CUDA graphs can apply, plus ``resnet50_dyn.onnx`` and ``bert_dyn.onnx``
+with a symbolic batch (what a batching server runs). Needs torch, torchvision and transformers:
+run it on the GPU machine, which has them.
 
     python benchmarks/export_reference_models.py OUTDIR
 """
@@ -61,7 +62,44 @@ def export_all(folder: Path, batches: tuple[int, ...] = (1, 32)) -> list[Path]:
                 dynamo=False,
             )
         written.append(path)
+    written += _dynamic(folder, resnet, bert)
     return written
+
+
+def _dynamic(folder: Path, resnet: object, bert: object) -> list[Path]:
+    import torch
+
+    path = folder / "resnet50_dyn.onnx"
+    if not path.exists():
+        torch.onnx.export(
+            resnet,  # type: ignore[arg-type]
+            (torch.randn(1, 3, 224, 224),),
+            str(path),
+            opset_version=17,
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+    bert_path = folder / "bert_dyn.onnx"
+    if not bert_path.exists():
+        ids = torch.randint(0, 30522, (1, 128))
+        torch.onnx.export(
+            bert,  # type: ignore[arg-type]
+            (ids, torch.ones_like(ids)),
+            str(bert_path),
+            opset_version=17,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["last_hidden_state", "pooler_output"],
+            dynamic_axes={
+                "input_ids": {0: "batch"},
+                "attention_mask": {0: "batch"},
+                "last_hidden_state": {0: "batch"},
+                "pooler_output": {0: "batch"},
+            },
+            dynamo=False,
+        )
+    return [path, bert_path]
 
 
 if __name__ == "__main__":
