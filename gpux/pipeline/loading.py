@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gpux.config.schema import Backend, Runtime
 from gpux.errors import StoreError, UntrustedCodeError
 from gpux.pipeline.chain import Chain
@@ -18,16 +20,21 @@ def load_image(
     backend: str | None = None,
     warmup: bool | None = None,
     trust_code: bool = False,
+    batch_sizes: tuple[int, ...] = (),
 ) -> Model:
     """``trust_code``: run the handler code of an image that was not built on this machine
-    (pulled, loaded from an archive); without it such an image is refused before any import."""
+    (pulled, loaded from an archive); without it such an image is refused before any import.
+    ``batch_sizes``: on backends where a new batch size is slow (CUDA), one more session per
+    size with the batch fixed (gpux/runtime/sized_sessions.py); the server's preferred sizes."""
     from gpux.runtime.engines import engine
 
     if image.components:
         components: dict[str, Model] = {}
         try:
             for key in image.components:
-                components[key] = load_image(image.component(key), backend, warmup, trust_code)
+                components[key] = load_image(
+                    image.component(key), backend, warmup, trust_code, batch_sizes
+                )
         except BaseException:
             for part in components.values():
                 part.close()
@@ -56,6 +63,8 @@ def load_image(
         cache_dir=cache,
         dimensions=gpuxfile_dimensions(config),
     )
+    if batch_sizes and loaded.placement.backend in SIZED_SESSION_BACKENDS:
+        loaded = _sized(loaded, inputs, batch_sizes, model_path, runtime, cache, config)
     model = Model(loaded, inputs, outputs, image=image, labels=labels)
     model.plain = Pipeline(model, {}, {})
     if gpuxfile.get("preprocess") or gpuxfile.get("postprocess") or handler is not None:
@@ -72,6 +81,39 @@ def load_image(
 
         model.run(generate_inputs(inputs))
     return model
+
+
+# Where one session per batch size pays: the CUDA EP re-plans on every batch-size change.
+SIZED_SESSION_BACKENDS = frozenset({"cuda"})
+
+
+def _sized(
+    loaded: Any,
+    inputs: list[TensorSignature],
+    sizes: tuple[int, ...],
+    model_path: Any,
+    runtime: Runtime,
+    cache: Any,
+    config: dict[str, Any],
+) -> Any:
+    """``loaded`` plus a session per batch size, when every input shares one batch symbol."""
+    from gpux.runtime.engines import engine
+    from gpux.runtime.sized_sessions import wrap
+
+    symbols = {t.shape[0] for t in inputs if t.shape}
+    if not inputs or len(symbols) != 1 or not isinstance(next(iter(symbols)), str):
+        return loaded  # a fixed or mixed batch: one session sees one shape already
+    symbol = str(next(iter(symbols)))
+    fixed = gpuxfile_dimensions(config)
+    return wrap(
+        loaded,
+        sizes,
+        symbol,
+        inputs[0].name,
+        lambda batch: engine().load(
+            model_path, runtime, cache_dir=cache, dimensions={**fixed, **batch}
+        ),
+    )
 
 
 def image_handler(image: Image, trust_code: bool = False) -> Handler | None:

@@ -21,14 +21,27 @@ def load_served(
 ) -> list[ServedModel]:
     """``overrides``: command-line values for the GPUXfile's serving settings (max_batch_size,
     max_batch_delay_ms, timeout, max_queue), applied to every model."""
-    from gpux.api import load_image
+    from gpux.pipeline.loading import load_image
 
     store = store or Store()
     served: list[ServedModel] = []
     for name in names:
         image = store.get(name)
+        serving = Serving.model_validate(image.config.get("gpuxfile", {}).get("serving", {}))
+        values = {
+            **serving.model_dump(),
+            **{k: v for k, v in (overrides or {}).items() if v is not None},
+        }
+        max_batch_size = int(values["max_batch_size"])
+        given = _listed(values.get("preferred_batch_sizes"))
         started = time.perf_counter()
-        model = load_image(image, backend, trust_code=trust_code)  # warm-up as the GPUXfile says
+        model = load_image(  # warm-up as the GPUXfile says
+            image,
+            backend,
+            trust_code=trust_code,
+            # Sessions per size where sizes are slow to change (CUDA); used only there.
+            batch_sizes=preferred_sizes(given, max_batch_size, "cuda"),
+        )
         seconds = time.perf_counter() - started
         repository, _, tag = image.name.rpartition(":")
         if any(s.name == repository for s in served):
@@ -37,22 +50,12 @@ def load_served(
                 "serve one tag of each model",
             )
         pipeline = _server_pipeline(model)
-        serving = Serving.model_validate(image.config.get("gpuxfile", {}).get("serving", {}))
-        values = {
-            **serving.model_dump(),
-            **{k: v for k, v in (overrides or {}).items() if v is not None},
-        }
-        max_batch_size = int(values["max_batch_size"])
         limits = Limits(
             max_batch_size=max_batch_size,
             max_batch_delay_ms=float(values["max_batch_delay_ms"]),
             timeout=float(values["timeout"]),
             max_queue=int(values["max_queue"]),
-            preferred_batch_sizes=preferred_sizes(
-                _listed(values.get("preferred_batch_sizes")),
-                max_batch_size,
-                model.placement.backend,
-            ),
+            preferred_batch_sizes=preferred_sizes(given, max_batch_size, model.placement.backend),
         )
         warm_up(model, limits.preferred_batch_sizes)  # before the server listens: ready = warm
         served.append(

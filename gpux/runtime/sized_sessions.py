@@ -1,0 +1,70 @@
+"""One session per batch size, for backends where a new batch size is slow.
+
+On ONNX Runtime's CUDA EP, a call whose batch size differs from the previous call's costs
+0.1-0.85 s on ResNet-50 (shared/GPU.md; benchmarks/batch_shapes.py measures it), even for
+sizes it has run before: the session re-plans for the shape it sees. A session whose batch is
+fixed by a free-dimension override only ever sees one shape. The server runs a few preferred
+sizes (gpux/serve/batching.py pads batches up to them), so it loads one session per size and
+sends each call to the session of its size; other sizes go to the general session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gpux.runtime.backend import Backend, Placement
+
+Array = np.ndarray[Any, Any]
+
+
+class SizedSessions(Backend):
+    """A general backend plus one per batch size; ``run`` picks by the feed's batch size."""
+
+    name = "sized-sessions"
+
+    def __init__(self, general: Backend, sized: Mapping[int, Backend], batch_input: str) -> None:
+        self.general = general
+        self.sized = dict(sized)
+        self.batch_input = batch_input  # the input whose first axis is the batch
+
+    @classmethod
+    def load(cls, *args: Any, **kwargs: Any) -> Backend:  # pragma: no cover - built by wrap()
+        raise NotImplementedError("SizedSessions are made by sized_sessions.wrap")
+
+    def run(self, feed: Mapping[str, Array]) -> dict[str, Array]:
+        value = feed.get(self.batch_input)
+        backend = self.sized.get(int(value.shape[0])) if value is not None and value.ndim else None
+        return (backend or self.general).run(feed)
+
+    @property
+    def placement(self) -> Placement:
+        placement = self.general.placement
+        placement.details = {**placement.details, "batch_sessions": sorted(self.sized)}
+        return placement
+
+    def close(self) -> None:
+        for backend in [*self.sized.values(), self.general]:
+            backend.close()
+
+
+def wrap(
+    general: Backend,
+    sizes: tuple[int, ...],
+    batch_symbol: str,
+    batch_input: str,
+    load: Callable[[dict[str, int]], Backend],
+) -> SizedSessions:
+    """``general`` plus a session for each of ``sizes``, each loaded by ``load`` with the batch
+    symbol fixed to its size. A session that fails to load closes the ones made before it."""
+    sized: dict[int, Backend] = {}
+    try:
+        for size in sizes:
+            sized[size] = load({batch_symbol: size})
+    except BaseException:
+        for backend in sized.values():
+            backend.close()
+        raise
+    return SizedSessions(general, sized, batch_input)

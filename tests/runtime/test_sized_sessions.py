@@ -1,0 +1,60 @@
+"""One session per batch size (the server's preferred sizes on CUDA), exercised on the CPU: each
+size goes to its own session with the batch fixed, other sizes to the general one, and every
+answer equals the general session's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import generated_models
+
+
+def test_each_size_runs_on_its_own_session_with_the_same_answers(
+    tmp_path: Path, gpux_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpux
+    from gpux.pipeline import loading
+    from gpux.runtime.sized_sessions import SizedSessions
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    generated_models.linear(folder / "linear.onnx")
+    (folder / "GPUXfile").write_text("name: lin\nmodel: ./linear.onnx\n")
+    image = gpux.build(str(folder), backend="cpu").image
+    plain = loading.load_image(image, "cpu", batch_sizes=(2, 4))
+    assert not isinstance(plain.backend, SizedSessions)  # CPU: sizes are cheap to change
+
+    monkeypatch.setattr(loading, "SIZED_SESSION_BACKENDS", frozenset({"cpu"}))
+    model = loading.load_image(image, "cpu", batch_sizes=(2, 4))
+    sized = model.backend
+    assert isinstance(sized, SizedSessions) and sorted(sized.sized) == [2, 4]
+    assert model.placement.details["batch_sessions"] == [2, 4]
+    calls: list[str] = []
+    for size, backend in [*sized.sized.items(), (0, sized.general)]:
+        run = backend.run
+        monkeypatch.setattr(
+            backend, "run", lambda feed, run=run, size=size: calls.append(str(size)) or run(feed)
+        )
+    rng = np.random.default_rng(0)
+    for rows in (2, 3, 4, 2):
+        x = rng.standard_normal((rows, 4)).astype(np.float32)
+        np.testing.assert_allclose(model.run({"x": x})["y"], plain.run({"x": x})["y"], rtol=1e-6)
+    assert calls == ["2", "0", "4", "2"]
+    model.close()
+    plain.close()
+
+
+def test_a_fixed_size_session_refuses_other_sizes(tmp_path: Path) -> None:
+    """The sessions really are fixed: that is why other sizes must go to the general one."""
+    from gpux.config.schema import Runtime
+    from gpux.errors import InputError
+    from gpux.runtime.engines import engine
+
+    path = generated_models.linear(tmp_path / "linear.onnx")
+    fixed = engine().load(path, Runtime(backend="cpu"), dimensions={"batch": 2})
+    assert fixed.run({"x": np.zeros((2, 4), np.float32)})["y"].shape == (2, 3)
+    with pytest.raises(InputError, match="Expected: 2"):
+        fixed.run({"x": np.zeros((3, 4), np.float32)})
