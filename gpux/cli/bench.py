@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from gpux.bench.observer import Observer  # no numpy: the package imports names lazily
-from gpux.cli.build import BACKENDS
+from gpux.cli.options import BACKENDS
 
 if TYPE_CHECKING:
     from gpux.api import Model

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from gpux.cli.build import BACKENDS, _check_backend
+from gpux.cli.options import BACKENDS, check_backend
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
         With a pipeline in the GPUXfile, inputs are what people have: text, image or audio
         files, folders of them, .jsonl files; without one, tensors as JSON or .npy."""
-        backend = _check_backend(backend)
+        backend = check_backend(backend)
         from gpux.api import load
         from gpux.cli.console import print_json
         from gpux.pipeline.inputs import from_request, parse_cli_inputs
