@@ -127,11 +127,10 @@ def _real_inputs(values: list[str]) -> Any:
         from gpux.pipeline.inputs import parse_cli_inputs
 
         if model.pipeline is not None:
-            from gpux.cli.run import _tensor_inputs
+            from gpux.cli.inputs import gather, skips_pipeline
 
-            if not _tensor_inputs(values, model):
+            if not skips_pipeline(values, model):
                 from gpux.bench.feeds import pipeline_feed
-                from gpux.cli.predict import gather
                 from gpux.pipeline.runner import Pipeline
 
                 assert isinstance(model.pipeline, Pipeline)
