@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from gpux.bench.observer import Observer  # no numpy: the package imports names lazily
-from gpux.cli.build import BACKENDS
+from gpux.cli.options import BACKENDS
 
 if TYPE_CHECKING:
     from gpux.api import Model
@@ -57,6 +57,11 @@ def register(app: typer.Typer) -> None:
             "file ...); default: generated from the model's signature.",
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+        trust_code: bool = typer.Option(
+            False,
+            "--trust-code",
+            help="Run the handler code of an image not built on this machine (pulled, loaded).",
+        ),
         raw_latencies: bool = typer.Option(
             False, "--raw-latencies", help="With --json: every call's latency too."
         ),
@@ -104,6 +109,7 @@ def register(app: typer.Typer) -> None:
                 inputs=_real_inputs(inputs) if inputs else None,
                 observer=observer,
                 reporter=reporter,
+                trust_code=trust_code,
             )
         finally:
             observer.close()
@@ -127,11 +133,10 @@ def _real_inputs(values: list[str]) -> Any:
         from gpux.pipeline.inputs import parse_cli_inputs
 
         if model.pipeline is not None:
-            from gpux.cli.run import _tensor_inputs
+            from gpux.cli.inputs import gather, skips_pipeline
 
-            if not _tensor_inputs(values, model):
+            if not skips_pipeline(values, model):
                 from gpux.bench.feeds import pipeline_feed
-                from gpux.cli.predict import gather
                 from gpux.pipeline.runner import Pipeline
 
                 assert isinstance(model.pipeline, Pipeline)

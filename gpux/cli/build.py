@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-BACKENDS = "auto|cpu|cuda|tensorrt|rocm|coreml|directml|openvino|webgpu"
+from gpux.cli.options import BACKENDS, check_backend
+
 VARIANT_STEPS = "basic|extended|all|fused|slim|fp16|int8|int8-static"
 
 
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
         from gpux.cli.progress import RichReporter
         from gpux.errors import UsageError
 
-        backend = _check_backend(backend)
+        backend = check_backend(backend)
         if no_variants and variants:
             raise UsageError("--variant and --no-variants contradict each other", "pass one")
         bounds = {
@@ -116,21 +117,3 @@ def register(app: typer.Typer) -> None:
             console.print(
                 f"[bold green]{state}[/bold green] {reference.name} [dim]{image.digest[7:19]}[/dim]"
             )
-
-
-def _check_backend(backend: str | None) -> str | None:
-    if backend is None:
-        return None
-    from gpux.config.schema import Backend
-    from gpux.errors import UsageError
-
-    names = [b.value for b in Backend]
-    if backend not in names:
-        import difflib
-
-        close = difflib.get_close_matches(backend, names, n=1)
-        raise UsageError(
-            f"unknown backend '{backend}'" + (f"; did you mean '{close[0]}'?" if close else ""),
-            f"choose one of: {', '.join(names)}",
-        )
-    return backend

@@ -39,7 +39,7 @@ def write_gpuxfile(
 ) -> Path:
     from importlib import resources
 
-    from gpux.config.load import GPUXFILE_NAMES, _name_from_folder, parse_config
+    from gpux.config.load import GPUXFILE_NAMES, name_from_folder, parse_config
     from gpux.config.schema import IMAGE_NAME
     from gpux.errors import ConfigError, UsageError
 
@@ -60,7 +60,7 @@ def write_gpuxfile(
         resources.files("gpux.cli.templates")
         .joinpath(f"{template}.yaml")
         .read_text("utf-8")
-        .format(name=name or _name_from_folder(directory), model=_yaml_scalar(model))
+        .format(name=name or name_from_folder(directory), model=_yaml_scalar(model))
     )
     try:
         parse_config(text, "template")

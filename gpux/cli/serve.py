@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from gpux.cli.build import BACKENDS, _check_backend
+from gpux.cli.options import BACKENDS, check_backend
 from gpux.serve.policy import MIB, RequestPolicy, host_name, is_loopback
 
 DEFAULT_PORT = 8080
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve images over HTTP: Open Inference Protocol v2, /predict, /metrics."""
-        backend = _check_backend(backend)
+        backend = check_backend(backend)
         from gpux.errors import UsageError
         from gpux.serve.daemon import check_id, check_port
         from gpux.store import Store, parse

@@ -63,7 +63,7 @@ class _Named:
 
     @property
     def default_name(self) -> str:
-        return self.config.name or _name_from_folder(self.root)
+        return self.config.name or name_from_folder(self.root)
 
     @property
     def default_tag(self) -> str:
@@ -80,7 +80,9 @@ class Project(_Named):
     text: str  # the file as written, kept for the image config
 
 
-def _name_from_folder(folder: Path) -> str:
+def name_from_folder(folder: Path) -> str:
+    """The image name a project folder gives when its GPUXfile names none: the folder's name
+    in lowercase, runs of other characters made one '-' ('My Model' -> 'my-model')."""
     import re
 
     name = re.sub(r"[^a-z0-9]+", "-", folder.resolve().name.lower()).strip("-")

@@ -1,0 +1,100 @@
+"""``gpux run``: load an image (or a project, or an .onnx file) and run one request on it.
+
+The command's code lives in this package: this module registers the command and picks the
+path; :mod:`.pipeline` runs a model with a pipeline on the inputs people have (text, image
+and audio files, folders, .jsonl), :mod:`.tensors` runs tensors given as JSON or .npy, and
+:mod:`.draw` draws detections for ``--draw``. Only ``typer`` is imported at start-up: the
+paths import the model code when the command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from gpux.cli.options import BACKENDS, check_backend
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        target: str = typer.Argument(..., help="Image name[:tag], digest, project path or .onnx."),
+        inputs: list[str] = typer.Option(
+            [],
+            "-i",
+            "--input",
+            help="NAME=VALUE (JSON), NAME=@file.npy|.json, or @request.json. Repeatable. "
+            "A model with one input also takes a bare VALUE or @file.npy. "
+            "Without --input, a JSON request is read from stdin.",
+        ),
+        output: Path | None = typer.Option(
+            None,
+            "-o",
+            "--output",
+            help="Also write outputs to a .json, .npy or .npz file (with a pipeline: the "
+            "results to .json/.jsonl, the raw tensors to .npz).",
+        ),
+        full: bool = typer.Option(False, "--full", help="Print every value of large tensors."),
+        backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+        raw: bool = typer.Option(
+            False,
+            "--raw",
+            help="With a pipeline: the raw output tensors too, next to the results "
+            "(summarised; complete with --full; -o out.npz writes them as arrays).",
+        ),
+        interactive: bool = typer.Option(
+            False, "-I", "--interactive", help="Read one input per line, print one result per line."
+        ),
+        batch_size: int = typer.Option(
+            16, "--batch-size", min=1, help="Items per model call when many inputs are given."
+        ),
+        trust_code: bool = typer.Option(
+            False,
+            "--trust-code",
+            help="Run the handler code of an image not built on this machine (pulled, loaded).",
+        ),
+        draw: Path | None = typer.Option(
+            None,
+            "--draw",
+            help="With a detection pipeline and one image: draw the boxes found on it and "
+            "save it to this image file (.png, .jpg, ...).",
+        ),
+    ) -> None:
+        """Run inference and print the results as JSON (JSONL for many inputs).
+
+        With a pipeline in the GPUXfile, inputs are what people have: text, image or audio
+        files, folders of them, .jsonl files; without one, tensors as JSON or .npy."""
+        backend = check_backend(backend)
+        from gpux.api import load, looks_like_path
+
+        reporter = None
+        if looks_like_path(target) and not target.endswith(".onnx"):
+            from gpux.cli.progress import RichReporter
+
+            reporter = RichReporter(quiet=True)
+        model = load(
+            target, backend=backend, warmup=False, reporter=reporter, trust_code=trust_code
+        )
+        reason = model.placement.fallback_reason
+        if reason:
+            from gpux import notes
+
+            if notes.first_time(reason):  # a fact about the machine: said once, kept in JSON
+                # Plain text: importing Rich for one line would cost every run ~60 ms.
+                sys.stderr.write(
+                    f"note: running on {model.placement.backend}; better backends were passed "
+                    f"over: {reason} {notes.ONCE}\n"
+                )
+        if model.pipeline is not None:
+            from gpux.cli.inputs import skips_pipeline
+
+            if not skips_pipeline(inputs, model):
+                from gpux.cli.run.pipeline import run_pipeline
+
+                run_pipeline(model, inputs, output, raw, interactive, batch_size, full, draw)
+                return
+        from gpux.cli.run.tensors import run_tensors
+
+        run_tensors(model, target, inputs, output, full, interactive, draw)
