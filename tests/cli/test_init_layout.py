@@ -283,3 +283,36 @@ def test_a_model_not_read_leaves_the_template_as_it_is(
     )
     _, minimal = init(gpux, folder, "minimal", "--model", model)
     assert "inputs" not in minimal and "outputs" not in minimal
+
+
+def test_text_embedding_reads_the_token_vectors_output(gpux: BoundCLI, tmp_path: Path) -> None:
+    # Token vectors [batch, tokens, 8] and their mean, kept as [batch, 1, 8] (rank 3 too).
+    folder = tmp_path / "encoder"
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"])
+    table = numpy_helper.from_array(np.ones((16, 8), dtype=np.float32), "table")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "input_ids"], ["token_embeddings"]),
+            helper.make_node("ReduceMean", ["token_embeddings"], ["sentence"], axes=[1]),
+        ],
+        "encoder",
+        [ids],
+        [
+            helper.make_tensor_value_info("sentence", TensorProto.FLOAT, ["batch", 1, 8]),
+            helper.make_tensor_value_info(
+                "token_embeddings", TensorProto.FLOAT, ["batch", "tokens", 8]
+            ),
+        ],
+        [table],
+    )
+    folder.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=OPSET), str(folder / "encoder.onnx"))
+    _, config = init(gpux, folder, "text-embedding")
+    # Two outputs of rank 3 and no last_hidden_state: which one is meant cannot be told.
+    assert config["postprocess"][0]["from"] == "last_hidden_state"
+
+    graph.output.pop(0)  # now token_embeddings alone has the token axis
+    onnx.save(helper.make_model(graph, opset_imports=OPSET), str(folder / "encoder.onnx"))
+    text, config = init(gpux, folder, "text-embedding")
+    assert config["postprocess"][0]["from"] == "token_embeddings"
+    assert "#   input  input_ids" in text
