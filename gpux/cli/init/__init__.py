@@ -1,4 +1,9 @@
-"""``gpux init``: write a commented GPUXfile."""
+"""``gpux init``: write a commented GPUXfile for a model.
+
+This module is the command; :mod:`.signature` reads the model (a local .onnx file) and
+:mod:`.slots` turns what it says into the template's values: the real input and output names,
+and for image templates the layout and size of the image input.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +42,12 @@ def register(app: typer.Typer) -> None:
 def write_gpuxfile(
     directory: Path, template: str, model: str | None, name: str | None, force: bool
 ) -> Path:
+    """Write ``directory/GPUXfile`` from ``template`` and return its path; the model's own
+    names, layout and sizes go in when ``model`` is a local .onnx file that exists."""
     from importlib import resources
 
+    from gpux.cli.init.signature import read_signature
+    from gpux.cli.init.slots import fill, template_slots, yaml_scalar
     from gpux.config.load import GPUXFILE_NAMES, name_from_folder, parse_config
     from gpux.config.schema import IMAGE_NAME
     from gpux.errors import ConfigError, UsageError
@@ -56,12 +65,12 @@ def write_gpuxfile(
     if model is None:
         candidates = sorted(p.name for p in directory.glob("*.onnx")) if directory.is_dir() else []
         model = f"./{candidates[0]}" if len(candidates) == 1 else "./model.onnx"
-    text = (
-        resources.files("gpux.cli.templates")
-        .joinpath(f"{template}.yaml")
-        .read_text("utf-8")
-        .format(name=name or name_from_folder(directory), model=_yaml_scalar(model))
+    template_text = (
+        resources.files("gpux.cli.templates").joinpath(f"{template}.yaml").read_text("utf-8")
     )
+    values = {"name": name or name_from_folder(directory), "model": yaml_scalar(model)}
+    values.update(template_slots(template, read_signature(directory, model)))
+    text = fill(template_text, values)
     try:
         parse_config(text, "template")
     except ConfigError as exc:
@@ -73,17 +82,3 @@ def write_gpuxfile(
     path = directory / "GPUXfile"
     path.write_text(text, "utf-8")
     return path
-
-
-def _yaml_scalar(text: str) -> str:
-    """``text`` as written when YAML reads it back unchanged, else quoted (colons, '#', ...)."""
-    import json
-
-    import yaml
-
-    try:
-        if yaml.safe_load(f"key: {text}") == {"key": text}:
-            return text
-    except yaml.YAMLError:
-        pass
-    return json.dumps(text)  # a JSON string is a valid YAML scalar
