@@ -157,13 +157,13 @@ def build(
     from gpux.builder.variants import build_variants, plan
 
     plans = plan(project, reference, options)  # a mistake in build: fails before any work
-    result = _build_image(project, reference, options, store, reporter)
+    result = build_image(project, reference, options, store, reporter)
     if plans:
         result.variants = build_variants(project, result.image, plans, options, store, reporter)
     return result
 
 
-def _build_image(
+def build_image(
     project: Project,
     reference: Reference,
     options: BuildOptions,

@@ -34,7 +34,7 @@ def build_chain(
     store: Store,
     reporter: Reporter,
 ) -> BuildResult:
-    from gpux.builder.build import CONFIG_SCHEMA, BuildResult, _build_image, tool_versions
+    from gpux.builder.build import CONFIG_SCHEMA, BuildResult, build_image, tool_versions
 
     if options.variants:
         raise ConfigValidationError(
@@ -46,7 +46,7 @@ def build_chain(
         part = parse(f"{reference.repository}-{key}:{reference.tag}")
         with reporter.step(f"model {key}") as step:
             step.detail = f"{project.path} -> {part.name}"
-        images[key] = _build_image(project, part, options, store, reporter).image
+        images[key] = build_image(project, part, options, store, reporter).image
     with reporter.step("check chain") as step:
         check_connections(chain, images)
         step.detail = f"{chain.config.chain.detect} -> crops -> {chain.config.chain.each}"

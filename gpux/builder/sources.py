@@ -189,9 +189,9 @@ def _download(url: str, sha256: str, progress: ProgressCallback | None) -> Path:
                 f"download of {url} has sha256 {actual}, but the GPUXfile expects {sha256}",
                 "the file changed on the server or the sha256 is wrong; check model.sha256",
             )
-        from gpux.store.blobs import _make_readable
+        from gpux.store.blobs import make_readable
 
-        _make_readable(Path(tmp_name))
+        make_readable(Path(tmp_name))
         os.replace(tmp_name, target)
         return target
     except urllib.error.HTTPError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gpux.errors import MachineError
-from gpux.store.blobs import _make_readable
+from gpux.store.blobs import make_readable
 
 
 @contextlib.contextmanager
@@ -35,7 +35,7 @@ def atomic_file(
             out.flush()
             os.fsync(out.fileno())
         if readable:
-            _make_readable(Path(temporary))
+            make_readable(Path(temporary))
         os.replace(temporary, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

@@ -110,7 +110,7 @@ class BlobStore:
                 tmp_path.unlink()
             else:
                 # Absent, or damaged on disk: the fresh copy we just hashed takes its place.
-                _make_readable(tmp_path)
+                make_readable(tmp_path)
                 os.replace(tmp_path, final)
                 _fsync_directory(self.directory)
             return digest
@@ -287,7 +287,7 @@ class _EarlyFlush:
         self.finish()  # never close the file under a running fdatasync
 
 
-def _make_readable(path: Path) -> None:
+def make_readable(path: Path) -> None:
     """mkstemp creates 0600 files; a shared GPUX_HOME needs blobs other users can read."""
     umask = os.umask(0)
     os.umask(umask)
