@@ -6,6 +6,7 @@
 # call that carried it: cat part* = onnxruntime-gpu 1.31.1's wheel contents as a tar compressed
 # with zstd -19 --long=27 (ORT_BYTES long), then a tar of GPUX's other dependencies as cp312
 # wheels (minus numpy and what torch's image has). `manifest` gives ORT_BYTES and the sha256.
+# The image has no zstd: a zstd binary is carried beside the parts.
 #   . benchmarks/device/setup.sh     # then python3 -c "import gpux" runs on onnxruntime-gpu
 set -euo pipefail
 CARRY=${CARRY:-/root/carry}
@@ -15,7 +16,8 @@ if [ ! -f "$SITE/.ready" ]; then
   cat "$CARRY"/part0* > /root/bundle
   echo "$BUNDLE_SHA256  /root/bundle" | sha256sum -c -
   mkdir -p "$SITE" /root/wheels
-  head -c "$ORT_BYTES" /root/bundle | zstd -dc --long=27 | tar xf - -C "$SITE"
+  ZSTD=$(command -v zstd || echo "$CARRY/zstd")  # the lent image has none: carry /usr/bin/zstd
+  head -c "$ORT_BYTES" /root/bundle | "$ZSTD" -dc --long=27 | tar xf - -C "$SITE"
   tail -c +"$((ORT_BYTES + 1))" /root/bundle | tar xf - -C /root/wheels
   python3 -m pip install -q --no-index --no-deps --target "$SITE" /root/wheels/*.whl
   # preload_dlls() looks beside the onnxruntime package for nvidia/: the image's torch has it.
