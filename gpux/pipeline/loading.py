@@ -97,12 +97,15 @@ def _sized(
     config: dict[str, Any],
 ) -> Any:
     """``loaded`` plus a session per batch size, when every input shares one batch symbol."""
+    from gpux.builder.smoke import generate_inputs
     from gpux.runtime.engines import engine
-    from gpux.runtime.sized_sessions import wrap
+    from gpux.runtime.sized_sessions import changes_are_slow, wrap
 
     symbols = {t.shape[0] for t in inputs if t.shape}
     if not inputs or len(symbols) != 1 or not isinstance(next(iter(symbols)), str):
         return loaded  # a fixed or mixed batch: one session sees one shape already
+    if not changes_are_slow(loaded, generate_inputs(inputs), inputs[0].name):
+        return loaded  # no Conv-like state to rebuild: sizes are cheap, extra sessions are not
     symbol = str(next(iter(symbols)))
     fixed = gpuxfile_dimensions(config)
     return wrap(

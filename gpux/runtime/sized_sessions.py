@@ -50,6 +50,28 @@ class SizedSessions(Backend):
             backend.close()
 
 
+def changes_are_slow(backend: Backend, feed: Mapping[str, Array], batch_input: str) -> bool:
+    """Whether a batch-size change costs this session much more than a call of the same size:
+    ResNet-50 on the CUDA EP pays ~94 ms per change against 2.7 ms (its Conv kernels rebuild
+    their cuDNN state), BERT-base nothing (docs/benchmarks.md). Measured on the loaded session:
+    sizes 1 and 2 once each, then three changes against three repeats."""
+    import time
+
+    one = {name: value[:1] for name, value in feed.items()}
+    two = {name: np.concatenate([value[:1], value[:1]]) for name, value in feed.items()}
+
+    def timed(run: Mapping[str, Array]) -> float:
+        started = time.perf_counter()
+        backend.run(run)
+        return time.perf_counter() - started
+
+    backend.run(one)
+    backend.run(two)
+    changed = min(timed(two if i % 2 == 0 else one) for i in range(3))
+    steady = min(timed(one) for _ in range(3))
+    return changed > 3 * steady + 0.005
+
+
 def wrap(
     general: Backend,
     sizes: tuple[int, ...],

@@ -55,7 +55,7 @@ def load_served(
             max_batch_delay_ms=float(values["max_batch_delay_ms"]),
             timeout=float(values["timeout"]),
             max_queue=int(values["max_queue"]),
-            preferred_batch_sizes=preferred_sizes(given, max_batch_size, model.placement.backend),
+            preferred_batch_sizes=_padding_sizes(model, given, max_batch_size),
         )
         warm_up(model, limits.preferred_batch_sizes)  # before the server listens: ready = warm
         served.append(
@@ -87,6 +87,17 @@ def preferred_sizes(given: list[int] | None, max_batch_size: int, backend: str) 
         return ()
     sizes = {1 << k for k in range(max_batch_size.bit_length()) if 1 << k <= max_batch_size}
     return tuple(sorted(sizes | {max_batch_size}))
+
+
+def _padding_sizes(model: Any, given: list[int] | None, max_batch_size: int) -> tuple[int, ...]:
+    """The sizes batches are padded to: as given; by default on CUDA only when the loader found
+    batch-size changes slow for this model (and made sessions per size), where padding pays."""
+    from gpux.runtime.sized_sessions import SizedSessions
+
+    backend = model.placement.backend
+    if given is None and backend == "cuda" and not isinstance(model.backend, SizedSessions):
+        return ()
+    return preferred_sizes(given, max_batch_size, backend)
 
 
 def _listed(value: Any) -> list[int] | None:

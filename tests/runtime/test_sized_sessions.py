@@ -17,6 +17,7 @@ def test_each_size_runs_on_its_own_session_with_the_same_answers(
 ) -> None:
     import gpux
     from gpux.pipeline import loading
+    from gpux.runtime import sized_sessions
     from gpux.runtime.sized_sessions import SizedSessions
 
     folder = tmp_path / "p"
@@ -28,6 +29,12 @@ def test_each_size_runs_on_its_own_session_with_the_same_answers(
     assert not isinstance(plain.backend, SizedSessions)  # CPU: sizes are cheap to change
 
     monkeypatch.setattr(loading, "SIZED_SESSION_BACKENDS", frozenset({"cpu"}))
+    # On the CPU a size change costs nothing, so the loader keeps one session ...
+    kept = loading.load_image(image, "cpu", batch_sizes=(2, 4))
+    assert not isinstance(kept.backend, SizedSessions)
+    kept.close()
+    # ... and where it is slow (ResNet-50 on the CUDA EP), it makes one per size.
+    monkeypatch.setattr(sized_sessions, "changes_are_slow", lambda *args: True)
     model = loading.load_image(image, "cpu", batch_sizes=(2, 4))
     sized = model.backend
     assert isinstance(sized, SizedSessions) and sorted(sized.sized) == [2, 4]
