@@ -172,11 +172,18 @@ class Batcher(Generic[Payload]):
                     await loop.run_in_executor(self.executor, strategy.run, batch[0].payload)
                 ]
             else:
-                joined = strategy.combine([job.payload for job in batch])
-                if extra:
-                    assert strategy.pad is not None
-                    joined = strategy.pad(joined, extra)
-                output = await loop.run_in_executor(self.executor, strategy.run, joined)
+                payloads = [job.payload for job in batch]
+
+                def joined_run() -> Any:
+                    # Joining copies every row (8 ResNet-50 images: 4.8 MB): on the model's
+                    # thread, not the event loop, where it cost 0.44 ms per batch.
+                    joined = strategy.combine(payloads)
+                    if extra:
+                        assert strategy.pad is not None
+                        joined = strategy.pad(joined, extra)
+                    return strategy.run(joined)
+
+                output = await loop.run_in_executor(self.executor, joined_run)
                 # The padding is one more "request" whose part is dropped here.
                 results = strategy.split(output, [*sizes, extra] if extra else sizes)
                 results = results[: len(batch)]
