@@ -27,6 +27,7 @@ import pty
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -108,6 +109,9 @@ class Session:
                 timeout=timeout,
                 check=False,
             )
+        except subprocess.TimeoutExpired as hung:
+            printed = (hung.stderr or b"").decode(errors="replace")
+            return Outcome(124, "", f"still running after {timeout:.0f} s\n{printed}", command)
         finally:
             os.close(terminal)
             os.close(master)
@@ -226,6 +230,12 @@ class Session:
         if self.server is not None:
             self.stop_server()
         self.shell("gpux stop --all", timeout=90)
+
+
+def free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
 
 
 def _words(text: str) -> list[str]:

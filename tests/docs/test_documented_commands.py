@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from tests.distribution.proxy_server import running_proxy
-from tests.distribution.registry_server import _free_port, running_registry
+from tests.distribution.registry_server import running_registry
 from tests.docs.doc_commands import Command, commands
-from tests.docs.doc_runner import Outcome, Session, shown_digests
+from tests.docs.doc_runner import Outcome, Session, free_port, shown_digests
 from tests.docs.doc_world import PREPARE, REPO
 
 DOCS = ["README.md", "docs/cli.md"]
@@ -155,7 +155,7 @@ def test_every_documented_command_runs_as_shown(doc: str, tmp_path: Path) -> Non
         registry = stack.enter_context(running_registry(scratch / "registry"))
         proxy = stack.enter_context(running_proxy({}))
         session = Session(
-            doc, work, home, scratch, registry.host, proxy.url, str(_free_port()),
+            doc, work, home, scratch, registry.host, proxy.url, free_port(),
             shown_digests(found),
         )  # fmt: skip
         stack.callback(session.close)
