@@ -11,7 +11,13 @@ Heavy dependencies (onnx, onnxruntime) are imported only when a model is built o
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# ONNX Runtime 1.32 sends usage telemetry (1DS, mobile.events.data.microsoft.com) from a native
+# thread of any process that imports it, on Linux too, unless this is set before the import.
+# GPUX contacts only the hosts its user names; setting the variable to 0 keeps the telemetry.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __version__ = "0.1.0"
 

@@ -87,7 +87,11 @@ def select(store: Store, texts: Sequence[str]) -> Selection:
         image = store.get(text)
         prefix = "sha256:" + text.removeprefix("sha256:")
         by_digest = _DIGEST_PREFIX.fullmatch(text) and image.digest.startswith(prefix)
-        for name in image.names if by_digest else [parse(text).name]:
+        # A bare name without a 'latest' is the repository's newest tag; the store puts the
+        # name it resolved first, so the archive holds the image under a name it really has.
+        for name in (
+            image.names if by_digest else [image.names[0] if image.names else parse(text).name]
+        ):
             chosen.setdefault(name, image)
     blobs: dict[str, int] = {}
     for image in chosen.values():

@@ -254,6 +254,21 @@ def test_a_digest_saves_every_name_of_the_image(source: BoundCLI) -> None:
     ]
 
 
+def test_a_bare_name_saves_the_tag_it_resolves_to(source: BoundCLI, target: BoundCLI) -> None:
+    """`gpux save pair` with no pair:latest saves pair:1 (the newest tag, as `gpux run pair`
+    runs), under that name: not under a pair:latest that never existed."""
+    archive = gpux_binary(source.home, "save", "pair")
+    assert archive.code == 0, archive.stderr
+    assert "saved pair:1 " in archive.stderr
+    index = json.loads(
+        dict((i.name, d) for i, d in entries_of(archive.stdout))["index.json"] or b""
+    )
+    assert [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]] == ["pair:1"]
+    loaded = gpux_binary(target.home, "load", stdin=archive.stdout)
+    assert loaded.code == 0, loaded.stderr
+    assert digests(target) == {"pair:1": digests(source)["pair:1"]}
+
+
 def test_pipe_save_into_load(source: BoundCLI, target: BoundCLI) -> None:
     save = subprocess.Popen(
         [sys.executable, "-m", "gpux.cli.main", "save", "pair:1", LINEAR],
