@@ -48,6 +48,9 @@ class ChainPipeline(Pipeline):
         self.labels = None
         self._processors = self.detect._processors
         self.tensor_inputs = []
+        self.handler = None  # each model runs its own handler inside its own pipeline
+        self.handler_inputs = []
+        self.gpuxfile = {}
         self._batchable = True
         (self._input,) = self.detect.input_names  # one image input: checked at build
 
