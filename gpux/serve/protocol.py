@@ -157,13 +157,18 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
                 result.binary_outputs.add(name)
             top = options.get("classification")
             if top is not None:
-                if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-                    raise InputError(
-                        f"output '{name}': classification must be a count >= 1, got {top!r:.40}",
-                        '"parameters": {"classification": 3}',
-                    )
-                result.classification[name] = top
+                result.classification[name] = classification_count(name, top)
     return result
+
+
+def classification_count(output: str, top: Any) -> int:
+    """The classification extension's class count for ``output``: an integer >= 1."""
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise InputError(
+            f"output '{output}': classification must be a count >= 1, got {top!r:.40}",
+            '"parameters": {"classification": 3}',
+        )
+    return top
 
 
 def checked_feed(request: InferRequest, signatures: list[TensorSignature]) -> dict[str, Array]:
