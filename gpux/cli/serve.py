@@ -223,8 +223,8 @@ def _grpc_options(
             "give the certificate and its private key, each a PEM file",
         )
     for flag, path in (("--grpc-tls-cert", cert), ("--grpc-tls-key", key)):
-        if path is not None and (not path.is_file() or b"-----BEGIN" not in path.read_bytes()):
-            raise UsageError(f"{flag} {path} is not a PEM file", "give a PEM file's path")
+        if path is not None and not path.is_file():
+            raise UsageError(f"{flag} {path} is not a file", "give the path of a PEM file")
     try:
         check_port(host, port, "")
     except UsageError as exc:
@@ -232,9 +232,13 @@ def _grpc_options(
             exc.message.replace("port", "--grpc-port", 1),
             "choose another --grpc-port; 'gpux ps' lists the servers gpux started",
         ) from exc
-    from gpux.serve.grpc_service import GRPCOptions
+    from gpux.serve.grpc_service import GRPCOptions, credentials
 
-    return GRPCOptions(port, host, cert.resolve() if cert else None, key.resolve() if key else None)
+    options = GRPCOptions(
+        port, host, cert.resolve() if cert else None, key.resolve() if key else None
+    )
+    credentials(options)  # a broken certificate or key fails now, not once models are loaded
+    return options
 
 
 def _grpc_flags(grpc: GRPCOptions | None) -> list[str]:

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,7 @@ CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+MAX_MESSAGE_BYTES = (1 << 31) - 1  # gRPC's own ceiling (an int32)
 _log = logging.getLogger("uvicorn.error")  # beside uvicorn's own lines in the server's log
 
 
@@ -192,6 +194,29 @@ def _encode(served: Any, parsed: Any, outputs: dict[str, Any]) -> Any:
     return grpc_tensors.infer_response(served.name, served.version, parsed, chosen)
 
 
+def credentials(options: GRPCOptions) -> grpc.ServerCredentials | None:
+    """The TLS credentials of ``options`` (None without TLS), tried on a throwaway server so
+    that a file that is not a certificate, or a key that does not match it, fails here
+    (``gpux serve`` checks before loading anything) rather than when the server starts."""
+    if options.tls_cert is None or options.tls_key is None:
+        return None
+    try:
+        pair = (options.tls_key.read_bytes(), options.tls_cert.read_bytes())
+        made = grpc.ssl_server_credentials([pair])
+        trial = grpc.server(ThreadPoolExecutor(1))
+        try:
+            trial.add_secure_port(f"{'[::1]' if ':' in options.host else '127.0.0.1'}:0", made)
+        finally:
+            trial.stop(None)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise UsageError(
+            f"--grpc-tls-cert {options.tls_cert} and --grpc-tls-key {options.tls_key} are not a "
+            f"usable certificate and private key ({exc})",
+            "give the PEM files of a certificate and of its own private key",
+        ) from exc
+    return made
+
+
 async def start(
     options: GRPCOptions, core: Inference, *, token: str | None, max_message_bytes: int
 ) -> grpc.aio.Server:
@@ -199,22 +224,21 @@ async def start(
     running event loop."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", min(max_message_bytes, MAX_MESSAGE_BYTES)),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),  # a port another server holds is refused, not shared
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Service(core, token), server)
+    tls = credentials(options)
     try:
-        if options.tls_cert is not None and options.tls_key is not None:
-            pair = (options.tls_key.read_bytes(), options.tls_cert.read_bytes())
-            server.add_secure_port(options.address, grpc.ssl_server_credentials([pair]))
+        if tls is not None:
+            server.add_secure_port(options.address, tls)
         else:
             server.add_insecure_port(options.address)
-    except (RuntimeError, OSError) as exc:
+    except RuntimeError as exc:
         raise UsageError(
-            f"cannot listen for gRPC on {options.address}: {exc}",
-            "choose another --grpc-port (and check --grpc-tls-cert/--grpc-tls-key)",
+            f"cannot listen for gRPC on {options.address}: {exc}", "choose another --grpc-port"
         ) from exc
     await server.start()
     return server

@@ -463,10 +463,14 @@ def test_grpc_flags_that_cannot_work_are_refused(home: BoundCLI, tmp_path: Path)
     )
     half = serve("--grpc-port", str(free_port()), "--grpc-tls-cert", str(cert))
     assert_failure(half, 2, "needs both --grpc-tls-cert and --grpc-tls-key")
-    both = serve(
-        "--grpc-port", str(free_port()), "--grpc-tls-cert", str(cert), "--grpc-tls-key", str(cert)
-    )
-    assert_failure(both, 2, f"--grpc-tls-cert {cert} is not a PEM file")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "other").mkdir()
+    good_cert, _ = self_signed(tmp_path / "one")
+    _, other_key = self_signed(tmp_path / "other")
+    for cert_file, key_file in ((cert, other_key), (good_cert, other_key)):  # garbage, mismatch
+        tls = ("--grpc-tls-cert", str(cert_file), "--grpc-tls-key", str(key_file))
+        broken = serve("--grpc-port", str(free_port()), *tls)
+        assert_failure(broken, 2, "are not a usable certificate and private key")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
