@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -13,7 +14,11 @@ import typer
 from gpux.cli.options import BACKENDS, check_backend
 from gpux.serve.policy import MIB, RequestPolicy, host_name, is_loopback
 
+if TYPE_CHECKING:
+    from gpux.serve.grpc_service import GRPCOptions
+
 DEFAULT_PORT = 8080
+TRITON_GRPC_PORT = 8001  # the port Triton's clients expect; gRPC is off unless asked for
 DEFAULT_POLICY = RequestPolicy()
 
 
@@ -28,6 +33,20 @@ def register(app: typer.Typer) -> None:
         ),
         port: int | None = typer.Option(
             None, "--port", help="TCP port (default: the GPUXfile's serving.port, else 8080)."
+        ),
+        grpc_port: int = typer.Option(
+            0,
+            "--grpc-port",
+            min=0,
+            max=65535,
+            help=f"Also serve the Open Inference Protocol over gRPC on this port, same --host "
+            f"(Triton's is {TRITON_GRPC_PORT}; default 0: no gRPC).",
+        ),
+        grpc_tls_cert: Path | None = typer.Option(
+            None, "--grpc-tls-cert", help="gRPC over TLS: the server's certificate (PEM file)."
+        ),
+        grpc_tls_key: Path | None = typer.Option(
+            None, "--grpc-tls-key", help="gRPC over TLS: the certificate's private key (PEM file)."
         ),
         backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
         token: str | None = typer.Option(
@@ -132,6 +151,7 @@ def register(app: typer.Typer) -> None:
             else "the default port"
         )
         check_port(host, chosen_port, origin)
+        grpc = _grpc_options(host, chosen_port, grpc_port, grpc_tls_cert, grpc_tls_key)
         overrides = {
             "max_batch_size": max_batch_size,
             "max_batch_delay_ms": max_batch_delay_ms,
@@ -162,7 +182,7 @@ def register(app: typer.Typer) -> None:
 
             options = [f"--{key.replace('_', '-')}={value}" for key, value in overrides.items()]
             options = [option for option in options if not option.endswith("=None")]
-            options += _policy_options(policy, max_body_mb)
+            options += _policy_options(policy, max_body_mb) + _grpc_flags(grpc)
             server = daemon.start(
                 names,
                 ([f"--backend={backend}"] if backend else [])
@@ -177,11 +197,72 @@ def register(app: typer.Typer) -> None:
             )
             typer.echo(server.id)
             stderr().print(
-                f"serving {', '.join(server.models)} at {server.url} (pid {server.pid}); "
-                f"gpux logs {server.id}, gpux stop {server.id}"
+                f"serving {', '.join(server.models)} at {server.url}"
+                f"{f', gRPC{_grpc_text(grpc)}' if grpc else ''} "
+                f"(pid {server.pid}); gpux logs {server.id}, gpux stop {server.id}"
             )
             return
-        _serve_foreground(names, backend, host, chosen_port, token, overrides, policy, trust_code)
+        _serve_foreground(
+            names, backend, host, chosen_port, token, overrides, policy, trust_code, grpc
+        )
+
+
+def _grpc_options(
+    host: str, http_port: int, port: int, cert: Path | None, key: Path | None
+) -> GRPCOptions | None:
+    """``--grpc-port`` and its TLS files, checked before anything loads; None for no gRPC."""
+    from gpux.errors import UsageError
+    from gpux.serve.daemon import check_port
+
+    if not port:
+        if cert or key:
+            raise UsageError(
+                "--grpc-tls-cert and --grpc-tls-key are for the gRPC port",
+                f"add --grpc-port (e.g. --grpc-port {TRITON_GRPC_PORT})",
+            )
+        return None
+    if port == http_port:
+        raise UsageError(
+            f"--grpc-port {port} is also the HTTP port", "give gRPC and HTTP different ports"
+        )
+    if (cert is None) != (key is None):
+        raise UsageError(
+            "gRPC over TLS needs both --grpc-tls-cert and --grpc-tls-key",
+            "give the certificate and its private key, each a PEM file",
+        )
+    for flag, path in (("--grpc-tls-cert", cert), ("--grpc-tls-key", key)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{flag} {path} is not a file", "give the path of a PEM file")
+    try:
+        check_port(host, port, "")
+    except UsageError as exc:
+        raise UsageError(
+            exc.message.replace("port", "--grpc-port", 1),
+            "choose another --grpc-port; 'gpux ps' lists the servers gpux started",
+        ) from exc
+    from gpux.serve.grpc_service import GRPCOptions, credentials
+
+    options = GRPCOptions(
+        port, host, cert.resolve() if cert else None, key.resolve() if key else None
+    )
+    credentials(options)  # a broken certificate or key fails now, not once models are loaded
+    return options
+
+
+def _grpc_flags(grpc: GRPCOptions | None) -> list[str]:
+    """The flags that give a detached server the same gRPC service."""
+    if grpc is None:
+        return []
+    flags = [f"--grpc-port={grpc.port}"]
+    if grpc.tls_cert is not None:
+        flags += [f"--grpc-tls-cert={grpc.tls_cert}", f"--grpc-tls-key={grpc.tls_key}"]
+    return flags
+
+
+def _grpc_text(grpc: GRPCOptions | None) -> str:
+    if grpc is None:
+        return ""
+    return f"{' (TLS)' if grpc.tls_cert else ''} at {grpc.address}"
 
 
 def _batch_sizes(text: str | None) -> str | None:
@@ -298,6 +379,7 @@ def _serve_foreground(
     overrides: dict[str, Any],
     policy: RequestPolicy,
     trust_code: bool,
+    grpc: GRPCOptions | None = None,
 ) -> None:
     import uvicorn
 
@@ -311,7 +393,7 @@ def _serve_foreground(
     # Before any model or thread pool exists: arenas are made by the threads that allocate.
     keep_resident_memory_flat(env.malloc_arenas())
     served = load_served(names, backend, overrides=overrides, trust_code=trust_code)
-    app_ = create_app(served, token=token, policy=policy)
+    app_ = create_app(served, token=token, policy=policy, grpc=grpc)
     console = stderr()
     for model in served:
         sizes = model.limits.preferred_batch_sizes
@@ -320,6 +402,8 @@ def _serve_foreground(
             f"at http://{host}:{port}/v2/models/{model.name}"
             + (f"; batch sizes {', '.join(map(str, sizes))} warm" if sizes else "")
         )
+    if grpc is not None:
+        console.print(f"serving the Open Inference Protocol over gRPC{_grpc_text(grpc)}")
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler
     # that was there before it: make that one a clean exit, so a drained server exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)

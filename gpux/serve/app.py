@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,14 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gpux import __version__, env
+from gpux import env
 from gpux.api import Model
-from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
+from gpux.errors import GPUXError
 from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
-from gpux.serve import bodies, protocol
+from gpux.serve import bodies, protocol, triton
 from gpux.serve.access_log import AccessLog
-from gpux.serve.batching import Batcher, QueueFull, Strategy
+from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
 from gpux.serve.guards import (
     Guards,
@@ -41,8 +41,12 @@ from gpux.serve.guards import (
     error_response,
     http_error_response,
 )
+from gpux.serve.inference import STATUS_OF, Inference, chosen_outputs, require_tensors
 from gpux.serve.metrics import Metrics
 from gpux.serve.parsing import ParseProcesses
+
+if TYPE_CHECKING:
+    from gpux.serve.grpc_service import GRPCOptions
 
 __all__ = ["HTTPError", "Limits", "RequestPolicy", "ServedModel", "create_app", "inference_threads"]
 
@@ -119,7 +123,6 @@ def inference_threads(backend: str) -> int:
     return 1 if backend == "cpu" else 2
 
 
-STATUS_OF = {InputError: 400, UsageError: 400, NotFoundError: 404}
 # Needs no token: liveness, readiness (also per model), metrics and the web pages.
 PUBLIC = re.compile(
     r"/v2/health/(live|ready)|/v2/models/[^/]+(/versions/[^/]+)?/ready|/metrics|/|/docs|/openapi\.json"
@@ -132,9 +135,11 @@ def create_app(
     token: str | None = None,
     policy: RequestPolicy | None = None,
     parse_processes: int | None = None,
+    grpc: GRPCOptions | None = None,
 ) -> Starlette:
     """The server's app. ``parse_processes``: processes for very large JSON bodies
-    (gpux/serve/parsing.py; default ``GPUX_PARSE_PROCESSES``, 1)."""
+    (gpux/serve/parsing.py; default ``GPUX_PARSE_PROCESSES``, 1). ``grpc``: also serve the
+    protocol over gRPC there (gpux/serve/grpc_service.py), started before the app answers."""
     policy = policy or RequestPolicy()
     parser = ParseProcesses(env.parse_processes() if parse_processes is None else parse_processes)
     by_name = {m.name: m for m in models}
@@ -142,35 +147,13 @@ def create_app(
     for served in models:
         metrics.loaded(served.name, served.model.placement.backend, served.load_seconds)
 
+    core = Inference(models, metrics)  # shared with the gRPC service
+
     def find(request: Request) -> ServedModel:
-        name = request.path_params["model"]
-        served = by_name.get(name)
-        version = request.path_params.get("version")
-        if served is None or (version is not None and version != served.version):
-            shown = f"{name}/versions/{version}" if version else name
-            raise HTTPError(
-                404,
-                f"model '{shown}' is not served here",
-                f"served models: {', '.join(f'{m.name} ({m.version})' for m in models)}",
-            )
-        return served
+        return core.find(request.path_params["model"], request.path_params.get("version"))
 
     async def submit(served: ServedModel, kind: str, payload: Any) -> Any:
-        try:
-            return await served.batcher(kind, metrics).submit(payload, served.limits.timeout)
-        except QueueFull as exc:
-            raise HTTPError(
-                503,
-                f"model '{served.name}' has {served.limits.max_queue} requests waiting",
-                "retry after a moment, or raise serving.max_queue",
-                retry_after=1,
-            ) from exc
-        except TimeoutError as exc:
-            raise HTTPError(
-                504,
-                f"model '{served.name}' did not answer within {served.limits.timeout:g} s",
-                "retry, send smaller requests, or raise serving.timeout",
-            ) from exc
+        return await core.submit(served, kind, payload)
 
     def guarded(
         endpoint: str, handler: Callable[[Request], Awaitable[Response]]
@@ -199,13 +182,7 @@ def create_app(
         return wrapped
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "name": "gpux",
-                "version": __version__,
-                "extensions": ["binary_tensor_data", "classification"],
-            }
-        )
+        return JSONResponse(triton.server_metadata())
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -222,15 +199,7 @@ def create_app(
 
     async def infer(request: Request) -> Response:
         served = find(request)
-        components = getattr(served.model, "components", None)
-        if components:
-            raise HTTPError(
-                400,
-                f"'{served.name}' is a chain of models ({', '.join(components)}): it takes "
-                "what its pipeline takes, not tensors",
-                f"POST its inputs to /v1/models/{served.name}/predict, or serve one model of "
-                "the chain on its own for its tensors",
-            )
+        require_tensors(served)
         require_media(
             request,
             (bodies.JSON, bodies.OCTET_STREAM),
@@ -244,8 +213,7 @@ def create_app(
             parsed, feed = await parser.parse(body, length, served.model.inputs)
         else:
             parsed, feed = await off_loop(len(body), _decode_infer, body, length, served)
-        with metrics.in_flight(served.name):
-            outputs = await submit(served, "tensors", feed)
+        outputs = await core.run_tensors(served, feed)
         size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
         return await off_loop(size, _infer_answer, request, served, parsed, outputs)
 
@@ -306,9 +274,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # uvicorn listens only once this has started: HTTP readiness means gRPC is up too.
+        grpc_server = None
+        if grpc is not None:
+            from gpux.serve import grpc_service
+
+            grpc_server = await grpc_service.start(
+                grpc, core, token=token, max_message_bytes=policy.max_body_bytes
+            )
         try:
             yield
         finally:
+            if grpc_server is not None:  # requests in flight get as long as a model may take
+                await grpc_server.stop(grace=max(m.limits.timeout for m in models))
             parser.close()
 
     return Starlette(
@@ -381,16 +359,7 @@ def _infer_answer(
     parsed: protocol.InferRequest,
     outputs: dict[str, Any],
 ) -> Response:
-    if parsed.outputs is not None:
-        unknown = [n for n in parsed.outputs if n not in outputs]
-        if unknown:
-            raise InputError(
-                f"unknown output '{unknown[0]}'",
-                f"the model's outputs are: {', '.join(outputs)}",
-            )
-        outputs = {n: outputs[n] for n in parsed.outputs}
-    for name, top in parsed.classification.items():
-        outputs[name] = protocol.classify(outputs[name], top, served.model.labels)
+    outputs = chosen_outputs(served, parsed, outputs)
     content, header_length = protocol.encode_response(served.name, served.version, parsed, outputs)
     headers = {}
     media = "application/json"

@@ -157,13 +157,18 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
                 result.binary_outputs.add(name)
             top = options.get("classification")
             if top is not None:
-                if not isinstance(top, int) or isinstance(top, bool) or top < 1:
-                    raise InputError(
-                        f"output '{name}': classification must be a count >= 1, got {top!r:.40}",
-                        '"parameters": {"classification": 3}',
-                    )
-                result.classification[name] = top
+                result.classification[name] = classification_count(name, top)
     return result
+
+
+def classification_count(output: str, top: Any) -> int:
+    """The classification extension's class count for ``output``: an integer >= 1."""
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise InputError(
+            f"output '{output}': classification must be a count >= 1, got {top!r:.40}",
+            '"parameters": {"classification": 3}',
+        )
+    return top
 
 
 def checked_feed(request: InferRequest, signatures: list[TensorSignature]) -> dict[str, Array]:
@@ -212,7 +217,7 @@ def _parameters(holder: dict[str, Any], owner: str) -> dict[str, Any]:
     return parameters
 
 
-def _shape(name: str, shape: Any) -> tuple[list[int], int]:
+def tensor_shape(name: str, shape: Any) -> tuple[list[int], int]:
     """A tensor's shape and element count, checked with Python ints (numpy's int64 product of
     2^32 x 2^32 wraps to 0) before anything is allocated."""
     if not isinstance(shape, list) or not all(
@@ -248,14 +253,8 @@ def _input_tensor(position: int, tensor: Any, binary: memoryview) -> tuple[str, 
     if not isinstance(tensor, dict) or "name" not in tensor:
         raise InputError(f"inputs[{position}] has no 'name'", "give every input a name")
     name = _text(tensor["name"])
-    datatype_name = tensor.get("datatype")
-    if not isinstance(datatype_name, str) or datatype_name.upper() not in DATATYPES:
-        raise InputError(
-            f"input '{name}': unknown datatype {_brief(datatype_name)}",
-            f"use one of: {', '.join(DATATYPES)}",
-        )
-    datatype_name = datatype_name.upper()
-    shape, count = _shape(name, tensor.get("shape"))
+    datatype_name = checked_datatype(name, tensor.get("datatype"))
+    shape, count = tensor_shape(name, tensor.get("shape"))
     dtype = DATATYPES[datatype_name]
     size = _parameters(tensor, f"input '{name}'").get("binary_data_size")
     if size is not None:
@@ -265,19 +264,7 @@ def _input_tensor(position: int, tensor: Any, binary: memoryview) -> tuple[str, 
                 f"the {len(binary)} bytes of binary data left",
                 "check the binary_data_size of each input",
             )
-        raw = binary[:size]
-        if dtype == "string":
-            array = _unpack_bytes(name, raw, count)
-        else:
-            expected = count * np.dtype(dtype).itemsize
-            if size != expected:
-                raise InputError(
-                    f"input '{name}': {size} bytes of binary data for shape {_brief(shape)} "
-                    f"{datatype_name} ({expected} bytes)",
-                    "send exactly the tensor's bytes",
-                )
-            array = np.frombuffer(raw, dtype=dtype).copy()
-        return name, array.reshape(shape), size
+        return name, from_bytes(name, binary[:size], datatype_name, shape), size
     if "data" not in tensor:
         raise InputError(f"input '{name}' has no 'data'", "send 'data' or binary_data_size")
     data = tensor["data"]
@@ -289,6 +276,32 @@ def _input_tensor(position: int, tensor: Any, binary: memoryview) -> tuple[str, 
             "make 'shape' match the number of values in 'data'",
         )
     return name, array.reshape(shape), 0
+
+
+def checked_datatype(name: str, datatype_name: Any) -> str:
+    """An input's datatype, upper case, or :class:`InputError` naming the ones there are."""
+    if not isinstance(datatype_name, str) or datatype_name.upper() not in DATATYPES:
+        raise InputError(
+            f"input '{name}': unknown datatype {_brief(datatype_name)}",
+            f"use one of: {', '.join(DATATYPES)}",
+        )
+    return datatype_name.upper()
+
+
+def from_bytes(name: str, raw: memoryview | bytes, datatype_name: str, shape: list[int]) -> Array:
+    """A tensor sent as bytes (the binary extension over HTTP, ``raw_input_contents`` over
+    gRPC): little-endian values, or length-prefixed elements for BYTES."""
+    dtype, count = DATATYPES[datatype_name], math.prod(shape)
+    if dtype == "string":
+        return unpack_bytes(name, memoryview(raw), count).reshape(shape)
+    expected = count * np.dtype(dtype).itemsize
+    if len(raw) != expected:
+        raise InputError(
+            f"input '{name}': {len(raw)} bytes of binary data for shape {_brief(shape)} "
+            f"{datatype_name} ({expected} bytes)",
+            "send exactly the tensor's bytes",
+        )
+    return np.frombuffer(raw, dtype=dtype).copy().reshape(shape)
 
 
 def _strings(name: str, data: Any) -> Array:
@@ -317,7 +330,7 @@ def _strings(name: str, data: Any) -> Array:
     return np.array(encoded, dtype=object)
 
 
-def _unpack_bytes(name: str, raw: memoryview, count: int) -> Array:
+def unpack_bytes(name: str, raw: memoryview, count: int) -> Array:
     # Every element has a 4-byte length: refuse a count the bytes cannot hold before looping.
     if count * 4 > len(raw):
         raise InputError(
@@ -343,7 +356,7 @@ def _unpack_bytes(name: str, raw: memoryview, count: int) -> Array:
     return np.array(values, dtype=object)
 
 
-def _pack_bytes(array: Array) -> bytes:
+def pack_bytes(array: Array) -> bytes:
     parts = []
     for value in np.ravel(array):
         data = value if isinstance(value, bytes) else str(value).encode()
@@ -386,7 +399,7 @@ def encode_response(
             "shape": list(array.shape),
         }
         if request.all_binary or name in request.binary_outputs:
-            blob = _pack_bytes(array) if kind == "string" else np.ascontiguousarray(array).tobytes()
+            blob = pack_bytes(array) if kind == "string" else np.ascontiguousarray(array).tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif kind == "string":

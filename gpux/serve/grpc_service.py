@@ -1,0 +1,244 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``), for
+``gpux serve --grpc-port``.
+
+It runs on the HTTP server's event loop, started and stopped by the app's lifespan
+(gpux/serve/app.py), so it serves the same models through the same batchers: a gRPC request
+and an HTTP request that arrive together share one model call. The messages and the service
+table are the ones Triton's client ships (``tritonclient.grpc``), generated from the protocol's
+``grpc_service.proto``; methods not served here (streaming, shared memory, model control)
+answer UNIMPLEMENTED.
+
+Refusals are those of the HTTP side with the same message and hint, as a status code and its
+details: 400 -> INVALID_ARGUMENT, 404 -> NOT_FOUND, 503 (queue full) -> UNAVAILABLE, 504 ->
+DEADLINE_EXCEEDED, 500 -> INTERNAL. With a token, every method but the health ones (live,
+ready, model ready) needs ``authorization: Bearer TOKEN`` metadata. Messages are bounded by
+``--max-body-mb`` (a larger one is refused by gRPC itself with RESOURCE_EXHAUSTED).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format  # type: ignore[import-untyped]
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from gpux.errors import UsageError
+from gpux.serve import grpc_tensors, triton
+from gpux.serve.access_log import logger as access_logger
+from gpux.serve.bodies import off_loop
+from gpux.serve.guards import token_matches
+from gpux.serve.inference import Inference, chosen_outputs, error_status, require_tensors
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Method = Callable[["Service", Any, Context], Awaitable[Any]]
+
+SERVICE = "inference.GRPCInferenceService"
+CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+MAX_MESSAGE_BYTES = (1 << 31) - 1  # gRPC's own ceiling (an int32)
+_log = logging.getLogger("uvicorn.error")  # beside uvicorn's own lines in the server's log
+
+
+@dataclass(frozen=True)
+class GRPCOptions:
+    """Where the gRPC service listens: ``--host``, ``--grpc-port``, and TLS from PEM files."""
+
+    port: int
+    host: str = "127.0.0.1"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def details(message: str, hint: str | None) -> str:
+    """A refusal's one line, as the HTTP side's ``{"error", "hint"}`` would read."""
+    return f"{message} (hint: {hint})" if hint else message
+
+
+def rpc(endpoint: str, *, public: bool = False) -> Callable[[Method], Method]:
+    """A service method with the token check, errors as status codes, a metric (under
+    ``endpoint``, with the HTTP status of the outcome) and an access log line."""
+
+    def wrap(method: Method) -> Method:
+        async def handler(self: Service, request: Any, context: Context) -> Any:
+            started, status = time.perf_counter(), 500
+            try:
+                if not public and not self.authorized(context):
+                    status = 401
+                    await context.abort(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        details(
+                            "missing or wrong bearer token",
+                            "send the metadata 'authorization: Bearer TOKEN'",
+                        ),
+                    )
+                try:
+                    response = await method(self, request, context)
+                except Exception as exc:
+                    status, message, hint = error_status(exc)
+                    if status >= 500 and status not in CODES:
+                        _log.error("gRPC %s failed", method.__name__, exc_info=exc)
+                    code = CODES.get(status, grpc.StatusCode.INTERNAL)
+                    await context.abort(code, details(message, hint))
+                status = 200
+                return response
+            finally:
+                self.record(method.__name__, request, context, endpoint, status, started)
+
+        handler.__name__ = method.__name__
+        return handler
+
+    return wrap
+
+
+class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, core: Inference, token: str | None) -> None:
+        self.core, self.token = core, token
+
+    def authorized(self, context: Context) -> bool:
+        if self.token is None:
+            return True
+        metadata = dict(context.invocation_metadata() or ())
+        given = metadata.get("authorization", "")
+        return isinstance(given, str) and token_matches(given, self.token)
+
+    def record(
+        self, method: str, request: Any, context: Context, endpoint: str, status: int, start: float
+    ) -> None:
+        seconds = time.perf_counter() - start
+        model = getattr(request, "model_name", None) or getattr(request, "name", "")
+        if model:  # as on HTTP: per-model requests only; unserved names under one label
+            self.core.metrics.request(model, endpoint, status, seconds)
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "client": context.peer(),
+            "method": "GRPC",
+            "path": f"/{SERVICE}/{method}",
+            "status": status,
+            "ms": round(seconds * 1e3, 3),
+        }
+        access_logger.info(json.dumps(entry, separators=(",", ":")))
+
+    @rpc("grpc_health", public=True)
+    async def ServerLive(self, request: Any, context: Context) -> Any:
+        return service_pb2.ServerLiveResponse(live=True)
+
+    @rpc("grpc_health", public=True)
+    async def ServerReady(self, request: Any, context: Context) -> Any:
+        return service_pb2.ServerReadyResponse(ready=True)
+
+    @rpc("grpc_health", public=True)
+    async def ModelReady(self, request: Any, context: Context) -> Any:
+        # As Triton: a model that is not served is not ready (no error).
+        served = self.core.by_name.get(request.name)
+        ready = served is not None and request.version in ("", served.version)
+        return service_pb2.ModelReadyResponse(ready=ready)
+
+    @rpc("grpc_metadata")
+    async def ServerMetadata(self, request: Any, context: Context) -> Any:
+        return json_format.ParseDict(triton.server_metadata(), service_pb2.ServerMetadataResponse())
+
+    @rpc("grpc_metadata")
+    async def ModelMetadata(self, request: Any, context: Context) -> Any:
+        served = self.core.find(request.name, request.version or None)
+        return json_format.ParseDict(served.metadata(), service_pb2.ModelMetadataResponse())
+
+    @rpc("grpc_metadata")
+    async def ModelConfig(self, request: Any, context: Context) -> Any:
+        served = self.core.find(request.name, request.version or None)
+        config = json_format.ParseDict(triton.model_config(served), model_config_pb2.ModelConfig())
+        return service_pb2.ModelConfigResponse(config=config)
+
+    @rpc("grpc_metadata")
+    async def RepositoryIndex(self, request: Any, context: Context) -> Any:
+        models = {"models": triton.repository_index(self.core.models)}
+        return json_format.ParseDict(models, service_pb2.RepositoryIndexResponse())
+
+    @rpc("grpc_infer")
+    async def ModelInfer(self, request: Any, context: Context) -> Any:
+        served = self.core.find(request.model_name, request.model_version or None)
+        require_tensors(served)
+        parsed, feed = await off_loop(request.ByteSize(), _decode, request, served)
+        outputs = await self.core.run_tensors(served, feed, context.time_remaining())
+        size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
+        return await off_loop(size, _encode, served, parsed, outputs)
+
+
+def _decode(request: Any, served: Any) -> tuple[Any, dict[str, Any]]:
+    from gpux.serve import protocol
+
+    parsed = grpc_tensors.infer_request(request)
+    return parsed, protocol.checked_feed(parsed, served.model.inputs)
+
+
+def _encode(served: Any, parsed: Any, outputs: dict[str, Any]) -> Any:
+    chosen = chosen_outputs(served, parsed, outputs)
+    return grpc_tensors.infer_response(served.name, served.version, parsed, chosen)
+
+
+def credentials(options: GRPCOptions) -> grpc.ServerCredentials | None:
+    """The TLS credentials of ``options`` (None without TLS), tried on a throwaway server so
+    that a file that is not a certificate, or a key that does not match it, fails here
+    (``gpux serve`` checks before loading anything) rather than when the server starts."""
+    if options.tls_cert is None or options.tls_key is None:
+        return None
+    try:
+        pair = (options.tls_key.read_bytes(), options.tls_cert.read_bytes())
+        made = grpc.ssl_server_credentials([pair])
+        trial = grpc.server(ThreadPoolExecutor(1))
+        try:
+            trial.add_secure_port(f"{'[::1]' if ':' in options.host else '127.0.0.1'}:0", made)
+        finally:
+            trial.stop(None)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise UsageError(
+            f"--grpc-tls-cert {options.tls_cert} and --grpc-tls-key {options.tls_key} are not a "
+            f"usable certificate and private key ({exc})",
+            "give the PEM files of a certificate and of its own private key",
+        ) from exc
+    return made
+
+
+async def start(
+    options: GRPCOptions, core: Inference, *, token: str | None, max_message_bytes: int
+) -> grpc.aio.Server:
+    """The service, listening on ``options.address`` (TLS when a certificate is given), in the
+    running event loop."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", min(max_message_bytes, MAX_MESSAGE_BYTES)),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),  # a port another server holds is refused, not shared
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Service(core, token), server)
+    tls = credentials(options)
+    try:
+        if tls is not None:
+            server.add_secure_port(options.address, tls)
+        else:
+            server.add_insecure_port(options.address)
+    except RuntimeError as exc:
+        raise UsageError(
+            f"cannot listen for gRPC on {options.address}: {exc}", "choose another --grpc-port"
+        ) from exc
+    await server.start()
+    return server
