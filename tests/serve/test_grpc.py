@@ -10,6 +10,7 @@ import ipaddress
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,8 +320,9 @@ def batch_histogram(url: str, model: str) -> tuple[float, float]:
 
 
 def test_grpc_and_http_requests_share_a_batch(served: Served, home: BoundCLI) -> None:
-    """One HTTP and one gRPC request of one row each, sent together within the 200 ms batching
-    window: one model call of two rows, and each client gets its own row back."""
+    """One HTTP and one gRPC request of one row each, sent while the model is busy with a large
+    call (an idle model runs a request at once): one model call of two rows after it, and each
+    client gets its own row back."""
     first, second = IDS[:1], IDS[1:]
     grpc_feed = {"input_ids": first, "attention_mask": MASK[:1], "token_type_ids": 0 * first}
     http_feed = {"input_ids": second, "attention_mask": MASK[1:], "token_type_ids": 0 * second}
@@ -332,27 +334,48 @@ def test_grpc_and_http_requests_share_a_batch(served: Served, home: BoundCLI) ->
             for name, value in http_feed.items()
         ]
     }
+    busy = np.full((8, 384), 2000, np.int64)  # 8 rows of 384 tokens: long enough to overlap
+    blocker = {
+        "inputs": [
+            {"name": name, "shape": [8, 384], "datatype": "INT64", "data": value.ravel().tolist()}
+            for name, value in (
+                ("input_ids", busy),
+                ("attention_mask", np.ones_like(busy)),
+                ("token_type_ids", 0 * busy),
+            )
+        ]
+    }
     before = batch_histogram(served.http.url, "minilm")
-    start, answers = threading.Barrier(2), {}
+    start, answers = threading.Barrier(3), {}
+
+    def blocking() -> None:
+        start.wait()
+        blocked = httpx.post(
+            served.http.url + "/v2/models/minilm/infer", json=blocker, headers=auth(), timeout=60
+        )
+        assert blocked.status_code == 200, blocked.text
 
     def over_grpc() -> None:
         start.wait()
+        time.sleep(0.05)  # after the blocker has started
         result = grpc_client.infer("minilm", grpc_inputs(grpc_feed), headers=auth())
         answers["grpc"] = result.as_numpy("last_hidden_state")
 
     def over_http() -> None:
         start.wait()
+        time.sleep(0.05)
         response = http_client.post("/v2/models/minilm/infer", json=http_body, headers=auth())
         (output,) = response.json()["outputs"]
         answers["http"] = np.array(output["data"], np.float32).reshape(output["shape"])
 
-    threads = [threading.Thread(target=over_grpc), threading.Thread(target=over_http)]
+    threads = [threading.Thread(target=f) for f in (blocking, over_grpc, over_http)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
     after = batch_histogram(served.http.url, "minilm")
-    assert (after[0] - before[0], after[1] - before[1]) == (1, 2), (before, after)
+    # Two model calls: the blocker's 8 rows, then the HTTP and gRPC rows together.
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 10), (before, after)
     expected = bare_onnxruntime(home, "minilm:1.0", MINILM)["last_hidden_state"]
     for key, row in (("grpc", 0), ("http", 1)):
         assert answers[key].shape == (1, 6, 384)
