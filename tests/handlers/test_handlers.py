@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import tarfile
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from tests.serve.conftest import start_server, stop_server
 
 # x[batch, 4] -> y[batch, 3] = x @ W + b, computed here to check what the handler returns.
 HANDLER = """\
+import time
+
 import numpy as np
 
 
@@ -33,6 +36,8 @@ def preprocess(items, context):
 def postprocess(outputs, context):
     if context.items[0]["csv"] == "9,9,9,9":
         return [1 / 0]
+    if context.items[0]["csv"] == "5,5,5,5":
+        time.sleep(0.5)  # a slow call: requests queue behind it and form a batch
     return [
         {"best": int(np.argmax(row)), "y": row.tolist(), "batch": context.batch_size}
         for row in outputs["y"]
@@ -270,8 +275,13 @@ def test_serve_runs_the_handler_alone_and_in_batches(gpux: BoundCLI, tmp_path: P
             assert answer.status_code == 200, answer.text
             return dict(answer.json()["result"])
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(9) as pool:
+            blocker = pool.submit(
+                lambda: httpx.post(url, json={"csv": "5,5,5,5"}, timeout=30).status_code
+            )
+            time.sleep(0.1)  # the blocker's call is running: the next ones queue behind it
             answers = list(pool.map(ask, range(8)))
+            assert blocker.result() == 200
         assert max(int(str(a["batch"])) for a in answers) > 1  # batched calls: the whole batch
         for i, answer in enumerate(answers):
             np.testing.assert_allclose(answer["y"], expected([i, 0, 0, 1]), rtol=1e-5)
