@@ -416,6 +416,11 @@ def _serve_foreground(
         log_level="info",
         access_log=False,
         http=timed_protocol(policy),
+        # Longer than clients keep idle pooled connections (httpx and aiohttp: 5 s, uvicorn's
+        # own default): with equal timeouts a client reuses a connection the server is closing
+        # at that moment and gets a read error (seen under tests/serve/test_load.py's 64
+        # connections). nginx keeps 75 s; idle connections cost a socket, not a thread.
+        timeout_keep_alive=30,
     )
     uvicorn.Server(config).run()
 
