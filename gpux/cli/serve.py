@@ -400,7 +400,11 @@ def _serve_foreground(
         console.print(
             f"serving {model.name} ({model.version}) on {model.model.placement.backend} "
             f"at http://{host}:{port}/v2/models/{model.name}"
-            + (f"; batch sizes {', '.join(map(str, sizes))} warm" if sizes else "")
+            + (
+                f"; warming batch sizes {', '.join(map(str, sizes))}, ready once warm"
+                if sizes
+                else ""
+            )
         )
     if grpc is not None:
         console.print(f"serving the Open Inference Protocol over gRPC{_grpc_text(grpc)}")
