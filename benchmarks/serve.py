@@ -417,6 +417,12 @@ def measure_all(
                         )
                     results.setdefault((row.label, level), []).append(result)
                     progress.advance(task)
+                    if not progress.console.is_terminal:  # no bar in a log: a line per step
+                        print(
+                            f"  round {round_index + 1}, c={level}, {row.label}: "
+                            f"{result.throughput:.0f}/s",
+                            flush=True,
+                        )
     return {key: median_round(runs) for key, runs in results.items()}
 
 
