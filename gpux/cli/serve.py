@@ -408,7 +408,8 @@ def _serve_foreground(
     # that was there before it: make that one a clean exit, so a drained server exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     # access_log=False: the app writes structured JSON access lines (gpux/serve/access_log.py).
-    # http: uvicorn's h11 protocol with a header read timeout (gpux/serve/connection.py).
+    # http: uvicorn's httptools (else h11) protocol with a header read timeout
+    # (gpux/serve/connection.py); loop "auto" is uvloop where it is installed.
     config = uvicorn.Config(
         app_,
         host=host,
@@ -416,6 +417,7 @@ def _serve_foreground(
         log_level="info",
         access_log=False,
         http=timed_protocol(policy),
+        loop="auto",
         # Longer than clients keep idle pooled connections (httpx and aiohttp: 5 s, uvicorn's
         # own default): with equal timeouts a client reuses a connection the server is closing
         # at that moment and gets a read error (seen under tests/serve/test_load.py's 64
