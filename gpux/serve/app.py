@@ -30,7 +30,7 @@ from gpux.api import Model
 from gpux.errors import GPUXError
 from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
-from gpux.serve import bodies, protocol, triton
+from gpux.serve import bodies, json_codec, protocol, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
@@ -370,7 +370,8 @@ def _infer_answer(
 
 
 def _json_answer(request: Request, answer: dict[str, Any]) -> Response:
-    return compressed(request, JSONResponse(answer))
+    # json_codec: pydantic-core, 9x json.dumps for a MiniLM answer (gpux/serve/json_codec.py).
+    return compressed(request, Response(json_codec.dumps(answer), media_type="application/json"))
 
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:

@@ -9,7 +9,6 @@ output asked for in binary (``binary_data_output`` for all, or per output ``bina
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import struct
@@ -23,6 +22,7 @@ from gpux import json_text
 from gpux.errors import InputError, value_kind
 from gpux.pipeline.inputs import OIP_DATATYPES
 from gpux.runtime.tensors import TensorSignature, check_feed, from_values
+from gpux.serve import json_codec
 
 Array = np.ndarray[Any, Any]
 
@@ -44,7 +44,7 @@ def decode_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """A request body's JSON value; :class:`InputError` for invalid JSON, nesting deeper than
     ``max_depth``, or the non-standard constants NaN and Infinity."""
     try:
-        return json_text.loads(body, max_depth=max_depth, parse_constant=_no_constant)
+        return json_codec.loads(body, max_depth=max_depth, parse_constant=_no_constant)
     except json_text.TooDeepError as exc:
         raise InputError(
             f"the request body nests {exc.depth} levels deep, more than the {max_depth} allowed",
@@ -413,7 +413,7 @@ def encode_response(
     body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": entries}
     if request.request_id is not None:
         body["id"] = request.request_id
-    header = json.dumps(body, separators=(",", ":")).encode()
+    header = json_codec.dumps(body)
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
