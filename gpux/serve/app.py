@@ -215,7 +215,7 @@ def create_app(
             parsed, feed = await off_loop(len(body), _decode_infer, body, length, served)
         outputs = await core.run_tensors(served, feed)
         size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
-        return await off_loop(size, _infer_answer, request, served, parsed, outputs)
+        return await off_loop(size, _infer_answer, request, served, parsed, outputs, policy)
 
     async def predict(request: Request) -> Response:
         served = find(request) if "model" in request.path_params else _only(models)
@@ -240,7 +240,7 @@ def create_app(
         def encode() -> Response:
             shown = [result_to_json(r, full) for r in results]
             answer["results" if many else "result"] = shown if many else shown[0]
-            return _json_answer(request, answer)
+            return _json_answer(request, answer, policy)
 
         # Raw tensors or a batch can make a large answer: encode it off the loop.
         size = bodies.OFF_LOOP_BYTES if raw or len(results) > 16 else 0
@@ -358,6 +358,7 @@ def _infer_answer(
     served: ServedModel,
     parsed: protocol.InferRequest,
     outputs: dict[str, Any],
+    policy: RequestPolicy,
 ) -> Response:
     outputs = chosen_outputs(served, parsed, outputs)
     content, header_length = protocol.encode_response(served.name, served.version, parsed, outputs)
@@ -366,12 +367,14 @@ def _infer_answer(
     if header_length is not None:
         headers["Inference-Header-Content-Length"] = str(header_length)
         media = "application/octet-stream"
-    return compressed(request, Response(content, media_type=media, headers=headers))
+    response = Response(content, media_type=media, headers=headers)
+    return compressed(request, response, policy.gzip_min_bytes)
 
 
-def _json_answer(request: Request, answer: dict[str, Any]) -> Response:
+def _json_answer(request: Request, answer: dict[str, Any], policy: RequestPolicy) -> Response:
     # json_codec: pydantic-core, 9x json.dumps for a MiniLM answer (gpux/serve/json_codec.py).
-    return compressed(request, Response(json_codec.dumps(answer), media_type="application/json"))
+    response = Response(json_codec.dumps(answer), media_type="application/json")
+    return compressed(request, response, policy.gzip_min_bytes)
 
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
