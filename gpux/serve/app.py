@@ -212,7 +212,8 @@ def create_app(
         if parser.takes(len(body), length):
             parsed, feed = await parser.parse(body, length, served.model.inputs)
         else:
-            parsed, feed = await off_loop(len(body), _decode_infer, body, length, served)
+            cost = protocol.decode_cost(body, length)  # binary tensors: views, no work
+            parsed, feed = await off_loop(cost, _decode_infer, body, length, served)
         outputs = await core.run_tensors(served, feed)
         size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
         return await off_loop(size, _infer_answer, request, served, parsed, outputs, policy)

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from starlette.testclient import TestClient
 
 from gpux.cli.serve import _policy_options
+from gpux.serve import protocol
 from gpux.serve.app import ServedModel, create_app
 from gpux.serve.load import load_served
 from gpux.serve.policy import RequestPolicy
@@ -117,8 +118,9 @@ def test_unicode_ids_and_big_answers_come_back_as_sent(client: TestClient) -> No
     np.testing.assert_array_equal(np.array(answer["outputs"][0]["data"], np.float32), values)
 
 
-def test_binary_tensors_round_trip_exactly(client: TestClient) -> None:
-    values = np.random.default_rng(1).standard_normal(150_528).astype(np.float32)  # 602 KB
+@pytest.mark.parametrize("count", [150_528, 1, 0])  # 602 KB (a ResNet-50 image), one, none
+def test_binary_tensors_round_trip_exactly(client: TestClient, count: int) -> None:
+    values = np.random.default_rng(1).standard_normal(count).astype(np.float32)
     header = json.dumps(
         {
             "inputs": [
@@ -164,3 +166,14 @@ def test_gzip_requests_are_still_inflated_within_the_limit(
 def test_a_detached_server_gets_the_same_gzip_floor() -> None:
     assert "--gzip-min-kb=64.0" in _policy_options(RequestPolicy(gzip_min_bytes=64 << 10), 64)
     assert not any("gzip" in flag for flag in _policy_options(RequestPolicy(), 64))
+
+
+def test_binary_bodies_are_decoded_on_the_loop_unless_they_may_hold_bytes() -> None:
+    """Binary tensors become views of the body (no work): only the JSON header counts, unless
+    it could name BYTES, whose elements are unpacked one by one (then the whole body)."""
+    tensors = b"\0" * 1_000_000
+    plain = b'{"inputs": [{"name": "x", "datatype": "FP32"}]}'
+    assert protocol.decode_cost(plain + tensors, len(plain)) == len(plain)
+    for header in (b'{"datatype": "BYTES"}', b'{"datatype": "bytes"}', b'{"d": "\\u0042YTES"}'):
+        assert protocol.decode_cost(header + tensors, len(header)) == len(header) + len(tensors)
+    assert protocol.decode_cost(plain, None) == len(plain)  # JSON alone
