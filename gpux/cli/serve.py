@@ -97,6 +97,13 @@ def register(app: typer.Typer) -> None:
             min=0.1,
             help="Seconds a client may take to send a request's body (408, then closed).",
         ),
+        gzip_min_kb: float = typer.Option(
+            DEFAULT_POLICY.gzip_min_bytes / 1024,
+            "--gzip-min-kb",
+            min=0,
+            help="Compress inference answers of at least this many KiB for clients that accept "
+            "gzip (e.g. 64 for clients on slow links); 0: never, fastest on fast links.",
+        ),
         allowed_hosts: list[str] = typer.Option(
             [],
             "--allowed-host",
@@ -166,6 +173,7 @@ def register(app: typer.Typer) -> None:
             max_form_parts=max_form_parts,
             header_timeout=header_timeout,
             body_timeout=body_timeout,
+            gzip_min_kb=gzip_min_kb,
             allowed_hosts=allowed_hosts,
             cors_origins=cors_origins,
         )
@@ -311,6 +319,7 @@ def _policy(
     max_form_parts: int,
     header_timeout: float,
     body_timeout: float,
+    gzip_min_kb: float = DEFAULT_POLICY.gzip_min_bytes / 1024,
     allowed_hosts: list[str],
     cors_origins: list[str],
 ) -> RequestPolicy:
@@ -336,6 +345,7 @@ def _policy(
         max_form_parts=max_form_parts,
         header_timeout=header_timeout,
         body_timeout=body_timeout,
+        gzip_min_bytes=round(gzip_min_kb * 1024),
         check_host=is_loopback(host) or bool(allowed_hosts),
         allowed_hosts=_answered_hosts(host, allowed_hosts),
         cors_origins=tuple(origin.rstrip("/") for origin in cors_origins),
@@ -363,6 +373,7 @@ def _policy_options(policy: RequestPolicy, max_body_mb: float) -> list[str]:
             ("max-form-parts", policy.max_form_parts, DEFAULT_POLICY.max_form_parts),
             ("header-timeout", policy.header_timeout, DEFAULT_POLICY.header_timeout),
             ("body-timeout", policy.body_timeout, DEFAULT_POLICY.body_timeout),
+            ("gzip-min-kb", policy.gzip_min_bytes / 1024, DEFAULT_POLICY.gzip_min_bytes / 1024),
         )
         if value != default
     ]
@@ -412,7 +423,8 @@ def _serve_foreground(
     # that was there before it: make that one a clean exit, so a drained server exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     # access_log=False: the app writes structured JSON access lines (gpux/serve/access_log.py).
-    # http: uvicorn's h11 protocol with a header read timeout (gpux/serve/connection.py).
+    # http: uvicorn's httptools (else h11) protocol with a header read timeout
+    # (gpux/serve/connection.py); loop "auto" is uvloop where it is installed.
     config = uvicorn.Config(
         app_,
         host=host,
@@ -420,6 +432,7 @@ def _serve_foreground(
         log_level="info",
         access_log=False,
         http=timed_protocol(policy),
+        loop="auto",
         # Longer than clients keep idle pooled connections (httpx and aiohttp: 5 s, uvicorn's
         # own default): with equal timeouts a client reuses a connection the server is closing
         # at that moment and gets a read error (seen under tests/serve/test_load.py's 64

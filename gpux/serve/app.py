@@ -31,7 +31,7 @@ from gpux.api import Model
 from gpux.errors import GPUXError
 from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
-from gpux.serve import bodies, protocol, triton
+from gpux.serve import bodies, json_codec, protocol, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
@@ -251,10 +251,11 @@ def create_app(
         if parser.takes(len(body), length):
             parsed, feed = await parser.parse(body, length, served.model.inputs)
         else:
-            parsed, feed = await off_loop(len(body), _decode_infer, body, length, served)
+            cost = protocol.decode_cost(body, length)  # binary tensors: views, no work
+            parsed, feed = await off_loop(cost, _decode_infer, body, length, served)
         outputs = await core.run_tensors(served, feed)
         size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
-        return await off_loop(size, _infer_answer, request, served, parsed, outputs)
+        return await off_loop(size, _infer_answer, request, served, parsed, outputs, policy)
 
     async def predict(request: Request) -> Response:
         served = find(request) if "model" in request.path_params else _only(models)
@@ -279,7 +280,7 @@ def create_app(
         def encode() -> Response:
             shown = [result_to_json(r, full) for r in results]
             answer["results" if many else "result"] = shown if many else shown[0]
-            return _json_answer(request, answer)
+            return _json_answer(request, answer, policy)
 
         # Raw tensors or a batch can make a large answer: encode it off the loop.
         size = bodies.OFF_LOOP_BYTES if raw or len(results) > 16 else 0
@@ -406,6 +407,7 @@ def _infer_answer(
     served: ServedModel,
     parsed: protocol.InferRequest,
     outputs: dict[str, Any],
+    policy: RequestPolicy,
 ) -> Response:
     outputs = chosen_outputs(served, parsed, outputs)
     content, header_length = protocol.encode_response(
@@ -416,11 +418,14 @@ def _infer_answer(
     if header_length is not None:
         headers["Inference-Header-Content-Length"] = str(header_length)
         media = "application/octet-stream"
-    return compressed(request, Response(content, media_type=media, headers=headers))
+    response = Response(content, media_type=media, headers=headers)
+    return compressed(request, response, policy.gzip_min_bytes)
 
 
-def _json_answer(request: Request, answer: dict[str, Any]) -> Response:
-    return compressed(request, JSONResponse(answer))
+def _json_answer(request: Request, answer: dict[str, Any], policy: RequestPolicy) -> Response:
+    # json_codec: pydantic-core, 9x json.dumps for a MiniLM answer (gpux/serve/json_codec.py).
+    response = Response(json_codec.dumps(answer), media_type="application/json")
+    return compressed(request, response, policy.gzip_min_bytes)
 
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""What a server accepts (sizes, times, host names, origins): plain data, so that the CLI can
+"""What a server accepts (sizes, times, host names, origins) and when it compresses: plain data, so that the CLI can
 show the defaults without importing the web stack. Enforced by gpux/serve/guards.py and
 gpux/serve/connection.py."""
 
@@ -29,6 +29,10 @@ class RequestPolicy:
     """Host names (or ``*``) accepted besides localhost, 127.x and ::1 (``--allowed-host``)."""
     cors_origins: tuple[str, ...] = ()
     """Origins whose pages may call the API (``--cors-origin``); none by default."""
+    gzip_min_bytes: int = 0
+    """Smallest inference answer sent gzip-compressed to a client that accepts gzip
+    (``--gzip-min-kb``); 0, the default, sends every answer as it is: on a link of 1 Gbit/s or
+    more compressing costs more time than it saves (gpux/serve/bodies.py)."""
 
 
 def is_loopback(host: str) -> bool:

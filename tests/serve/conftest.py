@@ -73,12 +73,14 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, zoo_file: Callable[[str], Path]
 ) -> Iterator[Server]:
     """minilm:1.0, document-orientation:1.0 and silero-vad:6.2.3 (the examples, as shipped)
-    behind one server."""
+    behind one server, which compresses answers of 16 KiB and more for clients that ask."""
     cli = BoundCLI(tmp_path_factory.mktemp("serve-home"))
     for example in ("minilm-embeddings", "document-orientation", "silero-vad"):
         cli.ok("build", str(EXAMPLES / example), "-q")
     server = start_server(
-        cli, "minilm:1.0", "document-orientation:1.0", "silero-vad:6.2.3", "--backend", "cpu"
+        cli,
+        *("minilm:1.0", "document-orientation:1.0", "silero-vad:6.2.3"),
+        *("--backend", "cpu", "--gzip-min-kb", "16"),
     )
     yield server
     assert stop_server(server) == 0, server.log()  # SIGTERM: drain, then exit 0

@@ -1,0 +1,97 @@
+"""The header read timeout and the unread-body deadline of gpux/serve/connection.py, on
+uvicorn's httptools protocol (importing this module fails when httptools is not installed).
+
+httptools reports a request in callbacks: ``on_message_begin`` (its first byte),
+``on_headers_complete``, ``on_body``, ``on_message_complete``. Between a message's completion
+(or the connection's opening) and the next ``on_headers_complete``, headers are awaited: that
+span gets ``header_timeout`` from its first byte, as with h11.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gpux.serve.connection import late_headers_answer
+from gpux.serve.policy import RequestPolicy
+
+
+class TimedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout: float = RequestPolicy.header_timeout
+    body_timeout: float = RequestPolicy.body_timeout
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._awaiting_headers = True  # no request, or one whose headers are incomplete
+        self._started = False  # a byte of the awaited request has come
+        self._draining: object = None  # the request cycle whose unread body is being discarded
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_headers:
+            self._request_started()
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        # Also for a request that starts in the chunk that ended the one before it.
+        self._request_started()
+        super().on_message_begin()
+
+    def _request_started(self) -> None:
+        self._started = True
+        if self._header_timer is None:  # the next request on a kept-alive connection
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def on_headers_complete(self) -> None:
+        # Here, not after data_received: the same chunk may end this request and begin the next.
+        self._awaiting_headers = False
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_headers, self._started = True, False
+
+    def on_response_complete(self) -> None:
+        answered = self.cycle
+        super().on_response_complete()  # may start the next pipelined request's cycle
+        unread = self.cycle is answered and answered.more_body and not self._awaiting_headers
+        if unread and not self.transport.is_closing():
+            # Answered before its body was read: uvicorn discards the rest as it comes, for
+            # as long as the client keeps sending. Give that a deadline too.
+            self._draining = answered
+            self._drain_timer = self.loop.call_later(self.body_timeout, self._drain_late)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        super().connection_lost(exc)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not self._awaiting_headers:
+            return
+        if self._started:  # part of a request came: say why it ends
+            self.transport.write(late_headers_answer(self.header_timeout))
+        self.transport.close()
+
+    def _drain_late(self) -> None:
+        self._drain_timer = None
+        # Still the same request (not a later one on this connection), still sending.
+        cycle = self.cycle
+        draining = self._draining is cycle and cycle.more_body and not self._awaiting_headers
+        if draining and not self.transport.is_closing():
+            self.transport.close()
