@@ -31,7 +31,7 @@ from gpux.api import Model
 from gpux.errors import GPUXError
 from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
-from gpux.serve import bodies, json_codec, protocol, triton
+from gpux.serve import bodies, json_codec, protocol, shared_stats, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
@@ -47,6 +47,7 @@ from gpux.serve.metrics import Metrics
 from gpux.serve.parsing import ParseProcesses
 from gpux.serve.statistics import Statistics
 from gpux.serve.warmup import warm_served
+from gpux.serve.workers import shared_folder
 
 if TYPE_CHECKING:
     from gpux.serve.grpc_service import GRPCOptions
@@ -227,10 +228,26 @@ def create_app(
     async def model_config(request: Request) -> Response:
         return JSONResponse(triton.model_config(find(request)))
 
+    shared = shared_folder()
+
+    def all_statistics() -> dict[str, Any]:
+        return triton.statistics(models)
+
     async def model_statistics(request: Request) -> Response:
         name = request.path_params.get("model")
         version = request.path_params.get("version")
-        return JSONResponse(triton.statistics(models, name, version))
+        answer = triton.statistics(models, name, version)  # a 404 for a model not served
+        if shared is not None:  # one of several workers: everyone's, added up
+            folder = shared / "stats"
+            await asyncio.to_thread(shared_stats.write, folder, all_statistics())
+            every = shared_stats.merge(await asyncio.to_thread(shared_stats.read_all, folder))
+            wanted = {(m["name"], m["version"]) for m in answer["model_stats"]}
+            answer = {
+                "model_stats": [
+                    m for m in every["model_stats"] if (m["name"], m["version"]) in wanted
+                ]
+            }
+        return JSONResponse(answer)
 
     async def repository_index(request: Request) -> Response:
         await read_body(request, policy)  # its filters ("ready") change nothing: all are loaded
@@ -322,6 +339,9 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # uvicorn listens only once this has started: HTTP readiness means gRPC is up too.
         warming = [asyncio.create_task(warm_served(m)) for m in models]
+        if shared is not None:
+            writer = shared_stats.keep_writing(shared / "stats", all_statistics)
+            warming.append(asyncio.create_task(writer))
         grpc_server = None
         if grpc is not None:
             from gpux.serve import grpc_service

@@ -62,6 +62,8 @@ class GRPCOptions:
     host: str = "127.0.0.1"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    shared_port: bool = False
+    """Several worker processes listen on the port together (gpux/serve/workers.py)."""
 
     @property
     def address(self) -> str:
@@ -231,7 +233,9 @@ async def start(
         options=[
             ("grpc.max_receive_message_length", min(max_message_bytes, MAX_MESSAGE_BYTES)),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),  # a port another server holds is refused, not shared
+            # A port another server holds is refused, not shared; this server's own workers
+            # share theirs (the command checked it was free first).
+            ("grpc.so_reuseport", 1 if options.shared_port else 0),
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Service(core, token), server)
