@@ -409,7 +409,9 @@ def measure_all(
                     if row.target is None:
                         result = in_process.measure(row.batch, args.duration)
                     else:
-                        result = serve_load.measure(row.target, level, args.duration, args.warmup)
+                        result = serve_load.measure(
+                            row.target, level, args.duration, args.warmup, args.client_processes
+                        )
                     if result.errors:
                         progress.console.print(
                             f"[red]{row.label} c={level}: {result.errors} errors, "
@@ -568,6 +570,12 @@ def main() -> int:
     parser.add_argument("--backend", default="cpu", choices=sorted(PROVIDERS))
     parser.add_argument("--gpux-args", default="", help="more `gpux serve` options, quoted")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="load generator processes (more on a many-core GPU machine)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()

@@ -193,7 +193,11 @@ async def _grpc_caller(target: GrpcTarget) -> Callable[[], Awaitable[str | None]
 
 
 async def run_load(
-    target: Target, concurrency: int, seconds: float, warmup: float = 1.0
+    target: Target,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    start_at: float | None = None,
 ) -> LoadResult:
     """``concurrency`` clients in a closed loop: warm-up, then ``seconds`` measured.
 
@@ -204,7 +208,9 @@ async def run_load(
     make = _http_caller if isinstance(target, HttpTarget) else _grpc_caller
     callers = [await make(target) for _ in range(concurrency)]  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
-    start = loop.time() + warmup
+    # start_at: a time.monotonic() instant shared by several generator processes (the loop's
+    # clock is the same monotonic clock), so their windows coincide.
+    start = loop.time() + warmup if start_at is None else start_at
     stop = start + seconds
     latencies: list[float] = []
     completed = errors = 0
@@ -241,9 +247,38 @@ async def run_load(
     )
 
 
-def measure(target: Target, concurrency: int, seconds: float, warmup: float = 1.0) -> LoadResult:
-    """``run_load`` on a fresh event loop (each measurement starts with new connections)."""
-    return asyncio.run(run_load(target, concurrency, seconds, warmup))
+def measure(
+    target: Target,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    processes: int = 1,
+    start_at: float | None = None,
+) -> LoadResult:
+    """``run_load`` on a fresh event loop (each measurement starts with new connections).
+
+    ``processes`` > 1 splits the clients over that many generator processes, started together,
+    and adds up their results: for servers faster than one Python process can drive (a GPU
+    server on a many-core machine; ``client_cpu_share`` near 1.0 says when)."""
+    processes = max(1, min(processes, concurrency))
+    if processes == 1:
+        return asyncio.run(run_load(target, concurrency, seconds, warmup, start_at))
+    import multiprocessing
+
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    # One window for all: after the processes have started (a few seconds at most) and warmed up.
+    start_at = time.monotonic() + 5.0 + warmup
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.starmap(measure, [(target, n, seconds, warmup, 1, start_at) for n in shares])
+    return LoadResult(
+        concurrency,
+        seconds,
+        sorted(x for part in parts for x in part.latencies),
+        sum(part.completed for part in parts),
+        sum(part.errors for part in parts),
+        next((part.first_error for part in parts if part.first_error), None),
+        sum(part.client_cpu_s for part in parts),
+    )
 
 
 # --- self-test: the generator's own ceiling ---------------------------------------------------
