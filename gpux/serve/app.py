@@ -271,7 +271,7 @@ def create_app(
             cost = protocol.decode_cost(body, length)  # binary tensors: views, no work
             parsed, feed = await off_loop(cost, _decode_infer, body, length, served)
         outputs = await core.run_tensors(served, feed)
-        size = sum(getattr(v, "nbytes", 0) for v in outputs.values())
+        size = protocol.encode_cost(parsed, outputs)
         return await off_loop(size, _infer_answer, request, served, parsed, outputs, policy)
 
     async def predict(request: Request) -> Response:

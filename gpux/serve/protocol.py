@@ -89,6 +89,24 @@ def decode_cost(body: bytes, header_length: int | None) -> int:
     return header_length
 
 
+# Copying binary tensors into an answer runs at memory speed, ~100x writing them as JSON text.
+BINARY_WORK_DIVISOR = 64
+
+
+def encode_cost(request: InferRequest, outputs: Mapping[str, Any]) -> int:
+    """Bytes of work that encoding ``outputs`` for ``request`` takes (for
+    :func:`gpux.serve.bodies.off_loop`): JSON text for every output sent as JSON, a copy for
+    every output sent in binary (counted at 1/:data:`BINARY_WORK_DIVISOR`)."""
+    cost = 0
+    for name, value in outputs.items():
+        size = int(getattr(value, "nbytes", 0))
+        numeric = getattr(getattr(value, "dtype", None), "kind", "O") not in "OUS"
+        binary = request.all_binary or name in request.binary_outputs
+        plain = binary and numeric and name not in request.classification
+        cost += size // BINARY_WORK_DIVISOR if plain else size
+    return cost
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (send finite numbers)")
 

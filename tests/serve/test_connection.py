@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import uvicorn
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -26,20 +28,20 @@ PROTOCOLS = {"httptools": HttpToolsProtocol, "h11": H11Protocol}
 PATIENCE = 10.0  # the timeouts below are 0.5 s; a server that ignores them hits this
 
 
-async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     """Answers ``ok`` without reading the body (as a refusal would), or echoes its size."""
     assert scope["type"] == "http"
     body = b"ok"
     if scope["path"] == "/read":
         size, more = 0, True
         while more:
-            message = await receive()  # type: ignore[operator]
+            message = await receive()
             size += len(message.get("body", b""))
             more = message.get("more_body", False)
         body = str(size).encode()
     headers = [(b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})  # type: ignore[operator]
-    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @pytest.fixture(scope="module", params=["httptools", "h11"])
@@ -120,3 +122,16 @@ def test_an_unread_body_trickled_after_the_answer_is_cut_off(port: int) -> None:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         sent = read_until_closed(sock, drip=b" ")
     assert sent.startswith(b"HTTP/1.1 200 "), sent
+
+
+def test_without_httptools_the_h11_protocol_is_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gpux.serve.connection_httptools", None)  # import fails
+    protocol = timed_protocol(RequestPolicy(header_timeout=7))
+    assert issubclass(protocol, H11Protocol) and protocol.header_timeout == 7
+    with pytest.raises(ImportError):
+        timed_protocol(RequestPolicy(), "httptools")
+
+
+def test_with_httptools_it_is_the_default() -> None:
+    protocol = timed_protocol(RequestPolicy(body_timeout=3))
+    assert issubclass(protocol, HttpToolsProtocol) and protocol.body_timeout == 3
