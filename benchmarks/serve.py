@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import serve_load
+from benchmarks import machine_load, serve_load
 from tools import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,6 +386,11 @@ def median_round(results: list[serve_load.LoadResult]) -> serve_load.LoadResult:
     return sorted(results, key=lambda r: r.throughput)[(len(results) - 1) // 2]
 
 
+def quietest_round(results: list[serve_load.LoadResult]) -> serve_load.LoadResult:
+    """The round in which the rest of the machine used the least CPU."""
+    return min(results, key=lambda r: r.others_cpu)
+
+
 def measure_all(
     rows: list[Row], levels: list[int], in_process: InProcess, args: argparse.Namespace
 ) -> dict[tuple[str, int], serve_load.LoadResult]:
@@ -406,12 +411,17 @@ def measure_all(
                     progress.update(
                         task, description=f"round {round_index + 1}: {row.label}, c={level}"
                     )
+                    if args.wait_quiet:
+                        machine_load.wait_until_quiet(args.quiet_below, args.wait_quiet)
+                    meter = machine_load.OthersMeter()
+                    meter.start()
                     if row.target is None:
                         result = in_process.measure(row.batch, args.duration)
                     else:
                         result = serve_load.measure(
                             row.target, level, args.duration, args.warmup, args.client_processes
                         )
+                    result.others_cpu = meter.stop()
                     if result.errors:
                         progress.console.print(
                             f"[red]{row.label} c={level}: {result.errors} errors, "
@@ -422,10 +432,11 @@ def measure_all(
                     if not progress.console.is_terminal:  # no bar in a log: a line per step
                         print(
                             f"  round {round_index + 1}, c={level}, {row.label}: "
-                            f"{result.throughput:.0f}/s",
+                            f"{result.throughput:.0f}/s (others used {result.others_cpu:.2f} cores)",
                             flush=True,
                         )
-    return {key: median_round(runs) for key, runs in results.items()}
+    pick = median_round if args.pick == "median" else quietest_round
+    return {key: pick(runs) for key, runs in results.items()}
 
 
 def peer_for(row: Row, kind: str) -> str | None:
@@ -452,7 +463,8 @@ CAPTION = (
     "inf/s: rows answered per second (one row per request; in process: per call of the batch); "
     "in-process rows are measured again at each level, between the servers; vs MLServer: "
     "MLServer over the same transport (HTTP JSON for both HTTP rows); vs FastAPI: its JSON "
-    "endpoint; client CPU: the load generator's CPU time per second (100% = one core)"
+    "endpoint; client CPU: the load generator's CPU time per second (100% = one core); others' "
+    "CPU: cores used meanwhile by processes that are not this benchmark or its servers"
 )
 
 
@@ -471,7 +483,7 @@ def report(
         table.add_column(column)
     for column in ("c", "inf/s", "p50 ms", "p99 ms", "vs in-proc best", "vs MLServer"):
         table.add_column(column, justify="right")
-    for column in ("vs FastAPI", "client CPU", "errors"):
+    for column in ("vs FastAPI", "client CPU", "others' CPU", "errors"):
         table.add_column(column, justify="right")
     found: dict[str, Any] = {}
     for level in levels:
@@ -487,6 +499,7 @@ def report(
                 f"{result.throughput:.0f}", f"{result.percentile_ms(0.5):.2f}",
                 f"{result.percentile_ms(0.99):.2f}", *shown, *[""] * (3 - len(shown)),
                 f"{result.client_cpu_share:.0%}" if row.target else "",
+                f"{result.others_cpu:.2f}",
                 str(result.errors) if row.target else "",
                 end_section=index == len(rows) - 1,
             )  # fmt: skip
@@ -562,7 +575,21 @@ def main() -> int:
     parser.add_argument("--sequence", type=int, default=16, help="size of symbolic dims")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per row")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each")
-    parser.add_argument("--rounds", type=int, default=1, help="the median round is shown")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--pick",
+        default="median",
+        choices=["median", "quietest"],
+        help="which round each cell shows: median throughput, or least CPU used by others",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="before each step, wait up to this many seconds for other processes to use "
+        "less than --quiet-below cores (a shared machine)",
+    )
+    parser.add_argument("--quiet-below", type=float, default=0.3, help="cores")
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="in process")
     parser.add_argument("--max-batch-size", type=int, default=32, help="gpux and MLServer")
@@ -594,7 +621,7 @@ def main() -> int:
         f"{args.model}: one row per request ({shapes}); {args.backend}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; batching {args.max_batch_size} rows / "
         f"{args.batch_delay_ms} ms; {args.duration} s per row after {args.warmup} s; "
-        f"{args.rounds} round(s), the median shown"
+        f"{args.rounds} round(s), the {args.pick} shown"
     )
 
     with tempfile.TemporaryDirectory(prefix="gpux-bench-serve-") as tmp:

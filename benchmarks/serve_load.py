@@ -74,6 +74,7 @@ class LoadResult:
     errors: int
     first_error: str | None
     client_cpu_s: float  # this process's CPU time over the window
+    others_cpu: float = 0.0  # cores used by other processes meanwhile (benchmarks/machine_load.py)
 
     @property
     def throughput(self) -> float:
@@ -101,6 +102,7 @@ class LoadResult:
             "errors": self.errors,
             "first_error": self.first_error,
             "client_cpu_share": round(self.client_cpu_share, 3),
+            "others_cpu_cores": round(self.others_cpu, 2),
         }
 
 
