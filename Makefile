@@ -7,13 +7,14 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup demo test check bench clean system-deps
+.PHONY: help setup demo test check bench bench-peers perf-analyzer clean system-deps
 
 help:
 	@echo "make demo    install everything and run a real model end to end"
 	@echo "make test    lint, type-check and run the test suite"
 	@echo "make check   ruff + mypy only"
 	@echo "make bench   overhead and preprocessing benchmarks against their baselines"
+	@echo "make bench-peers  the servers benchmarks/serve.py compares with (MLServer, FastAPI) and perf_analyzer"
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -40,7 +41,8 @@ check: setup
 # chromium is the headless browser that drives the server's playground page in its tests.
 # docker-registry (the CNCF distribution registry) and htpasswd (apache2-utils) give the push/pull
 # tests a real OCI registry on loopback, with and without authentication.
-SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium docker-registry apache2-utils
+# libb64-0d is the base64 library that perf_analyzer (tritonclient 2.51's wheel) links against.
+SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium docker-registry apache2-utils libb64-0d
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -48,7 +50,7 @@ system-deps:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; }
 
-test: check system-deps
+test: check system-deps perf-analyzer
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu pytest -n 2 --dist loadfile
 
 bench: setup
@@ -56,5 +58,40 @@ bench: setup
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/preprocess.py
 	$(UV) run --frozen --quiet --extra cpu --extra webgpu python benchmarks/serve.py
 
+# Servers and tools that benchmarks/serve.py and tests/serve/test_perf_analyzer.py measure GPUX
+# against, each in its own virtual environment so that none of them enters the project's lock.
+# perf_analyzer: the newest wheels need glibc >= 2.38 (Debian 12 has 2.36); tritonclient 2.51.0
+# ships a bin/perf_analyzer that runs here with libcudart.so.12 (from the pip package, found
+# through LD_LIBRARY_PATH by benchmarks/perf_analyzer.py) and libb64 (SYSTEM_PACKAGES).
+PERF_VENV := .venv-perf
+PERF_STAMP := $(PERF_VENV)/.installed-2.51.0
+MLSERVER_VENV := .venv-mlserver
+PEERS_VENV := .venv-peers
+
+$(PERF_STAMP): | $(UV)
+	rm -rf $(PERF_VENV)
+	$(UV) venv --quiet $(PERF_VENV)
+	$(UV) pip install --quiet --python $(PERF_VENV)/bin/python \
+		"tritonclient==2.51.0" "nvidia-cuda-runtime-cu12==12.9.79"
+	touch $@
+
+perf-analyzer: system-deps $(PERF_STAMP)
+
+$(MLSERVER_VENV)/.installed-1.7.1: | $(UV)
+	rm -rf $(MLSERVER_VENV)
+	$(UV) venv --quiet $(MLSERVER_VENV)
+	$(UV) pip install --quiet --python $(MLSERVER_VENV)/bin/python \
+		"mlserver==1.7.1" "onnxruntime==1.32.0" "uvloop<0.22"
+	touch $@
+
+$(PEERS_VENV)/.installed-1: | $(UV)
+	rm -rf $(PEERS_VENV)
+	$(UV) venv --quiet $(PEERS_VENV)
+	$(UV) pip install --quiet --python $(PEERS_VENV)/bin/python \
+		"fastapi==0.165.0" "uvicorn==0.55.0" "onnxruntime==1.32.0" "orjson==3.13.0"
+	touch $@
+
+bench-peers: perf-analyzer $(MLSERVER_VENV)/.installed-1.7.1 $(PEERS_VENV)/.installed-1
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PERF_VENV) $(MLSERVER_VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache

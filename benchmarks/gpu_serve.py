@@ -4,15 +4,17 @@ For a model with a symbolic batch (benchmarks/export_reference_models.py writes
 resnet50_dyn.onnx and bert_dyn.onnx), in one run on one machine:
 
 * in process: ONNX Runtime's CUDA EP at batch sizes 1..128, rows/s; the best is the ceiling;
-* ``gpux serve`` with dynamic batching (``--max-batch-size 32``, 2 ms), its default preferred
-  sizes (sessions per size), and again with ``--preferred-batch-sizes none`` (every batch size
-  as it comes, the behaviour before), tritonclient.http with binary tensors from client
-  processes (so the client is not what limits), at each concurrency;
+* ``gpux serve`` with dynamic batching (``--max-batch-size 32``, 2 ms) and its default
+  preferred sizes (sessions per size), driven by Triton's own clients with binary tensors, over
+  HTTP (tritonclient.http) and over gRPC (tritonclient.grpc), from 8 client processes (so the
+  client is not what limits), at each concurrency; ``--configs`` adds other server settings,
+  e.g. ``none=--preferred-batch-sizes none`` (every batch size as it comes);
 
 printing requests/s, p50 and p99, and each against the in-process best.
 
     python benchmarks/gpu_serve.py --model /root/models/resnet50_dyn.onnx [--seconds 10]
-        [--concurrency 1,8,32,64] [--json out.json]
+        [--concurrency 1,8,32,64] [--protocols http,grpc] [--configs 'label=--flag value;...']
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -83,23 +85,31 @@ def in_process(model: Path, sizes: list[int], seconds: float, backend: str) -> d
     return rates
 
 
-def _client(url: str, model: str, threads: int, seconds: float, path: str, queue: Any) -> None:
+def _client(
+    url: str, model: str, threads: int, seconds: float, path: str, queue: Any, protocol: str
+) -> None:
     import threading
 
-    import tritonclient.http as http
+    if protocol == "grpc":
+        import tritonclient.grpc as triton
+    else:
+        import tritonclient.http as triton
 
     one = one_request(Path(path))
     latencies: list[float] = []
     lock = threading.Lock()
 
     def loop() -> None:
-        client = http.InferenceServerClient(url)
+        client = triton.InferenceServerClient(url)
         inputs = []
         for name, value in one.items():
-            tensor = http.InferInput(
+            tensor = triton.InferInput(
                 name, list(value.shape), "INT64" if value.dtype == np.int64 else "FP32"
             )
-            tensor.set_data_from_numpy(value, binary_data=True)
+            if protocol == "grpc":
+                tensor.set_data_from_numpy(value)  # always raw bytes over gRPC
+            else:
+                tensor.set_data_from_numpy(value, binary_data=True)
             inputs.append(tensor)
         mine = []
         deadline = time.perf_counter() + seconds
@@ -118,13 +128,15 @@ def _client(url: str, model: str, threads: int, seconds: float, path: str, queue
     queue.put(latencies)
 
 
-def load(url: str, model: str, path: Path, concurrency: int, seconds: float) -> dict[str, float]:
+def load(
+    url: str, model: str, path: Path, concurrency: int, seconds: float, protocol: str = "http"
+) -> dict[str, float]:
     processes = min(concurrency, 8)
     queue: Any = multiprocessing.get_context("spawn").Queue()
     context = multiprocessing.get_context("spawn")
     per = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
     jobs = [
-        context.Process(target=_client, args=(url, model, n, seconds, str(path), queue))
+        context.Process(target=_client, args=(url, model, n, seconds, str(path), queue, protocol))
         for n in per
     ]
     for job in jobs:
@@ -140,10 +152,12 @@ def load(url: str, model: str, path: Path, concurrency: int, seconds: float) -> 
     }
 
 
-def serve(home: Path, backend: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def serve(home: Path, backend: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A ``gpux serve`` of the bench image, ready (every batch size warm); its HTTP and gRPC
+    addresses."""
     import httpx
 
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log = open(home / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         [
@@ -156,6 +170,8 @@ def serve(home: Path, backend: str, extra: list[str]) -> tuple[subprocess.Popen[
             backend,
             "--port",
             str(port),
+            "--grpc-port",
+            str(grpc_port),
             "--max-batch-size",
             "32",
             "--max-batch-delay-ms",
@@ -170,7 +186,7 @@ def serve(home: Path, backend: str, extra: list[str]) -> tuple[subprocess.Popen[
     for _ in range(600):
         try:
             if httpx.get(f"http://{url}/v2/health/ready", timeout=1).status_code == 200:
-                return process, url
+                return process, url, f"127.0.0.1:{grpc_port}"
         except httpx.TransportError:
             pass
         if process.poll() is not None:
@@ -187,6 +203,12 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--backend", default="cuda", choices=sorted(PROVIDERS))
+    parser.add_argument("--protocols", default="http,grpc")
+    parser.add_argument(
+        "--configs",
+        default="",
+        help="more server settings to measure: 'label=--flag value;label2=...'",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     report: dict[str, Any] = {"model": args.model.name}
@@ -204,22 +226,26 @@ def main() -> None:
         env={**os.environ, "GPUX_HOME": str(home)},
         check=True,
     )
-    for label, extra in (
-        ("gpux serve (preferred sizes, sessions per size)", []),
-        ("gpux serve (any batch size, one session)", ["--preferred-batch-sizes", "none"]),
-    ):
-        process, url = serve(home, args.backend, extra)
-        rows = {}
+    configs: list[tuple[str, list[str]]] = [("gpux serve", [])]
+    for entry in filter(None, args.configs.split(";")):
+        label, _, flags = entry.partition("=")
+        configs.append((f"gpux serve ({label.strip()})", flags.split()))
+    for label, extra in configs:
+        process, url, grpc_url = serve(home, args.backend, extra)
         try:
-            for level in levels:
-                result = load(url, "bench", args.model, level, args.seconds)
-                result["vs_in_process_best"] = round(result["requests_per_s"] / best, 3)
-                rows[level] = result
-                print(f"  {label} c={level}: {result}", flush=True)
+            for protocol in args.protocols.split(","):
+                rows = {}
+                for level in levels:
+                    address = grpc_url if protocol == "grpc" else url
+                    result = load(address, "bench", args.model, level, args.seconds, protocol)
+                    result["vs_in_process_best"] = round(result["requests_per_s"] / best, 3)
+                    result["p99_over_p50"] = round(result["p99_ms"] / result["p50_ms"], 2)
+                    rows[level] = result
+                    print(f"  {label} {protocol} c={level}: {result}", flush=True)
+                report[f"{label} {protocol}"] = rows
         finally:
             process.terminate()
             process.wait(timeout=60)
-        report[label] = rows
     print(f"in-process best: {best:.0f} rows/s (b{max(rates, key=rates.__getitem__)})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -1,30 +1,43 @@
-"""What serving costs, and what dynamic batching buys, measured in one run on one machine.
+"""What serving costs, against in-process ONNX Runtime and the servers a user would pick instead,
+measured in one run on one machine.
 
-MiniLM int8 (batch 1, 16 tokens per request) is served by ``gpux serve`` on loopback, and
-tritonclient (HTTP, binary tensors, its defaults) sends requests from N concurrent callers for a
-fixed time. Baselines, measured in the same run:
+One request = one row (MiniLM int8 by default: batch 1 x 16 tokens, a 124 KB JSON answer).
 
-* bare ONNX Runtime in this process, one caller, the same request in a loop (the ceiling a
-  server could reach without batching);
-* the same server with dynamic batching off (max_batch_size 1) vs on (32 rows, 5 ms delay).
+* in-process ONNX Runtime, one caller: batch 1, and the batch size with the most rows/s (the
+  ceiling any server of this model could reach);
+* ``gpux serve`` as a subprocess on 127.0.0.1 with dynamic batching (``--max-batch-size 32``),
+  over HTTP JSON, HTTP binary tensors (the Open Inference Protocol's binary extension) and gRPC;
+* peers, each in its own virtual environment (``make bench-peers``; skipped when missing):
+  a plain FastAPI + ONNX Runtime endpoint (benchmarks/fastapi_onnx.py, unbatched, JSON) and
+  MLServer 1.7.1 with a minimal ONNX Runtime runtime and its adaptive batching
+  (benchmarks/mlserver_onnx.py, same batch size and delay), over HTTP JSON and gRPC;
 
-Prints requests/s, p50/p99 latency and the ratios.
+each at every concurrency (closed loop, benchmarks/serve_load.py), rounds interleaved across
+servers so that a busy moment on a shared machine hits every row alike. JSON requests ask for
+no compression (``Accept-Encoding: identity``). Before the load, one answer of every row is
+checked against the in-process result.
 
-    uv run python benchmarks/serve.py [--seconds 5] [--callers 16] [--json out.json]
+    uv run python benchmarks/serve.py [--model minilm|FILE.onnx] [--duration 5] [--rounds 1]
+        [--concurrency 1,8,32,64] [--skip-peers] [--backend cpu|cuda] [--gpux-args "..."]
+        [--json out.json] [--plot out.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
+import shlex
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +45,119 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import machine_load, serve_load
 from tools import zoo
 
-SEQUENCE = 16
+ROOT = Path(__file__).resolve().parent.parent
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+DATATYPES = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32", np.dtype(np.float32): "FP32"}
+MODEL_NAME = "bench"
 
 
-def request_arrays() -> dict[str, np.ndarray]:
-    ids = np.full((1, SEQUENCE), 2000, dtype=np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": 0 * ids}
+# --- the request ------------------------------------------------------------------------------
+
+
+def one_request(model: Path, sequence: int) -> dict[str, np.ndarray]:
+    """One row for each input: token ids for int64 inputs (a [CLS] ... [SEP] sentence, its mask,
+    zero type ids), fixed random values for float inputs; symbolic dims other than the batch
+    take ``sequence``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {}
+    for tensor in session.get_inputs():
+        dims = [1] + [d if isinstance(d, int) and d > 0 else sequence for d in tensor.shape[1:]]
+        if tensor.type == "tensor(int64)":
+            if "mask" in tensor.name:
+                value = np.ones(dims, dtype=np.int64)
+            elif "type" in tensor.name:
+                value = np.zeros(dims, dtype=np.int64)
+            else:
+                value = rng.integers(1000, 29000, dims).astype(np.int64)
+                value[..., 0], value[..., -1] = 101, 102
+        else:
+            value = rng.standard_normal(dims).astype(np.float32)
+        feed[tensor.name] = value
+    return feed
+
+
+def json_body(feed: dict[str, np.ndarray]) -> bytes:
+    inputs = [
+        {
+            "name": n,
+            "shape": list(v.shape),
+            "datatype": DATATYPES[v.dtype],
+            "data": v.ravel().tolist(),
+        }
+        for n, v in feed.items()
+    ]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def binary_body(feed: dict[str, np.ndarray]) -> tuple[bytes, int]:
+    """The binary tensor extension: a JSON header, then the raw tensors; binary outputs asked."""
+    inputs = [
+        {
+            "name": n,
+            "shape": list(v.shape),
+            "datatype": DATATYPES[v.dtype],
+            "parameters": {"binary_data_size": v.nbytes},
+        }
+        for n, v in feed.items()
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return header + b"".join(v.tobytes() for v in feed.values()), len(header)
+
+
+def grpc_request(feed: dict[str, np.ndarray]) -> bytes:
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL_NAME)
+    for name, value in feed.items():
+        tensor = request.inputs.add()
+        tensor.name, tensor.datatype = name, DATATYPES[value.dtype]
+        tensor.shape.extend(value.shape)
+        request.raw_input_contents.append(value.tobytes())
+    return bytes(request.SerializeToString())
+
+
+# --- in process -------------------------------------------------------------------------------
+
+
+class InProcess:
+    """ONNX Runtime in this process, one caller, the same rows in a loop: the ceiling."""
+
+    def __init__(self, model: Path, feed: dict[str, np.ndarray], backend: str) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(model), providers=[PROVIDERS[backend]])
+        self.feed = feed
+        self.reference = self.session.run(None, feed)[0]
+
+    def measure(self, size: int, seconds: float) -> serve_load.LoadResult:
+        """Rows/s at batch ``size`` as a ``LoadResult`` of concurrency 1 (latencies per call)."""
+        batch = {k: np.repeat(v, size, axis=0) for k, v in self.feed.items()}
+        for _ in range(5):
+            self.session.run(None, batch)
+        latencies = []
+        cpu, started = time.process_time(), time.perf_counter()
+        while (sent := time.perf_counter()) - started < seconds:
+            self.session.run(None, batch)
+            latencies.append(time.perf_counter() - sent)
+        elapsed = time.perf_counter() - started
+        latencies.sort()
+        # Rows answered per second of the window; the CPU share is ONNX Runtime's own threads.
+        return serve_load.LoadResult(
+            1, elapsed, latencies, len(latencies) * size, 0, None, time.process_time() - cpu
+        )
+
+    def best_batch(self, sizes: list[int], seconds: float) -> tuple[int, dict[int, float]]:
+        rates = {size: self.measure(size, seconds).throughput for size in sizes}
+        return max(rates, key=rates.__getitem__), rates
+
+
+# --- servers ----------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -49,142 +166,484 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bare_loop(model: Path, seconds: float) -> dict[str, float]:
-    import onnxruntime as ort
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    http_port: int
+    grpc_port: int | None
+    log: Path
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = None
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    feed = request_arrays()
-    for _ in range(20):
-        session.run(None, feed)
-    latencies = []
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        started = time.perf_counter()
-        session.run(None, feed)
-        latencies.append(time.perf_counter() - started)
-    return summary(latencies, seconds)
+    def start(self) -> None:
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        import httpx
+
+        url = f"http://127.0.0.1:{self.http_port}/v2/models/{MODEL_NAME}/ready"
+        deadline = time.monotonic() + timeout
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.3)
+        tail = self.log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{self.name} did not get ready; its log ends with:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
-def summary(latencies: list[float], seconds: float) -> dict[str, float]:
-    ordered = sorted(latencies)
-    return {
-        "requests_per_s": len(latencies) / seconds,
-        "p50_ms": statistics.median(ordered) * 1e3,
-        "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1e3,
-    }
-
-
-def build_bench_image(model: Path, folder: Path) -> Path:
-    """``bench:latest`` (the bare model, no pipeline) built into a new store; its GPUX_HOME."""
-    home, project = folder / "home", folder / "bench"
-    project.mkdir()
-    (project / "model.onnx").write_bytes(model.read_bytes())
-    (project / "GPUXfile").write_text("name: bench\nmodel: ./model.onnx\n")
+def build_image(model: Path, home: Path, backend: str) -> None:
+    """``bench:latest``: the bare model (no pipeline), built into a fresh store at ``home``."""
+    project = home / "project"
+    project.mkdir(parents=True)
+    shutil.copyfile(model, project / "model.onnx")  # a link out of the project is refused
+    (project / "GPUXfile").write_text(f"name: {MODEL_NAME}\nmodel: ./model.onnx\n")
     subprocess.run(
-        [sys.executable, "-m", "gpux.cli.main", "build", str(project), "-q"],
+        [sys.executable, "-m", "gpux", "build", str(project), "--backend", backend, "-q"],
         env={**os.environ, "GPUX_HOME": str(home)},
         check=True,
-        capture_output=True,
-    )
-    return home
-
-
-def serve_and_load(home: Path, extra: list[str], callers: int, seconds: float) -> dict[str, float]:
-    import httpx
-    import tritonclient.http as triton
-
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gpux.cli.main",
-            "serve",
-            "bench:latest",
-            "--backend",
-            "cpu",
-            "--port",
-            str(port),
-            *extra,
-        ],
-        env={**os.environ, "GPUX_HOME": str(home)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
+
+
+def gpux_server(home: Path, args: argparse.Namespace) -> Server:
+    http_port, grpc_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "gpux", "serve", MODEL_NAME, "--backend", args.backend,
+        "--port", str(http_port), "--grpc-port", str(grpc_port),
+        "--max-batch-size", str(args.max_batch_size),
+        "--max-batch-delay-ms", str(args.batch_delay_ms),
+        *shlex.split(args.gpux_args),
+    ]  # fmt: skip
+    env = {**os.environ, "GPUX_HOME": str(home)}
+    return Server("gpux serve", command, http_port, grpc_port, home / "gpux.log", env)
+
+
+def peer_servers(model: Path, folder: Path, args: argparse.Namespace) -> list[Server]:
+    """The peers whose virtual environments exist; a line for each one that is missing."""
+    servers = []
+    fastapi_python = ROOT / ".venv-peers" / "bin" / "python"
+    mlserver_python = ROOT / ".venv-mlserver" / "bin" / "python"
+    if fastapi_python.exists():
+        port = free_port()
+        command = [
+            str(fastapi_python), str(ROOT / "benchmarks" / "fastapi_onnx.py"),
+            "--model", str(model), "--name", MODEL_NAME, "--port", str(port),
+            "--backend", args.backend,
+        ]  # fmt: skip
+        servers.append(Server("FastAPI", command, port, None, folder / "fastapi.log"))
+    else:
+        print("skipping FastAPI + ONNX Runtime: .venv-peers is missing (make bench-peers)")
+    if mlserver_python.exists():
+        http_port, grpc_port = free_port(), free_port()
+        command = [
+            str(mlserver_python), str(ROOT / "benchmarks" / "mlserver_onnx.py"),
+            "--model", str(model), "--name", MODEL_NAME,
+            "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+            "--max-batch-size", str(args.max_batch_size),
+            "--max-batch-delay-ms", str(args.batch_delay_ms), "--backend", args.backend,
+        ]  # fmt: skip
+        servers.append(Server("MLServer", command, http_port, grpc_port, folder / "mlserver.log"))
+    else:
+        print("skipping MLServer 1.7.1: .venv-mlserver is missing (make bench-peers)")
+    return servers
+
+
+# --- rows: a server and a protocol ------------------------------------------------------------
+
+IN_PROCESS = "in-process ONNX Runtime"
+
+
+@dataclass
+class Row:
+    server: str
+    protocol: str  # "HTTP JSON", "HTTP binary", "gRPC"; for the in-process rows, the batch
+    target: serve_load.Target | None = None  # None: in process
+    decode: Callable[[bytes, dict[str, str]], np.ndarray] | None = None  # answer -> 1st output
+    batch: int = 1  # in-process rows: rows per call
+
+    @property
+    def label(self) -> str:
+        return f"{self.server}, {self.protocol}"
+
+
+def decode_json(body: bytes, headers: dict[str, str]) -> np.ndarray:
+    output = json.loads(body)["outputs"][0]
+    return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
+
+
+def decode_binary(body: bytes, headers: dict[str, str]) -> np.ndarray:
+    length = int(headers["inference-header-content-length"])
+    output = json.loads(body[:length])["outputs"][0]
+    return np.frombuffer(body[length:], dtype=np.float32).reshape(output["shape"])
+
+
+def decode_grpc(body: bytes, headers: dict[str, str]) -> np.ndarray:
+    from tritonclient.grpc import service_pb2
+
+    answer = service_pb2.ModelInferResponse.FromString(body)
+    output = answer.outputs[0]
+    if answer.raw_output_contents:
+        values = np.frombuffer(answer.raw_output_contents[0], dtype=np.float32)
+    else:
+        values = np.asarray(output.contents.fp32_contents, dtype=np.float32)
+    return values.reshape(list(output.shape))
+
+
+def rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
+    infer = f"/v2/models/{MODEL_NAME}/infer"
+    json_headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+    http = ("127.0.0.1", server.http_port)
+    json_target = serve_load.HttpTarget(*http, infer, json_body(feed), json_headers)
+    rows = [Row(server.name, "HTTP JSON", json_target, decode_json)]
+    if server.name == "gpux serve":  # the peers have no binary extension
+        body, header_length = binary_body(feed)
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(header_length),
+            "Accept-Encoding": "identity",
+        }
+        binary_target = serve_load.HttpTarget(*http, infer, body, headers)
+        rows.append(Row(server.name, "HTTP binary", binary_target, decode_binary))
+    if server.grpc_port is not None:
+        grpc_target = serve_load.GrpcTarget("127.0.0.1", server.grpc_port, grpc_request(feed))
+        rows.append(Row(server.name, "gRPC", grpc_target, decode_grpc))
+    return rows
+
+
+def check_answer(row: Row, reference: np.ndarray) -> None:
+    """One request of the row, its first output compared with in-process ONNX Runtime's."""
+    target, decode = row.target, row.decode
+    assert target is not None and decode is not None
+    if isinstance(target, serve_load.HttpTarget):
+        import httpx
+
+        answer = httpx.post(
+            f"http://{target.host}:{target.port}{target.path}",
+            content=target.body,
+            headers=target.headers,
+            timeout=60,
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"{row.label}: HTTP {answer.status_code}: {answer.text[:500]}")
+        output = decode(answer.content, dict(answer.headers))
+    else:
+        import grpc
+
+        with grpc.insecure_channel(f"{target.host}:{target.port}") as channel:
+            output = decode(channel.unary_unary(target.method)(target.request), {})
+    worst = float(np.abs(output - reference).max()) if output.shape == reference.shape else None
+    if worst is None or worst > 1e-3:
+        raise RuntimeError(
+            f"{row.label} answered {output.shape} (largest difference {worst}); "
+            f"in process: {reference.shape}"
+        )
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(servers: list[Server]) -> Iterator[list[Server]]:
+    """Every server started together (their loading overlaps), stopped at the end; a peer that
+    fails to start is left out with its log, gpux serve failing stops the run."""
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        for server in servers:
+            server.start()
+        up = []
+        for server in servers:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gpux serve did not start") from None
-                time.sleep(0.2)
-        arrays = request_arrays()
-        latencies: list[float] = []
-        lock = threading.Lock()
-        stop = time.perf_counter() + seconds + 1.0  # the first second is warm-up
-
-        def caller() -> None:
-            client = triton.InferenceServerClient(f"127.0.0.1:{port}")
-            inputs = []
-            for name, value in arrays.items():
-                tensor = triton.InferInput(name, list(value.shape), "INT64")
-                tensor.set_data_from_numpy(value)
-                inputs.append(tensor)
-            warm_until = time.perf_counter() + 1.0
-            mine = []
-            while (now := time.perf_counter()) < stop:
-                client.infer("bench", inputs)
-                if now >= warm_until:
-                    mine.append(time.perf_counter() - now)
-            with lock:
-                latencies.extend(mine)
-
-        threads = [threading.Thread(target=caller) for _ in range(callers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return summary(latencies, seconds)
+                server.wait_ready()
+                up.append(server)
+            except RuntimeError as exc:
+                if server.name == "gpux serve":
+                    raise
+                print(f"skipping {server.name}: {exc}")
+                server.stop()
+        yield up
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        for server in servers:
+            server.stop()
+
+
+def median_round(results: list[serve_load.LoadResult]) -> serve_load.LoadResult:
+    return sorted(results, key=lambda r: r.throughput)[(len(results) - 1) // 2]
+
+
+def quietest_round(results: list[serve_load.LoadResult]) -> serve_load.LoadResult:
+    """The round in which the rest of the machine used the least CPU."""
+    return min(results, key=lambda r: r.others_cpu)
+
+
+def measure_all(
+    rows: list[Row], levels: list[int], in_process: InProcess, args: argparse.Namespace
+) -> dict[tuple[str, int], serve_load.LoadResult]:
+    """Every row at every level, rounds outermost; the in-process rows are measured again at
+    each level, between the servers, so that each ratio compares figures taken minutes apart
+    at most on a machine whose load changes."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    results: dict[tuple[str, int], list[serve_load.LoadResult]] = {}
+    steps = args.rounds * len(levels) * len(rows)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), transient=True
+    ) as progress:
+        task = progress.add_task("load", total=steps)
+        for round_index in range(args.rounds):
+            for level in levels:
+                for row in rows:
+                    progress.update(
+                        task, description=f"round {round_index + 1}: {row.label}, c={level}"
+                    )
+                    if args.wait_quiet:
+                        machine_load.wait_until_quiet(args.quiet_below, args.wait_quiet)
+                    meter = machine_load.OthersMeter()
+                    meter.start()
+                    if row.target is None:
+                        result = in_process.measure(row.batch, args.duration)
+                    else:
+                        result = serve_load.measure(
+                            row.target, level, args.duration, args.warmup, args.client_processes
+                        )
+                    result.others_cpu = meter.stop()
+                    if result.errors:
+                        progress.console.print(
+                            f"[red]{row.label} c={level}: {result.errors} errors, "
+                            f"first: {result.first_error}"
+                        )
+                    results.setdefault((row.label, level), []).append(result)
+                    progress.advance(task)
+                    if not progress.console.is_terminal:  # no bar in a log: a line per step
+                        print(
+                            f"  round {round_index + 1}, c={level}, {row.label}: "
+                            f"{result.throughput:.0f}/s (others used {result.others_cpu:.2f} cores)",
+                            flush=True,
+                        )
+    pick = median_round if args.pick == "median" else quietest_round
+    return {key: pick(runs) for key, runs in results.items()}
+
+
+def peer_for(row: Row, kind: str) -> str | None:
+    """The peer row a GPUX row is compared with: MLServer over the same transport, FastAPI's
+    JSON endpoint for every HTTP row."""
+    if kind == "MLServer":
+        return "MLServer, gRPC" if row.protocol == "gRPC" else "MLServer, HTTP JSON"
+    return "FastAPI, HTTP JSON" if row.protocol != "gRPC" else None
+
+
+def ratio(
+    measured: dict[tuple[str, int], serve_load.LoadResult],
+    label: str,
+    other: str | None,
+    level: int,
+) -> float | None:
+    mine, theirs = measured.get((label, level)), measured.get((other or "", level))
+    if mine is None or theirs is None or not theirs.throughput:
+        return None
+    return mine.throughput / theirs.throughput
+
+
+CAPTION = (
+    "inf/s: rows answered per second (one row per request; in process: per call of the batch); "
+    "in-process rows are measured again at each level, between the servers; vs MLServer: "
+    "MLServer over the same transport (HTTP JSON for both HTTP rows); vs FastAPI: its JSON "
+    "endpoint; client CPU: the load generator's CPU time per second (100% = one core); others' "
+    "CPU: cores used meanwhile by processes that are not this benchmark or its servers"
+)
+
+
+def report(
+    rows: list[Row],
+    levels: list[int],
+    measured: dict[tuple[str, int], serve_load.LoadResult],
+    best_label: str,
+    title: str,
+) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=CAPTION, title_justify="left", caption_justify="left")
+    for column in ("server", "protocol"):
+        table.add_column(column)
+    for column in ("c", "inf/s", "p50 ms", "p99 ms", "vs in-proc best", "vs MLServer"):
+        table.add_column(column, justify="right")
+    for column in ("vs FastAPI", "client CPU", "others' CPU", "errors"):
+        table.add_column(column, justify="right")
+    found: dict[str, Any] = {}
+    for level in levels:
+        for index, row in enumerate(rows):
+            result = measured[(row.label, level)]
+            versus = {"in_process_best": ratio(measured, row.label, best_label, level)}
+            if row.server == "gpux serve":
+                versus["mlserver"] = ratio(measured, row.label, peer_for(row, "MLServer"), level)
+                versus["fastapi"] = ratio(measured, row.label, peer_for(row, "FastAPI"), level)
+            shown = [f"{v:.2f}" if v is not None else "" for v in versus.values()]
+            table.add_row(
+                row.server, row.protocol, str(level) if row.target else "1",
+                f"{result.throughput:.0f}", f"{result.percentile_ms(0.5):.2f}",
+                f"{result.percentile_ms(0.99):.2f}", *shown, *[""] * (3 - len(shown)),
+                f"{result.client_cpu_share:.0%}" if row.target else "",
+                f"{result.others_cpu:.2f}",
+                str(result.errors) if row.target else "",
+                end_section=index == len(rows) - 1,
+            )  # fmt: skip
+            found.setdefault(row.label, {})[level] = {
+                **result.as_dict(),
+                **{f"vs_{k}": round(v, 3) for k, v in versus.items() if v is not None},
+            }
+    console = Console(width=max(Console().width, 150))
+    console.print(table)
+    for line in target_lines(measured, rows, levels):
+        console.print(line)
+    return found
+
+
+def target_lines(
+    measured: dict[tuple[str, int], serve_load.LoadResult], rows: list[Row], levels: list[int]
+) -> list[str]:
+    """Issue 15's CPU targets, where this run measured what they need."""
+    lines = []
+    if 32 in levels:
+        for peer in ("MLServer, HTTP JSON", "FastAPI, HTTP JSON"):
+            value = ratio(measured, "gpux serve, HTTP JSON", peer, 32)
+            if value is not None:
+                mark = "met" if value >= 1.2 else "NOT met"
+                lines.append(f"HTTP JSON, c=32: gpux serve / {peer} = {value:.2f} (>= 1.2: {mark})")
+    binary = measured.get(("gpux serve, HTTP binary", 1))
+    bare = measured.get((f"{IN_PROCESS}, batch 1", 1))
+    if binary and bare:
+        added = binary.percentile_ms(0.5) - bare.percentile_ms(0.5)
+        mark = "met" if added <= 0.5 else "NOT met"
+        lines.append(
+            f"HTTP binary, c=1: p50 {binary.percentile_ms(0.5):.2f} ms vs in-process batch 1 "
+            f"{bare.percentile_ms(0.5):.2f} ms: {added:+.2f} ms (<= 0.5 ms: {mark})"
+        )
+    return lines
+
+
+def plot(path: Path, rows: list[Row], levels: list[int], found: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    for row in rows:
+        throughput = [found[row.label][level]["throughput_per_s"] for level in levels]
+        style = {"linestyle": "--", "color": "grey"} if row.target is None else {"marker": "o"}
+        axes.plot(levels, throughput, label=row.label, **style)  # type: ignore[arg-type]
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(levels, [str(level) for level in levels])
+    axes.set_xlabel("concurrent clients (in process: measured at that step, one caller)")
+    axes.set_ylabel("inferences / s")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def resolve_model(name: str) -> Path:
+    path = Path(name)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise SystemExit(f"no ONNX file at {path}")
+        return path.resolve()
+    if name not in zoo.ZOO:
+        raise SystemExit(f"--model: '{name}' is neither an .onnx file nor a zoo model")
+    return zoo.fetch(name)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--callers", type=int, default=16)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="minilm", help="zoo name or .onnx file")
+    parser.add_argument("--sequence", type=int, default=16, help="size of symbolic dims")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per row")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds before each")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--pick",
+        default="median",
+        choices=["median", "quietest"],
+        help="which round each cell shows: median throughput, or least CPU used by others",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="before each step, wait up to this many seconds for other processes to use "
+        "less than --quiet-below cores (a shared machine)",
+    )
+    parser.add_argument("--quiet-below", type=float, default=0.3, help="cores")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32,64", help="in process")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="gpux and MLServer")
+    parser.add_argument("--batch-delay-ms", type=float, default=2.0, help="gpux and MLServer")
+    parser.add_argument("--backend", default="cpu", choices=sorted(PROVIDERS))
+    parser.add_argument("--gpux-args", default="", help="more `gpux serve` options, quoted")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="load generator processes (more on a many-core GPU machine)",
+    )
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    sizes = sorted({1, *(int(b) for b in args.batch_sizes.split(","))})
 
-    model = zoo.fetch("minilm")
+    model = resolve_model(args.model)
+    feed = one_request(model, args.sequence)
+    shapes = ", ".join(f"{n} {list(v.shape)}" for n, v in feed.items())
+    print(f"in-process ONNX Runtime: the best of batch sizes {sizes} ...", flush=True)
+    in_process = InProcess(model, feed, args.backend)
+    best, rates = in_process.best_batch(sizes, min(args.duration, 2.0))
+    print("  rows/s: " + ", ".join(f"b{size} {rate:.0f}" for size, rate in rates.items()))
+    rows = [Row(IN_PROCESS, "batch 1"), Row(IN_PROCESS, f"batch {best} (best)", batch=best)]
+    title = (
+        f"{args.model}: one row per request ({shapes}); {args.backend}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; batching {args.max_batch_size} rows / "
+        f"{args.batch_delay_ms} ms; {args.duration} s per row after {args.warmup} s; "
+        f"{args.rounds} round(s), the {args.pick} shown"
+    )
+
     with tempfile.TemporaryDirectory(prefix="gpux-bench-serve-") as tmp:
-        home = build_bench_image(model, Path(tmp))
-        results: dict[str, Any] = {
-            "bare ONNX Runtime, 1 caller in process": bare_loop(model, args.seconds),
-            f"gpux serve, no batching, {args.callers} callers": serve_and_load(
-                home, ["--max-batch-size", "1"], args.callers, args.seconds
-            ),
-            f"gpux serve, batching 32 / 5 ms, {args.callers} callers": serve_and_load(
-                home,
-                ["--max-batch-size", "32", "--max-batch-delay-ms", "5"],
-                args.callers,
-                args.seconds,
-            ),
-        }
-    base = next(iter(results.values()))["requests_per_s"]
-    print(f"MiniLM int8, batch 1 x {SEQUENCE} tokens per request, CPU, {os.cpu_count()} cores")
-    print(f"{'':58} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8}")
-    for name, row in results.items():
-        print(
-            f"{name:58} {row['requests_per_s']:8.0f} {row['p50_ms']:8.2f} {row['p99_ms']:8.2f} "
-            f"{row['requests_per_s'] / base:8.2f}"
-        )
+        folder = Path(tmp)
+        print("building the image and starting the servers ...", flush=True)
+        build_image(model, folder / "home", args.backend)
+        servers = [gpux_server(folder / "home", args)]
+        if args.skip_peers:
+            print("skipping the peers (--skip-peers)")
+        else:
+            servers += peer_servers(model, folder, args)
+        with running(servers) as up:
+            rows += [row for server in up for row in rows_of(server, feed)]
+            for row in rows[2:]:
+                check_answer(row, in_process.reference)
+            measured = measure_all(rows, levels, in_process, args)
+    found = report(rows, levels, measured, rows[1].label, title)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        summary = {"title": title, "in_process_sweep_rows_per_s": rates, "rows": found}
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plot:
+        plot(args.plot, rows, levels, found)
     return 0
 
 

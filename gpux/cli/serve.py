@@ -15,7 +15,9 @@ from gpux.cli.options import BACKENDS, check_backend
 from gpux.serve.policy import MIB, RequestPolicy, host_name, is_loopback
 
 if TYPE_CHECKING:
+    from gpux.serve.app import ServedModel
     from gpux.serve.grpc_service import GRPCOptions
+    from gpux.serve.server import ServerSpec
 
 DEFAULT_PORT = 8080
 TRITON_GRPC_PORT = 8001  # the port Triton's clients expect; gRPC is off unless asked for
@@ -116,6 +118,15 @@ def register(app: typer.Typer) -> None:
             help="Let pages of this origin (https://app.example.com) call the API (repeatable; "
             "'*' for any). Default: no CORS, and cross-site requests are refused.",
         ),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            min=1,
+            max=64,
+            help="Server processes sharing the port, each with its own copy of the models: "
+            "for request rates one Python process cannot answer (a GPU fed by one process "
+            "waits on it). /metrics and /stats add up every worker.",
+        ),
         detach: bool = typer.Option(
             False,
             "-d",
@@ -191,6 +202,7 @@ def register(app: typer.Typer) -> None:
             options = [f"--{key.replace('_', '-')}={value}" for key, value in overrides.items()]
             options = [option for option in options if not option.endswith("=None")]
             options += _policy_options(policy, max_body_mb) + _grpc_flags(grpc)
+            options += [f"--workers={workers}"] if workers > 1 else []
             server = daemon.start(
                 names,
                 ([f"--backend={backend}"] if backend else [])
@@ -210,9 +222,21 @@ def register(app: typer.Typer) -> None:
                 f"(pid {server.pid}); gpux logs {server.id}, gpux stop {server.id}"
             )
             return
-        _serve_foreground(
-            names, backend, host, chosen_port, token, overrides, policy, trust_code, grpc
+        from gpux.serve.server import ServerSpec
+
+        spec = ServerSpec(
+            tuple(names),
+            backend,
+            host,
+            chosen_port,
+            token,
+            overrides,
+            policy,
+            trust_code,
+            grpc,
+            workers,
         )
+        _serve_foreground(spec)
 
 
 def _grpc_options(
@@ -381,61 +405,37 @@ def _policy_options(policy: RequestPolicy, max_body_mb: float) -> list[str]:
     return options + [f"--cors-origin={origin}" for origin in policy.cors_origins]
 
 
-def _serve_foreground(
-    names: list[str],
-    backend: str | None,
-    host: str,
-    port: int,
-    token: str | None,
-    overrides: dict[str, Any],
-    policy: RequestPolicy,
-    trust_code: bool,
-    grpc: GRPCOptions | None = None,
-) -> None:
-    import uvicorn
-
-    from gpux import env
+def _serve_foreground(spec: ServerSpec) -> None:
     from gpux.cli.console import stderr
-    from gpux.serve.app import create_app
-    from gpux.serve.connection import timed_protocol
-    from gpux.serve.load import load_served
-    from gpux.serve.memory import keep_resident_memory_flat
+    from gpux.serve import server
 
-    # Before any model or thread pool exists: arenas are made by the threads that allocate.
-    keep_resident_memory_flat(env.malloc_arenas())
-    served = load_served(names, backend, overrides=overrides, trust_code=trust_code)
-    app_ = create_app(served, token=token, policy=policy, grpc=grpc)
     console = stderr()
-    for model in served:
-        sizes = model.limits.preferred_batch_sizes
+
+    def announce(served: list[ServedModel]) -> None:
+        for model in served:
+            sizes = model.limits.preferred_batch_sizes
+            console.print(
+                f"serving {model.name} ({model.version}) on {model.model.placement.backend} "
+                f"at http://{spec.host}:{spec.port}/v2/models/{model.name}"
+                + (
+                    f"; warming batch sizes {', '.join(map(str, sizes))}, ready once warm"
+                    if sizes
+                    else ""
+                )
+            )
+        if spec.grpc is not None:
+            console.print(f"serving the Open Inference Protocol over gRPC{_grpc_text(spec.grpc)}")
+
+    if spec.workers > 1:
         console.print(
-            f"serving {model.name} ({model.version}) on {model.model.placement.backend} "
-            f"at http://{host}:{port}/v2/models/{model.name}"
-            + (f"; batch sizes {', '.join(map(str, sizes))} warm" if sizes else "")
+            f"serving {', '.join(spec.names)} at http://{spec.host}:{spec.port} from "
+            f"{spec.workers} worker processes, each loading the models"
+            + (f"; gRPC{_grpc_text(spec.grpc)}" if spec.grpc is not None else "")
         )
-    if grpc is not None:
-        console.print(f"serving the Open Inference Protocol over gRPC{_grpc_text(grpc)}")
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler
     # that was there before it: make that one a clean exit, so a drained server exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    # access_log=False: the app writes structured JSON access lines (gpux/serve/access_log.py).
-    # http: uvicorn's httptools (else h11) protocol with a header read timeout
-    # (gpux/serve/connection.py); loop "auto" is uvloop where it is installed.
-    config = uvicorn.Config(
-        app_,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
-        http=timed_protocol(policy),
-        loop="auto",
-        # Longer than clients keep idle pooled connections (httpx and aiohttp: 5 s, uvicorn's
-        # own default): with equal timeouts a client reuses a connection the server is closing
-        # at that moment and gets a read error (seen under tests/serve/test_load.py's 64
-        # connections). nginx keeps 75 s; idle connections cost a socket, not a thread.
-        timeout_keep_alive=30,
-    )
-    uvicorn.Server(config).run()
+    server.run(spec, announce)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

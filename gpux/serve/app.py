@@ -9,6 +9,7 @@ refused before routing (host, origin, token, body size and time) is in gpux/serv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -30,7 +31,7 @@ from gpux.api import Model
 from gpux.errors import GPUXError
 from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
-from gpux.serve import bodies, json_codec, protocol, triton
+from gpux.serve import bodies, json_codec, protocol, shared_stats, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
@@ -44,6 +45,9 @@ from gpux.serve.guards import (
 from gpux.serve.inference import STATUS_OF, Inference, chosen_outputs, require_tensors
 from gpux.serve.metrics import Metrics
 from gpux.serve.parsing import ParseProcesses
+from gpux.serve.statistics import Statistics
+from gpux.serve.warmup import warm_served
+from gpux.serve.workers import shared_folder
 
 if TYPE_CHECKING:
     from gpux.serve.grpc_service import GRPCOptions
@@ -73,9 +77,24 @@ class ServedModel:
     threads: int = 1
     """Model calls in flight at once, each on its own thread (see ``inference_threads``)."""
     _batchers: dict[str, Batcher[Any]] = field(default_factory=dict)
+    warm: bool = False
+    """Every preferred batch size has run once (:func:`gpux.serve.warmup.warm_up`): until then
+    the model is not reported ready (requests that come anyway are served)."""
+    warm_error: str | None = None
 
     def __post_init__(self) -> None:
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpux-infer")
+        self.statistics = Statistics(self.name, self.triton_version)
+
+    @property
+    def triton_version(self) -> str:
+        """The version the protocols report. Triton's versions are whole numbers and its
+        tools parse them as such (perf_analyzer stops on ``latest``); a GPUX tag is a name, so
+        a tag that is not a number is reported as version 1. Routes answer to both."""
+        return self.version if self.version.isdigit() else "1"
+
+    def answers_to(self, version: str | None) -> bool:
+        return version in (None, "", self.version, self.triton_version)
 
     @property
     def batches_tensors(self) -> bool:
@@ -99,6 +118,7 @@ class ServedModel:
                 concurrency=self.threads,
                 preferred_sizes=self.limits.preferred_batch_sizes if batching else (),
                 padded=lambda rows: metrics.padding(self.name, rows),
+                timed=self.statistics.batch,
             )
         return self._batchers[kind]
 
@@ -109,7 +129,7 @@ class ServedModel:
 
         return {
             "name": self.name,
-            "versions": [self.version],
+            "versions": [self.triton_version],
             "platform": f"onnxruntime_onnx ({self.model.placement.backend})",
             "inputs": [tensor(t) for t in self.model.inputs],
             "outputs": [tensor(t) for t in self.model.outputs],
@@ -188,6 +208,10 @@ def create_app(
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
+        # 503 until every model is warm (gpux/serve/warmup.py): probes treat non-2xx as not ready.
+        waiting = {m.name: m.warm_error or "warming up" for m in models if not m.warm}
+        if waiting:
+            return JSONResponse({"ready": False, "waiting": waiting}, status_code=503)
         return JSONResponse({"ready": True})
 
     async def model_metadata(request: Request) -> Response:
@@ -195,7 +219,39 @@ def create_app(
 
     async def model_ready(request: Request) -> Response:
         served = find(request)
+        if not served.warm:
+            reason = served.warm_error or "warming up"
+            answer = {"name": served.name, "ready": False, "reason": reason}
+            return JSONResponse(answer, status_code=503)
         return JSONResponse({"name": served.name, "ready": True})
+
+    async def model_config(request: Request) -> Response:
+        return JSONResponse(triton.model_config(find(request)))
+
+    shared = shared_folder()
+
+    def all_statistics() -> dict[str, Any]:
+        return triton.statistics(models)
+
+    async def model_statistics(request: Request) -> Response:
+        name = request.path_params.get("model")
+        version = request.path_params.get("version")
+        answer = triton.statistics(models, name, version)  # a 404 for a model not served
+        if shared is not None:  # one of several workers: everyone's, added up
+            folder = shared / "stats"
+            await asyncio.to_thread(shared_stats.write, folder, all_statistics())
+            every = shared_stats.merge(await asyncio.to_thread(shared_stats.read_all, folder))
+            wanted = {(m["name"], m["version"]) for m in answer["model_stats"]}
+            answer = {
+                "model_stats": [
+                    m for m in every["model_stats"] if (m["name"], m["version"]) in wanted
+                ]
+            }
+        return JSONResponse(answer)
+
+    async def repository_index(request: Request) -> Response:
+        await read_body(request, policy)  # its filters ("ready") change nothing: all are loaded
+        return JSONResponse(triton.repository_index(models))
 
     async def infer(request: Request) -> Response:
         served = find(request)
@@ -257,10 +313,16 @@ def create_app(
         Route("/v2", guarded("metadata", server_metadata)),
         Route("/v2/health/live", guarded("health", live)),
         Route("/v2/health/ready", guarded("health", ready)),
+        Route("/v2/models/stats", guarded("metadata", model_statistics)),  # before {model}
         Route(model, guarded("metadata", model_metadata)),
         Route(version, guarded("metadata", model_metadata)),
         Route(model + "/ready", guarded("health", model_ready)),
         Route(version + "/ready", guarded("health", model_ready)),
+        Route(model + "/config", guarded("metadata", model_config)),
+        Route(version + "/config", guarded("metadata", model_config)),
+        Route(model + "/stats", guarded("metadata", model_statistics)),
+        Route(version + "/stats", guarded("metadata", model_statistics)),
+        Route("/v2/repository/index", guarded("metadata", repository_index), methods=["POST"]),
         Route(model + "/infer", guarded("infer", infer), methods=["POST"]),
         Route(version + "/infer", guarded("infer", infer), methods=["POST"]),
         Route("/v1/models/{model}/predict", guarded("predict", predict), methods=["POST"]),
@@ -276,6 +338,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # uvicorn listens only once this has started: HTTP readiness means gRPC is up too.
+        warming = [asyncio.create_task(warm_served(m)) for m in models]
+        if shared is not None:
+            writer = shared_stats.keep_writing(shared / "stats", all_statistics)
+            warming.append(asyncio.create_task(writer))
         grpc_server = None
         if grpc is not None:
             from gpux.serve import grpc_service
@@ -286,6 +352,8 @@ def create_app(
         try:
             yield
         finally:
+            for task in warming:
+                task.cancel()
             if grpc_server is not None:  # requests in flight get as long as a model may take
                 await grpc_server.stop(grace=max(m.limits.timeout for m in models))
             parser.close()
@@ -362,7 +430,9 @@ def _infer_answer(
     policy: RequestPolicy,
 ) -> Response:
     outputs = chosen_outputs(served, parsed, outputs)
-    content, header_length = protocol.encode_response(served.name, served.version, parsed, outputs)
+    content, header_length = protocol.encode_response(
+        served.name, served.triton_version, parsed, outputs
+    )
     headers = {}
     media = "application/json"
     if header_length is not None:

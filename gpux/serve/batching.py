@@ -22,6 +22,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from gpux.serve.statistics import BatchTiming
+
 Payload = TypeVar("Payload")
 
 
@@ -64,6 +66,7 @@ class Batcher(Generic[Payload]):
         concurrency: int = 1,
         preferred_sizes: Sequence[int] = (),
         padded: Callable[[int], None] | None = None,
+        timed: Callable[[BatchTiming], None] | None = None,
     ) -> None:
         """``concurrency``: model calls in flight at once (the executor's threads).
         ``preferred_sizes``: the batch sizes the model runs (padded up to the next one)."""
@@ -74,6 +77,7 @@ class Batcher(Generic[Payload]):
         self.max_queue = max_queue
         self.observe = observe  # (batch rows, queue seconds of the oldest) per model call
         self.padded = padded  # rows added to reach a preferred size, per model call
+        self.timed = timed  # each successful model call's stages (gpux/serve/statistics.py)
         self._pending: list[_Job[Payload]] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -162,14 +166,18 @@ class Batcher(Generic[Payload]):
         strategy = self.strategy
         sizes = [job.size for job in batch]
         extra = self.padding(sum(sizes)) if strategy.pad is not None else 0
+        started = time.perf_counter()
         if self.observe is not None:  # the rows the model runs, padding included
-            self.observe(sum(sizes) + extra, time.perf_counter() - batch[0].queued_at)
+            self.observe(sum(sizes) + extra, started - batch[0].queued_at)
         if extra and self.padded is not None:
             self.padded(extra)
+        timing = BatchTiming(sum(sizes) + extra, extra, [started - job.queued_at for job in batch])
         try:
             if len(batch) == 1 and not extra:
                 results = [
-                    await loop.run_in_executor(self.executor, strategy.run, batch[0].payload)
+                    await loop.run_in_executor(
+                        self.executor, _timed_run, strategy.run, batch[0].payload, timing
+                    )
                 ]
             else:
                 payloads = [job.payload for job in batch]
@@ -177,16 +185,20 @@ class Batcher(Generic[Payload]):
                 def joined_run() -> Any:
                     # Joining copies every row (8 ResNet-50 images: 4.8 MB): on the model's
                     # thread, not the event loop, where it cost 0.44 ms per batch.
+                    begun = time.perf_counter()
                     joined = strategy.combine(payloads)
                     if extra:
                         assert strategy.pad is not None
                         joined = strategy.pad(joined, extra)
-                    return strategy.run(joined)
+                    timing.joined = time.perf_counter() - begun
+                    return _timed_run(strategy.run, joined, timing)
 
                 output = await loop.run_in_executor(self.executor, joined_run)
+                begun = time.perf_counter()
                 # The padding is one more "request" whose part is dropped here.
                 results = strategy.split(output, [*sizes, extra] if extra else sizes)
                 results = results[: len(batch)]
+                timing.split = time.perf_counter() - begun
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].future, exception=exc)
@@ -194,8 +206,18 @@ class Batcher(Generic[Payload]):
             for job in batch:  # find the culprit: each alone
                 await self._run([job])
             return
+        if self.timed is not None:
+            self.timed(timing)
         for job, result in zip(batch, results, strict=True):
             _settle(job.future, result=result)
+
+
+def _timed_run(run: Callable[[Any], Any], payload: Any, timing: BatchTiming) -> Any:
+    begun = time.perf_counter()
+    try:
+        return run(payload)
+    finally:
+        timing.ran = time.perf_counter() - begun
 
 
 def _settle(

@@ -62,6 +62,8 @@ class GRPCOptions:
     host: str = "127.0.0.1"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    shared_port: bool = False
+    """Several worker processes listen on the port together (gpux/serve/workers.py)."""
 
     @property
     def address(self) -> str:
@@ -143,13 +145,13 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     @rpc("grpc_health", public=True)
     async def ServerReady(self, request: Any, context: Context) -> Any:
-        return service_pb2.ServerReadyResponse(ready=True)
+        return service_pb2.ServerReadyResponse(ready=all(m.warm for m in self.core.models))
 
     @rpc("grpc_health", public=True)
     async def ModelReady(self, request: Any, context: Context) -> Any:
         # As Triton: a model that is not served is not ready (no error).
         served = self.core.by_name.get(request.name)
-        ready = served is not None and request.version in ("", served.version)
+        ready = served is not None and served.answers_to(request.version) and served.warm
         return service_pb2.ModelReadyResponse(ready=ready)
 
     @rpc("grpc_metadata")
@@ -166,6 +168,11 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         served = self.core.find(request.name, request.version or None)
         config = json_format.ParseDict(triton.model_config(served), model_config_pb2.ModelConfig())
         return service_pb2.ModelConfigResponse(config=config)
+
+    @rpc("grpc_metadata")
+    async def ModelStatistics(self, request: Any, context: Context) -> Any:
+        stats = triton.statistics(self.core.models, request.name or None, request.version or None)
+        return json_format.ParseDict(stats, service_pb2.ModelStatisticsResponse())
 
     @rpc("grpc_metadata")
     async def RepositoryIndex(self, request: Any, context: Context) -> Any:
@@ -191,7 +198,7 @@ def _decode(request: Any, served: Any) -> tuple[Any, dict[str, Any]]:
 
 def _encode(served: Any, parsed: Any, outputs: dict[str, Any]) -> Any:
     chosen = chosen_outputs(served, parsed, outputs)
-    return grpc_tensors.infer_response(served.name, served.version, parsed, chosen)
+    return grpc_tensors.infer_response(served.name, served.triton_version, parsed, chosen)
 
 
 def credentials(options: GRPCOptions) -> grpc.ServerCredentials | None:
@@ -226,7 +233,9 @@ async def start(
         options=[
             ("grpc.max_receive_message_length", min(max_message_bytes, MAX_MESSAGE_BYTES)),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),  # a port another server holds is refused, not shared
+            # A port another server holds is refused, not shared; this server's own workers
+            # share theirs (the command checked it was free first).
+            ("grpc.so_reuseport", 1 if options.shared_port else 0),
         ]
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Service(core, token), server)

@@ -11,6 +11,7 @@ as a JSON body (gpux/serve/app.py), gRPC as a status code and its details
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
@@ -36,7 +37,7 @@ class Inference:
     def find(self, name: str, version: str | None = None) -> ServedModel:
         """The model served as ``name`` (and ``version``, when given), else a 404."""
         served = self.by_name.get(name)
-        if served is None or (version is not None and version != served.version):
+        if served is None or not served.answers_to(version):
             shown = f"{name}/versions/{version}" if version else name
             raise NotFoundError(
                 f"model '{shown}' is not served here",
@@ -53,8 +54,12 @@ class Inference:
         timeout = (
             served.limits.timeout if deadline is None else min(deadline, served.limits.timeout)
         )
+        started = time.perf_counter()
+        ok = False
         try:
-            return await served.batcher(kind, self.metrics).submit(payload, timeout)
+            result = await served.batcher(kind, self.metrics).submit(payload, timeout)
+            ok = True
+            return result
         except QueueFull as exc:
             raise HTTPError(
                 503,
@@ -68,6 +73,8 @@ class Inference:
                 f"model '{served.name}' did not answer within {served.limits.timeout:g} s",
                 "retry, send smaller requests, or raise serving.timeout",
             ) from exc
+        finally:  # Triton's success/fail statistics (gpux/serve/statistics.py)
+            served.statistics.answered(time.perf_counter() - started, ok)
 
     async def run_tensors(
         self, served: ServedModel, feed: dict[str, Any], deadline: float | None = None

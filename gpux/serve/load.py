@@ -57,7 +57,6 @@ def load_served(
             max_queue=int(values["max_queue"]),
             preferred_batch_sizes=_padding_sizes(model, given, max_batch_size),
         )
-        warm_up(model, limits.preferred_batch_sizes)  # before the server listens: ready = warm
         served.append(
             ServedModel(
                 repository or image.name,
@@ -105,22 +104,6 @@ def _listed(value: Any) -> list[int] | None:
     if isinstance(value, str):
         return [] if value == "none" else [int(part) for part in value.split(",")]
     return None if value is None else [int(n) for n in value]
-
-
-def warm_up(model: object, sizes: tuple[int, ...]) -> None:
-    """One run at each batch size, so the first request of each size is not the slow one."""
-    import numpy as np
-
-    from gpux.builder.smoke import generate_inputs
-    from gpux.runtime.model import Model
-
-    if not sizes or not isinstance(model, Model):
-        return
-    one = generate_inputs(model.inputs)
-    if not all(t.shape and not isinstance(t.shape[0], int) for t in model.inputs):
-        return  # a fixed batch: there is nothing to warm
-    for size in sizes:
-        model.run({name: np.repeat(value[:1], size, axis=0) for name, value in one.items()})
 
 
 def _server_pipeline(model: object) -> Pipeline:

@@ -8,6 +8,7 @@ not served count under ``model=""``, so a client cannot grow ``/metrics`` one se
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
@@ -43,14 +44,21 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # multiprocess_mode: how worker processes' values add up (gpux/serve/workers.py);
+        # ignored in a single process.
         self.inflight = Gauge(
-            "gpux_inflight_requests", "Requests being run.", ["model"], registry=self.registry
+            "gpux_inflight_requests",
+            "Requests being run.",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.backend = Gauge(
             "gpux_model_backend",
             "1 for the backend each model runs on.",
             ["model", "backend"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
         self.batch_size = Histogram(
             "gpux_batch_size",
@@ -73,7 +81,11 @@ class Metrics:
             registry=self.registry,
         )
         self.load_seconds = Gauge(
-            "gpux_model_load_seconds", "Time to load each model.", ["model"], registry=self.registry
+            "gpux_model_load_seconds",
+            "Time to load each model.",
+            ["model"],
+            registry=self.registry,
+            multiprocess_mode="max",
         )
 
     def batch(self, model: str, rows: int, waited: float) -> None:
@@ -110,4 +122,10 @@ class Metrics:
             gauge.dec()
 
     def render(self) -> tuple[bytes, str]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # workers: everyone's values, summed
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

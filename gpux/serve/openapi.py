@@ -104,8 +104,11 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
     version_parameter = _parameter(
         "version",
         "path",
-        {"type": "string", "enum": sorted({m.version for m in models})},
-        "The served model's version.",
+        {
+            "type": "string",
+            "enum": sorted({v for m in models for v in (m.version, m.triton_version)}),
+        },
+        "The served model's tag, or its protocol version (a whole number).",
     )
     per_model = [model_parameter]
     per_version = [model_parameter, version_parameter]
@@ -150,9 +153,24 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
         secured=True,
         errors=(404,),
     )
+    model_config = get(
+        "Model configuration (Triton's model configuration extension)",
+        "inference",
+        _json_response("ModelConfig"),
+        secured=True,
+        errors=(404,),
+    )
+    statistics = get(
+        "Inference statistics (Triton's statistics extension)",
+        "inference",
+        _json_response("ModelStatistics"),
+        secured=True,
+        errors=(404,),
+    )
     model_ready = get(
         "Is the model ready?", "health", _json_response("ModelReady"), secured=False, errors=(404,)
     )
+    model_ready["get"]["responses"]["503"] = _not_ready("ModelReady")
     infer = {
         "post": operation(
             "Run the model on tensors (Open Inference Protocol v2)",
@@ -206,18 +224,31 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
             }
         }
 
+    server_ready = get("Is the server ready?", "health", _json_response("Ready"), secured=False)
+    server_ready["get"]["responses"]["503"] = _not_ready("Ready")
     paths: dict[str, Any] = {
         "/v2": server_metadata,
         "/v2/health/live": get(
             "Is the server live?", "health", _json_response("Live"), secured=False
         ),
-        "/v2/health/ready": get(
-            "Is the server ready?", "health", _json_response("Ready"), secured=False
-        ),
+        "/v2/health/ready": server_ready,
         "/v2/models/{model}": {"parameters": per_model, **model_metadata},
         "/v2/models/{model}/versions/{version}": {"parameters": per_version, **model_metadata},
         "/v2/models/{model}/ready": {"parameters": per_model, **model_ready},
         "/v2/models/{model}/versions/{version}/ready": {"parameters": per_version, **model_ready},
+        "/v2/models/stats": statistics,
+        "/v2/models/{model}/config": {"parameters": per_model, **model_config},
+        "/v2/models/{model}/versions/{version}/config": {"parameters": per_version, **model_config},
+        "/v2/models/{model}/stats": {"parameters": per_model, **statistics},
+        "/v2/models/{model}/versions/{version}/stats": {"parameters": per_version, **statistics},
+        "/v2/repository/index": {
+            "post": operation(
+                "Every served model and its state",
+                "inference",
+                _json_response("RepositoryIndex"),
+                secured=True,
+            )
+        },
         "/v2/models/{model}/infer": {"parameters": per_model, **infer},
         "/v2/models/{model}/versions/{version}/infer": {"parameters": per_version, **infer},
         "/v1/models/{model}/predict": predict(models, per_model),
@@ -286,6 +317,13 @@ def _parameter(name: str, where: str, schema: dict[str, Any], description: str) 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _not_ready(schema: str) -> dict[str, Any]:
+    return {
+        "description": "Not ready: a model is still warming up (or its warm-up failed)",
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
 
 
 def _json_response(schema: str) -> dict[str, Any]:

@@ -15,7 +15,13 @@ from gpux.serve import protocol
 if TYPE_CHECKING:
     from gpux.serve.app import ServedModel
 
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "statistics",
+    "model_repository",
+]
 
 
 def server_metadata() -> dict[str, Any]:
@@ -51,6 +57,7 @@ def model_config(served: ServedModel) -> dict[str, Any]:
         "name": served.name,
         "platform": "onnxruntime_onnx",
         "backend": "onnxruntime",
+        "version_policy": {"specific": {"versions": [int(served.triton_version)]}},
         "max_batch_size": served.limits.max_batch_size if batched else 0,
         "input": tensors(served.model.inputs),
         "output": tensors(served.model.outputs),
@@ -62,10 +69,34 @@ def model_config(served: ServedModel) -> dict[str, Any]:
         config["dynamic_batching"] = {
             "max_queue_delay_microseconds": round(served.limits.max_batch_delay_ms * 1000)
         }
+        if served.limits.preferred_batch_sizes:
+            config["dynamic_batching"]["preferred_batch_size"] = list(
+                served.limits.preferred_batch_sizes
+            )
     return config
 
 
 def repository_index(models: list[ServedModel]) -> list[dict[str, Any]]:
     """``POST /v2/repository/index`` and ``RepositoryIndex``: every served model, all loaded
     (a server serves the images it started with; there is no model control)."""
-    return [{"name": m.name, "version": m.version, "state": "READY"} for m in models]
+    return [
+        {"name": m.name, "version": m.triton_version, "state": "READY" if m.warm else "LOADING"}
+        for m in models
+    ]
+
+
+def statistics(
+    models: list[ServedModel], name: str | None = None, version: str | None = None
+) -> dict[str, Any]:
+    """``GET /v2/models[/{m}[/versions/{v}]]/stats`` and ``ModelStatistics``: every model's
+    statistics, or one model's (a name that is not served is a 404, as in Triton)."""
+    from gpux.errors import NotFoundError
+
+    chosen = [m for m in models if name is None or m.name == name]
+    chosen = [m for m in chosen if m.answers_to(version)]
+    if name is not None and not chosen:
+        raise NotFoundError(
+            f"model '{name}' is not served here",
+            f"served models: {', '.join(m.name for m in models)}",
+        )
+    return {"model_stats": [m.statistics.report() for m in chosen]}

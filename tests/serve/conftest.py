@@ -53,11 +53,12 @@ def start_server(cli: BoundCLI, *args: str, env: dict[str, str] | None = None) -
             raise RuntimeError(
                 f"gpux serve exited {process.returncode}:\n{(cli.home / 'server.log').read_text()}"
             )
-        try:
+        try:  # 503 while the models warm up (gpux/serve/warmup.py)
             if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
                 return Server(url, port, process, cli)
         except httpx.TransportError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     process.kill()
     raise RuntimeError("gpux serve did not become ready in 60 s")
 

@@ -209,8 +209,8 @@ def test_preferred_batch_sizes_pad_batches_and_warm_before_ready(home: BoundCLI)
         "4,8",
     )
     try:
-        # The line is printed after the warm-up, before the port opens: ready means warm.
-        assert "batch sizes 4, 8 warm" in server.log()
+        # Ready (start_server waited for it) means warm: the line is logged as it becomes so.
+        assert "model minilm ready: batch sizes 4, 8 warm" in server.log()
         rng = np.random.default_rng(1)
         requests = [[101, *rng.integers(1000, 20000, 6).tolist(), 102] for _ in range(11)]
         url = server.url + "/v2/models/minilm/infer"
@@ -231,5 +231,9 @@ def test_preferred_batch_sizes_pad_batches_and_warm_before_ready(home: BoundCLI)
         # Every model call ran 4 or 8 rows: nothing fell in the buckets of 1 and 2.
         small = re.search(r'gpux_batch_size_bucket\{le="2.0",model="minilm"\} (\S+)', metrics)
         assert small is not None and float(small.group(1)) == 0, metrics
+        # Triton's statistics say the same: every call ran 4 or 8 rows; 12 real rows answered.
+        (stats,) = httpx.get(server.url + "/v2/models/minilm/stats").json()["model_stats"]
+        assert {b["batch_size"] for b in stats["batch_stats"]} <= {4, 8}, stats
+        assert stats["inference_count"] == 12 and stats["inference_stats"]["success"]["count"] == 12
     finally:
         assert stop_server(server) == 0

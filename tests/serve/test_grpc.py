@@ -164,9 +164,53 @@ def test_health_and_metadata_equal_the_http_side(served: Served) -> None:
     assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": ["3", "224", "224"]}]
     index = client.get_model_repository_index(headers=auth(), as_json=True)["models"]
     assert [(m["name"], m["version"], m["state"]) for m in index] == [
-        ("minilm", "1.0", "READY"),
-        ("document-orientation", "1.0", "READY"),
+        ("minilm", "1", "READY"),
+        ("document-orientation", "1", "READY"),
     ]
+
+
+def test_config_and_statistics_are_triton_s_over_both_protocols(served: Served) -> None:
+    """Model configuration and statistics (what perf_analyzer asks for first) answer the same
+    over HTTP and gRPC, and the statistics count the requests answered."""
+    grpc_client, http_client = served.client(), served.http_client()
+    http_config = http_client.get_model_config("minilm", headers=auth())
+    grpc_config = grpc_client.get_model_config("minilm", headers=auth(), as_json=True)["config"]
+    assert http_config["max_batch_size"] == 8 and http_config["dynamic_batching"] == {
+        "max_queue_delay_microseconds": 200000
+    }
+    assert http_config["version_policy"] == {"specific": {"versions": [1]}}
+    assert [(t["name"], t["data_type"], t["dims"]) for t in http_config["input"]] == [
+        (name, "TYPE_INT64", [-1]) for name in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    # protobuf's JSON writes int64 as text: the same config once numbers are numbers
+    assert (
+        http_config["name"] == grpc_config["name"]
+        and [int(d) for d in grpc_config["input"][0]["dims"]] == http_config["input"][0]["dims"]
+    )
+    assert http_client.get_model_repository_index(headers=auth()) == [
+        {"name": "minilm", "version": "1", "state": "READY"},
+        {"name": "document-orientation", "version": "1", "state": "READY"},
+    ]
+
+    def counted() -> tuple[int, int]:
+        (stats,) = http_client.get_inference_statistics("minilm", headers=auth())["model_stats"]
+        return stats["inference_count"], stats["inference_stats"]["success"]["count"]
+
+    before = counted()
+    grpc_client.infer("minilm", grpc_inputs(MINILM), headers=auth())
+    assert counted() == (before[0] + 2, before[1] + 1)  # two rows, one request
+    (over_grpc,) = grpc_client.get_inference_statistics(
+        "minilm", "1", headers=auth(), as_json=True
+    )["model_stats"]
+    (over_http,) = http_client.get_inference_statistics("minilm", "1", headers=auth())[
+        "model_stats"
+    ]
+    assert over_grpc["name"] == "minilm" and over_grpc["version"] == "1"
+    assert int(over_grpc["inference_count"]) == over_http["inference_count"]
+    every = http_client.get_inference_statistics(headers=auth())["model_stats"]
+    assert [m["name"] for m in every] == ["minilm", "document-orientation"]
+    with pytest.raises(InferenceServerException, match="not served"):
+        http_client.get_inference_statistics("nope", headers=auth())
 
 
 def test_a_token_is_required_except_for_health(served: Served) -> None:
@@ -189,7 +233,7 @@ def test_raw_infer_equals_http_and_onnxruntime(served: Served, home: BoundCLI) -
     )
     hidden = result.as_numpy("last_hidden_state")
     response = result.get_response()
-    assert (response.model_name, response.model_version, response.id) == ("minilm", "1.0", "r7")
+    assert (response.model_name, response.model_version, response.id) == ("minilm", "1", "r7")
     assert [o.name for o in response.outputs] == ["last_hidden_state"]
     over_http = served.http_client().infer(
         "minilm",

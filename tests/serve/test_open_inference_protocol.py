@@ -52,7 +52,7 @@ def test_server_and_model_metadata(served: Server) -> None:
     assert not triton_client.is_model_ready("nope")
     metadata = triton_client.get_model_metadata("document-orientation")
     assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 224, 224]}]
-    assert metadata["versions"] == ["1.0"]
+    assert metadata["versions"] == ["1"]  # Triton numbers versions: the tag 1.0 is version 1
     assert "binary_tensor_data" in triton_client.get_server_metadata()["extensions"]
 
 
@@ -125,7 +125,7 @@ def test_gzip_request_and_version_path(served: Server) -> None:
     # httpx asked for it (and inflated it); the answer, 30 KB, passes the server's --gzip-min-kb 16
     assert response.headers["content-encoding"] == "gzip"
     body = response.json()
-    assert body["id"] == "r1" and body["model_version"] == "1.0"
+    assert body["id"] == "r1" and body["model_version"] == "1"
     assert body["outputs"][0]["shape"] == [1, 4, 384]
 
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build the bundle that benchmarks/device/setup.sh installs on the lent GPU machine (Python 3.12,
+# no package index): onnxruntime-gpu's wheel contents as a tar compressed with zstd -19
+# --long=27, then a tar of GPUX's other locked dependencies as cp312 manylinux wheels (minus
+# numpy and onnxruntime, which the image has or the first part brings), split into parts of
+# 60 MiB (a device call carries at most 64 MiB). Writes device-bundle/ (gitignored):
+# part00.., manifest (ORT_BYTES, BUNDLE_SHA256) and a copy of this machine's zstd binary.
+#   bash benchmarks/device/make_bundle.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=device-bundle
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+UV=${UV:-$(command -v uv || echo "$HOME/.local/bin/uv")}
+ORT_VERSION=${ORT_VERSION:-1.31.1}
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+# The locked versions of the runtime dependencies, for Python 3.12 on Linux x86_64.
+"$UV" export --frozen --no-dev --no-hashes --no-emit-project --extra cpu --format requirements-txt \
+  | grep -v -E '^(onnxruntime|numpy)[=<> ]|^ *#|^-e' > "$WORK/requirements.txt"
+python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
+  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+  --platform manylinux_2_34_x86_64 --platform linux_x86_64 --implementation cp \
+  -d "$WORK/wheels" -r "$WORK/requirements.txt"
+python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
+  --platform manylinux_2_28_x86_64 --implementation cp -d "$WORK/ort" "onnxruntime-gpu==$ORT_VERSION"
+
+mkdir -p "$WORK/ort-site"
+python3 -m zipfile -e "$WORK"/ort/*.whl "$WORK/ort-site"
+tar cf - -C "$WORK/ort-site" . | zstd -q -19 --long=27 -T0 > "$WORK/ort.tar.zst"
+tar cf "$WORK/wheels.tar" -C "$WORK/wheels" .
+cat "$WORK/ort.tar.zst" "$WORK/wheels.tar" > "$WORK/bundle"
+split -b 60M -d "$WORK/bundle" "$OUT/part"
+{
+  echo "ORT_BYTES=$(stat -c %s "$WORK/ort.tar.zst")"
+  echo "BUNDLE_SHA256=$(sha256sum "$WORK/bundle" | cut -d' ' -f1)"
+} > "$OUT/manifest"
+cp "$(command -v zstd)" "$OUT/zstd"
+ls -la "$OUT"

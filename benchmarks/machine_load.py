@@ -1,0 +1,74 @@
+"""How much CPU the rest of the machine used while a benchmark step ran (Linux /proc).
+
+On a shared machine a server's figures mean little without this: the 2-core VM of
+docs/benchmarks.md runs other people's test suites at the same time. ``OthersMeter`` counts
+every CPU tick of the machine and subtracts the ticks of this process and its descendants
+(the servers it started, their workers), so what remains is everyone else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_ticks() -> int:
+    """Ticks the machine's CPUs spent on anything but idling or waiting for I/O."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+
+
+def tree_ticks(root: int) -> int:
+    """User + system ticks of ``root`` and every live descendant."""
+    parents, ticks = {}, {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            after_name = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(entry.name)
+        parents[pid], ticks[pid] = int(after_name[1]), int(after_name[11]) + int(after_name[12])
+    total = 0
+    for pid, own in ticks.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        total += own if ancestor == root else 0
+    return total
+
+
+class OthersMeter:
+    """CPU used by everything outside this process tree between ``start`` and ``stop``, in
+    cores (1.0 = one core busy all the time)."""
+
+    def __init__(self) -> None:
+        self.root = os.getpid()
+        self.started = 0.0
+        self.busy = self.ours = 0
+
+    def start(self) -> None:
+        self.started, self.busy, self.ours = time.monotonic(), busy_ticks(), tree_ticks(self.root)
+
+    def stop(self) -> float:
+        wall = time.monotonic() - self.started
+        others = (busy_ticks() - self.busy) - (tree_ticks(self.root) - self.ours)
+        return max(0.0, others / TICKS / wall)
+
+
+def wait_until_quiet(limit_cores: float, timeout: float, window: float = 1.0) -> float:
+    """Wait (at most ``timeout`` s) for a window in which others use under ``limit_cores``;
+    returns what they used in the last window."""
+    deadline = time.monotonic() + timeout
+    meter = OthersMeter()
+    while True:
+        meter.start()
+        time.sleep(window)
+        used = meter.stop()
+        if used < limit_cores or time.monotonic() >= deadline:
+            return used
