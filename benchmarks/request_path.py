@@ -15,8 +15,9 @@ Shapes (``--shape``):
     python benchmarks/request_path.py [--shape resnet] [--seconds 5] [--concurrency 32]
         [--accept-gzip] [--serve-args "--max-batch-size 32 --max-batch-delay-ms 2"]
 
-Prints requests/s, p50 and p99 (ms); on a 2-core machine the client takes one core, so compare
-figures from the same machine and the same run of this script only.
+Prints requests/s, p50 and p99 (ms), the model call's median time in process (at c=1, p50 minus
+that is what serving adds) and the CPU time the server and the client used per request. On a
+2-core machine the client takes one core: compare figures from one machine and one session.
 """
 
 from __future__ import annotations
@@ -142,9 +143,49 @@ async def drive(
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time a process has used (all its threads), from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time a process and its descendants (``--workers``) have used, all their threads,
+    from /proc (Linux)."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for process, seconds in used.items():
+        ancestor = process
+        while ancestor not in (pid, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == pid:
+            total += seconds
+    return total
+
+
+def in_process_ms(model: Path, shape: str, backend: str) -> float:
+    """Median time of the same request's model call in this process (ONNX Runtime, one thread
+    on the CPU, as the server runs it): what the server adds is p50 at c=1 minus this."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    provider = "CUDAExecutionProvider" if backend == "cuda" else "CPUExecutionProvider"
+    session = ort.InferenceSession(str(model), options, providers=[provider])
+    rng = np.random.default_rng(1)
+    if shape == "resnet":
+        feed = {"x": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    else:
+        feed = {"ids": rng.integers(0, 1000, (1, 16 if shape == "minilm-json" else 128))}
+    times = []
+    for _ in range(300):
+        started = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - started)
+    return round(1e3 * statistics.median(times[50:]), 3)
 
 
 def free_port() -> int:
@@ -201,6 +242,7 @@ def main() -> None:
             env={**os.environ, "GPUX_HOME": str(home)},
             check=True,
         )
+        bare_ms = in_process_ms(project / "model.onnx", args.shape, args.backend)
         extra = ["--backend", args.backend, *shlex.split(args.serve_args)]
         process, port = serve(home, extra)
         cpu: dict[str, float] = {}
@@ -222,6 +264,7 @@ def main() -> None:
         "requests_per_s": round(len(latencies) / args.seconds, 1),
         "p50_ms": round(1e3 * statistics.median(latencies), 2),
         "p99_ms": round(1e3 * latencies[int(0.99 * (len(latencies) - 1))], 2),
+        "in_process_ms": bare_ms,
         "server_cpu_ms_per_request": round(1e3 * cpu["server"] / len(latencies), 3),
         "client_cpu_ms_per_request": round(1e3 * cpu["client"] / len(latencies), 3),
     }
