@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpux.config.generation import Generation
 from gpux.errors import BackendError, InputError, ModelError
 from gpux.runtime.backend import Placement
+
+if TYPE_CHECKING:
+    from gpux.store import Image
 
 # GPUX backend -> onnxruntime-genai provider name (``og.Config.append_provider``).
 GENAI_PROVIDERS = {"cuda": "cuda", "directml": "dml", "openvino": "OpenVINO", "webgpu": "WebGPU"}
@@ -199,7 +201,7 @@ class GenerativeModel:
         og = require_genai()
         self.folder = folder
         self.defaults = defaults or Generation()
-        self.config = _read_genai_config(folder)
+        self.config = read_genai_config(folder)
         provider = _provider_for(backend, og)
         settings = og.Config(str(folder))
         overlay: dict[str, Any] = {}
@@ -232,9 +234,9 @@ class GenerativeModel:
                 "that onnxruntime-genai's version can read it (gpux doctor)",
             ) from exc
         self._og = og
-        self._lock = threading.Lock()
+        self.image: Image | None = None
         self.placement = _placement(self._model, backend, provider, "\n".join(log))
-        self.chat_template = _chat_template(folder)
+        self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
 
@@ -358,7 +360,32 @@ class GenerativeModel:
         self.close()
 
 
-def _read_genai_config(folder: Path) -> dict[str, Any]:
+def is_generative(image: Image) -> bool:
+    """True for an image built from a generative model (``model.format: genai``)."""
+    return isinstance(image.config.get("generative"), dict)
+
+
+def load_generative(image: Image, backend: str | None = None) -> GenerativeModel:
+    """A generative image loaded on ``backend`` (None: its GPUXfile's ``runtime.backend``)."""
+    from gpux.config.schema import Runtime
+    from gpux.store import mediatypes
+    from gpux.store.folders import layout_folder
+
+    gpuxfile = image.config.get("gpuxfile", {})
+    runtime = Runtime.model_validate(gpuxfile.get("runtime", {}))
+    defaults = Generation.model_validate(gpuxfile.get("generation") or {})
+    model = GenerativeModel(
+        layout_folder(image, mediatypes.GENAI_FILE),
+        backend or runtime.backend.value,
+        device=runtime.device,
+        threads=runtime.threads,
+        defaults=defaults,
+    )
+    model.image = image
+    return model
+
+
+def read_genai_config(folder: Path) -> dict[str, Any]:
     path = folder / "genai_config.json"
     try:
         config = json.loads(path.read_text("utf-8"))
@@ -375,7 +402,7 @@ def _read_genai_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _chat_template(folder: Path) -> str | None:
+def chat_template_of(folder: Path) -> str | None:
     """The template the folder ships: chat_template.jinja, else tokenizer_config.json's."""
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
