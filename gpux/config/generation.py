@@ -25,7 +25,7 @@ class Guidance(Strict):
     json_schema: dict[str, Any] | None = Field(
         default=None,
         examples=[{"type": "object", "properties": {"answer": {"type": "string"}}}],
-        description="A JSON Schema (written as YAML or JSON) the output must validate against; the output is JSON.",
+        description="A JSON Schema (written as YAML or JSON) the output must validate against; the output is compact JSON (llguidance's ``x-guidance`` key in the schema changes that).",
     )
     regex: str | None = Field(
         default=None,
@@ -69,7 +69,10 @@ class Guidance(Strict):
     @property
     def data(self) -> str:
         if self.json_schema is not None:
-            return json.dumps(self.json_schema)
+            # Compact JSON unless the schema says otherwise: with free whitespace a small model
+            # can spend every token on spaces and newlines between two keys.
+            schema = {"x-guidance": {"whitespace_flexible": False}, **self.json_schema}
+            return json.dumps(schema)
         return self.regex if self.regex is not None else str(self.grammar)
 
 
