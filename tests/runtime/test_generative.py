@@ -155,9 +155,7 @@ SCHEMA = {
 def test_json_schema_guidance_output_parses_against_the_schema(
     model: GenerativeModel, prompt: str
 ) -> None:
-    result = complete(
-        model, prompt, max_new_tokens=120, guidance={"json_schema": SCHEMA}
-    )
+    result = complete(model, prompt, max_new_tokens=120, guidance={"json_schema": SCHEMA})
     assert result.finish_reason == "stop", result.text
     jsonschema.validate(json.loads(result.text), SCHEMA)
     unguided = complete(model, prompt, max_new_tokens=60).text

@@ -1,6 +1,7 @@
 """``gpux run`` on a generative image: the answer is written to stdout piece by piece as the
 model decodes it; ``--json`` prints one JSON object instead, with token counts, time to first
-token and tokens/s; ``--interactive`` is a chat that keeps its history.
+token and tokens/s; ``--interactive`` is a chat that keeps its history (with ``--json``, one
+line of JSON per turn).
 
 A model whose folder has a chat template gets the input as a user's message (``--system`` adds a
 system message first); ``--no-chat`` (or a folder without a template) continues the text as is.
@@ -8,6 +9,7 @@ system message first); ``--no-chat`` (or a folder without a template) continues 
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,8 +72,9 @@ def chat_loop(model: GenerativeModel, options: GenerateOptions, chat: bool) -> N
             history.append({"role": "user", "content": text})
             completion = _answer(model, history, options)
             history.append({"role": "assistant", "content": completion.text})
-        if options.as_json:
-            print_json(completion.to_json())
+        if options.as_json:  # one line per turn (JSONL), as pipelines print many results
+            sys.stdout.write(json.dumps(completion.to_json()) + "\n")
+            sys.stdout.flush()
 
 
 def _answer(
