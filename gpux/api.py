@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from gpux.builder.build import BuildResult
     from gpux.builder.progress import Reporter
     from gpux.pipeline.chain import Chain
+    from gpux.runtime.generative import GenerativeModel
     from gpux.store.blobs import Progress
     from gpux.store.verify import Verification
 
@@ -36,8 +37,12 @@ def load(
     store: Store | None = None,
     reporter: Reporter | None = None,
     trust_code: bool = False,
-) -> Model:
+) -> Model | GenerativeModel:
     """Load an image (``name[:tag]`` or digest), a project folder (built first) or an .onnx file.
+
+    A generative image (``model.format: genai``) loads as a
+    :class:`~gpux.runtime.generative.GenerativeModel`: ``generate(prompt, stream=True)`` and
+    ``chat(messages, stream=True)`` iterate over text pieces as they are decoded.
 
     ``backend`` overrides the GPUXfile's ``runtime.backend`` (``auto``, ``cpu``, ``cuda`` ...);
     ``warmup`` its ``runtime.warmup`` (one run at load so the first real call is not the slow one).
@@ -65,9 +70,13 @@ def load(
 
 def load_image(
     image: Image, backend: str | None = None, warmup: bool | None = None, trust_code: bool = False
-) -> Model:
+) -> Model | GenerativeModel:
     """A stored image loaded on ``backend`` (None: its GPUXfile's), with its pipeline."""
     from gpux.pipeline.loading import load_image as load_stored
+    from gpux.runtime.generative import is_generative, load_generative
+
+    if is_generative(image):
+        return load_generative(image, backend)
 
     return load_stored(image, backend, warmup, trust_code)
 
@@ -169,8 +178,11 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
     report = machine()
     if model is not None:
         try:
-            with load(model, warmup=False) as loaded:
+            loaded = load(model, warmup=False)
+            try:
                 report["model"] = {"target": model, "placement": loaded.placement.to_json()}
+            finally:
+                loaded.close()
         except GPUXError as exc:
             report["model"] = {"target": model, "error": exc.message, "hint": exc.hint}
     return report

@@ -19,6 +19,8 @@ def describe_image(image: Image) -> dict[str, Any]:
     gpuxfile = config.get("gpuxfile", {})
     if image.components:
         return describe_chain(image)
+    if isinstance(config.get("generative"), dict):
+        return describe_generative(image)
     return {
         "kind": "image",
         **_identity(image),
@@ -45,6 +47,49 @@ def describe_image(image: Image) -> dict[str, Any]:
         "variants": variants_of(image),
         "code": describe_code(image),
     }
+
+
+def describe_generative(image: Image) -> dict[str, Any]:
+    """A generative image: the model folder, its generation defaults, the smoke generation and
+    what is proven about where it runs."""
+    config = image.config
+    gpuxfile = config.get("gpuxfile", {})
+    return {
+        "kind": "generative",
+        **_identity(image),
+        "source": config.get("source"),
+        "model": config.get("generative"),
+        "generation": gpuxfile.get("generation"),
+        "runtime": gpuxfile.get("runtime"),
+        "smoke": config.get("smoke"),
+        "placement_proof": placement_proof((config.get("smoke") or {}).get("placement") or {}),
+        "layers": [
+            {
+                "mediaType": layer.media_type,
+                "digest": layer.digest,
+                "size": layer.size,
+                "title": layer.title,
+            }
+            for layer in image.layers
+        ],
+        "build": config.get("build"),
+    }
+
+
+def placement_proof(placement: dict[str, Any]) -> str:
+    """One sentence: what the build proved about where the model runs, and what it did not."""
+    details = placement.get("details") or {}
+    nodes = details.get("nodes") or {}
+    if details.get("proof") == "onnxruntime-log" and nodes:
+        counted = ", ".join(f"{count} on {provider}" for provider, count in nodes.items())
+        return (
+            f"proven at build: ONNX Runtime placed the nodes of onnxruntime-genai's session "
+            f"{counted} (its own placement log); device {placement.get('device')}"
+        )
+    return (
+        f"not proven: onnxruntime-genai reported device {placement.get('device')}, but which "
+        "execution provider runs each node was not read"
+    )
 
 
 def describe_code(image: Image) -> dict[str, Any] | None:

@@ -112,6 +112,15 @@ def add_project(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield make
 
 
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama as an onnxruntime-genai folder (0.7 MB, made in well under a second
+    by tools/make_tiny_llm.py; the same bytes every time). Treat it as read-only."""
+    from tools.make_tiny_llm import make_tiny_llm
+
+    return make_tiny_llm(tmp_path_factory.mktemp("generative") / "tiny-llm")
+
+
 @pytest.fixture
 def symbolic_model(tmp_path: Path) -> Path:
     """A generated model: y = x @ W + b with x [batch, 4] float32 -> y [batch, 3]."""

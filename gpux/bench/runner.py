@@ -19,7 +19,7 @@ from gpux.bench.observer import Observer
 from gpux.bench.report import BenchReport, BenchResult, Skipped, placement_summary
 from gpux.bench.settings import BenchSettings
 from gpux.bench.timing import Phase, latency_stats
-from gpux.errors import BackendError, GPUXError
+from gpux.errors import BackendError, GPUXError, UsageError
 from gpux.store import Store, mediatypes, parse
 
 if TYPE_CHECKING:
@@ -97,10 +97,23 @@ def _loader(
     if (isinstance(target, Path) or looks_like_path(text)) and not text.endswith(".onnx"):
         # A project is built once, for its own backend, then loaded on each one benchmarked.
         image = build(Path(text).expanduser(), store=store, reporter=reporter).image
-        return lambda backend: load_image(image, backend, warmup=False)
-    return lambda backend: load(
-        target, backend=backend, warmup=False, store=store, trust_code=trust_code
+        return lambda backend: _tensor_model(load_image(image, backend, warmup=False))
+    return lambda backend: _tensor_model(
+        load(target, backend=backend, warmup=False, store=store, trust_code=trust_code)
     )
+
+
+def _tensor_model(loaded: Any) -> Model:
+    """``gpux bench`` times tensor models; a generative one is refused before any timing."""
+    from gpux.api import Model
+
+    if not isinstance(loaded, Model):
+        loaded.close()
+        raise UsageError(
+            "gpux bench times models that take tensors; this image is a generative model",
+            "time it with 'gpux run IMAGE --input PROMPT --json' (time to first token, tokens/s)",
+        )
+    return loaded
 
 
 def _image_facts(model: Model, target: str | Path) -> dict[str, Any]:

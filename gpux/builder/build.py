@@ -170,6 +170,10 @@ def build_image(
     store: Store,
     reporter: Reporter,
 ) -> BuildResult:
+    if project.config.model.generative:
+        from gpux.builder.generative import build_generative
+
+        return build_generative(project, reference, options, store, reporter)
     code = None
     if project.config.handler is not None:
         from gpux.builder.handler_code import pack

@@ -57,6 +57,9 @@ def _render(info: dict[str, Any]) -> None:
     if info["kind"] == "chain":
         _render_chain(info)
         return
+    if info["kind"] == "generative":
+        _render_generative(info)
+        return
     model = info["model"]
     console.print(
         f"[bold]{escape(info['name'])}[/bold]"
@@ -168,6 +171,56 @@ def _render(info: dict[str, Any]) -> None:
             console.print(f"[yellow]fell back:[/yellow] {placement['fallback_reason']}")
     elif info["kind"] == "path":
         console.print("[dim]not built: run 'gpux build' to record a smoke run[/dim]")
+
+
+def _render_generative(info: dict[str, Any]) -> None:
+    """A generative image: its folder, generation defaults, files and the smoke generation."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gpux.cli.console import human_size, stdout
+
+    console = stdout()
+    model = info.get("model") or {}
+    console.print(f"[bold]{escape(info['name'])}[/bold]  [dim]{info['digest']}[/dim]")
+    if info.get("description"):
+        console.print(escape(info["description"]))
+    facts = Table.grid(padding=(0, 2))
+    source = info.get("source") or {}
+    facts.add_row("source", escape(f"{source.get('kind')} {source.get('origin')} (folder)"))
+    facts.add_row("engine", str(model.get("engine")))
+    facts.add_row(
+        "model",
+        f"{model.get('type')}, {model.get('layers')} layers, vocabulary "
+        f"{model.get('vocab_size')}, context {model.get('context_length')} tokens",
+    )
+    facts.add_row("chat template", "yes" if model.get("chat_template") else "no")
+    generation = info.get("generation") or {}
+    facts.add_row(
+        "generation",
+        escape(", ".join(f"{k} {v}" for k, v in generation.items() if v not in (None, []))),
+    )
+    facts.add_row("image size", human_size(info.get("size", 0)))
+    if info.get("created"):
+        facts.add_row("created", info["created"])
+    console.print(facts)
+    table = Table(title="layers", title_justify="left", show_edge=False)
+    for column in ("file", "digest", "size"):
+        table.add_column(column)
+    for layer in info.get("layers", []):
+        table.add_row(
+            escape(layer.get("title") or ""), layer["digest"][7:19], human_size(layer["size"])
+        )
+    console.print(table)
+    smoke = info.get("smoke")
+    if smoke:
+        usage = smoke.get("usage", {})
+        console.print(
+            f"[bold]smoke run[/bold]: {usage.get('completion_tokens')} tokens after a "
+            f"{usage.get('prompt_tokens')}-token prompt, first after "
+            f"{smoke.get('time_to_first_token_ms')} ms, {smoke.get('tokens_per_second')} tokens/s"
+        )
+    console.print(f"[bold]placement[/bold]: {escape(info['placement_proof'])}")
 
 
 def _render_chain(info: dict[str, Any]) -> None:

@@ -417,6 +417,8 @@ def complete(project: Project) -> None:
             )
         if kind == "local":
             project_file(project.root, spec.source, f"{project.path}: {key}")
+    if config.model.generative:
+        _check_generative_source(project)
     _check_samples(project)
     if isinstance(config.labels, str):
         config.labels = _read_labels(project, config.labels, "labels")
@@ -428,6 +430,34 @@ def complete(project: Project) -> None:
                 options.labels = _read_labels(
                     project, options.labels, f"postprocess '{result.name}' {step.name} labels"
                 )
+
+
+GENAI_FOLDER_HINT = (
+    "name the folder that holds genai_config.json; onnxruntime-genai's builder makes one from a "
+    "Hugging Face checkpoint or a GGUF file: python -m onnxruntime_genai.models.builder "
+    "-m MODEL -o FOLDER -p int4 -e cpu"
+)
+
+
+def _check_generative_source(project: Project) -> None:
+    """A generative model's source is a folder (or a folder inside an archive), never one file."""
+    model = project.config.model
+    if model.member is not None or source_kind(model.source) != "local":
+        return  # an archive's folder is checked when it is fetched, at build
+    folder = project_file(project.root, model.source, f"{project.path}: model.source")
+    if not folder.is_dir():
+        what = "is a file" if folder.is_file() else "does not exist"
+        raise ConfigValidationError(
+            f"{project.path}: model.source '{model.source}' {what}; a generative model "
+            "(format: genai) is a folder",
+            GENAI_FOLDER_HINT,
+        )
+    if not (folder / "genai_config.json").is_file():
+        raise ConfigValidationError(
+            f"{project.path}: model.source '{model.source}' has no genai_config.json, so it is "
+            "not an onnxruntime-genai model folder",
+            GENAI_FOLDER_HINT,
+        )
 
 
 def _check_samples(project: Project) -> None:

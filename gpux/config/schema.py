@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gpux.config.common import FileSource, Strict, TensorName
+from gpux.config.generation import Generation
 from gpux.config.handler import HandlerSpec, handler_shorthand
 from gpux.config.pipeline import PipelineInput, PipelineOutput
 
@@ -97,8 +98,14 @@ class ModelSource(FileSource):
     """Where the ONNX model comes from."""
 
     format: str = Field(
-        default="onnx", pattern=r"^onnx$", description="Model format. Only ``onnx`` today."
+        default="onnx",
+        pattern=r"^(onnx|genai)$",
+        description="``onnx``: one ONNX graph. ``genai``: a generative model, an onnxruntime-genai folder (``genai_config.json``, the ONNX graph and its weights, ``tokenizer.json``, chat template) that ``source`` names (a project folder, or an archive with ``member`` naming the folder inside it).",
     )
+
+    @property
+    def generative(self) -> bool:
+        return self.format == "genai"
 
 
 class TensorSpec(Strict):
@@ -439,10 +446,45 @@ class GPUXfile(Strict):
         description="Python code stored in the image for a step no declarative one covers: ``./handler.py`` or a package folder, with preprocess(items, context) and/or postprocess(outputs, context).",
     )
 
+    generation: Generation | None = Field(
+        default=None,
+        description="Generative models (``model.format: genai``): defaults of each generation (max new tokens, sampling, stop strings, guidance).",
+    )
+
     @field_validator("model", mode="before")
     @classmethod
     def _model_shorthand(cls, value: Any) -> Any:
         return {"source": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _generative_keys(self) -> GPUXfile:
+        if not self.model.generative:
+            if self.generation is not None:
+                raise ValueError(
+                    "'generation' applies to generative models: add 'format: genai' under "
+                    "'model', with 'source' naming an onnxruntime-genai folder (genai_config.json)"
+                )
+            return self
+        tensor_keys = {
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "preprocess": self.preprocess,
+            "postprocess": self.postprocess,
+            "labels": self.labels,
+            "handler": self.handler,
+            "build.optimize": self.build.optimize,
+            "build.samples": self.build.samples,
+        }
+        given = [key for key, value in tensor_keys.items() if value]
+        if given:
+            raise ValueError(
+                f"a generative model (model.format: genai) takes text, not tensors: remove "
+                f"{', '.join(repr(key) for key in given)} (its tokenizer and chat template come "
+                "from the model folder; 'generation' holds its settings)"
+            )
+        if self.generation is None:
+            self.generation = Generation()
+        return self
 
     _handler_shorthand = field_validator("handler", mode="before")(handler_shorthand)
 

@@ -226,7 +226,7 @@ def runtime() -> Runtime:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[list[str]]:
+def captured_native_stderr() -> Iterator[list[str]]:
     """Capture what native libraries (Mesa, Vulkan loaders) print on fd 2 while probing."""
     captured: list[str] = []
     try:
@@ -249,7 +249,7 @@ def _quiet_native_stderr() -> Iterator[list[str]]:
 def adapters() -> tuple[tuple[Adapter, ...], str | None]:
     """GPU adapters seen by wgpu, and an error text if wgpu could not look."""
     try:
-        with _quiet_native_stderr():
+        with captured_native_stderr():
             import wgpu
 
             found = wgpu.gpu.enumerate_adapters_sync()

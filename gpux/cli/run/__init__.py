@@ -61,6 +61,34 @@ def register(app: typer.Typer) -> None:
             help="With a detection pipeline and one image: draw the boxes found on it and "
             "save it to this image file (.png, .jpg, ...).",
         ),
+        as_json: bool = typer.Option(
+            False,
+            "--json",
+            help="Generative models: print one JSON object (text, token counts, time to first "
+            "token, tokens/s) instead of streaming the text.",
+        ),
+        max_new_tokens: int | None = typer.Option(
+            None, "--max-new-tokens", min=1, help="Generative models: tokens generated at most."
+        ),
+        temperature: float | None = typer.Option(
+            None, "--temperature", min=0.0, help="Generative models: 0 is greedy; above 0 samples."
+        ),
+        top_p: float | None = typer.Option(None, "--top-p", help="Generative models: nucleus."),
+        top_k: int | None = typer.Option(None, "--top-k", help="Generative models: top-k."),
+        seed: int | None = typer.Option(
+            None, "--seed", min=0, help="Generative models: seed of the sampler."
+        ),
+        stop: list[str] = typer.Option(
+            [], "--stop", help="Generative models: end the output at this text. Repeatable."
+        ),
+        system: str | None = typer.Option(
+            None, "--system", help="Generative chat models: a system message first."
+        ),
+        no_chat: bool = typer.Option(
+            False,
+            "--no-chat",
+            help="Generative models: continue the input as text, without the chat template.",
+        ),
     ) -> None:
         """Run inference and print the results as JSON (JSONL for many inputs).
 
@@ -77,6 +105,43 @@ def register(app: typer.Typer) -> None:
         model = load(
             target, backend=backend, warmup=False, reporter=reporter, trust_code=trust_code
         )
+        from gpux.runtime.generative import GenerativeModel
+
+        if isinstance(model, GenerativeModel):
+            from gpux.cli.run.generate import GenerateOptions, run_generative
+
+            overrides = {
+                "max_new_tokens": max_new_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "top_k": top_k,
+                "seed": seed,
+                "stop": stop or None,
+            }
+            options = GenerateOptions(as_json, not no_chat, system, overrides)
+            with model:
+                run_generative(model, inputs, interactive, options)
+            return
+        generation_flags = {
+            "--max-new-tokens": max_new_tokens,
+            "--temperature": temperature,
+            "--top-p": top_p,
+            "--top-k": top_k,
+            "--seed": seed,
+            "--stop": stop or None,
+            "--system": system,
+            "--no-chat": no_chat or None,
+        }
+        given = [flag for flag, value in generation_flags.items() if value is not None]
+        if given:
+            from gpux.errors import UsageError
+
+            model.close()
+            raise UsageError(
+                f"{', '.join(given)} apply to generative models; '{target}' takes "
+                f"{'inputs through its pipeline' if model.pipeline else 'tensors'}",
+                "see 'gpux inspect' for what the model takes",
+            )
         reason = model.placement.fallback_reason
         if reason:
             from gpux import notes

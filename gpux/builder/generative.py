@@ -1,0 +1,226 @@
+"""``gpux build`` of a generative model (``model.format: genai``): an onnxruntime-genai folder.
+
+Steps: list and hash the folder's files, check its ``genai_config.json`` names files that are
+there, load it with onnxruntime-genai while reading ONNX Runtime's placement log (the proof of
+where the sessions run), generate a few tokens greedily (the smoke run), then store one layer per
+file (deduplicated like every blob: two images sharing weights store them once).
+
+The build key covers the GPUXfile, every file's hash, the options and the versions of GPUX,
+ONNX Runtime and onnxruntime-genai: rebuilding an unchanged project hashes the files, finds the
+key on the tagged image and stops, without loading anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpux.builder.progress import Reporter
+from gpux.config.load import Project
+from gpux.config.paths import project_file
+from gpux.errors import ModelError
+from gpux.store import LayerSource, Store, mediatypes
+from gpux.store.folders import check_title
+from gpux.store.reference import Reference
+
+if TYPE_CHECKING:
+    from gpux.builder.build import BuildOptions, BuildResult
+
+SMOKE_TOKENS = 4
+SMOKE_PROMPT = "Hello"
+
+
+def folder_files(project: Project) -> tuple[Path, dict[str, Path]]:
+    """The model folder and its regular files by relative path (hidden files left out)."""
+    source = project.config.model.source
+    folder = project_file(project.root, source, f"{project.path}: model.source")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in relative.split("/")) or path.is_dir():
+            continue
+        # A link inside the folder may not reach outside the project (it would be published).
+        resolved = project_file(project.root, f"{source}/{relative}", f"{project.path}: {source}")
+        if resolved.is_file():
+            files[check_title(relative)] = resolved
+    return folder, files
+
+
+def folder_digest(hashes: dict[str, str]) -> str:
+    """One hash for the folder: of its files' paths and hashes."""
+    lines = "".join(f"{name}\t{digest}\n" for name, digest in sorted(hashes.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def generative_build_key(project: Project, digest: str, options: BuildOptions) -> str:
+    from gpux.builder.build import CONFIG_SCHEMA, tool_versions
+    from gpux.runtime.discovery import installed_versions
+
+    material = {
+        "gpuxfile": project.config.model_dump(mode="json", exclude={"build"}),
+        "folder_sha256": digest,
+        "backend": options.backend,
+        "versions": {
+            **tool_versions(),
+            **installed_versions("onnxruntime-genai", "onnxruntime-genai-cuda"),
+        },
+        "config_schema": CONFIG_SCHEMA,
+    }
+    encoded = json.dumps(material, sort_keys=True).encode()
+    return "sha256:" + hashlib.sha256(encoded).hexdigest()
+
+
+def check_folder(folder: Path, files: dict[str, Path], source: str) -> dict[str, Any]:
+    """What the image records about the model; a ModelError when the folder is incomplete."""
+    from gpux.runtime.generative import read_genai_config
+
+    config = read_genai_config(folder)
+    model = config["model"]
+    decoder = model.get("decoder") if isinstance(model.get("decoder"), dict) else {}
+    needed = [name for name in (decoder.get("filename"), "tokenizer.json") if name]
+    missing = [name for name in needed if name not in files]
+    if missing:
+        raise ModelError(
+            f"model folder '{source}' lacks {', '.join(missing)}, which genai_config.json needs",
+            "copy the whole folder that onnxruntime_genai.models.builder wrote",
+        )
+    return {
+        "engine": "onnxruntime-genai",
+        "type": model.get("type"),
+        "context_length": model.get("context_length"),
+        "vocab_size": model.get("vocab_size"),
+        "layers": decoder.get("num_hidden_layers"),
+        "filename": decoder.get("filename"),
+        "provider_options": decoder.get("session_options", {}).get("provider_options", []),
+    }
+
+
+def build_generative(
+    project: Project,
+    reference: Reference,
+    options: BuildOptions,
+    store: Store,
+    reporter: Reporter,
+) -> BuildResult:
+    from gpux.builder.build import (
+        CONFIG_SCHEMA,
+        BuildResult,
+        _cached,
+        _stored_gpuxfile,
+        tool_versions,
+    )
+    from gpux.builder.sources import sha256_hex
+
+    with reporter.step("resolve model") as step:
+        folder, files = folder_files(project)
+        hashes = {name: sha256_hex(path) for name, path in files.items()}
+        digest = folder_digest(hashes)
+        size = sum(path.stat().st_size for path in files.values())
+        step.detail = f"folder, {len(files)} files, {size / 1e6:.1f} MB, {digest[:12]}"
+    key = generative_build_key(project, digest, options)
+    if not options.force:
+        cached = _cached(store, reference, key, reporter)
+        if cached is not None:
+            return cached
+
+    with reporter.step("check model") as step:
+        info = check_folder(folder, files, project.config.model.source)
+        chat = _has_chat_template(folder)
+        info["chat_template"] = chat
+        step.detail = f"{info['type']}, {info['layers']} layers, vocab {info['vocab_size']}"
+
+    from gpux.runtime.discovery import captured_native_stderr
+    from gpux.runtime.generative import Completion, GenerativeModel
+
+    runtime = project.config.runtime
+    assert project.config.generation is not None  # filled in by the schema for genai models
+    with reporter.step("smoke run") as step:
+        with GenerativeModel(
+            folder,
+            runtime.backend.value,
+            device=runtime.device,
+            threads=runtime.threads,
+            defaults=project.config.generation,
+            prove_placement=True,
+        ) as model:
+            # The placement log stays on: its lines while generating are not the user's business.
+            with captured_native_stderr():
+                prompt = (
+                    model.chat_prompt([{"role": "user", "content": SMOKE_PROMPT}])
+                    if chat
+                    else SMOKE_PROMPT
+                )
+                completion = model.generate(
+                    prompt, max_new_tokens=SMOKE_TOKENS, temperature=0, guidance=None
+                )
+            placement = model.placement
+        assert isinstance(completion, Completion)
+        smoke = {
+            "prompt": SMOKE_PROMPT,
+            "chat": chat,
+            **completion.to_json(),
+            "placement": placement.to_json(),
+        }
+        step.detail = (
+            f"{placement.backend}, {smoke['usage']['completion_tokens']} tokens, first after "
+            f"{smoke['time_to_first_token_ms']} ms"
+        )
+
+    with reporter.step("write image") as step:
+        gpuxfile = _stored_gpuxfile(project, [], [])
+        gpuxfile.pop("inputs", None)
+        gpuxfile.pop("outputs", None)
+        gpuxfile["model"]["sha256"] = digest
+        info["files"] = [
+            {"path": name, "sha256": hashes[name], "size": files[name].stat().st_size}
+            for name in files
+        ]
+        config: dict[str, Any] = {
+            "schema": CONFIG_SCHEMA,
+            "gpuxfile": gpuxfile,
+            "source": {
+                "kind": "local",
+                "origin": project.config.model.source,
+                "sha256": digest,
+                "revision": None,
+            },
+            "generative": info,
+            "smoke": smoke,
+            "build": {
+                "key": key,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "versions": {**tool_versions(), **_genai_versions()},
+            },
+        }
+        layers = [
+            LayerSource(mediatypes.GENAI_FILE, name, path=path) for name, path in files.items()
+        ]
+        annotations = {
+            mediatypes.BUILD_KEY: key,
+            mediatypes.TITLE: reference.repository,
+            mediatypes.VERSION: reference.tag,
+            "dev.gpux.placement.backend": placement.backend,
+            "dev.gpux.placement.device": placement.device,
+            "dev.gpux.model.source": project.config.model.source,
+            "dev.gpux.model.sha256": digest,
+        }
+        if project.config.description:
+            annotations[mediatypes.DESCRIPTION] = project.config.description
+        image = store.write_image(reference, config, layers, annotations)
+        step.detail = f"{reference.name} {image.digest[7:19]}"
+    return BuildResult(image, reference, False, reporter)
+
+
+def _genai_versions() -> dict[str, str]:
+    from gpux.runtime.discovery import installed_versions
+
+    return installed_versions("onnxruntime-genai", "onnxruntime-genai-cuda")
+
+
+def _has_chat_template(folder: Path) -> bool:
+    from gpux.runtime.generative import chat_template_of
+
+    return chat_template_of(folder) is not None
