@@ -378,10 +378,12 @@ def test_grpc_and_http_requests_share_a_batch(served: Served, home: BoundCLI) ->
             for name, value in http_feed.items()
         ]
     }
-    busy = np.full((8, 384), 2000, np.int64)  # 8 rows of 384 tokens: long enough to overlap
+    # 16 rows of 384 tokens, one call (larger than --max-batch-size: it runs as it is): long
+    # enough that the two small requests, sent once it runs, arrive while it does.
+    busy = np.full((16, 384), 2000, np.int64)
     blocker = {
         "inputs": [
-            {"name": name, "shape": [8, 384], "datatype": "INT64", "data": value.ravel().tolist()}
+            {"name": name, "shape": [16, 384], "datatype": "INT64", "data": value.ravel().tolist()}
             for name, value in (
                 ("input_ids", busy),
                 ("attention_mask", np.ones_like(busy)),
@@ -390,36 +392,43 @@ def test_grpc_and_http_requests_share_a_batch(served: Served, home: BoundCLI) ->
         ]
     }
     before = batch_histogram(served.http.url, "minilm")
-    start, answers = threading.Barrier(3), {}
+    running, answers = threading.Event(), {}
 
     def blocking() -> None:
-        start.wait()
         blocked = httpx.post(
             served.http.url + "/v2/models/minilm/infer", json=blocker, headers=auth(), timeout=60
         )
         assert blocked.status_code == 200, blocked.text
 
     def over_grpc() -> None:
-        start.wait()
-        time.sleep(0.05)  # after the blocker has started
+        running.wait(30)
         result = grpc_client.infer("minilm", grpc_inputs(grpc_feed), headers=auth())
         answers["grpc"] = result.as_numpy("last_hidden_state")
 
     def over_http() -> None:
-        start.wait()
-        time.sleep(0.05)
-        response = http_client.post("/v2/models/minilm/infer", json=http_body, headers=auth())
+        running.wait(30)
+        response = http_client.post(
+            "/v2/models/minilm/infer", json=http_body, headers=auth(), timeout=60
+        )
         (output,) = response.json()["outputs"]
         answers["http"] = np.array(output["data"], np.float32).reshape(output["shape"])
 
     threads = [threading.Thread(target=f) for f in (blocking, over_grpc, over_http)]
     for thread in threads:
         thread.start()
+    # The blocker is parsed (a 300 KB JSON body) and running once the model has a call in
+    # flight: only then do the two small requests go.
+    deadline = time.monotonic() + 30
+    while not running.is_set() and time.monotonic() < deadline:
+        metrics = httpx.get(served.http.url + "/metrics").text
+        if 'gpux_inflight_requests{model="minilm"} 1.0' in metrics:
+            running.set()
+        time.sleep(0.005)
     for thread in threads:
         thread.join(60)
     after = batch_histogram(served.http.url, "minilm")
-    # Two model calls: the blocker's 8 rows, then the HTTP and gRPC rows together.
-    assert (after[0] - before[0], after[1] - before[1]) == (2, 10), (before, after)
+    # Two model calls: the blocker's 16 rows, then the HTTP and gRPC rows together.
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 18), (before, after)
     expected = bare_onnxruntime(home, "minilm:1.0", MINILM)["last_hidden_state"]
     for key, row in (("grpc", 0), ("http", 1)):
         assert answers[key].shape == (1, 6, 384)
