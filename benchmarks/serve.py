@@ -31,6 +31,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -149,9 +150,11 @@ class InProcess:
         elapsed = time.perf_counter() - started
         latencies.sort()
         # Rows answered per second of the window; the CPU share is ONNX Runtime's own threads.
-        return serve_load.LoadResult(
+        result = serve_load.LoadResult(
             1, elapsed, latencies, len(latencies) * size, 0, None, time.process_time() - cpu
         )
+        result.answered_all, result.server_cpu_s = result.completed, result.client_cpu_s
+        return result
 
     def best_batch(self, sizes: list[int], seconds: float) -> tuple[int, dict[int, float]]:
         rates = {size: self.measure(size, seconds).throughput for size in sizes}
@@ -278,6 +281,7 @@ class Row:
     target: serve_load.Target | None = None  # None: in process
     decode: Callable[[bytes, dict[str, str]], np.ndarray] | None = None  # answer -> 1st output
     batch: int = 1  # in-process rows: rows per call
+    pid: int | None = None  # the server's process (its CPU time is measured with its children)
 
     @property
     def label(self) -> str:
@@ -308,6 +312,14 @@ def decode_grpc(body: bytes, headers: dict[str, str]) -> np.ndarray:
 
 
 def rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
+    assert server.process is not None
+    rows = _rows_of(server, feed)
+    for row in rows:
+        row.pid = server.process.pid
+    return rows
+
+
+def _rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
     infer = f"/v2/models/{MODEL_NAME}/infer"
     json_headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     http = ("127.0.0.1", server.http_port)
@@ -422,9 +434,13 @@ def measure_all(
                     if row.target is None:
                         result = in_process.measure(row.batch, args.duration)
                     else:
+                        assert row.pid is not None
+                        server_ticks = machine_load.tree_ticks(row.pid)
                         result = serve_load.measure(
                             row.target, level, args.duration, args.warmup, args.client_processes
                         )
+                        server_ticks = machine_load.tree_ticks(row.pid) - server_ticks
+                        result.server_cpu_s = server_ticks / machine_load.TICKS
                     result.others_cpu = meter.stop()
                     if result.errors:
                         progress.console.print(
@@ -466,7 +482,9 @@ CAPTION = (
     "two rows' ratio within a round; inf/s: rows answered per second (one per request); "
     "in-process rows are measured again at each level, between the servers; vs MLServer: "
     "MLServer over the same transport (HTTP JSON for both HTTP rows); vs FastAPI: its JSON "
-    "endpoint; client CPU: the load generator's CPU time per second (100% = one core); others' "
+    "endpoint; CPU ms/inf: the server's CPU time (every process and thread) per answer, in process "
+    "ONNX Runtime's per row, which other processes on the cores barely change; "
+    "client CPU: the load generator's CPU time per second (100% = one core); others' "
     "CPU: cores used meanwhile by processes that are not this benchmark or its servers"
 )
 
@@ -482,7 +500,7 @@ def report(
         table.add_column(column)
     for column in ("c", "inf/s", "p50 ms", "p99 ms", "vs in-proc best", "vs MLServer"):
         table.add_column(column, justify="right")
-    for column in ("vs FastAPI", "client CPU", "others' CPU", "errors"):
+    for column in ("vs FastAPI", "CPU ms/inf", "client CPU", "others' CPU", "errors"):
         table.add_column(column, justify="right")
     found: dict[str, Any] = {}
     for level in levels:
@@ -498,6 +516,7 @@ def report(
                 row.server, row.protocol, str(level) if row.target else "1",
                 f"{result.throughput:.0f}", f"{result.percentile_ms(0.5):.2f}",
                 f"{result.percentile_ms(0.99):.2f}", *shown, *[""] * (3 - len(shown)),
+                f"{cpu:.2f}" if (cpu := result.server_cpu_ms_per_answer) is not None else "",
                 f"{result.client_cpu_share:.0%}" if row.target else "",
                 f"{result.others_cpu:.2f}",
                 str(result.errors) if row.target else "",
@@ -581,6 +600,8 @@ def resolve_model(name: str) -> Path:
 
 
 def main() -> int:
+    # A terminated run still stops the servers it started (``running``'s finally).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="minilm", help="zoo name or .onnx file")
     parser.add_argument("--sequence", type=int, default=16, help="size of symbolic dims")

@@ -75,6 +75,8 @@ class LoadResult:
     first_error: str | None
     client_cpu_s: float  # this process's CPU time over the window
     others_cpu: float = 0.0  # cores used by other processes meanwhile (benchmarks/machine_load.py)
+    answered_all: int = 0  # answers over the whole step, warm-up included
+    server_cpu_s: float | None = None  # the server's CPU time over the whole step, if measured
 
     @property
     def throughput(self) -> float:
@@ -86,6 +88,14 @@ class LoadResult:
         if share == 0.5:
             return 1e3 * statistics.median(self.latencies)
         return 1e3 * self.latencies[min(len(self.latencies) - 1, int(share * len(self.latencies)))]
+
+    @property
+    def server_cpu_ms_per_answer(self) -> float | None:
+        """The server's CPU time per answer (all its processes and threads): unlike the rates,
+        it barely moves when other processes take the cores."""
+        if self.server_cpu_s is None or not self.answered_all:
+            return None
+        return 1e3 * self.server_cpu_s / self.answered_all
 
     @property
     def client_cpu_share(self) -> float:
@@ -103,6 +113,9 @@ class LoadResult:
             "first_error": self.first_error,
             "client_cpu_share": round(self.client_cpu_share, 3),
             "others_cpu_cores": round(self.others_cpu, 2),
+            "server_cpu_ms_per_answer": (
+                None if (cpu := self.server_cpu_ms_per_answer) is None else round(cpu, 3)
+            ),
         }
 
 
@@ -215,11 +228,11 @@ async def run_load(
     start = loop.time() + warmup if start_at is None else start_at
     stop = start + seconds
     latencies: list[float] = []
-    completed = errors = 0
+    completed = errors = answered_all = 0
     first_error: str | None = None
 
     async def client(call: Callable[[], Awaitable[str | None]]) -> None:
-        nonlocal completed, errors, first_error
+        nonlocal completed, errors, first_error, answered_all
         while (sent := loop.time()) < stop:
             try:
                 error = await call()
@@ -231,6 +244,7 @@ async def run_load(
                 first_error = first_error or error
                 await asyncio.sleep(0.01)  # a refusing server is not hammered in a tight loop
                 continue
+            answered_all += 1
             if start <= answered < stop:
                 completed += 1
                 if sent >= start:
@@ -244,9 +258,11 @@ async def run_load(
     cpu_start, cpu_stop = await asyncio.gather(cpu_at(start), cpu_at(stop))
     await asyncio.gather(*clients)
     latencies.sort()
-    return LoadResult(
+    result = LoadResult(
         concurrency, seconds, latencies, completed, errors, first_error, cpu_stop - cpu_start
     )
+    result.answered_all = answered_all
+    return result
 
 
 def measure(
@@ -272,7 +288,7 @@ def measure(
     start_at = time.monotonic() + 5.0 + warmup
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         parts = pool.starmap(measure, [(target, n, seconds, warmup, 1, start_at) for n in shares])
-    return LoadResult(
+    result = LoadResult(
         concurrency,
         seconds,
         sorted(x for part in parts for x in part.latencies),
@@ -281,6 +297,8 @@ def measure(
         next((part.first_error for part in parts if part.first_error), None),
         sum(part.client_cpu_s for part in parts),
     )
+    result.answered_all = sum(part.answered_all for part in parts)
+    return result
 
 
 # --- self-test: the generator's own ceiling ---------------------------------------------------
