@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpux import env
+from gpux.builder.archive_member import extract_member, folder_members
 from gpux.builder.progress import Reporter
+from gpux.builder.sources import ProgressCallback, resolve_file, source_kind
+from gpux.config.common import FileSource
 from gpux.config.load import Project
 from gpux.config.paths import project_file
-from gpux.errors import ModelError
+from gpux.errors import ModelError, SourceError
 from gpux.store import LayerSource, Store, mediatypes
 from gpux.store.folders import check_title
 from gpux.store.reference import Reference
@@ -31,12 +36,63 @@ if TYPE_CHECKING:
 
 SMOKE_TOKENS = 4
 SMOKE_PROMPT = "Hello"
+ARCHIVES = (".zip", ".whl", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
-def folder_files(project: Project) -> tuple[Path, dict[str, Path]]:
-    """The model folder and its regular files by relative path (hidden files left out)."""
+@dataclass
+class ModelFolder:
+    """The genai folder, resolved: where it is on disk and its files by relative path."""
+
+    path: Path
+    files: dict[str, Path]
+    source: dict[str, Any]  # what the image records: kind, origin, revision, archive_sha256
+    warnings: list[str] = field(default_factory=list)  # for the build output (a stale Hub copy)
+
+
+def resolve_folder(project: Project, progress: ProgressCallback | None = None) -> ModelFolder:
+    """A project folder, or a folder inside an archive from any source (a project path, an
+    https URL with its sha256, a Hub file): ``member`` names the folder, or the archive's root
+    when absent. Archive files are extracted with :func:`extract_member`'s checks."""
+    model = project.config.model
+    kind = source_kind(model.source)
+    origin = {"kind": kind, "origin": model.source, "revision": None, "archive_sha256": None}
+    if kind == "local" and model.member is None:
+        path = project_file(project.root, model.source, f"{project.path}: model.source")
+        if path.is_dir():
+            return ModelFolder(path, _local_files(project, path), origin)
+    elif kind == "hf" and model.member is None and not model.source.endswith(ARCHIVES):
+        raise SourceError(
+            f"model '{model.source}': a generative model from the Hugging Face Hub must come "
+            "as an archive (.zip, .tar, .tar.gz) of its folder for now",
+            "download the folder (huggingface-cli download REPO --local-dir FOLDER) and name "
+            "the folder as the source, or name an archive of it with 'member' for its folder",
+        )
+    archive = resolve_file(
+        project.root, FileSource(source=model.source, sha256=model.sha256), "model", progress
+    )
+    members = folder_members(archive.path, model.member, "model")
+    files = {
+        check_title(relative): extract_member(archive.path, archive.sha256, name, "model")
+        for relative, name in members.items()
+    }
+    folder = env.home() / "cache" / "extracted" / archive.sha256
+    if model.member:
+        folder = folder / model.member.strip("/")
+    if not (folder / "genai_config.json").is_file():
+        raise SourceError(
+            f"model '{model.source}'"
+            + (f" folder '{model.member}'" if model.member else "")
+            + " has no genai_config.json, so it is not an onnxruntime-genai model folder",
+            "set 'member' to the folder inside the archive that holds genai_config.json "
+            "(unzip -l / tar tf lists it)",
+        )
+    origin.update(revision=archive.revision, archive_sha256=archive.sha256)
+    return ModelFolder(folder, files, origin, archive.warnings)
+
+
+def _local_files(project: Project, folder: Path) -> dict[str, Path]:
+    """The folder's regular files by relative path (hidden files left out)."""
     source = project.config.model.source
-    folder = project_file(project.root, source, f"{project.path}: model.source")
     files: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
@@ -46,7 +102,7 @@ def folder_files(project: Project) -> tuple[Path, dict[str, Path]]:
         resolved = project_file(project.root, f"{source}/{relative}", f"{project.path}: {source}")
         if resolved.is_file():
             files[check_title(relative)] = resolved
-    return folder, files
+    return files
 
 
 def folder_digest(hashes: dict[str, str]) -> str:
@@ -115,7 +171,8 @@ def build_generative(
     from gpux.builder.sources import sha256_hex
 
     with reporter.step("resolve model") as step:
-        folder, files = folder_files(project)
+        resolved = resolve_folder(project, reporter.transfer)
+        folder, files = resolved.path, resolved.files
         hashes = {name: sha256_hex(path) for name, path in files.items()}
         digest = folder_digest(hashes)
         size = sum(path.stat().st_size for path in files.values())
@@ -127,6 +184,8 @@ def build_generative(
             return cached
 
     with reporter.step("check model") as step:
+        for message in resolved.warnings:
+            reporter.warn(message)
         info = check_folder(folder, files, project.config.model.source)
         chat = _has_chat_template(folder)
         info["chat_template"] = chat
@@ -181,12 +240,7 @@ def build_generative(
         config: dict[str, Any] = {
             "schema": CONFIG_SCHEMA,
             "gpuxfile": gpuxfile,
-            "source": {
-                "kind": "local",
-                "origin": project.config.model.source,
-                "sha256": digest,
-                "revision": None,
-            },
+            "source": {**resolved.source, "sha256": digest},
             "generative": info,
             "smoke": smoke,
             "build": {

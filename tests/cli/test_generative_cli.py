@@ -159,3 +159,62 @@ def symbolic_model_path(workdir: Path) -> Path:
     from tests import generated_models
 
     return generated_models.linear(workdir / "models" / "linear.onnx")
+
+
+def zip_folder(folder: Path, archive: Path, inside: str) -> Path:
+    import zipfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.iterdir()):
+            bundle.write(path, f"{inside}/{path.name}")
+        bundle.writestr(f"{inside}/.DS_Store", b"junk")  # left out of the image
+    return archive
+
+
+def test_a_folder_inside_an_archive_served_over_http_builds_to_the_same_layers(
+    gpux: BoundCLI, built: dict[str, object], tiny_llm: Path, workdir: Path
+) -> None:
+    import hashlib
+
+    from tests.cli.test_sources import ModelServer
+
+    served = workdir / "served-llm"
+    archive = zip_folder(tiny_llm, served / "llm.zip", "models/tiny-llm")
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    server = ModelServer(served)
+    try:
+        project = workdir / "remote-llm"
+        project.mkdir(exist_ok=True)
+        (project / "GPUXfile").write_text(
+            f"name: remote-llm\nmodel:\n  source: {server.url}/llm.zip\n  sha256: {sha256}\n"
+            "  member: models/tiny-llm\n  format: genai\ngeneration:\n  max_new_tokens: 12\n"
+        )
+        report = gpux.json("build", str(project), "--json")
+    finally:
+        server.stop()
+    store = Store(gpux.home)
+    remote, local = store.get("remote-llm"), store.get("tiny-llm")
+    assert {(x.title, x.digest) for x in remote.layers} == {
+        (x.title, x.digest) for x in local.layers
+    }
+    assert remote.config["source"]["archive_sha256"] == sha256
+    assert report["smoke"]["usage"]["completion_tokens"] == 4
+    shown = gpux.ok("run", "remote-llm", "--input", "Hello, world!", "--no-chat").stdout
+    assert shown == gpux.ok("run", "tiny-llm", "--input", "Hello, world!", "--no-chat").stdout
+
+
+def test_an_archive_member_without_genai_config_is_a_source_error(
+    gpux: BoundCLI, tiny_llm: Path, workdir: Path
+) -> None:
+    project = workdir / "archive-wrong-member"
+    zip_folder(tiny_llm, project / "llm.zip", "models/tiny-llm")
+    (project / "GPUXfile").write_text(
+        "model:\n  source: ./llm.zip\n  member: models\n  format: genai\n"
+    )
+    result = gpux("build", str(project))
+    assert_failure(result, 9, "folder 'models' has no genai_config.json")
+    (project / "GPUXfile").write_text(
+        "model:\n  source: ./llm.zip\n  member: other\n  format: genai\n"
+    )
+    assert_failure(gpux("build", str(project)), 9, "the archive has no files under 'other'")
