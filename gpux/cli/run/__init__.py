@@ -45,7 +45,11 @@ def register(app: typer.Typer) -> None:
             "(summarised; complete with --full; -o out.npz writes them as arrays).",
         ),
         interactive: bool = typer.Option(
-            False, "-I", "--interactive", help="Read one input per line, print one result per line."
+            False,
+            "-I",
+            "--interactive",
+            help="Read one input per line, print one result per line (a generative model: a "
+            "chat that keeps its history).",
         ),
         batch_size: int = typer.Option(
             16, "--batch-size", min=1, help="Items per model call when many inputs are given."
@@ -93,7 +97,8 @@ def register(app: typer.Typer) -> None:
         """Run inference and print the results as JSON (JSONL for many inputs).
 
         With a pipeline in the GPUXfile, inputs are what people have: text, image or audio
-        files, folders of them, .jsonl files; without one, tensors as JSON or .npy."""
+        files, folders of them, .jsonl files; without one, tensors as JSON or .npy. A
+        generative model (an LLM) takes a prompt and writes its answer as it is decoded."""
         backend = check_backend(backend)
         from gpux.api import load, looks_like_path
 
