@@ -164,8 +164,8 @@ def build_generative(
     from gpux.builder.build import (
         CONFIG_SCHEMA,
         BuildResult,
-        _cached,
-        _stored_gpuxfile,
+        cached_build,
+        stored_gpuxfile,
         tool_versions,
     )
     from gpux.builder.sources import sha256_hex
@@ -179,7 +179,7 @@ def build_generative(
         step.detail = f"folder, {len(files)} files, {size / 1e6:.1f} MB, {digest[:12]}"
     key = generative_build_key(project, digest, options)
     if not options.force:
-        cached = _cached(store, reference, key, reporter)
+        cached = cached_build(store, reference, key, reporter)
         if cached is not None:
             return cached
 
@@ -229,7 +229,7 @@ def build_generative(
         )
 
     with reporter.step("write image") as step:
-        gpuxfile = _stored_gpuxfile(project, [], [])
+        gpuxfile = stored_gpuxfile(project, [], [])
         gpuxfile.pop("inputs", None)
         gpuxfile.pop("outputs", None)
         gpuxfile["model"]["sha256"] = digest
