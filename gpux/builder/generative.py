@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from gpux import env
 from gpux.builder.archive_member import extract_member, folder_members
 from gpux.builder.progress import Reporter
-from gpux.builder.sources import ProgressCallback, resolve_file, source_kind
+from gpux.builder.sources import ProgressCallback, hub_folder, resolve_file, source_kind
 from gpux.config.common import FileSource
 from gpux.config.load import Project
 from gpux.config.paths import project_file
@@ -61,12 +61,12 @@ def resolve_folder(project: Project, progress: ProgressCallback | None = None) -
         if path.is_dir():
             return ModelFolder(path, _local_files(project, path), origin)
     elif kind == "hf" and model.member is None and not model.source.endswith(ARCHIVES):
-        raise SourceError(
-            f"model '{model.source}': a generative model from the Hugging Face Hub must come "
-            "as an archive (.zip, .tar, .tar.gz) of its folder for now",
-            "download the folder (huggingface-cli download REPO --local-dir FOLDER) and name "
-            "the folder as the source, or name an archive of it with 'member' for its folder",
+        folder, files, commit, warnings = hub_folder(model.source, "model")
+        _require_config(
+            files, f"model '{model.source}'", "check the folder's path in the repository"
         )
+        origin["revision"] = commit
+        return ModelFolder(folder, files, origin, warnings)
     archive = resolve_file(
         project.root, FileSource(source=model.source, sha256=model.sha256), "model", progress
     )
@@ -78,16 +78,22 @@ def resolve_folder(project: Project, progress: ProgressCallback | None = None) -
     folder = env.home() / "cache" / "extracted" / archive.sha256
     if model.member:
         folder = folder / model.member.strip("/")
-    if not (folder / "genai_config.json").is_file():
-        raise SourceError(
-            f"model '{model.source}'"
-            + (f" folder '{model.member}'" if model.member else "")
-            + " has no genai_config.json, so it is not an onnxruntime-genai model folder",
-            "set 'member' to the folder inside the archive that holds genai_config.json "
-            "(unzip -l / tar tf lists it)",
-        )
+    _require_config(
+        files,
+        f"model '{model.source}'" + (f" folder '{model.member}'" if model.member else ""),
+        "set 'member' to the folder inside the archive that holds genai_config.json "
+        "(unzip -l / tar tf lists it)",
+    )
     origin.update(revision=archive.revision, archive_sha256=archive.sha256)
     return ModelFolder(folder, files, origin, archive.warnings)
+
+
+def _require_config(files: dict[str, Path], what: str, hint: str) -> None:
+    if "genai_config.json" not in files:
+        raise SourceError(
+            f"{what} has no genai_config.json, so it is not an onnxruntime-genai model folder",
+            hint,
+        )
 
 
 def _local_files(project: Project, folder: Path) -> dict[str, Path]:
