@@ -218,3 +218,25 @@ def test_an_archive_member_without_genai_config_is_a_source_error(
         "model:\n  source: ./llm.zip\n  member: other\n  format: genai\n"
     )
     assert_failure(gpux("build", str(project)), 9, "the archive has no files under 'other'")
+
+
+def test_prune_removes_the_folder_layout_of_a_removed_image(
+    gpux: BoundCLI, built: dict[str, object], workdir: Path, project: Path
+) -> None:
+    from gpux.store.folders import LAYOUTS, layout_name
+
+    other = workdir / "llm-pruned"
+    if not other.exists():
+        shutil.copytree(project / "tiny-llm", other / "tiny-llm")
+    (other / "GPUXfile").write_text(GPUXFILE.replace("max_new_tokens: 12", "max_new_tokens: 3"))
+    digest = gpux.json("build", str(other), "-t", "pruned", "--json")["digest"]
+    gpux.ok("run", "pruned", "--input", "Hi")  # lays the folder out
+    gpux.ok("run", "tiny-llm", "--input", "Hi", "--max-new-tokens", "2")
+    layout = gpux.home / LAYOUTS / layout_name(digest)
+    kept = gpux.home / LAYOUTS / layout_name(str(built["digest"]))
+    assert (layout / "genai_config.json").is_symlink()
+    gpux.ok("rm", "pruned")
+    gpux.ok("prune")
+    assert not layout.exists()
+    assert kept.is_dir()  # tiny-llm's image is still there
+    assert gpux.ok("run", "tiny-llm", "--input", "Hi", "--max-new-tokens", "2").stdout
