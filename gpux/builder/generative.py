@@ -229,6 +229,11 @@ def build_generative(
             **completion.to_json(),
             "placement": placement.to_json(),
         }
+        if placement.fallback_reason:
+            reporter.warn_once(
+                f"backend 'auto' fell back to {placement.backend}: {placement.fallback_reason}",
+                key=placement.fallback_reason,
+            )
         step.detail = (
             f"{placement.backend}, {smoke['usage']['completion_tokens']} tokens, first after "
             f"{smoke['time_to_first_token_ms']} ms"

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 
 # GPUX backend -> onnxruntime-genai provider name (``og.Config.append_provider``).
 GENAI_PROVIDERS = {"cuda": "cuda", "directml": "dml", "openvino": "OpenVINO", "webgpu": "WebGPU"}
+_BACKEND_OF_DEVICE = {
+    "CPU": "cpu",
+    "CUDA": "cuda",
+    "DML": "directml",
+    "WEBGPU": "webgpu",
+    "OPENVINO": "openvino",
+}
 _PLACED = re.compile(r"placed on \[(\w+)\]\. Number of nodes: (\d+)")
 
 
@@ -99,7 +106,7 @@ class Stream:
     ) -> None:
         self._pieces = model._pieces(prompt_ids, settings)
         self.completion: Completion | None = None
-        self._started = time.perf_counter()
+        self._started = 0.0  # set when the first piece is asked for: the prompt runs then
         self._first: float | None = None
         self._model = model
         self._prompt_tokens = len(prompt_ids)
@@ -114,6 +121,8 @@ class Stream:
         return self
 
     def __next__(self) -> str:
+        if not self._started:
+            self._started = time.perf_counter()
         while not self._done:
             try:
                 token, piece = next(self._pieces)
@@ -203,39 +212,24 @@ class GenerativeModel:
         self.defaults = defaults or Generation()
         self.config = read_genai_config(folder)
         provider = _provider_for(backend, og)
-        settings = og.Config(str(folder))
-        overlay: dict[str, Any] = {}
-        if threads:
-            overlay["intra_op_num_threads"] = threads
-        if prove_placement:
-            overlay["log_severity_level"] = 0  # ONNX Runtime logs its node placements
-        if overlay:
-            settings.overlay(json.dumps({"model": {"decoder": {"session_options": overlay}}}))
-        if provider is not None:
-            settings.clear_providers()
-            if provider != "cpu":
-                settings.append_provider(provider)
-                if provider == "cuda":
-                    settings.set_provider_option(provider, "device_id", str(device))
-        log: list[str] = []
+        fallback = None
         try:
-            if prove_placement:
-                from gpux.runtime.discovery import captured_native_stderr
-
-                with captured_native_stderr() as log:
-                    self._model = og.Model(settings)
-            else:
-                self._model = og.Model(settings)
-            self.tokenizer = og.Tokenizer(self._model)
+            self._model, log = _open(og, folder, provider, device, threads, prove_placement)
         except Exception as exc:  # genai raises RuntimeError/OSError with ONNX Runtime's text
-            raise BackendError(
-                f"onnxruntime-genai could not load the model folder '{folder}' on {backend}: {exc}",
-                "check that the folder was made for this backend (the builder's -e option) and "
-                "that onnxruntime-genai's version can read it (gpux doctor)",
-            ) from exc
+            if backend != "auto" or not _folder_providers(self.config):
+                raise _load_error(folder, backend, exc) from exc
+            # `auto` keeps the folder's providers where they work, and the CPU where they don't.
+            fallback = f"the folder's provider could not start: {exc}"
+            provider = "cpu"
+            try:
+                self._model, log = _open(og, folder, provider, device, threads, prove_placement)
+            except Exception as second:
+                raise _load_error(folder, backend, second) from second
+        self.tokenizer = og.Tokenizer(self._model)
         self._og = og
         self.image: Image | None = None
-        self.placement = _placement(self._model, backend, provider, "\n".join(log))
+        self.placement = _placement(self._model, backend, provider, log)
+        self.placement.fallback_reason = fallback
         self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
@@ -385,6 +379,49 @@ def load_generative(image: Image, backend: str | None = None) -> GenerativeModel
     return model
 
 
+def _open(
+    og: Any, folder: Path, provider: str | None, device: int, threads: int, prove: bool
+) -> tuple[Any, str]:
+    """The genai model on ``provider`` (None: the folder's), and ONNX Runtime's log of its
+    session creation when ``prove`` (empty otherwise)."""
+    settings = og.Config(str(folder))
+    overlay: dict[str, Any] = {}
+    if threads:
+        overlay["intra_op_num_threads"] = threads
+    if prove:
+        overlay["log_severity_level"] = 0  # ONNX Runtime logs its node placements
+    if overlay:
+        settings.overlay(json.dumps({"model": {"decoder": {"session_options": overlay}}}))
+    if provider is not None:
+        settings.clear_providers()
+        if provider != "cpu":
+            settings.append_provider(provider)
+            if provider == "cuda":
+                settings.set_provider_option(provider, "device_id", str(device))
+    if not prove:
+        return og.Model(settings), ""
+    from gpux.runtime.discovery import captured_native_stderr
+
+    with captured_native_stderr() as log:
+        model = og.Model(settings)
+    return model, "\n".join(log)
+
+
+def _load_error(folder: Path, backend: str, exc: BaseException) -> BackendError:
+    return BackendError(
+        f"onnxruntime-genai could not load the model folder '{folder}' on {backend}: {exc}",
+        "check that the folder was made for this backend (the builder's -e option) and "
+        "that onnxruntime-genai's version can read it (gpux doctor)",
+    )
+
+
+def _folder_providers(config: dict[str, Any]) -> list[Any]:
+    decoder = config["model"].get("decoder")
+    options = decoder.get("session_options", {}) if isinstance(decoder, dict) else {}
+    providers = options.get("provider_options", []) if isinstance(options, dict) else []
+    return providers if isinstance(providers, list) else []
+
+
 def read_genai_config(folder: Path) -> dict[str, Any]:
     path = folder / "genai_config.json"
     try:
@@ -445,7 +482,7 @@ def placements_in_log(log: str) -> dict[str, int]:
 def _placement(model: Any, requested: str, provider: str | None, log: str) -> Placement:
     device = str(model.device_type)  # "CPU", "CUDA", "DML" ...
     nodes = placements_in_log(log)
-    backend = "cpu" if device.upper() == "CPU" else device.lower()
+    backend = _BACKEND_OF_DEVICE.get(device.upper(), device.lower())
     if nodes:
         details: dict[str, Any] = {"proof": "onnxruntime-log", "nodes": nodes}
         providers = sorted(nodes, key=lambda name: -nodes[name])

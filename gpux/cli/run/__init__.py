@@ -110,6 +110,16 @@ def register(app: typer.Typer) -> None:
         model = load(
             target, backend=backend, warmup=False, reporter=reporter, trust_code=trust_code
         )
+        reason = model.placement.fallback_reason
+        if reason:
+            from gpux import notes
+
+            if notes.first_time(reason):  # a fact about the machine: said once, kept in JSON
+                # Plain text: importing Rich for one line would cost every run ~60 ms.
+                sys.stderr.write(
+                    f"note: running on {model.placement.backend}; better backends were passed "
+                    f"over: {reason} {notes.ONCE}\n"
+                )
         from gpux.runtime.generative import GenerativeModel
 
         if isinstance(model, GenerativeModel):
@@ -147,16 +157,6 @@ def register(app: typer.Typer) -> None:
                 f"{'inputs through its pipeline' if model.pipeline else 'tensors'}",
                 "see 'gpux inspect' for what the model takes",
             )
-        reason = model.placement.fallback_reason
-        if reason:
-            from gpux import notes
-
-            if notes.first_time(reason):  # a fact about the machine: said once, kept in JSON
-                # Plain text: importing Rich for one line would cost every run ~60 ms.
-                sys.stderr.write(
-                    f"note: running on {model.placement.backend}; better backends were passed "
-                    f"over: {reason} {notes.ONCE}\n"
-                )
         if model.pipeline is not None:
             from gpux.cli.inputs import skips_pipeline
 
