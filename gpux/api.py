@@ -180,6 +180,10 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
         try:
             loaded = load(model, warmup=False)
             try:
+                from gpux.runtime.generative import GenerativeModel
+
+                if isinstance(loaded, GenerativeModel):
+                    loaded.prove_placement()  # its sessions are genai's: read ONNX Runtime's log
                 report["model"] = {"target": model, "placement": loaded.placement.to_json()}
             finally:
                 loaded.close()

@@ -227,12 +227,26 @@ class GenerativeModel:
                 raise _load_error(folder, backend, second) from second
         self.tokenizer = og.Tokenizer(self._model)
         self._og = og
+        self._opened = (provider, device, threads)
         self.image: Image | None = None
         self.placement = _placement(self._model, backend, provider, log)
         self.placement.fallback_reason = fallback
         self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
+
+    def prove_placement(self) -> Placement:
+        """Open the model once more with ONNX Runtime's placement log on, read where its nodes
+        run, and keep that as ``placement`` (for ``gpux doctor``; the build proves it at load)."""
+        if self.placement.details.get("proof") == "onnxruntime-log":
+            return self.placement
+        provider, device, threads = self._opened
+        witness, log = _open(self._og, self.folder, provider, device, threads, prove=True)
+        proven = _placement(witness, self.placement.requested, provider, log)
+        del witness
+        proven.fallback_reason = self.placement.fallback_reason
+        self.placement = proven
+        return proven
 
     # ---- text -> tokens
     def encode(self, text: str) -> list[int]:

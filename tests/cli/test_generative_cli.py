@@ -240,3 +240,14 @@ def test_prune_removes_the_folder_layout_of_a_removed_image(
     assert not layout.exists()
     assert kept.is_dir()  # tiny-llm's image is still there
     assert gpux.ok("run", "tiny-llm", "--input", "Hi", "--max-new-tokens", "2").stdout
+
+
+def test_doctor_proves_where_a_loaded_generative_model_runs(
+    gpux: BoundCLI, built: dict[str, object]
+) -> None:
+    report = gpux.json("doctor", "--model", "tiny-llm", "--json")
+    details = report["model"]["placement"]["details"]
+    assert details["proof"] == "onnxruntime-log"
+    assert list(details["nodes"]) == ["CPUExecutionProvider"]
+    shown = gpux.ok("doctor", "--model", "tiny-llm").stdout
+    assert "nodes on CPUExecutionProvider (onnxruntime-genai's session" in shown
