@@ -150,6 +150,7 @@ def verify(
 
 __all__ = [
     "Chain",
+    "GenerativeModel",
     "Model",
     "build",
     "diagnose",
@@ -166,6 +167,10 @@ def __getattr__(name: str) -> Any:
         from gpux.pipeline.chain import Chain
 
         return Chain
+    if name == "GenerativeModel":
+        from gpux.runtime.generative import GenerativeModel
+
+        return GenerativeModel
     raise AttributeError(f"module 'gpux.api' has no attribute {name!r}")
 
 

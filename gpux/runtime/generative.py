@@ -52,6 +52,11 @@ def require_genai() -> Any:
             "install the build paired with your ONNX Runtime: pip install 'gpux[cpu]' "
             "(onnxruntime-genai) or 'gpux[cuda]' (onnxruntime-genai-cuda)",
         ) from exc
+    import os
+
+    # gpux/__init__.py turns ONNX Runtime's telemetry off; genai has a switch of its own.
+    if os.environ.get("ORT_DISABLE_TELEMETRY", "1") != "0":
+        onnxruntime_genai.disable_telemetry_events()
     return onnxruntime_genai
 
 
