@@ -1,7 +1,8 @@
 """The Python API: ``gpux.load``, ``gpux.build`` and ``verify``. The CLI and the server use these too.
 
 The public facade: the loaded model is ``gpux.runtime.model.Model`` (a chain's,
-``gpux.pipeline.chain.Chain``), re-exported here; no module under ``gpux/runtime``,
+``gpux.pipeline.chain.Chain``; a generative model's, ``gpux.runtime.generative.GenerativeModel``),
+re-exported here; no module under ``gpux/runtime``,
 ``gpux/pipeline`` or ``gpux/builder`` imports this one (tests/test_layering.py).
 """
 
