@@ -251,3 +251,11 @@ def test_doctor_proves_where_a_loaded_generative_model_runs(
     assert list(details["nodes"]) == ["CPUExecutionProvider"]
     shown = gpux.ok("doctor", "--model", "tiny-llm").stdout
     assert "nodes on CPUExecutionProvider (onnxruntime-genai's session" in shown
+
+
+def test_tensor_flags_on_a_generative_model_are_refused(
+    gpux: BoundCLI, built: dict[str, object], tmp_path: Path
+) -> None:
+    result = gpux("run", "tiny-llm", "--input", "Hi", "--raw", "-o", str(tmp_path / "x.json"))
+    assert_failure(result, 2, "--output, --raw apply to models that take tensors")
+    assert not (tmp_path / "x.json").exists()

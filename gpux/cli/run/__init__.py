@@ -125,6 +125,18 @@ def register(app: typer.Typer) -> None:
         if isinstance(model, GenerativeModel):
             from gpux.cli.run.generate import GenerateOptions, run_generative
 
+            tensor_flags = {"--output": output, "--raw": raw, "--full": full, "--draw": draw}
+            refused = [flag for flag, value in tensor_flags.items() if value]
+            if refused:
+                from gpux.errors import UsageError
+
+                model.close()
+                raise UsageError(
+                    f"{', '.join(refused)} apply to models that take tensors or a pipeline; "
+                    f"'{target}' is a generative model",
+                    "use --json for the answer with its token counts and timings",
+                )
+
             overrides = {
                 "max_new_tokens": max_new_tokens,
                 "temperature": temperature,
