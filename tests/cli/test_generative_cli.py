@@ -151,7 +151,7 @@ def test_generation_flags_on_a_tensor_model_are_refused(
     (project / "GPUXfile").write_text("model: ./linear.onnx\n")
     gpux.ok("build", str(project))
     result = gpux("run", "linear", "--input", "[[1, 2, 3, 4]]", "--max-new-tokens", "3")
-    assert_failure(result, 2, "--max-new-tokens apply to generative models")
+    assert_failure(result, 2, "--max-new-tokens: for generative models only")
 
 
 @pytest.fixture(scope="module")
@@ -257,5 +257,5 @@ def test_tensor_flags_on_a_generative_model_are_refused(
     gpux: BoundCLI, built: dict[str, object], tmp_path: Path
 ) -> None:
     result = gpux("run", "tiny-llm", "--input", "Hi", "--raw", "-o", str(tmp_path / "x.json"))
-    assert_failure(result, 2, "--output, --raw apply to models that take tensors")
+    assert_failure(result, 2, "--output, --raw: not for a generative model")
     assert not (tmp_path / "x.json").exists()

@@ -132,8 +132,8 @@ def register(app: typer.Typer) -> None:
 
                 model.close()
                 raise UsageError(
-                    f"{', '.join(refused)} apply to models that take tensors or a pipeline; "
-                    f"'{target}' is a generative model",
+                    f"{', '.join(refused)}: not for a generative model ('{target}' takes a "
+                    "prompt and answers in text)",
                     "use --json for the answer with its token counts and timings",
                 )
 
@@ -165,8 +165,8 @@ def register(app: typer.Typer) -> None:
 
             model.close()
             raise UsageError(
-                f"{', '.join(given)} apply to generative models; '{target}' takes "
-                f"{'inputs through its pipeline' if model.pipeline else 'tensors'}",
+                f"{', '.join(given)}: for generative models only ('{target}' takes "
+                f"{'inputs through its pipeline' if model.pipeline else 'tensors'})",
                 "see 'gpux inspect' for what the model takes",
             )
         if model.pipeline is not None:
