@@ -26,7 +26,7 @@ from gpux.builder.sources import ProgressCallback, hub_folder, resolve_file, sou
 from gpux.config.common import FileSource
 from gpux.config.load import Project
 from gpux.config.paths import project_file
-from gpux.errors import ModelError, SourceError
+from gpux.errors import ConfigValidationError, InputError, ModelError, SourceError
 from gpux.store import LayerSource, Store, mediatypes
 from gpux.store.folders import check_title
 from gpux.store.reference import Reference
@@ -218,9 +218,12 @@ def build_generative(
                     if chat
                     else SMOKE_PROMPT
                 )
-                completion = model.generate(
-                    prompt, max_new_tokens=SMOKE_TOKENS, temperature=0, guidance=None
-                )
+                try:  # with the GPUXfile's guidance: llguidance compiles it now, or refuses
+                    completion = model.generate(prompt, max_new_tokens=SMOKE_TOKENS, temperature=0)
+                except InputError as exc:
+                    raise ConfigValidationError(
+                        f"{project.path}: generation.guidance: {exc.message}", exc.hint
+                    ) from exc
             placement = model.placement
         assert isinstance(completion, Completion)
         smoke = {

@@ -173,6 +173,18 @@ class Stream:
         self._done = True
 
 
+def _one_line(exc: BaseException) -> str:
+    """llguidance's multi-line report (source echo, carets) as one line of its messages."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [
+        line for line in lines if line and not set(line) <= {"^", " "} and not _ECHO.match(line)
+    ]
+    return "; ".join(kept)
+
+
+_ECHO = re.compile(r"^\d+ \|")
+
+
 def _first_stop(text: str, stops: Sequence[str], sent: int) -> int | None:
     """Where the earliest stop string starts in ``text``, searching from what may still change."""
     found = None
@@ -348,6 +360,16 @@ class GenerativeModel:
                 ) from exc
         try:
             generator = og.Generator(self._model, params)
+        except Exception as exc:
+            if settings.guidance is not None and "grammar" in str(exc):
+                # llguidance compiles the schema, regex or grammar here, not in set_guidance.
+                raise InputError(
+                    f"the {settings.guidance.kind} guidance does not compile: {_one_line(exc)}",
+                    "fix the schema, regex or grammar (llguidance's dialect: no look-around in "
+                    "regexes)",
+                ) from exc
+            raise BackendError(f"onnxruntime-genai could not start a generation: {exc}") from exc
+        try:
             generator.append_tokens(list(prompt_ids))
         except Exception as exc:
             raise BackendError(f"onnxruntime-genai failed on the prompt: {exc}") from exc

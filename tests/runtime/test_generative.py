@@ -205,6 +205,12 @@ def test_mistakes_are_input_errors(model: GenerativeModel) -> None:
         model.generate("Hello " * 300)
     with pytest.raises(InputError, match="role"):
         model.chat([{"content": "no role"}])
+    with pytest.raises(
+        InputError, match="regex guidance does not compile: .*look-around, including look-ahead"
+    ):
+        model.generate("Hello", guidance={"regex": "(?=a)b"})
+    with pytest.raises(InputError, match="json_schema guidance does not compile"):
+        model.generate("Hello", guidance={"json_schema": {"type": "foo"}})
 
 
 def test_backends_genai_cannot_serve_are_refused(tiny_llm: Path) -> None:
