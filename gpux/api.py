@@ -1,7 +1,8 @@
 """The Python API: ``gpux.load``, ``gpux.build`` and ``verify``. The CLI and the server use these too.
 
 The public facade: the loaded model is ``gpux.runtime.model.Model`` (a chain's,
-``gpux.pipeline.chain.Chain``), re-exported here; no module under ``gpux/runtime``,
+``gpux.pipeline.chain.Chain``; a generative model's, ``gpux.runtime.generative.GenerativeModel``),
+re-exported here; no module under ``gpux/runtime``,
 ``gpux/pipeline`` or ``gpux/builder`` imports this one (tests/test_layering.py).
 """
 
@@ -150,6 +151,7 @@ def verify(
 
 __all__ = [
     "Chain",
+    "GenerativeModel",
     "Model",
     "build",
     "diagnose",
@@ -166,6 +168,10 @@ def __getattr__(name: str) -> Any:
         from gpux.pipeline.chain import Chain
 
         return Chain
+    if name == "GenerativeModel":
+        from gpux.runtime.generative import GenerativeModel
+
+        return GenerativeModel
     raise AttributeError(f"module 'gpux.api' has no attribute {name!r}")
 
 
@@ -180,6 +186,10 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
         try:
             loaded = load(model, warmup=False)
             try:
+                from gpux.runtime.generative import GenerativeModel
+
+                if isinstance(loaded, GenerativeModel):
+                    loaded.prove_placement()  # its sessions are genai's: read ONNX Runtime's log
                 report["model"] = {"target": model, "placement": loaded.placement.to_json()}
             finally:
                 loaded.close()

@@ -21,20 +21,34 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-HIDDEN = 64
-HEADS = 2
-HEAD_SIZE = HIDDEN // HEADS
-INTERMEDIATE = 128
-LAYERS = 2
-CONTEXT = 256
-VOCAB = 512
 EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The model's sizes. The default is the tests' 0.66 MB model; larger ones (``--hidden 576
+    --layers 8 --heads 9``...) cost what a real model of that shape costs per token, for
+    benchmarks. The vocabulary is the tokenizer's."""
+
+    hidden: int = 64
+    heads: int = 2
+    intermediate: int = 128
+    layers: int = 2
+    context: int = 256
+    vocab: int = 512
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden // self.heads
+
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # SmolLM2's template: ChatML, with a system turn added when the conversation has none.
 CHAT_TEMPLATE = (
@@ -56,7 +70,7 @@ _CORPUS = [
 ]
 
 
-def make_tokenizer(out: Path) -> None:
+def make_tokenizer(out: Path, shape: Shape) -> None:
     """A byte-level BPE (every byte is a token, so any text encodes) with ChatML specials."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -65,7 +79,7 @@ def make_tokenizer(out: Path) -> None:
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
+        vocab_size=shape.vocab,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -79,7 +93,7 @@ def make_tokenizer(out: Path) -> None:
         "unk_token": "<|endoftext|>",
         "pad_token": "<|endoftext|>",
         "add_prefix_space": False,
-        "model_max_length": CONTEXT,
+        "model_max_length": shape.context,
         "chat_template": CHAT_TEMPLATE,
         "added_tokens_decoder": {
             str(tokenizer.token_to_id(token)): {
@@ -99,8 +113,9 @@ def make_tokenizer(out: Path) -> None:
 class _Graph:
     """Nodes and initializers with generated names, so the layer code reads like the math."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, shape: Shape) -> None:
         self.rng = rng
+        self.shape = shape
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.count = 0
@@ -121,7 +136,9 @@ class _Graph:
     def rms_norm(self, x: str, name: str) -> str:
         variance = self.op("ReduceMean", self.op("Mul", x, x), axes=[-1], keepdims=1)
         inverse = self.op("Reciprocal", self.op("Sqrt", self.op("Add", variance, "eps")))
-        scale = self.const(name, (1 + 0.1 * self.rng.standard_normal(HIDDEN)).astype(np.float32))
+        scale = self.const(
+            name, (1 + 0.1 * self.rng.standard_normal(self.shape.hidden)).astype(np.float32)
+        )
         return self.op("Mul", self.op("Mul", x, inverse), scale)
 
     def rotate(self, x: str, cos: str, sin: str) -> str:
@@ -135,11 +152,14 @@ class _Graph:
 
 
 def _layer(graph: _Graph, x: str, index: int, cos: str, sin: str, mask: str) -> str:
-    scale = HIDDEN**-0.5
+    shape = graph.shape
+    scale = shape.hidden**-0.5
     normed = graph.rms_norm(x, f"layers.{index}.input_layernorm.weight")
 
     def heads(name: str) -> str:
-        projected = graph.op("MatMul", normed, graph.weight(name, (HIDDEN, HIDDEN), scale))
+        projected = graph.op(
+            "MatMul", normed, graph.weight(name, (shape.hidden, shape.hidden), scale)
+        )
         split = graph.op("Reshape", projected, "heads_shape")
         return graph.op("Transpose", split, perm=[0, 2, 1, 3])  # [batch, heads, seq, head]
 
@@ -162,34 +182,41 @@ def _layer(graph: _Graph, x: str, index: int, cos: str, sin: str, mask: str) -> 
     weights = graph.op("Softmax", masked, axis=-1)
     attended = graph.op("MatMul", weights, f"present.{index}.value")
     merged = graph.op("Reshape", graph.op("Transpose", attended, perm=[0, 2, 1, 3]), "hidden_shape")
-    out = graph.weight(f"layers.{index}.attn.o_proj.weight", (HIDDEN, HIDDEN), scale)
+    out = graph.weight(f"layers.{index}.attn.o_proj.weight", (shape.hidden, shape.hidden), scale)
     x = graph.op("Add", x, graph.op("MatMul", merged, out))
 
     normed = graph.rms_norm(x, f"layers.{index}.post_attention_layernorm.weight")
     gate = graph.op(
         "MatMul",
         normed,
-        graph.weight(f"layers.{index}.mlp.gate_proj.weight", (HIDDEN, INTERMEDIATE), scale),
+        graph.weight(
+            f"layers.{index}.mlp.gate_proj.weight", (shape.hidden, shape.intermediate), scale
+        ),
     )
     up = graph.op(
         "MatMul",
         normed,
-        graph.weight(f"layers.{index}.mlp.up_proj.weight", (HIDDEN, INTERMEDIATE), scale),
+        graph.weight(
+            f"layers.{index}.mlp.up_proj.weight", (shape.hidden, shape.intermediate), scale
+        ),
     )
     activated = graph.op("Mul", graph.op("Mul", gate, graph.op("Sigmoid", gate)), up)
     down = graph.weight(
-        f"layers.{index}.mlp.down_proj.weight", (INTERMEDIATE, HIDDEN), INTERMEDIATE**-0.5
+        f"layers.{index}.mlp.down_proj.weight",
+        (shape.intermediate, shape.hidden),
+        shape.intermediate**-0.5,
     )
     return graph.op("Add", x, graph.op("MatMul", activated, down))
 
 
-def make_model(out: Path, seed: int) -> None:
-    graph = _Graph(np.random.default_rng(seed))
+def make_model(out: Path, seed: int, shape: Shape) -> None:
+    graph = _Graph(np.random.default_rng(seed), shape)
+    head = shape.head_size
     graph.const("eps", np.array(EPS, np.float32))
-    graph.const("halves", np.array([HEAD_SIZE // 2, HEAD_SIZE // 2], np.int64))
-    graph.const("heads_shape", np.array([0, 0, HEADS, HEAD_SIZE], np.int64))
-    graph.const("hidden_shape", np.array([0, 0, HIDDEN], np.int64))
-    graph.const("attention_scale", np.array(HEAD_SIZE**-0.5, np.float32))
+    graph.const("halves", np.array([head // 2, head // 2], np.int64))
+    graph.const("heads_shape", np.array([0, 0, shape.heads, head], np.int64))
+    graph.const("hidden_shape", np.array([0, 0, shape.hidden], np.int64))
+    graph.const("attention_scale", np.array(head**-0.5, np.float32))
     graph.const("masked_score", np.array(-1e9, np.float32))
     graph.const("zero", np.array(0, np.int64))
     graph.const("one", np.array(1, np.int64))
@@ -197,8 +224,8 @@ def make_model(out: Path, seed: int) -> None:
     graph.const("axes_1_2", np.array([1, 2], np.int64))
     graph.const("axis_minus_1", np.array([-1], np.int64))
     graph.const("index_1", np.array([1], np.int64))
-    inverse_frequency = 10000.0 ** (-np.arange(0, HEAD_SIZE, 2, dtype=np.float64) / HEAD_SIZE)
-    angles = np.outer(np.arange(CONTEXT, dtype=np.float64), inverse_frequency)
+    inverse_frequency = 10000.0 ** (-np.arange(0, head, 2, dtype=np.float64) / head)
+    angles = np.outer(np.arange(shape.context, dtype=np.float64), inverse_frequency)
     graph.const("cos_cache", np.cos(angles).astype(np.float32))
     graph.const("sin_cache", np.sin(angles).astype(np.float32))
 
@@ -222,25 +249,27 @@ def make_model(out: Path, seed: int) -> None:
     )
     mask = graph.op("And", causal, not_padding)  # [batch, 1, seq, total]
 
-    x = graph.op("Gather", graph.weight("embed_tokens.weight", (VOCAB, HIDDEN), 1.0), "input_ids")
-    for index in range(LAYERS):
+    x = graph.op(
+        "Gather", graph.weight("embed_tokens.weight", (shape.vocab, shape.hidden), 1.0), "input_ids"
+    )
+    for index in range(shape.layers):
         x = _layer(graph, x, index, cos, sin, mask)
     x = graph.rms_norm(x, "norm.weight")
-    lm_head = graph.weight("lm_head.weight", (HIDDEN, VOCAB), HIDDEN**-0.5 * 4)
+    lm_head = graph.weight("lm_head.weight", (shape.hidden, shape.vocab), shape.hidden**-0.5 * 4)
     graph.nodes.append(helper.make_node("MatMul", [x, lm_head], ["logits"]))
 
     def tensor(name: str, dtype: int, shape: list[str | int]) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(name, dtype, shape)
 
-    cache_in = ["batch_size", HEADS, "past_sequence_length", HEAD_SIZE]
-    cache_out = ["batch_size", HEADS, "total_sequence_length", HEAD_SIZE]
+    cache_in = ["batch_size", shape.heads, "past_sequence_length", head]
+    cache_out = ["batch_size", shape.heads, "total_sequence_length", head]
     inputs = [
         tensor("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
         tensor("attention_mask", TensorProto.INT64, ["batch_size", "total_sequence_length"]),
         tensor("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
     ]
-    outputs = [tensor("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", VOCAB])]
-    for index in range(LAYERS):
+    outputs = [tensor("logits", TensorProto.FLOAT, ["batch_size", "sequence_length", shape.vocab])]
+    for index in range(shape.layers):
         for kind in ("key", "value"):
             inputs.append(tensor(f"past_key_values.{index}.{kind}", TensorProto.FLOAT, cache_in))
             outputs.append(tensor(f"present.{index}.{kind}", TensorProto.FLOAT, cache_out))
@@ -261,18 +290,18 @@ def make_model(out: Path, seed: int) -> None:
     )
 
 
-def make_genai_config(out: Path) -> None:
+def make_genai_config(out: Path, shape: Shape) -> None:
     tokenizer = json.loads((out / "tokenizer.json").read_text())
     ids = {token["content"]: token["id"] for token in tokenizer["added_tokens"]}
     config = {
         "model": {
             "bos_token_id": ids["<|im_start|>"],
-            "context_length": CONTEXT,
+            "context_length": shape.context,
             "decoder": {
                 "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
                 "filename": "model.onnx",
-                "head_size": HEAD_SIZE,
-                "hidden_size": HIDDEN,
+                "head_size": shape.head_size,
+                "hidden_size": shape.hidden,
                 "inputs": {
                     "input_ids": "input_ids",
                     "attention_mask": "attention_mask",
@@ -285,21 +314,21 @@ def make_genai_config(out: Path) -> None:
                     "present_key_names": "present.%d.key",
                     "present_value_names": "present.%d.value",
                 },
-                "num_attention_heads": HEADS,
-                "num_hidden_layers": LAYERS,
-                "num_key_value_heads": HEADS,
+                "num_attention_heads": shape.heads,
+                "num_hidden_layers": shape.layers,
+                "num_key_value_heads": shape.heads,
             },
             "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
             "pad_token_id": ids["<|endoftext|>"],
             "type": "llama",
-            "vocab_size": VOCAB,
+            "vocab_size": shape.vocab,
         },
         "search": {
             "diversity_penalty": 0.0,
             "do_sample": False,
             "early_stopping": True,
             "length_penalty": 1.0,
-            "max_length": CONTEXT,
+            "max_length": shape.context,
             "min_length": 0,
             "no_repeat_ngram_size": 0,
             "num_beams": 1,
@@ -314,12 +343,15 @@ def make_genai_config(out: Path) -> None:
     (out / "genai_config.json").write_text(json.dumps(config, indent=4) + "\n")
 
 
-def make_tiny_llm(out: Path, seed: int = 0) -> Path:
+def make_tiny_llm(out: Path, seed: int = 0, shape: Shape | None = None) -> Path:
     """Write the folder (created if missing) and return it."""
+    shape = shape or Shape()
+    if shape.hidden % shape.heads or shape.head_size % 2:
+        raise ValueError("hidden must split into heads of an even size")
     out.mkdir(parents=True, exist_ok=True)
-    make_tokenizer(out)
-    make_model(out, seed)
-    make_genai_config(out)
+    make_tokenizer(out, shape)
+    make_model(out, seed, shape)
+    make_genai_config(out, shape)
     return out
 
 
@@ -327,8 +359,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder to write (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    for name, default in vars(Shape()).items():
+        parser.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
     arguments = parser.parse_args()
-    folder = make_tiny_llm(arguments.out, arguments.seed)
+    shape = Shape(**{name: getattr(arguments, name) for name in vars(Shape())})
+    folder = make_tiny_llm(arguments.out, arguments.seed, shape)
     size = sum(path.stat().st_size for path in folder.iterdir())
     print(f"{folder}: {size / 1e6:.2f} MB")
 

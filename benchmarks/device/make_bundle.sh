@@ -2,7 +2,8 @@
 # Build the bundle that benchmarks/device/setup.sh installs on the lent GPU machine (Python 3.12,
 # no package index): onnxruntime-gpu's wheel contents as a tar compressed with zstd -19
 # --long=27, then a tar of GPUX's other locked dependencies as cp312 manylinux wheels (minus
-# numpy and onnxruntime, which the image has or the first part brings), split into parts of
+# numpy and onnxruntime, which the image has or the first part brings; with the CUDA build of
+# onnxruntime-genai in place of the CPU one, as the [cuda] extra pairs them), split into parts of
 # 60 MiB (a device call carries at most 64 MiB). Writes device-bundle/ (gitignored):
 # part00.., manifest (ORT_BYTES, BUNDLE_SHA256) and a copy of this machine's zstd binary.
 #   bash benchmarks/device/make_bundle.sh
@@ -17,7 +18,11 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 
 # The locked versions of the runtime dependencies, for Python 3.12 on Linux x86_64.
 "$UV" export --frozen --no-dev --no-hashes --no-emit-project --extra cpu --format requirements-txt \
-  | grep -v -E '^(onnxruntime|numpy)[=<> ]|^ *#|^-e' > "$WORK/requirements.txt"
+  | grep -v -E '^(onnxruntime|onnxruntime-genai|numpy)[=<> ]|^ *#|^-e' > "$WORK/requirements.txt"
+# onnxruntime-genai links the ONNX Runtime of its build: the CUDA one goes with onnxruntime-gpu.
+GENAI_VERSION=$("$UV" export --frozen --no-dev --no-hashes --no-emit-project --extra cuda \
+  --format requirements-txt | sed -n -E 's/^onnxruntime-genai-cuda==([^ ;]+).*/\1/p')
+echo "onnxruntime-genai-cuda==$GENAI_VERSION" >> "$WORK/requirements.txt"
 python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
   --platform manylinux_2_34_x86_64 --platform linux_x86_64 --implementation cp \

@@ -35,7 +35,7 @@ from gpux.config.paths import check_member_name
 from gpux.errors import SourceError
 from gpux.store import digest as digests
 
-__all__ = ["PARTIAL_GLOB", "extract_member"]
+__all__ = ["PARTIAL_GLOB", "extract_member", "folder_members"]
 
 PARTIAL_GLOB = "cache/extracted/*/.extract-*.partial"
 """Temporary files of extractions under ``$GPUX_HOME``; those left when nobody holds the store's
@@ -193,3 +193,54 @@ def _not_a_file(member: str, what: str) -> SourceError:
         f"{what}: archive member '{member}' is not a regular file (a folder or a device)",
         _LIST_IT,
     )
+
+
+def folder_members(archive: Path, folder: str | None, what: str) -> dict[str, str]:
+    """The regular files under ``folder/`` in ``archive`` (the whole archive when ``folder`` is
+    None): {path relative to the folder: member name}. Links and devices are refused as
+    :func:`extract_member` refuses them; hidden files (``.DS_Store``, ``__MACOSX``) left out."""
+    prefix = "" if folder is None else folder.strip("/") + "/"
+    found: dict[str, str] = {}
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as bundle:
+                for info in bundle.infolist():
+                    relative = _under(info.filename, prefix)
+                    if relative is not None and not info.is_dir():
+                        _zip_entry(bundle, info.filename, what)
+                        found[relative] = info.filename
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as bundle:
+                for entry in bundle.getmembers():
+                    relative = _under(entry.name.removeprefix("./"), prefix)
+                    if relative is not None and not entry.isdir():
+                        _tar_entry(bundle, entry.name, what)
+                        found[relative] = entry.name
+        else:
+            raise SourceError(
+                f"{what}: '{archive.name}' is neither a folder nor a zip or tar archive",
+                "name the model folder, or an archive that holds it",
+            )
+    except (zipfile.BadZipFile, zlib.error, tarfile.TarError, EOFError) as exc:
+        raise SourceError(
+            f"{what}: cannot list '{archive.name}': {exc}",
+            "the archive is damaged; fetch it again, or check its sha256",
+        ) from exc
+    if not found:
+        raise SourceError(
+            f"{what}: the archive has no files under '{folder}'"
+            if folder
+            else f"{what}: the archive is empty",
+            _LIST_IT,
+        )
+    return dict(sorted(found.items()))
+
+
+def _under(name: str, prefix: str) -> str | None:
+    """``name`` relative to the folder ``prefix``; None outside it or hidden."""
+    if not name.startswith(prefix) or name == prefix:
+        return None
+    relative = name[len(prefix) :]
+    if any(part.startswith((".", "__MACOSX")) for part in relative.split("/")):
+        return None
+    return relative

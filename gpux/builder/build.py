@@ -186,7 +186,7 @@ def build_image(
     if quick is not None and code is not None:
         quick["handler"] = code.sha256
     if quick is not None:
-        cached = _cached(store, reference, build_key(project, quick, options), reporter)
+        cached = cached_build(store, reference, build_key(project, quick, options), reporter)
         if cached is not None:
             return cached
 
@@ -208,7 +208,7 @@ def build_image(
         pinned["handler"] = code.sha256
     key = build_key(project, pinned, options)
     if not options.force:
-        cached = _cached(store, reference, key, reporter)
+        cached = cached_build(store, reference, key, reporter)
         if cached is not None:
             return cached
 
@@ -303,7 +303,7 @@ def build_image(
         pipeline_spec: PipelineSpec | None = None
         if project.config.preprocess or project.config.postprocess or code is not None:
             pipeline_spec = PipelineSpec(
-                _stored_gpuxfile(project, inputs, outputs),
+                stored_gpuxfile(project, inputs, outputs),
                 {
                     what.removesuffix(".tokenizer"): f.path
                     for what, f in files.items()
@@ -402,7 +402,9 @@ def build_image(
     return BuildResult(image, reference, False, reporter)
 
 
-def _cached(store: Store, reference: Reference, key: str, reporter: Reporter) -> BuildResult | None:
+def cached_build(
+    store: Store, reference: Reference, key: str, reporter: Reporter
+) -> BuildResult | None:
     """The image already built from exactly these inputs, under this name or another one."""
     if store.build_key(reference.name) == key:
         reporter.skip("build", "unchanged since the last build")
@@ -448,7 +450,7 @@ def _ratio(size: int, original: int) -> str:
     return f"{size / original - 1:.0%} larger"
 
 
-def _stored_gpuxfile(project: Project, inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
+def stored_gpuxfile(project: Project, inputs: list[Any], outputs: list[Any]) -> dict[str, Any]:
     """The completed GPUXfile as the image stores it (what ``run`` builds its pipeline from)."""
     resolved_file = project.config.model_copy(deep=True)
     resolved_file.name = resolved_file.name or project.default_name
@@ -470,7 +472,7 @@ def _image_config(
     smoke: dict[str, Any],
     key: str,
 ) -> dict[str, Any]:
-    gpuxfile = _stored_gpuxfile(project, inputs, outputs)
+    gpuxfile = stored_gpuxfile(project, inputs, outputs)
     gpuxfile["model"]["sha256"] = resolved.sha256
     return {
         "schema": CONFIG_SCHEMA,

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpux import env
+from gpux.builder.archive_member import extract_member, folder_members
 from gpux.builder.progress import Reporter
+from gpux.builder.sources import ProgressCallback, hub_folder, resolve_file, source_kind
+from gpux.config.common import FileSource
 from gpux.config.load import Project
 from gpux.config.paths import project_file
-from gpux.errors import ModelError
+from gpux.errors import ConfigValidationError, InputError, ModelError, SourceError
 from gpux.store import LayerSource, Store, mediatypes
 from gpux.store.folders import check_title
 from gpux.store.reference import Reference
@@ -31,12 +36,69 @@ if TYPE_CHECKING:
 
 SMOKE_TOKENS = 4
 SMOKE_PROMPT = "Hello"
+ARCHIVES = (".zip", ".whl", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
-def folder_files(project: Project) -> tuple[Path, dict[str, Path]]:
-    """The model folder and its regular files by relative path (hidden files left out)."""
+@dataclass
+class ModelFolder:
+    """The genai folder, resolved: where it is on disk and its files by relative path."""
+
+    path: Path
+    files: dict[str, Path]
+    source: dict[str, Any]  # what the image records: kind, origin, revision, archive_sha256
+    warnings: list[str] = field(default_factory=list)  # for the build output (a stale Hub copy)
+
+
+def resolve_folder(project: Project, progress: ProgressCallback | None = None) -> ModelFolder:
+    """A project folder, or a folder inside an archive from any source (a project path, an
+    https URL with its sha256, a Hub file): ``member`` names the folder, or the archive's root
+    when absent. Archive files are extracted with :func:`extract_member`'s checks."""
+    model = project.config.model
+    kind = source_kind(model.source)
+    origin = {"kind": kind, "origin": model.source, "revision": None, "archive_sha256": None}
+    if kind == "local" and model.member is None:
+        path = project_file(project.root, model.source, f"{project.path}: model.source")
+        if path.is_dir():
+            return ModelFolder(path, _local_files(project, path), origin)
+    elif kind == "hf" and model.member is None and not model.source.endswith(ARCHIVES):
+        folder, files, commit, warnings = hub_folder(model.source, "model")
+        _require_config(
+            files, f"model '{model.source}'", "check the folder's path in the repository"
+        )
+        origin["revision"] = commit
+        return ModelFolder(folder, files, origin, warnings)
+    archive = resolve_file(
+        project.root, FileSource(source=model.source, sha256=model.sha256), "model", progress
+    )
+    members = folder_members(archive.path, model.member, "model")
+    files = {
+        check_title(relative): extract_member(archive.path, archive.sha256, name, "model")
+        for relative, name in members.items()
+    }
+    folder = env.home() / "cache" / "extracted" / archive.sha256
+    if model.member:
+        folder = folder / model.member.strip("/")
+    _require_config(
+        files,
+        f"model '{model.source}'" + (f" folder '{model.member}'" if model.member else ""),
+        "set 'member' to the folder inside the archive that holds genai_config.json "
+        "(unzip -l / tar tf lists it)",
+    )
+    origin.update(revision=archive.revision, archive_sha256=archive.sha256)
+    return ModelFolder(folder, files, origin, archive.warnings)
+
+
+def _require_config(files: dict[str, Path], what: str, hint: str) -> None:
+    if "genai_config.json" not in files:
+        raise SourceError(
+            f"{what} has no genai_config.json, so it is not an onnxruntime-genai model folder",
+            hint,
+        )
+
+
+def _local_files(project: Project, folder: Path) -> dict[str, Path]:
+    """The folder's regular files by relative path (hidden files left out)."""
     source = project.config.model.source
-    folder = project_file(project.root, source, f"{project.path}: model.source")
     files: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
@@ -46,7 +108,7 @@ def folder_files(project: Project) -> tuple[Path, dict[str, Path]]:
         resolved = project_file(project.root, f"{source}/{relative}", f"{project.path}: {source}")
         if resolved.is_file():
             files[check_title(relative)] = resolved
-    return folder, files
+    return files
 
 
 def folder_digest(hashes: dict[str, str]) -> str:
@@ -108,25 +170,28 @@ def build_generative(
     from gpux.builder.build import (
         CONFIG_SCHEMA,
         BuildResult,
-        _cached,
-        _stored_gpuxfile,
+        cached_build,
+        stored_gpuxfile,
         tool_versions,
     )
     from gpux.builder.sources import sha256_hex
 
     with reporter.step("resolve model") as step:
-        folder, files = folder_files(project)
+        resolved = resolve_folder(project, reporter.transfer)
+        folder, files = resolved.path, resolved.files
         hashes = {name: sha256_hex(path) for name, path in files.items()}
         digest = folder_digest(hashes)
         size = sum(path.stat().st_size for path in files.values())
         step.detail = f"folder, {len(files)} files, {size / 1e6:.1f} MB, {digest[:12]}"
     key = generative_build_key(project, digest, options)
     if not options.force:
-        cached = _cached(store, reference, key, reporter)
+        cached = cached_build(store, reference, key, reporter)
         if cached is not None:
             return cached
 
     with reporter.step("check model") as step:
+        for message in resolved.warnings:
+            reporter.warn(message)
         info = check_folder(folder, files, project.config.model.source)
         chat = _has_chat_template(folder)
         info["chat_template"] = chat
@@ -153,9 +218,12 @@ def build_generative(
                     if chat
                     else SMOKE_PROMPT
                 )
-                completion = model.generate(
-                    prompt, max_new_tokens=SMOKE_TOKENS, temperature=0, guidance=None
-                )
+                try:  # with the GPUXfile's guidance: llguidance compiles it now, or refuses
+                    completion = model.generate(prompt, max_new_tokens=SMOKE_TOKENS, temperature=0)
+                except InputError as exc:
+                    raise ConfigValidationError(
+                        f"{project.path}: generation.guidance: {exc.message}", exc.hint
+                    ) from exc
             placement = model.placement
         assert isinstance(completion, Completion)
         smoke = {
@@ -164,13 +232,18 @@ def build_generative(
             **completion.to_json(),
             "placement": placement.to_json(),
         }
+        if placement.fallback_reason:
+            reporter.warn_once(
+                f"backend 'auto' fell back to {placement.backend}: {placement.fallback_reason}",
+                key=placement.fallback_reason,
+            )
         step.detail = (
             f"{placement.backend}, {smoke['usage']['completion_tokens']} tokens, first after "
             f"{smoke['time_to_first_token_ms']} ms"
         )
 
     with reporter.step("write image") as step:
-        gpuxfile = _stored_gpuxfile(project, [], [])
+        gpuxfile = stored_gpuxfile(project, [], [])
         gpuxfile.pop("inputs", None)
         gpuxfile.pop("outputs", None)
         gpuxfile["model"]["sha256"] = digest
@@ -181,12 +254,7 @@ def build_generative(
         config: dict[str, Any] = {
             "schema": CONFIG_SCHEMA,
             "gpuxfile": gpuxfile,
-            "source": {
-                "kind": "local",
-                "origin": project.config.model.source,
-                "sha256": digest,
-                "revision": None,
-            },
+            "source": {**resolved.source, "sha256": digest},
             "generative": info,
             "smoke": smoke,
             "build": {

@@ -263,6 +263,51 @@ def _from_hub(source: str, what: str) -> tuple[Path, str, list[str]]:
     return path, commit, warnings
 
 
+def hub_folder(source: str, what: str) -> tuple[Path, dict[str, Path], str, list[str]]:
+    """The files under the folder an ``hf:org/repo[/folder][@revision]`` source names (the whole
+    repository without a folder), from huggingface_hub's cache, downloaded when missing: (the
+    folder in the cache's snapshot, {path in the folder: file}, the commit, warnings)."""
+    hub = parse_hub_source(source)
+    from huggingface_hub import hf_hub_download
+
+    prefix = f"{hub.path.strip('/')}/" if hub.path else ""
+    with hub_errors(source, hub):
+        listing = hub_listing(hub, source)
+        names = [
+            name
+            for name in sorted(listing.files)
+            if name.startswith(prefix)
+            and not any(part.startswith(".") for part in name[len(prefix) :].split("/"))
+        ]
+        if not names:
+            raise SourceError(
+                f"{what}: '{hub.at}' has no files under '{hub.path or '/'}'",
+                f"check the folder's path in the repository ({hub_endpoint()}/{hub.repo})",
+            )
+        files = {
+            name[len(prefix) :]: Path(
+                hf_hub_download(
+                    hub.repo,
+                    name,
+                    revision=listing.commit if listing.cached else hub.revision,
+                    local_files_only=listing.cached,
+                )
+            )
+            for name in names
+        }
+    first = next(iter(files.values()))
+    folder = first.parents[len(PurePosixPath(names[0]).parts) - 1]
+    if prefix:
+        folder = folder / prefix.rstrip("/")
+    warnings = []
+    if listing.cached and not hub.pinned and not hub_offline():
+        warnings.append(
+            f"the Hugging Face Hub at {hub_endpoint()} cannot be reached: {source} is the copy "
+            f"cached from commit {listing.commit[:12]}, which may be out of date"
+        )
+    return folder, files, listing.commit, warnings
+
+
 def hub_listing(hub: HubSource, source: str) -> HubListing:
     """The commit ``hub.revision`` names and its files: from the Hub, or, when the Hub cannot
     be reached (or HF_HUB_OFFLINE is set), from the local cache. Call inside ``hub_errors``."""

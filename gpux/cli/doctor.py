@@ -94,12 +94,16 @@ def _render(report: dict[str, Any]) -> None:
             console.print(f"[red]model {escape(model['target'])}: {escape(model['error'])}[/red]")
         else:
             placement = model["placement"]
-            assignment = placement.get("details", {}).get("assignment", {})
-            share = (
-                f"{assignment['nodes_on_backend']}/{assignment['nodes']} nodes"
-                if assignment.get("known")
-                else "node placement unknown"
-            )
+            details = placement.get("details", {})
+            assignment = details.get("assignment", {})
+            nodes = details.get("nodes") if details.get("proof") == "onnxruntime-log" else None
+            if assignment.get("known"):
+                share = f"{assignment['nodes_on_backend']}/{assignment['nodes']} nodes"
+            elif nodes:  # a generative model: ONNX Runtime's log of genai's session
+                share = ", ".join(f"{count} nodes on {name}" for name, count in nodes.items())
+                share += " (onnxruntime-genai's session, from ONNX Runtime's log)"
+            else:
+                share = "node placement unknown"
             console.print(
                 f"[bold]model[/bold] {escape(model['target'])}: runs on {placement['backend']} "
                 f"({', '.join(placement['providers'])}), {share}"

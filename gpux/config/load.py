@@ -445,12 +445,20 @@ def _check_generative_source(project: Project) -> None:
     if model.member is not None or source_kind(model.source) != "local":
         return  # an archive's folder is checked when it is fetched, at build
     folder = project_file(project.root, model.source, f"{project.path}: model.source")
+    if folder.is_file() and _is_archive(folder):
+        return  # the folder is the archive's root: checked once extracted, at build
     if not folder.is_dir():
         what = "is a file" if folder.is_file() else "does not exist"
         raise ConfigValidationError(
             f"{project.path}: model.source '{model.source}' {what}; a generative model "
-            "(format: genai) is a folder",
+            "(format: genai) is a folder, or an archive of one",
             GENAI_FOLDER_HINT,
+        )
+    if model.sha256:
+        raise ConfigValidationError(
+            f"{project.path}: model.sha256 is set, but model.source '{model.source}' is a "
+            "folder, which has no single hash",
+            "remove 'sha256' (the image records a hash of every file of the folder)",
         )
     if not (folder / "genai_config.json").is_file():
         raise ConfigValidationError(
@@ -458,6 +466,13 @@ def _check_generative_source(project: Project) -> None:
             "not an onnxruntime-genai model folder",
             GENAI_FOLDER_HINT,
         )
+
+
+def _is_archive(path: Path) -> bool:
+    import tarfile
+    import zipfile
+
+    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
 
 
 def _check_samples(project: Project) -> None:

@@ -27,7 +27,16 @@ def load_image(
     ``batch_sizes``: on backends where a new batch size is slow (CUDA), one more session per
     size with the batch fixed (gpux/runtime/sized_sessions.py); the server's preferred sizes."""
     from gpux.runtime.engines import engine
+    from gpux.runtime.generative import is_generative
 
+    if is_generative(image):
+        from gpux.errors import UsageError
+
+        raise UsageError(
+            f"image '{image.name}' is a generative model, which takes prompts, not tensors",
+            f"run it with 'gpux run {image.name} --input PROMPT' or gpux.load('{image.name}')"
+            ".generate(...); serving it is not there yet",
+        )
     if image.components:
         components: dict[str, Model] = {}
         try:

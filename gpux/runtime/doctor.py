@@ -35,6 +35,38 @@ def _hints(runtime: discovery.Runtime, vendors: set[str], plan: selection.Plan) 
     return hints
 
 
+# Each onnxruntime-genai build links the ONNX Runtime build it was made with; the gpux extras pair
+# them ([cpu], [cuda]). All install the same `onnxruntime_genai` module.
+GENAI_PAIRS = {
+    "onnxruntime-genai": "onnxruntime",
+    "onnxruntime-genai-cuda": "onnxruntime-gpu",
+    "onnxruntime-genai-directml": "onnxruntime-directml",
+}
+_EXTRA_OF = {"onnxruntime": "gpux[cpu]", "onnxruntime-gpu": "gpux[cuda]"}
+
+
+def genai_hints(onnxruntime: list[str], genai: list[str]) -> list[str]:
+    """Hints about the generation engine's packages (``"name version"`` lists, as installed)."""
+    names = [entry.split()[0] for entry in genai]
+    runtimes = [entry.split()[0] for entry in onnxruntime]
+    if len(names) > 1:
+        return [
+            f"several onnxruntime-genai packages are installed ({', '.join(genai)}); they "
+            "overwrite each other's files. Keep the one paired with your ONNX Runtime: pip "
+            f"uninstall -y {' '.join(names)} && pip install 'gpux[cpu]' (or 'gpux[cuda]')"
+        ]
+    if names and GENAI_PAIRS.get(names[0]) not in runtimes:
+        paired = GENAI_PAIRS.get(names[0], "its own ONNX Runtime build")
+        installed = ", ".join(onnxruntime) or "no ONNX Runtime"
+        fix = _EXTRA_OF.get(runtimes[0], "gpux[cpu]") if len(runtimes) == 1 else "gpux[cpu]"
+        return [
+            f"{genai[0]} runs on {paired}, but {installed} is installed: generative models "
+            f"will not load. Install the pair: pip uninstall -y {names[0]} && pip install "
+            f"'{fix}'"
+        ]
+    return []
+
+
 def diagnose() -> dict[str, Any]:
     """The machine: GPUs, ONNX Runtime backends, libraries and what ``auto`` would pick (``gpux
     doctor``; ``gpux.api.diagnose`` adds a model's placement)."""
@@ -42,6 +74,9 @@ def diagnose() -> dict[str, Any]:
     found, adapter_error = discovery.adapters()
     vendors = discovery.hardware_vendors()
     plan = selection.plan("auto", describe_adapters=True)
+    genai = [
+        f"{name} {version}" for name, version in discovery.installed_versions(*GENAI_PAIRS).items()
+    ]
     report: dict[str, Any] = {
         "system": {
             "os": f"{platform.system()} {platform.release()}",
@@ -69,6 +104,7 @@ def diagnose() -> dict[str, Any]:
             "choice": plan.candidates[0].backend if plan.candidates else None,
             "skipped": [s.to_json() | {"relevant": s.relevant} for s in plan.skipped],
         },
-        "hints": _hints(runtime, vendors, plan),
+        "onnxruntime_genai": {"distributions": genai},
+        "hints": _hints(runtime, vendors, plan) + genai_hints(runtime.distributions, genai),
     }
     return report

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
 
 # GPUX backend -> onnxruntime-genai provider name (``og.Config.append_provider``).
 GENAI_PROVIDERS = {"cuda": "cuda", "directml": "dml", "openvino": "OpenVINO", "webgpu": "WebGPU"}
+_BACKEND_OF_DEVICE = {
+    "CPU": "cpu",
+    "CUDA": "cuda",
+    "DML": "directml",
+    "WEBGPU": "webgpu",
+    "OPENVINO": "openvino",
+}
 _PLACED = re.compile(r"placed on \[(\w+)\]\. Number of nodes: (\d+)")
 
 
@@ -45,6 +52,11 @@ def require_genai() -> Any:
             "install the build paired with your ONNX Runtime: pip install 'gpux[cpu]' "
             "(onnxruntime-genai) or 'gpux[cuda]' (onnxruntime-genai-cuda)",
         ) from exc
+    import os
+
+    # gpux/__init__.py turns ONNX Runtime's telemetry off; genai has a switch of its own.
+    if os.environ.get("ORT_DISABLE_TELEMETRY", "1") != "0":
+        onnxruntime_genai.disable_telemetry_events()
     return onnxruntime_genai
 
 
@@ -99,7 +111,7 @@ class Stream:
     ) -> None:
         self._pieces = model._pieces(prompt_ids, settings)
         self.completion: Completion | None = None
-        self._started = time.perf_counter()
+        self._started = 0.0  # set when the first piece is asked for: the prompt runs then
         self._first: float | None = None
         self._model = model
         self._prompt_tokens = len(prompt_ids)
@@ -114,6 +126,8 @@ class Stream:
         return self
 
     def __next__(self) -> str:
+        if not self._started:
+            self._started = time.perf_counter()
         while not self._done:
             try:
                 token, piece = next(self._pieces)
@@ -157,6 +171,18 @@ class Stream:
         """Stop generating (frees the generator and its KV cache)."""
         self._pieces.close()
         self._done = True
+
+
+def _one_line(exc: BaseException) -> str:
+    """llguidance's multi-line report (source echo, carets) as one line of its messages."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    kept = [
+        line for line in lines if line and not set(line) <= {"^", " "} and not _ECHO.match(line)
+    ]
+    return "; ".join(kept)
+
+
+_ECHO = re.compile(r"^\d+ \|")
 
 
 def _first_stop(text: str, stops: Sequence[str], sent: int) -> int | None:
@@ -203,42 +229,41 @@ class GenerativeModel:
         self.defaults = defaults or Generation()
         self.config = read_genai_config(folder)
         provider = _provider_for(backend, og)
-        settings = og.Config(str(folder))
-        overlay: dict[str, Any] = {}
-        if threads:
-            overlay["intra_op_num_threads"] = threads
-        if prove_placement:
-            overlay["log_severity_level"] = 0  # ONNX Runtime logs its node placements
-        if overlay:
-            settings.overlay(json.dumps({"model": {"decoder": {"session_options": overlay}}}))
-        if provider is not None:
-            settings.clear_providers()
-            if provider != "cpu":
-                settings.append_provider(provider)
-                if provider == "cuda":
-                    settings.set_provider_option(provider, "device_id", str(device))
-        log: list[str] = []
+        fallback = None
         try:
-            if prove_placement:
-                from gpux.runtime.discovery import captured_native_stderr
-
-                with captured_native_stderr() as log:
-                    self._model = og.Model(settings)
-            else:
-                self._model = og.Model(settings)
-            self.tokenizer = og.Tokenizer(self._model)
+            self._model, log = _open(og, folder, provider, device, threads, prove_placement)
         except Exception as exc:  # genai raises RuntimeError/OSError with ONNX Runtime's text
-            raise BackendError(
-                f"onnxruntime-genai could not load the model folder '{folder}' on {backend}: {exc}",
-                "check that the folder was made for this backend (the builder's -e option) and "
-                "that onnxruntime-genai's version can read it (gpux doctor)",
-            ) from exc
+            if backend != "auto" or not _folder_providers(self.config):
+                raise _load_error(folder, backend, exc) from exc
+            # `auto` keeps the folder's providers where they work, and the CPU where they don't.
+            fallback = f"the folder's provider could not start: {exc}"
+            provider = "cpu"
+            try:
+                self._model, log = _open(og, folder, provider, device, threads, prove_placement)
+            except Exception as second:
+                raise _load_error(folder, backend, second) from second
+        self.tokenizer = og.Tokenizer(self._model)
         self._og = og
+        self._opened = (provider, device, threads)
         self.image: Image | None = None
-        self.placement = _placement(self._model, backend, provider, "\n".join(log))
+        self.placement = _placement(self._model, backend, provider, log)
+        self.placement.fallback_reason = fallback
         self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
+
+    def prove_placement(self) -> Placement:
+        """Open the model once more with ONNX Runtime's placement log on, read where its nodes
+        run, and keep that as ``placement`` (for ``gpux doctor``; the build proves it at load)."""
+        if self.placement.details.get("proof") == "onnxruntime-log":
+            return self.placement
+        provider, device, threads = self._opened
+        witness, log = _open(self._og, self.folder, provider, device, threads, prove=True)
+        proven = _placement(witness, self.placement.requested, provider, log)
+        del witness
+        proven.fallback_reason = self.placement.fallback_reason
+        self.placement = proven
+        return proven
 
     # ---- text -> tokens
     def encode(self, text: str) -> list[int]:
@@ -335,6 +360,16 @@ class GenerativeModel:
                 ) from exc
         try:
             generator = og.Generator(self._model, params)
+        except Exception as exc:
+            if settings.guidance is not None and "grammar" in str(exc):
+                # llguidance compiles the schema, regex or grammar here, not in set_guidance.
+                raise InputError(
+                    f"the {settings.guidance.kind} guidance does not compile: {_one_line(exc)}",
+                    "fix the schema, regex or grammar (llguidance's dialect: no look-around in "
+                    "regexes)",
+                ) from exc
+            raise BackendError(f"onnxruntime-genai could not start a generation: {exc}") from exc
+        try:
             generator.append_tokens(list(prompt_ids))
         except Exception as exc:
             raise BackendError(f"onnxruntime-genai failed on the prompt: {exc}") from exc
@@ -383,6 +418,49 @@ def load_generative(image: Image, backend: str | None = None) -> GenerativeModel
     )
     model.image = image
     return model
+
+
+def _open(
+    og: Any, folder: Path, provider: str | None, device: int, threads: int, prove: bool
+) -> tuple[Any, str]:
+    """The genai model on ``provider`` (None: the folder's), and ONNX Runtime's log of its
+    session creation when ``prove`` (empty otherwise)."""
+    settings = og.Config(str(folder))
+    overlay: dict[str, Any] = {}
+    if threads:
+        overlay["intra_op_num_threads"] = threads
+    if prove:
+        overlay["log_severity_level"] = 0  # ONNX Runtime logs its node placements
+    if overlay:
+        settings.overlay(json.dumps({"model": {"decoder": {"session_options": overlay}}}))
+    if provider is not None:
+        settings.clear_providers()
+        if provider != "cpu":
+            settings.append_provider(provider)
+            if provider == "cuda":
+                settings.set_provider_option(provider, "device_id", str(device))
+    if not prove:
+        return og.Model(settings), ""
+    from gpux.runtime.discovery import captured_native_stderr
+
+    with captured_native_stderr() as log:
+        model = og.Model(settings)
+    return model, "\n".join(log)
+
+
+def _load_error(folder: Path, backend: str, exc: BaseException) -> BackendError:
+    return BackendError(
+        f"onnxruntime-genai could not load the model folder '{folder}' on {backend}: {exc}",
+        "check that the folder was made for this backend (the builder's -e option) and "
+        "that onnxruntime-genai's version can read it (gpux doctor)",
+    )
+
+
+def _folder_providers(config: dict[str, Any]) -> list[Any]:
+    decoder = config["model"].get("decoder")
+    options = decoder.get("session_options", {}) if isinstance(decoder, dict) else {}
+    providers = options.get("provider_options", []) if isinstance(options, dict) else []
+    return providers if isinstance(providers, list) else []
 
 
 def read_genai_config(folder: Path) -> dict[str, Any]:
@@ -445,7 +523,7 @@ def placements_in_log(log: str) -> dict[str, int]:
 def _placement(model: Any, requested: str, provider: str | None, log: str) -> Placement:
     device = str(model.device_type)  # "CPU", "CUDA", "DML" ...
     nodes = placements_in_log(log)
-    backend = "cpu" if device.upper() == "CPU" else device.lower()
+    backend = _BACKEND_OF_DEVICE.get(device.upper(), device.lower())
     if nodes:
         details: dict[str, Any] = {"proof": "onnxruntime-log", "nodes": nodes}
         providers = sorted(nodes, key=lambda name: -nodes[name])

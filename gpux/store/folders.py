@@ -23,6 +23,23 @@ if TYPE_CHECKING:
     from gpux.store.images import Image
 
 
+LAYOUTS = "cache/folders"
+
+
+def layout_name(digest: str) -> str:
+    """The folder of an image's layout: ``sha256-`` and 16 hex digits of its manifest digest."""
+    return digest.replace(":", "-")[:23]
+
+
+def stale_layouts(root: Path, kept: set[str]) -> list[Path]:
+    """Layouts under the store ``root`` whose image is gone (``kept``: the digests in use)."""
+    names = {layout_name(digest) for digest in kept}
+    folder = root / LAYOUTS
+    if not folder.is_dir():
+        return []
+    return [path for path in sorted(folder.iterdir()) if path.name not in names]
+
+
 def check_title(title: str) -> str:
     """A file's path inside its folder, refused when it could land outside it."""
     normal = posixpath.normpath(title)
@@ -53,8 +70,8 @@ def layout_folder(image: Image, media_type: str) -> Path:
         check_title(layer.title or ""): image.store.blobs.verified_path(layer.digest)
         for layer in layers
     }
-    root = image.store.root / "cache" / "folders"
-    target = root / image.digest.replace(":", "-")[:23]
+    root = image.store.root / LAYOUTS
+    target = root / layout_name(image.digest)
     if _intact(target, blobs):
         return target
     root.mkdir(parents=True, exist_ok=True)

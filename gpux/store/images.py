@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -686,6 +687,13 @@ class Store:
             freed += partial.stat().st_size
             if not dry_run:
                 partial.unlink(missing_ok=True)
+        # Folder layouts (gpux.store.folders) of images that are gone: links to deleted blobs.
+        from gpux.store.folders import stale_layouts
+
+        for layout in stale_layouts(self.root, keep):
+            count += 1
+            if not dry_run:
+                shutil.rmtree(layout, ignore_errors=True)
         # An index write killed before its rename leaves its temp file beside index.json. Index
         # writes happen under the index lock: with it held, every such file is abandoned.
         with self._index_lock():

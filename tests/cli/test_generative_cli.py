@@ -151,7 +151,7 @@ def test_generation_flags_on_a_tensor_model_are_refused(
     (project / "GPUXfile").write_text("model: ./linear.onnx\n")
     gpux.ok("build", str(project))
     result = gpux("run", "linear", "--input", "[[1, 2, 3, 4]]", "--max-new-tokens", "3")
-    assert_failure(result, 2, "--max-new-tokens apply to generative models")
+    assert_failure(result, 2, "--max-new-tokens: for generative models only")
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,103 @@ def symbolic_model_path(workdir: Path) -> Path:
     from tests import generated_models
 
     return generated_models.linear(workdir / "models" / "linear.onnx")
+
+
+def zip_folder(folder: Path, archive: Path, inside: str) -> Path:
+    import zipfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted(folder.iterdir()):
+            bundle.write(path, f"{inside}/{path.name}")
+        bundle.writestr(f"{inside}/.DS_Store", b"junk")  # left out of the image
+    return archive
+
+
+def test_a_folder_inside_an_archive_served_over_http_builds_to_the_same_layers(
+    gpux: BoundCLI, built: dict[str, object], tiny_llm: Path, workdir: Path
+) -> None:
+    import hashlib
+
+    from tests.cli.test_sources import ModelServer
+
+    served = workdir / "served-llm"
+    archive = zip_folder(tiny_llm, served / "llm.zip", "models/tiny-llm")
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    server = ModelServer(served)
+    try:
+        project = workdir / "remote-llm"
+        project.mkdir(exist_ok=True)
+        (project / "GPUXfile").write_text(
+            f"name: remote-llm\nmodel:\n  source: {server.url}/llm.zip\n  sha256: {sha256}\n"
+            "  member: models/tiny-llm\n  format: genai\ngeneration:\n  max_new_tokens: 12\n"
+        )
+        report = gpux.json("build", str(project), "--json")
+    finally:
+        server.stop()
+    store = Store(gpux.home)
+    remote, local = store.get("remote-llm"), store.get("tiny-llm")
+    assert {(x.title, x.digest) for x in remote.layers} == {
+        (x.title, x.digest) for x in local.layers
+    }
+    assert remote.config["source"]["archive_sha256"] == sha256
+    assert report["smoke"]["usage"]["completion_tokens"] == 4
+    shown = gpux.ok("run", "remote-llm", "--input", "Hello, world!", "--no-chat").stdout
+    assert shown == gpux.ok("run", "tiny-llm", "--input", "Hello, world!", "--no-chat").stdout
+
+
+def test_an_archive_member_without_genai_config_is_a_source_error(
+    gpux: BoundCLI, tiny_llm: Path, workdir: Path
+) -> None:
+    project = workdir / "archive-wrong-member"
+    zip_folder(tiny_llm, project / "llm.zip", "models/tiny-llm")
+    (project / "GPUXfile").write_text(
+        "model:\n  source: ./llm.zip\n  member: models\n  format: genai\n"
+    )
+    result = gpux("build", str(project))
+    assert_failure(result, 9, "folder 'models' has no genai_config.json")
+    (project / "GPUXfile").write_text(
+        "model:\n  source: ./llm.zip\n  member: other\n  format: genai\n"
+    )
+    assert_failure(gpux("build", str(project)), 9, "the archive has no files under 'other'")
+
+
+def test_prune_removes_the_folder_layout_of_a_removed_image(
+    gpux: BoundCLI, built: dict[str, object], workdir: Path, project: Path
+) -> None:
+    from gpux.store.folders import LAYOUTS, layout_name
+
+    other = workdir / "llm-pruned"
+    if not other.exists():
+        shutil.copytree(project / "tiny-llm", other / "tiny-llm")
+    (other / "GPUXfile").write_text(GPUXFILE.replace("max_new_tokens: 12", "max_new_tokens: 3"))
+    digest = gpux.json("build", str(other), "-t", "pruned", "--json")["digest"]
+    gpux.ok("run", "pruned", "--input", "Hi")  # lays the folder out
+    gpux.ok("run", "tiny-llm", "--input", "Hi", "--max-new-tokens", "2")
+    layout = gpux.home / LAYOUTS / layout_name(digest)
+    kept = gpux.home / LAYOUTS / layout_name(str(built["digest"]))
+    assert (layout / "genai_config.json").is_symlink()
+    gpux.ok("rm", "pruned")
+    gpux.ok("prune")
+    assert not layout.exists()
+    assert kept.is_dir()  # tiny-llm's image is still there
+    assert gpux.ok("run", "tiny-llm", "--input", "Hi", "--max-new-tokens", "2").stdout
+
+
+def test_doctor_proves_where_a_loaded_generative_model_runs(
+    gpux: BoundCLI, built: dict[str, object]
+) -> None:
+    report = gpux.json("doctor", "--model", "tiny-llm", "--json")
+    details = report["model"]["placement"]["details"]
+    assert details["proof"] == "onnxruntime-log"
+    assert list(details["nodes"]) == ["CPUExecutionProvider"]
+    shown = gpux.ok("doctor", "--model", "tiny-llm").stdout
+    assert "nodes on CPUExecutionProvider (onnxruntime-genai's session" in shown
+
+
+def test_tensor_flags_on_a_generative_model_are_refused(
+    gpux: BoundCLI, built: dict[str, object], tmp_path: Path
+) -> None:
+    result = gpux("run", "tiny-llm", "--input", "Hi", "--raw", "-o", str(tmp_path / "x.json"))
+    assert_failure(result, 2, "--output, --raw: not for a generative model")
+    assert not (tmp_path / "x.json").exists()

@@ -106,6 +106,12 @@ CASES = [
         "",
     ),
     Case(
+        "guidance llguidance cannot compile",
+        GENAI + "generation:\n  guidance:\n    grammar: 'start: ???'\n",
+        ["GPUXfile: generation.guidance: the lark_grammar guidance does not compile"],
+        "fix the schema, regex or grammar",
+    ),
+    Case(
         "a typo in generation",
         GENAI + "generation:\n  max_tokens: 8\n",
         ["unknown key 'max_tokens' in generation"],

@@ -578,3 +578,34 @@ def test_a_pulled_gpuxfile_reads_no_samples_outside_its_repository(
     with pytest.raises(ConfigValidationError, match="outside the project folder"):
         pull("hf:acme/nosy", store)
     assert store.images() == []
+
+
+# --- a generative model's folder on the Hub --------------------------------------------------
+
+
+def test_a_generative_models_folder_on_the_hub_builds_runs_and_records_its_commit(
+    gpux: BoundCLI, hub: HubServer, env: dict[str, str], tiny_llm: Path, tmp_path: Path
+) -> None:
+    files = {f"onnx/cpu/{path.name}": path.read_bytes() for path in tiny_llm.iterdir()}
+    commit = hub.add_repo("acme/tiny-llm", {**files, "README.md": b"# tiny\n"})
+    folder = project(
+        tmp_path / "llm",
+        "name: hub-llm\nmodel:\n  source: hf:acme/tiny-llm/onnx/cpu@main\n  format: genai\n",
+    )
+    assert gpux.json("build", str(folder), "--json", env=env)["cached"] is False
+    image = Store(gpux.home).get("hub-llm")
+    assert {layer.title for layer in image.layers} == {path.name for path in tiny_llm.iterdir()}
+    assert image.config["source"]["revision"] == commit
+    answer = gpux.json("run", "hub-llm", "--input", "Hello", "--json", "--max-new-tokens", "3")
+    assert answer["usage"]["completion_tokens"] == 3
+    # The branch has not moved: a no-op that downloads nothing again.
+    assert gpux.json("build", str(folder), "--json", env=env)["cached"] is True
+    assert hub.downloads("onnx/cpu/model.onnx.data") == 1
+
+    wrong = project(
+        tmp_path / "wrong",
+        "model:\n  source: hf:acme/tiny-llm/onnx@main\n  format: genai\n",
+    )
+    assert_failure(
+        gpux("build", str(wrong), env=env), SOURCE, "onnx@main' has no genai_config.json"
+    )

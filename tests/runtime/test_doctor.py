@@ -146,7 +146,7 @@ def test_a_model_on_the_real_machine_reports_its_placement(
 
 
 def test_native_stderr_is_captured_not_shown(capfd: pytest.CaptureFixture[str]) -> None:
-    with discovery._quiet_native_stderr() as captured:
+    with discovery.captured_native_stderr() as captured:
         os.write(2, b"error: XDG_RUNTIME_DIR is invalid or not set in the environment.\n")
         os.write(2, b"MESA: warning: second line\n")
     assert captured == [
@@ -158,7 +158,7 @@ def test_native_stderr_is_captured_not_shown(capfd: pytest.CaptureFixture[str]) 
 
 
 def test_native_stderr_is_restored_when_probing_raises(capfd: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(RuntimeError), discovery._quiet_native_stderr():
+    with pytest.raises(RuntimeError), discovery.captured_native_stderr():
         os.write(2, b"noise\n")
         raise RuntimeError("probe failed")
     os.write(2, b"visible\n")
@@ -234,3 +234,26 @@ def test_registering_the_real_plugins_twice_is_no_error() -> None:
     again = discovery._register_plugins.__wrapped__()  # ONNX Runtime says "already registered"
     assert [p.module for p in again] == [p.module for p in first]
     assert all(p.error is None for p in again if p.ep_names)
+
+
+def test_the_installed_generation_engine_pairs_with_onnx_runtime(machine: Machine) -> None:
+    from importlib import metadata
+
+    report = doctor.diagnose()
+    version = metadata.version("onnxruntime-genai")
+    assert report["onnxruntime_genai"]["distributions"] == [f"onnxruntime-genai {version}"]
+    assert not any("onnxruntime-genai" in hint for hint in report["hints"])
+
+
+def test_a_generation_engine_for_another_onnx_runtime_is_flagged() -> None:
+    assert doctor.genai_hints(["onnxruntime 1.32.0"], ["onnxruntime-genai 0.18.0"]) == []
+    assert doctor.genai_hints(["onnxruntime-gpu 1.31.1"], ["onnxruntime-genai-cuda 0.18.0"]) == []
+    (mismatch,) = doctor.genai_hints(["onnxruntime-gpu 1.31.1"], ["onnxruntime-genai 0.18.0"])
+    assert mismatch.startswith(
+        "onnxruntime-genai 0.18.0 runs on onnxruntime, but onnxruntime-gpu 1.31.1 is installed"
+    )
+    assert mismatch.endswith("pip uninstall -y onnxruntime-genai && pip install 'gpux[cuda]'")
+    (two,) = doctor.genai_hints(
+        ["onnxruntime 1.32.0"], ["onnxruntime-genai 0.18.0", "onnxruntime-genai-cuda 0.18.0"]
+    )
+    assert two.startswith("several onnxruntime-genai packages are installed")

@@ -205,6 +205,12 @@ def test_mistakes_are_input_errors(model: GenerativeModel) -> None:
         model.generate("Hello " * 300)
     with pytest.raises(InputError, match="role"):
         model.chat([{"content": "no role"}])
+    with pytest.raises(
+        InputError, match="regex guidance does not compile: .*look-around, including look-ahead"
+    ):
+        model.generate("Hello", guidance={"regex": "(?=a)b"})
+    with pytest.raises(InputError, match="json_schema guidance does not compile"):
+        model.generate("Hello", guidance={"json_schema": {"type": "foo"}})
 
 
 def test_backends_genai_cannot_serve_are_refused(tiny_llm: Path) -> None:
@@ -221,3 +227,23 @@ def test_closing_a_stream_early_stops_generating(model: GenerativeModel) -> None
     next(stream)
     stream.close()
     assert list(stream) == []
+
+
+def test_auto_falls_back_to_the_cpu_when_the_folders_provider_cannot_start(
+    tiny_llm: Path, tmp_path: Path
+) -> None:
+    if og.is_cuda_available():
+        pytest.skip("this onnxruntime-genai build has CUDA: the folder's provider would start")
+    import shutil
+
+    folder = shutil.copytree(tiny_llm, tmp_path / "cuda-llm")
+    config = json.loads((folder / "genai_config.json").read_text())
+    config["model"]["decoder"]["session_options"]["provider_options"] = [{"cuda": {}}]
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    model = GenerativeModel(folder, "auto")
+    assert model.placement.backend == "cpu"
+    assert model.placement.fallback_reason is not None
+    assert model.placement.fallback_reason.startswith("the folder's provider could not start")
+    assert complete(model, "Hello", max_new_tokens=3).completion_tokens == 3
+    with pytest.raises(BackendError, match="gpux\\[cuda\\]"):
+        GenerativeModel(folder, "cuda")

@@ -45,7 +45,11 @@ def register(app: typer.Typer) -> None:
             "(summarised; complete with --full; -o out.npz writes them as arrays).",
         ),
         interactive: bool = typer.Option(
-            False, "-I", "--interactive", help="Read one input per line, print one result per line."
+            False,
+            "-I",
+            "--interactive",
+            help="Read one input per line, print one result per line (a generative model: a "
+            "chat that keeps its history).",
         ),
         batch_size: int = typer.Option(
             16, "--batch-size", min=1, help="Items per model call when many inputs are given."
@@ -93,7 +97,8 @@ def register(app: typer.Typer) -> None:
         """Run inference and print the results as JSON (JSONL for many inputs).
 
         With a pipeline in the GPUXfile, inputs are what people have: text, image or audio
-        files, folders of them, .jsonl files; without one, tensors as JSON or .npy."""
+        files, folders of them, .jsonl files; without one, tensors as JSON or .npy. A
+        generative model (an LLM) takes a prompt and writes its answer as it is decoded."""
         backend = check_backend(backend)
         from gpux.api import load, looks_like_path
 
@@ -105,10 +110,32 @@ def register(app: typer.Typer) -> None:
         model = load(
             target, backend=backend, warmup=False, reporter=reporter, trust_code=trust_code
         )
+        reason = model.placement.fallback_reason
+        if reason:
+            from gpux import notes
+
+            if notes.first_time(reason):  # a fact about the machine: said once, kept in JSON
+                # Plain text: importing Rich for one line would cost every run ~60 ms.
+                sys.stderr.write(
+                    f"note: running on {model.placement.backend}; better backends were passed "
+                    f"over: {reason} {notes.ONCE}\n"
+                )
         from gpux.runtime.generative import GenerativeModel
 
         if isinstance(model, GenerativeModel):
             from gpux.cli.run.generate import GenerateOptions, run_generative
+
+            tensor_flags = {"--output": output, "--raw": raw, "--full": full, "--draw": draw}
+            refused = [flag for flag, value in tensor_flags.items() if value]
+            if refused:
+                from gpux.errors import UsageError
+
+                model.close()
+                raise UsageError(
+                    f"{', '.join(refused)}: not for a generative model ('{target}' takes a "
+                    "prompt and answers in text)",
+                    "use --json for the answer with its token counts and timings",
+                )
 
             overrides = {
                 "max_new_tokens": max_new_tokens,
@@ -138,20 +165,10 @@ def register(app: typer.Typer) -> None:
 
             model.close()
             raise UsageError(
-                f"{', '.join(given)} apply to generative models; '{target}' takes "
-                f"{'inputs through its pipeline' if model.pipeline else 'tensors'}",
+                f"{', '.join(given)}: for generative models only ('{target}' takes "
+                f"{'inputs through its pipeline' if model.pipeline else 'tensors'})",
                 "see 'gpux inspect' for what the model takes",
             )
-        reason = model.placement.fallback_reason
-        if reason:
-            from gpux import notes
-
-            if notes.first_time(reason):  # a fact about the machine: said once, kept in JSON
-                # Plain text: importing Rich for one line would cost every run ~60 ms.
-                sys.stderr.write(
-                    f"note: running on {model.placement.backend}; better backends were passed "
-                    f"over: {reason} {notes.ONCE}\n"
-                )
         if model.pipeline is not None:
             from gpux.cli.inputs import skips_pipeline
 

@@ -41,7 +41,8 @@ def run_generative(
             "a generative model takes one prompt per run",
             "give one --input, or use --interactive for a conversation",
         )
-    prompt = inputs[0] if inputs else sys.stdin.read()
+    # `echo "text" | gpux run llm`: the newline echo adds is not part of the prompt.
+    prompt = inputs[0] if inputs else sys.stdin.read().removesuffix("\n")
     if prompt.startswith("@"):
         prompt = _read_prompt_file(prompt[1:])
     messages = [*_first_messages(options), {"role": "user", "content": prompt}]
