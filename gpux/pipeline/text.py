@@ -116,7 +116,9 @@ class TextPreprocessor:
             if isinstance(value, TokenIds):
                 rows.append(self._checked_ids(value, where))
             else:
-                encoding = self._tokenizer.encode(self._checked(value, where), add_special_tokens=True)
+                encoding = self._tokenizer.encode(
+                    self._checked(value, where), add_special_tokens=True
+                )
                 rows.append(list(encoding.ids[: sum(encoding.attention_mask)]))
         width = max(len(row) for row in rows)
         if self.spec.padding == Padding.max_length:

@@ -35,6 +35,7 @@ from gpux.serve import bodies, json_codec, protocol, shared_stats, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
+from gpux.serve.generation import generative_refusal
 from gpux.serve.guards import (
     Guards,
     HTTPError,
@@ -42,7 +43,6 @@ from gpux.serve.guards import (
     error_response,
     http_error_response,
 )
-from gpux.serve.generation import generative_refusal
 from gpux.serve.inference import STATUS_OF, Inference, chosen_outputs, require_tensors
 from gpux.serve.metrics import Metrics
 from gpux.serve.openai_api import speaks_openai

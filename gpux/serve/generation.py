@@ -46,7 +46,6 @@ ACTIVE_GENERATIONS = 16
 grows with this; the others wait for a free turn (counted against ``max_queue``)."""
 
 
-
 class Cancelled(Exception):
     """The last event of a generation cancelled before it finished."""
 
@@ -150,6 +149,7 @@ class Interleaver:
         if piece is not None:
             generation.send(piece)
             return True
+        assert generation.stream is not None
         completion = generation.stream.completion
         assert completion is not None
         self._finished(generation, completion.finish_reason)

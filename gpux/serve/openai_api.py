@@ -434,7 +434,9 @@ class _Reply:
         kind = "chat.completion" if self.chat else "text_completion"
         return {**self._envelope(kind), "choices": [choice], "usage": _usage(completion)}
 
-    def chunk(self, content: str | dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+    def chunk(
+        self, content: str | dict[str, Any] | None, finish: str | None = None
+    ) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "logprobs": None}
         if self.chat:
             delta = content if isinstance(content, dict) else {}
@@ -463,4 +465,3 @@ def _usage(completion: Completion) -> dict[str, int]:
         "completion_tokens": completion.completion_tokens,
         "total_tokens": completion.prompt_tokens + completion.completion_tokens,
     }
-

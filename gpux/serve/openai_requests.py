@@ -103,7 +103,9 @@ class Sampling(_Body):
                     param=name,
                 )
         if self.logprobs:
-            raise OpenAIRefusal(400, "logprobs are not supported", "leave logprobs out", param="logprobs")
+            raise OpenAIRefusal(
+                400, "logprobs are not supported", "leave logprobs out", param="logprobs"
+            )
 
     def guidance(self) -> dict[str, Any] | None:
         """``response_format`` as the engine's guidance (constrained decoding)."""
@@ -175,10 +177,12 @@ class EmbeddingRequest(_Body):
         if isinstance(given, str):
             return [given]
         if not given:
-            raise OpenAIRefusal(400, "input is empty", "send a text or a list of texts", param="input")
+            raise OpenAIRefusal(
+                400, "input is empty", "send a text or a list of texts", param="input"
+            )
         if isinstance(given[0], int):
-            return [list(given)]  # type: ignore[arg-type]
-        return list(given)  # type: ignore[arg-type]
+            return [list(given)]
+        return list(given)
 
 
 def parse(kind: type[_BodyT], body: Any) -> _BodyT:
@@ -194,4 +198,3 @@ def parse(kind: type[_BodyT], body: Any) -> _BodyT:
         raise OpenAIRefusal(
             400, f"{where or 'body'}: {error['msg']}", "see /docs for this endpoint", param=field
         ) from exc
-

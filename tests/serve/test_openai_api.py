@@ -84,7 +84,10 @@ def test_chat_streamed_chunks_concatenate_to_the_whole_answer(
     client: openai.OpenAI, local: GenerativeModel
 ) -> None:
     whole = client.chat.completions.create(
-        model="tiny-llm", messages=MESSAGES, max_tokens=30, temperature=0  # type: ignore[arg-type]
+        model="tiny-llm",
+        messages=MESSAGES,
+        max_tokens=30,
+        temperature=0,  # type: ignore[arg-type]
     )
     expected = local.chat(MESSAGES, max_new_tokens=30)
     assert whole.choices[0].message.content == expected.text  # type: ignore[union-attr]
@@ -121,9 +124,7 @@ def test_completions_stream_and_token_id_prompts(
         model="tiny-llm", prompt=prompt, max_tokens=20, stream=True
     )
     assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
-    by_ids = client.completions.create(
-        model="tiny-llm", prompt=local.encode(prompt), max_tokens=20
-    )
+    by_ids = client.completions.create(model="tiny-llm", prompt=local.encode(prompt), max_tokens=20)
     assert by_ids.choices[0].text == whole.choices[0].text
     # Unset, max_tokens is the image's generation.max_new_tokens (24), under the cap.
     default = client.completions.create(model="tiny-llm", prompt=prompt)
@@ -200,7 +201,11 @@ def test_max_tokens_cap_and_client_mistakes(client: openai.OpenAI, server: Serve
     with pytest.raises(openai.BadRequestError) as capped:
         client.completions.create(model="tiny-llm", prompt="Hi", max_tokens=CAP + 1)
     error = capped.value.body  # the SDK keeps the body's "error" object
-    assert isinstance(error, dict) and error["param"] == "max_tokens" and f"at most {CAP}" in error["message"]
+    assert (
+        isinstance(error, dict)
+        and error["param"] == "max_tokens"
+        and f"at most {CAP}" in error["message"]
+    )
     assert client.completions.create(model="tiny-llm", prompt="Hi", max_tokens=CAP).usage
 
     with pytest.raises(openai.NotFoundError) as unknown:
@@ -235,7 +240,9 @@ def test_a_client_that_disconnects_stops_its_generation(
 ) -> None:
     """Eight long generations keep the model's thread busy (each gets a turn in eight), so the
     disconnected one cannot finish before the server notices the client is gone."""
-    before_cancelled = metric(server, "gpux_generations_total", model="tiny-llm", finish="cancelled")
+    before_cancelled = metric(
+        server, "gpux_generations_total", model="tiny-llm", finish="cancelled"
+    )
     before_out = metric(server, "gpux_generated_tokens_total", model="tiny-llm")
     busy: list[int] = []
 
@@ -283,7 +290,9 @@ def test_langchain_chat_and_embeddings(client: openai.OpenAI, server: Server) ->
         temperature=0,
     )
     assert chat.invoke("Hello").content == expected.choices[0].message.content
-    assert "".join(str(c.content) for c in chat.stream("Hello")) == expected.choices[0].message.content
+    assert (
+        "".join(str(c.content) for c in chat.stream("Hello")) == expected.choices[0].message.content
+    )
 
     embeddings = OpenAIEmbeddings(
         base_url=server.url + "/v1",
