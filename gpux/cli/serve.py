@@ -75,6 +75,13 @@ def register(app: typer.Typer) -> None:
             "and each is warmed before the server is ready; 'none': no padding. Default: "
             "powers of two up to --max-batch-size on cuda/tensorrt, none on the CPU.",
         ),
+        max_tokens: int | None = typer.Option(
+            None,
+            "--max-tokens",
+            min=1,
+            help="Generative models: most tokens one OpenAI API request may generate "
+            "(max_tokens above it: 400). Default: serving.max_tokens, else the context length.",
+        ),
         max_body_mb: float = typer.Option(
             DEFAULT_POLICY.max_body_bytes / MIB,
             "--max-body-mb",
@@ -176,6 +183,7 @@ def register(app: typer.Typer) -> None:
             "timeout": timeout,
             "max_queue": max_queue,
             "preferred_batch_sizes": _batch_sizes(preferred_batch_sizes),
+            "max_tokens": max_tokens,
         }
         token = token or os.environ.get("GPUX_TOKEN") or None
         policy = _policy(

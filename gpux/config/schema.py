@@ -244,6 +244,11 @@ class Serving(Strict):
         examples=[[1, 4, 16, 32]],
         description="The batch sizes the model runs: a batch is padded up to the next one, and each is warmed up before the server is ready (as Triton's preferred_batch_size). Default: powers of two up to max_batch_size on GPU backends (where a new batch size is slow), none on the CPU. [] turns padding off.",
     )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Generative models: most tokens one request to the OpenAI API may generate (its max_tokens); a request asking for more gets 400, one asking for none gets min(generation.max_new_tokens, this). Default: the model's context length.",
+    )
 
 
 class VariantStep(StrEnum):

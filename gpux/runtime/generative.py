@@ -167,6 +167,10 @@ class Stream:
             return rest
         raise StopIteration
 
+    @property
+    def prompt_tokens(self) -> int:
+        return self._prompt_tokens
+
     def close(self) -> None:
         """Stop generating (frees the generator and its KV cache)."""
         self._pieces.close()
@@ -299,6 +303,19 @@ class GenerativeModel:
         """Continue ``prompt``. Keyword overrides: max_new_tokens, temperature, top_p, top_k,
         repetition_penalty, stop, seed, guidance (see ``generation:`` in docs/gpuxfile.md)."""
         return self._start(self.encode(prompt), stream, overrides)
+
+    def generate_ids(
+        self, prompt_ids: Sequence[int], *, stream: bool = False, **overrides: Any
+    ) -> Completion | Stream:
+        """``generate`` for a prompt already tokenised (this model's token ids)."""
+        vocabulary = int(self.config["model"].get("vocab_size") or 0)
+        bad = next((i for i in prompt_ids if i < 0 or (vocabulary and i >= vocabulary)), None)
+        if bad is not None:
+            raise InputError(
+                f"token id {bad} is not in the model's vocabulary (0 to {vocabulary - 1})",
+                "send token ids of this model's own tokenizer, or send the text",
+            )
+        return self._start([int(i) for i in prompt_ids], stream, overrides)
 
     def chat(
         self, messages: Sequence[Mapping[str, str]], *, stream: bool = False, **overrides: Any

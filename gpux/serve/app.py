@@ -35,6 +35,7 @@ from gpux.serve import bodies, json_codec, protocol, shared_stats, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
+from gpux.serve.generation import generative_refusal
 from gpux.serve.guards import (
     Guards,
     HTTPError,
@@ -44,12 +45,14 @@ from gpux.serve.guards import (
 )
 from gpux.serve.inference import STATUS_OF, Inference, chosen_outputs, require_tensors
 from gpux.serve.metrics import Metrics
+from gpux.serve.openai_api import speaks_openai
 from gpux.serve.parsing import ParseProcesses
 from gpux.serve.statistics import Statistics
 from gpux.serve.warmup import warm_served
 from gpux.serve.workers import shared_folder
 
 if TYPE_CHECKING:
+    from gpux.runtime.generative import GenerativeModel
     from gpux.serve.grpc_service import GRPCOptions
 
 __all__ = ["HTTPError", "Limits", "RequestPolicy", "ServedModel", "create_app", "inference_threads"]
@@ -64,6 +67,8 @@ class Limits:
     timeout: float = 30.0
     max_queue: int = 256
     preferred_batch_sizes: tuple[int, ...] = ()
+    max_tokens: int | None = None
+    """Most tokens one OpenAI request may generate (None: the model's context length)."""
 
 
 @dataclass
@@ -81,6 +86,9 @@ class ServedModel:
     """Every preferred batch size has run once (:func:`gpux.serve.warmup.warm_up`): until then
     the model is not reported ready (requests that come anyway are served)."""
     warm_error: str | None = None
+    generative: GenerativeModel | None = None
+    """A generative image's engine (served on the OpenAI routes, gpux/serve/openai_api.py);
+    ``model`` then only carries its placement, and the tensor routes refuse it."""
 
     def __post_init__(self) -> None:
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpux-infer")
@@ -276,6 +284,8 @@ def create_app(
 
     async def predict(request: Request) -> Response:
         served = find(request) if "model" in request.path_params else _only(models)
+        if served.generative is not None:
+            raise generative_refusal("pipeline inputs")
         pipeline = served.pipeline
         assert pipeline is not None
         items, many = await predict_items(request, pipeline, policy)
@@ -330,7 +340,10 @@ def create_app(
     ]
     if len(models) == 1:
         routes.append(Route("/predict", guarded("predict", predict), methods=["POST"]))
+    from gpux.serve.openai_api import openai_routes
     from gpux.serve.web import web_routes
+
+    routes.extend(openai_routes(models, core, metrics, policy))
 
     # The pages themselves need no token: the playground sends it with each predict call.
     routes.extend(web_routes(models, token_required=token is not None))
@@ -386,7 +399,13 @@ def _middleware(policy: RequestPolicy, token: str | None) -> list[Middleware]:
             )
         )
     stack.append(
-        Middleware(Guards, policy=policy, token=token, public=lambda p: bool(PUBLIC.fullmatch(p)))
+        Middleware(
+            Guards,
+            policy=policy,
+            token=token,
+            public=lambda p: bool(PUBLIC.fullmatch(p)),
+            openai=speaks_openai,
+        )
     )
     return stack
 
@@ -396,6 +415,7 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
     and scripts parse the body of any answer."""
     assert isinstance(exc, StarletteHTTPException)
     path = request.url.path
+    openai = speaks_openai(path) or path.startswith("/v1/chat/")
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
         return error_response(
@@ -403,10 +423,15 @@ async def _routing_error(request: Request, exc: Exception) -> Response:
             f"{request.method} is not allowed on {path}",
             f"use {allowed}" if allowed else "see /docs for each endpoint's method",
             headers=exc.headers,
+            openai=openai,
         )
     if exc.status_code == 404:
-        return error_response(404, f"no endpoint {path}", "see /docs for the endpoints")
-    return error_response(exc.status_code, str(exc.detail), None, headers=exc.headers)
+        return error_response(
+            404, f"no endpoint {path}", "see /docs for the endpoints", openai=openai
+        )
+    return error_response(
+        exc.status_code, str(exc.detail), None, headers=exc.headers, openai=openai
+    )
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

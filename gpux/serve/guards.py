@@ -1,6 +1,8 @@
 """What the server refuses before a handler runs: a foreign ``Host`` (DNS rebinding), a foreign
 ``Origin`` (blind cross-site requests), a missing token, a body over the limit or one that does
-not arrive in time. Each refusal is a JSON error ``{"error", "hint"}`` with its status.
+not arrive in time. Each refusal is a JSON error ``{"error", "hint"}`` with its status; on the
+OpenAI routes (``/v1/chat/completions`` ...), OpenAI's shape ``{"error": {"message", "type",
+"param", "code", "hint"}}``, which OpenAI's clients parse (:func:`error_response`).
 
 Order, outermost first: ``AccessLog`` -> ``CORSMiddleware`` (only with ``--cors-origin``, so that
 it answers preflights and adds its headers to refusals too) -> :class:`Guards` -> the routes.
@@ -31,6 +33,7 @@ __all__ = [
     "host_name",
     "http_error_response",
     "is_loopback",
+    "openai_error",
     "too_large",
 ]
 
@@ -56,21 +59,62 @@ class HTTPError(Exception):
 
 
 def error_response(
-    status: int, message: str, hint: str | None, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    hint: str | None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    openai: bool = False,
+    param: str | None = None,
 ) -> Response:
-    body: dict[str, Any] = {"error": message}
-    if hint:
+    """The error body: GPUX's ``{"error", "hint"}``, or OpenAI's with ``openai``."""
+    body: dict[str, Any] = (
+        openai_error(status, message, hint, param) if openai else {"error": message}
+    )
+    if hint and not openai:
         body["hint"] = hint
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def http_error_response(exc: HTTPError) -> Response:
+# OpenAI's error codes for the statuses GPUX answers with (its clients branch on status first).
+_OPENAI_CODES = {
+    401: "invalid_api_key",
+    404: "not_found",
+    408: "timeout",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    503: "overloaded",
+    504: "timeout",
+}
+
+
+def openai_error(
+    status: int,
+    message: str,
+    hint: str | None,
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}`` as OpenAI's API answers, with GPUX's
+    ``hint`` beside them (clients ignore keys they do not know)."""
+    error: dict[str, Any] = {
+        "message": message,
+        "type": "invalid_request_error" if status < 500 else "server_error",
+        "param": param,
+        "code": code or _OPENAI_CODES.get(status),
+    }
+    if hint:
+        error["hint"] = hint
+    return {"error": error}
+
+
+def http_error_response(exc: HTTPError, *, openai: bool = False) -> Response:
     headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.close:
         headers["Connection"] = "close"
-    return error_response(exc.status, exc.message, exc.hint, headers)
+    return error_response(exc.status, exc.message, exc.hint, headers, openai=openai)
 
 
 def too_large(limit: int) -> HTTPError:
@@ -95,7 +139,8 @@ def token_matches(header: str, token: str) -> bool:
 class Guards:
     """ASGI middleware enforcing a :class:`RequestPolicy` (and the token) on every request.
 
-    ``public(path)`` names the routes that need no token (health, metrics, the web pages).
+    ``public(path)`` names the routes that need no token (health, metrics, the web pages);
+    ``openai(path)`` the routes whose refusals take OpenAI's error shape.
     """
 
     def __init__(
@@ -105,8 +150,10 @@ class Guards:
         policy: RequestPolicy,
         token: str | None,
         public: Callable[[str], bool],
+        openai: Callable[[str], bool] = lambda path: False,
     ) -> None:
         self.app, self.policy, self.token, self.public = app, policy, token, public
+        self.openai = openai
         self.allowed_hosts = {h.lower().strip("[]") for h in policy.allowed_hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,7 +173,8 @@ class Guards:
         except HTTPError as exc:  # refused here, or raised while a handler read its body
             if started:
                 raise
-            await http_error_response(exc)(scope, receive, send)
+            response = http_error_response(exc, openai=self.openai(scope["path"]))
+            await response(scope, receive, send)
 
     def check(self, scope: Scope) -> None:
         """The refusals that need only the request line and headers."""

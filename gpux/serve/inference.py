@@ -86,7 +86,12 @@ class Inference:
 
 
 def require_tensors(served: ServedModel) -> None:
-    """A chain of models takes what its pipeline takes: ``infer`` cannot feed it tensors."""
+    """A chain of models takes what its pipeline takes, a generative model prompts: ``infer``
+    cannot feed either tensors."""
+    if served.generative is not None:
+        from gpux.serve.generation import generative_refusal
+
+        raise generative_refusal("tensors")
     components = getattr(served.model, "components", None)
     if components:
         raise InputError(

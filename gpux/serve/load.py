@@ -1,4 +1,5 @@
-"""Load the images a server will serve, each with its pipeline and its own inference thread."""
+"""Load the images a server will serve, each with its pipeline and its own inference thread; a
+generative image with its engine (served on the OpenAI routes, gpux/serve/openai_api.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ def load_served(
     trust_code: bool = False,
 ) -> list[ServedModel]:
     """``overrides``: command-line values for the GPUXfile's serving settings (max_batch_size,
-    max_batch_delay_ms, timeout, max_queue), applied to every model."""
+    max_batch_delay_ms, timeout, max_queue, max_tokens), applied to every model."""
     from gpux.pipeline.loading import load_image
+    from gpux.runtime.generative import is_generative
 
     store = store or Store()
     served: list[ServedModel] = []
@@ -35,6 +37,9 @@ def load_served(
         max_batch_size = int(values["max_batch_size"])
         given = _listed(values.get("preferred_batch_sizes"))
         started = time.perf_counter()
+        if is_generative(image):
+            served.append(_served_generative(image, backend, values, started))
+            continue
         model = load_image(  # warm-up as the GPUXfile says
             image,
             backend,
@@ -56,6 +61,7 @@ def load_served(
             timeout=float(values["timeout"]),
             max_queue=int(values["max_queue"]),
             preferred_batch_sizes=_padding_sizes(model, given, max_batch_size),
+            max_tokens=values.get("max_tokens"),
         )
         served.append(
             ServedModel(
@@ -69,6 +75,36 @@ def load_served(
             )
         )
     return served
+
+
+def _served_generative(
+    image: Any, backend: str | None, values: dict[str, Any], started: float
+) -> ServedModel:
+    """A generative image: its engine, and a stand-in ``Model`` that carries its placement to the
+    routes that report it and refuses tensors (gpux/serve/generation.py)."""
+    from gpux.runtime.generative import load_generative
+    from gpux.runtime.model import Model
+    from gpux.serve.generation import GenerativeBackend
+
+    engine = load_generative(image, backend)
+    repository, _, tag = image.name.rpartition(":")
+    limits = Limits(
+        timeout=float(values["timeout"]),
+        max_queue=int(values["max_queue"]),
+        max_tokens=values.get("max_tokens"),
+    )
+    stand_in = Model(GenerativeBackend(engine), [], [], image=image)
+    seconds = time.perf_counter() - started
+    return ServedModel(
+        repository or image.name,
+        tag or "latest",
+        stand_in,
+        seconds,
+        None,
+        limits,
+        1,
+        generative=engine,
+    )
 
 
 # Backends where a batch size the session has not just run costs 0.1-0.85 s (docs/serving.md).

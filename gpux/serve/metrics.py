@@ -80,6 +80,41 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Generation (the OpenAI routes, gpux/serve/generation.py).
+        self.tokens_in = Counter(
+            "gpux_prompt_tokens",
+            "Prompt tokens read by generations (and texts embedded through /v1/embeddings).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.tokens_out = Counter(
+            "gpux_generated_tokens",
+            "Tokens generated, counted as they are decoded.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.generations = Counter(
+            "gpux_generations",
+            "Generations by how they ended: stop, length, cancelled (the client went away or "
+            "timed out) or error.",
+            ["model", "finish"],
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "gpux_time_to_first_token_seconds",
+            "From a generation's arrival (queue included) to its first generated token.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inter_token = Histogram(
+            "gpux_inter_token_seconds",
+            "Between two tokens of one generation (the decoding of every other generation "
+            "interleaved with it included).",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.load_seconds = Gauge(
             "gpux_model_load_seconds",
             "Time to load each model.",

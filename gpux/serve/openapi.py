@@ -267,6 +267,10 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
     }
     if len(models) == 1:
         paths["/predict"] = predict(models, [])
+    from gpux.serve.openapi_openai import openai_paths
+
+    openai, openai_schemas = openai_paths(models, operation)
+    paths.update(openai)
     listed = ", ".join(f"{m.name}:{m.version} ({m.model.placement.backend})" for m in models)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
@@ -288,10 +292,15 @@ def openapi_document(models: list[ServedModel], *, token_required: bool = False)
                 "name": "health",
                 "description": "Liveness, readiness and metrics: never need a token.",
             },
+            {
+                "name": "openai",
+                "description": "The OpenAI API: chat and text completions of generative "
+                "models, embeddings of embedding models (openai SDK, LangChain ...).",
+            },
             {"name": "web", "description": "Pages for people: never need a token."},
         ],
         "paths": paths,
-        "components": {"schemas": _schemas()},
+        "components": {"schemas": {**_schemas(), **openai_schemas}},
     }
     if token_required:
         document["components"]["securitySchemes"] = {

@@ -1,0 +1,221 @@
+"""Concurrent generations of one served generative model, interleaved on the model's thread.
+
+Each generative model gets one thread (started with its first request) that owns every
+onnxruntime-genai generator of that model. It takes one step of each active generation in turn
+(one :class:`~gpux.runtime.generative.Stream` piece: usually one token, more while a possible
+stop string is held back), so concurrent requests share the model fairly and a long answer never
+holds a short one back. Up to ``ACTIVE_GENERATIONS`` run interleaved; the rest wait in arrival
+order; beyond the model's ``max_queue`` a request is refused at once (503), as on ``/infer``.
+
+Why not onnxruntime-genai's continuous batching (``og.Engine``, in 0.18): measured on the tiny
+Llama of tools/make_tiny_llm.py, greedy answers of requests batched with a longer prompt differ
+from the same requests run alone (a static ``batch_size=2`` generator of the same prompts
+matches), so the Engine is not yet something answers can depend on (docs/architecture.md).
+
+A generation ends when the model stops, at its token limit, or when its request is cancelled
+(the client disconnected or did not get its first token in time): the thread closes its
+generator at its next turn, which frees the KV cache; ``gpux_generations{finish="cancelled"}``
+counts those, and ``gpux_generated_tokens`` stops growing.
+
+Events reach the request's asyncio queue through ``loop.call_soon_threadsafe``: a text piece
+(``str``), the finished :class:`Completion`, or the exception that ended the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpux.config.schema import Runtime
+from gpux.errors import InputError, UsageError
+from gpux.runtime.backend import Backend, Placement
+from gpux.runtime.generative import Completion, GenerativeModel, Stream
+from gpux.serve.batching import QueueFull
+from gpux.serve.metrics import Metrics
+
+ACTIVE_GENERATIONS = 16
+"""Generations decoded interleaved at once per model: each holds its own KV cache, so memory
+grows with this; the others wait for a free turn (counted against ``max_queue``)."""
+
+
+class Cancelled(Exception):
+    """The last event of a generation cancelled before it finished."""
+
+
+Event = str | Completion | BaseException
+
+
+@dataclass(eq=False)
+class Generation:
+    """One request's generation: how to start it (on the model's thread), where its events go."""
+
+    start: Callable[[], Stream]
+    events: asyncio.Queue[Event]
+    loop: asyncio.AbstractEventLoop
+    arrived: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+    stream: Stream | None = None
+    tokens: int = 0  # generated so far
+    last_token_at: float | None = None
+
+    def cancel(self) -> None:
+        """Stop at the next turn (called from the event loop: a plain flag, read by the thread)."""
+        self.cancelled = True
+
+    def send(self, event: Event) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Interleaver:
+    """The generations of one model: a queue and the thread that decodes them in turn."""
+
+    def __init__(self, name: str, max_queue: int, metrics: Metrics | None = None) -> None:
+        self.name = name
+        self.max_queue = max_queue
+        self.metrics = metrics
+        self._waiting: deque[Generation] = deque()
+        self._active: list[Generation] = []
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._waiting) + len(self._active)
+
+    def submit(self, start: Callable[[], Stream]) -> Generation:
+        """Queue a generation (``start`` runs on the model's thread); QueueFull past max_queue."""
+        with self._wakeup:
+            if self.pending >= self.max_queue:
+                raise QueueFull
+            generation = Generation(start, asyncio.Queue(), asyncio.get_running_loop())
+            self._waiting.append(generation)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"gpux-generate-{self.name}", daemon=True
+                )
+                self._thread.start()
+            self._wakeup.notify()
+        return generation
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._waiting and not self._active:
+                    self._wakeup.wait()
+                while self._waiting and len(self._active) < ACTIVE_GENERATIONS:
+                    self._active.append(self._waiting.popleft())
+                turn = list(self._active)
+            for generation in turn:
+                if not self._step(generation):
+                    with self._wakeup:
+                        self._active.remove(generation)
+            with self._wakeup:  # cancelled while waiting: never started, nothing to free
+                for generation in [g for g in self._waiting if g.cancelled]:
+                    self._waiting.remove(generation)
+                    self._finished(generation, "cancelled")
+                    generation.send(Cancelled())
+
+    def _step(self, generation: Generation) -> bool:
+        """One turn of ``generation``; False once it has ended."""
+        if generation.cancelled:
+            if generation.stream is not None:
+                generation.stream.close()  # frees the generator and its KV cache
+            self._finished(generation, "cancelled")
+            generation.send(Cancelled())
+            return False
+        try:
+            if generation.stream is None:
+                generation.stream = generation.start()
+                if self.metrics is not None:
+                    prompt = generation.stream.prompt_tokens
+                    self.metrics.tokens_in.labels(self.name).inc(prompt)
+            piece: str | None = next(generation.stream)
+        except StopIteration:
+            piece = None
+        except Exception as exc:  # the request's own mistake (guidance) or a backend failure
+            self._count_tokens(generation)
+            self._finished(generation, "error")
+            generation.send(exc)
+            return False
+        self._count_tokens(generation)
+        if piece is not None:
+            generation.send(piece)
+            return True
+        assert generation.stream is not None
+        completion = generation.stream.completion
+        assert completion is not None
+        self._finished(generation, completion.finish_reason)
+        generation.send(completion)
+        return False
+
+    def _count_tokens(self, generation: Generation) -> None:
+        """Tokens out, time to first token and between tokens. A turn that decoded several
+        tokens (a held-back stop string) shares its time evenly between them."""
+        stream = generation.stream
+        new = 0 if stream is None else len(stream.token_ids) - generation.tokens
+        if new <= 0:
+            return
+        now = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.tokens_out.labels(self.name).inc(new)
+            between = self.metrics.inter_token.labels(self.name)
+            if generation.last_token_at is None:
+                self.metrics.time_to_first_token.labels(self.name).observe(now - generation.arrived)
+                for _ in range(new - 1):
+                    between.observe(0.0)
+            else:
+                gap = (now - generation.last_token_at) / new
+                for _ in range(new):
+                    between.observe(gap)
+        generation.tokens += new
+        generation.last_token_at = now
+
+    def _finished(self, generation: Generation, finish: str) -> None:
+        if self.metrics is not None:
+            self.metrics.generations.labels(self.name, finish).inc()
+
+
+class GenerativeBackend(Backend):
+    """What the tensor routes (``/infer``, gRPC) see of a generative model: its placement, and a
+    ``run`` that refuses tensors, pointing to the OpenAI routes."""
+
+    name = "onnxruntime-genai"
+
+    def __init__(self, model: GenerativeModel) -> None:
+        self.model = model
+
+    @classmethod
+    def load(
+        cls,
+        model_path: Path,
+        runtime: Runtime,
+        cache_dir: Path | None = None,
+        dimensions: Mapping[str, int] | None = None,
+    ) -> Backend:
+        raise UsageError(
+            "a generative model is loaded from its image, not from one ONNX file",
+            "use gpux.runtime.generative.load_generative(image)",
+        )
+
+    def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        raise generative_refusal("tensors")
+
+    @property
+    def placement(self) -> Placement:
+        return self.model.placement
+
+
+def generative_refusal(what: str) -> InputError:
+    """The 400 of a tensor or pipeline route asked to run a generative model."""
+    return InputError(
+        f"this is a generative model: it takes prompts or chat messages, not {what}",
+        "POST to /v1/chat/completions or /v1/completions (the OpenAI API)",
+    )

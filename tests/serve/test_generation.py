@@ -1,0 +1,187 @@
+"""The interleaver's policy, in-process, on scripted streams (one token per turn) and on the tiny
+Llama: turns go round the active generations in order, a cancelled one is closed at its next
+turn and never decoded again, one generation's failure reaches only its own caller, a full queue
+refuses at once, and interleaved answers equal the same answers run alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpux.errors import InputError
+from gpux.runtime.generative import Completion, GenerativeModel, Stream
+from gpux.serve.batching import QueueFull
+from gpux.serve.generation import ACTIVE_GENERATIONS, Cancelled, Generation, Interleaver
+from gpux.serve.metrics import Metrics
+
+
+class ScriptedStream:
+    """A stream of ``count`` one-token pieces named after it; records every turn in ``log``."""
+
+    def __init__(self, name: str, count: int, log: list[str], fail_at: int | None = None) -> None:
+        self.name, self.count, self.log, self.fail_at = name, count, log, fail_at
+        self.token_ids: list[int] = []
+        self.prompt_tokens = 3
+        self.completion: Completion | None = None
+        self.closed = False
+
+    def __iter__(self) -> ScriptedStream:
+        return self
+
+    def __next__(self) -> str:
+        assert not self.closed, "decoded after close()"
+        if len(self.token_ids) == self.fail_at:
+            raise InputError(f"{self.name} failed", "a scripted failure")
+        if len(self.token_ids) == self.count:
+            self.completion = Completion("", "length", 3, self.count, 0.0, 0.0)
+            raise StopIteration
+        self.token_ids.append(len(self.token_ids))
+        self.log.append(self.name)
+        return f"{self.name}{len(self.token_ids)}"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def drain(generation: Generation) -> tuple[list[str], object]:
+    """Every piece of ``generation``, and its last event (Completion, Cancelled or an error)."""
+    pieces: list[str] = []
+    while True:
+        event = await asyncio.wait_for(generation.events.get(), 10)
+        if isinstance(event, str):
+            pieces.append(event)
+        else:
+            return pieces, event
+
+
+def start(stream: Any) -> Callable[[], Stream]:
+    return lambda: stream  # type: ignore[no-any-return]
+
+
+def hold(interleaver: Interleaver, log: list[str]) -> threading.Event:
+    """Keep the model's thread busy (a generation whose start waits) until the event is set, so
+    that what is submitted meanwhile is all queued before its first turn."""
+    release = threading.Event()
+
+    def waiting() -> Stream:
+        assert release.wait(10)
+        return ScriptedStream("hold", 0, log)  # type: ignore[return-value]
+
+    interleaver.submit(waiting)
+    return release
+
+
+def test_turns_go_round_the_generations_in_order() -> None:
+    async def scenario() -> None:
+        log: list[str] = []
+        interleaver = Interleaver("m", max_queue=8, metrics=Metrics(["m"]))
+        release = hold(interleaver, log)
+        streams = [ScriptedStream(name, 4, log) for name in "abc"]
+        generations = [interleaver.submit(start(s)) for s in streams]
+        release.set()
+        results = [await drain(g) for g in generations]
+        for (pieces, last), name in zip(results, "abc", strict=True):
+            assert pieces == [f"{name}{i}" for i in range(1, 5)]
+            assert isinstance(last, Completion) and last.finish_reason == "length"
+        # All three were queued before the first turn: each turn of the round goes to the
+        # next generation, so none waits for another to finish.
+        assert log == list("abc" * 4)
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_generation_is_closed_and_never_decoded_again() -> None:
+    async def scenario() -> None:
+        log: list[str] = []
+        metrics = Metrics(["m"])
+        interleaver = Interleaver("m", max_queue=8, metrics=metrics)
+        long = ScriptedStream("long", 10_000, log)
+        other = ScriptedStream("other", 50, log)
+        cancelled = interleaver.submit(start(long))
+        kept = interleaver.submit(start(other))
+        assert (await cancelled.events.get()) == "long1"
+        cancelled.cancel()
+        _, last = await drain(cancelled)
+        assert isinstance(last, Cancelled) and long.closed
+        decoded = len(long.token_ids)
+        other_pieces, other_last = await drain(kept)
+        assert len(other_pieces) == 50 and isinstance(other_last, Completion)
+        assert len(long.token_ids) == decoded < 10_000
+        assert metrics.generations.labels("m", "cancelled")._value.get() == 1
+        assert metrics.generations.labels("m", "length")._value.get() == 1
+        assert metrics.tokens_out.labels("m")._value.get() == decoded + 50
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_reaches_only_its_own_caller() -> None:
+    async def scenario() -> None:
+        log: list[str] = []
+        interleaver = Interleaver("m", max_queue=8, metrics=Metrics(["m"]))
+        failing = interleaver.submit(start(ScriptedStream("bad", 10, log, fail_at=2)))
+        fine = interleaver.submit(start(ScriptedStream("good", 5, log)))
+
+        def refused() -> Stream:
+            raise InputError("the prompt is empty", "give some text")
+
+        at_start = interleaver.submit(refused)
+        pieces, last = await drain(failing)
+        assert pieces == ["bad1", "bad2"] and isinstance(last, InputError)
+        _, last_at_start = await drain(at_start)
+        assert isinstance(last_at_start, InputError) and "empty" in last_at_start.message
+        good, good_last = await drain(fine)
+        assert len(good) == 5 and isinstance(good_last, Completion)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_refuses_at_once_and_waiting_generations_start_in_turn() -> None:
+    async def scenario() -> None:
+        log: list[str] = []
+        total = ACTIVE_GENERATIONS + 2
+        interleaver = Interleaver("m", max_queue=total + 1)
+        release = hold(interleaver, log)
+        generations = [
+            interleaver.submit(start(ScriptedStream(f"g{i}-", 3, log))) for i in range(total)
+        ]
+        with pytest.raises(QueueFull):
+            interleaver.submit(start(ScriptedStream("late", 3, log)))
+        release.set()
+        for generation in generations:
+            _, last = await drain(generation)
+            assert isinstance(last, Completion)
+        # The two beyond ACTIVE_GENERATIONS waited until the first ones had finished.
+        first_turns = list(dict.fromkeys(log))
+        assert first_turns[-2:] == [f"g{total - 2}-", f"g{total - 1}-"]
+        assert log.index(f"g{total - 2}-") == ACTIVE_GENERATIONS * 3
+        interleaver.submit(start(ScriptedStream("again", 1, log)))  # room once they are done
+
+    asyncio.run(scenario())
+
+
+def test_interleaved_answers_equal_answers_run_alone(tiny_llm: Path) -> None:
+    model = GenerativeModel(tiny_llm, "cpu")
+    prompts = ["Hello, world!", "The quick brown fox", "Once", "0123456789 abc"]
+    alone = [model.generate(p, max_new_tokens=30) for p in prompts]
+
+    async def scenario() -> list[str]:
+        interleaver = Interleaver("m", max_queue=8)
+        generations = [
+            interleaver.submit(
+                lambda p=p: model.generate(p, max_new_tokens=30, stream=True)  # type: ignore[misc]
+            )
+            for p in prompts
+        ]
+        texts = []
+        for generation in generations:
+            pieces, last = await drain(generation)
+            assert isinstance(last, Completion)
+            texts.append("".join(pieces))
+        return texts
+
+    assert asyncio.run(scenario()) == [a.text for a in alone]  # type: ignore[union-attr]
