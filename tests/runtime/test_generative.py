@@ -206,7 +206,7 @@ def test_mistakes_are_input_errors(model: GenerativeModel) -> None:
     with pytest.raises(InputError, match="role"):
         model.chat([{"content": "no role"}])
     with pytest.raises(
-        InputError, match="regex guidance does not compile: .*look-around, including look-ahead"
+        InputError, match=r"regex guidance does not compile: .*look-around, including look-ahead"
     ):
         model.generate("Hello", guidance={"regex": "(?=a)b"})
     with pytest.raises(InputError, match="json_schema guidance does not compile"):
