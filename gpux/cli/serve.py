@@ -424,7 +424,12 @@ def _serve_foreground(spec: ServerSpec) -> None:
             sizes = model.limits.preferred_batch_sizes
             console.print(
                 f"serving {model.name} ({model.version}) on {model.model.placement.backend} "
-                f"at http://{spec.host}:{spec.port}/v2/models/{model.name}"
+                f"at http://{spec.host}:{spec.port}"
+                + (
+                    "/v1/chat/completions (OpenAI API)"
+                    if model.generative is not None
+                    else f"/v2/models/{model.name}"
+                )
                 + (
                     f"; warming batch sizes {', '.join(map(str, sizes))}, ready once warm"
                     if sizes

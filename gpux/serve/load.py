@@ -38,7 +38,13 @@ def load_served(
         given = _listed(values.get("preferred_batch_sizes"))
         started = time.perf_counter()
         if is_generative(image):
-            served.append(_served_generative(image, backend, values, started))
+            generative = _served_generative(image, backend, values, started)
+            if any(s.name == generative.name for s in served):
+                raise UsageError(
+                    f"two images named '{generative.name}' cannot be served together",
+                    "serve one tag of each model",
+                )
+            served.append(generative)
             continue
         model = load_image(  # warm-up as the GPUXfile says
             image,
