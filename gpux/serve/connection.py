@@ -62,7 +62,26 @@ def late_headers_answer(header_timeout: float) -> bytes:
     )
 
 
-class TimedH11Protocol(H11Protocol):
+class DeadlineTimers:
+    """What both timed protocols share: their two timers, cancelled when the connection ends
+    (mixed in before uvicorn's protocol class, whose ``connection_lost`` runs after)."""
+
+    _header_timer: asyncio.TimerHandle | None
+    _drain_timer: asyncio.TimerHandle | None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+
+class TimedH11Protocol(DeadlineTimers, H11Protocol):
     header_timeout: float = RequestPolicy.header_timeout
     body_timeout: float = RequestPolicy.body_timeout
 
@@ -93,17 +112,6 @@ class TimedH11Protocol(H11Protocol):
             # as long as the client keeps sending. Give that a deadline too.
             self._draining = self.cycle
             self._drain_timer = self.loop.call_later(self.body_timeout, self._drain_late)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-        super().connection_lost(exc)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
 
     def _headers_late(self) -> None:
         self._header_timer = None

@@ -14,11 +14,11 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gpux.serve.connection import late_headers_answer
+from gpux.serve.connection import DeadlineTimers, late_headers_answer
 from gpux.serve.policy import RequestPolicy
 
 
-class TimedHttpToolsProtocol(HttpToolsProtocol):
+class TimedHttpToolsProtocol(DeadlineTimers, HttpToolsProtocol):
     header_timeout: float = RequestPolicy.header_timeout
     body_timeout: float = RequestPolicy.body_timeout
 
@@ -68,17 +68,6 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
             # as long as the client keeps sending. Give that a deadline too.
             self._draining = answered
             self._drain_timer = self.loop.call_later(self.body_timeout, self._drain_late)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        if self._drain_timer is not None:
-            self._drain_timer.cancel()
-        super().connection_lost(exc)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
 
     def _headers_late(self) -> None:
         self._header_timer = None
