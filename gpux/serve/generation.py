@@ -71,7 +71,10 @@ class Generation:
         self.cancelled = True
 
     def send(self, event: Event) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the loop has closed (the server stopped): nobody is listening
+            self.cancelled = True  # closed and freed at its next turn
 
 
 class Interleaver:

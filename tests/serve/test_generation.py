@@ -66,13 +66,17 @@ def start(stream: Any) -> Callable[[], Stream]:
 def hold(interleaver: Interleaver, log: list[str]) -> threading.Event:
     """Keep the model's thread busy (a generation whose start waits) until the event is set, so
     that what is submitted meanwhile is all queued before its first turn."""
-    release = threading.Event()
+    release, started = threading.Event(), threading.Event()
 
     def waiting() -> Stream:
+        started.set()
         assert release.wait(10)
         return ScriptedStream("hold", 0, log)  # type: ignore[return-value]
 
     interleaver.submit(waiting)
+    # Its turn has begun: what is submitted from now on waits for the next round (else the
+    # model's thread could take a generation submitted next into this round with it).
+    assert started.wait(10)
     return release
 
 
