@@ -5,7 +5,10 @@ fixed batch sizes so that CUDA graphs can apply, plus ``resnet50_dyn.onnx`` and 
 with a symbolic batch (what a batching server runs). Needs torch, torchvision and transformers:
 run it on the GPU machine, which has them.
 
-    python benchmarks/export_reference_models.py OUTDIR
+    python benchmarks/export_reference_models.py OUTDIR [--dynamic-only]
+
+``--dynamic-only`` writes just the two symbolic-batch files (what the serving runs need), which
+saves the fixed-size exports' time on a machine whose minutes are counted.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 from pathlib import Path
 
 
-def export_all(folder: Path, batches: tuple[int, ...] = (1, 32)) -> list[Path]:
+def export_all(folder: Path, batches: tuple[int, ...] = (1, 32), fixed: bool = True) -> list[Path]:
     import torch
     import torchvision
     from transformers import BertConfig, BertModel
@@ -36,7 +39,7 @@ def export_all(folder: Path, batches: tuple[int, ...] = (1, 32)) -> list[Path]:
             return out[0], out[1]
 
     bert = Bert().eval()
-    for batch in batches:
+    for batch in batches if fixed else ():
         path = folder / f"resnet50_b{batch}.onnx"
         if not path.exists():
             torch.onnx.export(
@@ -103,5 +106,5 @@ def _dynamic(folder: Path, resnet: object, bert: object) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written in export_all(Path(sys.argv[1])):
+    for written in export_all(Path(sys.argv[1]), fixed="--dynamic-only" not in sys.argv[2:]):
         print(written)
