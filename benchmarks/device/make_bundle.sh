@@ -4,7 +4,7 @@
 # --long=27, then a tar of GPUX's other locked dependencies as cp312 manylinux wheels (minus
 # numpy and onnxruntime, which the image has or the first part brings; with the CUDA build of
 # onnxruntime-genai in place of the CPU one, as the [cuda] extra pairs them), split into parts of
-# 60 MiB (a device call carries at most 64 MiB). Writes device-bundle/ (gitignored):
+# 56 MiB (a device call carries at most 64 MiB, the working tree's 4 MiB included). Writes device-bundle/ (gitignored):
 # part00.., manifest (ORT_BYTES, BUNDLE_SHA256) and a copy of this machine's zstd binary.
 #   bash benchmarks/device/make_bundle.sh
 set -euo pipefail
@@ -35,7 +35,7 @@ python3 -m zipfile -e "$WORK"/ort/*.whl "$WORK/ort-site"
 tar cf - -C "$WORK/ort-site" . | zstd -q -19 --long=27 -T0 > "$WORK/ort.tar.zst"
 tar cf "$WORK/wheels.tar" -C "$WORK/wheels" .
 cat "$WORK/ort.tar.zst" "$WORK/wheels.tar" > "$WORK/bundle"
-split -b 60M -d "$WORK/bundle" "$OUT/part"
+split -b 56M -d "$WORK/bundle" "$OUT/part"
 {
   echo "ORT_BYTES=$(stat -c %s "$WORK/ort.tar.zst")"
   echo "BUNDLE_SHA256=$(sha256sum "$WORK/bundle" | cut -d' ' -f1)"
