@@ -1,0 +1,149 @@
+"""``gpux push --format modelcar`` against a real registry, read back by the tools KServe's
+nodes and users have: skopeo copies and inspects it, umoci unpacks it, and its shell runs the
+command KServe's modelcar container runs (in a chroot of the unpacked rootfs when we are root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import generated_models
+from tests.cli.expect import BoundCLI, assert_failure
+from tests.conftest import make_project
+from tests.distribution.registry_server import Registry, running_registry
+
+pytestmark = [pytest.mark.slow]
+
+TOOLS = ("skopeo", "umoci")
+
+
+@dataclass
+class Unpacked:
+    gpux: BoundCLI
+    registry: Registry
+    remote: str  # where the modelcar went
+    digest: str  # the modelcar's manifest digest
+    image_digest: str  # the GPUX image's
+    rootfs: Path
+    model: Path  # the ONNX file that was built
+
+
+def _skopeo(*args: str) -> str:
+    done = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def unpacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unpacked]:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: run 'make system-deps'")
+    if not Path("/bin/busybox").is_file():
+        pytest.skip("busybox-static is not installed: run 'make system-deps'")
+    folder = tmp_path_factory.mktemp("modelcar")
+    gpux = BoundCLI(folder / "home")
+    model = generated_models.linear(folder / "m" / "linear.onnx")
+    make_project(folder / "project", model, "name: linear\nversion: '1.0'\nmodel: ./linear.onnx\n")
+    gpux.ok("build", str(folder / "project"), "-q")
+    with running_registry(folder / "registry") as registry:
+        remote = f"{registry.host}/team/linear:1.0-modelcar"
+        pushed = gpux.json(
+            "push", "linear:1.0", remote, "--format", "modelcar", "--insecure", "--json"
+        )
+        layout = folder / "layout"
+        _skopeo("copy", "--src-tls-verify=false", f"docker://{remote}", f"oci:{layout}:car")
+        bundle = folder / "bundle"
+        done = subprocess.run(
+            ["umoci", "unpack", "--image", f"{layout}:car", str(bundle)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        yield Unpacked(
+            gpux,
+            registry,
+            remote,
+            pushed["digest"],
+            gpux.json("inspect", "linear:1.0", "--json")["digest"],
+            bundle / "rootfs",
+            model,
+        )
+
+
+def test_skopeo_sees_a_linux_image_of_one_plain_layer(unpacked: Unpacked) -> None:
+    raw = json.loads(
+        _skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{unpacked.remote}")
+    )
+    assert raw["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert [layer["mediaType"] for layer in raw["layers"]] == [
+        "application/vnd.oci.image.layer.v1.tar"
+    ]
+    shown = json.loads(_skopeo("inspect", "--tls-verify=false", f"docker://{unpacked.remote}"))
+    assert shown["Digest"] == unpacked.digest
+    assert shown["Os"] == "linux" and shown["Architecture"] in ("amd64", "arm64")
+    assert shown["Labels"]["dev.gpux.modelcar.digest"] == unpacked.image_digest
+
+
+def test_models_holds_the_image_as_an_oci_layout(unpacked: Unpacked) -> None:
+    models = unpacked.rootfs / "models"
+    index = json.loads((models / "index.json").read_text())
+    [entry] = index["manifests"]
+    assert entry["digest"] == unpacked.image_digest
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "linear:1.0"
+    blobs = {path.name: path for path in (models / "blobs" / "sha256").iterdir()}
+    manifest = json.loads(blobs[unpacked.image_digest[7:]].read_bytes())
+    [layer] = [x for x in manifest["layers"] if x["mediaType"].endswith("model.onnx.v1")]
+    assert blobs[layer["digest"][7:]].read_bytes() == unpacked.model.read_bytes()
+
+
+def test_its_shell_runs_what_kserve_runs(unpacked: Unpacked) -> None:
+    # KServe: sh -c "ln -s /proc/$$/root/models /mnt/models && sleep infinity"
+    script = "ln -s /models /linked && ls /linked/oci-layout && sleep 0 && echo ok"
+    if os.geteuid() == 0:
+        command = ["chroot", str(unpacked.rootfs), "/bin/sh", "-c", script]
+    else:  # without chroot the paths are the host's: run the shell itself
+        command = [str(unpacked.rootfs / "bin" / "sh"), "-c", "echo ok"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ok")
+
+
+def test_a_second_push_uploads_nothing(unpacked: Unpacked) -> None:
+    again = unpacked.gpux.json(
+        "push", "linear:1.0", unpacked.remote, "--format", "modelcar", "--insecure", "--json"
+    )
+    assert again["digest"] == unpacked.digest  # the same bytes: fixed owners, modes, times
+    assert again["transferred"] == 0 and again["skipped"] == 2
+
+
+def test_modelcar_mistakes_are_named(unpacked: Unpacked, tmp_path: Path) -> None:
+    gpux, host = unpacked.gpux, unpacked.registry.host
+    assert_failure(
+        gpux("push", "linear:1.0", "--format", "modelcar"), 2, "needs a target", "--format modelcar"
+    )
+    assert_failure(gpux("push", "linear:1.0", f"{host}/a:b", "--format", "tar"), 2, "--format tar")
+    assert_failure(
+        gpux("push", "linear:1.0", f"{host}/a:b", "--busybox", "/bin/busybox"), 2, "--busybox"
+    )
+    dynamic = gpux(
+        "push", "linear:1.0", f"{host}/a:b", "--format", "modelcar", "--busybox",
+        os.path.realpath(sys.executable), "--insecure",
+    )  # fmt: skip
+    assert_failure(dynamic, 2, "dynamically linked", "busybox-static")
+    text = tmp_path / "sh"
+    text.write_text("#!/bin/sh\n")
+    assert_failure(
+        gpux("push", "linear:1.0", f"{host}/a:b", "--format", "modelcar", "--busybox", str(text)),
+        2,
+        "not a Linux executable",
+    )
