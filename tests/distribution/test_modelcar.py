@@ -19,6 +19,7 @@ from tests import generated_models
 from tests.cli.expect import BoundCLI, assert_failure
 from tests.conftest import make_project
 from tests.distribution.registry_server import Registry, running_registry
+from tests.serve.conftest import start_server, stop_server
 
 pytestmark = [pytest.mark.slow]
 
@@ -147,3 +148,47 @@ def test_modelcar_mistakes_are_named(unpacked: Unpacked, tmp_path: Path) -> None
         2,
         "not a Linux executable",
     )
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(path.relative_to(folder)): (path.lstat().st_size, path.lstat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+def test_gpux_serve_serves_the_models_folder_in_place(unpacked: Unpacked, tmp_path: Path) -> None:
+    """As KServe runs it: another machine's empty GPUX_HOME, the folder the modelcar mounts;
+    tritonclient gets what ``gpux run`` of the built image gives, and the folder is untouched."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    models = unpacked.rootfs / "models"
+    before = _snapshot(models)
+    out = tmp_path / "run.npz"
+    x = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]]
+    unpacked.gpux.ok("run", "linear:1.0", "--input", f"x={x}", "--backend", "cpu", "-o", str(out))
+    expected = dict(np.load(out))
+    (tmp_path / "pod-home").mkdir()  # holds the server's log
+    server = start_server(BoundCLI(tmp_path / "pod-home"), str(models), "--backend", "cpu")
+    try:
+        client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+        assert client.is_model_ready("linear")
+        tensor = triton.InferInput("x", [2, 4], "FP32")
+        tensor.set_data_from_numpy(np.array(x, dtype=np.float32))
+        answer = client.infer("linear", [tensor])
+        for name, value in expected.items():
+            np.testing.assert_array_equal(answer.as_numpy(name), value)
+    finally:
+        assert stop_server(server) == 0, server.log()
+    assert _snapshot(models) == before  # read in place: nothing written to the mount
+    assert (tmp_path / "pod-home" / "verified").is_dir()  # what it derived went to GPUX_HOME
+
+
+def test_a_folder_that_is_no_modelcar_is_named(unpacked: Unpacked, tmp_path: Path) -> None:
+    gpux = unpacked.gpux
+    assert_failure(gpux("serve", str(tmp_path / "nowhere")), 4, "does not exist", "/mnt/models")
+    project = make_project(tmp_path / "project", unpacked.model)
+    assert_failure(gpux("serve", str(project)), 2, "holds no GPUX image", "gpux build")
+    (tmp_path / "empty").mkdir()
+    assert_failure(gpux("serve", str(tmp_path / "empty")), 2, "--format modelcar")
