@@ -26,6 +26,7 @@ from gpux.cli import (
     images,
     init,
     inspect,
+    kube,
     run,
     schema,
     serve,
@@ -74,6 +75,7 @@ for module in (
     daemon,
     distribution,
     archive,
+    kube,
 ):
     module.register(app)
 

@@ -11,6 +11,7 @@ not built on this machine: its handler code needs ``--trust-code``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def open_folder(text: str) -> list[Image]:
             else "give the folder of a modelcar made by 'gpux push --format modelcar' "
             f"(KServe mounts it at {MOUNTED})",
         )
-    store = Store(path.resolve(), scratch=env.home())
+    store = Store(Path(absolute(text)), scratch=env.home())
     names = [name for names in store.manifests().values() for name in names]
     if not names:
         raise StoreError(
@@ -71,5 +72,8 @@ def images(texts: Iterable[str], store: Store | None = None) -> list[Image]:
 
 
 def absolute(text: str) -> str:
-    """A model folder as an absolute path (a detached server runs elsewhere); names as given."""
-    return str(Path(text).expanduser().resolve()) if is_folder(text) else text
+    """A model folder as an absolute path (a detached server runs elsewhere); names as given.
+
+    Symbolic links stay unresolved: KServe's /mnt/models links to ``/proc/PID/root/models``,
+    the modelcar's own root, which resolving would turn into ``/models`` of this container."""
+    return os.path.abspath(os.path.expanduser(text)) if is_folder(text) else text

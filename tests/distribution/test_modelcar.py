@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests import generated_models
 from tests.cli.expect import BoundCLI, assert_failure
 from tests.conftest import make_project
 from tests.distribution.registry_server import Registry, running_registry
-from tests.serve.conftest import start_server, stop_server
+from tests.serve.conftest import free_port, start_server, stop_server
 
 pytestmark = [pytest.mark.slow]
 
@@ -157,28 +158,68 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def test_gpux_serve_serves_the_models_folder_in_place(unpacked: Unpacked, tmp_path: Path) -> None:
-    """As KServe runs it: another machine's empty GPUX_HOME, the folder the modelcar mounts;
-    tritonclient gets what ``gpux run`` of the built image gives, and the folder is untouched."""
+def _runtime_args(gpux: BoundCLI, storage_uri: str) -> list[str]:
+    """The arguments ``gpux kube``'s ServingRuntime gives ``gpux serve``, less the address
+    (the pod's 0.0.0.0 and ports become loopback and free ports here)."""
+    import yaml
+
+    printed = gpux.ok(
+        "kube", "linear:1.0", "--runtime-image", "example.com/gpux:cpu", "--storage-uri",
+        storage_uri,
+    )  # fmt: skip
+    runtime, service = yaml.safe_load_all(printed.stdout)
+    assert service["spec"]["predictor"]["model"]["storageUri"] == storage_uri
+    [container] = runtime["spec"]["containers"]
+    args = list(container["args"])
+    assert args[:2] == ["serve", "/mnt/models"]
+    for flag in ("--host", "--port", "--grpc-port"):
+        at = args.index(flag)
+        del args[at : at + 2]
+    probes = [container[p]["httpGet"]["path"] for p in ("readinessProbe", "livenessProbe")]
+    return [*args[2:], *probes, runtime["spec"]["annotations"]["prometheus.kserve.io/path"]]
+
+
+def test_the_kube_runtime_serves_the_mounted_modelcar(unpacked: Unpacked, tmp_path: Path) -> None:
+    """As KServe runs it: the folder reached through /proc/PID/root as KServe links it, another
+    machine's empty GPUX_HOME, the arguments gpux kube prints; tritonclient (HTTP and gRPC) gets
+    what ``gpux run`` of the built image gives, the probe and metrics paths answer, and the
+    folder is untouched."""
     import numpy as np
+    import tritonclient.grpc as triton_grpc
     import tritonclient.http as triton
 
     models = unpacked.rootfs / "models"
     before = _snapshot(models)
+    mounted = tmp_path / "mnt" / "models"
+    mounted.parent.mkdir()
+    mounted.symlink_to(f"/proc/{os.getpid()}/root{models}")  # KServe: /proc/$$/root/models
+    *args, ready, live, metrics = _runtime_args(unpacked.gpux, f"oci://{unpacked.remote}")
     out = tmp_path / "run.npz"
     x = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]]
     unpacked.gpux.ok("run", "linear:1.0", "--input", f"x={x}", "--backend", "cpu", "-o", str(out))
     expected = dict(np.load(out))
     (tmp_path / "pod-home").mkdir()  # holds the server's log
-    server = start_server(BoundCLI(tmp_path / "pod-home"), str(models), "--backend", "cpu")
+    grpc_port = free_port()
+    server = start_server(
+        BoundCLI(tmp_path / "pod-home"),
+        str(mounted),
+        *args,
+        *("--backend", "cpu", "--grpc-port", str(grpc_port)),
+    )
     try:
+        for path in (ready, live, metrics):
+            assert httpx.get(server.url + path).status_code == 200, path
         client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
-        assert client.is_model_ready("linear")
         tensor = triton.InferInput("x", [2, 4], "FP32")
         tensor.set_data_from_numpy(np.array(x, dtype=np.float32))
         answer = client.infer("linear", [tensor])
+        remote = triton_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        over_grpc = triton_grpc.InferInput("x", [2, 4], "FP32")
+        over_grpc.set_data_from_numpy(np.array(x, dtype=np.float32))
+        grpc_answer = remote.infer("linear", [over_grpc])
         for name, value in expected.items():
             np.testing.assert_array_equal(answer.as_numpy(name), value)
+            np.testing.assert_array_equal(grpc_answer.as_numpy(name), value)
     finally:
         assert stop_server(server) == 0, server.log()
     assert _snapshot(models) == before  # read in place: nothing written to the mount
