@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpux.distribution.registry import Registry
-from gpux.distribution.transfer import Progress, Report, parse_remote
+from gpux.distribution.transfer import MODELCAR_OF, Progress, Report, parse_remote
 from gpux.errors import StoreError, UsageError
 from gpux.store import Image, Store, mediatypes
 from gpux.store.blobs import refused_writes
@@ -44,7 +44,7 @@ BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static; the plain busybox pac
 # The programs KServe's modelcar and modelcar-init containers run, and a few to look around
 # with `kubectl exec`: each a link to busybox, which picks its applet from the name it is run by.
 APPLETS = ("sh", "ln", "sleep", "echo", "true", "ls", "cat")
-SOURCE_IMAGE = "dev.gpux.modelcar.image"
+SOURCE_IMAGE = MODELCAR_OF
 SOURCE_DIGEST = "dev.gpux.modelcar.digest"
 # ELF e_machine -> OCI architecture: the modelcar runs on the nodes its busybox runs on.
 ARCHITECTURES = {0x3E: "amd64", 0xB7: "arm64", 0x15: "ppc64le", 0x16: "s390x", 0xF3: "riscv64"}

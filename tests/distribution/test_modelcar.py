@@ -142,6 +142,9 @@ def test_modelcar_mistakes_are_named(unpacked: Unpacked, tmp_path: Path) -> None
         os.path.realpath(sys.executable), "--insecure",
     )  # fmt: skip
     assert_failure(dynamic, 2, "dynamically linked", "busybox-static")
+    assert_failure(
+        gpux("pull", unpacked.remote, "--insecure"), 8, "KServe modelcar of linear:1.0", "serve"
+    )
     text = tmp_path / "sh"
     text.write_text("#!/bin/sh\n")
     assert_failure(
