@@ -19,9 +19,6 @@ digest, and a second push uploads nothing.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
-import os
 import shutil
 import tarfile
 import tempfile
@@ -31,14 +28,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from gpux.distribution.layers import (
+    IMAGE_CONFIG,
+    LAYER,
+    BlobFile,
+    add_file,
+    add_folder,
+    add_image_layout,
+    canonical,
+    entry,
+    image_bytes,
+    write_json,
+    write_tar,
+)
 from gpux.distribution.registry import Registry
 from gpux.distribution.transfer import MODELCAR_OF, Progress, Report, parse_remote
 from gpux.errors import StoreError, UsageError
 from gpux.store import Image, Store, mediatypes
 from gpux.store.blobs import refused_writes
 
-LAYER = "application/vnd.oci.image.layer.v1.tar"
-IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 MODELS = "models"
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static; the plain busybox package links glibc
 # The programs KServe's modelcar and modelcar-init containers run, and a few to look around
@@ -150,40 +158,36 @@ def push_modelcar(
     return report
 
 
-@dataclass(frozen=True)
-class _Blob:
-    path: Path
-    digest: str
-    size: int
-
-
 @contextmanager
-def _written(store: Store, image: Image, shell: Shell) -> Iterator[tuple[_Blob, _Blob, bytes]]:
+def _written(
+    store: Store, image: Image, shell: Shell
+) -> Iterator[tuple[BlobFile, BlobFile, bytes]]:
     """The layer and config as files in the store's tmp folder (removed afterwards), and the
     manifest's bytes."""
-    sizes = [int(image.manifest["config"]["size"])] + [layer.size for layer in image.layers]
-    needed = sum(sizes) + shell.path.stat().st_size + (1 << 20)
+    needed = image_bytes(image) + shell.path.stat().st_size + (1 << 20)
     with refused_writes(store.root, needed):
         store.blobs.tmp.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="modelcar-", dir=store.blobs.tmp))
     try:
         with refused_writes(store.root, needed):
-            layer = _write_layer(store, image, shell, folder / "layer.tar")
-            config_bytes = _canonical(_image_config(image, shell, layer.digest))
-            (folder / "config.json").write_bytes(config_bytes)
-        config = _Blob(
-            folder / "config.json",
-            "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
-            len(config_bytes),
-        )
+
+            def fill(tar: tarfile.TarFile) -> None:
+                add_folder(tar, "bin")
+                add_file(tar, "bin/busybox", shell.path, 0o755)
+                for applet in APPLETS:
+                    tar.addfile(entry(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
+                add_image_layout(tar, store, image, MODELS)
+
+            layer = write_tar(folder / "layer.tar", fill)
+            config = write_json(folder / "config.json", _image_config(image, shell, layer.digest))
         manifest = {
             "schemaVersion": 2,
             "mediaType": mediatypes.MANIFEST,
-            "config": {"mediaType": IMAGE_CONFIG, "digest": config.digest, "size": config.size},
-            "layers": [{"mediaType": LAYER, "digest": layer.digest, "size": layer.size}],
+            "config": config.descriptor(IMAGE_CONFIG),
+            "layers": [layer.descriptor(LAYER)],
             "annotations": _annotations(image),
         }
-        yield layer, config, _canonical(manifest)
+        yield layer, config, canonical(manifest)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -207,93 +211,3 @@ def _image_config(image: Image, shell: Shell, layer_digest: str) -> dict[str, An
         config["created"] = image.created
         config["history"][0]["created"] = image.created
     return config
-
-
-def _write_layer(store: Store, image: Image, shell: Shell, path: Path) -> _Blob:
-    with path.open("wb") as raw:
-        out = _Hashing(raw)
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            tar.addfile(_entry("bin/", tarfile.DIRTYPE, 0o755))
-            with shell.path.open("rb") as binary:
-                size = os.fstat(binary.fileno()).st_size
-                tar.addfile(_entry("bin/busybox", tarfile.REGTYPE, 0o755, size), binary)
-            for applet in APPLETS:
-                tar.addfile(_entry(f"bin/{applet}", tarfile.SYMTYPE, 0o777, link="busybox"))
-            for folder in (MODELS, f"{MODELS}/blobs", f"{MODELS}/blobs/sha256"):
-                tar.addfile(_entry(f"{folder}/", tarfile.DIRTYPE, 0o755))
-            _add_bytes(tar, f"{MODELS}/oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-            _add_bytes(tar, f"{MODELS}/index.json", _layout_index(image))
-            digests = [image.digest, image.manifest["config"]["digest"]]
-            digests += [layer.digest for layer in image.layers]
-            for digest in dict.fromkeys(digests):
-                blob = store.blobs.verified_path(digest)  # a damaged blob never leaves the store
-                with blob.open("rb") as stream:
-                    size = os.fstat(stream.fileno()).st_size
-                    entry = _entry(f"{MODELS}/blobs/sha256/{digest[7:]}", tarfile.REGTYPE, 0o644)
-                    entry.size = size
-                    tar.addfile(entry, stream)
-        raw.flush()
-        os.fsync(raw.fileno())
-    return _Blob(path, out.digest(), out.size)
-
-
-def _layout_index(image: Image) -> bytes:
-    """The layout's index.json: the one image under the name it has here (the model's name
-    where it is served)."""
-    manifest_size = image.store.blobs.size(image.digest)
-    index = {
-        "schemaVersion": 2,
-        "mediaType": mediatypes.INDEX,
-        "manifests": [
-            {
-                "mediaType": mediatypes.MANIFEST,
-                "digest": image.digest,
-                "size": manifest_size,
-                "annotations": {mediatypes.REF_NAME: image.name},
-            }
-        ],
-    }
-    return json.dumps(index, indent=2).encode()
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_entry(name, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
-
-
-def _entry(name: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> tarfile.TarInfo:
-    """A member owned by root, dated the epoch: the same input gives the same bytes."""
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.size, info.linkname = kind, mode, size, link
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    info.mtime = 0
-    return info
-
-
-def _canonical(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-class _Hashing(io.RawIOBase):
-    """A write-only stream that hashes and counts what passes to ``out``."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self._out = out
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.size
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self._hash.update(view)
-        self._out.write(view)
-        self.size += len(view)
-        return len(view)
-
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
