@@ -43,9 +43,11 @@ check: setup
 # tests a real OCI registry on loopback, with and without authentication.
 # libb64-0d is the base64 library that perf_analyzer (tritonclient 2.51's wheel) links against.
 # busybox-static is the shell `gpux push --format modelcar` puts in a modelcar (KServe runs `sh` in
-# it); umoci unpacks images in the modelcar tests, and skopeo inspects them.
+# it); umoci unpacks images in the modelcar tests, and skopeo inspects them; podman (with runc:
+# crun refuses the machines' hybrid cgroups) runs the images
+# gpux containerize writes (tests/distribution/test_containerize.py).
 SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium docker-registry apache2-utils libb64-0d \
-	busybox-static umoci skopeo
+	busybox-static umoci skopeo podman runc
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

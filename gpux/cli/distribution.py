@@ -17,7 +17,7 @@ INSECURE_HELP = (
 ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on loopback."
 
 
-def _summary(verb: str, report: Any) -> str:
+def summary(verb: str, report: Any) -> str:
     from gpux.cli.console import human_size
 
     moved = (
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         if json_output:
             print_json(report.to_json())
             return
-        stderr().print(_summary("uploaded", report))
+        stderr().print(summary("uploaded", report))
         typer.echo(f"{report.image}@{report.digest}")
 
     @app.command("pull")
@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
         if json_output:
             print_json({**report.to_json(), "name": image.name, "code": files})
             return
-        stderr().print(_summary("downloaded", report))
+        stderr().print(summary("downloaded", report))
         if files:
             from gpux.cli.console import code_note
 

@@ -20,6 +20,7 @@ from gpux.cli import (
     archive,
     bench,
     build,
+    containerize,
     daemon,
     distribution,
     doctor,
@@ -76,6 +77,7 @@ for module in (
     distribution,
     archive,
     kube,
+    containerize,
 ):
     module.register(app)
 
