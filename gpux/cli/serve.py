@@ -27,7 +27,11 @@ DEFAULT_POLICY = RequestPolicy()
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
-        names: list[str] = typer.Argument(..., help="Images to serve (name[:tag]), one or more."),
+        names: list[str] = typer.Argument(
+            ...,
+            help="Images to serve (name[:tag]), one or more; or model folders as KServe mounts "
+            "them (/mnt/models: a modelcar from gpux push --format modelcar).",
+        ),
         host: str | None = typer.Option(
             None,
             "--host",
@@ -159,8 +163,11 @@ def register(app: typer.Typer) -> None:
 
         if name is not None and not detach:
             raise UsageError("--name is for detached servers", "add -d (--detach), or drop --name")
-        store = Store()
-        images = [store.get(text) for text in names]  # a missing image fails before any work
+        from gpux.store.folder import absolute
+        from gpux.store.folder import images as named_images
+
+        names = [absolute(text) for text in names]  # a detached server runs in another folder
+        images = named_images(names, Store())  # a missing image fails before any work
         from gpux.pipeline.loading import refuse_untrusted
 
         for image in images:  # in the foreground, also for -d: the user is here to answer

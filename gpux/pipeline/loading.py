@@ -65,7 +65,7 @@ def load_image(
     outputs = [TensorSignature.from_json(t) for t in gpuxfile.get("outputs", [])]
     labels = gpuxfile.get("labels")
     layer = image.layer(media)
-    cache = image.store.root / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
+    cache = image.store.scratch / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
     loaded = engine().load(
         model_path,
         runtime,

@@ -20,15 +20,15 @@ def load_served(
     overrides: dict[str, Any] | None = None,
     trust_code: bool = False,
 ) -> list[ServedModel]:
-    """``overrides``: command-line values for the GPUXfile's serving settings (max_batch_size,
+    """``names``: images in ``store``, or model folders (gpux/store/folder.py). ``overrides``:
+    command-line values for the GPUXfile's serving settings (max_batch_size,
     max_batch_delay_ms, timeout, max_queue, max_tokens), applied to every model."""
     from gpux.pipeline.loading import load_image
     from gpux.runtime.generative import is_generative
+    from gpux.store.folder import images
 
-    store = store or Store()
     served: list[ServedModel] = []
-    for name in names:
-        image = store.get(name)
+    for image in images(names, store or Store()):
         serving = Serving.model_validate(image.config.get("gpuxfile", {}).get("serving", {}))
         values = {
             **serving.model_dump(),
