@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gpux.builder.progress import Reporter
     from gpux.pipeline.chain import Chain
     from gpux.runtime.generative import GenerativeModel
+    from gpux.runtime.speech import SpeechModel
     from gpux.store.blobs import Progress
     from gpux.store.verify import Verification
 
@@ -38,12 +39,14 @@ def load(
     store: Store | None = None,
     reporter: Reporter | None = None,
     trust_code: bool = False,
-) -> Model | GenerativeModel:
+) -> Model | GenerativeModel | SpeechModel:
     """Load an image (``name[:tag]`` or digest), a project folder (built first) or an .onnx file.
 
     A generative image (``model.format: genai``) loads as a
     :class:`~gpux.runtime.generative.GenerativeModel`: ``generate(prompt, stream=True)`` and
-    ``chat(messages, stream=True)`` iterate over text pieces as they are decoded.
+    ``chat(messages, stream=True)`` iterate over text pieces as they are decoded. A speech image
+    (a Whisper folder) loads as a :class:`~gpux.runtime.speech.SpeechModel`:
+    ``transcribe(audio)`` returns the text, ``transcribe(audio, stream=True)`` its pieces.
 
     ``backend`` overrides the GPUXfile's ``runtime.backend`` (``auto``, ``cpu``, ``cuda`` ...);
     ``warmup`` its ``runtime.warmup`` (one run at load so the first real call is not the slow one).
@@ -71,11 +74,14 @@ def load(
 
 def load_image(
     image: Image, backend: str | None = None, warmup: bool | None = None, trust_code: bool = False
-) -> Model | GenerativeModel:
+) -> Model | GenerativeModel | SpeechModel:
     """A stored image loaded on ``backend`` (None: its GPUXfile's), with its pipeline."""
     from gpux.pipeline.loading import load_image as load_stored
     from gpux.runtime.generative import is_generative, load_generative
+    from gpux.runtime.speech import is_speech, load_speech
 
+    if is_speech(image):
+        return load_speech(image, backend)
     if is_generative(image):
         return load_generative(image, backend)
 
@@ -153,6 +159,7 @@ __all__ = [
     "Chain",
     "GenerativeModel",
     "Model",
+    "SpeechModel",
     "build",
     "diagnose",
     "gpuxfile_dimensions",
@@ -172,6 +179,10 @@ def __getattr__(name: str) -> Any:
         from gpux.runtime.generative import GenerativeModel
 
         return GenerativeModel
+    if name == "SpeechModel":
+        from gpux.runtime.speech import SpeechModel
+
+        return SpeechModel
     raise AttributeError(f"module 'gpux.api' has no attribute {name!r}")
 
 
@@ -187,8 +198,9 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
             loaded = load(model, warmup=False)
             try:
                 from gpux.runtime.generative import GenerativeModel
+                from gpux.runtime.speech import SpeechModel
 
-                if isinstance(loaded, GenerativeModel):
+                if isinstance(loaded, GenerativeModel | SpeechModel):
                     loaded.prove_placement()  # its sessions are genai's: read ONNX Runtime's log
                 report["model"] = {"target": model, "placement": loaded.placement.to_json()}
             finally:

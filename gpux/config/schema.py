@@ -16,6 +16,7 @@ from gpux.config.common import FileSource, Strict, TensorName
 from gpux.config.generation import Generation
 from gpux.config.handler import HandlerSpec, handler_shorthand
 from gpux.config.pipeline import PipelineInput, PipelineOutput
+from gpux.config.speech import Speech
 
 SCHEMA_VERSION = 1
 
@@ -455,6 +456,10 @@ class GPUXfile(Strict):
         default=None,
         description="Generative models (``model.format: genai``): defaults of each generation (max new tokens, sampling, stop strings, guidance).",
     )
+    speech: Speech | None = Field(
+        default=None,
+        description="Speech-to-text models (``model.format: genai`` with a Whisper folder): the default language and task of each transcription.",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -464,11 +469,13 @@ class GPUXfile(Strict):
     @model_validator(mode="after")
     def _generative_keys(self) -> GPUXfile:
         if not self.model.generative:
-            if self.generation is not None:
-                raise ValueError(
-                    "'generation' applies to generative models: add 'format: genai' under "
-                    "'model', with 'source' naming an onnxruntime-genai folder (genai_config.json)"
-                )
+            for key in ("generation", "speech"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"'{key}' applies to generative models: add 'format: genai' under "
+                        "'model', with 'source' naming an onnxruntime-genai folder "
+                        "(genai_config.json)"
+                    )
             return self
         tensor_keys = {
             "inputs": self.inputs,
