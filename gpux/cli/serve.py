@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from gpux.cli.options import BACKENDS, check_backend
+from gpux.cli.options import BACKENDS, GPUS_HELP, check_backend, check_gpus
 from gpux.serve.policy import MIB, RequestPolicy, host_name, is_loopback
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
             None, "--grpc-tls-key", help="gRPC over TLS: the certificate's private key (PEM file)."
         ),
         backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+        gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
         token: str | None = typer.Option(
             None,
             "--token",
@@ -157,6 +158,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve images over HTTP: Open Inference Protocol v2, /predict, /metrics."""
         backend = check_backend(backend)
+        gpus = check_gpus(gpus)
         from gpux.errors import UsageError
         from gpux.serve.daemon import check_id, check_port
         from gpux.store import Store, parse
@@ -218,6 +220,7 @@ def register(app: typer.Typer) -> None:
             options = [option for option in options if not option.endswith("=None")]
             options += _policy_options(policy, max_body_mb) + _grpc_flags(grpc)
             options += [f"--workers={workers}"] if workers > 1 else []
+            options += [f"--gpus={gpus}"] if gpus is not None else []
             server = daemon.start(
                 names,
                 ([f"--backend={backend}"] if backend else [])
@@ -250,6 +253,7 @@ def register(app: typer.Typer) -> None:
             trust_code,
             grpc,
             workers,
+            gpus,
         )
         _serve_foreground(spec)
 
