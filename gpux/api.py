@@ -202,16 +202,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'gpux.api' has no attribute {name!r}")
 
 
-def diagnose(model: str | None = None) -> dict[str, Any]:
+def diagnose(model: str | None = None, gpus: str | None = None) -> dict[str, Any]:
     """``gpux doctor``: the machine's GPUs, backends and libraries; with ``model`` (an image,
-    project or .onnx file), also where that model really runs."""
+    project or .onnx file), also where that model really runs; with ``gpus`` (as ``--gpus``),
+    the instances a model would get here (loaded so, with ``model``)."""
     from gpux.errors import GPUXError
     from gpux.runtime.doctor import diagnose as machine
 
-    report = machine()
+    report = machine(gpus)
     if model is not None:
         try:
-            loaded = load(model, warmup=False)
+            loaded = load(model, warmup=False, gpus=gpus)
             try:
                 from gpux.runtime.generative import GenerativeModel
                 from gpux.runtime.speech import SpeechModel

@@ -13,13 +13,20 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(
             None, "--model", help="Also load this image/project and show where it really runs."
         ),
+        gpus: str | None = typer.Option(
+            None,
+            "--gpus",
+            help="Also show the instances --gpus all|N|ids gives a model here (with --model, "
+            "loaded so).",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Show GPUs, ONNX Runtime backends and libraries, and what 'auto' would pick."""
         from gpux.api import diagnose
         from gpux.cli.console import print_json
+        from gpux.cli.options import check_gpus
 
-        report = diagnose(model)
+        report = diagnose(model, check_gpus(gpus))
         if as_json:
             print_json(report)
         else:
@@ -59,6 +66,22 @@ def _render(report: dict[str, Any]) -> None:
         f"[bold]NVIDIA[/bold]  driver {nvidia['driver'] or '-'}; GPUs: "
         f"{escape(', '.join(nvidia['gpus']) or '-')}; libraries: {found}"
     )
+
+    for gpu in report["cuda_gpus"]:
+        memory = f"{gpu['memory_bytes'] / 2**30:.0f} GiB" if gpu["memory_bytes"] else "? GiB"
+        console.print(f"  cuda:{gpu['index']}  {escape(gpu['name'])}, {memory}")
+    if "instances" in report:
+        planned = report["instances"]
+        if "error" in planned:
+            console.print(
+                f"[red]--gpus {escape(planned['request'])}: {escape(planned['error'])}[/red]"
+            )
+        else:
+            devices = ", ".join(i["device"] for i in planned["instances"])
+            console.print(
+                f"[bold]--gpus {escape(planned['request'])}[/bold]  "
+                f"{len(planned['instances'])} instance(s): {devices}"
+            )
 
     ort = report["onnxruntime"]
     console.print(

@@ -216,6 +216,14 @@ class Runtime(Strict):
         ge=0,
         description="CPU threads for operators (intra-op); 0 lets ONNX Runtime decide.",
     )
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_gpus(cls, value: object) -> object:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("list each device id once: [0, 1]")
+        return value
+
     graph_optimization: GraphOptimization = Field(
         default=GraphOptimization.all,
         description="ONNX Runtime graph optimisation level applied when the session is created.",

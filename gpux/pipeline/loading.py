@@ -127,7 +127,7 @@ def _instances(
         )
         if gpu is None:
             raise BackendError(
-                f"--gpus {request.describe()}: no GPU backend works here"
+                f"{request.describe()}: no GPU backend works here"
                 + (f" ({found.explanation('cpu')})" if found.explanation("cpu") else ""),
                 "see `gpux doctor`; for copies on the CPU say so: --backend cpu --gpus N",
             )

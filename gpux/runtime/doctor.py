@@ -6,7 +6,7 @@ import os
 import platform
 from typing import Any
 
-from gpux.runtime import discovery, libraries, selection
+from gpux.runtime import discovery, instances, libraries, selection
 from gpux.runtime.providers import PRIORITY
 
 
@@ -67,9 +67,10 @@ def genai_hints(onnxruntime: list[str], genai: list[str]) -> list[str]:
     return []
 
 
-def diagnose() -> dict[str, Any]:
+def diagnose(gpus: str | None = None) -> dict[str, Any]:
     """The machine: GPUs, ONNX Runtime backends, libraries and what ``auto`` would pick (``gpux
-    doctor``; ``gpux.api.diagnose`` adds a model's placement)."""
+    doctor``; ``gpux.api.diagnose`` adds a model's placement). ``gpus`` (as ``--gpus``): the
+    instances a model would get on the GPU backend ``auto`` would pick."""
     runtime = discovery.runtime()
     found, adapter_error = discovery.adapters()
     vendors = discovery.hardware_vendors()
@@ -104,7 +105,40 @@ def diagnose() -> dict[str, Any]:
             "choice": plan.candidates[0].backend if plan.candidates else None,
             "skipped": [s.to_json() | {"relevant": s.relevant} for s in plan.skipped],
         },
+        "cuda_gpus": [gpu.to_json() for gpu in instances.nvidia_gpus()],
         "onnxruntime_genai": {"distributions": genai},
         "hints": _hints(runtime, vendors, plan) + genai_hints(runtime.distributions, genai),
     }
+    if gpus is not None:
+        report["instances"] = planned_instances(gpus, plan)
     return report
+
+
+def planned_instances(gpus: str, plan: selection.Plan) -> dict[str, Any]:
+    """``--gpus``'s instances on the GPU backend ``auto`` would pick, or why there are none."""
+    from gpux.errors import GPUXError
+
+    backend = next(
+        (c.backend for c in plan.candidates if c.backend in instances.DEVICE_BACKENDS), None
+    )
+    answer: dict[str, Any] = {"request": gpus, "backend": backend}
+    try:
+        request = instances.GpuRequest.parse(gpus)
+        if backend is None:
+            answer["error"] = "no GPU backend works here (the backends list says why)"
+            return answer
+        found = instances.machine_gpus(backend)
+        plans = instances.plan(request, found, backend, os.cpu_count() or 1)
+    except GPUXError as exc:
+        answer["error"] = exc.message
+        return answer
+    names = {gpu.index: gpu for gpu in found}
+    answer["instances"] = [
+        {
+            "instance": index,
+            "device": one.label,
+            **({"gpu": names[one.device].to_json()} if one.device in names else {}),
+        }
+        for index, one in enumerate(plans)
+    ]
+    return answer

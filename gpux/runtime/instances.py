@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,7 @@ class GpuRequest:
     every: bool = False
     count: int = 0
     ids: tuple[int, ...] = ()
+    where: str = field(default="--gpus", compare=False)  # what asked: the flag or the GPUXfile
 
     @classmethod
     def parse(cls, value: object, where: str = "--gpus") -> GpuRequest:
@@ -78,11 +79,13 @@ class GpuRequest:
             raise UsageError(f"{where}: {value!r} is not a GPU selection", hint)
         if isinstance(value, int):
             return cls._counted(value, where, hint)
+        if isinstance(value, str) and value.strip().lower() == "all":
+            return cls(every=True, where=where)
         if isinstance(value, list | tuple):
             return cls._listed(list(value), where, hint)
         text = str(value).strip().lower()
         if text == "all":
-            return cls(every=True)
+            return cls(every=True, where=where)
         if text.startswith("device="):
             text = text.removeprefix("device=") + ","
         if "," in text:
@@ -98,7 +101,7 @@ class GpuRequest:
     def _counted(cls, count: int, where: str, hint: str) -> GpuRequest:
         if not 1 <= count <= MAX_INSTANCES:
             raise UsageError(f"{where}: {count} instances (1 to {MAX_INSTANCES})", hint)
-        return cls(count=count)
+        return cls(count=count, where=where)
 
     @classmethod
     def _listed(cls, ids: list[Any], where: str, hint: str) -> GpuRequest:
@@ -106,14 +109,17 @@ class GpuRequest:
             raise UsageError(f"{where}: {ids!r} is not a list of device ids", hint)
         if any(i < 0 for i in ids) or len(set(ids)) != len(ids) or len(ids) > MAX_INSTANCES:
             raise UsageError(f"{where}: {ids!r}: ids are distinct and >= 0", hint)
-        return cls(ids=tuple(ids))
+        return cls(ids=tuple(ids), where=where)
 
     def describe(self) -> str:
+        """As asked: ``--gpus 0,1``, ``runtime.gpus all``."""
         if self.every:
-            return "all"
-        if self.ids:
-            return ",".join(str(i) for i in self.ids)
-        return str(self.count)
+            value = "all"
+        elif self.ids:
+            value = ",".join(str(i) for i in self.ids)
+        else:
+            value = str(self.count)
+        return f"{self.where} {value}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ def plan(request: GpuRequest, gpus: Sequence[Gpu], backend: str, cores: int) -> 
     if backend not in DEVICE_BACKENDS:
         if request.ids:
             raise UsageError(
-                f"--gpus {request.describe()} names devices, but the {backend} backend has one",
+                f"{request.describe()} names devices, but the {backend} backend has one",
                 "give a count for copies on it (--gpus 2), or choose a GPU backend",
             )
         copies = 1 if request.every else request.count
@@ -146,7 +152,7 @@ def plan(request: GpuRequest, gpus: Sequence[Gpu], backend: str, cores: int) -> 
     seen = ", ".join(str(i) for i in sorted(have)) or "none"
     if not gpus:
         raise UsageError(
-            f"--gpus {request.describe()}: the {backend} backend sees no GPU",
+            f"{request.describe()}: the {backend} backend sees no GPU",
             "check `gpux doctor`, or CUDA_VISIBLE_DEVICES",
         )
     if request.every:
@@ -155,7 +161,7 @@ def plan(request: GpuRequest, gpus: Sequence[Gpu], backend: str, cores: int) -> 
         missing = [i for i in request.ids if i not in have]
         if missing:
             raise UsageError(
-                f"--gpus {request.describe()}: no GPU {', '.join(map(str, missing))} "
+                f"{request.describe()}: no GPU {', '.join(map(str, missing))} "
                 f"({backend} sees {seen})",
                 "name GPUs this machine has, or --gpus all",
             )
@@ -163,7 +169,7 @@ def plan(request: GpuRequest, gpus: Sequence[Gpu], backend: str, cores: int) -> 
     else:
         if request.count > len(have):
             raise UsageError(
-                f"--gpus {request.count}: the {backend} backend sees {len(have)} GPU(s) ({seen})",
+                f"{request.describe()}: the {backend} backend sees {len(have)} GPU(s) ({seen})",
                 f"ask for at most {len(have)}, or --gpus all",
             )
         chosen = sorted(have)[: request.count]

@@ -75,6 +75,18 @@ CASES = [
         CONFIG,
         ["GPUXfile:4:3: key 'threads' appears twice"],
     ),
+    Case(
+        "gpus listed twice",
+        LINEAR + "runtime:\n  gpus: [0, 0]\n",
+        CONFIG,
+        ["runtime.gpus", "list each device id once"],
+    ),
+    Case(
+        "gpus not a selection",
+        LINEAR + "runtime:\n  gpus: every\n",
+        CONFIG,
+        ["runtime.gpus"],
+    ),
     Case("empty file", "", CONFIG, ["GPUXfile: the file is empty"], hint="model: ./model.onnx"),
     Case("only comments", "# model: ./linear.onnx\n", CONFIG, ["the file is empty"]),
     Case(

@@ -236,6 +236,23 @@ def test_auto_with_gpus_never_ends_on_the_cpu(tmp_path: Path, gpux_home: Path) -
     generated_models.linear(folder / "linear.onnx")
     (folder / "GPUXfile").write_text("name: lin\nmodel: ./linear.onnx\nruntime:\n  gpus: all\n")
     image = gpux.build(str(folder), backend="cpu").image
-    with pytest.raises(BackendError, match="--gpus all: no GPU backend works here") as caught:
+    with pytest.raises(BackendError, match="runtime.gpus all: no GPU backend works here") as caught:
         load_image(image, "auto")
     assert "--backend cpu --gpus N" in str(caught.value.hint)
+
+
+def test_doctor_shows_the_instances_a_model_would_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpux.runtime import doctor, instances, selection
+
+    monkeypatch.setattr(instances, "machine_gpus", lambda backend: machine(8))
+    plan_ = selection.Plan("auto", [selection.Candidate("cuda", "CUDAExecutionProvider")], [])
+    shown = doctor.planned_instances("0,7", plan_)
+    assert shown["backend"] == "cuda"
+    assert [(i["device"], i["gpu"]["memory_bytes"]) for i in shown["instances"]] == [
+        ("cuda:0", 141 * 2**30),
+        ("cuda:7", 141 * 2**30),
+    ]
+    assert len(doctor.planned_instances("all", plan_)["instances"]) == 8
+    assert "sees 8 GPU(s)" in doctor.planned_instances("9", plan_)["error"]
+    cpu_only = selection.Plan("auto", [selection.Candidate("cpu", "CPUExecutionProvider")], [])
+    assert doctor.planned_instances("all", cpu_only)["error"].startswith("no GPU backend")
