@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     model = generated_models.linear(folder / "m" / "linear.onnx")
     make_project(folder / "project", model, "name: linear\nversion: '1.0'\nmodel: ./linear.onnx\n")
     gpux.ok("build", str(folder / "project"), "-q")
-    with running_registry(folder / "registry") as registry:
+    with _removed(folder / "registry"), running_registry(folder / "registry") as registry:
         layout = write_layout(folder / "base-layout")
         base = f"{registry.host}/test/debian-python:3.11"
         _run(
@@ -83,6 +84,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         finally:
             subprocess.run(_podman_command(built, "rmi", "-a", "-f"), capture_output=True)
             shutil.rmtree(runroot, ignore_errors=True)
+            # Each holds the image's ~400 MB again; pytest keeps the last runs' folders.
+            for copy in ("podman", "unpack-layout", "bundle", "base-layout"):
+                shutil.rmtree(folder / copy, ignore_errors=True)
+
+
+@contextmanager
+def _removed(path: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _podman_command(built: Built, *args: str) -> list[str]:
