@@ -239,7 +239,19 @@ def fetch_base(registry: Registry, remote: Remote, architecture: str = "amd64") 
         converted.append(
             {"mediaType": media, "digest": layer["digest"], "size": int(layer["size"])}
         )
+    diff_ids = _section(config, "rootfs").get("diff_ids")
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(converted):
+        raise SourceError(
+            f"base image {remote}: its config lists {len(diff_ids or [])} layer(s) and its "
+            f"manifest {len(converted)}",
+            "the base image is malformed; choose another --base",
+        )
     return Base(remote, config, converted)
+
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _object(data: bytes, what: str) -> dict[str, Any]:
@@ -433,8 +445,7 @@ def _config(
     python: str,
     distributions: list[importlib.metadata.Distribution],
 ) -> dict[str, Any]:
-    inherited = base.config.get("config") if isinstance(base.config.get("config"), dict) else {}
-    assert isinstance(inherited, dict)
+    inherited = _section(base.config, "config")
     environment = [
         e for e in inherited.get("Env") or [] if isinstance(e, str) and not e.startswith("PATH=")
     ]
@@ -451,8 +462,7 @@ def _config(
     ]
     versions = {d.metadata["Name"]: d.version for d in distributions}
     ready = f"http://127.0.0.1:{PORT}/v2/health/ready"
-    rootfs = base.config.get("rootfs") if isinstance(base.config.get("rootfs"), dict) else {}
-    assert isinstance(rootfs, dict)
+    rootfs = _section(base.config, "rootfs")
     history = [h for h in base.config.get("history") or [] if isinstance(h, dict)]
     ours = {
         "created_by": "gpux containerize",
@@ -471,7 +481,7 @@ def _config(
                 **_annotations(image),
                 "dev.gpux.runtime.python": python,
                 "dev.gpux.runtime.onnxruntime": next(
-                    (v for k, v in versions.items() if k.startswith("onnxruntime")), ""
+                    (v for k, v in versions.items() if k in RUNTIMES.values()), ""
                 ),
                 "dev.gpux.runtime.python-version": f"{sys.version_info[0]}.{sys.version_info[1]}",
             },
