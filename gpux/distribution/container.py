@@ -112,17 +112,25 @@ def containerize(
     )
     try:
         found = fetch_base(source, base_remote)
-        with _written(store, image, found, distributions, python) as (layers, config, manifest):
+        files = list(_runtime_files(distributions))
+        remembered = _remembered_runtime(store, files, python)
+        if remembered is not None and not registry.has_blob(remote.repository, remembered.digest):
+            remembered = None  # the registry lacks it: write it again to upload it
+        with _written(store, image, found, files, distributions, python, remembered) as (
+            layers,
+            config,
+            manifest,
+        ):
             digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
             report = Report(str(remote), digest)
             blobs = [*found.layers, config.descriptor(IMAGE_CONFIG)]
             blobs += [layer.descriptor(LAYER) for layer in layers]
-            files = {b.digest: b for b in [*layers, config]}
+            on_disk = {b.digest: b for b in [*layers, config]}
             missing = [b for b in blobs if not registry.has_blob(remote.repository, b["digest"])]
             if on_total:
                 on_total(sum(int(b["size"]) for b in missing))
             for blob in missing:
-                written = files.get(blob["digest"])
+                written = on_disk.get(blob["digest"])
                 if written is not None:
                     _upload(registry, remote, written.path, written.digest, progress)
                 else:
@@ -231,7 +239,19 @@ def fetch_base(registry: Registry, remote: Remote, architecture: str = "amd64") 
         converted.append(
             {"mediaType": media, "digest": layer["digest"], "size": int(layer["size"])}
         )
+    diff_ids = _section(config, "rootfs").get("diff_ids")
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(converted):
+        raise SourceError(
+            f"base image {remote}: its config lists {len(diff_ids or [])} layer(s) and its "
+            f"manifest {len(converted)}",
+            "the base image is malformed; choose another --base",
+        )
     return Base(remote, config, converted)
+
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _object(data: bytes, what: str) -> dict[str, Any]:
@@ -314,18 +334,58 @@ def _entry_script(python: str) -> bytes:
     ).encode()
 
 
+def _runtime_key(files: list[tuple[str, Path]], python: str) -> str:
+    """What the runtime layer is made of: every file's path, size and times (git's index
+    trusts the same), and the interpreter its script names."""
+    described = [python]
+    for relative, path in files:
+        status = path.stat()
+        described.append(f"{relative} {status.st_size} {status.st_mtime_ns} {status.st_ctime_ns}")
+    return hashlib.sha256("\n".join(described).encode()).hexdigest()
+
+
+def _memory(store: Store, files: list[tuple[str, Path]], python: str) -> Path:
+    return store.scratch / "cache" / "runtime-layers" / f"{_runtime_key(files, python)}.json"
+
+
+def _remembered_runtime(
+    store: Store, files: list[tuple[str, Path]], python: str
+) -> BlobFile | None:
+    """The digest and size of a runtime layer written before from the same files: the layer is
+    then not written again (hundreds of MB) when the registry has it already."""
+    try:
+        known = json.loads(_memory(store, files, python).read_text())
+        return BlobFile(Path(), str(known["digest"]), int(known["size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _remember_runtime(
+    store: Store, files: list[tuple[str, Path]], python: str, layer: BlobFile
+) -> None:
+    path = _memory(store, files, python)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"digest": layer.digest, "size": layer.size}))
+    except OSError:
+        pass  # a read-only GPUX_HOME: the layer is written every time
+
+
 @contextmanager
 def _written(
     store: Store,
     image: Image,
     base: Base,
+    files: list[tuple[str, Path]],
     distributions: list[importlib.metadata.Distribution],
     python: str,
+    remembered: BlobFile | None,
 ) -> Iterator[tuple[list[BlobFile], BlobFile, bytes]]:
-    """The runtime and model layers and the config in a temporary folder of the store, and the
-    manifest's bytes."""
-    files = list(_runtime_files(distributions))
-    needed = image_bytes(image) + sum(path.stat().st_size for _, path in files) + (4 << 20)
+    """The runtime (unless ``remembered``) and model layers and the config in a temporary
+    folder of the store, and the manifest's bytes."""
+    needed = image_bytes(image) + (4 << 20)
+    if remembered is None:
+        needed += sum(path.stat().st_size for _, path in files)
     with refused_writes(store.root, needed):
         store.blobs.tmp.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="container-", dir=store.blobs.tmp))
@@ -347,7 +407,11 @@ def _written(
                     add_file(tar, f"{SITE}/{relative}", path, 0o755 if executable else 0o644)
                 add_folder(tar, "tmp", 0o1777)
 
-            runtime = write_tar(folder / "runtime.tar", runtime_layer)
+            if remembered is None:
+                runtime = write_tar(folder / "runtime.tar", runtime_layer)
+                _remember_runtime(store, files, python, runtime)
+            else:
+                runtime = remembered
             model = write_tar(
                 folder / "model.tar", lambda tar: add_image_layout(tar, store, image, MODELS)
             )
@@ -381,8 +445,7 @@ def _config(
     python: str,
     distributions: list[importlib.metadata.Distribution],
 ) -> dict[str, Any]:
-    inherited = base.config.get("config") if isinstance(base.config.get("config"), dict) else {}
-    assert isinstance(inherited, dict)
+    inherited = _section(base.config, "config")
     environment = [
         e for e in inherited.get("Env") or [] if isinstance(e, str) and not e.startswith("PATH=")
     ]
@@ -399,8 +462,7 @@ def _config(
     ]
     versions = {d.metadata["Name"]: d.version for d in distributions}
     ready = f"http://127.0.0.1:{PORT}/v2/health/ready"
-    rootfs = base.config.get("rootfs") if isinstance(base.config.get("rootfs"), dict) else {}
-    assert isinstance(rootfs, dict)
+    rootfs = _section(base.config, "rootfs")
     history = [h for h in base.config.get("history") or [] if isinstance(h, dict)]
     ours = {
         "created_by": "gpux containerize",
@@ -419,7 +481,7 @@ def _config(
                 **_annotations(image),
                 "dev.gpux.runtime.python": python,
                 "dev.gpux.runtime.onnxruntime": next(
-                    (v for k, v in versions.items() if k.startswith("onnxruntime")), ""
+                    (v for k, v in versions.items() if k in RUNTIMES.values()), ""
                 ),
                 "dev.gpux.runtime.python-version": f"{sys.version_info[0]}.{sys.version_info[1]}",
             },

@@ -11,8 +11,10 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class Built:
     gpux: BoundCLI
     registry: Registry
     folder: Path
+    runroot: Path  # podman's: a short path (it refuses over 50 characters)
     base: str
     remote: str
     first: dict[str, object]  # the first push's --json report
@@ -61,7 +64,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     model = generated_models.linear(folder / "m" / "linear.onnx")
     make_project(folder / "project", model, "name: linear\nversion: '1.0'\nmodel: ./linear.onnx\n")
     gpux.ok("build", str(folder / "project"), "-q")
-    with running_registry(folder / "registry") as registry:
+    with _removed(folder / "registry"), running_registry(folder / "registry") as registry:
         layout = write_layout(folder / "base-layout")
         base = f"{registry.host}/test/debian-python:3.11"
         _run(
@@ -74,18 +77,37 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         )
         remote = f"{registry.host}/team/linear-server:1.0"
         first = gpux.json("containerize", "linear:1.0", "-t", remote, "--base", base, "--json")
-        yield Built(gpux, registry, folder, base, remote, first, model)
+        runroot = Path(tempfile.mkdtemp(prefix="gpux-podman-"))
+        built = Built(gpux, registry, folder, runroot, base, remote, first, model)
+        try:
+            yield built
+        finally:
+            subprocess.run(_podman_command(built, "rmi", "-a", "-f"), capture_output=True)
+            shutil.rmtree(runroot, ignore_errors=True)
+            # Each holds the image's ~400 MB again; pytest keeps the last runs' folders.
+            for copy in ("podman", "unpack-layout", "bundle", "base-layout"):
+                shutil.rmtree(folder / copy, ignore_errors=True)
+
+
+@contextmanager
+def _removed(path: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _podman_command(built: Built, *args: str) -> list[str]:
+    return [
+        "podman",
+        *("--root", str(built.folder / "podman"), "--runroot", str(built.runroot)),
+        *("--cgroup-manager=cgroupfs", "--runtime", RUNC),
+        *args,
+    ]
 
 
 def _podman(built: Built, *args: str, timeout: float = 300) -> str:
-    storage = built.folder / "podman"
-    return _run(
-        "podman",
-        *("--root", str(storage / "root"), "--runroot", str(storage / "run")),
-        *("--cgroup-manager=cgroupfs", "--runtime", RUNC),
-        *args,
-        timeout=timeout,
-    )
+    return _run(*_podman_command(built, *args), timeout=timeout)
 
 
 def _expected(built: Built, name: str = "linear:1.0") -> dict[str, np.ndarray]:
@@ -132,7 +154,14 @@ def test_skopeo_inspects_it_and_umoci_unpacks_it(built: Built) -> None:
     )
     assert len(raw["layers"]) == 3  # base, runtime, model
     config = json.loads(
-        _run("skopeo", "inspect", "--config", "--tls-verify=false", f"docker://{built.remote}")
+        _run(
+            "skopeo",
+            "inspect",
+            "--config",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://{built.remote}",
+        )
     )["config"]
     assert config["Entrypoint"] == ["/opt/gpux/bin/gpux"]
     assert config["Cmd"][:2] == ["serve", "/models"]
