@@ -26,6 +26,7 @@ from gpux.cli import (
     images,
     init,
     inspect,
+    ray_serve,
     run,
     schema,
     serve,
@@ -74,6 +75,7 @@ for module in (
     daemon,
     distribution,
     archive,
+    ray_serve,
 ):
     module.register(app)
 
