@@ -57,7 +57,12 @@ def register(app: typer.Typer) -> None:
         allowed_host: list[str] = typer.Option(
             [], "--allowed-host", help="Host names accepted besides loopback (repeatable, or *)."
         ),
-        name: str | None = typer.Option(None, "--name", help="Application name (one image)."),
+        name: str | None = typer.Option(
+            None, "--name", help="Application name (default: the image's; multiplexed: gpux)."
+        ),
+        route_prefix: str | None = typer.Option(
+            None, "--route-prefix", help="URL prefix (default: /NAME; multiplexed: /)."
+        ),
         address: str | None = typer.Option(
             None, "--address", help="Ray cluster (default: $RAY_ADDRESS, else the local one)."
         ),
@@ -94,6 +99,7 @@ def register(app: typer.Typer) -> None:
                 allowed_hosts=tuple(allowed_host),
             ),
             name=name,
+            route_prefix=route_prefix,
         )
         deployed = deploy_spec(spec, address, http_host, http_port)
         url = f"http://{http_host}:{http_port}"

@@ -1,9 +1,10 @@
 """Deploy GPUX images as Ray Serve applications; Ray places, scales and replaces the replicas.
 
-Each image becomes its own application (route prefix ``/`` for a single image, else
-``/<name>``), so its URLs are ``gpux serve``'s under that prefix: ``/v2/models/<name>/infer``,
-``/predict``, ``/v2/health/ready``. With ``multiplex`` the images share one deployment whose
-replicas load the image each request names (header ``serve_multiplexed_model_id``).
+Each image becomes its own application at route prefix ``/<name>`` (or ``route_prefix``), so its
+URLs are ``gpux serve``'s under that prefix: ``/<name>/v2/models/<name>/infer``,
+``/<name>/predict``, ``/<name>/v2/health/ready``. With ``multiplex`` the images share one
+deployment at ``/`` whose replicas load the image each request names (header
+``serve_multiplexed_model_id``): ``/v2/models/<name>/infer`` as ``gpux serve`` has it.
 
 Replicas read images from the GPUX store at ``GPUX_HOME`` on their node (the deploying
 environment's ``GPUX_HOME`` is passed to them): on a cluster of several machines, ``gpux pull``
@@ -54,6 +55,8 @@ class DeploySpec:
     settings: ReplicaSettings = field(default_factory=ReplicaSettings)
     name: str | None = None
     """The application's name (multiplexed: default ``gpux``; else each image's name)."""
+    route_prefix: str | None = None
+    """Where Ray's proxy serves the application (one application only; default above)."""
 
 
 @dataclass(frozen=True)
@@ -91,18 +94,21 @@ def plan(spec: DeploySpec) -> list[tuple[Deployed, Any]]:
         name = spec.name or "gpux"
         replica = multiplexed_replica(spec.max_models_per_replica)
         bound = serve_deployment(replica, name, options).bind(list(spec.names), spec.settings)
-        return [(Deployed(name, "/", spec.names), bound)]
+        return [(Deployed(name, spec.route_prefix or "/", spec.names), bound)]
     names = [application_name(n) for n in spec.names]
     if len(set(names)) != len(names):
         raise UsageError(
             "two images with the same name cannot be deployed together",
             "deploy one tag of each model",
         )
-    if spec.name is not None and len(names) > 1:
-        raise UsageError("--name names one application", "deploy several images without --name")
+    if (spec.name or spec.route_prefix) and len(names) > 1:
+        raise UsageError(
+            "--name and --route-prefix are for one application",
+            "deploy several images without them, or with --multiplex",
+        )
     planned = []
     for image, name in zip(spec.names, names, strict=True):
-        prefix = "/" if len(names) == 1 else f"/{name}"
+        prefix = spec.route_prefix or f"/{name}"
         app_name = spec.name or name
         deployment = serve_deployment(ImageReplica, app_name, options)
         bound = deployment.bind([image], spec.settings)

@@ -242,7 +242,8 @@ def multiplexed_replica(max_models: int) -> type:
         def __init__(self, names: list[str], settings: ReplicaSettings) -> None:
             self.names = names
             self.settings = settings
-            self.app: MultiplexedApp | None = None
+            # Not ``self.app``: Ray's ingress wrapper has a read-only property of that name.
+            self.dispatcher: MultiplexedApp | None = None
 
         @serve.multiplexed(max_num_models_per_replica=max_models)  # type: ignore[untyped-decorator]
         async def image(self, name: str) -> LoadedImage:
@@ -252,7 +253,7 @@ def multiplexed_replica(max_models: int) -> type:
             return loaded
 
         def __serve_build_asgi_app__(self) -> MultiplexedApp:
-            self.app = MultiplexedApp(self.image, self.names)
-            return self.app
+            self.dispatcher = MultiplexedApp(self.image, self.names)
+            return self.dispatcher
 
     return MultiplexedReplica
