@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 import typer
@@ -75,14 +76,9 @@ def register(app: typer.Typer) -> None:
         check_backend(backend)
         from gpux.cli.console import print_json
         from gpux.errors import UsageError
+        from gpux.ray import DeploySpec, ReplicaSettings
+        from gpux.ray import deploy as deploy_spec
 
-        try:
-            from gpux.ray import DeploySpec, ReplicaSettings
-            from gpux.ray import deploy as deploy_spec
-        except ImportError as exc:
-            raise UsageError(
-                "Ray Serve is not installed", "install it with: pip install 'gpux[ray]'"
-            ) from exc
         overrides = {"max_batch_size": max_batch_size, "max_batch_delay_ms": max_batch_delay_ms}
         spec = DeploySpec(
             names=tuple(n.strip() for n in names.split(",") if n.strip()),
@@ -101,6 +97,10 @@ def register(app: typer.Typer) -> None:
             name=name,
             route_prefix=route_prefix,
         )
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError(
+                "Ray Serve is not installed", "install it with: pip install 'gpux[ray]'"
+            )
         deployed = deploy_spec(spec, address, http_host, http_port)
         url = f"http://{http_host}:{http_port}"
         print_json(

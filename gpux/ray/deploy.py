@@ -15,55 +15,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from gpux.errors import UsageError
-from gpux.ray.replica import ImageReplica, ReplicaSettings, multiplexed_replica
-
-
-@dataclass(frozen=True)
-class Autoscaling:
-    """Ray Serve's autoscaling between ``min_replicas`` and ``max_replicas``, aiming at
-    ``target_ongoing_requests`` requests in flight per replica."""
-
-    min_replicas: int = 1
-    max_replicas: int = 2
-    target_ongoing_requests: float = 8.0
-
-    def to_ray(self) -> dict[str, Any]:
-        return {
-            "min_replicas": self.min_replicas,
-            "max_replicas": self.max_replicas,
-            "target_ongoing_requests": self.target_ongoing_requests,
-        }
-
-
-@dataclass(frozen=True)
-class DeploySpec:
-    """One ``gpux ray deploy``: which images, how many replicas, and what each one holds."""
-
-    names: tuple[str, ...]
-    replicas: int = 1
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    autoscaling: Autoscaling | None = None
-    max_ongoing_requests: int = 64
-    """Requests Ray lets into one replica at once; GPUX's batcher groups those."""
-    multiplex: bool = False
-    max_models_per_replica: int = 3
-    settings: ReplicaSettings = field(default_factory=ReplicaSettings)
-    name: str | None = None
-    """The application's name (multiplexed: default ``gpux``; else each image's name)."""
-    route_prefix: str | None = None
-    """Where Ray's proxy serves the application (one application only; default above)."""
-
-
-@dataclass(frozen=True)
-class Deployed:
-    application: str
-    route_prefix: str
-    images: tuple[str, ...]
+from gpux.ray.spec import Deployed, DeploySpec
 
 
 def application_name(image: str) -> str:
@@ -74,6 +29,8 @@ def application_name(image: str) -> str:
 
 def plan(spec: DeploySpec) -> list[tuple[Deployed, Any]]:
     """The Ray applications for ``spec``, bound and ready for ``serve.run``."""
+    from gpux.ray.replica import ImageReplica, multiplexed_replica
+
     if not spec.names:
         raise UsageError("no image to deploy", "name one or more images: gpux ray deploy NAME")
     if spec.multiplex and spec.max_models_per_replica < 1:
@@ -132,14 +89,14 @@ def deploy(
     """Deploy ``spec`` on the Ray cluster at ``address`` (default: ``RAY_ADDRESS``, else the
     local cluster ``ray start`` made) and wait until every replica answers. Checks first that
     each image is in the local store, so a typo fails here rather than in every replica."""
-    import ray
-    from ray import serve
-
     from gpux.store import Store
 
     store = Store()
     for image in spec.names:
         store.get(image)  # ModelNotFound names the fix (gpux pull / gpux build)
+    import ray
+    from ray import serve
+
     planned = plan(spec)
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS") or "auto"

@@ -20,11 +20,12 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from ray import serve
+
+from gpux.ray.spec import ReplicaSettings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -40,20 +41,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 REPLICA_HEADER = "gpux-replica"
 REPLICA_ROUTE = "/gpux/replica"
 MODEL_ID_HEADER = "serve_multiplexed_model_id"
-
-
-@dataclass(frozen=True)
-class ReplicaSettings:
-    """What every replica of a deployment is given (picklable: Ray sends it to each replica).
-
-    ``allowed_hosts`` and ``check_host`` are ``gpux serve``'s Host checks: on a loopback proxy
-    the defaults refuse foreign host names, as ``gpux serve`` does."""
-
-    backend: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    allowed_hosts: tuple[str, ...] = ()
-    check_host: bool = True
-    token: str | None = None
 
 
 def served_app(names: list[str], settings: ReplicaSettings) -> tuple[Starlette, list[ServedModel]]:
