@@ -5,8 +5,8 @@ Every server gets the same GPUX batching (``--max-batch-size``, ``--max-batch-de
 Ray each replica runs ``gpux serve``'s own app and batcher (gpux/ray/replica.py), behind Ray's
 HTTP proxy. The servers run one after another, never together: ``gpux serve`` first, then a
 one-node Ray cluster (``ray start --head``) with ``gpux ray deploy --replicas 1``, then the same
-deployment updated to 2 replicas. Before each load one answer is checked against in-process
-ONNX Runtime.
+deployment updated to 2 replicas, then 1 replica without batching (what GPUX's batcher in a
+replica buys behind Ray). Before each load one answer is checked against in-process ONNX Runtime.
 
 The whole run happens in a network namespace of its own (the script re-runs itself under
 ``unshare --net`` with ``lo`` up; root needed), so that Ray registers 127.0.0.1 and nothing
@@ -117,16 +117,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             env=env, check=True, capture_output=True,
         )  # fmt: skip
         try:
-            for replicas in (1, 2):
+            unbatched = ["--max-batch-size", "1"]
+            for label, replicas, flags in (
+                ("Ray Serve, 1 replica", 1, batching),
+                ("Ray Serve, 2 replicas", 2, batching),
+                # GPUX's batcher in the replica, or none: what batching inside a replica buys.
+                ("Ray Serve, 1 replica, unbatched", 1, unbatched),
+            ):
                 subprocess.run(
                     [*gpux, "ray", "deploy", MODEL_NAME, "--replicas", str(replicas),
                      "--num-cpus", "0.5", "--backend", "cpu", "--route-prefix", "/",
-                     "--http-port", str(RAY_PORT), *batching],
+                     "--http-port", str(RAY_PORT), *flags],
                     env={**env, "RAY_ADDRESS": "127.0.0.1:6379"}, check=True, capture_output=True,
                 )  # fmt: skip
                 wait_ready(f"http://127.0.0.1:{RAY_PORT}/v2/health/ready")
                 check_answer(RAY_PORT, path, body, expected)
-                rows[f"Ray Serve, {replicas} replica(s)"] = load(RAY_PORT, path, body, args)
+                rows[label] = load(RAY_PORT, path, body, args)
         finally:
             subprocess.run([RAY, "stop", "--force"], capture_output=True, check=False)
     return rows
@@ -152,7 +158,7 @@ def main() -> int:
     for label, row in rows.items():
         share = row["rows_per_s"] / base if base else float("nan")
         print(
-            f"  {label:<26} {row['rows_per_s']:>8.1f} rows/s ({share:.2f}x)  "
+            f"  {label:<32} {row['rows_per_s']:>8.1f} rows/s ({share:.2f}x)  "
             f"p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  errors {row['errors']}"
         )
     print(json.dumps(rows))
