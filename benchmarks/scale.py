@@ -8,8 +8,8 @@ one-node Ray cluster (``ray start --head``) with ``gpux ray deploy --replicas 1`
 deployment updated to 2 replicas, then 1 replica without batching (what GPUX's batcher in a
 replica buys behind Ray). Before each load one answer is checked against in-process ONNX Runtime.
 
-The whole run happens in a network namespace of its own (the script re-runs itself under
-``unshare --net`` with ``lo`` up; root needed), so that Ray registers 127.0.0.1 and nothing
+The whole run happens in a network and PID namespace of its own (the script re-runs itself
+under ``unshare --net --pid`` with ``lo`` up; root needed), so that Ray registers 127.0.0.1 and nothing
 leaves the machine.
 
     uv run python benchmarks/scale.py [--model minilm|FILE.onnx] [--duration 5]
@@ -154,8 +154,11 @@ def main() -> int:
     args = parser.parse_args()
     if not args.in_namespace:
         inner = [sys.executable, __file__, *sys.argv[1:], "--in-namespace"]
-        command = "ip link set lo up && exec " + " ".join(f"'{part}'" for part in inner)
-        return subprocess.run(["unshare", "--net", "sh", "-c", command], check=False).returncode
+        command = "ip link set lo up && " + " ".join(f"'{part}'" for part in inner)
+        # A PID namespace too: `ray stop` finds Ray's processes by name, so there it stops this
+        # run's cluster only.
+        namespace = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
+        return subprocess.run([*namespace, "sh", "-c", command], check=False).returncode
     rows = run(args)
     print(f"{args.model}, c={args.concurrency}, {args.duration:.0f} s each, {os.cpu_count()} CPUs")
     base = rows["gpux serve"]["rows_per_s"]

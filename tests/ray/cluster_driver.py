@@ -1,5 +1,5 @@
-"""Runs inside a network namespace of its own (tests/ray/test_ray_serve.py starts it under
-``unshare --net``): starts a two-node Ray cluster on 127.0.0.1, deploys GPUX images with
+"""Runs inside a network and PID namespace of its own (tests/ray/test_ray_serve.py starts it
+under ``unshare --net --pid``): starts a two-node Ray cluster on 127.0.0.1, deploys GPUX images with
 ``gpux ray deploy`` and the Python API, sends real traffic through Ray's HTTP proxy, and prints
 what it saw as one JSON object on the last line of stdout. The test asserts on that.
 

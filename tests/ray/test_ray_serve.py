@@ -1,6 +1,6 @@
 """Ray Serve on a real two-node Ray cluster: a head and a second node with one logical GPU, in a
-network namespace of their own (``unshare --net``, then ``lo`` up) so that Ray registers only
-127.0.0.1. One cluster for the module: tests/ray/cluster_driver.py deploys and sends the
+network and PID namespace of their own (``unshare --net --pid``, then ``lo`` up) so that Ray
+registers only 127.0.0.1 and ``ray stop`` sees no other Ray. One cluster for the module: tests/ray/cluster_driver.py deploys and sends the
 traffic inside the namespace and reports what it saw; the tests assert on that report.
 
 About three minutes on two busy cores, most of it Ray starting its processes (two
@@ -30,6 +30,10 @@ pytest.importorskip("ray.serve", reason="Ray Serve is not installed (gpux[ray])"
 pytestmark = pytest.mark.slow
 
 IMAGES = ("linear-a:1", "linear-b:1", "linear-c:1")
+# Its own network (Ray registers only 127.0.0.1) and its own processes: `ray stop` finds Ray's
+# processes by name, so in a PID namespace it stops this cluster only, and whatever the cluster
+# left behind ends with the namespace.
+NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -38,7 +42,7 @@ def can_make_network_namespace() -> str | None:
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         return "needs unshare (util-linux) and ip (iproute2)"
     probe = subprocess.run(
-        ["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, check=False
+        [*NAMESPACE, "sh", "-c", "ip link set lo up"], capture_output=True, check=False
     )
     return None if probe.returncode == 0 else "unshare --net needs root (or CAP_SYS_ADMIN)"
 
@@ -66,10 +70,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], B
         pytest.skip(reason)
     cli = BoundCLI(tmp_path_factory.mktemp("ray-home"))
     build_images(cli, tmp_path_factory.mktemp("ray-projects"))
-    driver = f"ip link set lo up && exec {sys.executable} -m tests.ray.cluster_driver"
+    driver = f"ip link set lo up && {sys.executable} -m tests.ray.cluster_driver"
     env = {**os.environ, "GPUX_HOME": str(cli.home), "RAY_USAGE_STATS_ENABLED": "0"}
     done = subprocess.run(
-        ["unshare", "--net", "sh", "-c", f"{driver} {' '.join(IMAGES)}"],
+        [*NAMESPACE, "sh", "-c", f"{driver} {' '.join(IMAGES)}"],
         cwd=REPO,
         env=env,
         capture_output=True,
