@@ -89,7 +89,13 @@ def spread(image: str, count: int = 24) -> dict[str, Any]:
         # Concurrent, as Ray's router sends one client's sequential requests to one replica.
         about = f"{PROXY}/{name}/gpux/replica"
         replicas = list(pool.map(lambda _: client.get(about).json(), range(24)))
-    return {"answers": answers, "replicas": {r["replica"]: r for r in replicas}}
+        # gpux serve's friendly route, through the same proxy.
+        predicted = client.post(f"{PROXY}/{name}/predict", json={"x": INPUT[:1]}, timeout=60)
+    return {
+        "answers": answers,
+        "replicas": {r["replica"]: r for r in replicas},
+        "predict": {"status": predicted.status_code, **predicted.json()},
+    }
 
 
 def multiplexed(names: list[str]) -> dict[str, Any]:

@@ -134,6 +134,11 @@ def test_outputs_equal_gpux_run(cluster: tuple[dict[str, Any], BoundCLI]) -> Non
         expected = run_outputs(cli, image)
         for answer in answers:
             np.testing.assert_array_equal(np.asarray(answer["outputs"]["y"], np.float32), expected)
+        if image in report["spread"]:  # /predict: the first row, as gpux serve answers it
+            predicted = report["spread"][image]["predict"]
+            assert predicted["status"] == 200 and predicted["backend"] == "cpu"
+            got = np.asarray(predicted["result"]["y"], np.float32)
+            np.testing.assert_array_equal(got, expected[:3])
 
 
 def test_a_multiplexed_replica_serves_three_images(
