@@ -20,12 +20,14 @@ from gpux.cli import (
     archive,
     bench,
     build,
+    containerize,
     daemon,
     distribution,
     doctor,
     images,
     init,
     inspect,
+    kube,
     ray_serve,
     run,
     schema,
@@ -75,6 +77,8 @@ for module in (
     daemon,
     distribution,
     archive,
+    kube,
+    containerize,
     ray_serve,
 ):
     module.register(app)
