@@ -46,8 +46,10 @@ check: setup
 # it); umoci unpacks images in the modelcar tests, and skopeo inspects them; podman (with runc:
 # crun refuses the machines' hybrid cgroups) runs the images
 # gpux containerize writes (tests/distribution/test_containerize.py).
+# iproute2's `ip` brings up loopback in the network namespace (util-linux's `unshare`, essential
+# in Debian) that tests/ray runs its Ray cluster in.
 SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium docker-registry apache2-utils libb64-0d \
-	busybox-static umoci skopeo podman runc
+	busybox-static umoci skopeo podman runc iproute2
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -40,3 +40,15 @@ def test_the_check_sees_a_late_import(tmp_path: Path) -> None:
     module = tmp_path / "late.py"
     module.write_text("def f():\n    from gpux.api import load\n    from gpux import api\n")
     assert {"gpux.api", "gpux"} <= imported_modules(module)
+
+
+@pytest.mark.parametrize("package", (*LOWER, "serve"))
+def test_only_the_command_line_imports_the_ray_integration(package: str) -> None:
+    """gpux/ray/ sits beside serve and uses it; nothing below it may depend on Ray."""
+    offenders = {
+        str(path.relative_to(GPUX.parent)): sorted(
+            m for m in imported_modules(path) if m == "gpux.ray" or m.startswith("gpux.ray.")
+        )
+        for path in sorted((GPUX / package).rglob("*.py"))
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}

@@ -28,6 +28,7 @@ from gpux.cli import (
     init,
     inspect,
     kube,
+    ray_serve,
     run,
     schema,
     serve,
@@ -78,6 +79,7 @@ for module in (
     archive,
     kube,
     containerize,
+    ray_serve,
 ):
     module.register(app)
 
