@@ -122,7 +122,7 @@ CASES = [
         LINEAR + "runtime:\n  bakend: cpu\n",
         CONFIG,
         ["GPUXfile:3:3: unknown key 'bakend' in runtime; did you mean 'backend'?"],
-        hint="valid keys in runtime: backend, cuda, device, graph_optimization, openvino, "
+        hint="valid keys in runtime: backend, cuda, device, gpus, graph_optimization, openvino, "
         "tensorrt, threads, warmup, webgpu",
     ),
     Case(
