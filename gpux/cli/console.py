@@ -87,3 +87,13 @@ def code_note(name: str, files: list[str]) -> str:
         f"and serve run it only with --trust-code. Read it first: gpux inspect {escape(name)} "
         "--code"
     )
+
+
+def transfer_summary(verb: str, report: Any) -> str:
+    """One line for a push or pull: what moved and what the other side already had."""
+    moved = (
+        f"{report.transferred} blob(s), {human_size(report.transferred_bytes)}"
+        if report.transferred
+        else "nothing"
+    )
+    return f"{verb} {moved}; {report.skipped} already there"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from gpux.cli.distribution import ALLOW_HTTP_HELP, INSECURE_HELP, summary
+from gpux.cli.console import transfer_summary
+from gpux.cli.options import ALLOW_HTTP_HELP, INSECURE_HELP
 from gpux.cli.progress import transfer_bar
 
 
@@ -52,5 +53,5 @@ def register(app: typer.Typer) -> None:
         if json_output:
             print_json({**report.to_json(), "uploaded": report.blobs})
             return
-        stderr().print(summary("uploaded", report))
+        stderr().print(transfer_summary("uploaded", report))
         typer.echo(f"{report.image}@{report.digest}")

@@ -4,28 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from gpux.cli.console import transfer_summary
+from gpux.cli.options import ALLOW_HTTP_HELP, INSECURE_HELP
 from gpux.cli.progress import transfer_bar
-
-INSECURE_HELP = (
-    "Plain HTTP right away (a loopback registry without TLS gets it without this flag; "
-    "another host also needs --allow-http)."
-)
-ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on loopback."
-
-
-def summary(verb: str, report: Any) -> str:
-    from gpux.cli.console import human_size
-
-    moved = (
-        f"{report.transferred} blob(s), {human_size(report.transferred_bytes)}"
-        if report.transferred
-        else "nothing"
-    )
-    return f"{verb} {moved}; {report.skipped} already there"
 
 
 def register(app: typer.Typer) -> None:
@@ -97,7 +81,7 @@ def register(app: typer.Typer) -> None:
         if json_output:
             print_json(report.to_json())
             return
-        stderr().print(summary("uploaded", report))
+        stderr().print(transfer_summary("uploaded", report))
         typer.echo(f"{report.image}@{report.digest}")
 
     @app.command("pull")
@@ -159,7 +143,7 @@ def register(app: typer.Typer) -> None:
         if json_output:
             print_json({**report.to_json(), "name": image.name, "code": files})
             return
-        stderr().print(summary("downloaded", report))
+        stderr().print(transfer_summary("downloaded", report))
         if files:
             from gpux.cli.console import code_note
 

@@ -46,3 +46,11 @@ def check_backend(backend: str | None) -> str | None:
             f"choose one of: {', '.join(names)}",
         )
     return backend
+
+
+# Registry commands (push, pull, login, containerize): the plain-HTTP escape hatches.
+INSECURE_HELP = (
+    "Plain HTTP right away (a loopback registry without TLS gets it without this flag; "
+    "another host also needs --allow-http)."
+)
+ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on loopback."

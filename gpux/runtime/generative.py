@@ -243,25 +243,29 @@ class GenerativeModel:
         self.folder = folder
         self.defaults = defaults or Generation()
         self.config = read_genai_config(folder)
-        provider = _provider_for(backend, og)
+        provider = genai_provider_for(backend, og)
         fallback = None
         try:
-            self._model, log = _open(og, folder, provider, device, threads, prove_placement)
+            self._model, log = open_genai_model(
+                og, folder, provider, device, threads, prove_placement
+            )
         except Exception as exc:  # genai raises RuntimeError/OSError with ONNX Runtime's text
-            if backend != "auto" or not _folder_providers(self.config):
-                raise _load_error(folder, backend, exc) from exc
+            if backend != "auto" or not folder_providers(self.config):
+                raise load_error(folder, backend, exc) from exc
             # `auto` keeps the folder's providers where they work, and the CPU where they don't.
             fallback = f"the folder's provider could not start: {exc}"
             provider = "cpu"
             try:
-                self._model, log = _open(og, folder, provider, device, threads, prove_placement)
+                self._model, log = open_genai_model(
+                    og, folder, provider, device, threads, prove_placement
+                )
             except Exception as second:
-                raise _load_error(folder, backend, second) from second
+                raise load_error(folder, backend, second) from second
         self.tokenizer = og.Tokenizer(self._model)
         self._og = og
         self._opened = (provider, device, threads)
         self.image: Image | None = None
-        self.placement = _placement(self._model, backend, provider, log)
+        self.placement = genai_placement(self._model, backend, provider, log)
         self.placement.fallback_reason = fallback
         self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
@@ -273,8 +277,10 @@ class GenerativeModel:
         if self.placement.details.get("proof") == "onnxruntime-log":
             return self.placement
         provider, device, threads = self._opened
-        witness, log = _open(self._og, self.folder, provider, device, threads, prove=True)
-        proven = _placement(witness, self.placement.requested, provider, log)
+        witness, log = open_genai_model(
+            self._og, self.folder, provider, device, threads, prove=True
+        )
+        proven = genai_placement(witness, self.placement.requested, provider, log)
         del witness
         proven.fallback_reason = self.placement.fallback_reason
         self.placement = proven
@@ -448,7 +454,7 @@ def load_generative(image: Image, backend: str | None = None) -> GenerativeModel
     return model
 
 
-def _open(
+def open_genai_model(
     og: Any,
     folder: Path,
     provider: str | None,
@@ -486,7 +492,7 @@ def _open(
     return model, "\n".join(log)
 
 
-def _load_error(folder: Path, backend: str, exc: BaseException) -> BackendError:
+def load_error(folder: Path, backend: str, exc: BaseException) -> BackendError:
     return BackendError(
         f"onnxruntime-genai could not load the model folder '{folder}' on {backend}: {exc}",
         "check that the folder was made for this backend (the builder's -e option) and "
@@ -494,7 +500,7 @@ def _load_error(folder: Path, backend: str, exc: BaseException) -> BackendError:
     )
 
 
-def _folder_providers(config: dict[str, Any]) -> list[Any]:
+def folder_providers(config: dict[str, Any]) -> list[Any]:
     decoder = config["model"].get("decoder")
     options = decoder.get("session_options", {}) if isinstance(decoder, dict) else {}
     providers = options.get("provider_options", []) if isinstance(options, dict) else []
@@ -531,7 +537,7 @@ def chat_template_of(folder: Path) -> str | None:
     return template if isinstance(template, str) and template else None
 
 
-def _provider_for(backend: str, og: Any) -> str | None:
+def genai_provider_for(backend: str, og: Any) -> str | None:
     """The genai provider for a GPUX backend; None keeps the folder's own provider list."""
     if backend == "auto":
         return None
@@ -558,7 +564,7 @@ def placements_in_log(log: str) -> dict[str, int]:
     return found
 
 
-def _placement(model: Any, requested: str, provider: str | None, log: str) -> Placement:
+def genai_placement(model: Any, requested: str, provider: str | None, log: str) -> Placement:
     device = str(model.device_type)  # "CPU", "CUDA", "DML" ...
     nodes = placements_in_log(log)
     backend = _BACKEND_OF_DEVICE.get(device.upper(), device.lower())

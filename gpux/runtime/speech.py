@@ -45,11 +45,11 @@ from gpux.runtime.backend import Placement
 from gpux.runtime.generative import (
     Completion,
     Stream,
-    _folder_providers,
-    _load_error,
-    _open,
-    _placement,
-    _provider_for,
+    folder_providers,
+    genai_placement,
+    genai_provider_for,
+    load_error,
+    open_genai_model,
     read_genai_config,
     require_genai,
 )
@@ -306,29 +306,29 @@ class SpeechModel:
             )
         self.defaults = defaults or Generation()
         self.speech = speech or Speech()
-        provider = _provider_for(backend, og)
+        provider = genai_provider_for(backend, og)
         fallback = None
         try:
-            self._model, log = _open(
+            self._model, log = open_genai_model(
                 og, folder, provider, device, threads, prove_placement, encoder=True
             )
         except Exception as exc:  # genai raises RuntimeError/OSError with ONNX Runtime's text
-            if backend != "auto" or not _folder_providers(self.config):
-                raise _load_error(folder, backend, exc) from exc
+            if backend != "auto" or not folder_providers(self.config):
+                raise load_error(folder, backend, exc) from exc
             fallback = f"the folder's provider could not start: {exc}"
             provider = "cpu"
             try:
-                self._model, log = _open(
+                self._model, log = open_genai_model(
                     og, folder, provider, device, threads, prove_placement, encoder=True
                 )
             except Exception as second:
-                raise _load_error(folder, backend, second) from second
+                raise load_error(folder, backend, second) from second
         self._og = og
         self._opened = (provider, device, threads)
         self.processor = self._model.create_multimodal_processor()
         self.tokenizer = og.Tokenizer(self._model)
         self.image: Image | None = None
-        self.placement = _placement(self._model, backend, provider, log)
+        self.placement = genai_placement(self._model, backend, provider, log)
         self.placement.fallback_reason = fallback
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
@@ -342,8 +342,10 @@ class SpeechModel:
         if self.placement.details.get("proof") == "onnxruntime-log":
             return self.placement
         provider, device, threads = self._opened
-        witness, log = _open(self._og, self.folder, provider, device, threads, True, encoder=True)
-        proven = _placement(witness, self.placement.requested, provider, log)
+        witness, log = open_genai_model(
+            self._og, self.folder, provider, device, threads, True, encoder=True
+        )
+        proven = genai_placement(witness, self.placement.requested, provider, log)
         del witness
         proven.fallback_reason = self.placement.fallback_reason
         self.placement = proven

@@ -236,7 +236,9 @@ def test_auto_with_gpus_never_ends_on_the_cpu(tmp_path: Path, gpux_home: Path) -
     generated_models.linear(folder / "linear.onnx")
     (folder / "GPUXfile").write_text("name: lin\nmodel: ./linear.onnx\nruntime:\n  gpus: all\n")
     image = gpux.build(str(folder), backend="cpu").image
-    with pytest.raises(BackendError, match="runtime.gpus all: no GPU backend works here") as caught:
+    with pytest.raises(
+        BackendError, match=r"runtime\.gpus all: no GPU backend works here"
+    ) as caught:
         load_image(image, "auto")
     assert "--backend cpu --gpus N" in str(caught.value.hint)
 
