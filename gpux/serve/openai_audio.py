@@ -5,8 +5,10 @@ of the openai SDK works unchanged.
 The body is a multipart form: ``file`` (the audio: wav, flac, ogg, mp3 ...), ``model``, and
 optionally ``language`` (ISO 639-1), ``prompt`` (text that came before), ``response_format``
 (``json``, ``text``, ``verbose_json``, ``srt``, ``vtt``), ``temperature`` (0-1) and
-``timestamp_granularities[]`` (``segment`` only). Other fields OpenAI's clients send are ignored;
-``stream: true`` and word timestamps are refused with a 400 naming the field.
+``timestamp_granularities[]`` (``segment`` only), ``stream`` (server-sent events as OpenAI sends
+them: ``transcript.text.delta`` per piece, ``transcript.text.done``, then ``data: [DONE]``). Other
+fields OpenAI's clients send are ignored; word timestamps, and streaming a format other than json
+or text, are refused with a 400 naming the field.
 
 The form is read within the server's limits (the body's size, ``--max-form-parts``, one file),
 the audio decoded and resampled off the event loop (a file that is not audio is a 400 before
@@ -20,20 +22,22 @@ transcribes one after the other (``verbose_json``, ``srt`` and ``vtt`` show them
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from gpux.errors import GPUXError, InputError
+from gpux.runtime.generative import Completion
 from gpux.runtime.speech import Transcript, Transcription
 from gpux.serve import bodies
 from gpux.serve.batching import QueueFull
-from gpux.serve.generation import Interleaver
-from gpux.serve.guards import HTTPError, RequestPolicy
+from gpux.serve.generation import Cancelled, Generation, Interleaver
+from gpux.serve.guards import HTTPError, RequestPolicy, openai_error
 from gpux.serve.openai_requests import OpenAIRefusal, _Body, parse
 
 if TYPE_CHECKING:
@@ -53,12 +57,13 @@ class TranscriptionRequest(_Body):
     stream: bool = False
 
     def refuse_unsupported(self) -> None:
-        if self.stream:
+        if self.stream and self.response_format not in ("json", "text"):
             raise OpenAIRefusal(
                 400,
-                "streamed transcriptions are not supported",
-                "leave stream out: the answer comes whole",
-                param="stream",
+                f"a streamed transcription is text: response_format '{self.response_format}' "
+                "cannot be streamed",
+                "ask for json or text with stream, or leave stream out",
+                param="response_format",
             )
         unknown = [g for g in self.timestamp_granularities if g != "segment"]
         if unknown:
@@ -113,7 +118,14 @@ def transcriptions_handler(
         def start() -> Transcript:
             return model.start(samples, language=asked.language, prompt=asked.prompt, **settings)
 
-        transcription = await _transcribe(request, served, interleavers[served.name], start)
+        generation, first = await _started(served, interleavers[served.name], start)
+        if asked.stream:
+            return StreamingResponse(
+                _transcript_events(request, generation, first),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        transcription = await _finished(request, generation, first)
         if transcription is None:  # nobody is waiting for this answer any more
             return Response(status_code=CLIENT_CLOSED)
         return formatted(transcription, asked.response_format)
@@ -152,15 +164,11 @@ async def _read_form(request: Request, policy: RequestPolicy) -> tuple[dict[str,
     return fields, audio
 
 
-async def _transcribe(
-    request: Request,
-    served: ServedModel,
-    interleaver: Interleaver,
-    start: Callable[[], Transcript],
-) -> Transcription | None:
-    """Run the transcription among the model's generations; None when the client went away."""
-    from gpux.serve.openai_api import _completion
-
+async def _started(
+    served: ServedModel, interleaver: Interleaver, start: Callable[[], Transcript]
+) -> tuple[Generation, Any]:
+    """The transcription queued among the model's generations, and its first event (a piece,
+    or the completion of a silent one); 503 when the queue is full, 504 past the timeout."""
     try:
         generation = interleaver.submit(start)
     except QueueFull as exc:
@@ -184,12 +192,64 @@ async def _transcribe(
         raise
     if isinstance(first, BaseException):
         raise first
+    return generation, first
+
+
+async def _finished(request: Request, generation: Generation, first: Any) -> Transcription | None:
+    """The whole transcription; None when the client went away first (then it is cancelled)."""
+    from gpux.serve.openai_api import _completion
+
     completion = await _completion(request, generation, first)
     if completion is None:
         return None
     transcript = generation.stream
     assert isinstance(transcript, Transcript)
     return transcript.transcription
+
+
+async def _transcript_events(
+    request: Request, generation: Generation, first: Any
+) -> AsyncIterator[str]:
+    """OpenAI's transcription stream: ``transcript.text.delta`` per piece, then
+    ``transcript.text.done`` with the text and usage, then ``data: [DONE]``. A client that
+    disconnects cancels the transcription."""
+    from gpux.serve.openai_api import _data, _disconnected
+
+    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(lambda _: generation.cancel())
+    event: Any = first
+    try:
+        while True:
+            if isinstance(event, str):
+                yield _data({"type": "transcript.text.delta", "delta": event})
+            elif isinstance(event, Completion):
+                transcript = generation.stream
+                assert isinstance(transcript, Transcript)
+                done = {"type": "transcript.text.done", "text": transcript.transcription.text}
+                yield _data({**done, "usage": _token_usage(event)})
+                yield "data: [DONE]\n\n"
+                return
+            elif isinstance(event, Cancelled):
+                return
+            else:  # the headers are gone: the error goes in the stream
+                status = 400 if isinstance(event, InputError) else 500
+                message = event.message if isinstance(event, GPUXError) else str(event)
+                yield _data(openai_error(status, message, None))
+                yield "data: [DONE]\n\n"
+                return
+            event = await generation.events.get()
+    finally:
+        watcher.cancel()
+        generation.cancel()
+
+
+def _token_usage(completion: Completion) -> dict[str, Any]:
+    return {
+        "type": "tokens",
+        "input_tokens": completion.prompt_tokens,
+        "output_tokens": completion.completion_tokens,
+        "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+    }
 
 
 def formatted(transcription: Transcription, response_format: str) -> Response:
@@ -222,17 +282,7 @@ def formatted(transcription: Transcription, response_format: str) -> Response:
                 "usage": {"type": "duration", "seconds": round(transcription.duration, 3)},
             }
         )
-    return JSONResponse(
-        {
-            "text": text,
-            "usage": {
-                "type": "tokens",
-                "input_tokens": completion.prompt_tokens,
-                "output_tokens": completion.completion_tokens,
-                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-            },
-        }
-    )
+    return JSONResponse({"text": text, "usage": _token_usage(completion)})
 
 
 def _subtitles(transcription: Transcription, kind: str) -> str:

@@ -115,6 +115,26 @@ def test_detection_prompt_and_temperature_reach_the_model(
     assert prompted.text == expected(local, meeting, language="fr", prompt="Budget meeting").text
 
 
+def test_a_streamed_transcription_sends_openai_events(
+    client: openai.OpenAI, local: SpeechModel, meeting: Path
+) -> None:
+    truth = expected(local, meeting, language="en")
+    events = list(
+        client.audio.transcriptions.create(
+            model="whisper", file=meeting, language="en", stream=True
+        )
+    )
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert len(deltas) > 10
+    assert "".join(e.delta for e in deltas) == truth.text  # type: ignore[union-attr]
+    done = events[-1]
+    assert done.type == "transcript.text.done"
+    assert done.text == truth.text  # type: ignore[union-attr]
+    usage = done.usage  # type: ignore[union-attr]
+    assert usage is not None
+    assert usage.output_tokens == truth.completion.completion_tokens  # type: ignore[union-attr]
+
+
 def test_response_formats(client: openai.OpenAI, local: SpeechModel, meeting: Path) -> None:
     truth = expected(local, meeting, language="de")
     text = client.audio.transcriptions.create(
@@ -171,7 +191,13 @@ def post(server: Server, files: dict[str, object] | None, **data: object) -> htt
         ({"file": ("a.flac", "MEETING")}, {"model": "nobody"}, 404, "not served here", "model"),
         ({"file": ("a.flac", "MEETING")}, {"language": "ja"}, 400, "language 'ja'", None),
         ({"file": ("a.flac", "MEETING")}, {"temperature": "1.5"}, 400, "temperature", None),
-        ({"file": ("a.flac", "MEETING")}, {"stream": "true"}, 400, "not supported", "stream"),
+        (
+            {"file": ("a.flac", "MEETING")},
+            {"stream": "true", "response_format": "srt"},
+            400,
+            "cannot be streamed",
+            "response_format",
+        ),
         (
             {"file": ("a.flac", "MEETING")},
             {"timestamp_granularities[]": "word"},
@@ -189,7 +215,7 @@ def post(server: Server, files: dict[str, object] | None, **data: object) -> htt
         "an unknown model",
         "a language the model lacks",
         "temperature above 1",
-        "stream",
+        "streamed srt",
         "word timestamps",
         "unknown format",
     ],
