@@ -20,12 +20,14 @@ from gpux.cli import (
     archive,
     bench,
     build,
+    containerize,
     daemon,
     distribution,
     doctor,
     images,
     init,
     inspect,
+    kube,
     run,
     schema,
     serve,
@@ -74,6 +76,8 @@ for module in (
     daemon,
     distribution,
     archive,
+    kube,
+    containerize,
 ):
     module.register(app)
 

@@ -201,6 +201,16 @@ class Runtime(Strict):
         description="Execution backend. ``auto`` picks the fastest one that really works on this machine.",
     )
     device: int = Field(default=0, ge=0, description="Device index for GPU backends.")
+    gpus: (
+        Literal["all"]
+        | Annotated[int, Field(ge=1, le=64)]
+        | list[Annotated[int, Field(ge=0)]]
+        | None
+    ) = Field(
+        default=None,
+        examples=["all", 2, [0, 1]],
+        description="Instances on several devices, one session each, with batches sent to the least busy (as Triton's instance_group): ``all`` GPUs, a count (the first N GPUs; N copies on the CPU backend) or a list of device ids. ``gpux serve/run/bench --gpus`` overrides it. Default: one instance on ``device``.",
+    )
     threads: int = Field(
         default=0,
         ge=0,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from gpux.cli.options import BACKENDS, check_backend
+from gpux.cli.options import BACKENDS, GPUS_HELP, check_backend, check_gpus
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         ),
         full: bool = typer.Option(False, "--full", help="Print every value of large tensors."),
         backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+        gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
         raw: bool = typer.Option(
             False,
             "--raw",
@@ -108,6 +109,7 @@ def register(app: typer.Typer) -> None:
         files, folders of them, .jsonl files; without one, tensors as JSON or .npy. A
         generative model (an LLM) takes a prompt and writes its answer as it is decoded."""
         backend = check_backend(backend)
+        gpus = check_gpus(gpus)
         from gpux.api import load, looks_like_path
 
         reporter = None
@@ -116,7 +118,12 @@ def register(app: typer.Typer) -> None:
 
             reporter = RichReporter(quiet=True)
         model = load(
-            target, backend=backend, warmup=False, reporter=reporter, trust_code=trust_code
+            target,
+            backend=backend,
+            warmup=False,
+            reporter=reporter,
+            trust_code=trust_code,
+            gpus=gpus,
         )
         reason = model.placement.fallback_reason
         if reason:
