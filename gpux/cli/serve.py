@@ -439,6 +439,8 @@ def _serve_foreground(spec: ServerSpec) -> None:
                 + (
                     "/v1/chat/completions (OpenAI API)"
                     if model.generative is not None
+                    else "/v1/audio/transcriptions (OpenAI API)"
+                    if model.speech is not None
                     else f"/v2/models/{model.name}"
                 )
                 + (

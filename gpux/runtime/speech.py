@@ -409,6 +409,20 @@ class SpeechModel:
         translate) override the GPUXfile's ``speech:``; ``prompt`` is text that came before
         (names, spellings) for the first window. Keyword overrides: max_new_tokens (per 30 s
         window), temperature, top_p, top_k, repetition_penalty, seed."""
+        self.settings(language, task, overrides)  # a mistake is said before decoding
+        samples = self.samples(audio, allow_files=allow_files)
+        result = self.start(samples, language=language, task=task, prompt=prompt, **overrides)
+        if stream:
+            return result
+        for _ in result:
+            pass
+        return result.transcription
+
+    def settings(
+        self, language: str | None, task: str | None, overrides: dict[str, Any]
+    ) -> tuple[Speech, Generation]:
+        """The call's speech and generation settings over the defaults; an InputError when
+        they are invalid or this model cannot follow them."""
         refused = [key for key in TEXT_ONLY_SETTINGS if overrides.get(key)]
         if refused:
             raise InputError(
@@ -426,14 +440,22 @@ class SpeechModel:
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise InputError(f"invalid transcription setting: {exc}", "see docs/cli.md") from exc
         self.check_speech(speech)
-        samples = self.samples(audio, allow_files=allow_files)
-        language = speech.language or (None if self.prompt.multilingual else "en")
-        result = Transcript(self, samples, language, speech.task, prompt, settings)
-        if stream:
-            return result
-        for _ in result:
-            pass
-        return result.transcription
+        return speech, settings
+
+    def start(
+        self,
+        samples: np.ndarray[Any, Any],
+        *,
+        language: str | None = None,
+        task: str | None = None,
+        prompt: str | None = None,
+        **overrides: Any,
+    ) -> Transcript:
+        """The transcript of ``samples`` (mono float32 at ``sample_rate``, see ``samples()``),
+        not yet decoded: iterating over it runs the model."""
+        speech, settings = self.settings(language, task, overrides)
+        chosen = speech.language or (None if self.prompt.multilingual else "en")
+        return Transcript(self, samples, chosen, speech.task, prompt, settings)
 
     def _generator(self, window: np.ndarray[Any, Any], previous: str, settings: Generation) -> Any:
         """A genai generator that has read ``window`` and the prompt up to the start token."""

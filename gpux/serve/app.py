@@ -53,6 +53,7 @@ from gpux.serve.workers import shared_folder
 
 if TYPE_CHECKING:
     from gpux.runtime.generative import GenerativeModel
+    from gpux.runtime.speech import SpeechModel
     from gpux.serve.grpc_service import GRPCOptions
 
 __all__ = ["HTTPError", "Limits", "RequestPolicy", "ServedModel", "create_app", "inference_threads"]
@@ -89,6 +90,8 @@ class ServedModel:
     generative: GenerativeModel | None = None
     """A generative image's engine (served on the OpenAI routes, gpux/serve/openai_api.py);
     ``model`` then only carries its placement, and the tensor routes refuse it."""
+    speech: SpeechModel | None = None
+    """A speech image's engine (served on ``/v1/audio/transcriptions``), as ``generative``."""
 
     def __post_init__(self) -> None:
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpux-infer")
@@ -302,8 +305,8 @@ def create_app(
 
     async def predict(request: Request) -> Response:
         served = find(request) if "model" in request.path_params else _only(models)
-        if served.generative is not None:
-            raise generative_refusal("pipeline inputs")
+        if served.generative is not None or served.speech is not None:
+            raise generative_refusal("pipeline inputs", speech=served.speech is not None)
         pipeline = served.pipeline
         assert pipeline is not None
         items, many = await predict_items(request, pipeline, policy)

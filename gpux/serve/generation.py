@@ -38,6 +38,7 @@ from gpux.config.schema import Runtime
 from gpux.errors import InputError, UsageError
 from gpux.runtime.backend import Backend, Placement
 from gpux.runtime.generative import Completion, GenerativeModel, Stream
+from gpux.runtime.speech import SpeechModel
 from gpux.serve.batching import QueueFull
 from gpux.serve.metrics import Metrics
 
@@ -192,8 +193,9 @@ class GenerativeBackend(Backend):
 
     name = "onnxruntime-genai"
 
-    def __init__(self, model: GenerativeModel) -> None:
+    def __init__(self, model: GenerativeModel | SpeechModel) -> None:
         self.model = model
+        self.speech = isinstance(model, SpeechModel)
 
     @classmethod
     def load(
@@ -209,15 +211,20 @@ class GenerativeBackend(Backend):
         )
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
-        raise generative_refusal("tensors")
+        raise generative_refusal("tensors", speech=self.speech)
 
     @property
     def placement(self) -> Placement:
         return self.model.placement
 
 
-def generative_refusal(what: str) -> InputError:
-    """The 400 of a tensor or pipeline route asked to run a generative model."""
+def generative_refusal(what: str, *, speech: bool = False) -> InputError:
+    """The 400 of a tensor or pipeline route asked to run a generative (or speech) model."""
+    if speech:
+        return InputError(
+            f"this is a speech-to-text model: it takes audio files, not {what}",
+            "POST the file as multipart to /v1/audio/transcriptions (the OpenAI API)",
+        )
     return InputError(
         f"this is a generative model: it takes prompts or chat messages, not {what}",
         "POST to /v1/chat/completions or /v1/completions (the OpenAI API)",

@@ -88,10 +88,10 @@ class Inference:
 def require_tensors(served: ServedModel) -> None:
     """A chain of models takes what its pipeline takes, a generative model prompts: ``infer``
     cannot feed either tensors."""
-    if served.generative is not None:
+    if served.generative is not None or served.speech is not None:
         from gpux.serve.generation import generative_refusal
 
-        raise generative_refusal("tensors")
+        raise generative_refusal("tensors", speech=served.speech is not None)
     components = getattr(served.model, "components", None)
     if components:
         raise InputError(

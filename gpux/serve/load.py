@@ -28,6 +28,7 @@ def load_served(
     from gpux.pipeline.loading import load_image
     from gpux.runtime.generative import is_generative
     from gpux.runtime.instances import GpuRequest, instance_count
+    from gpux.runtime.speech import is_speech
     from gpux.store.folder import images
 
     request = GpuRequest.parse(gpus) if gpus is not None else None
@@ -43,7 +44,7 @@ def load_served(
         given = _listed(values.get("preferred_batch_sizes"))
         started = time.perf_counter()
         if is_generative(image):
-            generative = _served_generative(image, backend, values, started)
+            generative = _served_generative(image, backend, values, started, is_speech(image))
             if any(s.name == generative.name for s in served):
                 raise UsageError(
                     f"two images named '{generative.name}' cannot be served together",
@@ -92,15 +93,16 @@ def load_served(
 
 
 def _served_generative(
-    image: Any, backend: str | None, values: dict[str, Any], started: float
+    image: Any, backend: str | None, values: dict[str, Any], started: float, speech: bool
 ) -> ServedModel:
-    """A generative image: its engine, and a stand-in ``Model`` that carries its placement to the
-    routes that report it and refuses tensors (gpux/serve/generation.py)."""
-    from gpux.runtime.generative import load_generative
+    """A generative (or speech) image: its engine, and a stand-in ``Model`` that carries its
+    placement to the routes that report it and refuses tensors (gpux/serve/generation.py)."""
+    from gpux.runtime.generative import GenerativeModel, load_generative
     from gpux.runtime.model import Model
+    from gpux.runtime.speech import load_speech
     from gpux.serve.generation import GenerativeBackend
 
-    engine = load_generative(image, backend)
+    engine = load_speech(image, backend) if speech else load_generative(image, backend)
     repository, _, tag = image.name.rpartition(":")
     limits = Limits(
         timeout=float(values["timeout"]),
@@ -117,7 +119,8 @@ def _served_generative(
         None,
         limits,
         1,
-        generative=engine,
+        generative=engine if isinstance(engine, GenerativeModel) else None,
+        speech=None if isinstance(engine, GenerativeModel) else engine,
     )
 
 

@@ -1,5 +1,6 @@
 """The OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions`` and
-``/v1/embeddings``, so the ``openai`` SDK, LangChain and other OpenAI clients work unchanged.
+``/v1/embeddings`` (and ``/v1/audio/transcriptions``, gpux/serve/openai_audio.py), so the
+``openai`` SDK, LangChain and other OpenAI clients work unchanged.
 
 Chat and text completions run on generative images (gpux/serve/generation.py interleaves
 concurrent ones on the model's thread); ``stream: true`` answers as server-sent events, one
@@ -39,6 +40,7 @@ from gpux.serve.generation import Cancelled, Generation, Interleaver
 from gpux.serve.guards import HTTPError, RequestPolicy, error_response, openai_error
 from gpux.serve.inference import STATUS_OF, Inference
 from gpux.serve.metrics import Metrics
+from gpux.serve.openai_audio import transcriptions_handler
 from gpux.serve.openai_requests import (
     ChatRequest,
     CompletionRequest,
@@ -51,7 +53,9 @@ from gpux.serve.openai_requests import (
 if TYPE_CHECKING:
     from gpux.serve.app import ServedModel
 
-OPENAI_PATHS = re.compile(r"/v1/(models(/[^/]+)?|chat/completions|completions|embeddings)")
+OPENAI_PATHS = re.compile(
+    r"/v1/(models(/[^/]+)?|chat/completions|completions|embeddings|audio/transcriptions)"
+)
 CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer
 
 
@@ -67,7 +71,7 @@ def openai_routes(
     interleavers = {
         m.name: Interleaver(m.name, m.limits.max_queue, metrics)
         for m in models
-        if m.generative is not None
+        if m.generative is not None or m.speech is not None
     }
     created = int(time.time())
 
@@ -268,6 +272,11 @@ def openai_routes(
         Route("/v1/chat/completions", guarded("chat", chat_completions), methods=["POST"]),
         Route("/v1/completions", guarded("completions", completions), methods=["POST"]),
         Route("/v1/embeddings", guarded("embeddings", embeddings), methods=["POST"]),
+        Route(
+            "/v1/audio/transcriptions",
+            guarded("transcriptions", transcriptions_handler(find, interleavers, policy)),
+            methods=["POST"],
+        ),
     ]
 
 
@@ -286,6 +295,8 @@ def embedding_input(served: ServedModel) -> str | None:
 def _endpoints(served: ServedModel) -> list[str]:
     if served.generative is not None:
         return ["/v1/chat/completions", "/v1/completions"]
+    if served.speech is not None:
+        return ["/v1/audio/transcriptions"]
     found = [f"/v1/models/{served.name}/predict", f"/v2/models/{served.name}/infer"]
     return (["/v1/embeddings"] if embedding_input(served) else []) + found
 

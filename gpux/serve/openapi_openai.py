@@ -19,7 +19,8 @@ _ERRORS = (400, 404, 408, 413, 415, 500, 503, 504)
 def openai_paths(
     models: list[ServedModel], operation: Operation
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(paths, component schemas) of ``/v1/models``, chat and text completions, embeddings."""
+    """(paths, component schemas) of ``/v1/models``, chat and text completions, embeddings,
+    transcriptions."""
     from gpux.serve.openai_api import embedding_input
 
     schemas: dict[str, Any] = {"OpenAIError": _OPENAI_ERROR}
@@ -128,7 +129,58 @@ def openai_paths(
             "`base64` (what the openai SDK asks for) sends little-endian float32.",
         ),
     }
+    paths["/v1/audio/transcriptions"] = _transcriptions(models, operation)
     return paths, schemas
+
+
+def _transcriptions(models: list[ServedModel], operation: Operation) -> dict[str, Any]:
+    """The multipart body of OpenAI's transcription route (gpux/serve/openai_audio.py)."""
+    speech = [m.name for m in models if m.speech is not None]
+    names: dict[str, Any] = {"type": "string", "description": "A served speech model."}
+    if speech:
+        names["enum"] = speech
+    form = {
+        "type": "object",
+        "required": ["file", "model"],
+        "properties": {
+            "file": {
+                "type": "string",
+                "contentMediaType": "application/octet-stream",
+                "description": "The audio: wav, flac, ogg or mp3, at any sample rate.",
+            },
+            "model": names,
+            "language": {"type": "string", "description": "ISO 639-1 (en, de ...)."},
+            "prompt": {"type": "string", "description": "Text that came before the audio."},
+            "response_format": {
+                "type": "string",
+                "enum": ["json", "text", "verbose_json", "srt", "vtt"],
+                "default": "json",
+            },
+            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "timestamp_granularities[]": {"type": "string", "enum": ["segment"]},
+        },
+    }
+    response = {
+        "description": "The text (json, verbose_json with 30 s segments), or plain text "
+        "(text, srt, vtt)",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+    op = operation(
+        "Transcription (OpenAI API)",
+        "openai",
+        response,
+        secured=True,
+        description=f"Speech models: {', '.join(speech) or 'no model served here'}. The "
+        "audio is decoded and resampled by GPUX, cut into 30 s windows transcribed one after "
+        "the other; a multilingual model detects the language when none is given. Queue, "
+        "timeout to the first token (504) and token metrics as chat completions.",
+        body={"required": True, "content": {"multipart/form-data": {"schema": form}}},
+        errors=_ERRORS,
+    )
+    return {"post": _openai_errors(op)}
 
 
 _GENERATION = (

