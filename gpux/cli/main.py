@@ -20,6 +20,7 @@ from gpux.cli import (
     archive,
     bench,
     build,
+    convert,
     daemon,
     distribution,
     doctor,
@@ -74,6 +75,7 @@ for module in (
     daemon,
     distribution,
     archive,
+    convert,
 ):
     module.register(app)
 
