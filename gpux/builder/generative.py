@@ -54,6 +54,10 @@ def resolve_folder(project: Project, progress: ProgressCallback | None = None) -
     https URL with its sha256, a Hub file): ``member`` names the folder, or the archive's root
     when absent. Archive files are extracted with :func:`extract_member`'s checks."""
     model = project.config.model
+    if model.converted:
+        from gpux.builder.converted import converted_folder
+
+        return converted_folder(project, progress)
     kind = source_kind(model.source)
     origin = {"kind": kind, "origin": model.source, "revision": None, "archive_sha256": None}
     if kind == "local" and model.member is None:
@@ -90,6 +94,8 @@ def resolve_folder(project: Project, progress: ProgressCallback | None = None) -
 
 def _require_config(files: dict[str, Path], what: str, hint: str) -> None:
     if "genai_config.json" not in files:
+        if "config.json" in files:
+            hint = "it looks like a Hugging Face checkpoint: set format: transformers to convert it"
         raise SourceError(
             f"{what} has no genai_config.json, so it is not an onnxruntime-genai model folder",
             hint,
