@@ -214,7 +214,7 @@ def llama_cpp_runs(gguf: Path, prompt: str, tokens: int, rounds: int) -> tuple[l
 
 
 @contextlib.contextmanager
-def gpux_serve(folder: Path, home: Path) -> Iterator[str]:
+def gpux_serve(folder: Path, home: Path, backend: str = "cpu") -> Iterator[str]:
     """A real ``gpux serve`` of an image built from ``folder``; yields its base URL."""
     import httpx
 
@@ -223,7 +223,7 @@ def gpux_serve(folder: Path, home: Path) -> Iterator[str]:
     (project / "GPUXfile").write_text("name: llm\nmodel:\n  source: ./model\n  format: genai\n")
     env = {**os.environ, "GPUX_HOME": str(home)}
     subprocess.run(
-        [sys.executable, "-m", "gpux", "build", str(project), "--backend", "cpu", "-q"],
+        [sys.executable, "-m", "gpux", "build", str(project), "--backend", backend, "-q"],
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -232,7 +232,7 @@ def gpux_serve(folder: Path, home: Path) -> Iterator[str]:
     log = (home / "serve.log").open("wb")
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "gpux", "serve", "llm", "--backend", "cpu"),
+            *(sys.executable, "-m", "gpux", "serve", "llm", "--backend", backend),
             *("--port", str(port), "--max-tokens", "4096"),
         ],
         env=env,
@@ -323,6 +323,24 @@ def interleaved_in_process(model: Any, count: int, tokens: int) -> tuple[int, fl
     return total, time.perf_counter() - started
 
 
+def static_batch(
+    og: Any, model: Any, tokenizer: Any, prompts: list[str], tokens: int
+) -> tuple[int, float]:
+    """The same chats as one onnxruntime-genai batch (prompts padded, every row decoded until
+    the longest is done): the ceiling of batching, which no server answer could wait for."""
+    started = time.perf_counter()
+    ids = tokenizer.encode_batch(prompts)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=ids.shape()[1] + tokens, batch_size=len(prompts))
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    steps = 0
+    while not generator.is_done():
+        generator.generate_next_token()
+        steps += 1
+    return steps * len(prompts), time.perf_counter() - started
+
+
 # --- report ------------------------------------------------------------------------------------
 
 
@@ -362,6 +380,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--chat-tokens", type=int, default=48, help="tokens per concurrent chat")
+    parser.add_argument("--backend", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--skip-llama", action="store_true")
     parser.add_argument("--json", type=Path, help="write every run here")
@@ -373,11 +392,15 @@ def main() -> int:
 
     folder, gguf, description = resolve_model(args.model, args.gguf)
     progress(f"model: {description}: {folder}")
-    ours = GenerativeModel(folder, "cpu")
+    ours = GenerativeModel(folder, args.backend)
     prompt = (
         ours.chat_prompt([{"role": "user", "content": PROMPT}]) if ours.chat_template else PROMPT
     )
-    bare_model = og.Model(str(folder))
+    settings = og.Config(str(folder))
+    settings.clear_providers()
+    if args.backend == "cuda":
+        settings.append_provider("cuda")
+    bare_model = og.Model(settings)
     bare_tokenizer = og.Tokenizer(bare_model)
     meter = OthersMeter()
 
@@ -399,7 +422,7 @@ def main() -> int:
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="gpux-bench-generate-"))
             )
             progress("building the image and starting gpux serve on 127.0.0.1")
-            url = stack.enter_context(gpux_serve(folder, home))
+            url = stack.enter_context(gpux_serve(folder, home, args.backend))
             client = stack.enter_context(httpx.Client(timeout=600))
             body = {"model": "llm", "prompt": prompt, "max_tokens": tokens, "temperature": 0}
             stream_body = {**body, "stream": True, "stream_options": {"include_usage": True}}
@@ -456,6 +479,16 @@ def main() -> int:
             meter, lambda: interleaved_in_process(ours, n, chat_tokens)
         )
         concurrent["in process, interleaved"] = {
+            "tokens": total,
+            "seconds": seconds,
+            "others": others,
+        }
+        progress(f"{n} chats: bare onnxruntime-genai, one static batch")
+        prompts = [ours.chat_prompt(messages(i)) for i in range(n)]
+        (total, seconds), others = measured(
+            meter, lambda: static_batch(og, bare_model, bare_tokenizer, prompts, chat_tokens)
+        )
+        concurrent["bare genai, one static batch"] = {
             "tokens": total,
             "seconds": seconds,
             "others": others,
