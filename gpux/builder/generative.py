@@ -189,6 +189,12 @@ def build_generative(
         digest = folder_digest(hashes)
         size = sum(path.stat().st_size for path in files.values())
         step.detail = f"folder, {len(files)} files, {size / 1e6:.1f} MB, {digest[:12]}"
+        converted = resolved.source.get("converted_from")
+        if converted:
+            step.detail = (
+                f"converted from {converted['format']} ({converted['precision']}, "
+                f"{converted['target']}), " + step.detail
+            )
     key = generative_build_key(project, digest, options)
     if not options.force:
         cached = cached_build(store, reference, key, reporter)
