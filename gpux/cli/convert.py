@@ -32,9 +32,10 @@ def register(app: typer.Typer) -> None:
         import time
 
         from gpux.builder.convert import convert as run_conversion
-        from gpux.builder.convert import source_format
+        from gpux.builder.convert import require_converter, source_format
 
         kind = source_format(source)
+        require_converter()  # before announcing a conversion that cannot start
         started = time.perf_counter()
         sys.stderr.write(f"converting {kind} '{source}' to {precision} for {target} ...\n")
 
