@@ -43,7 +43,12 @@ check: setup
 # docker-registry (the CNCF distribution registry) and htpasswd (apache2-utils) give the push/pull
 # tests a real OCI registry on loopback, with and without authentication.
 # libb64-0d is the base64 library that perf_analyzer (tritonclient 2.51's wheel) links against.
-SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium docker-registry apache2-utils libb64-0d
+# busybox-static is the shell `gpux push --format modelcar` puts in a modelcar (KServe runs `sh` in
+# it); umoci unpacks images in the modelcar tests, and skopeo inspects them; podman (with runc:
+# crun refuses the machines' hybrid cgroups) runs the images
+# gpux containerize writes (tests/distribution/test_containerize.py).
+SYSTEM_PACKAGES := mesa-vulkan-drivers espeak-ng chromium docker-registry apache2-utils libb64-0d \
+	busybox-static umoci skopeo podman runc
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

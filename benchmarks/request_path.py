@@ -10,7 +10,8 @@ Shapes (``--shape``):
 
 * ``resnet``: ``x`` [N,3,224,224] float32 in (602 KB binary), [N,1000] float32 out;
 * ``bert``: ``ids`` [N,128] int64 in, [N,128,768] float32 out (393 KB binary);
-* ``minilm-json``: ``ids`` [N,16] int64 in, [N,16,384] float32 out, both as JSON (~120 KB).
+* ``minilm-json``: ``ids`` [N,16] int64 in, [N,16,384] float32 out, both as JSON (~67 KB);
+* ``minilm``: the same tensors, binary (24 KB out): the c=1 target's request (issue 15).
 
     python benchmarks/request_path.py [--shape resnet] [--seconds 5] [--concurrency 32]
         [--accept-gzip] [--serve-args "--max-batch-size 32 --max-batch-delay-ms 2"]
@@ -58,7 +59,7 @@ def tiny_model(shape: str, path: Path) -> None:
         outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1000])]
         initializers = [weights, axes]
     else:
-        width, length = (768, 128) if shape == "bert" else (384, 16)
+        width, length = (768, 128) if shape == "bert" else (384, 16)  # bert, minilm(-json)
         table = rng.standard_normal((1000, width)).astype(np.float32)
         nodes = [helper.make_node("Gather", ["table", "ids"], ["y"])]
         inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", length])]
@@ -81,7 +82,8 @@ def request_body(shape: str) -> tuple[bytes, dict[str, str]]:
         name, array, datatype = "x", rng.standard_normal((1, 3, 224, 224)), "FP32"
         array = array.astype(np.float32)
     else:
-        name, array, datatype = "ids", rng.integers(0, 1000, (1, 128)), "INT64"
+        length = 128 if shape == "bert" else 16
+        name, array, datatype = "ids", rng.integers(0, 1000, (1, length)), "INT64"
     raw = np.ascontiguousarray(array).tobytes()
     header = json.dumps(
         {
@@ -179,7 +181,7 @@ def in_process_ms(model: Path, shape: str, backend: str) -> float:
     if shape == "resnet":
         feed = {"x": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
     else:
-        feed = {"ids": rng.integers(0, 1000, (1, 16 if shape == "minilm-json" else 128))}
+        feed = {"ids": rng.integers(0, 1000, (1, 128 if shape == "bert" else 16))}
     times = []
     for _ in range(300):
         started = time.perf_counter()
@@ -220,7 +222,9 @@ def serve(home: Path, serve_args: list[str]) -> tuple[subprocess.Popen[bytes], i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", default="resnet", choices=["resnet", "bert", "minilm-json"])
+    parser.add_argument(
+        "--shape", default="resnet", choices=["resnet", "bert", "minilm", "minilm-json"]
+    )
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--accept-gzip", action="store_true", help="ask for gzip answers")

@@ -296,7 +296,8 @@ def decode_json(body: bytes, headers: dict[str, str]) -> np.ndarray:
 def decode_binary(body: bytes, headers: dict[str, str]) -> np.ndarray:
     length = int(headers["inference-header-content-length"])
     output = json.loads(body[:length])["outputs"][0]
-    return np.frombuffer(body[length:], dtype=np.float32).reshape(output["shape"])
+    size = int(output["parameters"]["binary_data_size"])  # the first of several (BERT has two)
+    return np.frombuffer(body[length : length + size], dtype=np.float32).reshape(output["shape"])
 
 
 def decode_grpc(body: bytes, headers: dict[str, str]) -> np.ndarray:

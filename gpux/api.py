@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from gpux.builder.progress import Reporter
     from gpux.pipeline.chain import Chain
     from gpux.runtime.generative import GenerativeModel
+    from gpux.runtime.speech import SpeechModel
     from gpux.store.blobs import Progress
     from gpux.store.verify import Verification
 
@@ -38,16 +39,21 @@ def load(
     store: Store | None = None,
     reporter: Reporter | None = None,
     trust_code: bool = False,
-) -> Model | GenerativeModel:
+    gpus: str | int | list[int] | None = None,
+) -> Model | GenerativeModel | SpeechModel:
     """Load an image (``name[:tag]`` or digest), a project folder (built first) or an .onnx file.
 
     A generative image (``model.format: genai``) loads as a
     :class:`~gpux.runtime.generative.GenerativeModel`: ``generate(prompt, stream=True)`` and
-    ``chat(messages, stream=True)`` iterate over text pieces as they are decoded.
+    ``chat(messages, stream=True)`` iterate over text pieces as they are decoded. A speech image
+    (a Whisper folder) loads as a :class:`~gpux.runtime.speech.SpeechModel`:
+    ``transcribe(audio)`` returns the text, ``transcribe(audio, stream=True)`` its pieces.
 
     ``backend`` overrides the GPUXfile's ``runtime.backend`` (``auto``, ``cpu``, ``cuda`` ...);
     ``warmup`` its ``runtime.warmup`` (one run at load so the first real call is not the slow one).
     ``trust_code``: run the handler code of an image that was not built on this machine.
+    ``gpus``: instances on several devices, as ``--gpus``: ``"all"``, a count, or device ids
+    (``[0, 1]`` or ``"0,1"``); calls go to the least busy instance.
     """
     store = store or Store()
     text = str(name_or_path)
@@ -57,7 +63,8 @@ def load(
             return _load_onnx_file(path, backend)
         # Loading a project runs it: the declared variants are for `gpux build`, not for this.
         result = build(path, backend=backend, store=store, reporter=reporter, variants=[])
-        return load_image(result.image, backend, warmup)  # built here: its code is the user's
+        # Built here: its code is the user's.
+        return load_image(result.image, backend, warmup, gpus=gpus)
     try:
         image = store.get(text)
     except NotFoundError as exc:
@@ -66,20 +73,35 @@ def load(
                 exc.message, f"to use the project folder '{text}', write ./{text}"
             ) from None
         raise
-    return load_image(image, backend, warmup, trust_code)
+    return load_image(image, backend, warmup, trust_code, gpus)
 
 
 def load_image(
-    image: Image, backend: str | None = None, warmup: bool | None = None, trust_code: bool = False
-) -> Model | GenerativeModel:
+    image: Image,
+    backend: str | None = None,
+    warmup: bool | None = None,
+    trust_code: bool = False,
+    gpus: str | int | list[int] | None = None,
+) -> Model | GenerativeModel | SpeechModel:
     """A stored image loaded on ``backend`` (None: its GPUXfile's), with its pipeline."""
+    from gpux.errors import UsageError
     from gpux.pipeline.loading import load_image as load_stored
     from gpux.runtime.generative import is_generative, load_generative
+    from gpux.runtime.instances import GpuRequest
+    from gpux.runtime.speech import is_speech, load_speech
 
+    request = GpuRequest.parse(gpus) if gpus is not None else None
+    if request is not None and (is_speech(image) or is_generative(image)):
+        raise UsageError(
+            f"--gpus is for tensor models; '{image.name}' is generative and runs on one device",
+            "drop --gpus, or choose the device with --backend and runtime.device",
+        )
+    if is_speech(image):
+        return load_speech(image, backend)
     if is_generative(image):
         return load_generative(image, backend)
 
-    return load_stored(image, backend, warmup, trust_code)
+    return load_stored(image, backend, warmup, trust_code, gpus=request)
 
 
 def _load_onnx_file(path: Path, backend: str | None) -> Model:
@@ -153,6 +175,7 @@ __all__ = [
     "Chain",
     "GenerativeModel",
     "Model",
+    "SpeechModel",
     "build",
     "diagnose",
     "gpuxfile_dimensions",
@@ -172,6 +195,10 @@ def __getattr__(name: str) -> Any:
         from gpux.runtime.generative import GenerativeModel
 
         return GenerativeModel
+    if name == "SpeechModel":
+        from gpux.runtime.speech import SpeechModel
+
+        return SpeechModel
     raise AttributeError(f"module 'gpux.api' has no attribute {name!r}")
 
 
@@ -187,8 +214,9 @@ def diagnose(model: str | None = None) -> dict[str, Any]:
             loaded = load(model, warmup=False)
             try:
                 from gpux.runtime.generative import GenerativeModel
+                from gpux.runtime.speech import SpeechModel
 
-                if isinstance(loaded, GenerativeModel):
+                if isinstance(loaded, GenerativeModel | SpeechModel):
                     loaded.prove_placement()  # its sessions are genai's: read ONNX Runtime's log
                 report["model"] = {"target": model, "placement": loaded.placement.to_json()}
             finally:

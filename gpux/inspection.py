@@ -60,6 +60,7 @@ def describe_generative(image: Image) -> dict[str, Any]:
         "source": config.get("source"),
         "model": config.get("generative"),
         "generation": gpuxfile.get("generation"),
+        **({"speech": gpuxfile.get("speech") or {}} if _is_speech(config) else {}),
         "runtime": gpuxfile.get("runtime"),
         "smoke": config.get("smoke"),
         "placement_proof": placement_proof((config.get("smoke") or {}).get("placement") or {}),
@@ -74,6 +75,11 @@ def describe_generative(image: Image) -> dict[str, Any]:
         ],
         "build": config.get("build"),
     }
+
+
+def _is_speech(config: dict[str, Any]) -> bool:
+    info = config.get("generative")
+    return isinstance(info, dict) and info.get("task") == "speech-to-text"
 
 
 def placement_proof(placement: dict[str, Any]) -> str:

@@ -121,6 +121,15 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_llm(tmp_path_factory.mktemp("generative") / "tiny-llm")
 
 
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Whisper (1 encoder, 2 decoder layers) as an onnxruntime-genai folder (0.6 MB,
+    made in under a second by tools/make_tiny_whisper.py; the same bytes every time). Read-only."""
+    from tools.make_tiny_whisper import make_tiny_whisper
+
+    return make_tiny_whisper(tmp_path_factory.mktemp("generative") / "tiny-whisper")
+
+
 @pytest.fixture
 def symbolic_model(tmp_path: Path) -> Path:
     """A generated model: y = x @ W + b with x [batch, 4] float32 -> y [batch, 3]."""

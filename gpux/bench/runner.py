@@ -36,17 +36,19 @@ def benchmark(
     observer: Observer | None = None,
     reporter: Reporter | None = None,
     trust_code: bool = False,
+    gpus: str | int | list[int] | None = None,
 ) -> BenchReport:
     """Measure ``target`` (an image name or digest, a project folder, an .onnx file).
 
     ``inputs``: None to generate them from the model's signature, ``{input: value}`` tensors,
     a list of pipeline items (sentences, image paths ...) or a function of the loaded model.
     ``reporter`` draws the build of a project folder. ``trust_code``: run the handler code of
-    an image not built on this machine.
+    an image not built on this machine. ``gpus``: instances on several devices, as ``--gpus``
+    (with ``concurrency`` above 1, the callers' calls spread over them).
     """
     settings = settings or BenchSettings()
     observer = observer or Observer()
-    load = _loader(target, store or Store(), reporter, trust_code)
+    load = _loader(target, store or Store(), reporter, trust_code, gpus)
     results: list[BenchResult] = []
     skipped: list[Skipped] = []
     prepared: dict[int, feeds.Feed] | None = None
@@ -89,7 +91,11 @@ def benchmark(
 
 
 def _loader(
-    target: str | Path, store: Store, reporter: Reporter | None, trust_code: bool = False
+    target: str | Path,
+    store: Store,
+    reporter: Reporter | None,
+    trust_code: bool = False,
+    gpus: str | int | list[int] | None = None,
 ) -> Callable[[str | None], Model]:
     from gpux.api import build, load, load_image, looks_like_path
 
@@ -97,9 +103,9 @@ def _loader(
     if (isinstance(target, Path) or looks_like_path(text)) and not text.endswith(".onnx"):
         # A project is built once, for its own backend, then loaded on each one benchmarked.
         image = build(Path(text).expanduser(), store=store, reporter=reporter).image
-        return lambda backend: _tensor_model(load_image(image, backend, warmup=False))
+        return lambda backend: _tensor_model(load_image(image, backend, warmup=False, gpus=gpus))
     return lambda backend: _tensor_model(
-        load(target, backend=backend, warmup=False, store=store, trust_code=trust_code)
+        load(target, backend=backend, warmup=False, store=store, trust_code=trust_code, gpus=gpus)
     )
 
 

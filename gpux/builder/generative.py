@@ -27,6 +27,9 @@ from gpux.config.common import FileSource
 from gpux.config.load import Project
 from gpux.config.paths import project_file
 from gpux.errors import ConfigValidationError, InputError, ModelError, SourceError
+from gpux.runtime.backend import Placement
+from gpux.runtime.generative import Stream
+from gpux.runtime.speech import SPEECH_TYPES, TEXT_ONLY_SETTINGS
 from gpux.store import LayerSource, Store, mediatypes
 from gpux.store.folders import check_title
 from gpux.store.reference import Reference
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 SMOKE_TOKENS = 4
 SMOKE_PROMPT = "Hello"
+SMOKE_TONE_HZ = 440
 ARCHIVES = (".zip", ".whl", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
@@ -149,6 +153,9 @@ def check_folder(folder: Path, files: dict[str, Path], source: str) -> dict[str,
     model = config["model"]
     decoder = model.get("decoder") if isinstance(model.get("decoder"), dict) else {}
     needed = [name for name in (decoder.get("filename"), "tokenizer.json") if name]
+    if model.get("type") in SPEECH_TYPES:  # its encoder, and the processor that makes features
+        encoder = model.get("encoder") if isinstance(model.get("encoder"), dict) else {}
+        needed += [encoder.get("filename") or "encoder.onnx", "audio_processor_config.json"]
     missing = [name for name in needed if name not in files]
     if missing:
         raise ModelError(
@@ -205,45 +212,19 @@ def build_generative(
         for message in resolved.warnings:
             reporter.warn(message)
         info = check_folder(folder, files, project.config.model.source)
+        speech = info["type"] in SPEECH_TYPES
+        _check_sections(project, speech, info["type"])
+        if speech:
+            info["task"] = "speech-to-text"
         chat = _has_chat_template(folder)
         info["chat_template"] = chat
         step.detail = f"{info['type']}, {info['layers']} layers, vocab {info['vocab_size']}"
 
-    from gpux.runtime.discovery import captured_native_stderr
-    from gpux.runtime.generative import Completion, GenerativeModel
-
-    runtime = project.config.runtime
-    assert project.config.generation is not None  # filled in by the schema for genai models
     with reporter.step("smoke run") as step:
-        with GenerativeModel(
-            folder,
-            runtime.backend.value,
-            device=runtime.device,
-            threads=runtime.threads,
-            defaults=project.config.generation,
-            prove_placement=True,
-        ) as model:
-            # The placement log stays on: its lines while generating are not the user's business.
-            with captured_native_stderr():
-                prompt = (
-                    model.chat_prompt([{"role": "user", "content": SMOKE_PROMPT}])
-                    if chat
-                    else SMOKE_PROMPT
-                )
-                try:  # with the GPUXfile's guidance: llguidance compiles it now, or refuses
-                    completion = model.generate(prompt, max_new_tokens=SMOKE_TOKENS, temperature=0)
-                except InputError as exc:
-                    raise ConfigValidationError(
-                        f"{project.path}: generation.guidance: {exc.message}", exc.hint
-                    ) from exc
-            placement = model.placement
-        assert isinstance(completion, Completion)
-        smoke = {
-            "prompt": SMOKE_PROMPT,
-            "chat": chat,
-            **completion.to_json(),
-            "placement": placement.to_json(),
-        }
+        if speech:
+            smoke, placement = _smoke_speech(project, folder)
+        else:
+            smoke, placement = _smoke_text(project, folder, chat)
         if placement.fallback_reason:
             reporter.warn_once(
                 f"backend 'auto' fell back to {placement.backend}: {placement.fallback_reason}",
@@ -292,6 +273,103 @@ def build_generative(
         image = store.write_image(reference, config, layers, annotations)
         step.detail = f"{reference.name} {image.digest[7:19]}"
     return BuildResult(image, reference, False, reporter)
+
+
+def _smoke_text(project: Project, folder: Path, chat: bool) -> tuple[dict[str, Any], Placement]:
+    """A few tokens generated greedily, with ONNX Runtime's placement log read at load."""
+    from gpux.runtime.discovery import captured_native_stderr
+    from gpux.runtime.generative import Completion, GenerativeModel
+
+    runtime = project.config.runtime
+    assert project.config.generation is not None  # filled in by the schema for genai models
+    with GenerativeModel(
+        folder,
+        runtime.backend.value,
+        device=runtime.device,
+        threads=runtime.threads,
+        defaults=project.config.generation,
+        prove_placement=True,
+    ) as model:
+        # The placement log stays on: its lines while generating are not the user's business.
+        with captured_native_stderr():
+            prompt = (
+                model.chat_prompt([{"role": "user", "content": SMOKE_PROMPT}])
+                if chat
+                else SMOKE_PROMPT
+            )
+            try:  # with the GPUXfile's guidance: llguidance compiles it now, or refuses
+                completion = model.generate(prompt, max_new_tokens=SMOKE_TOKENS, temperature=0)
+            except InputError as exc:
+                raise ConfigValidationError(
+                    f"{project.path}: generation.guidance: {exc.message}", exc.hint
+                ) from exc
+        placement = model.placement
+    assert isinstance(completion, Completion)
+    smoke = {
+        "prompt": SMOKE_PROMPT,
+        "chat": chat,
+        **completion.to_json(),
+        "placement": placement.to_json(),
+    }
+    return smoke, placement
+
+
+def _smoke_speech(project: Project, folder: Path) -> tuple[dict[str, Any], Placement]:
+    """A second of a tone transcribed greedily (a few tokens), placement log read at load."""
+    import numpy as np
+
+    from gpux.runtime.discovery import captured_native_stderr
+    from gpux.runtime.speech import SpeechModel
+
+    runtime = project.config.runtime
+    speech = project.config.speech
+    with captured_native_stderr():
+        try:
+            model = SpeechModel(
+                folder,
+                runtime.backend.value,
+                device=runtime.device,
+                threads=runtime.threads,
+                defaults=project.config.generation,
+                speech=speech,
+                prove_placement=True,
+            )
+        except InputError as exc:  # the GPUXfile's speech: asks what the model cannot do
+            raise ConfigValidationError(f"{project.path}: speech: {exc.message}", exc.hint) from exc
+        with model:
+            rate = model.sample_rate
+            tone = 0.3 * np.sin(2 * np.pi * SMOKE_TONE_HZ * np.arange(rate) / rate)
+            transcription = model.transcribe(
+                (tone.astype(np.float32), rate), max_new_tokens=SMOKE_TOKENS, temperature=0
+            )
+        placement = model.placement
+    assert not isinstance(transcription, Stream)
+    smoke = {
+        "audio": f"1 s of a {SMOKE_TONE_HZ} Hz tone",
+        **transcription.completion.to_json(),
+        "language": transcription.language,
+        "placement": placement.to_json(),
+    }
+    return smoke, placement
+
+
+def _check_sections(project: Project, speech: bool, model_type: object) -> None:
+    """``speech:`` only for a speech model; no text-only generation settings for one."""
+    config = project.config
+    if config.speech is not None and not speech:
+        raise ConfigValidationError(
+            f"{project.path}: speech: the model folder is a '{model_type}', not a speech model",
+            "remove 'speech' (it applies to Whisper folders: genai_config.json type 'whisper')",
+        )
+    generation = config.generation
+    if speech and generation is not None:
+        given = [key for key in TEXT_ONLY_SETTINGS if getattr(generation, key)]
+        if given:
+            raise ConfigValidationError(
+                f"{project.path}: generation.{given[0]}: not for a speech model (the folder is a "
+                f"'{model_type}'): a transcript ends where the speech does",
+                f"remove {' and '.join(f'generation.{key}' for key in given)}",
+            )
 
 
 def _genai_versions() -> dict[str, str]:

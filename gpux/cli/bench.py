@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from gpux.bench.observer import Observer  # no numpy: the package imports names lazily
-from gpux.cli.options import BACKENDS
+from gpux.cli.options import BACKENDS, GPUS_HELP, check_gpus
 
 if TYPE_CHECKING:
     from gpux.api import Model
@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
             "--backend",
             help=f"Backends to compare, e.g. cpu,webgpu ({BACKENDS}; default: the image's).",
         ),
+        gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
         concurrency: int = typer.Option(
             1, "-c", "--concurrency", min=1, help="Callers on threads sharing the model."
         ),
@@ -82,6 +83,7 @@ def register(app: typer.Typer) -> None:
         from gpux.bench.plot import check_target
         from gpux.cli.console import print_json, stderr
 
+        gpus = check_gpus(gpus)
         warmup_runs, warmup_s = parse_warmup(warmup)
         settings = BenchSettings(
             batch_sizes=parse_batch_sizes(batch_size) if batch_size else None,
@@ -110,6 +112,7 @@ def register(app: typer.Typer) -> None:
                 observer=observer,
                 reporter=reporter,
                 trust_code=trust_code,
+                gpus=gpus,
             )
         finally:
             observer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -16,7 +17,7 @@ INSECURE_HELP = (
 ALLOW_HTTP_HELP = "Allow --insecure for a registry that is not on loopback."
 
 
-def _summary(verb: str, report: Any) -> str:
+def summary(verb: str, report: Any) -> str:
     from gpux.cli.console import human_size
 
     moved = (
@@ -37,26 +38,66 @@ def register(app: typer.Typer) -> None:
         insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
         allow_http: bool = typer.Option(False, "--allow-http", help=ALLOW_HTTP_HELP),
         json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        image_format: str = typer.Option(
+            "gpux",
+            "--format",
+            help="gpux: the image as stored; modelcar: a container image with the image under "
+            "/models and a shell, for KServe's storageUri: oci://TARGET (needs TARGET).",
+        ),
+        busybox: Path | None = typer.Option(
+            None,
+            "--busybox",
+            help="--format modelcar: the static busybox that is the modelcar's shell "
+            "(default /bin/busybox, from Debian's busybox-static).",
+        ),
     ) -> None:
         """Upload an image to an OCI registry (only the blobs it lacks)."""
         from gpux.cli.console import print_json, stderr
         from gpux.distribution.transfer import push as push_image
+        from gpux.errors import UsageError
         from gpux.store import Store
 
-        with transfer_bar("pushing") as bar:
-            report = push_image(
-                Store(),
-                name,
-                target,
-                insecure=insecure,
-                allow_http=allow_http,
-                on_total=bar.set_total if bar else None,
-                progress=bar.advance if bar else None,
+        if image_format not in ("gpux", "modelcar"):
+            raise UsageError(
+                f"--format {image_format} is not a format gpux push writes",
+                "use --format gpux (the default) or --format modelcar",
             )
+        if busybox is not None and image_format != "modelcar":
+            raise UsageError("--busybox is for modelcars", "add --format modelcar")
+        if image_format == "modelcar" and target is None:
+            raise UsageError(
+                f"a modelcar is another image than {name}: it needs a target of its own",
+                f"name it: gpux push {name} REGISTRY/REPOSITORY:TAG --format modelcar",
+            )
+        with transfer_bar("pushing") as bar:
+            if image_format == "modelcar":
+                from gpux.distribution.modelcar import push_modelcar
+
+                assert target is not None
+                report = push_modelcar(
+                    Store(),
+                    name,
+                    target,
+                    busybox=busybox,
+                    insecure=insecure,
+                    allow_http=allow_http,
+                    on_total=bar.set_total if bar else None,
+                    progress=bar.advance if bar else None,
+                )
+            else:
+                report = push_image(
+                    Store(),
+                    name,
+                    target,
+                    insecure=insecure,
+                    allow_http=allow_http,
+                    on_total=bar.set_total if bar else None,
+                    progress=bar.advance if bar else None,
+                )
         if json_output:
             print_json(report.to_json())
             return
-        stderr().print(_summary("uploaded", report))
+        stderr().print(summary("uploaded", report))
         typer.echo(f"{report.image}@{report.digest}")
 
     @app.command("pull")
@@ -118,7 +159,7 @@ def register(app: typer.Typer) -> None:
         if json_output:
             print_json({**report.to_json(), "name": image.name, "code": files})
             return
-        stderr().print(_summary("downloaded", report))
+        stderr().print(summary("downloaded", report))
         if files:
             from gpux.cli.console import code_note
 

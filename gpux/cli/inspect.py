@@ -194,7 +194,14 @@ def _render_generative(info: dict[str, Any]) -> None:
         f"{model.get('type')}, {model.get('layers')} layers, vocabulary "
         f"{model.get('vocab_size')}, context {model.get('context_length')} tokens",
     )
-    facts.add_row("chat template", "yes" if model.get("chat_template") else "no")
+    speech = info.get("speech")
+    if speech is not None:  # a Whisper: what it hears, not a chat
+        language = speech.get("language") or "detected (English for an English-only model)"
+        facts.add_row(
+            "speech", escape(f"language {language}, {speech.get('task') or 'transcribe'}")
+        )
+    else:
+        facts.add_row("chat template", "yes" if model.get("chat_template") else "no")
     generation = info.get("generation") or {}
     facts.add_row(
         "generation",
@@ -215,8 +222,9 @@ def _render_generative(info: dict[str, Any]) -> None:
     smoke = info.get("smoke")
     if smoke:
         usage = smoke.get("usage", {})
+        heard = f" from {escape(smoke['audio'])}" if smoke.get("audio") else ""
         console.print(
-            f"[bold]smoke run[/bold]: {usage.get('completion_tokens')} tokens after a "
+            f"[bold]smoke run[/bold]: {usage.get('completion_tokens')} tokens{heard} after a "
             f"{usage.get('prompt_tokens')}-token prompt, first after "
             f"{smoke.get('time_to_first_token_ms')} ms, {smoke.get('tokens_per_second')} tokens/s"
         )

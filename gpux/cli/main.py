@@ -20,6 +20,7 @@ from gpux.cli import (
     archive,
     bench,
     build,
+    containerize,
     convert,
     daemon,
     distribution,
@@ -27,6 +28,7 @@ from gpux.cli import (
     images,
     init,
     inspect,
+    kube,
     run,
     schema,
     serve,
@@ -75,6 +77,8 @@ for module in (
     daemon,
     distribution,
     archive,
+    kube,
+    containerize,
     convert,
 ):
     module.register(app)

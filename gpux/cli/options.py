@@ -11,6 +11,22 @@ from __future__ import annotations
 BACKENDS = "auto|cpu|cuda|tensorrt|rocm|coreml|directml|openvino|webgpu"
 """The ``--backend`` values, for help texts (``gpux build``, ``run``, ``serve``, ``bench``)."""
 
+GPUS_HELP = (
+    "Instances on several devices, one session each, calls to the least busy: 'all' GPUs, a "
+    "count (2: the first two; on --backend cpu, two copies) or device ids (0,1 or device=1). "
+    "Default: the GPUXfile's runtime.gpus, else one instance."
+)
+"""``--gpus`` (``gpux run``, ``serve``, ``bench``); gpux/runtime/instances.py has the rules."""
+
+
+def check_gpus(gpus: str | None) -> str | None:
+    """``--gpus`` as given, after the check that makes a typo a usage error before any load."""
+    if gpus is not None:
+        from gpux.runtime.instances import GpuRequest
+
+        GpuRequest.parse(gpus)
+    return gpus
+
 
 def check_backend(backend: str | None) -> str | None:
     """``--backend`` as given (None when not given), or a usage error that names the closest

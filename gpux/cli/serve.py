@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from gpux.cli.options import BACKENDS, check_backend
+from gpux.cli.options import BACKENDS, GPUS_HELP, check_backend, check_gpus
 from gpux.serve.policy import MIB, RequestPolicy, host_name, is_loopback
 
 if TYPE_CHECKING:
@@ -27,7 +27,11 @@ DEFAULT_POLICY = RequestPolicy()
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
-        names: list[str] = typer.Argument(..., help="Images to serve (name[:tag]), one or more."),
+        names: list[str] = typer.Argument(
+            ...,
+            help="Images to serve (name[:tag]), one or more; or model folders as KServe mounts "
+            "them (/mnt/models: a modelcar from gpux push --format modelcar).",
+        ),
         host: str | None = typer.Option(
             None,
             "--host",
@@ -51,6 +55,7 @@ def register(app: typer.Typer) -> None:
             None, "--grpc-tls-key", help="gRPC over TLS: the certificate's private key (PEM file)."
         ),
         backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+        gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
         token: str | None = typer.Option(
             None,
             "--token",
@@ -153,14 +158,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve images over HTTP: Open Inference Protocol v2, /predict, /metrics."""
         backend = check_backend(backend)
+        gpus = check_gpus(gpus)
         from gpux.errors import UsageError
         from gpux.serve.daemon import check_id, check_port
         from gpux.store import Store, parse
 
         if name is not None and not detach:
             raise UsageError("--name is for detached servers", "add -d (--detach), or drop --name")
-        store = Store()
-        images = [store.get(text) for text in names]  # a missing image fails before any work
+        from gpux.store.folder import absolute
+        from gpux.store.folder import images as named_images
+
+        names = [absolute(text) for text in names]  # a detached server runs in another folder
+        images = named_images(names, Store())  # a missing image fails before any work
         from gpux.pipeline.loading import refuse_untrusted
 
         for image in images:  # in the foreground, also for -d: the user is here to answer
@@ -211,6 +220,7 @@ def register(app: typer.Typer) -> None:
             options = [option for option in options if not option.endswith("=None")]
             options += _policy_options(policy, max_body_mb) + _grpc_flags(grpc)
             options += [f"--workers={workers}"] if workers > 1 else []
+            options += [f"--gpus={gpus}"] if gpus is not None else []
             server = daemon.start(
                 names,
                 ([f"--backend={backend}"] if backend else [])
@@ -243,6 +253,7 @@ def register(app: typer.Typer) -> None:
             trust_code,
             grpc,
             workers,
+            gpus,
         )
         _serve_foreground(spec)
 

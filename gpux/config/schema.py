@@ -16,6 +16,7 @@ from gpux.config.common import FileSource, Strict, TensorName
 from gpux.config.generation import Generation
 from gpux.config.handler import HandlerSpec, handler_shorthand
 from gpux.config.pipeline import PipelineInput, PipelineOutput
+from gpux.config.speech import Speech
 
 SCHEMA_VERSION = 1
 
@@ -227,6 +228,16 @@ class Runtime(Strict):
         description="Execution backend. ``auto`` picks the fastest one that really works on this machine.",
     )
     device: int = Field(default=0, ge=0, description="Device index for GPU backends.")
+    gpus: (
+        Literal["all"]
+        | Annotated[int, Field(ge=1, le=64)]
+        | list[Annotated[int, Field(ge=0)]]
+        | None
+    ) = Field(
+        default=None,
+        examples=["all", 2, [0, 1]],
+        description="Instances on several devices, one session each, with batches sent to the least busy (as Triton's instance_group): ``all`` GPUs, a count (the first N GPUs; N copies on the CPU backend) or a list of device ids. ``gpux serve/run/bench --gpus`` overrides it. Default: one instance on ``device``.",
+    )
     threads: int = Field(
         default=0,
         ge=0,
@@ -482,6 +493,10 @@ class GPUXfile(Strict):
         default=None,
         description="Generative models (``model.format: genai``): defaults of each generation (max new tokens, sampling, stop strings, guidance).",
     )
+    speech: Speech | None = Field(
+        default=None,
+        description="Speech-to-text models (``model.format: genai`` with a Whisper folder): the default language and task of each transcription.",
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -491,11 +506,13 @@ class GPUXfile(Strict):
     @model_validator(mode="after")
     def _generative_keys(self) -> GPUXfile:
         if not self.model.generative:
-            if self.generation is not None:
-                raise ValueError(
-                    "'generation' applies to generative models: add 'format: genai' under "
-                    "'model', with 'source' naming an onnxruntime-genai folder (genai_config.json)"
-                )
+            for key in ("generation", "speech"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"'{key}' applies to generative models: add 'format: genai' under "
+                        "'model', with 'source' naming an onnxruntime-genai folder "
+                        "(genai_config.json)"
+                    )
             return self
         tensor_keys = {
             "inputs": self.inputs,

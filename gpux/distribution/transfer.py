@@ -23,6 +23,7 @@ from gpux.store import Image, Store, mediatypes
 from gpux.store.reference import parse
 
 PARALLEL = 4
+MODELCAR_OF = "dev.gpux.modelcar.image"  # gpux/distribution/modelcar.py's annotation
 Progress = Callable[[int], None]
 
 
@@ -233,6 +234,14 @@ def _gpux_manifest(data: bytes, remote: Remote) -> dict[str, Any]:
         )
     config = manifest.get("config")
     config = config if isinstance(config, dict) else {}
+    annotations = manifest.get("annotations")
+    source = annotations.get(MODELCAR_OF) if isinstance(annotations, dict) else None
+    if config.get("mediaType") != mediatypes.CONFIG and isinstance(source, str):
+        raise StoreError(
+            f"{remote} is the KServe modelcar of {source[:200]} (gpux push --format modelcar), "
+            "a container image, not a GPUX image",
+            "pull the GPUX image itself, or serve the modelcar's /models folder: gpux serve FOLDER",
+        )
     if config.get("mediaType") != mediatypes.CONFIG:
         raise StoreError(
             f"{remote} is not a GPUX image (config type {config.get('mediaType')!r})",

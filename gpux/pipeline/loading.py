@@ -10,6 +10,7 @@ from gpux.errors import StoreError, UntrustedCodeError
 from gpux.pipeline.chain import Chain
 from gpux.pipeline.handler import Handler
 from gpux.pipeline.runner import Pipeline
+from gpux.runtime.instances import GpuRequest
 from gpux.runtime.model import Model, gpuxfile_dimensions
 from gpux.runtime.tensors import TensorSignature
 from gpux.store import Image, mediatypes
@@ -21,11 +22,14 @@ def load_image(
     warmup: bool | None = None,
     trust_code: bool = False,
     batch_sizes: tuple[int, ...] = (),
+    gpus: GpuRequest | None = None,
 ) -> Model:
     """``trust_code``: run the handler code of an image that was not built on this machine
     (pulled, loaded from an archive); without it such an image is refused before any import.
     ``batch_sizes``: on backends where a new batch size is slow (CUDA), one more session per
-    size with the batch fixed (gpux/runtime/sized_sessions.py); the server's preferred sizes."""
+    size with the batch fixed (gpux/runtime/sized_sessions.py); the server's preferred sizes.
+    ``gpus``: instances on several devices (gpux/runtime/instances.py); default the GPUXfile's
+    ``runtime.gpus``, else one instance on ``runtime.device``."""
     from gpux.runtime.engines import engine
     from gpux.runtime.generative import is_generative
 
@@ -42,7 +46,7 @@ def load_image(
         try:
             for key in image.components:
                 components[key] = load_image(
-                    image.component(key), backend, warmup, trust_code, batch_sizes
+                    image.component(key), backend, warmup, trust_code, batch_sizes, gpus
                 )
         except BaseException:
             for part in components.values():
@@ -65,15 +69,25 @@ def load_image(
     outputs = [TensorSignature.from_json(t) for t in gpuxfile.get("outputs", [])]
     labels = gpuxfile.get("labels")
     layer = image.layer(media)
-    cache = image.store.root / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
-    loaded = engine().load(
-        model_path,
-        runtime,
-        cache_dir=cache,
-        dimensions=gpuxfile_dimensions(config),
-    )
-    if batch_sizes and loaded.placement.backend in SIZED_SESSION_BACKENDS:
-        loaded = _sized(loaded, inputs, batch_sizes, model_path, runtime, cache, config)
+    cache = image.store.scratch / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
+
+    def load_session(runtime: Runtime) -> Any:
+        loaded = engine().load(
+            model_path,
+            runtime,
+            cache_dir=cache,
+            dimensions=gpuxfile_dimensions(config),
+        )
+        if batch_sizes and loaded.placement.backend in SIZED_SESSION_BACKENDS:
+            loaded = _sized(loaded, inputs, batch_sizes, model_path, runtime, cache, config)
+        return loaded
+
+    if gpus is None and runtime.gpus is not None:
+        gpus = GpuRequest.parse(runtime.gpus, "runtime.gpus")
+    if gpus is None:
+        loaded = load_session(runtime)
+    else:
+        loaded = _instances(gpus, runtime, load_session, inputs[0].name if inputs else None)
     model = Model(loaded, inputs, outputs, image=image, labels=labels)
     model.plain = Pipeline(model, {}, {})
     if gpuxfile.get("preprocess") or gpuxfile.get("postprocess") or handler is not None:
@@ -87,9 +101,46 @@ def load_image(
         model.pipeline = Pipeline(model, gpuxfile, tokenizers, handler=handler)
     if runtime.warmup if warmup is None else warmup:
         from gpux.builder.smoke import generate_inputs
+        from gpux.runtime.instances import instance_count
 
-        model.run(generate_inputs(inputs))
+        for _ in range(instance_count(loaded)):  # calls go round the instances
+            model.run(generate_inputs(inputs))
     return model
+
+
+def _instances(
+    request: GpuRequest, runtime: Runtime, load_session: Any, batch_input: str | None
+) -> Any:
+    """An instance pool: the devices ``request`` names on the backend ``runtime`` asks for,
+    one session (or set of sized sessions) on each. ``auto`` must find a GPU backend: asking
+    for GPUs never ends on the CPU without a word."""
+    import os
+
+    from gpux.errors import BackendError
+    from gpux.runtime import instances, selection
+
+    backend = str(runtime.backend.value)
+    if backend == "auto":
+        found = selection.plan("auto")
+        gpu = next(
+            (c.backend for c in found.candidates if c.backend in instances.DEVICE_BACKENDS), None
+        )
+        if gpu is None:
+            raise BackendError(
+                f"--gpus {request.describe()}: no GPU backend works here"
+                + (f" ({found.explanation('cpu')})" if found.explanation("cpu") else ""),
+                "see `gpux doctor`; for copies on the CPU say so: --backend cpu --gpus N",
+            )
+        backend = gpu
+    plans = instances.plan(request, instances.machine_gpus(backend), backend, os.cpu_count() or 1)
+
+    def load_one(plan: instances.InstancePlan) -> Any:
+        update: dict[str, Any] = {"backend": Backend(backend), "device": plan.device or 0}
+        if plan.threads and not runtime.threads:
+            update["threads"] = plan.threads
+        return load_session(runtime.model_copy(update=update))
+
+    return instances.load_all(plans, load_one, batch_input)
 
 
 # Where one session per batch size pays: the CUDA EP re-plans on every batch-size change.

@@ -109,13 +109,24 @@ class Stream:
     def __init__(
         self, model: GenerativeModel, prompt_ids: Sequence[int], settings: Generation
     ) -> None:
-        self._pieces = model._pieces(prompt_ids, settings)
+        self._begin(model._pieces(prompt_ids, settings), len(prompt_ids), settings.stop, model)
+
+    def _begin(
+        self,
+        pieces: Generator[tuple[int, str], None, str],
+        prompt_tokens: int,
+        stops: Sequence[str],
+        owner: object,
+    ) -> None:
+        """Set up over ``pieces`` ((token, text) per generated token, returning the finish
+        reason); other engines (gpux/runtime/speech.py) subclass the stream and call this."""
+        self._pieces = pieces
         self.completion: Completion | None = None
         self._started = 0.0  # set when the first piece is asked for: the prompt runs then
         self._first: float | None = None
-        self._model = model
-        self._prompt_tokens = len(prompt_ids)
-        self._stops = settings.stop
+        self._model = owner  # kept alive while the stream is
+        self._prompt_tokens = prompt_tokens
+        self._stops = stops
         self._text = ""  # everything decoded (before any stop string is cut)
         self._sent = 0  # characters of _text already yielded
         self._finish = "length"
@@ -438,10 +449,18 @@ def load_generative(image: Image, backend: str | None = None) -> GenerativeModel
 
 
 def _open(
-    og: Any, folder: Path, provider: str | None, device: int, threads: int, prove: bool
+    og: Any,
+    folder: Path,
+    provider: str | None,
+    device: int,
+    threads: int,
+    prove: bool,
+    *,
+    encoder: bool = False,
 ) -> tuple[Any, str]:
     """The genai model on ``provider`` (None: the folder's), and ONNX Runtime's log of its
-    session creation when ``prove`` (empty otherwise)."""
+    session creation when ``prove`` (empty otherwise). ``encoder``: the folder has an encoder
+    session too (Whisper), which gets the same options."""
     settings = og.Config(str(folder))
     overlay: dict[str, Any] = {}
     if threads:
@@ -449,7 +468,9 @@ def _open(
     if prove:
         overlay["log_severity_level"] = 0  # ONNX Runtime logs its node placements
     if overlay:
-        settings.overlay(json.dumps({"model": {"decoder": {"session_options": overlay}}}))
+        sections = ("decoder", "encoder") if encoder else ("decoder",)
+        options = {section: {"session_options": overlay} for section in sections}
+        settings.overlay(json.dumps({"model": options}))
     if provider is not None:
         settings.clear_providers()
         if provider != "cpu":

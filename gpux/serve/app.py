@@ -144,6 +144,23 @@ class ServedModel:
         }
 
 
+def _count_instances(served: ServedModel, metrics: Metrics) -> None:
+    """Per-instance series for a model on several devices: each instance's calls, rows and busy
+    time (every instance appears at 0 from the start, a failed one never)."""
+    from gpux.runtime.instances import InstancePool
+
+    pool = served.model.backend if isinstance(served.model, Model) else None
+    if not isinstance(pool, InstancePool):
+        return
+    pool.reset_counts()  # the loader's warm-up calls are not the server's
+    for index, instance in enumerate(pool.instances):
+        metrics.instance_calls.labels(served.name, str(index), instance.label)
+    name = served.name
+    pool.on_call = lambda index, device, rows, seconds: metrics.instance_call(
+        name, index, device, rows, seconds
+    )
+
+
 def inference_threads(backend: str) -> int:
     """Threads that run one model's calls. On the CPU one: ONNX Runtime already spreads each
     call over every core, and two calls would fight for them. On a GPU two, so one call's
@@ -174,6 +191,7 @@ def create_app(
     metrics = Metrics(by_name)
     for served in models:
         metrics.loaded(served.name, served.model.placement.backend, served.load_seconds)
+        _count_instances(served, metrics)
 
     core = Inference(models, metrics)  # shared with the gRPC service
 

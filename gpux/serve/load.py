@@ -19,16 +19,21 @@ def load_served(
     store: Store | None = None,
     overrides: dict[str, Any] | None = None,
     trust_code: bool = False,
+    gpus: str | None = None,
 ) -> list[ServedModel]:
-    """``overrides``: command-line values for the GPUXfile's serving settings (max_batch_size,
-    max_batch_delay_ms, timeout, max_queue, max_tokens), applied to every model."""
+    """``names``: images in ``store``, or model folders (gpux/store/folder.py). ``overrides``:
+    command-line values for the GPUXfile's serving settings (max_batch_size,
+    max_batch_delay_ms, timeout, max_queue, max_tokens), applied to every model. ``gpus``:
+    ``--gpus`` (instances on several devices, gpux/runtime/instances.py) for every model."""
     from gpux.pipeline.loading import load_image
     from gpux.runtime.generative import is_generative
+    from gpux.runtime.instances import GpuRequest, instance_count
+    from gpux.store.folder import images
 
-    store = store or Store()
+    request = GpuRequest.parse(gpus) if gpus is not None else None
+
     served: list[ServedModel] = []
-    for name in names:
-        image = store.get(name)
+    for image in images(names, store or Store()):
         serving = Serving.model_validate(image.config.get("gpuxfile", {}).get("serving", {}))
         values = {
             **serving.model_dump(),
@@ -52,6 +57,7 @@ def load_served(
             trust_code=trust_code,
             # Sessions per size where sizes are slow to change (CUDA); used only there.
             batch_sizes=preferred_sizes(given, max_batch_size, "cuda"),
+            gpus=request,
         )
         seconds = time.perf_counter() - started
         repository, _, tag = image.name.rpartition(":")
@@ -77,7 +83,9 @@ def load_served(
                 seconds,
                 pipeline,
                 limits,
-                inference_threads(model.placement.backend),
+                # Each instance keeps its own calls in flight: the pool sends each to the
+                # least busy one.
+                inference_threads(model.placement.backend) * instance_count(model.backend),
             )
         )
     return served
@@ -133,10 +141,14 @@ def preferred_sizes(given: list[int] | None, max_batch_size: int, backend: str) 
 def _padding_sizes(model: Any, given: list[int] | None, max_batch_size: int) -> tuple[int, ...]:
     """The sizes batches are padded to: as given; by default on CUDA only when the loader found
     batch-size changes slow for this model (and made sessions per size), where padding pays."""
+    from gpux.runtime.instances import InstancePool
     from gpux.runtime.sized_sessions import SizedSessions
 
     backend = model.placement.backend
-    if given is None and backend == "cuda" and not isinstance(model.backend, SizedSessions):
+    loaded = model.backend
+    if isinstance(loaded, InstancePool):  # every instance was made alike: ask the first
+        loaded = loaded.instances[0].backend
+    if given is None and backend == "cuda" and not isinstance(loaded, SizedSessions):
         return ()
     return preferred_sizes(given, max_batch_size, backend)
 

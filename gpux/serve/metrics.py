@@ -123,6 +123,32 @@ class Metrics:
             multiprocess_mode="max",
         )
 
+        # Per instance of a model on several devices (--gpus, gpux/runtime/instances.py).
+        self.instance_calls = Counter(
+            "gpux_instance_calls",
+            "Model calls (formed batches) by model, instance and its device (backend:index).",
+            ["model", "instance", "device"],
+            registry=self.registry,
+        )
+        self.instance_rows = Counter(
+            "gpux_instance_rows",
+            "Rows run by model and instance (padding included).",
+            ["model", "instance", "device"],
+            registry=self.registry,
+        )
+        self.instance_busy = Counter(
+            "gpux_instance_busy_seconds",
+            "Time each instance spent running calls.",
+            ["model", "instance", "device"],
+            registry=self.registry,
+        )
+
+    def instance_call(self, model: str, index: int, device: str, rows: int, seconds: float) -> None:
+        labels = (model, str(index), device)
+        self.instance_calls.labels(*labels).inc()
+        self.instance_rows.labels(*labels).inc(rows)
+        self.instance_busy.labels(*labels).inc(seconds)
+
     def batch(self, model: str, rows: int, waited: float) -> None:
         self.batch_size.labels(model).observe(rows)
         self.queue_seconds.labels(model).observe(waited)

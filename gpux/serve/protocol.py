@@ -447,7 +447,7 @@ def encode_response(
     body: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": entries}
     if request.request_id is not None:
         body["id"] = request.request_id
-    header = json_codec.dumps(body)
+    header = json_codec.dumps_arrays(body)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
@@ -458,9 +458,10 @@ def _raw_bytes(array: Array) -> memoryview:
     return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
-def _json_values(array: Array) -> list[Any]:
-    flat = np.ravel(array)
+def _json_values(array: Array) -> list[Any] | Array:
+    """The tensor's values in C order: the array itself, which ``json_codec.dumps_arrays``
+    writes, or a list where non-finite floats become the strings "nan", "inf" and "-inf"."""
+    flat = np.ascontiguousarray(np.ravel(array))
     if flat.dtype.kind == "f" and not np.isfinite(flat).all():
         return [v if np.isfinite(v) else str(v) for v in flat.tolist()]
-    values: list[Any] = flat.tolist()
-    return values
+    return flat

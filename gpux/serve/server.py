@@ -34,6 +34,7 @@ class ServerSpec:
     trust_code: bool = False
     grpc: GRPCOptions | None = None
     workers: int = 1
+    gpus: str | None = None  # --gpus: instances on several devices (gpux/runtime/instances.py)
 
 
 def load_app(spec: ServerSpec) -> tuple[Starlette, list[ServedModel]]:
@@ -45,7 +46,11 @@ def load_app(spec: ServerSpec) -> tuple[Starlette, list[ServedModel]]:
     # Before any model or thread pool exists: arenas are made by the threads that allocate.
     keep_resident_memory_flat(env.malloc_arenas())
     served = load_served(
-        list(spec.names), spec.backend, overrides=spec.overrides, trust_code=spec.trust_code
+        list(spec.names),
+        spec.backend,
+        overrides=spec.overrides,
+        trust_code=spec.trust_code,
+        gpus=spec.gpus,
     )
     app = create_app(served, token=spec.token, policy=spec.policy, grpc=spec.grpc)
     return app, served

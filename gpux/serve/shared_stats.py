@@ -47,6 +47,7 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
             total["last_inference"] = max(total["last_inference"], entry["last_inference"])
             for field in ("inference_count", "execution_count"):
                 total[field] += entry[field]
+            total.setdefault("instances", []).extend(entry.get("instances", []))
             for stage, duration in entry["inference_stats"].items():
                 _add(total["inference_stats"].setdefault(stage, {"count": 0, "ns": 0}), duration)
             sizes = {b["batch_size"]: b for b in total["batch_stats"]}

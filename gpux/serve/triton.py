@@ -99,4 +99,17 @@ def statistics(
             f"model '{name}' is not served here",
             f"served models: {', '.join(m.name for m in models)}",
         )
-    return {"model_stats": [m.statistics.report() for m in chosen]}
+    return {"model_stats": [_with_instances(m) for m in chosen]}
+
+
+def _with_instances(served: ServedModel) -> dict[str, Any]:
+    """Triton's entry, plus ``instances`` for a model on several devices (HTTP only: gRPC's
+    ``ModelStatistics`` has no field for it, and drops it): each instance's device, calls,
+    rows, busy time and calls in flight, and the instances that failed to start."""
+    from gpux.runtime.instances import InstancePool
+
+    report = served.statistics.report()
+    pool = getattr(served.model, "backend", None)
+    if isinstance(pool, InstancePool):
+        report["instances"] = pool.stats()
+    return report

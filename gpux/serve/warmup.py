@@ -33,9 +33,14 @@ def warm_up(model: object, sizes: tuple[int, ...]) -> None:
         return
     if not all(t.shape and not isinstance(t.shape[0], int) for t in model.inputs):
         return  # a fixed batch: there is nothing to warm
+    from gpux.runtime.instances import instance_count
+
     one = generate_inputs(model.inputs)
+    # Sequential calls go round the instances (least busy, then fewest calls): one call per
+    # instance warms each of them at this size.
     for size in sizes:
-        model.run({name: np.repeat(value[:1], size, axis=0) for name, value in one.items()})
+        for _ in range(instance_count(model.backend)):
+            model.run({name: np.repeat(value[:1], size, axis=0) for name, value in one.items()})
 
 
 async def warm_served(served: ServedModel) -> None:

@@ -36,10 +36,14 @@ class Readable(Protocol):
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    """``stamps``: where the stamps of verified blobs go (default ``root/verified``); elsewhere
+    for a store that is read-only (a model folder: gpux/store/folder.py)."""
+
+    def __init__(self, root: Path, stamps: Path | None = None) -> None:
         self.root = root
         self.directory = root / "blobs" / digests.ALGORITHM
         self.tmp = root / "tmp"
+        self.stamps = stamps or root / "verified"
 
     def path(self, digest: str) -> Path:
         return self.directory / digests.hex_part(digest)
@@ -196,13 +200,13 @@ class BlobStore:
             pass  # a read-only store still works, it just hashes every time
 
     def _stamp(self, digest: str) -> Path:
-        return self.root / "verified" / digests.hex_part(digest)
+        return self.stamps / digests.hex_part(digest)
 
     def delete(self, digest: str) -> int:
         path = self.path(digest)
         size = path.stat().st_size if path.exists() else 0
         path.unlink(missing_ok=True)
-        (self.root / "verified" / digests.hex_part(digest)).unlink(missing_ok=True)
+        self._stamp(digest).unlink(missing_ok=True)
         return size
 
     def __iter__(self) -> Iterator[str]:

@@ -101,7 +101,7 @@ def unpacked(image: Image) -> Path:
     layer = image.layer(mediatypes.HANDLER)
     entry = handler_entry(image)
     assert layer is not None and entry is not None
-    folder = image.store.root / "cache" / "handlers" / layer.digest.removeprefix("sha256:")[:32]
+    folder = image.store.scratch / "cache" / "handlers" / layer.digest.removeprefix("sha256:")[:32]
     if (folder / entry).exists():
         return folder
     archive = image.layer_path(mediatypes.HANDLER)  # verified against its digest

@@ -70,7 +70,7 @@ def layout_folder(image: Image, media_type: str) -> Path:
         check_title(layer.title or ""): image.store.blobs.verified_path(layer.digest)
         for layer in layers
     }
-    root = image.store.root / LAYOUTS
+    root = image.store.scratch / LAYOUTS
     target = root / layout_name(image.digest)
     if _intact(target, blobs):
         return target

@@ -194,9 +194,13 @@ def repair_hint(names: list[str], digest: str) -> str:
 class Store:
     """Images by name, over content-addressed blobs."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, scratch: Path | None = None) -> None:
+        """``scratch``: where what is derived from the images goes (stamps of verified blobs,
+        TensorRT engines, unpacked handler code, folder layouts); default ``root``. A model
+        folder mounted read-only (gpux/store/folder.py) keeps it under ``$GPUX_HOME``."""
         self.root = Path(root) if root is not None else env.home()
-        self.blobs = BlobStore(self.root)
+        self.scratch = Path(scratch) if scratch is not None else self.root
+        self.blobs = BlobStore(self.root, self.scratch / "verified")
         self._index_path = self.root / "index.json"
         self._locks = self.root / "locks"
 

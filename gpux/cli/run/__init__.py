@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from gpux.cli.options import BACKENDS, check_backend
+from gpux.cli.options import BACKENDS, GPUS_HELP, check_backend, check_gpus
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         ),
         full: bool = typer.Option(False, "--full", help="Print every value of large tensors."),
         backend: str | None = typer.Option(None, "--backend", help=f"Override ({BACKENDS})."),
+        gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
         raw: bool = typer.Option(
             False,
             "--raw",
@@ -93,6 +94,14 @@ def register(app: typer.Typer) -> None:
             "--no-chat",
             help="Generative models: continue the input as text, without the chat template.",
         ),
+        language: str | None = typer.Option(
+            None,
+            "--language",
+            help="Speech models: the spoken language (ISO 639-1: en, de ...); default: detected.",
+        ),
+        task: str | None = typer.Option(
+            None, "--task", help="Speech models: transcribe (default) or translate (to English)."
+        ),
     ) -> None:
         """Run inference and print the results as JSON (JSONL for many inputs).
 
@@ -100,6 +109,7 @@ def register(app: typer.Typer) -> None:
         files, folders of them, .jsonl files; without one, tensors as JSON or .npy. A
         generative model (an LLM) takes a prompt and writes its answer as it is decoded."""
         backend = check_backend(backend)
+        gpus = check_gpus(gpus)
         from gpux.api import load, looks_like_path
 
         reporter = None
@@ -108,7 +118,12 @@ def register(app: typer.Typer) -> None:
 
             reporter = RichReporter(quiet=True)
         model = load(
-            target, backend=backend, warmup=False, reporter=reporter, trust_code=trust_code
+            target,
+            backend=backend,
+            warmup=False,
+            reporter=reporter,
+            trust_code=trust_code,
+            gpus=gpus,
         )
         reason = model.placement.fallback_reason
         if reason:
@@ -121,7 +136,53 @@ def register(app: typer.Typer) -> None:
                     f"over: {reason} {notes.ONCE}\n"
                 )
         from gpux.runtime.generative import GenerativeModel
+        from gpux.runtime.speech import SpeechModel
 
+        speech_flags = {"--language": language, "--task": task}
+        if not isinstance(model, SpeechModel) and any(speech_flags.values()):
+            from gpux.errors import UsageError
+
+            model.close()
+            given_speech = [flag for flag, value in speech_flags.items() if value]
+            raise UsageError(
+                f"{', '.join(given_speech)}: for speech models only ('{target}' is not one)",
+                "see 'gpux inspect' for what the model takes",
+            )
+        if isinstance(model, SpeechModel):
+            from gpux.cli.run.transcribe import run_speech
+
+            text_flags = {
+                "--output": output,
+                "--raw": raw,
+                "--full": full,
+                "--draw": draw,
+                "--interactive": interactive,
+                "--stop": stop,
+                "--system": system,
+                "--no-chat": no_chat,
+            }
+            refused = [flag for flag, value in text_flags.items() if value]
+            if refused:
+                from gpux.errors import UsageError
+
+                model.close()
+                raise UsageError(
+                    f"{', '.join(refused)}: not for a speech model ('{target}' takes audio "
+                    "and answers in text)",
+                    "use --json for the text with its segments, token counts and timings",
+                )
+            settings = {
+                "language": language,
+                "task": task,
+                "max_new_tokens": max_new_tokens,
+                "temperature": temperature,
+                "top_p": top_p,
+                "top_k": top_k,
+                "seed": seed,
+            }
+            with model:
+                run_speech(model, inputs, as_json, settings)
+            return
         if isinstance(model, GenerativeModel):
             from gpux.cli.run.generate import GenerateOptions, run_generative
 

@@ -1,0 +1,1 @@
+"""Deploying images on engines GPUX does not run itself: KServe manifests (kserve.py)."""
