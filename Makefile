@@ -74,7 +74,9 @@ PERF_STAMP := $(PERF_VENV)/.installed-2.51.0
 MLSERVER_VENV := .venv-mlserver
 PEERS_VENV := .venv-peers
 # llama.cpp through llama-cpp-python, for benchmarks/generate.py: PyPI has its source only, so pip
-# compiles llama.cpp (a few minutes on 2 cores; cmake and a C++ compiler are on the machine).
+# compiles llama.cpp (cmake and a C++ compiler are on the machine; over an hour on the 2 shared
+# cores under load). LLAVA_BUILD=OFF leaves out its multimodal library (tools/mtmd), which text
+# generation does not use.
 LLAMA_VENV := .venv-llama
 LLAMA_STAMP := $(LLAMA_VENV)/.installed-0.3.36
 
@@ -104,8 +106,8 @@ $(PEERS_VENV)/.installed-1: | $(UV)
 $(LLAMA_STAMP): | $(UV)
 	rm -rf $(LLAMA_VENV)
 	$(UV) venv --quiet $(LLAMA_VENV)
-	CMAKE_BUILD_PARALLEL_LEVEL=2 $(UV) pip install --quiet --python $(LLAMA_VENV)/bin/python \
-		"llama-cpp-python==0.3.36"
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(UV) pip install --quiet --python $(LLAMA_VENV)/bin/python "llama-cpp-python==0.3.36"
 	touch $@
 
 bench-peers: perf-analyzer $(MLSERVER_VENV)/.installed-1.7.1 $(PEERS_VENV)/.installed-1 $(LLAMA_STAMP)
