@@ -106,6 +106,20 @@ def require_converter() -> str:
     return python
 
 
+def check_options(precision: str, target: str) -> None:
+    """A UsageError for a precision or a target the builder does not make."""
+    if precision not in PRECISIONS:
+        raise UsageError(
+            f"precision '{precision}' is not one the builder makes",
+            f"use one of: {', '.join(PRECISIONS)}",
+        )
+    if target not in TARGETS:
+        raise UsageError(
+            f"target '{target}' is not a backend the builder targets",
+            f"use one of: {', '.join(TARGETS)}",
+        )
+
+
 def convert(
     source: Path,
     out: Path,
@@ -117,16 +131,7 @@ def convert(
 ) -> Path:
     """Write the genai folder of ``source`` (a GGUF file or a transformers checkpoint folder) to
     ``out``, which must not exist yet; return ``out``. ``log`` receives the tools' output lines."""
-    if precision not in PRECISIONS:
-        raise UsageError(
-            f"precision '{precision}' is not one the builder makes",
-            f"use one of: {', '.join(PRECISIONS)}",
-        )
-    if target not in TARGETS:
-        raise UsageError(
-            f"target '{target}' is not a backend the builder targets",
-            f"use one of: {', '.join(TARGETS)}",
-        )
+    check_options(precision, target)
     kind = kind or source_format(source)
     if kind not in FORMATS:
         raise UsageError(f"cannot convert format '{kind}'", f"use one of: {', '.join(FORMATS)}")

@@ -27,14 +27,15 @@ def register(app: typer.Typer) -> None:
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the builder's output."),
     ) -> None:
         """Convert a transformers checkpoint or a GGUF file into an onnxruntime-genai folder
-        (needs the convert extra: torch, transformers, onnx-ir, gguf)."""
+        (needs the converter: torch, transformers, onnx-ir, gguf; GPUX_CONVERT_PYTHON)."""
         import sys
         import time
 
+        from gpux.builder.convert import check_options, require_converter, source_format
         from gpux.builder.convert import convert as run_conversion
-        from gpux.builder.convert import require_converter, source_format
 
         kind = source_format(source)
+        check_options(precision, target)
         require_converter()  # before announcing a conversion that cannot start
         started = time.perf_counter()
         sys.stderr.write(f"converting {kind} '{source}' to {precision} for {target} ...\n")

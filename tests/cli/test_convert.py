@@ -165,3 +165,16 @@ def test_build_converts_a_transformers_checkpoint_once(
         "build", str(project), "--force", "-q", env={"GPUX_CONVERT_PYTHON": "/nonexistent"}
     )
     assert rebuilt.code == 0, rebuilt.output
+
+
+def test_a_gguf_source_is_converted_at_build_which_names_the_install_command(
+    gpux: BoundCLI, workdir: Path
+) -> None:
+    project = workdir / "gguf-project"
+    project.mkdir()
+    (project / "model.gguf").write_bytes(b"GGUF" + bytes(60))
+    (project / "GPUXfile").write_text("name: from-gguf\nmodel: ./model.gguf\n")  # no format: .gguf
+    result = gpux("build", str(project), env={"GPUX_CONVERT_PYTHON": sys.executable})
+    assert_failure(result, BACKEND, "converting a model needs", "torch")
+    assert "make convert-tools" in result.stderr
+    assert not any(name.startswith("from-gguf") for name in gpux("images", "-q").stdout.split())
