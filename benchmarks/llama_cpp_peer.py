@@ -28,13 +28,16 @@ def main() -> None:
         model_path=gguf,
         n_ctx=2048,
         n_threads=threads,
-        n_threads_batch=threads,
+        # llama-cpp-python 0.3.36 built here (make bench-peers) dies with a segmentation fault in
+        # llama_decode on any batch of more than one token; one token per micro-batch works. The
+        # prompt then runs token by token: llama.cpp's time to first token is not comparable,
+        # its decode rate (one token per step anyway) is.
+        n_ubatch=1,
         verbose=False,
     )
     ids = model.tokenize(prompt.encode(), add_bos=False, special=True)
     results = []
     for _ in range(rounds + 1):  # the first round warms up
-        model.reset()
         started = time.perf_counter()
         first = None
         count = 0
