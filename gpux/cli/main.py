@@ -21,6 +21,7 @@ from gpux.cli import (
     bench,
     build,
     containerize,
+    convert,
     daemon,
     distribution,
     doctor,
@@ -80,6 +81,7 @@ for module in (
     kube,
     containerize,
     ray_serve,
+    convert,
 ):
     module.register(app)
 

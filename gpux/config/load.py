@@ -432,18 +432,39 @@ def complete(project: Project) -> None:
                 )
 
 
+def _check_checkpoint_source(project: Project) -> None:
+    model = project.config.model
+    if model.member is not None or source_kind(model.source) != "local":
+        raise ConfigValidationError(
+            f"{project.path}: model.source '{model.source}' is not a folder of the project; a "
+            "transformers checkpoint is converted from a project folder",
+            "copy the checkpoint folder (config.json, *.safetensors, tokenizer files) into the "
+            "project, or convert it yourself: gpux convert SRC OUT",
+        )
+    folder = project_file(project.root, model.source, f"{project.path}: model.source")
+    if not (folder / "config.json").is_file():
+        raise ConfigValidationError(
+            f"{project.path}: model.source '{model.source}' has no config.json, so it is not a "
+            "Hugging Face transformers checkpoint",
+            "name the folder that save_pretrained wrote",
+        )
+
+
 GENAI_FOLDER_HINT = (
-    "name the folder that holds genai_config.json; onnxruntime-genai's builder makes one from a "
-    "Hugging Face checkpoint or a GGUF file: python -m onnxruntime_genai.models.builder "
-    "-m MODEL -o FOLDER -p int4 -e cpu"
+    "name the folder that holds genai_config.json; for a Hugging Face checkpoint or a GGUF "
+    "file, set format: transformers or gguf (the build converts it), or run gpux convert SRC OUT"
 )
 
 
 def _check_generative_source(project: Project) -> None:
-    """A generative model's source is a folder (or a folder inside an archive), never one file."""
+    """A generative model's source is a folder (or a folder inside an archive), never one file;
+    a GGUF source is one file, a transformers checkpoint a folder in the project."""
     model = project.config.model
-    if model.member is not None or source_kind(model.source) != "local":
-        return  # an archive's folder is checked when it is fetched, at build
+    if model.format == "transformers":
+        _check_checkpoint_source(project)
+        return
+    if model.member is not None or source_kind(model.source) != "local" or model.converted:
+        return  # an archive's folder is checked when it is fetched; a GGUF file when converted
     folder = project_file(project.root, model.source, f"{project.path}: model.source")
     if folder.is_file() and _is_archive(folder):
         return  # the folder is the archive's root: checked once extracted, at build

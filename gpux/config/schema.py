@@ -100,13 +100,40 @@ class ModelSource(FileSource):
 
     format: str = Field(
         default="onnx",
-        pattern=r"^(onnx|genai)$",
-        description="``onnx``: one ONNX graph. ``genai``: a generative model, an onnxruntime-genai folder (``genai_config.json``, the ONNX graph and its weights, ``tokenizer.json``, chat template) that ``source`` names (a project folder, or an archive with ``member`` naming the folder inside it).",
+        pattern=r"^(onnx|genai|gguf|transformers)$",
+        description="``onnx``: one ONNX graph. ``genai``: a generative model, an onnxruntime-genai folder (``genai_config.json``, the ONNX graph and its weights, ``tokenizer.json``, chat template) that ``source`` names (a project folder, or an archive with ``member`` naming the folder inside it). ``gguf`` (a GGUF file, from any source; taken when ``source`` or ``member`` ends in ``.gguf`` and no format is given) or ``transformers`` (a Hugging Face checkpoint folder in the project): a generative model that the build converts to a genai folder first, with onnxruntime-genai's model builder (``gpux convert``; needs the converter's Python, ``GPUX_CONVERT_PYTHON``).",
     )
+    precision: str | None = Field(
+        default=None,
+        pattern=r"^(int4|int8|fp16|fp32)$",
+        description="``format: gguf`` or ``transformers``: the weights' precision in the converted folder (default ``int4``).",
+    )
+    target: str | None = Field(
+        default=None,
+        pattern=r"^(cpu|cuda|directml|webgpu)$",
+        description="``format: gguf`` or ``transformers``: the backend the converted graph is made for (default ``cpu``; the builder lays operators out per backend).",
+    )
+
+    @model_validator(mode="after")
+    def _detected_format(self) -> ModelSource:
+        named = (self.member or self.source).lower()
+        if "format" not in self.model_fields_set and named.endswith(".gguf"):
+            self.format = "gguf"
+        if not self.converted and (self.precision or self.target):
+            raise ValueError(
+                "'precision' and 'target' apply to a model converted at build "
+                "(format: gguf or transformers)"
+            )
+        return self
 
     @property
     def generative(self) -> bool:
-        return self.format == "genai"
+        return self.format in ("genai", "gguf", "transformers")
+
+    @property
+    def converted(self) -> bool:
+        """A source that the build converts to a genai folder first."""
+        return self.format in ("gguf", "transformers")
 
 
 class TensorSpec(Strict):

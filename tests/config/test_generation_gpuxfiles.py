@@ -25,6 +25,7 @@ class Case:
     hint: str
 
 
+GENAI_PRECISION = "model:\n  source: ./tiny-llm\n  format: genai\n  precision: int4\n"
 CASES = [
     Case(
         "generation without genai",
@@ -43,7 +44,7 @@ CASES = [
         "a file, not a folder",
         "model:\n  source: ./tiny-llm/model.onnx\n  format: genai\n",
         ["model.source './tiny-llm/model.onnx' is a file", "is a folder"],
-        "onnxruntime_genai.models.builder",
+        "gpux convert SRC OUT",
     ),
     Case(
         "a folder without genai_config.json",
@@ -59,8 +60,20 @@ CASES = [
     ),
     Case(
         "unknown format",
-        "model:\n  source: ./tiny-llm\n  format: gguf\n",
-        ["GPUXfile:3:11: model.format", "onnx|genai"],
+        "model:\n  source: ./tiny-llm\n  format: safetensors\n",
+        ["GPUXfile:3:11: model.format", "onnx|genai|gguf|transformers"],
+        "",
+    ),
+    Case(
+        "a transformers checkpoint without config.json",
+        "model:\n  source: ./empty\n  format: transformers\n",
+        ["model.source './empty' has no config.json", "not a Hugging Face transformers"],
+        "the folder that save_pretrained wrote",
+    ),
+    Case(
+        "precision of a model that is not converted",
+        GENAI_PRECISION,
+        ["'precision' and 'target' apply to a model converted at build"],
         "",
     ),
     Case(

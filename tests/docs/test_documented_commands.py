@@ -42,6 +42,23 @@ NOT_RUN: dict[tuple[str, str], str] = {
         )
         for extra in ("cpu", "cuda", "cpu,webgpu", "openvino")
     },
+    ("docs/cli.md", "make convert-tools"): (
+        "installs torch and transformers into .venv-convert: tests/cli/test_convert.py converts "
+        "with it when it is there"
+    ),
+    ("docs/cli.md", "export GPUX_CONVERT_PYTHON=$PWD/.venv-convert/bin/python"): (
+        "names the converter of the two commands after it, which are not run"
+    ),
+    **{
+        ("docs/cli.md", command): (
+            "needs SmolLM2's GGUF (tools/zoo.py) and minutes of conversion; tests/cli/"
+            "test_convert.py runs gpux convert on a tiny checkpoint and without a converter"
+        )
+        for command in (
+            "gpux convert SmolLM2-135M-Instruct.Q4_1.gguf smollm2 --precision int4 --target cpu",
+            "gpux convert SmolLM2-135M-Instruct.Q4_1.gguf smollm2",
+        )
+    },
 }
 
 # Backends an example shows failing because this kind of machine lacks them (docs/cli.md's

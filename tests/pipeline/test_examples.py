@@ -48,6 +48,7 @@ def test_every_example_has_a_readme_with_its_command() -> None:
         "ocr-beam-search",
         "ppocr-detection",
         "silero-vad",
+        "smollm2",
         "whisper-tiny-en",
         "yolo-faces",
     ]
