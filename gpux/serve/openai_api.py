@@ -233,7 +233,7 @@ def openai_routes(
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        completion = await _completion(request, generation, first)
+        completion = await await_completion(request, generation, first)
         if completion is None:  # nobody is waiting for this answer any more
             return Response(status_code=CLIENT_CLOSED)
         return JSONResponse(reply.whole(completion))
@@ -353,17 +353,17 @@ def _encoded(vector: np.ndarray[Any, Any], asked: EmbeddingRequest) -> Any:
     return vector.tolist()
 
 
-async def _disconnected(request: Request) -> None:
+async def wait_disconnected(request: Request) -> None:
     """Returns once the client has gone away (the body was read before)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
 
-async def _completion(
+async def await_completion(
     request: Request, generation: Generation, first: str | Completion
 ) -> Completion | None:
     """The finished completion, or None when the client went away first (generation cancelled)."""
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(wait_disconnected(request))
     event: Any = first
     try:
         while not isinstance(event, Completion):
@@ -389,19 +389,19 @@ async def _server_sent_events(
     """``data: {chunk}`` per piece, the finish (and usage) chunks, ``data: [DONE]``. A client
     that disconnects cancels the generation (Starlette cancels this iterator; the watcher covers
     a client gone while the model is between pieces)."""
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(wait_disconnected(request))
     watcher.add_done_callback(lambda _: generation.cancel())
     event: Any = first
     try:
         if reply.chat:
-            yield _data(reply.chunk({"role": "assistant", "content": ""}))
+            yield sse_data(reply.chunk({"role": "assistant", "content": ""}))
         while True:
             if isinstance(event, str):
-                yield _data(reply.chunk(event))
+                yield sse_data(reply.chunk(event))
             elif isinstance(event, Completion):
-                yield _data(reply.chunk(None, event.finish_reason))
+                yield sse_data(reply.chunk(None, event.finish_reason))
                 if reply.include_usage:
-                    yield _data(reply.usage_chunk(event))
+                    yield sse_data(reply.usage_chunk(event))
                 yield "data: [DONE]\n\n"
                 return
             elif isinstance(event, Cancelled):
@@ -411,7 +411,7 @@ async def _server_sent_events(
                 if isinstance(event, GPUXError):
                     status = next((s for t, s in STATUS_OF.items() if isinstance(event, t)), 500)
                     message = event.message
-                yield _data(openai_error(status, message, None))
+                yield sse_data(openai_error(status, message, None))
                 yield "data: [DONE]\n\n"
                 return
             event = await generation.events.get()
@@ -420,7 +420,7 @@ async def _server_sent_events(
         generation.cancel()
 
 
-def _data(payload: dict[str, Any]) -> str:
+def sse_data(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
 

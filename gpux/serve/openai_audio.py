@@ -38,7 +38,7 @@ from gpux.serve import bodies
 from gpux.serve.batching import QueueFull
 from gpux.serve.generation import Cancelled, Generation, Interleaver
 from gpux.serve.guards import HTTPError, RequestPolicy, openai_error
-from gpux.serve.openai_requests import OpenAIRefusal, _Body, parse
+from gpux.serve.openai_requests import OpenAIBody, OpenAIRefusal, parse
 
 if TYPE_CHECKING:
     from gpux.serve.app import ServedModel
@@ -47,7 +47,7 @@ CLIENT_CLOSED = 499
 _LIST_FIELDS = {"timestamp_granularities[]": "timestamp_granularities", "include[]": "include"}
 
 
-class TranscriptionRequest(_Body):
+class TranscriptionRequest(OpenAIBody):
     model: str
     language: str | None = None
     prompt: str | None = None
@@ -197,9 +197,9 @@ async def _started(
 
 async def _finished(request: Request, generation: Generation, first: Any) -> Transcription | None:
     """The whole transcription; None when the client went away first (then it is cancelled)."""
-    from gpux.serve.openai_api import _completion
+    from gpux.serve.openai_api import await_completion
 
-    completion = await _completion(request, generation, first)
+    completion = await await_completion(request, generation, first)
     if completion is None:
         return None
     transcript = generation.stream
@@ -213,20 +213,20 @@ async def _transcript_events(
     """OpenAI's transcription stream: ``transcript.text.delta`` per piece, then
     ``transcript.text.done`` with the text and usage, then ``data: [DONE]``. A client that
     disconnects cancels the transcription."""
-    from gpux.serve.openai_api import _data, _disconnected
+    from gpux.serve.openai_api import sse_data, wait_disconnected
 
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(wait_disconnected(request))
     watcher.add_done_callback(lambda _: generation.cancel())
     event: Any = first
     try:
         while True:
             if isinstance(event, str):
-                yield _data({"type": "transcript.text.delta", "delta": event})
+                yield sse_data({"type": "transcript.text.delta", "delta": event})
             elif isinstance(event, Completion):
                 transcript = generation.stream
                 assert isinstance(transcript, Transcript)
                 done = {"type": "transcript.text.done", "text": transcript.transcription.text}
-                yield _data({**done, "usage": _token_usage(event)})
+                yield sse_data({**done, "usage": _token_usage(event)})
                 yield "data: [DONE]\n\n"
                 return
             elif isinstance(event, Cancelled):
@@ -234,7 +234,7 @@ async def _transcript_events(
             else:  # the headers are gone: the error goes in the stream
                 status = 400 if isinstance(event, InputError) else 500
                 message = event.message if isinstance(event, GPUXError) else str(event)
-                yield _data(openai_error(status, message, None))
+                yield sse_data(openai_error(status, message, None))
                 yield "data: [DONE]\n\n"
                 return
             event = await generation.events.get()

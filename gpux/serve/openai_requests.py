@@ -32,34 +32,34 @@ class OpenAIRefusal(HTTPError):
         self.param, self.code = param, code
 
 
-class _Body(BaseModel):
+class OpenAIBody(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-_BodyT = TypeVar("_BodyT", bound=_Body)
+_BodyT = TypeVar("_BodyT", bound=OpenAIBody)
 
 
-class StreamOptions(_Body):
+class StreamOptions(OpenAIBody):
     include_usage: bool = False
 
 
-class JSONSchemaFormat(_Body):
+class JSONSchemaFormat(OpenAIBody):
     name: str = "output"
     schema_: dict[str, Any] = Field(alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Body):
+class ResponseFormat(OpenAIBody):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
 
-class TextPart(_Body):
+class TextPart(OpenAIBody):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(_Body):
+class ChatMessage(OpenAIBody):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
 
@@ -69,7 +69,7 @@ class ChatMessage(_Body):
         return self.content or ""
 
 
-class Sampling(_Body):
+class Sampling(OpenAIBody):
     """What chat and text completions share."""
 
     model: str
@@ -166,7 +166,7 @@ class CompletionRequest(Sampling):
         return prompt  # type: ignore[return-value]
 
 
-class EmbeddingRequest(_Body):
+class EmbeddingRequest(OpenAIBody):
     model: str
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
