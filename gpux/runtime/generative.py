@@ -370,20 +370,7 @@ class GenerativeModel:
         og = self._og
         params = og.GeneratorParams(self._model)
         limit = len(prompt_ids) + settings.max_new_tokens
-        if self.context_length:
-            limit = min(limit, self.context_length)
-        options: dict[str, Any] = {
-            "max_length": limit,
-            "do_sample": settings.temperature > 0,
-            "repetition_penalty": settings.repetition_penalty,
-        }
-        if settings.temperature > 0:
-            options.update(
-                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k
-            )
-        if settings.seed is not None:
-            options["random_seed"] = settings.seed
-        params.set_search_options(**options)
+        params.set_search_options(**search_options(settings, limit, self.context_length))
         if settings.guidance is not None:
             try:
                 params.set_guidance(settings.guidance.kind, settings.guidance.data)
@@ -587,3 +574,20 @@ def genai_placement(model: Any, requested: str, provider: str | None, log: str) 
         requested=requested,
         details=details,
     )
+
+
+def search_options(settings: Generation, limit: int, context_length: int | None) -> dict[str, Any]:
+    """onnxruntime-genai's search options for ``settings``: at most ``limit`` tokens in all
+    (prompt included), cut to the context length; sampling only with a temperature."""
+    if context_length:
+        limit = min(limit, context_length)
+    options: dict[str, Any] = {
+        "max_length": limit,
+        "do_sample": settings.temperature > 0,
+        "repetition_penalty": settings.repetition_penalty,
+    }
+    if settings.temperature > 0:
+        options.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    if settings.seed is not None:
+        options["random_seed"] = settings.seed
+    return options

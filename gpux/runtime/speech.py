@@ -52,6 +52,7 @@ from gpux.runtime.generative import (
     open_genai_model,
     read_genai_config,
     require_genai,
+    search_options,
 )
 
 if TYPE_CHECKING:
@@ -475,20 +476,7 @@ class SpeechModel:
         task_prompt = self.prompt.tokens(self._any_language(), "transcribe")
         limit = prompt_tokens + len(self._tokens(task_prompt))
         limit += settings.max_new_tokens
-        if self.context_length:
-            limit = min(limit, self.context_length)
-        options: dict[str, Any] = {
-            "max_length": limit,
-            "do_sample": settings.temperature > 0,
-            "repetition_penalty": settings.repetition_penalty,
-        }
-        if settings.temperature > 0:
-            options.update(
-                temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k
-            )
-        if settings.seed is not None:
-            options["random_seed"] = settings.seed
-        params.set_search_options(**options)
+        params.set_search_options(**search_options(settings, limit, self.context_length))
         try:
             generator = og.Generator(self._model, params)
             generator.set_inputs(inputs)

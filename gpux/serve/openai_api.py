@@ -202,30 +202,7 @@ def openai_routes(
         *,
         chat: bool,
     ) -> Response:
-        try:
-            generation = interleaver.submit(start)
-        except QueueFull as exc:
-            raise OpenAIRefusal(
-                503,
-                f"model '{served.name}' has {served.limits.max_queue} generations running or "
-                "waiting",
-                "retry after a moment, or raise serving.max_queue",
-            ) from exc
-        timeout = served.limits.timeout
-        try:
-            first = await asyncio.wait_for(generation.events.get(), timeout)
-        except TimeoutError as exc:
-            generation.cancel()
-            raise OpenAIRefusal(
-                504,
-                f"model '{served.name}' did not start answering within {timeout:g} s",
-                "retry, or raise serving.timeout (it bounds the wait for the first token)",
-            ) from exc
-        except asyncio.CancelledError:
-            generation.cancel()
-            raise
-        if isinstance(first, BaseException):
-            raise first
+        generation, first = await start_generation(served, interleaver, start, "answering")
         reply = _Reply(served.name, chat, asked.include_usage)
         if asked.stream:
             return StreamingResponse(
@@ -476,3 +453,35 @@ def _usage(completion: Completion) -> dict[str, int]:
         "completion_tokens": completion.completion_tokens,
         "total_tokens": completion.prompt_tokens + completion.completion_tokens,
     }
+
+
+async def start_generation(
+    served: ServedModel, interleaver: Interleaver, start: Callable[[], Any], doing: str
+) -> tuple[Any, Any]:
+    """A generation queued among the model's others, and its first event (a piece, or the
+    completion of an empty one): 503 when the queue is full, 504 when nothing came within the
+    model's timeout (``doing``: "answering", "transcribing"), which then cancels it."""
+    try:
+        generation = interleaver.submit(start)
+    except QueueFull as exc:
+        raise OpenAIRefusal(
+            503,
+            f"model '{served.name}' has {served.limits.max_queue} generations running or waiting",
+            "retry after a moment, or raise serving.max_queue",
+        ) from exc
+    timeout = served.limits.timeout
+    try:
+        first = await asyncio.wait_for(generation.events.get(), timeout)
+    except TimeoutError as exc:
+        generation.cancel()
+        raise OpenAIRefusal(
+            504,
+            f"model '{served.name}' did not start {doing} within {timeout:g} s",
+            "retry, or raise serving.timeout (it bounds the wait for the first token)",
+        ) from exc
+    except asyncio.CancelledError:
+        generation.cancel()
+        raise
+    if isinstance(first, BaseException):
+        raise first
+    return generation, first

@@ -35,7 +35,6 @@ from gpux.errors import GPUXError, InputError
 from gpux.runtime.generative import Completion
 from gpux.runtime.speech import Transcript, Transcription
 from gpux.serve import bodies
-from gpux.serve.batching import QueueFull
 from gpux.serve.generation import Cancelled, Generation, Interleaver
 from gpux.serve.guards import HTTPError, RequestPolicy, openai_error
 from gpux.serve.openai_requests import OpenAIBody, OpenAIRefusal, parse
@@ -167,31 +166,10 @@ async def _read_form(request: Request, policy: RequestPolicy) -> tuple[dict[str,
 async def _started(
     served: ServedModel, interleaver: Interleaver, start: Callable[[], Transcript]
 ) -> tuple[Generation, Any]:
-    """The transcription queued among the model's generations, and its first event (a piece,
-    or the completion of a silent one); 503 when the queue is full, 504 past the timeout."""
-    try:
-        generation = interleaver.submit(start)
-    except QueueFull as exc:
-        raise OpenAIRefusal(
-            503,
-            f"model '{served.name}' has {served.limits.max_queue} requests running or waiting",
-            "retry after a moment, or raise serving.max_queue",
-        ) from exc
-    timeout = served.limits.timeout
-    try:
-        first = await asyncio.wait_for(generation.events.get(), timeout)
-    except TimeoutError as exc:
-        generation.cancel()
-        raise OpenAIRefusal(
-            504,
-            f"model '{served.name}' did not start transcribing within {timeout:g} s",
-            "retry, or raise serving.timeout (it bounds the wait for the first token)",
-        ) from exc
-    except asyncio.CancelledError:
-        generation.cancel()
-        raise
-    if isinstance(first, BaseException):
-        raise first
+    """The transcription queued among the model's generations, and its first event."""
+    from gpux.serve.openai_api import start_generation
+
+    generation, first = await start_generation(served, interleaver, start, "transcribing")
     return generation, first
 
 
