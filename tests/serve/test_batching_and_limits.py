@@ -159,8 +159,10 @@ def test_queue_flood_gets_503_with_retry_after(home: BoundCLI) -> None:
             started = time.perf_counter()
             assert httpx.get(server.url + "/v2/health/ready").status_code == 200
             assert httpx.get(server.url + "/metrics").status_code == 200
-            # Generous: on 2 busy cores the event loop also reads the 19 MB bodies.
-            assert time.perf_counter() - started < 2.0
+            # Generous: on 2 busy cores the event loop also reads the 19 MB bodies, and their
+            # JSON is parsed on threads that hold the GIL while they parse (2.8 s once on a
+            # loaded CI-like machine). An inference on the loop would add whole model calls.
+            assert time.perf_counter() - started < 5.0
             assert not all(f.done() for f in pending), "the model was not busy"
             responses = [f.result() for f in pending]
         statuses = [r.status_code for r in responses]
