@@ -45,8 +45,15 @@ from gpux.distribution.layers import (
     write_tar,
 )
 from gpux.distribution.registry import Registry
-from gpux.distribution.transfer import Progress, Remote, Report, parse_remote
-from gpux.errors import SourceError, StoreError, UsageError
+from gpux.distribution.transfer import (
+    Progress,
+    Remote,
+    Report,
+    parse_remote,
+    put_manifest_checked,
+    tag_target,
+)
+from gpux.errors import SourceError, UsageError
 from gpux.store import Image, Store, mediatypes
 from gpux.store.blobs import refused_writes
 
@@ -94,12 +101,7 @@ def containerize(
 ) -> Report:
     """Write the container image of ``name`` on ``base`` and push it to ``target``."""
     image = store.get(name)
-    remote = parse_remote(target)
-    if remote.digest:
-        raise UsageError(
-            f"'{target}' names a digest; a pushed image gets its digest from its content",
-            "push to a tag: -t REGISTRY/REPOSITORY:TAG",
-        )
+    remote = tag_target(target, "-t REGISTRY/REPOSITORY:TAG")
     if not PurePosixPath(python).is_absolute():
         raise UsageError(f"--python {python} is not an absolute path", "e.g. /usr/bin/python3")
     distributions = runtime_distributions(runtime)
@@ -139,14 +141,14 @@ def containerize(
             report.transferred_bytes = sum(int(b["size"]) for b in missing)
             report.skipped = len(blobs) - len(missing)
             report.blobs = [str(b["digest"]) for b in missing]
-            pushed = registry.put_manifest(
-                remote.repository, remote.tag, manifest, mediatypes.MANIFEST
+            put_manifest_checked(
+                registry,
+                remote,
+                manifest,
+                digest,
+                "the image's manifest",
+                "the registry rewrote the manifest; push to another registry",
             )
-            if pushed and pushed != digest:
-                raise StoreError(
-                    f"the registry stored the image's manifest as {pushed}, not {digest}",
-                    "the registry rewrote the manifest; push to another registry",
-                )
     finally:
         registry.close()
         if source is not registry:

@@ -42,8 +42,14 @@ from gpux.distribution.layers import (
     write_tar,
 )
 from gpux.distribution.registry import Registry
-from gpux.distribution.transfer import MODELCAR_OF, Progress, Report, parse_remote
-from gpux.errors import StoreError, UsageError
+from gpux.distribution.transfer import (
+    MODELCAR_OF,
+    Progress,
+    Report,
+    put_manifest_checked,
+    tag_target,
+)
+from gpux.errors import UsageError
 from gpux.store import Image, Store, mediatypes
 from gpux.store.blobs import refused_writes
 
@@ -123,12 +129,7 @@ def push_modelcar(
 ) -> Report:
     """Write the modelcar of image ``name`` and push it to ``target`` (only missing blobs)."""
     image = store.get(name)
-    remote = parse_remote(target)
-    if remote.digest:
-        raise UsageError(
-            f"'{target}' names a digest; a pushed image gets its digest from its content",
-            "push to a tag: REGISTRY/REPOSITORY:TAG",
-        )
+    remote = tag_target(target, "REGISTRY/REPOSITORY:TAG")
     shell = find_shell(busybox)
     registry = Registry(remote.host, insecure=insecure, allow_http=allow_http)
     try:
@@ -145,14 +146,14 @@ def push_modelcar(
             report.transferred = len(missing)
             report.transferred_bytes = sum(b.size for b in missing)
             report.skipped = len(blobs) - len(missing)
-            pushed = registry.put_manifest(
-                remote.repository, remote.tag, manifest, mediatypes.MANIFEST
+            put_manifest_checked(
+                registry,
+                remote,
+                manifest,
+                report.digest,
+                "the modelcar's manifest",
+                "the registry rewrote the manifest; push to another registry",
             )
-            if pushed and pushed != report.digest:
-                raise StoreError(
-                    f"the registry stored the modelcar's manifest as {pushed}, not {report.digest}",
-                    "the registry rewrote the manifest; push to another registry",
-                )
     finally:
         registry.close()
     return report

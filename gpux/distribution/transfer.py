@@ -145,14 +145,14 @@ def push(
         report.transferred = len(missing)
         report.transferred_bytes = sum(int(b["size"]) for b in missing)
         report.skipped = len(blobs) - len(missing)
-        pushed = registry.put_manifest(
-            remote.repository, remote.tag, manifest_bytes, mediatypes.MANIFEST
+        put_manifest_checked(
+            registry,
+            remote,
+            manifest_bytes,
+            image.digest,
+            "the manifest",
+            "the registry rewrote the manifest; GPUX images must keep their digest",
         )
-        if pushed and pushed != image.digest:
-            raise StoreError(
-                f"the registry stored the manifest as {pushed}, not {image.digest}",
-                "the registry rewrote the manifest; GPUX images must keep their digest",
-            )
     finally:
         registry.close()
     return report
@@ -248,3 +248,24 @@ def _gpux_manifest(data: bytes, remote: Remote) -> dict[str, Any]:
             "GPUX pulls images made by gpux build and gpux push; container images are not models",
         )
     return manifest
+
+
+def tag_target(target: str, example: str) -> Remote:
+    """``target`` parsed as a place to push to: a tag, never a digest (``example`` shows one)."""
+    remote = parse_remote(target)
+    if remote.digest:
+        raise UsageError(
+            f"'{target}' names a digest; a pushed image gets its digest from its content",
+            f"push to a tag: {example}",
+        )
+    return remote
+
+
+def put_manifest_checked(
+    registry: Registry, remote: Remote, manifest: bytes, expected: str, what: str, hint: str
+) -> None:
+    """Put ``manifest`` under the remote's tag; a registry that stores it under another digest
+    than ``expected`` (it rewrote it) is a StoreError about ``what``."""
+    pushed = registry.put_manifest(remote.repository, remote.tag, manifest, mediatypes.MANIFEST)
+    if pushed and pushed != expected:
+        raise StoreError(f"the registry stored {what} as {pushed}, not {expected}", hint)
