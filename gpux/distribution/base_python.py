@@ -4,8 +4,9 @@
 extensions (numpy, ONNX Runtime ...) load only in the same Python ``major.minor``. So the base
 must have that Python at ``--python``; a base without it builds an image that dies at start.
 
-The version comes from the base's config when it says (``PYTHON_VERSION=3.11.9`` as the official
-``python`` images set it), else from its filesystem: the layers are read as streams, in order,
+The version comes from the base's config when it says (``PYTHON_VERSION=3.11.9``, which the
+official ``python`` images set for the interpreter they install at ``/usr/local/bin``, so it is
+believed for that path only), else from its filesystem: the layers are read as streams, in order,
 later layers overriding earlier ones (OCI whiteouts remove), and the interpreter's path is
 followed through its symbolic links: ``/usr/bin/python3 -> python3.11``. A regular file named
 ``python3`` gets its version from the one ``lib/python3.N`` folder beside it. What was found is
@@ -30,6 +31,8 @@ VERSIONED = re.compile(r"python(\d+)\.(\d+)$")
 LIBRARY = re.compile(r"(.*)/lib/python(\d+)\.(\d+)$")
 WHITEOUT = ".wh."
 LINK_HOPS = 8
+# Where the official python images put the interpreter their PYTHON_VERSION describes.
+CONFIG_DESCRIBES = ("/usr/local/bin/python3", "/usr/local/bin/python")
 
 
 class _ChunkReader(io.RawIOBase):
@@ -146,7 +149,7 @@ def base_python(
 ) -> tuple[int, int] | None:
     """The base image's Python at ``python``: from its config, else its filesystem (remembered
     in ``memory``, a folder, per config digest). None: there is none at ``python``."""
-    found = python_from_config(config)
+    found = python_from_config(config) if _normal(python) in CONFIG_DESCRIBES else None
     if found is not None:
         return found
     remembered = memory / f"{config_digest.replace(':', '-')}.json"

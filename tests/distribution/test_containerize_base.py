@@ -135,9 +135,14 @@ def test_a_base_with_another_python_is_refused_naming_both_versions(
         f"choose a base with Python {HERE}",
     )
     refused_before_pushing(registry)
-    # The official python images say it in their config: no layer is read.
+    # The official python images say it in their config, for their /usr/local/bin/python3:
+    # believed for that path (the layer has no Python at all), not for another.
     said = push_base(registry, "said", [layer(FOLDERS)], [f"PYTHON_VERSION={OTHER}.2"])
-    assert_failure(containerize(gpux, registry, said), 2, f"has Python {OTHER}")
+    local = "/usr/local/bin/python3"
+    assert_failure(
+        containerize(gpux, registry, said, "--python", local), 2, f"has Python {OTHER} at {local}"
+    )
+    assert_failure(containerize(gpux, registry, said), 2, "has no Python at /usr/bin/python3")
 
 
 def test_a_base_without_python_at_the_path_is_refused(
@@ -211,7 +216,7 @@ def test_a_cuda_image_config_asks_the_container_runtime_for_gpus(
 
 def test_cuda_needs_every_package_of_gpux_cuda_here(setting: tuple[BoundCLI, Registry]) -> None:
     gpux, registry = setting
-    base = push_base(registry, "for-cuda", [layer(FOLDERS)], [f"PYTHON_VERSION={HERE}.1"])
+    base = push_base(registry, "for-cuda", [layer(FOLDERS)])
     assert_failure(
         containerize(gpux, registry, base, "--runtime", "cuda"), 2, "onnxruntime-gpu", "gpux[cuda]"
     )
