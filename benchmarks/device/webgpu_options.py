@@ -146,7 +146,7 @@ def timed(call: Callable[[], object], seconds: float, most: int = 2000) -> dict[
     deadline = time.perf_counter() + seconds / 4
     while time.perf_counter() < deadline:  # warm-up: a quarter of the budget
         call()
-    times = []
+    times: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline and len(times) < most:
         started = time.perf_counter()
