@@ -8,6 +8,7 @@ to their folder); without them a generated model is used.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,12 @@ def _model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     if folder and (Path(folder) / "resnet50_b1.onnx").exists():
         project = tmp_path / "resnet"
         project.mkdir()
-        (project / "resnet50_b1.onnx").symlink_to(Path(folder) / "resnet50_b1.onnx")
+        # A hard link (or a copy): a GPUXfile may not name a symbolic link out of its project.
+        source, target = Path(folder) / "resnet50_b1.onnx", project / "resnet50_b1.onnx"
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
         (project / "GPUXfile").write_text("name: resnet\nmodel: ./resnet50_b1.onnx\n")
         pixels = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         return project, {"pixels": pixels}
