@@ -63,7 +63,8 @@ def wait_until_running(applications: list[str], spec: DeploySpec, timeout_s: flo
             if status == "DEPLOY_FAILED":
                 raise BackendError(
                     f"Ray Serve could not start application '{name}': {found.message}",
-                    "its replicas failed while loading the image; the message above is theirs",
+                    "its replicas failed while starting (Ray's words above); check that the image "
+                    "loads on that node's store: gpux run NAME",
                 )
             if status != RUNNING:
                 pending.append(_pending(name, found, spec))
