@@ -2,8 +2,10 @@
 # Issue 19 step 1 on the lent GPU machine: ONNX Runtime's WebGPU EP under its own options
 # (layout, graph capture, fp16, nodes off the device) beside the CUDA EP, in one process
 # (benchmarks/device/webgpu_options.py). After the bundle parts are in $CARRY
-# (benchmarks/device/setup.sh), with the call carrying `.gl` (the Vulkan loader's .deb, as the
-# device README says) and device-bundle/webgpu-ep.tar.zst (onnxruntime-ep-webgpu's wheel
+# (benchmarks/device/setup.sh), with the call carrying `.gl` (the .debs the device README lists:
+# libvulkan1 and the GL vendor libraries libglvnd0, libglx0, libgl1, libegl1, libopengl0,
+# libgles2; NVIDIA's Vulkan ICD is libGLX_nvidia.so.0, and without libGLdispatch Dawn finds
+# "No supported adapters") and device-bundle/webgpu-ep.tar.zst (onnxruntime-ep-webgpu's wheel
 # contents):
 #   bash benchmarks/device/webgpu.sh [MODEL_NAMES]
 # writes $OUT/webgpu-options.json and .txt.
