@@ -185,9 +185,10 @@ def node_assignment(session: Any, provider: str) -> dict[str, Any]:
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    graph: _CudaGraphRunner | None = None
-    """Set when the model runs as a CUDA graph: ``graph.buffers`` are its device-resident inputs
-    and outputs (write inputs there, e.g. through DLPack, then ``graph.replay()``)."""
+    graph: _GraphRunner | None = None
+    """Set when the model runs as a captured graph (CUDA graphs, or WebGPU graph capture):
+    ``graph.buffers`` are its device-resident inputs and outputs (write inputs there, e.g.
+    through DLPack, then ``graph.replay()``)."""
 
     def __init__(self, session: Any, placement: Placement) -> None:
         self._session = session
@@ -306,6 +307,14 @@ class OnnxRuntimeBackend(Backend):
             **({"rewrites": rewrites} if rewrites else {}),
         }
         graph_runner = None
+        if backend == "webgpu" and runtime.webgpu.graph_capture and candidate.devices:
+            session, graph_runner, details["graph_capture"] = _with_webgpu_graph(
+                session,
+                model_path,
+                options_factory=make_options,
+                devices=[d.handle for d in candidate.devices[runtime.device : runtime.device + 1]],
+                settings=settings,
+            )
         if backend == "cuda" and runtime.cuda.cuda_graphs:
             session, graph_runner, details["cuda_graphs"] = _with_cuda_graph(
                 session,
@@ -411,7 +420,7 @@ def _with_cuda_graph(
     options_factory: Any,
     settings: dict[str, str],
     assignment: dict[str, Any],
-) -> tuple[Any, _CudaGraphRunner | None, dict[str, Any]]:
+) -> tuple[Any, _GraphRunner | None, dict[str, Any]]:
     """Recreate the session with CUDA graph capture when the model qualifies; say why if not."""
     import onnxruntime as ort
 
@@ -446,29 +455,95 @@ def _with_cuda_graph(
             "CPUExecutionProvider",
         ],
     )
-    runner = _CudaGraphRunner(graph_session, runtime.device)
+    runner = _GraphRunner(graph_session, runtime.device)
     note: dict[str, Any] = {"enabled": True}
     if not assignment.get("known"):
         note["why"] = "node placement cannot be checked on this ONNX Runtime; enabled on trust"
     return graph_session, runner, note
 
 
-class _CudaGraphRunner:
+def _with_webgpu_graph(
+    session: Any,
+    model_path: Path,
+    options_factory: Any,
+    devices: list[Any],
+    settings: dict[str, str],
+) -> tuple[Any, _GraphRunner | None, dict[str, Any]]:
+    """Recreate a WebGPU session with graph capture when the model qualifies, after checking at
+    load that its replays answer as the plain session does on new data; say why if not."""
+    import onnxruntime as ort
+
+    dynamic = _fixed_shapes(session.get_inputs()) or _fixed_shapes(session.get_outputs())
+    if dynamic:
+        return (
+            session,
+            None,
+            {"enabled": False, "why": f"shapes must be fixed, and {dynamic} is not"},
+        )
+    names = [meta.name for meta in session.get_outputs()]
+    feeds = [_sample_feed(session, seed) for seed in (0, 1)]
+    try:
+        options = options_factory()
+        options.add_provider_for_devices(devices, {**settings, "enableGraphCapture": "1"})
+        graph_session = ort.InferenceSession(str(model_path), sess_options=options)
+        runner = _GraphRunner(graph_session, 0, kind="webgpu")
+        for feed in (*feeds, *feeds):  # capture, then replays with other data in the same buffers
+            got, want = runner.run(names, feed), session.run(names, feed)
+            if not all(_close(g, w) for g, w in zip(got, want, strict=True)):
+                return session, None, {"enabled": False, "why": "replays differed from plain runs"}
+    except Exception as exc:  # ONNX Runtime refuses capture with its own exception types
+        return session, None, {"enabled": False, "why": _first_line(exc)}
+    return graph_session, runner, {"enabled": True}
+
+
+def _sample_feed(session: Any, seed: int) -> dict[str, np.ndarray[Any, Any]]:
+    from gpux.runtime.tensors import numpy_dtype_of_ort_type
+
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for meta in session.get_inputs():
+        dtype = numpy_dtype_of_ort_type(meta.type)
+        shape = list(meta.shape)
+        if np.issubdtype(dtype, np.floating):
+            feed[meta.name] = rng.standard_normal(shape).astype(dtype)
+        else:  # ids, masks, flags: small values every such input accepts
+            feed[meta.name] = rng.integers(0, 2, shape).astype(dtype)
+    return feed
+
+
+def _close(got: np.ndarray[Any, Any], want: np.ndarray[Any, Any]) -> bool:
+    """Same values up to the GPU's summation order (the plain and captured sessions run the
+    same kernels; 1e-3 of the output's scale leaves room for nothing else)."""
+    if got.shape != want.shape:
+        return False
+    if not np.issubdtype(want.dtype, np.floating):
+        return bool(np.array_equal(got, want))
+    scale = float(np.nanmax(np.abs(want))) if want.size else 0.0
+    return bool(np.allclose(got, want, rtol=0, atol=1e-3 * (scale or 1.0), equal_nan=True))
+
+
+class _GraphRunner:
     """Runs through IOBinding over fixed device buffers, as graph replay requires.
 
     Inputs are copied into the same device buffers every call; outputs are read back from
     fixed buffers. The first call captures the graph, later calls replay it.
     """
 
-    def __init__(self, session: Any, device: int) -> None:
+    def __init__(self, session: Any, device: int, kind: str = "cuda") -> None:
         import onnxruntime as ort
 
         from gpux.runtime.tensors import numpy_dtype_of_ort_type
 
         def buffer(meta: Any) -> Any:
             dtype = numpy_dtype_of_ort_type(meta.type)
+            if kind == "webgpu":
+                # ONNX Runtime's Python API captures WebGPU work only over buffers the session
+                # itself allocated (1.31: "Bind values created by this session").
+                return session.create_ortvalue_from_shape_and_type(
+                    list(meta.shape), dtype.type, "webgpu", 0
+                )
             return ort.OrtValue.ortvalue_from_shape_and_type(
-                list(meta.shape), dtype.type, "cuda", device
+                list(meta.shape), dtype.type, kind, device
             )
 
         self._session = session

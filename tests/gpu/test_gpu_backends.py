@@ -99,9 +99,15 @@ def test_webgpu_runs_on_the_gpu_through_vulkan(project: tuple) -> None:
         assert placement.details["via"] == "device API"
         assert not placement.device.startswith("CPU")
         assert placement.details["assignment"]["share"] > 0.9
+        # Fixed shapes: the graph is captured at load, after GPUX checked its replays.
+        assert placement.details["graph_capture"] == {"enabled": True}, placement.details
         got = webgpu.run(feed)
+        other = {k: v[::-1].copy() + 1 for k, v in feed.items()}
+        got_other = webgpu.run(other)
         print("\nwebgpu:", placement.to_json())
     assert_matches(got, expected)
+    with gpux.load(folder, backend="cpu", warmup=False) as cpu:
+        assert_matches(got_other, cpu.run(other))
 
 
 def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Path) -> None:
