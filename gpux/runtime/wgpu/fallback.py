@@ -1,0 +1,106 @@
+"""CPU segments: runs of nodes no kernel takes, each as an ONNX Runtime CPU session.
+
+A segment's sub-model holds its nodes, the constants they read and, as inputs, every value it
+reads that an earlier segment (or the caller) makes; its outputs are the values it makes that
+a later segment or the caller reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gpux.errors import BackendError
+from gpux.runtime.wgpu.graph import Graph, Node
+
+
+def _outer_names(node: Node) -> set[str]:
+    """Values a node's subgraphs (If, Loop, Scan bodies) read from the enclosing graph."""
+    import onnx
+
+    names: set[str] = set()
+    for attribute in node.proto.attribute:
+        bodies = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
+        bodies += list(attribute.graphs)
+        for body in bodies:
+            defined = {v.name for v in body.input} | {t.name for t in body.initializer}
+            for inner in body.node:
+                inner_node = Node("", inner.op_type, inner.domain, {}, (), (), inner)
+                names |= {n for n in (*inner.input, *_outer_names(inner_node)) if n} - defined
+                defined |= set(inner.output)
+    return names
+
+
+def segment_io(
+    graph: Graph, nodes: Sequence[Node], needed_later: set[str]
+) -> tuple[list[str], list[str]]:
+    """(inputs, outputs) of a sub-model made of ``nodes``: inputs exclude constants;
+    ``needed_later`` holds values read after the segment (and the graph's outputs)."""
+    made: set[str] = set()
+    inputs: list[str] = []
+    for node in nodes:
+        for name in (*node.inputs, *sorted(_outer_names(node))):
+            if name and name not in made and name not in graph.constants and name not in inputs:
+                inputs.append(name)
+        made |= {name for name in node.outputs if name}
+    outputs = [name for node in nodes for name in node.outputs if name and name in needed_later]
+    return inputs, outputs
+
+
+class CpuSegment:
+    """One ONNX Runtime CPU session for a run of nodes."""
+
+    def __init__(self, graph: Graph, nodes: Sequence[Node], needed_later: set[str]) -> None:
+        import onnxruntime as ort
+        from onnx import helper, numpy_helper
+
+        from gpux.runtime.onnxruntime_backend import _log_level
+
+        self.inputs, self.outputs = segment_io(graph, nodes, needed_later)
+        self.ops = [node.qualified_op for node in nodes]
+        read = {n for node in nodes for n in (*node.inputs, *_outer_names(node)) if n}
+
+        def value(name: str) -> Any:
+            info = graph.tensors.get(name)
+            if info is None:
+                raise BackendError(
+                    f"the wgpu engine does not know the type of '{name}'",
+                    "run the model on another backend (--backend cpu)",
+                )
+            elem = helper.np_dtype_to_tensor_dtype(info.dtype)
+            return helper.make_tensor_value_info(name, elem, list(info.shape))
+
+        body = helper.make_graph(
+            [node.proto for node in nodes],
+            "gpux_cpu_segment",
+            [value(name) for name in self.inputs],
+            [value(name) for name in self.outputs],
+            [
+                numpy_helper.from_array(graph.constants[n], n)
+                for n in sorted(read & graph.constants.keys())
+            ],
+        )
+        model = helper.make_model(body, opset_imports=list(graph.model.opset_import))
+        model.ir_version = graph.model.ir_version
+        options = ort.SessionOptions()
+        options.log_severity_level = _log_level()
+        # The whole model was optimised at load already.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                model.SerializeToString(),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # ONNX Runtime raises its own pybind exception types
+            raise BackendError(
+                f"the CPU fallback for {', '.join(sorted(set(self.ops)))} failed to load: "
+                + str(exc).splitlines()[0],
+                "run the model on another backend (--backend cpu); rerun with --debug",
+            ) from exc
+
+    def run(self, values: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        results = self.session.run(self.outputs, {name: values[name] for name in self.inputs})
+        return dict(zip(self.outputs, results, strict=True))
