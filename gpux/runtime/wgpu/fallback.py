@@ -52,7 +52,13 @@ def segment_io(
 class CpuSegment:
     """One ONNX Runtime CPU session for a run of nodes."""
 
-    def __init__(self, graph: Graph, nodes: Sequence[Node], needed_later: set[str]) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        nodes: Sequence[Node],
+        needed_later: set[str],
+        threads: int | None = None,
+    ) -> None:
         import onnxruntime as ort
         from onnx import helper, numpy_helper
 
@@ -88,6 +94,8 @@ class CpuSegment:
         options.log_severity_level = _log_level()
         # The whole model was optimised at load already.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(
                 model.SerializeToString(),

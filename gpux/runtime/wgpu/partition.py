@@ -150,8 +150,20 @@ def lower_node(graph: Graph, node: Node, features: frozenset[str]) -> LoweredNod
     return LoweredNode(node, context, lowering)
 
 
+def register_kernels() -> None:
+    """Import the kernel modules (``kernels/``), whose decorators register them."""
+    import importlib
+
+    try:
+        importlib.import_module("gpux.runtime.wgpu.kernels")
+    except ModuleNotFoundError as exc:
+        if exc.name != "gpux.runtime.wgpu.kernels":
+            raise
+
+
 def partition(graph: Graph, features: frozenset[str]) -> Partition:
     """Lower every node that a kernel takes; group the rest into CPU segments."""
+    register_kernels()
     segments: list[Segment] = []
     refused: dict[str, str] = {}
     for node in graph.nodes:
