@@ -4,7 +4,8 @@
 open count as 1 until a call brings other sizes), partitions it and builds the executor. A call
 with other input sizes gets an executor of its own, built on first use and kept (a few, least
 recently used first out). Software adapters (lavapipe) are refused unless
-``GPUX_WGPU_ALLOW_SOFTWARE=1`` (tests): ONNX Runtime's CPU provider is faster there.
+``GPUX_WGPU_ALLOW_SOFTWARE=1`` (tests): ONNX Runtime's CPU provider is faster there. All models
+share one device per process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gpux import env
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError
 from gpux.runtime.backend import Backend, Placement
@@ -32,10 +34,26 @@ MAX_SIZED_EXECUTORS = 4
 Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
 
-def software_allowed() -> bool:
-    import os
+_devices: dict[bool, Gpu] = {}
+_devices_lock = threading.Lock()
 
-    return os.environ.get("GPUX_WGPU_ALLOW_SOFTWARE", "").strip().lower() in {"1", "true", "yes"}
+
+def shared_device() -> Gpu:
+    """The process's wgpu device, opened once (as ONNX Runtime shares one environment): every
+    model loaded on this engine shares it, so a second load pays no adapter enumeration."""
+    allow_software = env.wgpu_allow_software()
+    with _devices_lock:
+        gpu = _devices.get(allow_software)
+        if gpu is None:
+            try:
+                gpu = open_device(allow_software=allow_software)
+            except BackendError as exc:
+                hint = exc.hint or ""
+                if not allow_software:
+                    hint += "; GPUX_WGPU_ALLOW_SOFTWARE=1 allows a software adapter (tests)"
+                raise BackendError(f"backend 'wgpu' cannot start: {exc.message}", hint) from exc
+            _devices[allow_software] = gpu
+        return gpu
 
 
 def _load_shapes(model: Any, dimensions: Mapping[str, int]) -> tuple[Shapes, list[str]]:
@@ -123,9 +141,7 @@ class WgpuBackend(Backend):
         dimensions: Mapping[str, int] | None = None,
     ) -> WgpuBackend:
         started = time.perf_counter()
-        gpu = open_device(allow_software=software_allowed())
-        if gpu.is_software and not software_allowed():  # pragma: no cover - open_device refuses
-            raise BackendError("only a software adapter is available")
+        gpu = shared_device()
         model = graphs.load_model(model_path)
         shapes, open_symbols = _load_shapes(model, dimensions or {})
         executor, level = build(model, gpu, shapes, runtime.threads)
