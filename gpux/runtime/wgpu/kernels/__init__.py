@@ -1,0 +1,7 @@
+"""The WGSL kernels, one module per family. Importing this package registers every kernel
+with :func:`gpux.runtime.wgpu.kernel.kernel`; :func:`~gpux.runtime.wgpu.kernel.claimed_ops`
+then lists them."""
+
+from gpux.runtime.wgpu.kernels import elementwise
+
+__all__ = ["elementwise"]

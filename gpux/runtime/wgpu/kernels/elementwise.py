@@ -1,0 +1,309 @@
+"""Elementwise kernels: unary math, binary arithmetic and comparisons with numpy broadcasting,
+Clip, Where and Cast. One invocation per output element."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gpux.runtime.wgpu.kernel import Lowering, NodeContext, Unsupported, kernel
+from gpux.runtime.wgpu.kernels._wgsl import (
+    FLOATS,
+    NUMBERS,
+    broadcast_index,
+    compute_type,
+    enable_f16,
+    flat_dispatch,
+    flat_main,
+    literal,
+    load,
+    present,
+    require_dtypes,
+    storage,
+    store,
+)
+
+# erf has no WGSL builtin: a Taylor series near 0 (where a rational fit loses relative
+# precision) and Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7) elsewhere.
+ERF = """
+fn erf_f32(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.5) {
+        let x2 = x * x;
+        return 1.1283791670955126 * x * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.1
+            + x2 * (-0.023809523809523808 + x2 * (0.004629629629629629
+            + x2 * -0.0007575757575757576)))));
+    }
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
+        + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-a * a));
+}
+"""
+
+# Unary ops on floats: WGSL of the compute value ``x`` (and the attribute reader).
+FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
+    "Relu": lambda c: "max(x, 0.0)",
+    "Sigmoid": lambda c: "1.0 / (1.0 + exp(-x))",
+    # tanh of a large |x| overflows exp inside some drivers' tanh; it is +-1 there anyway.
+    "Tanh": lambda c: "tanh(clamp(x, -15.0, 15.0))",
+    "Erf": lambda c: "erf_f32(x)",
+    "Sqrt": lambda c: "sqrt(x)",
+    "Exp": lambda c: "exp(x)",
+    "Log": lambda c: "log(x)",
+    "Abs": lambda c: "abs(x)",
+    "Neg": lambda c: "-x",
+    "Reciprocal": lambda c: "1.0 / x",
+    "Floor": lambda c: "floor(x)",
+    "Ceil": lambda c: "ceil(x)",
+    "Sin": lambda c: "sin(x)",
+    "Cos": lambda c: "cos(x)",
+    "Softplus": lambda c: "select(log(1.0 + exp(x)), x, x > 20.0)",
+    "LeakyRelu": lambda c: f"select(x * {literal(c.attribute('alpha', 0.01))}, x, x >= 0.0)",
+    "Elu": lambda c: f"select({literal(c.attribute('alpha', 1.0))} * (exp(x) - 1.0), x, x >= 0.0)",
+    "HardSigmoid": lambda c: (
+        f"clamp({literal(c.attribute('alpha', 0.2))} * x + "
+        f"{literal(c.attribute('beta', 0.5))}, 0.0, 1.0)"
+    ),
+    "Gelu": lambda c: _gelu(c),
+}
+
+INTEGER_UNARY: dict[str, str] = {"Relu": "max(x, 0)", "Abs": "abs(x)", "Neg": "-x"}
+
+
+def _gelu(context: NodeContext) -> str:
+    if context.attribute("approximate", "none") == "tanh":
+        return "0.5 * x * (1.0 + tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0)))"
+    return "0.5 * x * (1.0 + erf_f32(x * 0.7071067811865476))"
+
+
+def _unary(context: NodeContext) -> Lowering:
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    if source.dtype in FLOATS:
+        require_dtypes(context, FLOATS)
+        expression = FLOAT_UNARY[context.op_type](context)
+    elif context.op_type in INTEGER_UNARY:
+        require_dtypes(context, NUMBERS)
+        expression = INTEGER_UNARY[context.op_type]
+    else:
+        raise Unsupported(f"{context.op_type} on {source.dtype} has no kernel")
+    shader = (
+        enable_f16(source.dtype)
+        + storage(0, "x_in", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + (ERF if "erf_f32" in expression else "")
+        + flat_main(
+            output.size,
+            f"    let x = {load('x_in', 'i', source.dtype)};\n"
+            f"    y[i] = {store(expression, output.dtype)};",
+        )
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+for _op in FLOAT_UNARY:
+    kernel(_op)(_unary)
+
+
+def _float_pow(a: str, b: str) -> str:
+    # WGSL's pow is undefined for a negative base; ONNX (like numpy) takes integer exponents
+    # of negative bases.
+    return (
+        f"select(select(pow(abs({a}), {b}), -pow(abs({a}), {b}), "
+        f"{a} < 0.0 && round({b}) == {b} && (i32(abs({b})) & 1) == 1), 1.0, {b} == 0.0)"
+    )
+
+
+# Binary ops: WGSL of compute values ``a`` and ``b``, by compute type.
+BINARY: dict[str, dict[str, str]] = {
+    "Add": {"f32": "a + b", "i32": "a + b"},
+    "Sub": {"f32": "a - b", "i32": "a - b"},
+    "Mul": {"f32": "a * b", "i32": "a * b"},
+    "Div": {"f32": "a / b", "i32": "a / b"},
+    "Max": {"f32": "max(a, b)", "i32": "max(a, b)"},
+    "Min": {"f32": "min(a, b)", "i32": "min(a, b)"},
+    "Pow": {"f32": _float_pow("a", "b")},
+    "Equal": {"f32": "a == b", "i32": "a == b", "u32": "a == b"},
+    "Less": {"f32": "a < b", "i32": "a < b"},
+    "LessOrEqual": {"f32": "a <= b", "i32": "a <= b"},
+    "Greater": {"f32": "a > b", "i32": "a > b"},
+    "GreaterOrEqual": {"f32": "a >= b", "i32": "a >= b"},
+    "And": {"u32": "(a & b) != 0u"},
+    "Or": {"u32": "(a | b) != 0u"},
+    "Xor": {"u32": "(a ^ b) != 0u"},
+}
+COMPARISONS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor"}
+_ALLOWED = (*NUMBERS, np.dtype(np.bool_))
+
+
+@kernel("Add")
+@kernel("Sub")
+@kernel("Mul")
+@kernel("Div")
+@kernel("Max")
+@kernel("Min")
+@kernel("Pow")
+@kernel("Equal")
+@kernel("Less")
+@kernel("LessOrEqual")
+@kernel("Greater")
+@kernel("GreaterOrEqual")
+@kernel("And")
+@kernel("Or")
+@kernel("Xor")
+def binary(context: NodeContext) -> Lowering:
+    if len(context.inputs) != 2:
+        raise Unsupported(f"{context.op_type} of {len(context.inputs)} inputs (only 2)")
+    if context.opset < 7:
+        raise Unsupported(f"{context.op_type} before opset 7 (broadcast attribute)")
+    a, b = context.inputs
+    output = context.outputs[0]
+    assert a is not None and b is not None
+    require_dtypes(context, _ALLOWED)
+    if context.op_type == "Pow" and a.dtype != b.dtype:
+        raise Unsupported("Pow of mixed dtypes")
+    compute = compute_type(a.dtype)
+    expression = BINARY[context.op_type].get(compute)
+    if expression is None:
+        raise Unsupported(f"{context.op_type} on {a.dtype} has no kernel")
+    if context.op_type in COMPARISONS:
+        expression = f"select(0u, 1u, {expression})"
+    else:
+        expression = store(expression, output.dtype)
+    shader = (
+        enable_f16(a.dtype, b.dtype, output.dtype)
+        + storage(0, "a_in", a.dtype)
+        + "\n"
+        + storage(1, "b_in", b.dtype)
+        + "\n"
+        + storage(2, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(
+            output.size,
+            f"    let a = {load('a_in', broadcast_index('i', a.shape, output.shape), a.dtype)};\n"
+            f"    let b = {load('b_in', broadcast_index('i', b.shape, output.shape), b.dtype)};\n"
+            f"    y[i] = {expression};",
+        )
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0, 1]))
+
+
+@kernel("Not")
+def logical_not(context: NodeContext) -> Lowering:
+    require_dtypes(context, (np.dtype(np.bool_),))
+    output = context.outputs[0]
+    shader = (
+        storage(0, "x", output.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, "    y[i] = select(1u, 0u, x[i] != 0u);")
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("Where")
+def where(context: NodeContext) -> Lowering:
+    condition, a, b = context.inputs
+    output = context.outputs[0]
+    assert condition is not None and a is not None and b is not None
+    require_dtypes(context, _ALLOWED)
+    if condition.dtype != np.bool_:
+        raise Unsupported("Where with a non-bool condition")
+    shape = output.shape
+    shader = (
+        enable_f16(output.dtype)
+        + storage(0, "condition", condition.dtype)
+        + "\n"
+        + storage(1, "a", a.dtype)
+        + "\n"
+        + storage(2, "b", b.dtype)
+        + "\n"
+        + storage(3, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(
+            output.size,
+            f"    y[i] = select(b[{broadcast_index('i', b.shape, shape)}], "
+            f"a[{broadcast_index('i', a.shape, shape)}], "
+            f"condition[{broadcast_index('i', condition.shape, shape)}] != 0u);",
+        )
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0, 1, 2]))
+
+
+def _bound(context: NodeContext, index: int, attribute: str, default: float) -> tuple[str, Any]:
+    """Clip's bound as WGSL: an input read from the device, an attribute, or the default."""
+    if context.opset >= 11:
+        if present(context, index) is not None:
+            return f"{load(('low', 'high')[index - 1], '0u', context.outputs[0].dtype)}", index
+        return (literal(default, compute_type(context.outputs[0].dtype))), None
+    return literal(context.attribute(attribute, default)), None
+
+
+@kernel("Clip")
+def clip(context: NodeContext) -> Lowering:
+    output = context.outputs[0]
+    require_dtypes(context, NUMBERS)
+    compute = compute_type(output.dtype)
+    lowest: float
+    highest: float
+    if compute == "i32":
+        lowest, highest = -(2**31), 2**31 - 1
+    else:
+        lowest, highest = -float("inf"), float("inf")
+    low, low_input = _bound(context, 1, "min", lowest)
+    high, high_input = _bound(context, 2, "max", highest)
+    declarations = [storage(0, "x", output.dtype)]
+    inputs = [0]
+    for name, index in (("low", low_input), ("high", high_input)):
+        if index is not None:
+            declarations.append(storage(len(declarations), name, output.dtype))
+            inputs.append(index)
+    declarations.append(storage(len(declarations), "y", output.dtype, write=True))
+    # min(max()) rather than clamp(): clamp is undefined when low > high, ONNX gives high.
+    clipped = f"min(max({load('x', 'i', output.dtype)}, {low}), {high})"
+    shader = (
+        enable_f16(output.dtype)
+        + "\n".join(declarations)
+        + "\n"
+        + flat_main(
+            output.size,
+            f"    y[i] = {store(clipped, output.dtype)};",
+        )
+    )
+    return Lowering(flat_dispatch(shader, output.size, inputs))
+
+
+_CASTABLE = (*NUMBERS, np.dtype(np.bool_))
+
+
+@kernel("Cast")
+def cast(context: NodeContext) -> Lowering:
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    require_dtypes(context, _CASTABLE)
+    value = load("x", "i", source.dtype)
+    from_kind, to_kind = compute_type(source.dtype), compute_type(output.dtype)
+    if to_kind == "u32":  # to bool
+        zero = {"f32": "0.0", "i32": "0", "u32": "0u"}[from_kind]
+        expression = f"select(0u, 1u, {value} != {zero})"
+    elif from_kind == "u32":  # from bool
+        expression = store(f"{to_kind}({value})", output.dtype)
+    else:
+        expression = store(f"{to_kind}({value})", output.dtype)
+    shader = (
+        enable_f16(source.dtype, output.dtype)
+        + storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, f"    y[i] = {expression};")
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
