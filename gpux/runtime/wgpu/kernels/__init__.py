@@ -2,6 +2,6 @@
 with :func:`gpux.runtime.wgpu.kernel.kernel`; :func:`~gpux.runtime.wgpu.kernel.claimed_ops`
 then lists them."""
 
-from gpux.runtime.wgpu.kernels import elementwise
+from gpux.runtime.wgpu.kernels import conv, elementwise, matmul, pool
 
-__all__ = ["elementwise"]
+__all__ = ["conv", "elementwise", "matmul", "pool"]

@@ -1,0 +1,126 @@
+"""Kernels at the sizes real models use, which ONNX's node tests (a few elements each) do not
+reach: several GEMM tiles and K steps, ragged edges, grouped and strided convolutions, ResNet
+and BERT shapes in small, float16. Expected values come from ONNX's reference evaluator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("wgpu", reason="wgpu is not installed (the webgpu extra)")
+
+import onnx
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+from gpux.runtime.wgpu import kernels  # noqa: F401  (registers the kernels)
+from gpux.runtime.wgpu.device import Gpu, run_lowering
+from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, lower
+
+OPSET = 17
+
+
+def run_node(
+    gpu: Gpu, op: str, inputs: list[np.ndarray], constant: tuple[int, ...] = (), **attributes: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The node's first output from the engine and from ONNX's reference evaluator."""
+    names = [f"in{i}" for i in range(len(inputs))]
+    node = helper.make_node(op, names, ["out"], **attributes)
+    graph = helper.make_graph(
+        [node],
+        "node",
+        [
+            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+            for n, a in zip(names, inputs, strict=True)
+        ],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.UNDEFINED, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    (expected,) = ReferenceEvaluator(model).run(None, dict(zip(names, inputs, strict=True)))
+    context = NodeContext(
+        op_type=op,
+        domain="",
+        attributes=attributes,
+        inputs=tuple(TensorInfo(a.shape, a.dtype) for a in inputs),
+        outputs=(TensorInfo(expected.shape, expected.dtype),),
+        constants={i: inputs[i] for i in constant},
+        features=gpu.features,
+        opset=OPSET,
+    )
+    (actual,) = run_lowering(gpu, lower(context), inputs, context.outputs)
+    return actual, expected
+
+
+def random(*shape: int, dtype: type = np.float32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed + sum(shape)).standard_normal(shape).astype(dtype)
+
+
+def needs_f16(gpu: Gpu, dtype: type) -> None:
+    if dtype == np.float16 and "shader-f16" not in gpu.features:
+        pytest.skip("the adapter lacks shader-f16")
+
+
+TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-4}, np.float16: {"rtol": 2e-2, "atol": 2e-2}}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape"),
+    [
+        ((130, 70), (70, 97)),  # ragged tiles in M, N and K
+        ((2, 3, 65, 33), (33, 129)),  # batch broadcast of B
+        ((1, 128, 64), (4, 64, 17)),  # batch broadcast of A
+        ((200,), (200, 3)),  # 1-D operand
+    ],
+)
+def test_matmul_across_tiles(gpu: Gpu, dtype: type, a_shape: tuple, b_shape: tuple) -> None:
+    needs_f16(gpu, dtype)
+    actual, expected = run_node(
+        gpu, "MatMul", [random(*a_shape, dtype=dtype), random(*b_shape, dtype=dtype)]
+    )
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+
+
+def test_gemm_transposed_with_row_bias(gpu: Gpu) -> None:
+    a, b, c = random(100, 3), random(77, 100), random(77)
+    actual, expected = run_node(gpu, "Gemm", [a, b, c], transA=1, transB=1, alpha=0.5, beta=2.0)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "attributes"),
+    [
+        # ResNet's stem in small: 7x7 stride 2 pad 3
+        ((2, 3, 23, 23), (70, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+        # bottleneck 1x1 and 3x3 convolutions
+        ((1, 80, 9, 9), (33, 80, 1, 1), {}),
+        ((1, 16, 10, 12), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
+        # grouped, dilated, asymmetric padding
+        ((1, 8, 11, 9), (12, 2, 3, 3), {"group": 4, "dilations": [2, 1], "pads": [0, 1, 2, 0]}),
+        # depthwise with SAME_UPPER
+        ((1, 6, 8, 8), (6, 1, 3, 3), {"group": 6, "auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+        # 1-D
+        ((2, 5, 40), (7, 5, 4), {"strides": [3]}),
+    ],
+)
+def test_conv_shapes(
+    gpu: Gpu, dtype: type, x_shape: tuple, w_shape: tuple, attributes: dict
+) -> None:
+    needs_f16(gpu, dtype)
+    x, w = random(*x_shape, dtype=dtype), random(*w_shape, dtype=dtype, seed=1)
+    bias = random(w_shape[0], dtype=dtype, seed=2)
+    actual, expected = run_node(gpu, "Conv", [x, w, bias], **attributes)
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+
+
+def test_pools_of_resnet(gpu: Gpu) -> None:
+    x = random(2, 5, 17, 17)
+    actual, expected = run_node(
+        gpu, "MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+    )
+    np.testing.assert_array_equal(actual, expected)
+    actual, expected = run_node(gpu, "GlobalAveragePool", [x])
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
