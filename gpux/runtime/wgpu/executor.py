@@ -44,6 +44,7 @@ class _Readback:
 class _GpuStep:
     uploads: list[str]  # values made on the host (caller or CPU segment) written before submit
     encoded: list[tuple[Any, Any, tuple[int, int, int]]]  # (pipeline, bind group, workgroups)
+    nodes: list[tuple[str, str, int]] = field(default_factory=list)  # (name, op, dispatches)
     readbacks: list[_Readback] = field(default_factory=list)
     readback_buffer: Any = None
 
@@ -219,6 +220,13 @@ class Executor:
                         layout=pipeline.get_bind_group_layout(0), entries=entries
                     )
                     gpu_step.encoded.append((pipeline, bind_group, dispatch.workgroups))
+                gpu_step.nodes.append(
+                    (
+                        lowered.node.name,
+                        lowered.node.qualified_op,
+                        len(lowered.lowering.dispatches),
+                    )
+                )
                 step += 1
             made = {n for lowered in segment.lowered for n in lowered.node.outputs if n}
             # The host needs what a later CPU segment reads and the graph's outputs.
@@ -245,34 +253,114 @@ class Executor:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
-        import wgpu
+        return self._run(feed, None)
 
-        graph, queue = self.graph, self.gpu.queue
-        values: dict[str, np.ndarray[Any, Any]] = dict(feed)
-        for name in self._host_inputs:
-            queue.write_buffer(self._buffer(name), 0, to_device_bytes(values[name]))
-        encode_seconds = 0.0
-        for item in self._program:
-            if isinstance(item, CpuSegment):
-                values.update(item.run(values))
-                continue
-            for name in item.uploads:
-                queue.write_buffer(self._buffer(name), 0, to_device_bytes(values[name]))
-            started = time.perf_counter()
-            encoder = self.gpu.device.create_command_encoder()
+    def profile(
+        self, feed: Mapping[str, np.ndarray[Any, Any]]
+    ) -> tuple[dict[str, np.ndarray[Any, Any]], list[dict[str, Any]]]:
+        """One call with a timestamp query around every GPU node (each in a compute pass of
+        its own, so slower than ``run``) and a wall clock around every CPU segment: the
+        outputs, and ``{"node", "op", "on", "dispatches", "ms"}`` per node or segment in
+        order. Needs the adapter's ``timestamp-query`` feature."""
+        if "timestamp-query" not in self.gpu.features:
+            raise BackendError(
+                f"{self.gpu.adapter_summary} has no timestamp queries",
+                "per-kernel times need an adapter with the timestamp-query feature",
+            )
+        times: list[dict[str, Any]] = []
+        return self._run(feed, times), times
+
+    def _encode(self, item: _GpuStep, encoder: Any, timing: Any) -> None:
+        """Every dispatch of ``item``: in one compute pass, or with ``timing`` (a query set),
+        in one pass per node with its start and end timestamps."""
+        if timing is None:
             compute_pass = encoder.begin_compute_pass()
             for pipeline, bind_group, workgroups in item.encoded:
                 compute_pass.set_pipeline(pipeline)
                 compute_pass.set_bind_group(0, bind_group)
                 compute_pass.dispatch_workgroups(*workgroups)
             compute_pass.end()
+            return
+        position = 0
+        for index, (_, _, count) in enumerate(item.nodes):
+            compute_pass = encoder.begin_compute_pass(
+                timestamp_writes={
+                    "query_set": timing,
+                    "beginning_of_pass_write_index": 2 * index,
+                    "end_of_pass_write_index": 2 * index + 1,
+                }
+            )
+            for pipeline, bind_group, workgroups in item.encoded[position : position + count]:
+                compute_pass.set_pipeline(pipeline)
+                compute_pass.set_bind_group(0, bind_group)
+                compute_pass.dispatch_workgroups(*workgroups)
+            compute_pass.end()
+            position += count
+
+    def _run(
+        self, feed: Mapping[str, np.ndarray[Any, Any]], times: list[dict[str, Any]] | None
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        import wgpu
+
+        graph, queue, device = self.graph, self.gpu.queue, self.gpu.device
+        values: dict[str, np.ndarray[Any, Any]] = dict(feed)
+        for name in self._host_inputs:
+            queue.write_buffer(self._buffer(name), 0, to_device_bytes(values[name]))
+        encode_seconds = 0.0
+        for item in self._program:
+            if isinstance(item, CpuSegment):
+                started = time.perf_counter()
+                values.update(item.run(values))
+                if times is not None:
+                    elapsed = (time.perf_counter() - started) * 1e3
+                    times.append(
+                        {
+                            "node": ", ".join(item.ops),
+                            "op": "cpu segment",
+                            "on": "cpu",
+                            "ms": elapsed,
+                        }
+                    )
+                continue
+            for name in item.uploads:
+                queue.write_buffer(self._buffer(name), 0, to_device_bytes(values[name]))
+            started = time.perf_counter()
+            encoder = device.create_command_encoder()
+            timing: Any = None
+            if times is not None and item.nodes:
+                timing = device.create_query_set(
+                    type=wgpu.QueryType.timestamp, count=2 * len(item.nodes)
+                )
+            self._encode(item, encoder, timing)
             for readback in item.readbacks:
                 encoder.copy_buffer_to_buffer(
                     readback.source, 0, item.readback_buffer, readback.offset, readback.nbytes
                 )
+            stamps: Any = None
+            resolved: Any = None
+            if timing is not None:
+                resolved = device.create_buffer(
+                    size=16 * len(item.nodes),
+                    usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC,
+                )
+                encoder.resolve_query_set(timing, 0, 2 * len(item.nodes), resolved, 0)
+                stamps = self.gpu.readback_buffer(resolved.size)
+                encoder.copy_buffer_to_buffer(resolved, 0, stamps, 0, resolved.size)
             commands = encoder.finish()
             encode_seconds += time.perf_counter() - started
             queue.submit([commands])
+            if stamps is not None and times is not None:
+                stamps.map_sync(wgpu.MapMode.READ)
+                ticks = np.frombuffer(stamps.read_mapped(), dtype=np.uint64).astype(np.int64)
+                stamps.unmap()
+                for spent in (stamps, resolved, timing):
+                    spent.destroy()
+                # WebGPU timestamps count nanoseconds.
+                for index, (name, op, count) in enumerate(item.nodes):
+                    elapsed = float(ticks[2 * index + 1] - ticks[2 * index]) / 1e6
+                    times.append(
+                        {"node": name, "op": op, "on": "wgpu", "dispatches": count, "ms": elapsed}
+                    )
             if item.readback_buffer is None:
                 continue
             item.readback_buffer.map_sync(wgpu.MapMode.READ)
@@ -283,7 +371,8 @@ class Executor:
                     values[readback.name] = from_device_bytes(chunk, readback.info)
             finally:
                 item.readback_buffer.unmap()
-        self.last_encode_seconds = encode_seconds
+        if times is None:
+            self.last_encode_seconds = encode_seconds
         try:
             return {name: _host_value(name, values, graph) for name in graph.outputs}
         except KeyError as exc:

@@ -175,3 +175,19 @@ def test_a_software_adapter_is_refused_unless_allowed(
         WgpuBackend.load(_split_model(tmp_path), Runtime(backend="wgpu"))
     assert "backend 'wgpu' cannot start" in caught.value.message
     assert "GPUX_WGPU_ALLOW_SOFTWARE=1" in (caught.value.hint or "")
+
+
+def test_profile_times_every_gpu_node_and_cpu_segment(tmp_path: Path, gpu: Gpu) -> None:
+    if "timestamp-query" not in gpu.features:
+        pytest.skip(f"{gpu.adapter_summary} has no timestamp queries")
+    path = _split_model(tmp_path)
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={"batch": 2})
+    try:
+        feed = {"x": np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)}
+        outputs, times = backend.executor.profile(feed)
+        np.testing.assert_allclose(outputs["y"], backend.run(feed)["y"])
+        assert [t["on"] for t in times] == ["wgpu", "wgpu", "cpu", "wgpu", "wgpu"]
+        assert [t["op"] for t in times if t["on"] == "wgpu"] == ["Add", "Mul", "Add", "Sub"]
+        assert all(t["ms"] >= 0 for t in times)
+    finally:
+        backend.close()
