@@ -67,7 +67,7 @@ def _load_shapes(model: Any, dimensions: Mapping[str, int]) -> tuple[Shapes, lis
             continue
         shape = []
         for index, dim in enumerate(value.type.tensor_type.shape.dim):
-            if dim.HasField("dim_value") and dim.dim_value > 0:
+            if dim.HasField("dim_value"):
                 shape.append(int(dim.dim_value))
             elif dim.dim_param in dimensions:
                 shape.append(int(dimensions[dim.dim_param]))
@@ -90,15 +90,23 @@ def _cheaper(first: Partition, second: Partition) -> bool:
 def build(model: Any, gpu: Gpu, shapes: Shapes, threads: int | None) -> tuple[Executor, str]:
     """The executor of ``model`` at ``shapes``, and the optimizer level it was prepared at:
     EXTENDED, unless BASIC leaves fewer nodes on the CPU (fused com.microsoft ops that no
-    kernel takes)."""
+    kernel takes); ``none`` when ONNX Runtime cannot load the model at all (the engine may run
+    ops its CPU provider lacks)."""
     best: tuple[graphs.Graph, Partition, str] | None = None
     failure: BackendError | None = None
-    for level in graphs.LEVELS:
+    optimizer_refused = False
+    for level in (*graphs.LEVELS, "none"):
+        if level == "none" and (best is not None or not optimizer_refused):
+            break
         try:
             graph = graphs.prepare(model, {}, dict(shapes), level)
             split = partition(graph, gpu.features)
-        except BackendError as exc:
+        except graphs.OptimizerRefused as exc:
+            optimizer_refused = True
             failure = failure or exc
+            continue
+        except BackendError as exc:
+            failure = exc if level == "none" else failure or exc
             continue
         if best is None or _cheaper(split, best[1]):
             best = (graph, split, level)

@@ -92,7 +92,7 @@ def fix_input_shapes(
                 dim.dim_value = int(given[index])
             elif not dim.HasField("dim_value") and dim.dim_param in dimensions:
                 dim.dim_value = int(dimensions[dim.dim_param])
-            if not dim.HasField("dim_value") or dim.dim_value < 1:
+            if not dim.HasField("dim_value") or dim.dim_value < 0:
                 symbol = dim.dim_param or f"axis {index}"
                 raise BackendError(
                     f"the wgpu engine needs fixed sizes, and input '{value.name}' leaves "
@@ -100,6 +100,11 @@ def fix_input_shapes(
                     f"fix it in the GPUXfile's inputs (shape: [1, ...]) or pass "
                     f"dimensions={{'{symbol}': N}}",
                 )
+
+
+class OptimizerRefused(BackendError):
+    """ONNX Runtime could not load the model to optimise it (an op or dtype its CPU provider
+    lacks): the engine may still run it, unoptimised."""
 
 
 def optimize(model: Any, level: str) -> Any:
@@ -130,7 +135,7 @@ def optimize(model: Any, level: str) -> Any:
                 model.SerializeToString(), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ONNX Runtime raises its own pybind exception types
-            raise BackendError(
+            raise OptimizerRefused(
                 f"ONNX Runtime could not load the model to optimise it: {exc}".splitlines()[0],
                 "check the model with 'gpux build'; rerun with --debug for ONNX Runtime's log",
             ) from exc
@@ -233,8 +238,9 @@ def prepare(
     input_shapes: Mapping[str, tuple[int, ...]],
     level: str,
 ) -> Graph:
-    """``model`` (not changed) with fixed sizes, optimised at ``level``, as a :class:`Graph`."""
+    """``model`` (not changed) with fixed sizes, optimised at ``level`` (``none``: as it is),
+    as a :class:`Graph`."""
     fixed = type(model)()
     fixed.CopyFrom(model)
     fix_input_shapes(fixed, dimensions, input_shapes)
-    return read(optimize(fixed, level))
+    return read(fixed if level == "none" else optimize(fixed, level))
