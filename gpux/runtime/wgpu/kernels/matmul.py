@@ -5,7 +5,9 @@ operands read through WGSL functions the caller writes (``load_a``, ``load_b``) 
 written by ``store_c``: a MatMul reads plain rows, a Gemm transposed ones, a Conv gathers
 input windows. Each workgroup of 16x16 invocations computes a 64x64 block of C, 4x4 per
 invocation, staging 64x16 slices of A and B in workgroup memory so that every value read from
-storage is used 64 times.
+storage is used 64 times. Problems too small to fill a GPU with 64x64 blocks (a batch-1 ResNet's
+last stages: 49 pixels by 512 channels) take 32x32 or 16x16 blocks instead, trading reuse for
+parallelism.
 """
 
 from __future__ import annotations
@@ -35,12 +37,11 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     store,
 )
 
-TILE_M = 64
-TILE_N = 64
 TILE_K = 16
-THREADS = 16  # per side: 16x16 invocations, each computing TILE_M/16 x TILE_N/16 outputs
-PER_THREAD_M = TILE_M // THREADS
-PER_THREAD_N = TILE_N // THREADS
+THREADS = 16  # per side: 16x16 invocations, each computing (tile/16)^2 outputs
+TILES = (64, 32, 16)  # block sides, preferred first
+# Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
+ENOUGH_WORKGROUPS = 256
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,18 @@ class Gemm:
     functions: str
 
 
-def gemm_shader(problem: Gemm) -> str:
-    pm, pn = PER_THREAD_M, PER_THREAD_N
+def block_side(problem: Gemm) -> int:
+    """The largest block side that still gives ENOUGH_WORKGROUPS, else the smallest."""
+    for side in TILES:
+        groups = -(-problem.m // side) * -(-problem.n // side) * problem.batch
+        if groups >= ENOUGH_WORKGROUPS:
+            return side
+    return TILES[-1]
+
+
+def gemm_shader(problem: Gemm, side: int) -> str:
+    TILE_M = TILE_N = side
+    pm = pn = side // THREADS
     loads_a = TILE_M * TILE_K // (THREADS * THREADS)
     loads_b = TILE_K * TILE_N // (THREADS * THREADS)
     return f"""{problem.declarations}
@@ -121,11 +132,14 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
 """
 
 
-def gemm_dispatch(problem: Gemm, bindings: tuple[Binding, ...]) -> Dispatch:
-    groups = (-(-problem.n // TILE_N), -(-problem.m // TILE_M), problem.batch)
+def gemm_dispatch(
+    problem: Gemm, bindings: tuple[Binding, ...], side: int | None = None
+) -> Dispatch:
+    side = side or block_side(problem)
+    groups = (-(-problem.n // side), -(-problem.m // side), problem.batch)
     if max(groups) > MAX_WORKGROUPS_PER_DIMENSION:
         raise Unsupported(f"a GEMM of {groups} workgroups passes the per-dimension limit")
-    return Dispatch(gemm_shader(problem), bindings, groups)
+    return Dispatch(gemm_shader(problem, side), bindings, groups)
 
 
 def _matrix_shapes(
