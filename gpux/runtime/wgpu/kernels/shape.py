@@ -305,3 +305,38 @@ def constant_of_shape(context: NodeContext) -> Lowering:
     return Lowering(
         (Dispatch(shader, (Binding("output", 0),), workgroups_for(output.size, WORKGROUP)),)
     )
+
+
+@kernel("Range")
+def range_(context: NodeContext) -> Lowering:
+    output = context.outputs[0]
+    require_dtypes(context, (np.dtype(np.float32), *INTEGERS))
+    start = context.constants.get(0)
+    delta = context.constants.get(2)
+    if start is None or delta is None:
+        raise Unsupported("Range needs its start and delta known at load")
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    first, step = float(np.asarray(start).reshape(-1)[0]), float(np.asarray(delta).reshape(-1)[0])
+    _within_int32([first, first + step * max(0, output.size - 1)], output.dtype)
+    body = f"    y[i] = {literal(first, kind)} + {kind}(i) * {literal(step, kind)};"
+    shader = storage(0, "y", output.dtype, write=True) + "\n" + flat_main(output.size, body)
+    if output.size == 0:
+        return Lowering()
+    return Lowering(
+        (Dispatch(shader, (Binding("output", 0),), workgroups_for(output.size, WORKGROUP)),)
+    )
+
+
+@kernel("Dropout")
+def dropout(context: NodeContext) -> Lowering:
+    """Dropout at inference is the identity; training mode, or its mask, is refused."""
+    if len(context.outputs) > 1:
+        raise Unsupported("Dropout's mask output")
+    training = context.constants.get(2) if len(context.inputs) > 2 else None
+    if len(context.inputs) > 2 and context.inputs[2] is not None and training is None:
+        raise Unsupported("Dropout with training_mode known only at run time")
+    if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+        raise Unsupported("Dropout in training mode")
+    if context.opset < 7 and not context.attribute("is_test", 0):
+        raise Unsupported("Dropout in training mode")
+    return view(context)
