@@ -170,7 +170,8 @@ def test_node(name: str, gpu: Gpu) -> None:
 
 
 def test_every_claimed_op_passes_a_node_test(gpu: Gpu) -> None:
-    by_op: dict[str, list[str]] = {op: [] for op in claimed_ops()}
+    # Ops ONNX does not define (ONNX Runtime's fused ops) are checked in test_contrib.py.
+    by_op: dict[str, list[str]] = {op: [] for op in claimed_ops() if onnx.defs.has(op)}
     for name, case in node_cases().items():
         by_op[op_of(case)].append(name)
     unproven = []

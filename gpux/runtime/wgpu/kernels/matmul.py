@@ -32,6 +32,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     enable_f16,
     literal,
     load,
+    math_helpers,
     require_dtypes,
     storage,
     store,
@@ -157,18 +158,35 @@ def _matrix_shapes(
 
 @kernel("MatMul")
 def matmul(context: NodeContext) -> Lowering:
+    return lower_matmul(context)
+
+
+def _swap_last(shape: tuple[int, ...], swap: bool) -> tuple[int, ...]:
+    return (*shape[:-2], shape[-1], shape[-2]) if swap and len(shape) >= 2 else shape
+
+
+def lower_matmul(
+    context: NodeContext, alpha: float = 1.0, trans_a: bool = False, trans_b: bool = False
+) -> Lowering:
+    """MatMul of ``alpha * A @ B``, A and B optionally transposed in their last two axes
+    (what com.microsoft.FusedMatMul adds)."""
     require_dtypes(context, FLOATS)
-    a_info, b_info = context.inputs
+    a_info, b_info = context.inputs[:2]
     output = context.outputs[0]
     assert a_info is not None and b_info is not None
-    a_batch, b_batch, batch, m, k, n = _matrix_shapes(a_info.shape, b_info.shape)
+    a_shape = _swap_last(a_info.shape, trans_a)
+    b_shape = _swap_last(b_info.shape, trans_b)
+    a_batch, b_batch, batch, m, k, n = _matrix_shapes(a_shape, b_shape)
     batch_count = int(np.prod(batch, dtype=np.int64))
     if output.size == 0:
         return Lowering()
-    a_index = broadcast_index("batch", a_batch, batch)
-    b_index = broadcast_index("batch", b_batch, batch)
     if k == 0:
         raise Unsupported("MatMul over an empty dimension")
+    a_index = broadcast_index("batch", a_batch, batch)
+    b_index = broadcast_index("batch", b_batch, batch)
+    a_at = f"k * {m}u + m" if trans_a and len(a_info.shape) >= 2 else f"m * {k}u + k"
+    b_at = f"n * {k}u + k" if trans_b and len(b_info.shape) >= 2 else f"k * {n}u + n"
+    scaled = "value" if alpha == 1.0 else f"{literal(alpha)} * value"
     problem = Gemm(
         batch=batch_count,
         m=m,
@@ -184,13 +202,13 @@ def matmul(context: NodeContext) -> Lowering:
         ),
         functions=f"""
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {{
-    return {load("a", f"{a_index} * {m * k}u + m * {k}u + k", a_info.dtype)};
+    return {load("a", f"{a_index} * {m * k}u + {a_at}", a_info.dtype)};
 }}
 fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
-    return {load("b", f"{b_index} * {k * n}u + k * {n}u + n", b_info.dtype)};
+    return {load("b", f"{b_index} * {k * n}u + {b_at}", b_info.dtype)};
 }}
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
-    c[batch * {m * n}u + m * {n}u + n] = {store("value", output.dtype)};
+    c[batch * {m * n}u + m * {n}u + n] = {store(scaled, output.dtype)};
 }}
 """,
     )
@@ -200,6 +218,11 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
 
 @kernel("Gemm")
 def gemm(context: NodeContext) -> Lowering:
+    return lower_gemm(context)
+
+
+def lower_gemm(context: NodeContext, activation: str = "v") -> Lowering:
+    """Gemm, then ``activation`` (WGSL of the f32 value ``v``): com.microsoft.FusedGemm."""
     require_dtypes(context, FLOATS)
     a_info, b_info = context.inputs[:2]
     c_info = context.inputs[2] if len(context.inputs) > 2 else None
@@ -240,8 +263,9 @@ def gemm(context: NodeContext) -> Lowering:
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {{ return {load("a", a_at, a_info.dtype)}; }}
 fn load_b(batch: u32, k: u32, n: u32) -> f32 {{ return {load("b", b_at, b_info.dtype)}; }}
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
-    c[m * {n}u + n] = {store(value, output.dtype)};
+    let v = {value};
+    c[m * {n}u + n] = {store(activation, output.dtype)};
 }}
-""",
+{math_helpers(activation)}""",
     )
     return Lowering((gemm_dispatch(problem, tuple(bindings)),))

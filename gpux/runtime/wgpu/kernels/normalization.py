@@ -133,56 +133,105 @@ def softmax(context: NodeContext) -> Lowering:
 
 @kernel("LayerNormalization")
 def layer_normalization(context: NodeContext) -> Lowering:
-    require_dtypes(context, FLOATS)
-    x_info, scale_info = context.inputs[:2]
-    bias_info = context.inputs[2] if len(context.inputs) > 2 else None
-    assert x_info is not None and scale_info is not None
+    x_info = context.inputs[0]
+    assert x_info is not None
     axis = normalize_axis(int(context.attribute("axis", -1)), len(x_info.shape))
-    length = x_info.size // max(1, int(_prod(x_info.shape[:axis])))
+    length = x_info.size // max(1, _prod(x_info.shape[:axis]))
+    roles = ("y", "mean", "inverse")[: len(context.outputs)]
+    return lower_row_normalization(context, length, [0], 1, 2, roles)
+
+
+def lower_row_normalization(
+    context: NodeContext,
+    length: int,
+    summed: list[int],
+    scale: int,
+    bias: int | None,
+    roles: tuple[str, ...],
+    simplified: bool = False,
+) -> Lowering:
+    """Normalise rows of ``length`` values, each the sum of inputs ``summed`` (a skip
+    connection and a bias broadcast along the row), scaled by input ``scale`` and shifted by
+    input ``bias``. ``roles`` name what each output holds: ``y``, ``mean``, ``inverse`` (the
+    inverse standard deviation), ``sum`` (the summed row before normalising) or "" for none.
+    ``simplified`` is RMS normalisation: no mean taken out."""
+    require_dtypes(context, FLOATS)
+    x_info = context.inputs[summed[0]]
+    scale_info = context.inputs[scale]
+    assert x_info is not None and scale_info is not None
+    bias_info = context.inputs[bias] if bias is not None and bias < len(context.inputs) else None
     if scale_info.size != length or (bias_info is not None and bias_info.size != length):
-        raise Unsupported("LayerNormalization with a broadcast scale or bias")
+        raise Unsupported(f"{context.op_type} with a broadcast scale or bias")
     epsilon = float(context.attribute("epsilon", 1e-5))
-    output = context.outputs[0]
-    if output.size == 0:
+    if x_info.size == 0:
         return Lowering()
-    rows = output.size // length
-    declarations = [storage(0, "x", x_info.dtype), storage(1, "scale", scale_info.dtype)]
-    bindings = [Binding("input", 0), Binding("input", 1)]
-    shifted = f"(value - mean) * inverse * {load('scale', 'j', scale_info.dtype)}"
-    if bias_info is not None:
-        declarations.append(storage(2, "bias", bias_info.dtype))
-        bindings.append(Binding("input", 2))
-        shifted += f" + {load('bias', 'j', bias_info.dtype)}"
-    names = ["y", "mean_out", "inverse_out"]
-    for index, info in enumerate(context.outputs):
-        declarations.append(storage(len(declarations), names[index], info.dtype, write=True))
+    rows = x_info.size // length
+    declarations: list[str] = []
+    bindings: list[Binding] = []
+
+    def bind_input(name: str, index: int) -> str:
+        info = context.inputs[index]
+        assert info is not None
+        declarations.append(storage(len(declarations), name, info.dtype))
+        bindings.append(Binding("input", index))
+        return name
+
+    terms = []
+    for position, index in enumerate(summed):
+        info = context.inputs[index]
+        if info is None:
+            continue
+        name = bind_input(f"term{position}", index)
+        if info.size == x_info.size:
+            at = "base + j"
+        elif info.size == length:
+            at = "j"  # a bias along the row
+        elif x_info.size % info.size == 0 and info.size % length == 0:
+            at = f"(base + j) % {info.size}u"  # a skip shared by the batch
+        else:
+            raise Unsupported(f"{context.op_type} with an input of shape {info.shape}")
+        terms.append(load(name, at, info.dtype))
+    value = " + ".join(terms)
+    shifted = (
+        f"(value - mean) * inverse * {load(bind_input('scale', scale), 'j', scale_info.dtype)}"
+    )
+    if bias_info is not None and bias is not None:
+        shifted += f" + {load(bind_input('shift', bias), 'j', bias_info.dtype)}"
+    stores = {"y": "", "sum": "", "mean": "", "inverse": ""}
+    for index, role in enumerate(roles):
+        if not role:
+            continue
+        info = context.outputs[index]
+        name = f"{role}_out"
+        declarations.append(storage(len(declarations), name, info.dtype, write=True))
         bindings.append(Binding("output", index))
-    statistics = ""
-    if len(context.outputs) > 1:
-        statistics += f"\n    if (local == 0u) {{ mean_out[row] = {store('mean', context.outputs[1].dtype)}; }}"
-    if len(context.outputs) > 2:
-        statistics += f"\n    if (local == 0u) {{ inverse_out[row] = {store('inverse', context.outputs[2].dtype)}; }}"
+        if role == "y":
+            stores[role] = f"\n        y_out[base + j] = {store(shifted, info.dtype)};"
+        elif role == "sum":
+            stores[role] = f"\n        sum_out[base + j] = {store('value', info.dtype)};"
+        else:
+            stores[role] = f"\n    if (local == 0u) {{ {name}[row] = {store(role, info.dtype)}; }}"
+    count = literal(float(length))
     # Two passes over the row (mean, then squared deviations): no cancellation for rows with
     # a large mean, which E[x^2] - E[x]^2 would suffer.
-    body = f"""    var sum = 0.0;
-    for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{ sum += {load("x", "base + j", x_info.dtype)}; }}
-    let mean = row_sum(local, sum) / {literal(float(length))};
+    if simplified:
+        mean_pass = "    let mean = 0.0;"
+    else:
+        mean_pass = f"""    var sum = 0.0;
+    for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{ sum += {value}; }}
+    let mean = row_sum(local, sum) / {count};"""
+    body = f"""{mean_pass}
     var squares = 0.0;
     for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{
-        let deviation = {load("x", "base + j", x_info.dtype)} - mean;
+        let deviation = {value} - mean;
         squares += deviation * deviation;
     }}
-    let inverse = inverseSqrt(row_sum(local, squares) / {literal(float(length))} + {literal(epsilon)});
+    let inverse = inverseSqrt(row_sum(local, squares) / {count} + {literal(epsilon)});
     for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{
-        let value = {load("x", "base + j", x_info.dtype)};
-        y[base + j] = {store(shifted, output.dtype)};
-    }}{statistics}"""
-    shader = (
-        enable_f16(x_info.dtype, *(o.dtype for o in context.outputs))
-        + "\n".join(declarations)
-        + "\n"
-        + row_main(rows, length, 1, body)
-    )
+        let value = {value};{stores["y"]}{stores["sum"]}
+    }}{stores["mean"]}{stores["inverse"]}"""
+    dtypes = [info.dtype for info in (*context.inputs, *context.outputs) if info is not None]
+    shader = enable_f16(*dtypes) + "\n".join(declarations) + "\n" + row_main(rows, length, 1, body)
     return Lowering((Dispatch(shader, tuple(bindings), row_workgroups(rows)),))
 
 
