@@ -101,6 +101,7 @@ class Gpu:
     is_software: bool
     _modules: dict[str, Any] = field(default_factory=dict)
     _pipelines: dict[tuple[str, str, tuple[str, ...]], Any] = field(default_factory=dict)
+    _layouts: dict[tuple[str, str, tuple[str, ...]], Any] = field(default_factory=dict)
 
     @property
     def queue(self) -> Any:
@@ -156,12 +157,15 @@ class Gpu:
             except Exception as exc:
                 raise BackendError(f"a WGSL kernel did not make a pipeline: {exc}") from exc
             self._pipelines[key] = pipeline
+            self._layouts[key] = layout
         return pipeline
 
     def bind_group(self, dispatch: Dispatch, buffers: Sequence[Any]) -> Any:
         """The bind group of ``dispatch`` with ``buffers[i]`` at binding ``i``."""
+        self.pipeline(dispatch)
+        kinds = tuple(binding.kind for binding in dispatch.bindings)
         return self.device.create_bind_group(
-            layout=self.pipeline(dispatch).get_bind_group_layout(0),
+            layout=self._layouts[(dispatch.shader, dispatch.entry_point, kinds)],
             entries=[
                 {"binding": i, "resource": {"buffer": buffer, "offset": 0, "size": buffer.size}}
                 for i, buffer in enumerate(buffers)

@@ -18,6 +18,7 @@ from onnx.reference import ReferenceEvaluator
 from gpux.runtime.wgpu import kernels  # noqa: F401  (registers the kernels)
 from gpux.runtime.wgpu.device import Gpu, run_lowering
 from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, lower
+from gpux.runtime.wgpu.kernels import matmul
 
 OPSET = 17
 
@@ -65,6 +66,13 @@ def needs_f16(gpu: Gpu, dtype: type) -> None:
 TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-4}, np.float16: {"rtol": 2e-2, "atol": 2e-2}}
 
 
+@pytest.fixture(params=matmul.TILES, ids=lambda side: f"block{side}")
+def block_side(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every GEMM block size the template picks from, whatever the problem's size."""
+    monkeypatch.setattr(matmul, "TILES", (request.param,))
+    return int(request.param)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize(
     ("a_shape", "b_shape"),
@@ -75,7 +83,9 @@ TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-4}, np.float16: {"rtol": 2e-2
         ((200,), (200, 3)),  # 1-D operand
     ],
 )
-def test_matmul_across_tiles(gpu: Gpu, dtype: type, a_shape: tuple, b_shape: tuple) -> None:
+def test_matmul_across_tiles(
+    gpu: Gpu, block_side: int, dtype: type, a_shape: tuple, b_shape: tuple
+) -> None:
     needs_f16(gpu, dtype)
     actual, expected = run_node(
         gpu, "MatMul", [random(*a_shape, dtype=dtype), random(*b_shape, dtype=dtype)]
@@ -107,7 +117,7 @@ def test_gemm_transposed_with_row_bias(gpu: Gpu) -> None:
     ],
 )
 def test_conv_shapes(
-    gpu: Gpu, dtype: type, x_shape: tuple, w_shape: tuple, attributes: dict
+    gpu: Gpu, block_side: int, dtype: type, x_shape: tuple, w_shape: tuple, attributes: dict
 ) -> None:
     needs_f16(gpu, dtype)
     x, w = random(*x_shape, dtype=dtype), random(*w_shape, dtype=dtype, seed=1)
@@ -124,3 +134,29 @@ def test_pools_of_resnet(gpu: Gpu) -> None:
     np.testing.assert_array_equal(actual, expected)
     actual, expected = run_node(gpu, "GlobalAveragePool", [x])
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_bert_rows(gpu: Gpu, dtype: type) -> None:
+    """BERT's row ops at its sizes: attention softmax over 128 keys, layer norm over 768
+    features (rows longer than a workgroup), and the reshuffle of heads."""
+    needs_f16(gpu, dtype)
+    scores = random(1, 12, 128, 128, dtype=dtype) * 4
+    actual, expected = run_node(gpu, "Softmax", [scores], axis=-1)
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+    actual, expected = run_node(gpu, "Softmax", [random(2, 300, 3, dtype=dtype)], axis=1)
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+    hidden = random(1, 128, 768, dtype=dtype) + 3  # a large mean: the two-pass variance matters
+    scale, bias = random(768, dtype=dtype, seed=1), random(768, dtype=dtype, seed=2)
+    actual, expected = run_node(gpu, "LayerNormalization", [hidden, scale, bias], epsilon=1e-12)
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+    heads = random(1, 128, 12, 64, dtype=dtype)
+    actual, expected = run_node(gpu, "Transpose", [heads], perm=[0, 2, 3, 1])
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_embedding_gather_with_negative_ids(gpu: Gpu) -> None:
+    table = random(1000, 64)
+    ids = np.array([[0, 5, 999, -1, 17]], dtype=np.int64)
+    actual, expected = run_node(gpu, "Gather", [table, ids])
+    np.testing.assert_array_equal(actual, expected)

@@ -2,6 +2,15 @@
 with :func:`gpux.runtime.wgpu.kernel.kernel`; :func:`~gpux.runtime.wgpu.kernel.claimed_ops`
 then lists them."""
 
-from gpux.runtime.wgpu.kernels import conv, elementwise, matmul, pool
+from gpux.runtime.wgpu.kernels import (
+    contrib,
+    conv,
+    elementwise,
+    matmul,
+    normalization,
+    pool,
+    reduce,
+    shape,
+)
 
-__all__ = ["conv", "elementwise", "matmul", "pool"]
+__all__ = ["contrib", "conv", "elementwise", "matmul", "normalization", "pool", "reduce", "shape"]

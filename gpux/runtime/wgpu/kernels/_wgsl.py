@@ -164,3 +164,79 @@ def normalize_axis(axis: int, rank: int) -> int:
     if not -rank <= axis < max(rank, 1):
         raise Unsupported(f"axis {axis} outside rank {rank}")
     return axis + rank if axis < 0 else axis
+
+
+# erf has no WGSL builtin: a Taylor series near 0 (where a rational fit loses relative
+# precision) and Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7) elsewhere.
+ERF = """
+fn erf_f32(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.5) {
+        let x2 = x * x;
+        return 1.1283791670955126 * x * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.1
+            + x2 * (-0.023809523809523808 + x2 * (0.004629629629629629
+            + x2 * -0.0007575757575757576)))));
+    }
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
+        + t * 1.061405429))));
+    return sign(x) * (1.0 - poly * exp(-a * a));
+}
+"""
+
+# log(1 + e^x) without losing the small values: log(1 + tiny) rounds to a few bits in f32, so
+# a series takes over where e^-|x| is small.
+SOFTPLUS = """
+fn softplus_f32(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    let tail = select(log(1.0 + e), e * (1.0 - e * (0.5 - e / 3.0)), e < 0.01);
+    return max(x, 0.0) + tail;
+}
+"""
+
+# tanh as drivers write it, (e^2x - 1) / (e^2x + 1), loses the relative precision of small
+# values (lavapipe: 1e-3 near 1e-4) and overflows for large ones; a series near 0 and the
+# decaying exponential elsewhere keep both.
+TANH = """
+fn tanh_f32(x: f32) -> f32 {
+    let a = abs(x);
+    if (a < 0.125) {
+        let x2 = x * x;
+        return x * (1.0 - x2 * (0.3333333333333333 - x2 * (0.13333333333333333
+            - x2 * 0.05396825396825397)));
+    }
+    let e = exp(-2.0 * min(a, 15.0));
+    return sign(x) * (1.0 - e) / (1.0 + e);
+}
+"""
+
+MATH_FUNCTIONS = {"erf_f32": ERF, "softplus_f32": SOFTPLUS, "tanh_f32": TANH}
+
+
+def math_helpers(*expressions: str) -> str:
+    """The WGSL helper functions (``erf_f32``, ``tanh_f32``, ``softplus_f32``) that
+    ``expressions`` call."""
+    return "".join(
+        source for name, source in MATH_FUNCTIONS.items() if any(name in e for e in expressions)
+    )
+
+
+def activation(name: str, params: Sequence[float]) -> str:
+    """WGSL applying a fused activation (com.microsoft.FusedConv/FusedGemm's ``activation``
+    and its parameters) to the f32 value ``v``."""
+    if name == "Relu":
+        return "max(v, 0.0)"
+    if name == "Tanh":
+        return "tanh_f32(v)"
+    if name == "Sigmoid":
+        return "1.0 / (1.0 + exp(-v))"
+    if name == "LeakyRelu":
+        alpha = params[0] if params else 0.01
+        return f"select(v * {literal(alpha)}, v, v >= 0.0)"
+    if name == "HardSigmoid":
+        alpha, beta = (list(params) + [0.2, 0.5][len(params) :])[:2]
+        return f"clamp({literal(alpha)} * v + {literal(beta)}, 0.0, 1.0)"
+    if name == "Clip":
+        low, high = (list(params) + [float("-inf"), float("inf")][len(params) :])[:2]
+        return f"min(max(v, {literal(low)}), {literal(high)})"
+    raise Unsupported(f"fused activation {name}")

@@ -12,6 +12,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     FLOATS,
     enable_f16,
     load,
+    math_helpers,
     require_dtypes,
     storage,
     store,
@@ -74,6 +75,14 @@ def sliding_window(
 
 @kernel("Conv")
 def conv(context: NodeContext) -> Lowering:
+    return lower_conv(context)
+
+
+def lower_conv(
+    context: NodeContext, activation: str = "v", add_input: int | None = None
+) -> Lowering:
+    """Conv, then ``+ inputs[add_input]`` (a residual of the output's shape) and
+    ``activation`` (WGSL of the f32 value ``v``): what com.microsoft.FusedConv adds."""
     require_dtypes(context, FLOATS)
     x_info, w_info = context.inputs[:2]
     bias_info = context.inputs[2] if len(context.inputs) > 2 else None
@@ -104,6 +113,14 @@ def conv(context: NodeContext) -> Lowering:
         declarations.append(storage(2, "bias", bias_info.dtype))
         bindings.append(Binding("input", 2))
         value = f"value + {load('bias', 'co', bias_info.dtype)}"
+    if add_input is not None and add_input < len(context.inputs):
+        addend = context.inputs[add_input]
+        if addend is not None:
+            if addend.shape != output.shape:
+                raise Unsupported("FusedConv with a broadcast sum")
+            declarations.append(storage(len(declarations), "addend", addend.dtype))
+            bindings.append(Binding("input", add_input))
+            value += f" + {load('addend', 'at', addend.dtype)}"
     declarations.append(storage(len(declarations), "y", output.dtype, write=True))
     bindings.append(Binding("output", 0))
     problem = Gemm(
@@ -130,8 +147,10 @@ fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
     let co = (batch % {groups}u) * {group_out}u + m;
     let image = batch / {groups}u;
-    y[(image * {out_channels}u + co) * {pixels}u + n] = {store(value, output.dtype)};
+    let at = (image * {out_channels}u + co) * {pixels}u + n;
+    let v = {value};
+    y[at] = {store(activation, output.dtype)};
 }}
-""",
+{math_helpers(activation)}""",
     )
     return Lowering((gemm_dispatch(problem, tuple(bindings)),))

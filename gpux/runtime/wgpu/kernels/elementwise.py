@@ -14,41 +14,24 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     NUMBERS,
     broadcast_index,
     compute_type,
+    device_type,
     enable_f16,
     flat_dispatch,
     flat_main,
     literal,
     load,
+    math_helpers,
     present,
     require_dtypes,
     storage,
     store,
 )
 
-# erf has no WGSL builtin: a Taylor series near 0 (where a rational fit loses relative
-# precision) and Abramowitz-Stegun 7.1.26 (|error| < 1.5e-7) elsewhere.
-ERF = """
-fn erf_f32(x: f32) -> f32 {
-    let a = abs(x);
-    if (a < 0.5) {
-        let x2 = x * x;
-        return 1.1283791670955126 * x * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.1
-            + x2 * (-0.023809523809523808 + x2 * (0.004629629629629629
-            + x2 * -0.0007575757575757576)))));
-    }
-    let t = 1.0 / (1.0 + 0.3275911 * a);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027
-        + t * 1.061405429))));
-    return sign(x) * (1.0 - poly * exp(-a * a));
-}
-"""
-
 # Unary ops on floats: WGSL of the compute value ``x`` (and the attribute reader).
 FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
     "Relu": lambda c: "max(x, 0.0)",
     "Sigmoid": lambda c: "1.0 / (1.0 + exp(-x))",
-    # tanh of a large |x| overflows exp inside some drivers' tanh; it is +-1 there anyway.
-    "Tanh": lambda c: "tanh(clamp(x, -15.0, 15.0))",
+    "Tanh": lambda c: "tanh_f32(x)",
     "Erf": lambda c: "erf_f32(x)",
     "Sqrt": lambda c: "sqrt(x)",
     "Exp": lambda c: "exp(x)",
@@ -60,7 +43,7 @@ FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
     "Ceil": lambda c: "ceil(x)",
     "Sin": lambda c: "sin(x)",
     "Cos": lambda c: "cos(x)",
-    "Softplus": lambda c: "select(log(1.0 + exp(x)), x, x > 20.0)",
+    "Softplus": lambda c: "softplus_f32(x)",
     "LeakyRelu": lambda c: f"select(x * {literal(c.attribute('alpha', 0.01))}, x, x >= 0.0)",
     "Elu": lambda c: f"select({literal(c.attribute('alpha', 1.0))} * (exp(x) - 1.0), x, x >= 0.0)",
     "HardSigmoid": lambda c: (
@@ -68,14 +51,34 @@ FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
         f"{literal(c.attribute('beta', 0.5))}, 0.0, 1.0)"
     ),
     "Gelu": lambda c: _gelu(c),
+    "HardSwish": lambda c: "x * clamp(x / 6.0 + 0.5, 0.0, 1.0)",
+    "Sign": lambda c: "sign(x)",
+    "Round": lambda c: "round(x)",  # WGSL rounds half to even, as ONNX does
+    "Mish": lambda c: "x * tanh_f32(softplus_f32(x))",
 }
 
-INTEGER_UNARY: dict[str, str] = {"Relu": "max(x, 0)", "Abs": "abs(x)", "Neg": "-x"}
+INTEGER_UNARY: dict[str, str] = {
+    "Relu": "max(x, 0)",
+    "Abs": "abs(x)",
+    "Neg": "-x",
+    "Sign": "sign(x)",
+}
+
+# Tests on the bits: shader compilers may assume that floats are never NaN or infinite and
+# fold ``x != x`` away.
+FLOAT_TESTS: dict[str, Callable[[NodeContext], str]] = {
+    "IsNaN": lambda c: "(bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u",
+    "IsInf": lambda c: " || ".join(
+        ["false"]
+        + (["bitcast<u32>(x) == 0x7f800000u"] if c.attribute("detect_positive", 1) else [])
+        + (["bitcast<u32>(x) == 0xff800000u"] if c.attribute("detect_negative", 1) else [])
+    ),
+}
 
 
 def _gelu(context: NodeContext) -> str:
     if context.attribute("approximate", "none") == "tanh":
-        return "0.5 * x * (1.0 + tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0)))"
+        return "0.5 * x * (1.0 + tanh_f32(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
     return "0.5 * x * (1.0 + erf_f32(x * 0.7071067811865476))"
 
 
@@ -83,12 +86,19 @@ def _unary(context: NodeContext) -> Lowering:
     source = context.inputs[0]
     output = context.outputs[0]
     assert source is not None
-    if source.dtype in FLOATS:
+    if context.op_type in FLOAT_TESTS:
+        if source.dtype not in FLOATS:
+            raise Unsupported(f"{context.op_type} on {source.dtype} has no kernel")
+        device_type(context, source.dtype)
+        expression = f"select(0u, 1u, {FLOAT_TESTS[context.op_type](context)})"
+    elif source.dtype in FLOATS and context.op_type in FLOAT_UNARY:
         require_dtypes(context, FLOATS)
         expression = FLOAT_UNARY[context.op_type](context)
     elif context.op_type in INTEGER_UNARY:
         require_dtypes(context, NUMBERS)
         expression = INTEGER_UNARY[context.op_type]
+        if context.op_type == "Sign" and compute_type(source.dtype) != "i32":
+            raise Unsupported(f"Sign on {source.dtype}")
     else:
         raise Unsupported(f"{context.op_type} on {source.dtype} has no kernel")
     shader = (
@@ -97,17 +107,17 @@ def _unary(context: NodeContext) -> Lowering:
         + "\n"
         + storage(1, "y", output.dtype, write=True)
         + "\n"
-        + (ERF if "erf_f32" in expression else "")
+        + math_helpers(expression)
         + flat_main(
             output.size,
             f"    let x = {load('x_in', 'i', source.dtype)};\n"
-            f"    y[i] = {store(expression, output.dtype)};",
+            f"    y[i] = {expression if context.op_type in FLOAT_TESTS else store(expression, output.dtype)};",
         )
     )
     return Lowering(flat_dispatch(shader, output.size, [0]))
 
 
-for _op in FLOAT_UNARY:
+for _op in (*FLOAT_UNARY, *FLOAT_TESTS):
     kernel(_op)(_unary)
 
 

@@ -5,7 +5,9 @@ operands read through WGSL functions the caller writes (``load_a``, ``load_b``) 
 written by ``store_c``: a MatMul reads plain rows, a Gemm transposed ones, a Conv gathers
 input windows. Each workgroup of 16x16 invocations computes a 64x64 block of C, 4x4 per
 invocation, staging 64x16 slices of A and B in workgroup memory so that every value read from
-storage is used 64 times.
+storage is used 64 times. Problems too small to fill a GPU with 64x64 blocks (a batch-1 ResNet's
+last stages: 49 pixels by 512 channels) take 32x32 or 16x16 blocks instead, trading reuse for
+parallelism.
 """
 
 from __future__ import annotations
@@ -30,17 +32,17 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     enable_f16,
     literal,
     load,
+    math_helpers,
     require_dtypes,
     storage,
     store,
 )
 
-TILE_M = 64
-TILE_N = 64
 TILE_K = 16
-THREADS = 16  # per side: 16x16 invocations, each computing TILE_M/16 x TILE_N/16 outputs
-PER_THREAD_M = TILE_M // THREADS
-PER_THREAD_N = TILE_N // THREADS
+THREADS = 16  # per side: 16x16 invocations, each computing (tile/16)^2 outputs
+TILES = (64, 32, 16)  # block sides, preferred first
+# Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
+ENOUGH_WORKGROUPS = 256
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,18 @@ class Gemm:
     functions: str
 
 
-def gemm_shader(problem: Gemm) -> str:
-    pm, pn = PER_THREAD_M, PER_THREAD_N
+def block_side(problem: Gemm) -> int:
+    """The largest block side that still gives ENOUGH_WORKGROUPS, else the smallest."""
+    for side in TILES:
+        groups = -(-problem.m // side) * -(-problem.n // side) * problem.batch
+        if groups >= ENOUGH_WORKGROUPS:
+            return side
+    return TILES[-1]
+
+
+def gemm_shader(problem: Gemm, side: int) -> str:
+    TILE_M = TILE_N = side
+    pm = pn = side // THREADS
     loads_a = TILE_M * TILE_K // (THREADS * THREADS)
     loads_b = TILE_K * TILE_N // (THREADS * THREADS)
     return f"""{problem.declarations}
@@ -121,11 +133,14 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
 """
 
 
-def gemm_dispatch(problem: Gemm, bindings: tuple[Binding, ...]) -> Dispatch:
-    groups = (-(-problem.n // TILE_N), -(-problem.m // TILE_M), problem.batch)
+def gemm_dispatch(
+    problem: Gemm, bindings: tuple[Binding, ...], side: int | None = None
+) -> Dispatch:
+    side = side or block_side(problem)
+    groups = (-(-problem.n // side), -(-problem.m // side), problem.batch)
     if max(groups) > MAX_WORKGROUPS_PER_DIMENSION:
         raise Unsupported(f"a GEMM of {groups} workgroups passes the per-dimension limit")
-    return Dispatch(gemm_shader(problem), bindings, groups)
+    return Dispatch(gemm_shader(problem, side), bindings, groups)
 
 
 def _matrix_shapes(
@@ -143,18 +158,35 @@ def _matrix_shapes(
 
 @kernel("MatMul")
 def matmul(context: NodeContext) -> Lowering:
+    return lower_matmul(context)
+
+
+def _swap_last(shape: tuple[int, ...], swap: bool) -> tuple[int, ...]:
+    return (*shape[:-2], shape[-1], shape[-2]) if swap and len(shape) >= 2 else shape
+
+
+def lower_matmul(
+    context: NodeContext, alpha: float = 1.0, trans_a: bool = False, trans_b: bool = False
+) -> Lowering:
+    """MatMul of ``alpha * A @ B``, A and B optionally transposed in their last two axes
+    (what com.microsoft.FusedMatMul adds)."""
     require_dtypes(context, FLOATS)
-    a_info, b_info = context.inputs
+    a_info, b_info = context.inputs[:2]
     output = context.outputs[0]
     assert a_info is not None and b_info is not None
-    a_batch, b_batch, batch, m, k, n = _matrix_shapes(a_info.shape, b_info.shape)
+    a_shape = _swap_last(a_info.shape, trans_a)
+    b_shape = _swap_last(b_info.shape, trans_b)
+    a_batch, b_batch, batch, m, k, n = _matrix_shapes(a_shape, b_shape)
     batch_count = int(np.prod(batch, dtype=np.int64))
     if output.size == 0:
         return Lowering()
-    a_index = broadcast_index("batch", a_batch, batch)
-    b_index = broadcast_index("batch", b_batch, batch)
     if k == 0:
         raise Unsupported("MatMul over an empty dimension")
+    a_index = broadcast_index("batch", a_batch, batch)
+    b_index = broadcast_index("batch", b_batch, batch)
+    a_at = f"k * {m}u + m" if trans_a and len(a_info.shape) >= 2 else f"m * {k}u + k"
+    b_at = f"n * {k}u + k" if trans_b and len(b_info.shape) >= 2 else f"k * {n}u + n"
+    scaled = "value" if alpha == 1.0 else f"{literal(alpha)} * value"
     problem = Gemm(
         batch=batch_count,
         m=m,
@@ -170,13 +202,13 @@ def matmul(context: NodeContext) -> Lowering:
         ),
         functions=f"""
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {{
-    return {load("a", f"{a_index} * {m * k}u + m * {k}u + k", a_info.dtype)};
+    return {load("a", f"{a_index} * {m * k}u + {a_at}", a_info.dtype)};
 }}
 fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
-    return {load("b", f"{b_index} * {k * n}u + k * {n}u + n", b_info.dtype)};
+    return {load("b", f"{b_index} * {k * n}u + {b_at}", b_info.dtype)};
 }}
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
-    c[batch * {m * n}u + m * {n}u + n] = {store("value", output.dtype)};
+    c[batch * {m * n}u + m * {n}u + n] = {store(scaled, output.dtype)};
 }}
 """,
     )
@@ -186,6 +218,11 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
 
 @kernel("Gemm")
 def gemm(context: NodeContext) -> Lowering:
+    return lower_gemm(context)
+
+
+def lower_gemm(context: NodeContext, activation: str = "v") -> Lowering:
+    """Gemm, then ``activation`` (WGSL of the f32 value ``v``): com.microsoft.FusedGemm."""
     require_dtypes(context, FLOATS)
     a_info, b_info = context.inputs[:2]
     c_info = context.inputs[2] if len(context.inputs) > 2 else None
@@ -226,8 +263,9 @@ def gemm(context: NodeContext) -> Lowering:
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {{ return {load("a", a_at, a_info.dtype)}; }}
 fn load_b(batch: u32, k: u32, n: u32) -> f32 {{ return {load("b", b_at, b_info.dtype)}; }}
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
-    c[m * {n}u + n] = {store(value, output.dtype)};
+    let v = {value};
+    c[m * {n}u + n] = {store(activation, output.dtype)};
 }}
-""",
+{math_helpers(activation)}""",
     )
     return Lowering((gemm_dispatch(problem, tuple(bindings)),))
