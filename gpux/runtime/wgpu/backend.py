@@ -21,7 +21,7 @@ import numpy as np
 
 from gpux import env
 from gpux.config.schema import Runtime
-from gpux.errors import BackendError
+from gpux.errors import BackendError, GPUXError
 from gpux.runtime.backend import Backend, Placement
 from gpux.runtime.wgpu import graph as graphs
 from gpux.runtime.wgpu.device import Gpu, open_device
@@ -207,7 +207,16 @@ class WgpuBackend(Backend):
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         with self._lock:
-            return self._executor_for(feed).run(feed)
+            try:
+                return self._executor_for(feed).run(feed)
+            except GPUXError:
+                raise
+            except Exception as exc:  # wgpu raises its own error types (validation, device lost)
+                raise BackendError(
+                    f"the model failed to run on wgpu ({self._gpu.adapter_summary}): "
+                    + (str(exc).splitlines() or [type(exc).__name__])[0],
+                    "rerun with --debug; --backend cpu runs it on ONNX Runtime",
+                ) from exc
 
     @property
     def placement(self) -> Placement:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gpux.errors import BackendError
+from gpux.errors import BackendError, InputError
 from gpux.runtime.wgpu.graph import Graph, Node
 
 
@@ -70,13 +70,15 @@ class CpuSegment:
 
         def value(name: str) -> Any:
             info = graph.tensors.get(name)
-            if info is None:
-                raise BackendError(
-                    f"the wgpu engine does not know the type of '{name}'",
-                    "run the model on another backend (--backend cpu)",
-                )
-            elem = helper.np_dtype_to_tensor_dtype(info.dtype)
-            return helper.make_tensor_value_info(name, elem, list(info.shape))
+            if info is not None:
+                elem = helper.np_dtype_to_tensor_dtype(info.dtype)
+                return helper.make_tensor_value_info(name, elem, list(info.shape))
+            if name in graph.elem_types:  # made on the CPU with a shape only known at run time
+                return helper.make_tensor_value_info(name, graph.elem_types[name], None)
+            raise BackendError(
+                f"the wgpu engine does not know the type of '{name}'",
+                "run the model on another backend (--backend cpu)",
+            )
 
         body = helper.make_graph(
             [node.proto for node in nodes],
@@ -110,5 +112,20 @@ class CpuSegment:
             ) from exc
 
     def run(self, values: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
-        results = self.session.run(self.outputs, {name: values[name] for name in self.inputs})
+        try:
+            results = self.session.run(self.outputs, {name: values[name] for name in self.inputs})
+        except Exception as exc:  # ONNX Runtime raises its own pybind exception types
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ops = ", ".join(sorted(set(self.ops)))
+            if "INVALID_ARGUMENT" in text:
+                # The feed matched the signature; a node refusing its values is the input's fault.
+                raise InputError(
+                    f"the model cannot run on this input ({ops} on the CPU): {text}",
+                    "the shapes fit the model's declared inputs, but the model refuses these "
+                    "values; check what it expects with 'gpux inspect'",
+                ) from exc
+            raise BackendError(
+                f"the CPU fallback for {ops} failed: {text}",
+                "rerun with --debug; --backend cpu runs the whole model on ONNX Runtime",
+            ) from exc
         return dict(zip(self.outputs, results, strict=True))

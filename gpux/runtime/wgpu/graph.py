@@ -12,7 +12,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class Graph:
     inputs: list[str]  # graph inputs fed by the caller (initializers excluded)
     outputs: list[str]
     opset: int
+    elem_types: dict[str, int] = field(default_factory=dict)  # ONNX elem type of typed values
 
     def consumers(self) -> dict[str, list[int]]:
         """Value name -> indices of the nodes that read it."""
@@ -181,7 +182,10 @@ def read(model: Any) -> Graph:
     tensors: dict[str, TensorInfo] = {
         name: TensorInfo(tuple(array.shape), array.dtype) for name, array in constants.items()
     }
+    elem_types: dict[str, int] = {}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        if value.type.tensor_type.elem_type:
+            elem_types.setdefault(value.name, int(value.type.tensor_type.elem_type))
         info = _tensor_info(value)
         if info is not None:
             tensors.setdefault(value.name, info)
@@ -213,6 +217,7 @@ def read(model: Any) -> Graph:
         model=model,
         nodes=nodes,
         tensors=tensors,
+        elem_types=elem_types,
         constants=constants,
         inputs=[v.name for v in model.graph.input if v.name not in constants],
         outputs=[v.name for v in model.graph.output],
