@@ -14,13 +14,13 @@ import pytest
 
 pytest.importorskip("wgpu", reason="wgpu is not installed (the webgpu extra)")
 
-import onnx.backend.test  # noqa: E402
+import onnx.backend.test
 
-from gpux.errors import BackendError  # noqa: E402
-from gpux.runtime.wgpu.device import open_device  # noqa: E402
-from gpux.runtime.wgpu.kernel import claimed_ops  # noqa: E402
-from gpux.runtime.wgpu.partition import register_kernels  # noqa: E402
-from tests.runtime.wgpu.onnx_backend import WgpuOnnxBackend  # noqa: E402
+from gpux.errors import BackendError
+from gpux.runtime.wgpu.device import open_device
+from gpux.runtime.wgpu.kernel import claimed_ops
+from gpux.runtime.wgpu.partition import register_kernels
+from tests.runtime.wgpu.onnx_backend import WgpuOnnxBackend
 
 os.environ.setdefault("GPUX_WGPU_ALLOW_SOFTWARE", "1")  # lavapipe on CI
 try:
