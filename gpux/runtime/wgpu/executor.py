@@ -123,7 +123,7 @@ class Executor:
             else:
                 # The host reads what the segment needs before it runs and writes what it makes
                 # before the next GPU segment: one step for the whole segment.
-                reads = {n for node in segment.nodes for n in node.inputs if n}
+                reads = {n for node in segment.nodes for n in node.reads}
                 made = {n for node in segment.nodes for n in node.outputs if n}
                 steps.append(
                     memory.Step(
@@ -235,8 +235,7 @@ class Executor:
                 for later in self.partition.segments[segment_index + 1 :]
                 if not later.on_gpu
                 for node in later.nodes
-                for n in node.inputs
-                if n
+                for n in node.reads
             }
             wanted = sorted(made & (cpu_reads | set(graph.outputs)))
             offset = 0

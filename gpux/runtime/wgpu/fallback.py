@@ -16,23 +16,6 @@ from gpux.errors import BackendError, InputError
 from gpux.runtime.wgpu.graph import Graph, Node
 
 
-def _outer_names(node: Node) -> set[str]:
-    """Values a node's subgraphs (If, Loop, Scan bodies) read from the enclosing graph."""
-    import onnx
-
-    names: set[str] = set()
-    for attribute in node.proto.attribute:
-        bodies = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
-        bodies += list(attribute.graphs)
-        for body in bodies:
-            defined = {v.name for v in body.input} | {t.name for t in body.initializer}
-            for inner in body.node:
-                inner_node = Node("", inner.op_type, inner.domain, {}, (), (), inner)
-                names |= {n for n in (*inner.input, *_outer_names(inner_node)) if n} - defined
-                defined |= set(inner.output)
-    return names
-
-
 def segment_io(
     graph: Graph, nodes: Sequence[Node], needed_later: set[str]
 ) -> tuple[list[str], list[str]]:
@@ -41,8 +24,8 @@ def segment_io(
     made: set[str] = set()
     inputs: list[str] = []
     for node in nodes:
-        for name in (*node.inputs, *sorted(_outer_names(node))):
-            if name and name not in made and name not in graph.constants and name not in inputs:
+        for name in node.reads:
+            if name not in made and name not in graph.constants and name not in inputs:
                 inputs.append(name)
         made |= {name for name in node.outputs if name}
     outputs = [name for node in nodes for name in node.outputs if name and name in needed_later]
@@ -66,7 +49,7 @@ class CpuSegment:
 
         self.inputs, self.outputs = segment_io(graph, nodes, needed_later)
         self.ops = [node.qualified_op for node in nodes]
-        read = {n for node in nodes for n in (*node.inputs, *_outer_names(node)) if n}
+        read = {n for node in nodes for n in node.reads}
 
         def value(name: str) -> Any:
             info = graph.tensors.get(name)

@@ -40,6 +40,12 @@ class Node:
     inputs: tuple[str, ...]  # "" for an omitted optional input
     outputs: tuple[str, ...]
     proto: Any  # the onnx.NodeProto, for CPU fallback sub-models
+    implicit_inputs: tuple[str, ...] = ()  # read by its subgraphs (If, Loop, Scan bodies)
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Every value the node reads: its inputs and its subgraphs' outer-scope values."""
+        return tuple(n for n in (*self.inputs, *self.implicit_inputs) if n)
 
     @property
     def qualified_op(self) -> str:
@@ -61,12 +67,11 @@ class Graph:
     elem_types: dict[str, int] = field(default_factory=dict)  # ONNX elem type of typed values
 
     def consumers(self) -> dict[str, list[int]]:
-        """Value name -> indices of the nodes that read it."""
+        """Value name -> indices of the nodes that read it (subgraphs' reads included)."""
         readers: dict[str, list[int]] = {}
         for index, node in enumerate(self.nodes):
-            for name in node.inputs:
-                if name:
-                    readers.setdefault(name, []).append(index)
+            for name in node.reads:
+                readers.setdefault(name, []).append(index)
         return readers
 
 
@@ -143,6 +148,22 @@ def optimize(model: Any, level: str) -> Any:
         return onnx.load(os.fspath(target), load_external_data=True)
 
 
+def outer_names(proto: Any) -> set[str]:
+    """Values a node's subgraphs (If, Loop, Scan bodies) read from the enclosing graph."""
+    import onnx
+
+    names: set[str] = set()
+    for attribute in proto.attribute:
+        bodies = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []
+        bodies += list(attribute.graphs)
+        for body in bodies:
+            defined = {v.name for v in body.input} | {t.name for t in body.initializer}
+            for inner in body.node:
+                names |= {n for n in (*inner.input, *outer_names(inner)) if n} - defined
+                defined |= set(inner.output)
+    return names
+
+
 def _attribute_value(attribute: Any) -> Any:
     import onnx
     from onnx import numpy_helper
@@ -210,6 +231,7 @@ def read(model: Any) -> Graph:
                 inputs=tuple(proto.input),
                 outputs=tuple(proto.output),
                 proto=proto,
+                implicit_inputs=tuple(sorted(outer_names(proto))),
             )
         )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)

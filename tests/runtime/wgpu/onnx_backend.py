@@ -29,6 +29,9 @@ class WgpuRep(BackendRep):
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         arrays = inputs if isinstance(inputs, list | tuple) else [inputs]
         feed = {name: np.asarray(value) for name, value in zip(self.inputs, arrays, strict=False)}
+        odd = [a.dtype.name for a in feed.values() if a.dtype.num >= 256]
+        if odd:  # ml_dtypes' bfloat16, float8, int4: no ONNX Runtime feed takes them
+            raise unittest.SkipTest(f"inputs of dtype {', '.join(odd)}")
         try:
             results = self.engine.run(feed)
         except InputError as exc:
