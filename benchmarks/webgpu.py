@@ -40,7 +40,7 @@ def _median_ms(contestants: dict[str, Callable[[], object]], runs: int) -> dict[
 
 def _engine_costs(loaded: Any, feed: dict[str, Any], runs: int) -> dict[str, Any]:
     """The engine's CPU time and encoding time per call, and its GPU time per op."""
-    executor = loaded.backend.executor
+    executor = loaded.backend.executor_for(feed)
     cpu_started, wall_started = time.process_time(), time.perf_counter()
     encode = []
     for _ in range(runs):

@@ -239,6 +239,11 @@ class WgpuBackend(Backend):
         """The executor at the loaded sizes (for benchmarks: ``last_encode_seconds``)."""
         return self._executor
 
+    def executor_for(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> Executor:
+        """The executor that runs ``feed``'s sizes (built now if none has yet)."""
+        with self._lock:
+            return self._executor_for(feed)
+
     def close(self) -> None:
         with self._lock:
             for executor in [self._executor, *self._sized.values()]:
