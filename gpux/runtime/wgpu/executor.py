@@ -296,6 +296,21 @@ class Executor:
             compute_pass.end()
             position += count
 
+    def _upload(self, name: str, array: np.ndarray[Any, Any]) -> None:
+        """``array`` into its buffer: as it is when the device holds its dtype unchanged (no
+        copy: a ResNet-50 b32 input is 19 MB), else narrowed or widened first."""
+        if (
+            (
+                array.dtype in (np.float32, np.int32)
+                or (array.dtype == np.float16 and array.size % 2 == 0)
+            )
+            and array.flags.c_contiguous
+            and array.size
+        ):
+            self.gpu.queue.write_buffer(self._buffer(name), 0, array)
+        else:
+            self.gpu.queue.write_buffer(self._buffer(name), 0, to_device_bytes(array))
+
     def _run(
         self, feed: Mapping[str, np.ndarray[Any, Any]], times: list[dict[str, Any]] | None
     ) -> dict[str, np.ndarray[Any, Any]]:
@@ -304,7 +319,7 @@ class Executor:
         graph, queue, device = self.graph, self.gpu.queue, self.gpu.device
         values: dict[str, np.ndarray[Any, Any]] = dict(feed)
         for name in self._host_inputs:
-            queue.write_buffer(self._buffer(name), 0, to_device_bytes(values[name]))
+            self._upload(name, values[name])
         encode_seconds = 0.0
         for item in self._program:
             if isinstance(item, CpuSegment):
@@ -322,7 +337,7 @@ class Executor:
                     )
                 continue
             for name in item.uploads:
-                queue.write_buffer(self._buffer(name), 0, to_device_bytes(values[name]))
+                self._upload(name, values[name])
             started = time.perf_counter()
             encoder = device.create_command_encoder()
             timing: Any = None
