@@ -156,8 +156,6 @@ _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
 @kernel("Sub")
 @kernel("Mul")
 @kernel("Div")
-@kernel("Max")
-@kernel("Min")
 @kernel("Pow")
 @kernel("Equal")
 @kernel("Less")
@@ -168,6 +166,8 @@ _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
 @kernel("Or")
 @kernel("Xor")
 def binary(context: NodeContext) -> Lowering:
+    if context.op_type in VARIADIC and len(context.inputs) != 2:
+        return variadic(context)
     if len(context.inputs) != 2:
         raise Unsupported(f"{context.op_type} of {len(context.inputs)} inputs (only 2)")
     if context.opset < 7:
@@ -202,6 +202,59 @@ def binary(context: NodeContext) -> Lowering:
         )
     )
     return Lowering(flat_dispatch(shader, output.size, [0, 1]))
+
+
+# Ops of any number of inputs: how two compute values combine, and the finish.
+VARIADIC = {
+    "Max": ("max({a}, {b})", "v"),
+    "Min": ("min({a}, {b})", "v"),
+    "Sum": ("{a} + {b}", "v"),
+    "Mean": ("{a} + {b}", "v / {count}"),
+}
+
+
+@kernel("Max")
+@kernel("Min")
+@kernel("Sum")
+@kernel("Mean")
+def elementwise_reduce(context: NodeContext) -> Lowering:
+    if len(context.inputs) == 2 and context.op_type in BINARY:
+        return binary(context)
+    return variadic(context)
+
+
+def variadic(context: NodeContext) -> Lowering:
+    """Max, Min, Sum or Mean of any number of inputs, numpy-broadcast."""
+    if context.opset < 8:
+        raise Unsupported(f"{context.op_type} before opset 8 (no broadcasting)")
+    require_dtypes(context, NUMBERS)
+    output = context.outputs[0]
+    combine, finish = VARIADIC[context.op_type]
+    compute = compute_type(output.dtype)
+    if context.op_type == "Mean" and compute != "f32":
+        raise Unsupported(f"Mean on {output.dtype}")
+    declarations = []
+    lines = []
+    for index, info in enumerate(context.inputs):
+        assert info is not None
+        declarations.append(storage(index, f"x{index}", info.dtype))
+        value = load(f"x{index}", broadcast_index("i", info.shape, output.shape), info.dtype)
+        if index == 0:
+            lines.append(f"    var v = {value};")
+        else:
+            step = combine.format(a="v", b=f"x{index}_value")
+            lines.append(f"    let x{index}_value = {value};\n    v = {step};")
+    declarations.append(storage(len(declarations), "y", output.dtype, write=True))
+    result = finish.format(count=literal(float(len(context.inputs))))
+    lines.append(f"    y[i] = {store(result, output.dtype)};")
+    dtypes = [info.dtype for info in context.inputs if info is not None]
+    shader = (
+        enable_f16(*dtypes, output.dtype)
+        + "\n".join(declarations)
+        + "\n"
+        + flat_main(output.size, "\n".join(lines))
+    )
+    return Lowering(flat_dispatch(shader, output.size, list(range(len(context.inputs)))))
 
 
 @kernel("Not")

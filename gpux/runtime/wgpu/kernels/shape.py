@@ -15,6 +15,7 @@ from gpux.runtime.wgpu.kernel import (
     Dispatch,
     Lowering,
     NodeContext,
+    TensorInfo,
     Unsupported,
     kernel,
     workgroups_for,
@@ -340,3 +341,146 @@ def dropout(context: NodeContext) -> Lowering:
     if context.opset < 7 and not context.attribute("is_test", 0):
         raise Unsupported("Dropout in training mode")
     return view(context)
+
+
+def _index_input(context: NodeContext, index: int) -> TensorInfo:
+    info = context.inputs[index]
+    assert info is not None
+    if info.dtype not in INTEGERS:
+        raise Unsupported(f"{context.op_type} with {info.dtype} indices")
+    return info
+
+
+def _gather_shader(context: NodeContext, body: str) -> Lowering:
+    data = context.inputs[0]
+    indices = context.inputs[1]
+    output = context.outputs[0]
+    assert data is not None and indices is not None
+    shader = (
+        enable_f16(data.dtype)
+        + storage(0, "x", data.dtype)
+        + "\n"
+        + storage(1, "indices", indices.dtype)
+        + "\n"
+        + storage(2, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0, 1]))
+
+
+@kernel("GatherElements")
+def gather_elements(context: NodeContext) -> Lowering:
+    require_dtypes(context, ANY_DTYPE)
+    data = context.inputs[0]
+    indices = _index_input(context, 1)
+    assert data is not None
+    rank = len(data.shape)
+    axis = normalize_axis(int(context.attribute("axis", 0)), rank)
+    data_strides = strides(data.shape)
+    terms = [
+        f"{coordinate('i', d, indices.shape)} * {data_strides[d]}u"
+        for d in range(rank)
+        if d != axis and indices.shape[d] != 1
+    ]
+    body = f"""    var index = indices[i];
+    if (index < 0) {{ index += {data.shape[axis]}; }}
+    y[i] = x[{" + ".join([*terms, f"u32(index) * {data_strides[axis]}u"])}];"""
+    return _gather_shader(context, body)
+
+
+@kernel("GatherND")
+def gather_nd(context: NodeContext) -> Lowering:
+    require_dtypes(context, ANY_DTYPE)
+    data = context.inputs[0]
+    indices = _index_input(context, 1)
+    assert data is not None
+    batch_dims = int(context.attribute("batch_dims", 0))
+    depth = indices.shape[-1]
+    if batch_dims + depth > len(data.shape):
+        raise Unsupported("GatherND indexing past the data's rank")
+    slice_size = int(np.prod(data.shape[batch_dims + depth :], dtype=np.int64))
+    per_batch = int(np.prod(indices.shape[batch_dims:-1], dtype=np.int64))
+    batch_size = int(np.prod(data.shape[batch_dims:], dtype=np.int64))
+    data_strides = strides(data.shape)
+    lines = [
+        f"    let tuple_at = (i / {slice_size}u) * {depth}u;",
+        f"    var at = (i / {slice_size * per_batch}u) * {batch_size}u + i % {slice_size}u;",
+    ]
+    for j in range(depth):
+        extent = data.shape[batch_dims + j]
+        lines.append(
+            f"    var index{j} = indices[tuple_at + {j}u];\n"
+            f"    if (index{j} < 0) {{ index{j} += {extent}; }}\n"
+            f"    at += u32(index{j}) * {data_strides[batch_dims + j]}u;"
+        )
+    lines.append("    y[i] = x[at];")
+    return _gather_shader(context, "\n".join(lines))
+
+
+@kernel("Pad")
+def pad(context: NodeContext) -> Lowering:
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    rank = len(source.shape)
+    mode = context.attribute("mode", "constant")
+    if context.opset >= 11:
+        pads = constant_ints(context, 1, "pads") or [0] * (2 * rank)
+        value_input = context.constants.get(2) if len(context.inputs) > 2 else None
+        if len(context.inputs) > 2 and context.inputs[2] is not None and value_input is None:
+            raise Unsupported("Pad's constant value known only at run time")
+        fill = float(np.asarray(value_input).reshape(-1)[0]) if value_input is not None else 0.0
+        axes = constant_ints(context, 3, "axes") if len(context.inputs) > 3 else None
+    else:
+        pads = [int(p) for p in context.attribute("pads")]
+        fill = float(context.attribute("value", 0.0))
+        axes = None
+    axes = [normalize_axis(a, rank) for a in (axes or range(rank))]
+    begin = [0] * rank
+    for position, axis in enumerate(axes):
+        begin[axis] = pads[position]
+    if mode not in ("constant", "edge", "reflect", "wrap"):
+        raise Unsupported(f"Pad mode {mode}")
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    if kind in ("i32",):
+        _within_int32([fill], output.dtype)
+    source_strides = strides(source.shape)
+    lines = ["    var at = 0u;", "    var outside = false;"]
+    for axis in range(rank):
+        extent = source.shape[axis]
+        lines.append(
+            f"    var c{axis} = i32({coordinate('i', axis, output.shape)}) - {begin[axis]};"
+        )
+        if mode == "constant":
+            lines.append(f"    if (c{axis} < 0 || c{axis} >= {extent}) {{ outside = true; }}")
+        elif mode == "edge":
+            lines.append(f"    c{axis} = clamp(c{axis}, 0, {extent - 1});")
+        elif mode == "wrap":
+            lines.append(f"    c{axis} = ((c{axis} % {extent}) + {extent}) % {extent};")
+        elif extent > 1:  # reflect: mirror without repeating the edge
+            period = 2 * (extent - 1)
+            lines.append(
+                f"    c{axis} = ((c{axis} % {period}) + {period}) % {period};\n"
+                f"    if (c{axis} >= {extent}) {{ c{axis} = {period} - c{axis}; }}"
+            )
+        else:
+            lines.append(f"    c{axis} = 0;")
+        lines.append(f"    if (!outside) {{ at += u32(c{axis}) * {source_strides[axis]}u; }}")
+    compute = "f32" if kind == "f16" else kind
+    constant = store(literal(fill, compute), output.dtype)
+    lines.append(f"    if (outside) {{ y[i] = {constant}; }} else {{ y[i] = x[at]; }}")
+    if output.size == 0:
+        return Lowering()
+    if source.size == 0 and mode != "constant":
+        raise Unsupported(f"Pad mode {mode} of an empty tensor")
+    shader = (
+        enable_f16(output.dtype)
+        + storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, "\n".join(lines))
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
