@@ -55,6 +55,7 @@ FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
     "Sign": lambda c: "sign(x)",
     "Round": lambda c: "round(x)",  # WGSL rounds half to even, as ONNX does
     "Mish": lambda c: "x * tanh_f32(softplus_f32(x))",
+    "Swish": lambda c: f"x / (1.0 + exp(-{literal(c.attribute('alpha', 1.0))} * x))",
 }
 
 INTEGER_UNARY: dict[str, str] = {
@@ -147,6 +148,11 @@ BINARY: dict[str, dict[str, str]] = {
     "And": {"u32": "(a & b) != 0u"},
     "Or": {"u32": "(a | b) != 0u"},
     "Xor": {"u32": "(a ^ b) != 0u"},
+    # Mod: WGSL's % truncates (C's fmod); fmod=0 on integers takes the divisor's sign.
+    "Mod": {
+        "f32": "a % b",
+        "i32": "select(a % b, a % b + b, a % b != 0 && ((a % b < 0) != (b < 0)))",
+    },
 }
 COMPARISONS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor"}
 _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
@@ -157,6 +163,7 @@ _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
 @kernel("Mul")
 @kernel("Div")
 @kernel("Pow")
+@kernel("Mod")
 @kernel("Equal")
 @kernel("Less")
 @kernel("LessOrEqual")
@@ -180,6 +187,10 @@ def binary(context: NodeContext) -> Lowering:
         raise Unsupported("Pow of mixed dtypes")
     compute = compute_type(a.dtype)
     expression = BINARY[context.op_type].get(compute)
+    if context.op_type == "Mod" and context.attribute("fmod", 0):
+        expression = "a % b"  # C's fmod, for floats and integers alike
+    elif context.op_type == "Mod" and compute == "f32":
+        raise Unsupported("Mod with fmod=0 on floats")
     if expression is None:
         raise Unsupported(f"{context.op_type} on {a.dtype} has no kernel")
     if context.op_type in COMPARISONS:
@@ -347,6 +358,7 @@ _CASTABLE = (*NUMBERS, np.dtype(np.bool_))
 
 
 @kernel("Cast")
+@kernel("CastLike")
 def cast(context: NodeContext) -> Lowering:
     source = context.inputs[0]
     output = context.outputs[0]
@@ -357,8 +369,6 @@ def cast(context: NodeContext) -> Lowering:
     if to_kind == "u32":  # to bool
         zero = {"f32": "0.0", "i32": "0", "u32": "0u"}[from_kind]
         expression = f"select(0u, 1u, {value} != {zero})"
-    elif from_kind == "u32":  # from bool
-        expression = store(f"{to_kind}({value})", output.dtype)
     else:
         expression = store(f"{to_kind}({value})", output.dtype)
     shader = (

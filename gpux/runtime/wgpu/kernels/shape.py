@@ -484,3 +484,58 @@ def pad(context: NodeContext) -> Lowering:
         + flat_main(output.size, "\n".join(lines))
     )
     return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("Size")
+def size(context: NodeContext) -> Lowering:
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    assert source is not None
+    shader = _constant_fill(context.outputs[0].dtype, [float(source.size)], 0.0, 1)
+    return Lowering((Dispatch(shader, (Binding("output", 0),), (1, 1, 1)),))
+
+
+@kernel("DepthToSpace")
+@kernel("SpaceToDepth")
+def depth_space(context: NodeContext) -> Lowering:
+    """Moves blocks of ``blocksize`` x ``blocksize`` between channels and space (NCHW)."""
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    if len(source.shape) != 4:
+        raise Unsupported(f"{context.op_type} of a rank-{len(source.shape)} input")
+    block = int(context.attribute("blocksize"))
+    _, channels, height, width = source.shape
+    _, out_channels, out_height, out_width = output.shape
+    prefix = f"""    let n = i / {out_channels * out_height * out_width}u;
+    let c = (i / {out_height * out_width}u) % {out_channels}u;
+    let h = (i / {out_width}u) % {out_height}u;
+    let w = i % {out_width}u;"""
+    if context.op_type == "DepthToSpace":
+        bh, bw = f"(h % {block}u)", f"(w % {block}u)"
+        if context.attribute("mode", "DCR") == "CRD":
+            channel = f"c * {block * block}u + {bh} * {block}u + {bw}"
+        else:
+            channel = f"({bh} * {block}u + {bw}) * {out_channels}u + c"
+        at = f"((n * {channels}u + {channel}) * {height}u + h / {block}u) * {width}u + w / {block}u"
+    else:
+        if context.attribute("mode", "DCR") == "CRD":  # output channel = c * b * b + cell
+            cell, source_channel = f"c % {block * block}u", f"c / {block * block}u"
+        else:  # output channel = cell * channels + c
+            cell, source_channel = f"c / {channels}u", f"c % {channels}u"
+        body = f"""
+    let cell = {cell};
+    let ih = h * {block}u + cell / {block}u;
+    let iw = w * {block}u + cell % {block}u;"""
+        prefix += body
+        at = f"((n * {channels}u + {source_channel}) * {height}u + ih) * {width}u + iw"
+    shader = (
+        enable_f16(source.dtype)
+        + storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, f"{prefix}\n    y[i] = x[{at}];")
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
