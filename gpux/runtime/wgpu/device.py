@@ -309,18 +309,32 @@ def run_lowering(
     compute pass, one submit. An aliasing lowering returns its input as output 0's shape (after
     the same trip through the device that an executor's buffer makes)."""
     input_buffers = [None if array is None else gpu.upload(array) for array in inputs]
+    output_buffers = encode_lowering(gpu, lowering, input_buffers, outputs_info)
+    return [
+        gpu.download(buffer, info)
+        for buffer, info in zip(output_buffers, outputs_info, strict=True)
+    ]
+
+
+def encode_lowering(
+    gpu: Gpu,
+    lowering: Lowering,
+    input_buffers: Sequence[Any],
+    outputs_info: Sequence[TensorInfo],
+) -> list[Any]:
+    """Submit one node's ``lowering`` on device buffers (None for an omitted input) and return
+    its output buffers without waiting: later submits see its results (the queue is ordered),
+    and nothing moves to the host unless read. An aliasing lowering returns the input's
+    buffer."""
     if lowering.alias_input is not None:
-        source = inputs[lowering.alias_input]
+        source = input_buffers[lowering.alias_input]
         if source is None:
             raise BackendError(f"a kernel aliased omitted input {lowering.alias_input}")
-        info = outputs_info[0]
-        return [
-            gpu.download(
-                input_buffers[lowering.alias_input], TensorInfo(info.shape, source.dtype)
-            ).astype(info.dtype)
-        ]
+        return [source]
     output_buffers = [gpu.storage_buffer(device_bytes(info)) for info in outputs_info]
     scratch_buffers = [gpu.storage_buffer(size) for size in lowering.scratch]
+    if not lowering.dispatches:
+        return output_buffers
     encoder = gpu.device.create_command_encoder()
     compute_pass = encoder.begin_compute_pass()
     for dispatch in lowering.dispatches:
@@ -333,10 +347,7 @@ def run_lowering(
         compute_pass.dispatch_workgroups(*dispatch.workgroups)
     compute_pass.end()
     gpu.queue.submit([encoder.finish()])
-    return [
-        gpu.download(buffer, info)
-        for buffer, info in zip(output_buffers, outputs_info, strict=True)
-    ]
+    return output_buffers
 
 
 def pack_params(*values: int | float, formats: str | None = None) -> bytes:
