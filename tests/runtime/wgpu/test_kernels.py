@@ -160,3 +160,12 @@ def test_embedding_gather_with_negative_ids(gpu: Gpu) -> None:
     ids = np.array([[0, 5, 999, -1, 17]], dtype=np.int64)
     actual, expected = run_node(gpu, "Gather", [table, ids])
     np.testing.assert_array_equal(actual, expected)
+
+
+def test_conv_transpose_upsampling(gpu: Gpu) -> None:
+    """A segmentation head's 2x upsampling (PP-OCR's detector): stride 2, grouped, biased."""
+    x, w, bias = random(2, 16, 10, 12), random(16, 4, 4, 4, seed=1), random(8, seed=2)
+    actual, expected = run_node(
+        gpu, "ConvTranspose", [x, w, bias], strides=[2, 2], pads=[1, 1, 1, 1], group=2
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
