@@ -191,3 +191,28 @@ def test_conv_transpose_upsampling(gpu: Gpu) -> None:
     )
     (grouped,) = run_lowering(gpu, lower(context), [x, w, bias], context.outputs)
     np.testing.assert_allclose(grouped, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("scales", "attributes"),
+    [
+        (
+            [1, 1, 2, 2],
+            {
+                "mode": "nearest",
+                "coordinate_transformation_mode": "asymmetric",
+                "nearest_mode": "floor",
+            },
+        ),
+        ([1, 1, 1.75, 0.6], {"mode": "linear"}),
+        ([1, 1, 3, 3], {"mode": "linear", "coordinate_transformation_mode": "align_corners"}),
+    ],
+)
+def test_resize_feature_maps(gpu: Gpu, scales: list[float], attributes: dict) -> None:
+    """Resizes of a feature pyramid (PP-OCR's detector: nearest 2x; bilinear elsewhere)."""
+    x = random(2, 3, 20, 30)
+    roi = np.zeros(0, dtype=np.float32)
+    actual, expected = run_node(
+        gpu, "Resize", [x, roi, np.array(scales, dtype=np.float32)], constant=(2,), **attributes
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)

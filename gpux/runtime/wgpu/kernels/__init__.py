@@ -10,7 +10,18 @@ from gpux.runtime.wgpu.kernels import (
     normalization,
     pool,
     reduce,
+    resize,
     shape,
 )
 
-__all__ = ["contrib", "conv", "elementwise", "matmul", "normalization", "pool", "reduce", "shape"]
+__all__ = [
+    "contrib",
+    "conv",
+    "elementwise",
+    "matmul",
+    "normalization",
+    "pool",
+    "reduce",
+    "resize",
+    "shape",
+]
