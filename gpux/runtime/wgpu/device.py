@@ -307,13 +307,33 @@ def run_lowering(
 ) -> list[np.ndarray[Any, Any]]:
     """Run one node's ``lowering`` on ``inputs`` and return its outputs: every dispatch in one
     compute pass, one submit. An aliasing lowering returns its input as output 0's shape (after
-    the same trip through the device that an executor's buffer makes)."""
-    input_buffers = [None if array is None else gpu.upload(array) for array in inputs]
+    the same trip through the device that an executor's buffer makes). Only inputs that a
+    dispatch binds go to the device: a Slice's int64 bounds (often beyond int32) are read by
+    its kernel at load and never uploaded."""
+    bound = bound_inputs(lowering)
+    input_buffers = [
+        None if array is None or index not in bound else gpu.upload(array)
+        for index, array in enumerate(inputs)
+    ]
     output_buffers = encode_lowering(gpu, lowering, input_buffers, outputs_info)
     return [
         gpu.download(buffer, info)
         for buffer, info in zip(output_buffers, outputs_info, strict=True)
     ]
+
+
+def bound_inputs(lowering: Lowering) -> set[int]:
+    """The node inputs that ``lowering`` reads on the device (bound or aliased); the others
+    are parameters its kernel read at load and need no buffer."""
+    bound = {
+        binding.index
+        for dispatch in lowering.dispatches
+        for binding in dispatch.bindings
+        if binding.kind == "input"
+    }
+    if lowering.alias_input is not None:
+        bound.add(lowering.alias_input)
+    return bound
 
 
 def encode_lowering(

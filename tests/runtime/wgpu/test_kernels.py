@@ -216,3 +216,14 @@ def test_resize_feature_maps(gpu: Gpu, scales: list[float], attributes: dict) ->
         gpu, "Resize", [x, roi, np.array(scales, dtype=np.float32)], constant=(2,), **attributes
     )
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_slice_bounds_beyond_int32_stay_on_the_host(gpu: Gpu) -> None:
+    """Exporters write "to the end" as INT64_MAX and reversal as INT64_MIN: the kernel reads
+    them at load, and they never go to the device, whose integers are 32-bit."""
+    x = random(4, 6, 5)
+    starts = np.array([-1, 1], dtype=np.int64)
+    ends = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max], dtype=np.int64)
+    axes, steps = np.array([0, 2], dtype=np.int64), np.array([-1, 2], dtype=np.int64)
+    actual, expected = run_node(gpu, "Slice", [x, starts, ends, axes, steps], constant=(1, 2, 3, 4))
+    np.testing.assert_array_equal(actual, expected)
