@@ -227,3 +227,12 @@ def test_slice_bounds_beyond_int32_stay_on_the_host(gpu: Gpu) -> None:
     axes, steps = np.array([0, 2], dtype=np.int64), np.array([-1, 2], dtype=np.int64)
     actual, expected = run_node(gpu, "Slice", [x, starts, ends, axes, steps], constant=(1, 2, 3, 4))
     np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumulative_sum_along_an_inner_axis(gpu: Gpu, exclusive: int, reverse: int) -> None:
+    x, axis = random(3, 50, 4), np.array(1, dtype=np.int64)
+    actual, expected = run_node(
+        gpu, "CumSum", [x, axis], constant=(1,), exclusive=exclusive, reverse=reverse
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)

@@ -539,3 +539,72 @@ def depth_space(context: NodeContext) -> Lowering:
         + flat_main(output.size, f"{prefix}\n    y[i] = x[{at}];")
     )
     return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("Trilu")
+def trilu(context: NodeContext) -> Lowering:
+    """The upper (or lower) triangle of the last two axes from diagonal ``k``; zeros elsewhere."""
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    if len(source.shape) < 2:
+        raise Unsupported("Trilu of a rank below 2")
+    offset = (constant_ints(context, 1, "k") or [0])[0] if len(context.inputs) > 1 else 0
+    rows, columns = source.shape[-2:]
+    test = ">=" if context.attribute("upper", 1) else "<="
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    zero = {"f32": "0.0", "f16": "f16(0.0)", "i32": "0", "u32": "0u"}[kind]
+    body = f"""    let row = i32((i / {columns}u) % {rows}u);
+    let column = i32(i % {columns}u);
+    y[i] = select({zero}, x[i], column - row {test} {offset});"""
+    if output.size == 0:
+        return Lowering()
+    shader = (
+        enable_f16(source.dtype)
+        + storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("CumSum")
+def cumulative_sum(context: NodeContext) -> Lowering:
+    """Running sums along ``axis`` (exclusive and reversed as asked); each output sums its
+    prefix, which suits the short axes of the models GPUX runs (lengths, positions)."""
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    if source.dtype not in (np.dtype(np.float32), *INTEGERS):
+        raise Unsupported(f"CumSum on {source.dtype}")
+    axes = constant_ints(context, 1, "axis")
+    if not axes:
+        raise Unsupported("CumSum without an axis")
+    axis = normalize_axis(axes[0], len(source.shape))
+    extent = source.shape[axis]
+    inner = int(np.prod(source.shape[axis + 1 :], dtype=np.int64))
+    exclusive = bool(context.attribute("exclusive", 0))
+    reverse = bool(context.attribute("reverse", 0))
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    if reverse:
+        first, last = ("position + 1u" if exclusive else "position"), f"{extent}u"
+    else:
+        first, last = "0u", ("position" if exclusive else "position + 1u")
+    body = f"""    let position = (i / {inner}u) % {extent}u;
+    let base = i - position * {inner}u;
+    var total = {"0.0" if kind == "f32" else "0"};
+    for (var r = {first}; r < {last}; r++) {{ total += x[base + r * {inner}u]; }}
+    y[i] = total;"""
+    if output.size == 0:
+        return Lowering()
+    shader = (
+        storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
