@@ -30,6 +30,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     flat_dispatch,
     flat_main,
     literal,
+    load,
     normalize_axis,
     require_dtypes,
     storage,
@@ -608,3 +609,68 @@ def cumulative_sum(context: NodeContext) -> Lowering:
         + flat_main(output.size, body)
     )
     return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("ScatterND")
+def scatter_nd(context: NodeContext) -> Lowering:
+    """A copy of ``data`` with slices replaced by ``updates``: one dispatch copies, a second
+    writes the updates. A reduction (add, mul, max, min) is taken only where the indices,
+    known at load, are unique: repeated ones would need atomics."""
+    require_dtypes(context, ANY_DTYPE)
+    data, _, updates = context.inputs
+    indices = _index_input(context, 1)
+    output = context.outputs[0]
+    assert data is not None and updates is not None
+    reduction = context.attribute("reduction", "none")
+    combine = {
+        "none": "{u}",
+        "add": "{y} + {u}",
+        "mul": "{y} * {u}",
+        "max": "max({y}, {u})",
+        "min": "min({y}, {u})",
+    }.get(reduction)
+    if combine is None:
+        raise Unsupported(f"ScatterND with reduction {reduction}")
+    if reduction != "none":
+        known = context.constants.get(1)
+        rows = None if known is None else np.asarray(known).reshape(-1, indices.shape[-1])
+        if rows is None or len(np.unique(rows, axis=0)) != len(rows):
+            raise Unsupported("ScatterND reduction over indices not known unique at load")
+    depth = indices.shape[-1]
+    slice_size = int(np.prod(data.shape[depth:], dtype=np.int64))
+    data_strides = strides(data.shape)
+    copy = (
+        enable_f16(data.dtype)
+        + storage(0, "x", data.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, "    y[i] = x[i];")
+    )
+    lines = [
+        f"    let tuple_at = (i / {slice_size}u) * {depth}u;",
+        f"    var at = i % {slice_size}u;",
+    ]
+    for j in range(depth):
+        lines.append(
+            f"    var index{j} = indices[tuple_at + {j}u];\n"
+            f"    if (index{j} < 0) {{ index{j} += {data.shape[j]}; }}\n"
+            f"    at += u32(index{j}) * {data_strides[j]}u;"
+        )
+    merged = combine.format(y=load("y", "at", output.dtype), u=load("updates", "i", updates.dtype))
+    lines.append(
+        f"    y[at] = {store(merged, output.dtype) if reduction != 'none' else 'updates[i]'};"
+    )
+    scatter = (
+        enable_f16(data.dtype)
+        + storage(0, "indices", indices.dtype)
+        + "\n"
+        + storage(1, "updates", updates.dtype)
+        + "\n"
+        + storage(2, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(updates.size, "\n".join(lines))
+    )
+    return Lowering(
+        flat_dispatch(copy, output.size, [0]) + flat_dispatch(scatter, updates.size, [1, 2])
+    )
