@@ -24,7 +24,12 @@ OPSET = 17
 
 
 def run_node(
-    gpu: Gpu, op: str, inputs: list[np.ndarray], constant: tuple[int, ...] = (), **attributes: Any
+    gpu: Gpu,
+    op: str,
+    inputs: list[np.ndarray],
+    constant: tuple[int, ...] = (),
+    opset: int = OPSET,
+    **attributes: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The node's first output from the engine and from ONNX's reference evaluator."""
     names = [f"in{i}" for i in range(len(inputs))]
@@ -38,7 +43,7 @@ def run_node(
         ],
         [helper.make_tensor_value_info("out", onnx.TensorProto.UNDEFINED, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     (expected,) = ReferenceEvaluator(model).run(None, dict(zip(names, inputs, strict=True)))
     context = NodeContext(
         op_type=op,
@@ -48,7 +53,7 @@ def run_node(
         outputs=(TensorInfo(expected.shape, expected.dtype),),
         constants={i: inputs[i] for i in constant},
         features=gpu.features,
-        opset=OPSET,
+        opset=opset,
     )
     (actual,) = run_lowering(gpu, lower(context), inputs, context.outputs)
     return actual, expected
@@ -236,3 +241,19 @@ def test_cumulative_sum_along_an_inner_axis(gpu: Gpu, exclusive: int, reverse: i
         gpu, "CumSum", [x, axis], constant=(1,), exclusive=exclusive, reverse=reverse
     )
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_attention_mask_broadcast_and_gelu(gpu: Gpu, dtype: type) -> None:
+    """BERT's elementwise ops at size: the mask added to every head's scores (broadcast over
+    heads and queries), Where on a bool mask, and the erf Gelu of the feed-forward layer."""
+    needs_f16(gpu, dtype)
+    scores, mask = random(2, 12, 64, 64, dtype=dtype), random(2, 1, 1, 64, dtype=dtype, seed=1)
+    actual, expected = run_node(gpu, "Add", [scores, mask])
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+    keep = np.random.default_rng(3).random((1, 1, 64, 64)) > 0.5
+    actual, expected = run_node(gpu, "Where", [keep, scores, np.full((1,), -1e4, dtype=dtype)])
+    np.testing.assert_array_equal(actual, expected)
+    hidden = random(2, 64, 3072, dtype=dtype) * 3
+    actual, expected = run_node(gpu, "Gelu", [hidden], opset=20)
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
