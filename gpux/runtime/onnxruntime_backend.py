@@ -242,6 +242,11 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         backend, provider = candidate.backend, candidate.provider
+        rewrites: dict[str, int] = {}
+        if backend == "webgpu":
+            from gpux.runtime.webgpu_rewrites import webgpu_model
+
+            model_path, rewrites = webgpu_model(model_path, cache_dir)
 
         def make_options() -> Any:
             made = session_options(runtime, backend)
@@ -298,6 +303,7 @@ class OnnxRuntimeBackend(Backend):
             "via": candidate.via,
             "device_index": runtime.device,
             "assignment": assignment,
+            **({"rewrites": rewrites} if rewrites else {}),
         }
         graph_runner = None
         if backend == "cuda" and runtime.cuda.cuda_graphs:

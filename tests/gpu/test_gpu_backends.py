@@ -8,6 +8,7 @@ to their folder); without them a generated model is used.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,12 @@ def _model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     if folder and (Path(folder) / "resnet50_b1.onnx").exists():
         project = tmp_path / "resnet"
         project.mkdir()
-        (project / "resnet50_b1.onnx").symlink_to(Path(folder) / "resnet50_b1.onnx")
+        # A hard link (or a copy): a GPUXfile may not name a symbolic link out of its project.
+        source, target = Path(folder) / "resnet50_b1.onnx", project / "resnet50_b1.onnx"
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
         (project / "GPUXfile").write_text("name: resnet\nmodel: ./resnet50_b1.onnx\n")
         pixels = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         return project, {"pixels": pixels}
@@ -113,3 +119,29 @@ def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Pat
         with gpux.load(folder, backend="cpu", warmup=False) as cpu2:
             again = cpu2.run(other)
         assert_matches(cuda.run(other), again)
+
+
+def test_gpus_all_on_one_gpu_is_one_instance_equal_to_backend_cuda(project: tuple) -> None:
+    """Issue 18 on a one-GPU machine: ``--gpus all`` places one instance, on GPU 0, and it
+    answers exactly as ``--backend cuda`` does (same provider, same device, same kernels)."""
+    from gpux.runtime import instances
+    from gpux.runtime.instances import InstancePool
+
+    folder, feed = project
+    gpus = instances.nvidia_gpus()
+    if len(gpus) != 1:
+        pytest.skip(f"this check is for one-GPU machines; this one has {len(gpus)}")
+    with gpux.load(folder, backend="cuda") as cuda:
+        expected = cuda.run(feed)
+    with gpux.load(folder, backend="cuda", gpus="all") as pooled:
+        backend = pooled.backend
+        labels = [i.label for i in backend.instances] if isinstance(backend, InstancePool) else []
+        print("\n--gpus all:", pooled.placement.to_json())
+        assert instances.instance_count(backend) == 1, labels
+        placement = pooled.placement
+        assert placement.backend == "cuda" and "CUDAExecutionProvider" in placement.providers
+        got = pooled.run(feed)
+    # Two sessions may pick different cuDNN algorithms: equal within the GPU tolerance, and
+    # the print says whether they were bit-identical.
+    print("bit-identical:", all(np.array_equal(got[k], v) for k, v in expected.items()))
+    assert_matches(got, expected)
