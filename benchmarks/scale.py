@@ -6,7 +6,10 @@ Ray each replica runs ``gpux serve``'s own app and batcher (gpux/ray/replica.py)
 HTTP proxy. The servers run one after another, never together: ``gpux serve`` first, then a
 one-node Ray cluster (``ray start --head``) with ``gpux ray deploy --replicas 1``, then the same
 deployment updated to 2 replicas, then 1 replica without batching (what GPUX's batcher in a
-replica buys behind Ray). Before each load one answer is checked against in-process ONNX Runtime.
+replica buys behind Ray), then 1 replica that batches with Ray's ``@serve.batch`` instead (same
+batch size and wait; the replica runs GPUX's loaded model on the joined rows, in a thread as
+GPUX's batcher does, and answers the same Open Inference Protocol JSON): which batcher a replica
+should keep. Before each load one answer is checked against in-process ONNX Runtime.
 
 The whole run happens in a network and PID namespace of its own (the script re-runs itself
 under ``unshare --net --pid`` with ``lo`` up; root needed), so that Ray registers 127.0.0.1 and nothing
@@ -82,6 +85,59 @@ def load(port: int, path: str, body: bytes, args: argparse.Namespace) -> dict[st
     }
 
 
+def serve_batch_application(home: str, max_batch_size: int, delay_s: float) -> Any:
+    """One Ray Serve replica batching with ``@serve.batch``: OIP JSON in, GPUX's loaded model
+    (``gpux.load``, CPU) on the rows joined along the batch axis, OIP JSON out. Defined here,
+    in the script Ray pickles by value, so replicas need not import the benchmarks package."""
+    import asyncio
+
+    import orjson
+    from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    types = {"INT64": np.int64, "INT32": np.int32, "FP32": np.float32}
+
+    @serve.deployment(
+        ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": {"GPUX_HOME": home}}},
+        max_ongoing_requests=64,
+    )
+    class RayBatched:
+        def __init__(self) -> None:
+            import gpux
+
+            self.model = gpux.load(MODEL_NAME, backend="cpu")
+
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=delay_s)
+        async def infer(self, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+            joined = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+            outputs = await asyncio.to_thread(self.model.run, joined)
+            rows = np.cumsum([len(next(iter(f.values()))) for f in feeds])[:-1]
+            split = {name: np.split(value, rows) for name, value in outputs.items()}
+            return [{name: parts[i] for name, parts in split.items()} for i in range(len(feeds))]
+
+        async def __call__(self, request: Request) -> Response:
+            body = orjson.loads(await request.body())
+            feed = {
+                i["name"]: np.asarray(i["data"], types[i["datatype"]]).reshape(i["shape"])
+                for i in body["inputs"]
+            }
+            outputs = await self.infer(feed)
+            answer = {
+                "model_name": MODEL_NAME,
+                "outputs": [
+                    {"name": n, "shape": list(v.shape), "datatype": "FP32", "data": v.ravel()}
+                    for n, v in outputs.items()
+                ],
+            }
+            return Response(
+                orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY),
+                media_type="application/json",
+            )
+
+    return RayBatched.bind()
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -137,6 +193,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 wait_ready(f"http://127.0.0.1:{RAY_PORT}/v2/health/ready")
                 check_answer(RAY_PORT, path, body, expected)
                 rows[label] = load(RAY_PORT, path, body, args)
+            import ray
+            from ray import serve
+
+            # The same application replaced by one that batches with Ray's @serve.batch.
+            ray.init(address="127.0.0.1:6379", log_to_driver=False)
+            try:
+                application = serve_batch_application(
+                    str(home), args.max_batch_size, args.batch_delay_ms / 1000
+                )
+                serve.run(application, name=MODEL_NAME, route_prefix="/")
+                check_answer(RAY_PORT, path, body, expected)
+                rows["Ray Serve, 1 replica, @serve.batch"] = load(RAY_PORT, path, body, args)
+            finally:
+                ray.shutdown()
         finally:
             subprocess.run([RAY, "stop", "--force"], capture_output=True, check=False)
     return rows
@@ -165,7 +235,7 @@ def main() -> int:
     for label, row in rows.items():
         share = row["rows_per_s"] / base if base else float("nan")
         print(
-            f"  {label:<32} {row['rows_per_s']:>8.1f} rows/s ({share:.2f}x)  "
+            f"  {label:<36} {row['rows_per_s']:>8.1f} rows/s ({share:.2f}x)  "
             f"p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  errors {row['errors']}  "
             f"load {row['load_1min']}"
         )

@@ -69,6 +69,13 @@ def register(app: typer.Typer) -> None:
         ),
         http_host: str = typer.Option("127.0.0.1", "--http-host", help="Ray's HTTP proxy address."),
         http_port: int = typer.Option(8000, "--http-port", help="Ray's HTTP proxy port."),
+        timeout: float = typer.Option(
+            300.0,
+            "--timeout",
+            min=1,
+            help="Seconds to wait for every replica to run; then the applications are removed "
+            "and the command fails, naming what Ray could not place.",
+        ),
     ) -> None:
         """Deploy images as Ray Serve applications; Ray places, scales and replaces replicas.
         Each replica runs gpux serve's app: /v2/models/NAME/infer, /predict, and
@@ -101,7 +108,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(
                 "Ray Serve is not installed", "install it with: pip install 'gpux[ray]'"
             )
-        deployed = deploy_spec(spec, address, http_host, http_port)
+        deployed = deploy_spec(spec, address, http_host, http_port, timeout)
         url = f"http://{http_host}:{http_port}"
         print_json(
             [

@@ -6,8 +6,9 @@ Two resources, printed as one YAML stream for ``kubectl apply -f -``:
   image with gpux installed: ``gpux containerize`` makes one). It speaks the Open Inference
   Protocol over HTTP (``v2``) and gRPC (``grpc-v2``); readiness and liveness are the v2 health
   routes; Prometheus scrapes ``/metrics`` (KServe's ``prometheus.kserve.io/*`` annotations); it
-  asks for a GPU when the image's GPUXfile wants one (``cuda``/``tensorrt``: nvidia.com/gpu,
-  ``rocm``: amd.com/gpu).
+  asks for GPUs when the image's GPUXfile wants them (``cuda``/``tensorrt``: nvidia.com/gpu,
+  ``rocm``: amd.com/gpu; as many as ``runtime.gpus`` names, or ``--gpus N``), and serves with
+  ``--gpus all`` when the pod has several or the GPUXfile numbers its devices.
 - an **InferenceService** whose ``storageUri`` is the modelcar (``oci://REF``, pushed with
   ``gpux push NAME REF --format modelcar``), which KServe mounts at ``/mnt/models``.
 
@@ -130,6 +131,9 @@ def _container(image: Image, options: Options) -> dict[str, Any]:
         ports.append({"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"})
     if options.trust_code:
         args.append("--trust-code")
+    count = gpu_count(image, options.gpus)
+    if count > 1 or (count and numbers_devices(image)):
+        args += ["--gpus", "all"]  # an instance on each GPU the pod got, whatever their numbers
     resources = _resources(image, options.gpus)
     return {
         "name": CONTAINER,
@@ -154,26 +158,62 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def gpu_count(image: Image, gpus: int | None) -> int:
+    """``--gpus``, else what the image needs: ``wanted_gpus`` for a GPU backend, none for the
+    CPU (``auto`` falls back to it)."""
+    if gpus is not None:
+        return gpus
+    return wanted_gpus(image) if gpu_resource(image) else 0
+
+
 def _resources(image: Image, gpus: int | None) -> dict[str, Any]:
     memory_mib = MEMORY_BASE_MIB + math.ceil(image.size * MEMORY_PER_MODEL_BYTE / (1 << 20))
     requests: dict[str, str] = {"cpu": "1", "memory": f"{memory_mib}Mi"}
     limits: dict[str, str] = {"memory": f"{memory_mib}Mi"}
+    count = gpu_count(image, gpus)
     resource = gpu_resource(image)
-    count = (1 if resource else 0) if gpus is None else gpus
     if count:
         key = resource or "nvidia.com/gpu"
         requests[key] = limits[key] = str(count)  # extended resources: request == limit
     return {"requests": requests, "limits": limits}
 
 
-def backends(image: Image) -> set[str]:
-    """The backends the image's GPUXfile (each model's, for a chain) asks for."""
+def runtime_sections(image: Image) -> list[dict[str, Any]]:
+    """The ``runtime:`` section of the image's GPUXfile (each model's, for a chain)."""
     configs = [image.component(key).config for key in image.components] or [image.config]
-    found = set()
+    found = []
     for config in configs:
         runtime = config.get("gpuxfile", {}).get("runtime", {})
-        found.add(str(runtime.get("backend", "auto")) if isinstance(runtime, dict) else "auto")
+        found.append(runtime if isinstance(runtime, dict) else {})
     return found
+
+
+def backends(image: Image) -> set[str]:
+    """The backends the image's GPUXfile (each model's, for a chain) asks for."""
+    return {str(runtime.get("backend", "auto")) for runtime in runtime_sections(image)}
+
+
+def wanted_gpus(image: Image) -> int:
+    """GPUs one pod of a GPU image asks for: the GPUXfile's ``runtime.gpus`` as a count or a
+    list of ids, else 1. ``all`` is 1 too: a manifest cannot know the node (``--gpus N``)."""
+    counts = []
+    for runtime in runtime_sections(image):
+        gpus = runtime.get("gpus")
+        if isinstance(gpus, int) and not isinstance(gpus, bool):
+            counts.append(gpus)
+        elif isinstance(gpus, list):
+            counts.append(len(gpus))
+        else:
+            counts.append(1)
+    return max(counts, default=1)
+
+
+def numbers_devices(image: Image) -> bool:
+    """Whether the GPUXfile picks devices by number (``runtime.gpus`` or ``device``): a pod sees
+    only its own GPUs, numbered from 0, so the runtime serves on ``--gpus all`` instead."""
+    return any(
+        r.get("gpus") is not None or r.get("device", 0) != 0 for r in runtime_sections(image)
+    )
 
 
 def gpu_resource(image: Image) -> str | None:

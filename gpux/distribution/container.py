@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from gpux.distribution.base_python import base_python, check_base_python
 from gpux.distribution.layers import (
     IMAGE_CONFIG,
     LAYER,
@@ -73,6 +74,13 @@ LAYER_TYPES = {
 }
 # The ONNX Runtime distribution each --runtime needs in this environment.
 RUNTIMES = {"cpu": "onnxruntime", "cuda": "onnxruntime-gpu"}
+# What the NVIDIA Container Toolkit reads to give a container the GPUs and the driver's CUDA
+# libraries (CUDA base images set the same); a CPU image sets none.
+CUDA_ENVIRONMENT = {
+    "NVIDIA_VISIBLE_DEVICES": "all",
+    "NVIDIA_DRIVER_CAPABILITIES": "compute,utility",
+}
+RUNTIME_LABEL = "dev.gpux.runtime"
 SOURCE_IMAGE = "dev.gpux.container.image"
 SOURCE_DIGEST = "dev.gpux.container.digest"
 HEALTH_SECONDS = {"Interval": 10, "Timeout": 3, "StartPeriod": 120}
@@ -84,6 +92,7 @@ class Base:
     remote: Remote
     config: dict[str, Any]
     layers: list[dict[str, Any]]  # descriptors, OCI media types
+    config_digest: str = ""
 
 
 def containerize(
@@ -114,11 +123,21 @@ def containerize(
     )
     try:
         found = fetch_base(source, base_remote)
+        version = base_python(
+            source,
+            found.remote.repository,
+            found.config,
+            found.config_digest,
+            found.layers,
+            python,
+            store.scratch / "cache" / "base-python",
+        )
+        check_base_python(version, sys.version_info[:2], python, str(base_remote))
         files = list(_runtime_files(distributions))
         remembered = _remembered_runtime(store, files, python)
         if remembered is not None and not registry.has_blob(remote.repository, remembered.digest):
             remembered = None  # the registry lacks it: write it again to upload it
-        with _written(store, image, found, files, distributions, python, remembered) as (
+        with _written(store, image, found, files, distributions, python, remembered, runtime) as (
             layers,
             config,
             manifest,
@@ -248,7 +267,7 @@ def fetch_base(registry: Registry, remote: Remote, architecture: str = "amd64") 
             f"manifest {len(converted)}",
             "the base image is malformed; choose another --base",
         )
-    return Base(remote, config, converted)
+    return Base(remote, config, converted, str(config_descriptor["digest"]))
 
 
 def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
@@ -302,7 +321,29 @@ def runtime_distributions(runtime: str) -> list[importlib.metadata.Distribution]
             walk(requirement.name, tuple(requirement.extras))
 
     walk("gpux", (runtime,))
+    _check_extra_installed(runtime, found)
     return [found[key] for key in sorted(found)]
+
+
+def _check_extra_installed(runtime: str, found: dict[str, importlib.metadata.Distribution]) -> None:
+    """Every package gpux[runtime] names is here (gpux[cuda]: onnxruntime-gpu with the CUDA and
+    cuDNN wheels, onnxruntime-genai-cuda): a runtime layer without one fails only on the GPU."""
+    from packaging.requirements import Requirement
+
+    missing = []
+    for text in importlib.metadata.distribution("gpux").requires or []:
+        requirement = Requirement(text)
+        if not requirement.marker or not requirement.marker.evaluate({"extra": runtime}):
+            continue
+        if requirement.marker.evaluate({"extra": ""}):
+            continue  # a base requirement, not the extra's
+        if re.sub(r"[-_.]+", "-", requirement.name).lower() not in found:
+            missing.append(str(requirement))
+    if missing:
+        raise UsageError(
+            f"--runtime {runtime} needs {', '.join(missing)} in the environment gpux runs from",
+            f"run gpux containerize from an environment with gpux[{runtime}] installed",
+        )
 
 
 def _runtime_files(
@@ -382,6 +423,7 @@ def _written(
     distributions: list[importlib.metadata.Distribution],
     python: str,
     remembered: BlobFile | None,
+    runtime_name: str = "cpu",
 ) -> Iterator[tuple[list[BlobFile], BlobFile, bytes]]:
     """The runtime (unless ``remembered``) and model layers and the config in a temporary
     folder of the store, and the manifest's bytes."""
@@ -419,7 +461,9 @@ def _written(
             )
             config = write_json(
                 folder / "config.json",
-                _config(base, image, [runtime.digest, model.digest], python, distributions),
+                _config(
+                    base, image, [runtime.digest, model.digest], python, distributions, runtime_name
+                ),
             )
         manifest = {
             "schemaVersion": 2,
@@ -446,10 +490,16 @@ def _config(
     diff_ids: list[str],
     python: str,
     distributions: list[importlib.metadata.Distribution],
+    runtime: str = "cpu",
 ) -> dict[str, Any]:
     inherited = _section(base.config, "config")
+    device_environment = CUDA_ENVIRONMENT if runtime == "cuda" else {}
     environment = [
-        e for e in inherited.get("Env") or [] if isinstance(e, str) and not e.startswith("PATH=")
+        e
+        for e in inherited.get("Env") or []
+        if isinstance(e, str)
+        and not e.startswith("PATH=")
+        and e.partition("=")[0] not in device_environment  # the base's value would come twice
     ]
     path = next(
         (e[5:] for e in inherited.get("Env") or [] if isinstance(e, str) and e.startswith("PATH=")),
@@ -461,6 +511,7 @@ def _config(
         "PYTHONNOUSERSITE=1",
         "GPUX_HOME=/tmp/gpux",  # writable for any user; what a load derives goes there
         "GPUX_NO_PROGRESS=1",
+        *(f"{key}={value}" for key, value in device_environment.items()),
     ]
     versions = {d.metadata["Name"]: d.version for d in distributions}
     ready = f"http://127.0.0.1:{PORT}/v2/health/ready"
@@ -481,6 +532,7 @@ def _config(
             "WorkingDir": "/",
             "Labels": {
                 **_annotations(image),
+                RUNTIME_LABEL: runtime,
                 "dev.gpux.runtime.python": python,
                 "dev.gpux.runtime.onnxruntime": next(
                     (v for k, v in versions.items() if k in RUNTIMES.values()), ""

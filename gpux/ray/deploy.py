@@ -18,7 +18,10 @@ import re
 from typing import Any
 
 from gpux.errors import UsageError
+from gpux.ray.placement import wait_until_running
 from gpux.ray.spec import Deployed, DeploySpec
+
+DEFAULT_TIMEOUT_S = 300.0
 
 
 def application_name(image: str) -> str:
@@ -85,10 +88,16 @@ def deploy(
     address: str | None = None,
     http_host: str = "127.0.0.1",
     http_port: int = 8000,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[Deployed]:
     """Deploy ``spec`` on the Ray cluster at ``address`` (default: ``RAY_ADDRESS``, else the
-    local cluster ``ray start`` made) and wait until every replica answers. Checks first that
-    each image is in the local store, so a typo fails here rather than in every replica."""
+    local cluster ``ray start`` made) and wait until every replica runs. Checks first that
+    each image is in the local store, so a typo fails here rather than in every replica.
+
+    After ``timeout_s`` seconds with a replica not running (no node has the resources it asks
+    for, they are taken, or loading takes longer), the applications this call started are
+    deleted and :class:`~gpux.errors.MachineError` says which and why
+    (gpux/ray/placement.py)."""
     from gpux.store import Store
 
     store = Store()
@@ -108,6 +117,17 @@ def deploy(
                 "start one with 'ray start --head', or pass --address HOST:PORT",
             ) from exc
     serve.start(http_options={"host": http_host, "port": http_port})
-    for deployed, bound in planned:
-        serve.run(bound, name=deployed.application, route_prefix=deployed.route_prefix)
+    targets = [
+        serve.RunTarget(target=bound, name=deployed.application, route_prefix=deployed.route_prefix)
+        for deployed, bound in planned
+    ]
+    applications = [deployed.application for deployed, _ in planned]
+    # Not serve.run: it waits without end for a replica that no node can hold.
+    serve.run_many(targets, wait_for_applications_running=False)
+    try:
+        wait_until_running(applications, spec, timeout_s)
+    except BaseException:  # a bound, a failed replica or Ctrl-C: nothing half-deployed stays
+        for application in applications:
+            serve.delete(application)
+        raise
     return [deployed for deployed, _ in planned]

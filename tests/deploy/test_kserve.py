@@ -112,6 +112,43 @@ def test_an_image_that_wants_a_gpu_asks_for_one(gpux: BoundCLI) -> None:
     assert amd["spec"]["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "1"
 
 
+def test_a_gpuxfile_that_names_several_gpus_gets_them_in_the_pod(gpux: BoundCLI) -> None:
+    """A GPUXfile with ``backend: cuda`` and ``gpus: [0, 2]`` (set on the built image's config:
+    a CUDA image cannot be built on a machine without CUDA): the pod asks for 2 GPUs and serves
+    on ``--gpus all`` (inside it they are 0 and 1, so the GPUXfile's ids would name a GPU it
+    lacks); ``--gpus 4`` overrides the count; ``device: 1`` alone still serves on ``--gpus all``;
+    a CPU image given ``--gpus 1`` gets one GPU and no ``--gpus`` argument. All validate."""
+    image = Store(gpux.home).get("team/linear:1.0")
+    options = Options(RUNTIME.replace("cpu", "cuda"), STORAGE)
+
+    def container(runtime: dict[str, Any] | None, gpus: int | None = None) -> dict[str, Any]:
+        config = copy.deepcopy(image.config)
+        if runtime is not None:
+            config["gpuxfile"]["runtime"] = runtime
+        documents = manifests(
+            dataclasses.replace(image, config=config), dataclasses.replace(options, gpus=gpus)
+        )
+        for document in documents:
+            assert problems(document) == [], document["kind"]
+        return dict(by_kind(documents)["ServingRuntime"]["spec"]["containers"][0])
+
+    two = container({"backend": "cuda", "gpus": [0, 2]})
+    assert two["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert two["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert two["args"][-2:] == ["--gpus", "all"]
+    assert container({"backend": "cuda", "gpus": 3})["resources"]["limits"]["nvidia.com/gpu"] == "3"
+    four = container({"backend": "cuda", "gpus": [0, 2]}, gpus=4)
+    assert four["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    second = container({"backend": "cuda", "device": 1})
+    assert second["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert second["args"][-2:] == ["--gpus", "all"]
+    one = container({"backend": "cuda"})
+    assert one["resources"]["limits"]["nvidia.com/gpu"] == "1" and "--gpus" not in one["args"]
+    cpu = container(None, gpus=1)
+    assert cpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and "--gpus" not in cpu["args"]
+    assert "nvidia.com/gpu" not in container({"backend": "cpu", "gpus": 2})["resources"]["limits"]
+
+
 def _typo(document: dict[str, Any], path: list[str | int], wrong: str) -> dict[str, Any]:
     """``document`` with the key at ``path`` renamed to ``wrong``."""
     changed = copy.deepcopy(document)

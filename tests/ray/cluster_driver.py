@@ -149,6 +149,40 @@ def kill_mid_load(image: str) -> dict[str, Any]:
     return {"answers": answers, "killed": killed, "replaced": replaced}
 
 
+UNPLACEABLE = {
+    # What no node has: a head without GPUs and a second node with one.
+    "gpus_no_node_has": ["--num-gpus", "2"],
+    "cpus_no_node_has": ["--num-cpus", "64"],
+    # What the second node has, but linear-b's two half-GPU replicas hold it.
+    "gpu_taken": ["--num-gpus", "1"],
+}
+
+
+def unplaceable(image: str, env: dict[str, str]) -> dict[str, Any]:
+    """``gpux ray deploy`` of replicas Ray cannot place, with a 2 s bound: exit code, stderr,
+    how long it took; then which applications are left and their status."""
+    from ray import serve
+
+    found: dict[str, Any] = {}
+    for case, options in UNPLACEABLE.items():
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "gpux.cli.main", "ray", "deploy", image, "--timeout", "2",
+             *options],
+            capture_output=True, text=True, env=env, check=False, timeout=120,
+        )  # fmt: skip
+        found[case] = {
+            "rc": done.returncode,
+            "stderr": done.stderr[-3000:],
+            "seconds": time.monotonic() - started,
+        }
+    found["applications"] = {
+        name: str(getattr(app.status, "value", app.status))
+        for name, app in serve.status().applications.items()
+    }
+    return found
+
+
 def main(names: list[str]) -> dict[str, Any]:
     a, b, c = names
     env = {**os.environ, "RAY_ADDRESS": HEAD}
@@ -177,6 +211,7 @@ def main(names: list[str]) -> dict[str, Any]:
         "multiplexed": multiplexed([a, b, c]),
     }
     result["killed"] = kill_mid_load(a)
+    result["unplaceable"] = unplaceable(c, env)
     timings["total_s"] = time.monotonic() - started
     print(json.dumps(timings), file=sys.stderr)
     result["timings"] = timings

@@ -188,3 +188,30 @@ def test_the_command_line_prints_its_routes(cluster: tuple[dict[str, Any], Bound
         "url": "http://127.0.0.1:8000",
         "multiplexed": True,
     }
+
+
+def test_replicas_ray_cannot_place_fail_in_bounded_time_and_leave_nothing(
+    cluster: tuple[dict[str, Any], BoundCLI],
+) -> None:
+    """``gpux ray deploy linear-c --timeout 2`` asking for what no node has (2 GPUs, 64 CPUs) or
+    what is taken (the second node's GPU, held by linear-b): it exits 10 within seconds (Ray's
+    own ``serve.run`` waits forever), the message names the application, the resources one
+    replica needs and what the cluster has, and the half-made application is gone while the
+    others still run."""
+    report, _ = cluster
+    found = report["unplaceable"]
+    for case in ("gpus_no_node_has", "cpus_no_node_has", "gpu_taken"):
+        assert found[case]["rc"] == 10, found[case]
+        assert found[case]["seconds"] < 60, found[case]
+        assert "'linear-c' (0 of 1 replicas running)" in found[case]["stderr"], found[case]
+        assert "application was removed" in found[case]["stderr"]
+    no_gpu = found["gpus_no_node_has"]["stderr"]
+    assert "needs CPU 1, GPU 2 and no node of the cluster has that" in no_gpu, no_gpu
+    assert "the largest has CPU 2, GPU 1" in no_gpu and "--num-gpus" in no_gpu
+    no_cpu = found["cpus_no_node_has"]["stderr"]
+    assert "needs CPU 64 and no node of the cluster has that" in no_cpu, no_cpu
+    taken = found["gpu_taken"]["stderr"]
+    assert "which some node has, but the cluster has only CPU" in taken, taken
+    assert "GPU 0 free" in taken and "--replicas" in taken
+    assert "linear-c" not in found["applications"]
+    assert found["applications"] == {"linear-a": "RUNNING", "linear-b": "RUNNING", "mux": "RUNNING"}

@@ -307,20 +307,54 @@ def run_lowering(
 ) -> list[np.ndarray[Any, Any]]:
     """Run one node's ``lowering`` on ``inputs`` and return its outputs: every dispatch in one
     compute pass, one submit. An aliasing lowering returns its input as output 0's shape (after
-    the same trip through the device that an executor's buffer makes)."""
-    input_buffers = [None if array is None else gpu.upload(array) for array in inputs]
+    the same trip through the device that an executor's buffer makes). Only inputs that a
+    dispatch binds go to the device: a Slice's int64 bounds (often beyond int32) are read by
+    its kernel at load and never uploaded."""
+    bound = bound_inputs(lowering)
+    input_buffers = [
+        None if array is None or index not in bound else gpu.upload(array)
+        for index, array in enumerate(inputs)
+    ]
+    output_buffers = encode_lowering(gpu, lowering, input_buffers, outputs_info)
+    return [
+        gpu.download(buffer, info)
+        for buffer, info in zip(output_buffers, outputs_info, strict=True)
+    ]
+
+
+def bound_inputs(lowering: Lowering) -> set[int]:
+    """The node inputs that ``lowering`` reads on the device (bound or aliased); the others
+    are parameters its kernel read at load and need no buffer."""
+    bound = {
+        binding.index
+        for dispatch in lowering.dispatches
+        for binding in dispatch.bindings
+        if binding.kind == "input"
+    }
     if lowering.alias_input is not None:
-        source = inputs[lowering.alias_input]
+        bound.add(lowering.alias_input)
+    return bound
+
+
+def encode_lowering(
+    gpu: Gpu,
+    lowering: Lowering,
+    input_buffers: Sequence[Any],
+    outputs_info: Sequence[TensorInfo],
+) -> list[Any]:
+    """Submit one node's ``lowering`` on device buffers (None for an omitted input) and return
+    its output buffers without waiting: later submits see its results (the queue is ordered),
+    and nothing moves to the host unless read. An aliasing lowering returns the input's
+    buffer."""
+    if lowering.alias_input is not None:
+        source = input_buffers[lowering.alias_input]
         if source is None:
             raise BackendError(f"a kernel aliased omitted input {lowering.alias_input}")
-        info = outputs_info[0]
-        return [
-            gpu.download(
-                input_buffers[lowering.alias_input], TensorInfo(info.shape, source.dtype)
-            ).astype(info.dtype)
-        ]
+        return [source]
     output_buffers = [gpu.storage_buffer(device_bytes(info)) for info in outputs_info]
     scratch_buffers = [gpu.storage_buffer(size) for size in lowering.scratch]
+    if not lowering.dispatches:
+        return output_buffers
     encoder = gpu.device.create_command_encoder()
     compute_pass = encoder.begin_compute_pass()
     for dispatch in lowering.dispatches:
@@ -333,10 +367,7 @@ def run_lowering(
         compute_pass.dispatch_workgroups(*dispatch.workgroups)
     compute_pass.end()
     gpu.queue.submit([encoder.finish()])
-    return [
-        gpu.download(buffer, info)
-        for buffer, info in zip(output_buffers, outputs_info, strict=True)
-    ]
+    return output_buffers
 
 
 def pack_params(*values: int | float, formats: str | None = None) -> bytes:

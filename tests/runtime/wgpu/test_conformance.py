@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from onnx import helper, numpy_helper
 
 from gpux.errors import InputError
 from gpux.runtime.wgpu import kernels  # noqa: F401  (registers the kernels)
-from gpux.runtime.wgpu.device import Gpu, run_lowering
+from gpux.runtime.wgpu.device import Gpu, encode_lowering
 from gpux.runtime.wgpu.kernel import (
     NodeContext,
     TensorInfo,
@@ -56,6 +57,28 @@ def node_cases() -> dict[str, Any]:
         if name in claimed:
             selected[case.name] = case
     return selected
+
+
+@functools.cache
+def graph_cases() -> dict[str, Any]:
+    """ONNX's node test cases of several nodes (function expansions such as
+    ``test_softmax_axis_0_expanded``) whose every node is a claimed op or a Constant."""
+    from onnx.backend.test.loader import load_model_tests
+
+    claimed = set(claimed_ops()) | {"Constant"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = load_model_tests(kind="node")
+    return {
+        case.name: case
+        for case in cases
+        if len(case.model.graph.node) > 1
+        and not case.model.functions
+        and all(
+            (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}") in claimed
+            for n in case.model.graph.node
+        )
+    }
 
 
 def op_of(case: Any) -> str:
@@ -95,26 +118,99 @@ def output_infos(case: Any, expected: list[np.ndarray]) -> tuple[TensorInfo, ...
     return tuple(infos)
 
 
-def node_context(
+def constant_value(node: onnx.NodeProto) -> np.ndarray:
+    """A Constant node's value, as the executor's constant folding would hold it."""
+    (attribute,) = node.attribute
+    value = attribute_value(attribute)
+    if attribute.name in ("value_float", "value_floats"):
+        return np.asarray(value, dtype=np.float32)
+    if attribute.name in ("value_int", "value_ints"):
+        return np.asarray(value, dtype=np.int64)
+    if attribute.name == "value":
+        return np.asarray(value)
+    raise Unsupported(f"Constant {attribute.name}")
+
+
+class DeviceValues(Mapping[int, np.ndarray]):
+    """A node's inputs as constants, read back from the device only when a kernel asks (a
+    Reshape's shape, a Slice's starts): what the executor's constant folding would know."""
+
+    def __init__(self, gpu: Gpu, values: list[tuple[Any, TensorInfo] | None]) -> None:
+        self._gpu, self._values = gpu, values
+        self._read: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        value = self._values[index] if 0 <= index < len(self._values) else None
+        if value is None:
+            raise KeyError(index)
+        if index not in self._read:
+            self._read[index] = self._gpu.download(*value)
+        return self._read[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return (i for i, value in enumerate(self._values) if value is not None)
+
+    def __len__(self) -> int:
+        return sum(value is not None for value in self._values)
+
+
+def run_graph(
     case: Any, inputs: list[np.ndarray], expected: list[np.ndarray], gpu: Gpu
-) -> tuple[NodeContext, list[np.ndarray | None]]:
-    node = case.model.graph.node[0]
-    opset = next((o.version for o in case.model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    graph_inputs = [i.name for i in case.model.graph.input]
-    arrays: list[np.ndarray | None] = []
-    for name in node.input:
-        arrays.append(inputs[graph_inputs.index(name)] if name else None)
-    context = NodeContext(
-        op_type=node.op_type,
-        domain=node.domain if node.domain != "ai.onnx" else "",
-        attributes={a.name: attribute_value(a) for a in node.attribute},
-        inputs=tuple(None if a is None else TensorInfo(a.shape, a.dtype) for a in arrays),
-        outputs=output_infos(case, expected),
-        constants={i: a for i, a in enumerate(arrays) if a is not None},
-        features=gpu.features,
-        opset=opset,
-    )
-    return context, arrays
+) -> list[np.ndarray]:
+    """Every node of the test model in order, one lowering and one submit each, values kept
+    on the device. Shapes of intermediate values come from ONNX's reference evaluator (the
+    executor infers them)."""
+    model = case.model
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    values: dict[str, tuple[Any, TensorInfo]] = {
+        graph_input.name: (gpu.upload(array), TensorInfo(array.shape, array.dtype))
+        for graph_input, array in zip(model.graph.input, inputs, strict=False)
+    }
+    if len(model.graph.node) == 1:
+        shapes = dict(
+            zip((o.name for o in model.graph.output), output_infos(case, expected), strict=False)
+        )
+    else:
+        from onnx.reference import ReferenceEvaluator
+
+        names = [name for node in model.graph.node for name in node.output if name]
+        feeds = {i.name: a for i, a in zip(model.graph.input, inputs, strict=False)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = ReferenceEvaluator(model).run(names, feeds)
+        shapes = {
+            name: TensorInfo(np.asarray(array).shape, np.asarray(array).dtype)
+            for name, array in zip(names, reference, strict=True)
+        }
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            array = constant_value(node)
+            values[node.output[0]] = (gpu.upload(array), TensorInfo(array.shape, array.dtype))
+            continue
+        outputs = list(node.output)
+        while outputs and not outputs[-1]:
+            outputs.pop()
+        if "" in outputs:
+            raise Unsupported("an omitted output before a present one")
+        present = [values[name] if name else None for name in node.input]
+        context = NodeContext(
+            op_type=node.op_type,
+            domain=node.domain if node.domain != "ai.onnx" else "",
+            attributes={a.name: attribute_value(a) for a in node.attribute},
+            inputs=tuple(None if v is None else v[1] for v in present),
+            outputs=tuple(shapes[name] for name in outputs),
+            constants=DeviceValues(gpu, present),
+            features=gpu.features,
+            opset=opset,
+        )
+        buffers = encode_lowering(
+            gpu, lower(context), [None if v is None else v[0] for v in present], context.outputs
+        )
+        values.update(
+            (name, (buffer, info))
+            for name, buffer, info in zip(outputs, buffers, context.outputs, strict=True)
+        )
+    return [gpu.download(*values[o.name]) for o in model.graph.output]
 
 
 # Outcomes by test name: the coverage test reuses what test_node found in this process.
@@ -136,15 +232,13 @@ def outcome(name: str, gpu: Gpu) -> str | None:
 
 
 def _run_case(name: str, gpu: Gpu) -> str | None:
-    case = node_cases()[name]
+    case = node_cases().get(name) or graph_cases()[name]
     graph = case.model.graph
     if any(not v.type.HasField("tensor_type") for v in (*graph.input, *graph.output)):
         return "skip: sequences and optionals have no device form"
     inputs, expected = ([as_array(v) for v in values] for values in case.data_sets[0])
-    context, arrays = node_context(case, inputs, expected, gpu)
     try:
-        lowering = lower(context)
-        actual = run_lowering(gpu, lowering, arrays, context.outputs)
+        actual = run_graph(case, inputs, expected, gpu)
     except Unsupported as exc:
         return f"skip: {exc}"
     except InputError as exc:
@@ -164,6 +258,13 @@ def _run_case(name: str, gpu: Gpu) -> str | None:
 
 @pytest.mark.parametrize("name", sorted(node_cases()))
 def test_node(name: str, gpu: Gpu) -> None:
+    result = outcome(name, gpu)
+    if result is not None:
+        pytest.skip(result)
+
+
+@pytest.mark.parametrize("name", sorted(graph_cases()))
+def test_expanded_graph(name: str, gpu: Gpu) -> None:
     result = outcome(name, gpu)
     if result is not None:
         pytest.skip(result)

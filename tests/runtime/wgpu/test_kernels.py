@@ -24,7 +24,12 @@ OPSET = 17
 
 
 def run_node(
-    gpu: Gpu, op: str, inputs: list[np.ndarray], constant: tuple[int, ...] = (), **attributes: Any
+    gpu: Gpu,
+    op: str,
+    inputs: list[np.ndarray],
+    constant: tuple[int, ...] = (),
+    opset: int = OPSET,
+    **attributes: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The node's first output from the engine and from ONNX's reference evaluator."""
     names = [f"in{i}" for i in range(len(inputs))]
@@ -38,7 +43,7 @@ def run_node(
         ],
         [helper.make_tensor_value_info("out", onnx.TensorProto.UNDEFINED, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     (expected,) = ReferenceEvaluator(model).run(None, dict(zip(names, inputs, strict=True)))
     context = NodeContext(
         op_type=op,
@@ -48,7 +53,7 @@ def run_node(
         outputs=(TensorInfo(expected.shape, expected.dtype),),
         constants={i: inputs[i] for i in constant},
         features=gpu.features,
-        opset=OPSET,
+        opset=opset,
     )
     (actual,) = run_lowering(gpu, lower(context), inputs, context.outputs)
     return actual, expected
@@ -160,3 +165,95 @@ def test_embedding_gather_with_negative_ids(gpu: Gpu) -> None:
     ids = np.array([[0, 5, 999, -1, 17]], dtype=np.int64)
     actual, expected = run_node(gpu, "Gather", [table, ids])
     np.testing.assert_array_equal(actual, expected)
+
+
+def test_conv_transpose_upsampling(gpu: Gpu) -> None:
+    """A segmentation head's 2x upsampling (PP-OCR's detector): stride 2, grouped, biased.
+    ONNX's reference has no groups for ConvTranspose: the expected value is each group's
+    ConvTranspose, concatenated."""
+    x, w, bias = random(2, 16, 10, 12), random(16, 4, 4, 4, seed=1), random(8, seed=2)
+    attributes = {"strides": [2, 2], "pads": [1, 1, 1, 1]}
+    halves = [
+        run_node(
+            gpu,
+            "ConvTranspose",
+            [x[:, 8 * g : 8 * (g + 1)], w[8 * g : 8 * (g + 1)], bias[4 * g : 4 * (g + 1)]],
+            **attributes,
+        )
+        for g in range(2)
+    ]
+    for actual, expected in halves:
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    expected = np.concatenate([half[1] for half in halves], axis=1)
+    context = NodeContext(
+        op_type="ConvTranspose",
+        domain="",
+        attributes={**attributes, "group": 2},
+        inputs=tuple(TensorInfo(a.shape, a.dtype) for a in (x, w, bias)),
+        outputs=(TensorInfo(expected.shape, expected.dtype),),
+        features=gpu.features,
+        opset=OPSET,
+    )
+    (grouped,) = run_lowering(gpu, lower(context), [x, w, bias], context.outputs)
+    np.testing.assert_allclose(grouped, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("scales", "attributes"),
+    [
+        (
+            [1, 1, 2, 2],
+            {
+                "mode": "nearest",
+                "coordinate_transformation_mode": "asymmetric",
+                "nearest_mode": "floor",
+            },
+        ),
+        ([1, 1, 1.75, 0.6], {"mode": "linear"}),
+        ([1, 1, 3, 3], {"mode": "linear", "coordinate_transformation_mode": "align_corners"}),
+    ],
+)
+def test_resize_feature_maps(gpu: Gpu, scales: list[float], attributes: dict) -> None:
+    """Resizes of a feature pyramid (PP-OCR's detector: nearest 2x; bilinear elsewhere)."""
+    x = random(2, 3, 20, 30)
+    roi = np.zeros(0, dtype=np.float32)
+    actual, expected = run_node(
+        gpu, "Resize", [x, roi, np.array(scales, dtype=np.float32)], constant=(2,), **attributes
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_slice_bounds_beyond_int32_stay_on_the_host(gpu: Gpu) -> None:
+    """Exporters write "to the end" as INT64_MAX and reversal as INT64_MIN: the kernel reads
+    them at load, and they never go to the device, whose integers are 32-bit."""
+    x = random(4, 6, 5)
+    starts = np.array([-1, 1], dtype=np.int64)
+    ends = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).max], dtype=np.int64)
+    axes, steps = np.array([0, 2], dtype=np.int64), np.array([-1, 2], dtype=np.int64)
+    actual, expected = run_node(gpu, "Slice", [x, starts, ends, axes, steps], constant=(1, 2, 3, 4))
+    np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumulative_sum_along_an_inner_axis(gpu: Gpu, exclusive: int, reverse: int) -> None:
+    x, axis = random(3, 50, 4), np.array(1, dtype=np.int64)
+    actual, expected = run_node(
+        gpu, "CumSum", [x, axis], constant=(1,), exclusive=exclusive, reverse=reverse
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_attention_mask_broadcast_and_gelu(gpu: Gpu, dtype: type) -> None:
+    """BERT's elementwise ops at size: the mask added to every head's scores (broadcast over
+    heads and queries), Where on a bool mask, and the erf Gelu of the feed-forward layer."""
+    needs_f16(gpu, dtype)
+    scores, mask = random(2, 12, 64, 64, dtype=dtype), random(2, 1, 1, 64, dtype=dtype, seed=1)
+    actual, expected = run_node(gpu, "Add", [scores, mask])
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+    keep = np.random.default_rng(3).random((1, 1, 64, 64)) > 0.5
+    actual, expected = run_node(gpu, "Where", [keep, scores, np.full((1,), -1e4, dtype=dtype)])
+    np.testing.assert_array_equal(actual, expected)
+    hidden = random(2, 64, 3072, dtype=dtype) * 3
+    actual, expected = run_node(gpu, "Gelu", [hidden], opset=20)
+    np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])

@@ -11,6 +11,8 @@ from gpux.runtime.wgpu.kernel import Binding, Lowering, NodeContext, Unsupported
 from gpux.runtime.wgpu.kernels._wgsl import (
     FLOATS,
     enable_f16,
+    flat_dispatch,
+    flat_main,
     load,
     math_helpers,
     require_dtypes,
@@ -154,3 +156,96 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
 {math_helpers(activation)}""",
     )
     return Lowering((gemm_dispatch(problem, tuple(bindings)),))
+
+
+@kernel("ConvTranspose")
+def conv_transpose(context: NodeContext) -> Lowering:
+    """ConvTranspose (1-D and 2-D) gathered per output: each output sums the inputs whose
+    strided window covers it, so no two invocations write the same value."""
+    require_dtypes(context, FLOATS)
+    x_info, w_info = context.inputs[:2]
+    bias_info = context.inputs[2] if len(context.inputs) > 2 else None
+    output = context.outputs[0]
+    assert x_info is not None and w_info is not None
+    rank = len(x_info.shape) - 2
+    if rank not in (1, 2):
+        raise Unsupported(f"ConvTranspose over {rank} spatial axes (only 1 or 2)")
+    groups = int(context.attribute("group", 1))
+    kernel_shape = list(context.attribute("kernel_shape", None) or w_info.shape[2:])
+    strides = list(context.attribute("strides", None) or [1] * rank)
+    dilations = list(context.attribute("dilations", None) or [1] * rank)
+    output_padding = list(context.attribute("output_padding", None) or [0] * rank)
+    auto_pad = context.attribute("auto_pad", "NOTSET")
+    pads = list(context.attribute("pads", None) or [0] * (2 * rank))
+    if context.attribute("output_shape", None) is not None or auto_pad in (
+        "SAME_UPPER",
+        "SAME_LOWER",
+    ):
+        # The output's size is given: the padding is what makes the arithmetic meet it.
+        for axis in range(rank):
+            full = (
+                strides[axis] * (x_info.shape[2 + axis] - 1)
+                + output_padding[axis]
+                + (kernel_shape[axis] - 1) * dilations[axis]
+                + 1
+            )
+            total = full - output.shape[2 + axis]
+            # As ONNX's reference: SAME_UPPER pads less before, the others more.
+            first = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            pads[axis], pads[axis + rank] = first, total - first
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * rank)
+    elif auto_pad != "NOTSET":
+        raise Unsupported(f"auto_pad {auto_pad}")
+    channels = x_info.shape[1]
+    height, width = as_2d(list(x_info.shape[2:]), 1)
+    out_channels = output.shape[1]
+    out_height, out_width = as_2d(list(output.shape[2:]), 1)
+    kernel_h, kernel_w = as_2d(kernel_shape, 1)
+    stride_h, stride_w = as_2d(strides, 1)
+    dilation_h, dilation_w = as_2d(dilations, 1)
+    pad_top, pad_left = as_2d(pads[:rank], 0)
+    group_in, group_out = channels // groups, out_channels // groups
+    if w_info.shape[0] != channels or w_info.shape[1] != group_out:
+        raise Unsupported(f"ConvTranspose of {x_info.shape} with weights {w_info.shape}")
+    if output.size == 0:
+        return Lowering()
+    declarations = [storage(0, "x", x_info.dtype), storage(1, "w", w_info.dtype)]
+    inputs = [0, 1]
+    start = "0.0"
+    if bias_info is not None:
+        declarations.append(storage(2, "bias", bias_info.dtype))
+        inputs.append(2)
+        start = load("bias", "co", bias_info.dtype)
+    declarations.append(storage(len(declarations), "y", output.dtype, write=True))
+    body = f"""    let image = i / {out_channels * out_height * out_width}u;
+    let co = (i / {out_height * out_width}u) % {out_channels}u;
+    let oh = i32((i / {out_width}u) % {out_height}u);
+    let ow = i32(i % {out_width}u);
+    let group = co / {group_out}u;
+    let cw = co % {group_out}u;
+    var total = {start};
+    for (var kh = 0; kh < {kernel_h}; kh++) {{
+        let th = oh + {pad_top} - kh * {dilation_h};
+        if (th < 0 || th % {stride_h} != 0 || th / {stride_h} >= {height}) {{ continue; }}
+        let ih = u32(th / {stride_h});
+        for (var kw = 0; kw < {kernel_w}; kw++) {{
+            let tw = ow + {pad_left} - kw * {dilation_w};
+            if (tw < 0 || tw % {stride_w} != 0 || tw / {stride_w} >= {width}) {{ continue; }}
+            let iw = u32(tw / {stride_w});
+            for (var c = 0u; c < {group_in}u; c++) {{
+                let ci = group * {group_in}u + c;
+                let xv = {load("x", f"((image * {channels}u + ci) * {height}u + ih) * {width}u + iw", x_info.dtype)};
+                let wv = {load("w", f"((ci * {group_out}u + cw) * {kernel_h}u + u32(kh)) * {kernel_w}u + u32(kw)", w_info.dtype)};
+                total = fma(xv, wv, total);
+            }}
+        }}
+    }}
+    y[i] = {store("total", output.dtype)};"""
+    shader = (
+        enable_f16(x_info.dtype, w_info.dtype, output.dtype)
+        + "\n".join(declarations)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, inputs))

@@ -55,6 +55,7 @@ FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
     "Sign": lambda c: "sign(x)",
     "Round": lambda c: "round(x)",  # WGSL rounds half to even, as ONNX does
     "Mish": lambda c: "x * tanh_f32(softplus_f32(x))",
+    "Swish": lambda c: f"x / (1.0 + exp(-{literal(c.attribute('alpha', 1.0))} * x))",
 }
 
 INTEGER_UNARY: dict[str, str] = {
@@ -147,6 +148,11 @@ BINARY: dict[str, dict[str, str]] = {
     "And": {"u32": "(a & b) != 0u"},
     "Or": {"u32": "(a | b) != 0u"},
     "Xor": {"u32": "(a ^ b) != 0u"},
+    # Mod: WGSL's % truncates (C's fmod); fmod=0 on integers takes the divisor's sign.
+    "Mod": {
+        "f32": "a % b",
+        "i32": "select(a % b, a % b + b, a % b != 0 && ((a % b < 0) != (b < 0)))",
+    },
 }
 COMPARISONS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor"}
 _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
@@ -156,9 +162,8 @@ _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
 @kernel("Sub")
 @kernel("Mul")
 @kernel("Div")
-@kernel("Max")
-@kernel("Min")
 @kernel("Pow")
+@kernel("Mod")
 @kernel("Equal")
 @kernel("Less")
 @kernel("LessOrEqual")
@@ -168,6 +173,8 @@ _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
 @kernel("Or")
 @kernel("Xor")
 def binary(context: NodeContext) -> Lowering:
+    if context.op_type in VARIADIC and len(context.inputs) != 2:
+        return variadic(context)
     if len(context.inputs) != 2:
         raise Unsupported(f"{context.op_type} of {len(context.inputs)} inputs (only 2)")
     if context.opset < 7:
@@ -180,6 +187,10 @@ def binary(context: NodeContext) -> Lowering:
         raise Unsupported("Pow of mixed dtypes")
     compute = compute_type(a.dtype)
     expression = BINARY[context.op_type].get(compute)
+    if context.op_type == "Mod" and context.attribute("fmod", 0):
+        expression = "a % b"  # C's fmod, for floats and integers alike
+    elif context.op_type == "Mod" and compute == "f32":
+        raise Unsupported("Mod with fmod=0 on floats")
     if expression is None:
         raise Unsupported(f"{context.op_type} on {a.dtype} has no kernel")
     if context.op_type in COMPARISONS:
@@ -202,6 +213,59 @@ def binary(context: NodeContext) -> Lowering:
         )
     )
     return Lowering(flat_dispatch(shader, output.size, [0, 1]))
+
+
+# Ops of any number of inputs: how two compute values combine, and the finish.
+VARIADIC = {
+    "Max": ("max({a}, {b})", "v"),
+    "Min": ("min({a}, {b})", "v"),
+    "Sum": ("{a} + {b}", "v"),
+    "Mean": ("{a} + {b}", "v / {count}"),
+}
+
+
+@kernel("Max")
+@kernel("Min")
+@kernel("Sum")
+@kernel("Mean")
+def elementwise_reduce(context: NodeContext) -> Lowering:
+    if len(context.inputs) == 2 and context.op_type in BINARY:
+        return binary(context)
+    return variadic(context)
+
+
+def variadic(context: NodeContext) -> Lowering:
+    """Max, Min, Sum or Mean of any number of inputs, numpy-broadcast."""
+    if context.opset < 8:
+        raise Unsupported(f"{context.op_type} before opset 8 (no broadcasting)")
+    require_dtypes(context, NUMBERS)
+    output = context.outputs[0]
+    combine, finish = VARIADIC[context.op_type]
+    compute = compute_type(output.dtype)
+    if context.op_type == "Mean" and compute != "f32":
+        raise Unsupported(f"Mean on {output.dtype}")
+    declarations = []
+    lines = []
+    for index, info in enumerate(context.inputs):
+        assert info is not None
+        declarations.append(storage(index, f"x{index}", info.dtype))
+        value = load(f"x{index}", broadcast_index("i", info.shape, output.shape), info.dtype)
+        if index == 0:
+            lines.append(f"    var v = {value};")
+        else:
+            step = combine.format(a="v", b=f"x{index}_value")
+            lines.append(f"    let x{index}_value = {value};\n    v = {step};")
+    declarations.append(storage(len(declarations), "y", output.dtype, write=True))
+    result = finish.format(count=literal(float(len(context.inputs))))
+    lines.append(f"    y[i] = {store(result, output.dtype)};")
+    dtypes = [info.dtype for info in context.inputs if info is not None]
+    shader = (
+        enable_f16(*dtypes, output.dtype)
+        + "\n".join(declarations)
+        + "\n"
+        + flat_main(output.size, "\n".join(lines))
+    )
+    return Lowering(flat_dispatch(shader, output.size, list(range(len(context.inputs)))))
 
 
 @kernel("Not")
@@ -294,6 +358,7 @@ _CASTABLE = (*NUMBERS, np.dtype(np.bool_))
 
 
 @kernel("Cast")
+@kernel("CastLike")
 def cast(context: NodeContext) -> Lowering:
     source = context.inputs[0]
     output = context.outputs[0]
@@ -304,8 +369,6 @@ def cast(context: NodeContext) -> Lowering:
     if to_kind == "u32":  # to bool
         zero = {"f32": "0.0", "i32": "0", "u32": "0u"}[from_kind]
         expression = f"select(0u, 1u, {value} != {zero})"
-    elif from_kind == "u32":  # from bool
-        expression = store(f"{to_kind}({value})", output.dtype)
     else:
         expression = store(f"{to_kind}({value})", output.dtype)
     shader = (

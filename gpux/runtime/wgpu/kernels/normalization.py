@@ -280,3 +280,53 @@ def batch_normalization(context: NodeContext) -> Lowering:
         + flat_main(output.size, body)
     )
     return Lowering(flat_dispatch(shader, output.size, [0, 1, 2, 3, 4]))
+
+
+@kernel("InstanceNormalization")
+def instance_normalization(context: NodeContext) -> Lowering:
+    """Each (image, channel) plane normalised, then scaled and shifted by its channel's
+    values: one workgroup per plane."""
+    require_dtypes(context, FLOATS)
+    x_info, scale_info, bias_info = context.inputs
+    output = context.outputs[0]
+    assert x_info is not None and scale_info is not None and bias_info is not None
+    if len(x_info.shape) < 3:
+        raise Unsupported(f"InstanceNormalization of a rank-{len(x_info.shape)} input")
+    channels = x_info.shape[1]
+    length = _prod(x_info.shape[2:])
+    if output.size == 0 or length == 0:
+        raise Unsupported("InstanceNormalization of an empty tensor")
+    rows = output.size // length
+    epsilon = float(context.attribute("epsilon", 1e-5))
+    count = literal(float(length))
+    value = load("x", "base + j", x_info.dtype)
+    body = f"""    var sum = 0.0;
+    for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{ sum += {value}; }}
+    let mean = row_sum(local, sum) / {count};
+    var squares = 0.0;
+    for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{
+        let deviation = {value} - mean;
+        squares += deviation * deviation;
+    }}
+    let inverse = inverseSqrt(row_sum(local, squares) / {count} + {literal(epsilon)});
+    let channel = row % {channels}u;
+    let factor = inverse * {load("scale", "channel", scale_info.dtype)};
+    let shift = {load("bias", "channel", bias_info.dtype)};
+    for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{
+        y[base + j] = {store(f"({value} - mean) * factor + shift", output.dtype)};
+    }}"""
+    shader = (
+        enable_f16(x_info.dtype, scale_info.dtype, bias_info.dtype, output.dtype)
+        + "\n".join(
+            [
+                storage(0, "x", x_info.dtype),
+                storage(1, "scale", scale_info.dtype),
+                storage(2, "bias", bias_info.dtype),
+                storage(3, "y", output.dtype, write=True),
+            ]
+        )
+        + "\n"
+        + row_main(rows, length, 1, body)
+    )
+    bindings = (Binding("input", 0), Binding("input", 1), Binding("input", 2), Binding("output", 0))
+    return Lowering((Dispatch(shader, bindings, row_workgroups(rows)),))

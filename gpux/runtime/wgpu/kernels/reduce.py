@@ -1,5 +1,5 @@
 """Reductions over axes: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd,
-ReduceSumSquare, ReduceL1, ReduceL2. One invocation per output element, looping over the
+ReduceSumSquare, ReduceL1, ReduceL2, ReduceLogSum; ArgMax and ArgMin. One invocation per output element, looping over the
 elements it reduces (the models GPUX targets reduce rows of hundreds, not millions)."""
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ REDUCTIONS = {
     "ReduceSumSquare": ("zero", "result + value * value", "result"),
     "ReduceL1": ("zero", "result + abs(value)", "result"),
     "ReduceL2": ("zero", "result + value * value", "sqrt(result)"),
+    "ReduceLogSum": ("zero", "result + value", "log(result)"),
 }
+FLOAT_ONLY = {"ReduceMean", "ReduceL2", "ReduceLogSum"}
 # The opset from which each op takes its axes as an input instead of an attribute.
 AXES_INPUT_FROM = {"ReduceSum": 13}
 
@@ -58,6 +60,7 @@ def reduced_axes(context: NodeContext, rank: int) -> list[int] | None:
 @kernel("ReduceSumSquare")
 @kernel("ReduceL1")
 @kernel("ReduceL2")
+@kernel("ReduceLogSum")
 def reduce(context: NodeContext) -> Lowering:
     require_dtypes(context, NUMBERS)
     x_info = context.inputs[0]
@@ -68,7 +71,7 @@ def reduce(context: NodeContext) -> Lowering:
     if axes is None:
         axes = []
     kind = compute_type(x_info.dtype)
-    if kind != "f32" and context.op_type in ("ReduceMean", "ReduceL2"):
+    if kind != "f32" and context.op_type in FLOAT_ONLY:
         raise Unsupported(f"{context.op_type} on {x_info.dtype}")
     kept = [axis for axis in range(len(shape)) if axis not in axes]
     kept_shape = [shape[axis] for axis in kept]
@@ -116,6 +119,46 @@ def reduce(context: NodeContext) -> Lowering:
     body = f"""    var result = {starts[start_name]};
 {loop}    let count = {literal(float(count)) if kind == "f32" else count};
     y[i] = {store(finish, output.dtype)};"""
+    shader = (
+        enable_f16(x_info.dtype)
+        + storage(0, "x", x_info.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("ArgMax")
+@kernel("ArgMin")
+def arg_extreme(context: NodeContext) -> Lowering:
+    """The index of the largest (smallest) value along ``axis``: the first one, or the last
+    with ``select_last_index``."""
+    require_dtypes(context, NUMBERS)
+    x_info = context.inputs[0]
+    output = context.outputs[0]
+    assert x_info is not None
+    axis = normalize_axis(int(context.attribute("axis", 0)), len(x_info.shape))
+    extent = x_info.shape[axis]
+    inner = 1
+    for dim in x_info.shape[axis + 1 :]:
+        inner *= dim
+    if output.size == 0:
+        return Lowering()
+    if extent == 0:
+        raise Unsupported(f"{context.op_type} over an empty axis")
+    better = ">" if context.op_type == "ArgMax" else "<"
+    if context.attribute("select_last_index", 0):
+        better += "="
+    body = f"""    let base = (i / {inner}u) * {extent * inner}u + i % {inner}u;
+    var best = {load("x", "base", x_info.dtype)};
+    var index = 0;
+    for (var r = 1u; r < {extent}u; r++) {{
+        let value = {load("x", f"base + r * {inner}u", x_info.dtype)};
+        if (value {better} best) {{ best = value; index = i32(r); }}
+    }}
+    y[i] = index;"""
     shader = (
         enable_f16(x_info.dtype)
         + storage(0, "x", x_info.dtype)

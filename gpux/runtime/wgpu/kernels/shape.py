@@ -1,7 +1,8 @@
-"""Data movement: views that move nothing (Reshape, Flatten, Squeeze, Unsqueeze, Identity),
-copies that reorder (Transpose, Concat, Split, Slice, Gather, Expand, Tile), and tensors known
-at load (Shape, ConstantOfShape). Copies move raw elements, so they serve every device dtype
-without conversion."""
+"""Data movement: views that move nothing (Reshape, Flatten, Squeeze, Unsqueeze, Identity,
+Dropout), copies that reorder (Transpose, Concat, Split, Slice, Expand, Tile, Pad, Trilu,
+DepthToSpace, SpaceToDepth, CumSum), and tensors known at load (Shape, Size, ConstantOfShape,
+Range). Copies move raw elements, so they serve every device dtype without conversion.
+Indexed reads and writes are in ``gather.py``."""
 
 from __future__ import annotations
 
@@ -184,35 +185,6 @@ def split(context: NodeContext) -> Lowering:
     return Lowering(tuple(dispatches))
 
 
-@kernel("Gather")
-def gather(context: NodeContext) -> Lowering:
-    data, indices = context.inputs
-    output = context.outputs[0]
-    assert data is not None and indices is not None
-    require_dtypes(context, ANY_DTYPE)
-    if indices.dtype not in INTEGERS:
-        raise Unsupported(f"Gather with {indices.dtype} indices")
-    axis = normalize_axis(int(context.attribute("axis", 0)), len(data.shape))
-    extent = data.shape[axis]
-    inner = int(np.prod(data.shape[axis + 1 :], dtype=np.int64))
-    count = max(1, indices.size)
-    body = f"""    let outer = i / {count * inner}u;
-    var index = indices[(i / {inner}u) % {count}u];
-    if (index < 0) {{ index += {extent}; }}
-    y[i] = x[(outer * {extent}u + u32(index)) * {inner}u + i % {inner}u];"""
-    shader = (
-        enable_f16(data.dtype)
-        + storage(0, "x", data.dtype)
-        + "\n"
-        + storage(1, "indices", indices.dtype)
-        + "\n"
-        + storage(2, "y", output.dtype, write=True)
-        + "\n"
-        + flat_main(output.size, body)
-    )
-    return Lowering(flat_dispatch(shader, output.size, [0, 1]))
-
-
 @kernel("Slice")
 def slice_(context: NodeContext) -> Lowering:
     require_dtypes(context, ANY_DTYPE)
@@ -340,3 +312,195 @@ def dropout(context: NodeContext) -> Lowering:
     if context.opset < 7 and not context.attribute("is_test", 0):
         raise Unsupported("Dropout in training mode")
     return view(context)
+
+
+@kernel("Pad")
+def pad(context: NodeContext) -> Lowering:
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    rank = len(source.shape)
+    mode = context.attribute("mode", "constant")
+    if context.opset >= 11:
+        pads = constant_ints(context, 1, "pads") or [0] * (2 * rank)
+        value_input = context.constants.get(2) if len(context.inputs) > 2 else None
+        if len(context.inputs) > 2 and context.inputs[2] is not None and value_input is None:
+            raise Unsupported("Pad's constant value known only at run time")
+        fill = float(np.asarray(value_input).reshape(-1)[0]) if value_input is not None else 0.0
+        axes = constant_ints(context, 3, "axes") if len(context.inputs) > 3 else None
+    else:
+        pads = [int(p) for p in context.attribute("pads")]
+        fill = float(context.attribute("value", 0.0))
+        axes = None
+    axes = [normalize_axis(a, rank) for a in (axes or range(rank))]
+    begin = [0] * rank
+    for position, axis in enumerate(axes):
+        begin[axis] = pads[position]
+    if mode not in ("constant", "edge", "reflect", "wrap"):
+        raise Unsupported(f"Pad mode {mode}")
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    if kind in ("i32",):
+        _within_int32([fill], output.dtype)
+    source_strides = strides(source.shape)
+    lines = ["    var at = 0u;", "    var outside = false;"]
+    for axis in range(rank):
+        extent = source.shape[axis]
+        lines.append(
+            f"    var c{axis} = i32({coordinate('i', axis, output.shape)}) - {begin[axis]};"
+        )
+        if mode == "constant":
+            lines.append(f"    if (c{axis} < 0 || c{axis} >= {extent}) {{ outside = true; }}")
+        elif mode == "edge":
+            lines.append(f"    c{axis} = clamp(c{axis}, 0, {extent - 1});")
+        elif mode == "wrap":
+            lines.append(f"    c{axis} = ((c{axis} % {extent}) + {extent}) % {extent};")
+        elif extent > 1:  # reflect: mirror without repeating the edge
+            period = 2 * (extent - 1)
+            lines.append(
+                f"    c{axis} = ((c{axis} % {period}) + {period}) % {period};\n"
+                f"    if (c{axis} >= {extent}) {{ c{axis} = {period} - c{axis}; }}"
+            )
+        else:
+            lines.append(f"    c{axis} = 0;")
+        lines.append(f"    if (!outside) {{ at += u32(c{axis}) * {source_strides[axis]}u; }}")
+    compute = "f32" if kind == "f16" else kind
+    constant = store(literal(fill, compute), output.dtype)
+    lines.append(f"    if (outside) {{ y[i] = {constant}; }} else {{ y[i] = x[at]; }}")
+    if output.size == 0:
+        return Lowering()
+    if source.size == 0 and mode != "constant":
+        raise Unsupported(f"Pad mode {mode} of an empty tensor")
+    shader = (
+        enable_f16(output.dtype)
+        + storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, "\n".join(lines))
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("Size")
+def size(context: NodeContext) -> Lowering:
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    assert source is not None
+    shader = _constant_fill(context.outputs[0].dtype, [float(source.size)], 0.0, 1)
+    return Lowering((Dispatch(shader, (Binding("output", 0),), (1, 1, 1)),))
+
+
+@kernel("DepthToSpace")
+@kernel("SpaceToDepth")
+def depth_space(context: NodeContext) -> Lowering:
+    """Moves blocks of ``blocksize`` x ``blocksize`` between channels and space (NCHW)."""
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    if len(source.shape) != 4:
+        raise Unsupported(f"{context.op_type} of a rank-{len(source.shape)} input")
+    block = int(context.attribute("blocksize"))
+    _, channels, height, width = source.shape
+    _, out_channels, out_height, out_width = output.shape
+    prefix = f"""    let n = i / {out_channels * out_height * out_width}u;
+    let c = (i / {out_height * out_width}u) % {out_channels}u;
+    let h = (i / {out_width}u) % {out_height}u;
+    let w = i % {out_width}u;"""
+    if context.op_type == "DepthToSpace":
+        bh, bw = f"(h % {block}u)", f"(w % {block}u)"
+        if context.attribute("mode", "DCR") == "CRD":
+            channel = f"c * {block * block}u + {bh} * {block}u + {bw}"
+        else:
+            channel = f"({bh} * {block}u + {bw}) * {out_channels}u + c"
+        at = f"((n * {channels}u + {channel}) * {height}u + h / {block}u) * {width}u + w / {block}u"
+    else:
+        if context.attribute("mode", "DCR") == "CRD":  # output channel = c * b * b + cell
+            cell, source_channel = f"c % {block * block}u", f"c / {block * block}u"
+        else:  # output channel = cell * channels + c
+            cell, source_channel = f"c / {channels}u", f"c % {channels}u"
+        body = f"""
+    let cell = {cell};
+    let ih = h * {block}u + cell / {block}u;
+    let iw = w * {block}u + cell % {block}u;"""
+        prefix += body
+        at = f"((n * {channels}u + {source_channel}) * {height}u + ih) * {width}u + iw"
+    shader = (
+        enable_f16(source.dtype)
+        + storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, f"{prefix}\n    y[i] = x[{at}];")
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("Trilu")
+def trilu(context: NodeContext) -> Lowering:
+    """The upper (or lower) triangle of the last two axes from diagonal ``k``; zeros elsewhere."""
+    require_dtypes(context, ANY_DTYPE)
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    if len(source.shape) < 2:
+        raise Unsupported("Trilu of a rank below 2")
+    offset = (constant_ints(context, 1, "k") or [0])[0] if len(context.inputs) > 1 else 0
+    rows, columns = source.shape[-2:]
+    test = ">=" if context.attribute("upper", 1) else "<="
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    zero = {"f32": "0.0", "f16": "f16(0.0)", "i32": "0", "u32": "0u"}[kind]
+    body = f"""    let row = i32((i / {columns}u) % {rows}u);
+    let column = i32(i % {columns}u);
+    y[i] = select({zero}, x[i], column - row {test} {offset});"""
+    if output.size == 0:
+        return Lowering()
+    shader = (
+        enable_f16(source.dtype)
+        + storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("CumSum")
+def cumulative_sum(context: NodeContext) -> Lowering:
+    """Running sums along ``axis`` (exclusive and reversed as asked); each output sums its
+    prefix, which suits the short axes of the models GPUX runs (lengths, positions)."""
+    source = context.inputs[0]
+    output = context.outputs[0]
+    assert source is not None
+    if source.dtype not in (np.dtype(np.float32), *INTEGERS):
+        raise Unsupported(f"CumSum on {source.dtype}")
+    axes = constant_ints(context, 1, "axis")
+    if not axes:
+        raise Unsupported("CumSum without an axis")
+    axis = normalize_axis(axes[0], len(source.shape))
+    extent = source.shape[axis]
+    inner = int(np.prod(source.shape[axis + 1 :], dtype=np.int64))
+    exclusive = bool(context.attribute("exclusive", 0))
+    reverse = bool(context.attribute("reverse", 0))
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    if reverse:
+        first, last = ("position + 1u" if exclusive else "position"), f"{extent}u"
+    else:
+        first, last = "0u", ("position" if exclusive else "position + 1u")
+    body = f"""    let position = (i / {inner}u) % {extent}u;
+    let base = i - position * {inner}u;
+    var total = {"0.0" if kind == "f32" else "0"};
+    for (var r = {first}; r < {last}; r++) {{ total += x[base + r * {inner}u]; }}
+    y[i] = total;"""
+    if output.size == 0:
+        return Lowering()
+    shader = (
+        storage(0, "x", source.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))
