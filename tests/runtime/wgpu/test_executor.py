@@ -191,3 +191,27 @@ def test_profile_times_every_gpu_node_and_cpu_segment(tmp_path: Path, gpu: Gpu) 
         assert all(t["ms"] >= 0 for t in times)
     finally:
         backend.close()
+
+
+def test_loading_and_closing_again_and_again_leaks_no_device_object(tmp_path: Path) -> None:
+    """Like wgpu-py's tests_mem: after a first cycle (which fills the shared pipeline cache),
+    every load, run and close leaves as many live buffers, bind groups and pipelines as before."""
+    import gc
+
+    import wgpu
+
+    path = _split_model(tmp_path)
+    feed = {"x": np.ones((2, 8), dtype=np.float32)}
+
+    def cycle() -> dict[str, int]:
+        backend = WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={"batch": 2})
+        backend.run(feed)
+        backend.close()
+        del backend
+        gc.collect()
+        counts = wgpu.diagnostics.object_counts.get_dict()
+        return {kind: counts[kind]["count"] for kind in ("Buffer", "BindGroup", "ComputePipeline")}
+
+    first = cycle()
+    for _ in range(5):
+        assert cycle() == first
