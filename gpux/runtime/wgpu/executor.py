@@ -274,8 +274,11 @@ class Executor:
         in one pass per node with its start and end timestamps."""
         if timing is None:
             compute_pass = encoder.begin_compute_pass()
+            current = None
             for pipeline, bind_group, workgroups in item.encoded:
-                compute_pass.set_pipeline(pipeline)
+                if pipeline is not current:  # runs of one kernel (elementwise chains) share it
+                    compute_pass.set_pipeline(pipeline)
+                    current = pipeline
                 compute_pass.set_bind_group(0, bind_group)
                 compute_pass.dispatch_workgroups(*workgroups)
             compute_pass.end()
