@@ -215,3 +215,44 @@ def test_loading_and_closing_again_and_again_leaks_no_device_object(tmp_path: Pa
     first = cycle()
     for _ in range(5):
         assert cycle() == first
+
+
+def test_reshapes_share_buffers_even_between_an_input_and_an_output(tmp_path: Path) -> None:
+    """Flatten and Reshape move no data (``alias_input``): an output that is a reshaped input
+    reads back from the input's own buffer, and a reshaped intermediate stays alive as long as
+    its alias is read."""
+    shape = onnx.numpy_helper.from_array(np.array([2, 6], dtype=np.int64), "shape")
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["x_flat"], axis=1),  # graph output, x's buffer
+        helper.make_node("Mul", ["x", "x"], ["squared"]),
+        helper.make_node("Reshape", ["squared", "shape"], ["squared_2x6"]),
+        helper.make_node("Neg", ["x"], ["negated"]),  # made while squared_2x6 is alive
+        helper.make_node("Reshape", ["negated", "shape"], ["negated_2x6"]),
+        helper.make_node("Add", ["squared_2x6", "negated_2x6"], ["y"]),
+    ]
+    path = _save(
+        tmp_path,
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 2])],
+        [
+            helper.make_tensor_value_info("x_flat", TensorProto.FLOAT, [2, 6]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6]),
+        ],
+        initializers=[shape],
+    )
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"))
+    try:
+        feed = {"x": np.arange(12, dtype=np.float32).reshape(2, 3, 2) - 5}
+        produced = backend.run(feed)
+        flat, y = _reference(path, feed)
+        np.testing.assert_array_equal(produced["x_flat"], flat)
+        np.testing.assert_array_equal(produced["y"], y)
+        assignment = backend.placement.details["assignment"]
+        assert assignment["nodes_on_backend"] == assignment["nodes"] == 6
+        memory = backend.executor.memory
+        location = memory.location
+        assert location["x_flat"] == location["x"]
+        assert location["squared_2x6"] == location["squared"]
+        assert location["negated"] != location["squared"]
+    finally:
+        backend.close()
