@@ -6,7 +6,6 @@ arrive at run time, as they do in a model."""
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 
@@ -22,7 +21,6 @@ from gpux.runtime.wgpu.kernel import claimed_ops
 from gpux.runtime.wgpu.partition import register_kernels
 from tests.runtime.wgpu.onnx_backend import WgpuOnnxBackend
 
-os.environ.setdefault("GPUX_WGPU_ALLOW_SOFTWARE", "1")  # lavapipe on CI
 try:
     open_device(allow_software=True)
 except BackendError as exc:
