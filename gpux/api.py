@@ -108,7 +108,7 @@ def _load_onnx_file(path: Path, backend: str | None) -> Model:
     """Run a bare .onnx file without a build: signature straight from the model."""
     from gpux.builder.analyze import load_checked, model_signature
     from gpux.pipeline.runner import Pipeline
-    from gpux.runtime.engines import engine
+    from gpux.runtime.engines import engine_for
 
     if not path.is_file():
         raise NotFoundError(
@@ -117,7 +117,7 @@ def _load_onnx_file(path: Path, backend: str | None) -> Model:
         )
     inputs, outputs = model_signature(load_checked(path, str(path), full_check=False))
     runtime = Runtime(backend=Backend(backend or "auto"))
-    model = Model(engine().load(path, runtime), inputs, outputs)
+    model = Model(engine_for(runtime.backend).load(path, runtime), inputs, outputs)
     model.plain = Pipeline(model, {}, {})
     return model
 

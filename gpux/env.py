@@ -28,6 +28,12 @@ def debug() -> bool:
     return _flag("GPUX_DEBUG")
 
 
+def wgpu_allow_software() -> bool:
+    """GPUX_WGPU_ALLOW_SOFTWARE=1: the ``wgpu`` engine may run on a software adapter (lavapipe,
+    WARP), as tests do; otherwise it needs a real GPU."""
+    return _flag("GPUX_WGPU_ALLOW_SOFTWARE")
+
+
 def no_progress() -> bool:
     """GPUX_NO_PROGRESS=1: never draw progress bars (logs and CI)."""
     return _flag("GPUX_NO_PROGRESS")

@@ -31,7 +31,7 @@ from gpux.errors import (
     InputError,
     ModelError,
 )
-from gpux.runtime.engines import engine
+from gpux.runtime.engines import engine_for
 from gpux.runtime.tensors import TensorSignature, check_shape, coerce
 
 FIRST_SYMBOLIC = 1  # batch-like leading dimensions
@@ -113,7 +113,7 @@ def smoke_run(
 ) -> dict[str, Any]:
     """Load the model, run it (through ``pipeline`` when given), time it, check its outputs
     against ``outputs`` and, with ``reference_path``, its agreement with the original model."""
-    backend_class = engine()
+    backend_class = engine_for(runtime.backend)
     started = time.perf_counter()
     backend = backend_class.load(model_path, runtime, dimensions=dimensions)
     load_ms = (time.perf_counter() - started) * 1e3
@@ -385,7 +385,7 @@ def _agreement(
 
     No race: whether the optimised graph is kept depends on its size alone (``gpux.builder.
     build``), never on timings that move from one build to the next."""
-    original = engine().load(original_path, runtime, dimensions=dimensions)
+    original = engine_for(runtime.backend).load(original_path, runtime, dimensions=dimensions)
     try:
         reference = _run(original, feed)
     finally:

@@ -214,9 +214,9 @@ class _Session:
     @property
     def original(self) -> Backend:
         if self._original is None:
-            from gpux.runtime.engines import engine
+            from gpux.runtime.engines import engine_for
 
-            self._original = engine().load(
+            self._original = engine_for(self.runtime.backend).load(
                 self.model_path, self.runtime, dimensions=self.dimensions
             )
         return self._original
@@ -317,7 +317,7 @@ class _Session:
         """Size, latency and accuracy against the original; the variant's resolved GPUXfile."""
         from gpux.builder import accuracy, analyze
         from gpux.builder.head_to_head import race
-        from gpux.runtime.engines import engine
+        from gpux.runtime.engines import engine_for
         from gpux.runtime.tensors import check_feed
 
         model = analyze.load_checked(model_path, f"variant {variant.suffix}", full_check=False)
@@ -333,7 +333,9 @@ class _Session:
         placement = original.placement
         runtime = self.runtime.model_copy(deep=True)
         runtime.backend = BackendName(placement.backend)  # the same backend, explicitly
-        candidate = engine().load(model_path, runtime, dimensions=self.dimensions)
+        candidate = engine_for(runtime.backend).load(
+            model_path, runtime, dimensions=self.dimensions
+        )
         try:
             variant_feeds = [check_feed(feed, inputs) for feed in samples.feeds]
             changed = [candidate.run(feed) for feed in variant_feeds]

@@ -83,6 +83,18 @@ def _render(report: dict[str, Any]) -> None:
                 f"{len(planned['instances'])} instance(s): {devices}"
             )
 
+    engine = report["wgpu_engine"]
+    adapter = engine["adapter"]
+    where = (
+        f"on {escape(adapter['name'])} ({adapter['backend']}, {adapter['type']})"
+        if adapter
+        else f"[dim]no adapter: {escape(engine['why'])}[/dim]"
+    )
+    console.print(
+        f"[bold]wgpu engine[/bold] (--backend wgpu) {where}; {len(engine['claimed_ops'])} ops "
+        f"claimed: {', '.join(engine['claimed_ops'])}"
+    )
+
     ort = report["onnxruntime"]
     console.print(
         f"[bold]ONNX Runtime[/bold] {ort['version']} ({escape(', '.join(ort['distributions']))}); "

@@ -8,7 +8,7 @@ Kept light: importing it costs no more than ``typer`` (every command imports it 
 
 from __future__ import annotations
 
-BACKENDS = "auto|cpu|cuda|tensorrt|rocm|coreml|directml|openvino|webgpu"
+BACKENDS = "auto|cpu|cuda|tensorrt|rocm|coreml|directml|openvino|webgpu|wgpu"
 """The ``--backend`` values, for help texts (``gpux build``, ``run``, ``serve``, ``bench``)."""
 
 GPUS_HELP = (

@@ -50,6 +50,7 @@ class Backend(StrEnum):
     directml = "directml"
     openvino = "openvino"
     webgpu = "webgpu"
+    wgpu = "wgpu"  # GPUX's own WebGPU engine (gpux.runtime.wgpu), never chosen by auto
 
 
 class GraphOptimization(StrEnum):

@@ -30,7 +30,7 @@ def load_image(
     size with the batch fixed (gpux/runtime/sized_sessions.py); the server's preferred sizes.
     ``gpus``: instances on several devices (gpux/runtime/instances.py); default the GPUXfile's
     ``runtime.gpus``, else one instance on ``runtime.device``."""
-    from gpux.runtime.engines import engine
+    from gpux.runtime.engines import engine_for
     from gpux.runtime.generative import is_generative
 
     if is_generative(image):
@@ -72,7 +72,7 @@ def load_image(
     cache = image.store.scratch / "cache" / "tensorrt" / (layer.digest[7:19] if layer else "model")
 
     def load_session(runtime: Runtime) -> Any:
-        loaded = engine().load(
+        loaded = engine_for(runtime.backend).load(
             model_path,
             runtime,
             cache_dir=cache,
@@ -158,7 +158,7 @@ def _sized(
 ) -> Any:
     """``loaded`` plus a session per batch size, when every input shares one batch symbol."""
     from gpux.builder.smoke import generate_inputs
-    from gpux.runtime.engines import engine
+    from gpux.runtime.engines import engine_for
     from gpux.runtime.sized_sessions import changes_are_slow, wrap
 
     symbols = {t.shape[0] for t in inputs if t.shape}
@@ -173,7 +173,7 @@ def _sized(
         sizes,
         symbol,
         inputs[0].name,
-        lambda batch: engine().load(
+        lambda batch: engine_for(runtime.backend).load(
             model_path, runtime, cache_dir=cache, dimensions={**fixed, **batch}
         ),
     )

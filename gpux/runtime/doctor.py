@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from typing import Any
 
 from gpux.runtime import discovery, instances, libraries, selection
@@ -106,12 +107,21 @@ def diagnose(gpus: str | None = None) -> dict[str, Any]:
             "skipped": [s.to_json() | {"relevant": s.relevant} for s in plan.skipped],
         },
         "cuda_gpus": [gpu.to_json() for gpu in instances.nvidia_gpus()],
+        "wgpu_engine": wgpu_engine(found),
         "onnxruntime_genai": {"distributions": genai},
         "hints": _hints(runtime, vendors, plan) + genai_hints(runtime.distributions, genai),
     }
     if gpus is not None:
         report["instances"] = planned_instances(gpus, plan)
     return report
+
+
+def wgpu_engine(adapters: Sequence[discovery.Adapter]) -> dict[str, Any]:
+    """GPUX's own WebGPU engine (``--backend wgpu``): the ops it claims, the adapter it would
+    use."""
+    from gpux.runtime.wgpu.report import engine_report
+
+    return engine_report(adapters)
 
 
 def planned_instances(gpus: str, plan: selection.Plan) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Backends by name. ``onnxruntime`` is the default engine behind every GPUX backend today."""
+"""Engines by name: ``onnxruntime`` runs every GPUX backend but ``wgpu``, GPUX's own WebGPU
+engine (``gpux.runtime.wgpu``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from gpux.runtime.backend import Backend
 
 _ENGINES: dict[str, str] = {
     "onnxruntime": "gpux.runtime.onnxruntime_backend:OnnxRuntimeBackend",
+    "wgpu": "gpux.runtime.wgpu.backend:WgpuBackend",
 }
+# GPUX backend names (``--backend``) that an engine other than ONNX Runtime runs.
+BACKEND_ENGINES: dict[str, str] = {"wgpu": "wgpu"}
 
 
 def register(name: str, target: str) -> None:
@@ -39,3 +43,8 @@ def engine(name: str = "onnxruntime") -> type[Backend]:
     module_name, _, class_name = _ENGINES[name].partition(":")
     backend_class: type[Backend] = getattr(importlib.import_module(module_name), class_name)
     return backend_class
+
+
+def engine_for(backend: str) -> type[Backend]:
+    """The engine that runs the GPUX backend ``backend`` (``runtime.backend``, ``--backend``)."""
+    return engine(BACKEND_ENGINES.get(str(backend), "onnxruntime"))

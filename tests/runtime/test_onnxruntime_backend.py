@@ -169,7 +169,7 @@ def test_placement_to_json() -> None:
 def test_unknown_engine_is_a_backend_error() -> None:
     with pytest.raises(BackendError, match="unknown engine 'tvm'") as info:
         engine("tvm")
-    assert info.value.hint == "known engines: onnxruntime"
+    assert info.value.hint == "known engines: onnxruntime, wgpu"
 
 
 def test_run_on_device_matches_run_and_returns_ortvalues(symbolic_model: Path) -> None:

@@ -1,0 +1,251 @@
+"""The ``wgpu`` backend: GPUX's own WebGPU engine behind the Backend contract.
+
+``load`` opens the adapter, prepares the graph at the GPUXfile's fixed sizes (symbols it leaves
+open count as 1 until a call brings other sizes), partitions it and builds the executor. A call
+with other input sizes gets an executor of its own, built on first use and kept (a few, least
+recently used first out). Software adapters (lavapipe) are refused unless
+``GPUX_WGPU_ALLOW_SOFTWARE=1`` (tests): ONNX Runtime's CPU provider is faster there. All models
+share one device per process.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpux import env
+from gpux.config.schema import Runtime
+from gpux.errors import BackendError, GPUXError
+from gpux.runtime.backend import Backend, Placement
+from gpux.runtime.wgpu import graph as graphs
+from gpux.runtime.wgpu.device import Gpu, open_device
+from gpux.runtime.wgpu.executor import Executor
+from gpux.runtime.wgpu.partition import CPU_PROVIDER, WGPU_PROVIDER, Partition, partition
+
+# Executors kept for input sizes other than the loaded ones.
+MAX_SIZED_EXECUTORS = 4
+
+Shapes = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+_devices: dict[bool, Gpu] = {}
+_devices_lock = threading.Lock()
+
+
+def shared_device() -> Gpu:
+    """The process's wgpu device, opened once (as ONNX Runtime shares one environment): every
+    model loaded on this engine shares it, so a second load pays no adapter enumeration."""
+    allow_software = env.wgpu_allow_software()
+    with _devices_lock:
+        gpu = _devices.get(allow_software)
+        if gpu is None:
+            try:
+                gpu = open_device(allow_software=allow_software)
+            except BackendError as exc:
+                hint = exc.hint or ""
+                if not allow_software:
+                    hint += "; GPUX_WGPU_ALLOW_SOFTWARE=1 allows a software adapter (tests)"
+                raise BackendError(f"backend 'wgpu' cannot start: {exc.message}", hint) from exc
+            _devices[allow_software] = gpu
+        return gpu
+
+
+def _load_shapes(model: Any, dimensions: Mapping[str, int]) -> tuple[Shapes, list[str]]:
+    """Input sizes at load: fixed ones, then ``dimensions`` by symbol, then 1; and the
+    symbols left open (sizes a call may change)."""
+    initializers = {t.name for t in model.graph.initializer}
+    shapes = []
+    open_symbols: list[str] = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        shape = []
+        for index, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value"):
+                shape.append(int(dim.dim_value))
+            elif dim.dim_param in dimensions:
+                shape.append(int(dimensions[dim.dim_param]))
+            else:
+                open_symbols.append(dim.dim_param or f"{value.name}[{index}]")
+                shape.append(1)
+        shapes.append((value.name, tuple(shape)))
+    return tuple(shapes), open_symbols
+
+
+def _cheaper(first: Partition, second: Partition) -> bool:
+    """``first`` is the better split: fewer nodes on the CPU, then fewer submits and nodes."""
+
+    def cost(split: Partition) -> tuple[int, int, int]:
+        return (split.cpu_nodes, split.submits, split.gpu_nodes + split.cpu_nodes)
+
+    return cost(first) < cost(second)
+
+
+def _fusions_left_out(split: Partition) -> bool:
+    """Whether a fused op of ONNX Runtime's (domain com.microsoft) runs on the CPU."""
+    return any(
+        node.domain == "com.microsoft"
+        for segment in split.segments
+        if not segment.on_gpu
+        for node in segment.nodes
+    )
+
+
+def build(model: Any, gpu: Gpu, shapes: Shapes, threads: int | None) -> tuple[Executor, str]:
+    """The executor of ``model`` at ``shapes``, and the optimizer level it was prepared at:
+    EXTENDED, unless a fused com.microsoft op that no kernel takes is left on the CPU and BASIC
+    leaves fewer nodes there; ``none`` when ONNX Runtime cannot load the model at all (the engine may run
+    ops its CPU provider lacks)."""
+    best: tuple[graphs.Graph, Partition, str] | None = None
+    failure: BackendError | None = None
+    optimizer_refused = False
+    for level in (*graphs.LEVELS, "none"):
+        if level == "none" and (best is not None or not optimizer_refused):
+            break
+        try:
+            graph = graphs.prepare(model, {}, dict(shapes), level)
+            split = partition(graph, gpu.features)
+        except graphs.OptimizerRefused as exc:
+            optimizer_refused = True
+            failure = failure or exc
+            continue
+        except BackendError as exc:
+            failure = exc if level == "none" else failure or exc
+            continue
+        if best is None or _cheaper(split, best[1]):
+            best = (graph, split, level)
+        if not _fusions_left_out(split):
+            # BASIC differs from EXTENDED by the com.microsoft fusions only: without one on the
+            # CPU it cannot do better (and it costs: 3.1 s against 0.7 s on MiniLM int8).
+            break
+    if best is None:
+        assert failure is not None
+        raise failure
+    graph, split, level = best
+    return Executor(gpu, graph, split, threads), level
+
+
+class WgpuBackend(Backend):
+    name = "wgpu"
+
+    def __init__(
+        self,
+        gpu: Gpu,
+        model: Any,
+        executor: Executor,
+        shapes: Shapes,
+        placement: Placement,
+        threads: int | None,
+    ) -> None:
+        self._gpu = gpu
+        self._model = model
+        self._threads = threads
+        self._loaded_shapes = shapes
+        self._executor = executor
+        self._sized: collections.OrderedDict[Shapes, Executor] = collections.OrderedDict()
+        self._placement = placement
+        self._lock = threading.Lock()  # one call at a time: the buffers are shared
+
+    @classmethod
+    def load(
+        cls,
+        model_path: Path,
+        runtime: Runtime,
+        cache_dir: Path | None = None,
+        dimensions: Mapping[str, int] | None = None,
+    ) -> WgpuBackend:
+        started = time.perf_counter()
+        gpu = shared_device()
+        model = graphs.load_model(model_path)
+        shapes, open_symbols = _load_shapes(model, dimensions or {})
+        executor, level = build(model, gpu, shapes, runtime.threads)
+        split = executor.partition
+        info = gpu.adapter.info
+        details: dict[str, Any] = {
+            "engine": "gpux-wgpu",
+            "adapter": {
+                "name": str(info.get("device", "")),
+                "backend": str(info.get("backend_type", "")),
+                "type": str(info.get("adapter_type", "")),
+                "software": gpu.is_software,
+                "features": sorted(gpu.features),
+            },
+            "assignment": split.assignment(),
+            "optimizer": f"onnxruntime {level}",
+            "input_shapes": {name: list(shape) for name, shape in shapes},
+            "memory": {
+                "buffers": len(executor.memory.buffer_sizes),
+                "bytes": executor.memory.total_bytes,
+                "pooled_bytes": executor.memory.pooled_bytes,
+            },
+            "dispatches": sum(
+                len(lowered.lowering.dispatches)
+                for segment in split.segments
+                for lowered in segment.lowered
+            ),
+            "submits_per_call": split.submits,
+            "load_ms": round((time.perf_counter() - started) * 1e3, 1),
+        }
+        if open_symbols:
+            details["sizes_per_call"] = sorted(set(open_symbols))
+        placement = Placement(
+            backend="wgpu",
+            providers=[WGPU_PROVIDER, CPU_PROVIDER] if split.cpu_nodes else [WGPU_PROVIDER],
+            device=gpu.adapter_summary,
+            requested=str(runtime.backend.value),
+            details=details,
+        )
+        return cls(gpu, model, executor, shapes, placement, runtime.threads)
+
+    def _executor_for(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> Executor:
+        shapes = tuple((name, tuple(feed[name].shape)) for name, _ in self._loaded_shapes)
+        if shapes == self._loaded_shapes:
+            return self._executor
+        executor = self._sized.get(shapes)
+        if executor is None:
+            executor, _ = build(self._model, self._gpu, shapes, self._threads)
+            self._sized[shapes] = executor
+            if len(self._sized) > MAX_SIZED_EXECUTORS:
+                _, oldest = self._sized.popitem(last=False)
+                oldest.close()
+        self._sized.move_to_end(shapes)
+        return executor
+
+    def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        with self._lock:
+            try:
+                return self._executor_for(feed).run(feed)
+            except GPUXError:
+                raise
+            except Exception as exc:  # wgpu raises its own error types (validation, device lost)
+                raise BackendError(
+                    f"the model failed to run on wgpu ({self._gpu.adapter_summary}): "
+                    + (str(exc).splitlines() or [type(exc).__name__])[0],
+                    "rerun with --debug; --backend cpu runs it on ONNX Runtime",
+                ) from exc
+
+    @property
+    def placement(self) -> Placement:
+        return self._placement
+
+    @property
+    def executor(self) -> Executor:
+        """The executor at the loaded sizes (for benchmarks: ``last_encode_seconds``)."""
+        return self._executor
+
+    def executor_for(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> Executor:
+        """The executor that runs ``feed``'s sizes (built now if none has yet)."""
+        with self._lock:
+            return self._executor_for(feed)
+
+    def close(self) -> None:
+        with self._lock:
+            for executor in [self._executor, *self._sized.values()]:
+                executor.close()
+            self._sized.clear()
