@@ -257,3 +257,16 @@ def test_attention_mask_broadcast_and_gelu(gpu: Gpu, dtype: type) -> None:
     hidden = random(2, 64, 3072, dtype=dtype) * 3
     actual, expected = run_node(gpu, "Gelu", [hidden], opset=20)
     np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Add", "Softmax", "Transpose"])
+def test_float16_needs_the_adapter_feature(op: str) -> None:
+    """Without shader-f16 a float16 node is refused (and runs on the CPU), never computed in
+    another precision behind the caller's back."""
+    from gpux.runtime.wgpu.kernel import Unsupported
+
+    half = TensorInfo((4, 4), np.dtype(np.float16))
+    inputs = (half, half) if op in ("MatMul", "Add") else (half,)
+    context = NodeContext(op, "", {}, inputs, (half,), features=frozenset())
+    with pytest.raises(Unsupported, match="shader-f16"):
+        lower(context)
