@@ -270,3 +270,15 @@ def test_float16_needs_the_adapter_feature(op: str) -> None:
     context = NodeContext(op, "", {}, inputs, (half,), features=frozenset())
     with pytest.raises(Unsupported, match="shader-f16"):
         lower(context)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_thin_gemm_of_a_classifier(gpu: Gpu, rows: int) -> None:
+    """A batch-1 classifier head (PyTorch's Linear exports as Gemm with transB) and a few rows:
+    the thin kernel, one invocation per output column."""
+    assert rows <= matmul.THIN_ROWS
+    a, b, c = random(rows, 2048), random(1000, 2048, seed=1), random(1000, seed=2)
+    actual, expected = run_node(gpu, "Gemm", [a, b, c], transB=1)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    actual, expected = run_node(gpu, "MatMul", [a, random(2048, 77, seed=3)])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
