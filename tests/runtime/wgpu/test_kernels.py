@@ -282,3 +282,16 @@ def test_thin_gemm_of_a_classifier(gpu: Gpu, rows: int) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
     actual, expected = run_node(gpu, "MatMul", [a, random(2048, 77, seed=3)])
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_split_k_sums_its_parts(gpu: Gpu, block_side: int) -> None:
+    """Few blocks over a deep K (a batch-1 ResNet's last convolutions) split K across
+    workgroups and sum the parts in a second dispatch, epilogue (bias) included."""
+    a, b = random(40, 1200), random(1200, 50, seed=1)
+    problem = matmul.Gemm(1, 40, 50, 1200, "", "")
+    assert matmul.split_count(problem, block_side) > 1
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    x, w, bias = random(1, 64, 7, 7), random(48, 64, 3, 3, seed=1), random(48, seed=2)
+    actual, expected = run_node(gpu, "Conv", [x, w, bias], pads=[1, 1, 1, 1])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
