@@ -75,6 +75,11 @@ FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
         f"(exp(x / {literal(c.attribute('alpha', 1.0))}) - 1.0))"
     ),
     "ThresholdedRelu": lambda c: f"select(0.0, x, x > {literal(c.attribute('alpha', 1.0))})",
+    "Shrink": lambda c: (
+        f"select(select(0.0, x - {literal(c.attribute('bias', 0.0))}, "
+        f"x > {literal(c.attribute('lambd', 0.5))}), x + {literal(c.attribute('bias', 0.0))}, "
+        f"x < -{literal(c.attribute('lambd', 0.5))})"
+    ),
     "Swish": lambda c: f"x / (1.0 + exp(-{literal(c.attribute('alpha', 1.0))} * x))",
 }
 
