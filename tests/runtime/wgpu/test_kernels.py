@@ -295,3 +295,11 @@ def test_split_k_sums_its_parts(gpu: Gpu, block_side: int) -> None:
     x, w, bias = random(1, 64, 7, 7), random(48, 64, 3, 3, seed=1), random(48, seed=2)
     actual, expected = run_node(gpu, "Conv", [x, w, bias], pads=[1, 1, 1, 1])
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("known_at_load", [True, False])
+def test_trilu_diagonal_known_at_load_or_at_run(gpu: Gpu, known_at_load: bool) -> None:
+    x, k = random(2, 5, 7), np.array(-1, dtype=np.int64)
+    constant = (1,) if known_at_load else ()
+    actual, expected = run_node(gpu, "Trilu", [x, k], constant=constant, upper=0)
+    np.testing.assert_array_equal(actual, expected)

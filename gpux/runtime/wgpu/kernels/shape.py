@@ -447,7 +447,20 @@ def trilu(context: NodeContext) -> Lowering:
     assert source is not None
     if len(source.shape) < 2:
         raise Unsupported("Trilu of a rank below 2")
-    offset = (constant_ints(context, 1, "k") or [0])[0] if len(context.inputs) > 1 else 0
+    k_info = context.inputs[1] if len(context.inputs) > 1 else None
+    inputs = [0]
+    declarations = [storage(0, "x", source.dtype)]
+    if k_info is None:
+        offset = "0"
+    elif 1 in context.constants:
+        offset = str(int(np.asarray(context.constants[1]).reshape(-1)[0]))
+    else:  # known only at run time: read from the device
+        if k_info.dtype not in INTEGERS:
+            raise Unsupported(f"Trilu with a {k_info.dtype} k")
+        declarations.append(storage(1, "k", k_info.dtype))
+        inputs.append(1)
+        offset = "k[0]"
+    declarations.append(storage(len(declarations), "y", output.dtype, write=True))
     rows, columns = source.shape[-2:]
     test = ">=" if context.attribute("upper", 1) else "<="
     kind = DEVICE_DTYPES[np.dtype(output.dtype)]
@@ -458,14 +471,9 @@ def trilu(context: NodeContext) -> Lowering:
     if output.size == 0:
         return Lowering()
     shader = (
-        enable_f16(source.dtype)
-        + storage(0, "x", source.dtype)
-        + "\n"
-        + storage(1, "y", output.dtype, write=True)
-        + "\n"
-        + flat_main(output.size, body)
+        enable_f16(source.dtype) + "\n".join(declarations) + "\n" + flat_main(output.size, body)
     )
-    return Lowering(flat_dispatch(shader, output.size, [0]))
+    return Lowering(flat_dispatch(shader, output.size, inputs))
 
 
 @kernel("CumSum")
