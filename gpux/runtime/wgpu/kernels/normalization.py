@@ -1,5 +1,5 @@
 """Normalisations: BatchNormalization (inference), LayerNormalization (and the RMS forms of
-``contrib.py``), InstanceNormalization, Softmax, LogSoftmax, Hardmax, LpNormalization, LRN.
+``contrib.py``), InstanceNormalization, GroupNormalization, Softmax, LogSoftmax, Hardmax, LpNormalization, LRN.
 
 Row-wise ops (softmax, layer norm) give each row one workgroup: its invocations stride over
 the row and combine partial results in workgroup memory, so a BERT row of 768 values costs a
@@ -284,23 +284,39 @@ def batch_normalization(context: NodeContext) -> Lowering:
 
 
 @kernel("InstanceNormalization")
+@kernel("GroupNormalization")
 def instance_normalization(context: NodeContext) -> Lowering:
-    """Each (image, channel) plane normalised, then scaled and shifted by its channel's
-    values: one workgroup per plane."""
+    """Each (image, group) block normalised, then scaled and shifted per channel (per group
+    for GroupNormalization before opset 21): one workgroup per block. InstanceNormalization
+    is the case of one channel per group."""
     require_dtypes(context, FLOATS)
     x_info, scale_info, bias_info = context.inputs
     output = context.outputs[0]
     assert x_info is not None and scale_info is not None and bias_info is not None
     if len(x_info.shape) < 3:
-        raise Unsupported(f"InstanceNormalization of a rank-{len(x_info.shape)} input")
+        raise Unsupported(f"{context.op_type} of a rank-{len(x_info.shape)} input")
     channels = x_info.shape[1]
-    length = _prod(x_info.shape[2:])
+    groups = int(context.attribute("num_groups", channels))
+    if groups <= 0 or channels % groups:
+        raise Unsupported(f"{context.op_type} of {channels} channels in {groups} groups")
+    plane = _prod(x_info.shape[2:])
+    length = plane * (channels // groups)
     if output.size == 0 or length == 0:
-        raise Unsupported("InstanceNormalization of an empty tensor")
+        raise Unsupported(f"{context.op_type} of an empty tensor")
+    if scale_info.size == channels:
+        channel = f"(row % {groups}u) * {channels // groups}u + j / {plane}u"
+    elif scale_info.size == groups:
+        channel = f"row % {groups}u"
+    else:
+        raise Unsupported(f"{context.op_type} with a scale of shape {scale_info.shape}")
     rows = output.size // length
     epsilon = float(context.attribute("epsilon", 1e-5))
     count = literal(float(length))
     value = load("x", "base + j", x_info.dtype)
+    shifted = (
+        f"({value} - mean) * inverse * {load('scale', channel, scale_info.dtype)}"
+        f" + {load('bias', channel, bias_info.dtype)}"
+    )
     body = f"""    var sum = 0.0;
     for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{ sum += {value}; }}
     let mean = row_sum(local, sum) / {count};
@@ -310,11 +326,8 @@ def instance_normalization(context: NodeContext) -> Lowering:
         squares += deviation * deviation;
     }}
     let inverse = inverseSqrt(row_sum(local, squares) / {count} + {literal(epsilon)});
-    let channel = row % {channels}u;
-    let factor = inverse * {load("scale", "channel", scale_info.dtype)};
-    let shift = {load("bias", "channel", bias_info.dtype)};
     for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{
-        y[base + j] = {store(f"({value} - mean) * factor + shift", output.dtype)};
+        y[base + j] = {store(shifted, output.dtype)};
     }}"""
     shader = (
         enable_f16(x_info.dtype, scale_info.dtype, bias_info.dtype, output.dtype)
