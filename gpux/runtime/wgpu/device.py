@@ -7,8 +7,10 @@ source once, makes buffers, and moves numpy arrays to and from the device in the
 dtypes of ``kernel.py``.
 
 :func:`run_lowering` runs one node's :class:`~gpux.runtime.wgpu.kernel.Lowering` (one compute
-pass, one submit): the kernel conformance tests use it, and it is the executor's reference for
-binding buffers to dispatches.
+pass, one submit) on numpy arrays, :func:`encode_lowering` on device buffers without waiting:
+the kernel tests use them, and they are the executor's reference for binding buffers to
+dispatches. :func:`bound_inputs` tells which inputs a lowering reads on the device (the others
+are parameters its kernel read at load, and need no upload).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ RAISED_LIMITS = (
 )
 
 # Adapter types best first; a software adapter ("CPU": lavapipe, WARP, SwiftShader) is never
-# chosen unless the caller allows it, since it is slower than ONNX Runtime's CPU provider.
+# chosen unless the caller allows it: it runs the shaders on the CPU, which ONNX Runtime's CPU
+# provider serves better.
 _TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "Unknown": 3, "CPU": 4}
 # OpenGL compute in wgpu lacks features and storage buffers per stage; prefer native APIs.
 _BACKEND_RANK = {"Vulkan": 0, "Metal": 0, "D3D12": 0, "OpenGL": 2}

@@ -5,6 +5,10 @@ typed outputs, every input known at load as an initializer would be), lowers it,
 the test device (lavapipe on CI) and compares with ONNX's expected outputs at the backend
 tests' tolerances. A claimed op whose kernel refuses a case (``Unsupported``: a dtype without a
 device form, an attribute combination) skips with the reason; a wrong answer fails.
+
+ONNX's expanded tests (``test_softmax_axis_0_expanded``, the attention decompositions ...)
+whose nodes are all claimed run too, node after node on device buffers, Constant nodes folded
+as the executor's optimizer would.
 """
 
 from __future__ import annotations

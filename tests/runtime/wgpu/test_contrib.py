@@ -92,6 +92,18 @@ CASES: list[tuple[str, str, list[np.ndarray | None], int, dict[str, Any]]] = [
         1,
         {"activation": "Clip", "activation_params": [-0.5, 0.5]},
     ),
+    (  # split K (576 deep, few blocks): the residual and activation after the parts' sum
+        "FusedConv",
+        MICROSOFT,
+        [
+            rng_array(1, 64, 7, 7),
+            rng_array(32, 64, 3, 3, seed=1),
+            rng_array(32, seed=2),
+            rng_array(1, 32, 7, 7, seed=3),
+        ],
+        1,
+        {"activation": "Relu", "pads": [1, 1, 1, 1]},
+    ),
     (
         "FusedGemm",
         MICROSOFT,

@@ -257,3 +257,49 @@ def test_attention_mask_broadcast_and_gelu(gpu: Gpu, dtype: type) -> None:
     hidden = random(2, 64, 3072, dtype=dtype) * 3
     actual, expected = run_node(gpu, "Gelu", [hidden], opset=20)
     np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Add", "Softmax", "Transpose"])
+def test_float16_needs_the_adapter_feature(op: str) -> None:
+    """Without shader-f16 a float16 node is refused (and runs on the CPU), never computed in
+    another precision behind the caller's back."""
+    from gpux.runtime.wgpu.kernel import Unsupported
+
+    half = TensorInfo((4, 4), np.dtype(np.float16))
+    inputs = (half, half) if op in ("MatMul", "Add") else (half,)
+    context = NodeContext(op, "", {}, inputs, (half,), features=frozenset())
+    with pytest.raises(Unsupported, match="shader-f16"):
+        lower(context)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_thin_gemm_of_a_classifier(gpu: Gpu, rows: int) -> None:
+    """A batch-1 classifier head (PyTorch's Linear exports as Gemm with transB) and a few rows:
+    the thin kernel, one invocation per output column."""
+    assert rows <= matmul.THIN_ROWS
+    a, b, c = random(rows, 2048), random(1000, 2048, seed=1), random(1000, seed=2)
+    actual, expected = run_node(gpu, "Gemm", [a, b, c], transB=1)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    actual, expected = run_node(gpu, "MatMul", [a, random(2048, 77, seed=3)])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_split_k_sums_its_parts(gpu: Gpu, block_side: int) -> None:
+    """Few blocks over a deep K (a batch-1 ResNet's last convolutions) split K across
+    workgroups and sum the parts in a second dispatch, epilogue (bias) included."""
+    a, b = random(40, 1200), random(1200, 50, seed=1)
+    problem = matmul.Gemm(1, 40, 50, 1200, "", "")
+    assert matmul.split_count(problem, block_side) > 1
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    x, w, bias = random(1, 64, 7, 7), random(48, 64, 3, 3, seed=1), random(48, seed=2)
+    actual, expected = run_node(gpu, "Conv", [x, w, bias], pads=[1, 1, 1, 1])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("known_at_load", [True, False])
+def test_trilu_diagonal_known_at_load_or_at_run(gpu: Gpu, known_at_load: bool) -> None:
+    x, k = random(2, 5, 7), np.array(-1, dtype=np.int64)
+    constant = (1,) if known_at_load else ()
+    actual, expected = run_node(gpu, "Trilu", [x, k], constant=constant, upper=0)
+    np.testing.assert_array_equal(actual, expected)

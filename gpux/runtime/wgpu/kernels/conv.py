@@ -19,7 +19,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     storage,
     store,
 )
-from gpux.runtime.wgpu.kernels.matmul import Gemm, gemm_dispatch
+from gpux.runtime.wgpu.kernels.matmul import Gemm, gemm_lowering
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
 }}
 {math_helpers(activation)}""",
     )
-    return Lowering((gemm_dispatch(problem, tuple(bindings)),))
+    return gemm_lowering(problem, tuple(bindings))
 
 
 @kernel("ConvTranspose")

@@ -55,6 +55,31 @@ FLOAT_UNARY: dict[str, Callable[[NodeContext], str]] = {
     "Sign": lambda c: "sign(x)",
     "Round": lambda c: "round(x)",  # WGSL rounds half to even, as ONNX does
     "Mish": lambda c: "x * tanh_f32(softplus_f32(x))",
+    "Tan": lambda c: "tan(x)",
+    "Asin": lambda c: "asin(x)",
+    "Acos": lambda c: "acos(x)",
+    "Atan": lambda c: "atan(x)",
+    "Sinh": lambda c: "sinh(x)",
+    "Cosh": lambda c: "cosh(x)",
+    "Asinh": lambda c: "asinh(x)",
+    "Acosh": lambda c: "acosh(x)",
+    "Atanh": lambda c: "atanh(x)",
+    "Softsign": lambda c: "x / (1.0 + abs(x))",
+    "Selu": lambda c: (
+        f"select({literal(c.attribute('gamma', 1.0507009873554805))} * "
+        f"{literal(c.attribute('alpha', 1.6732632423543772))} * (exp(x) - 1.0), "
+        f"{literal(c.attribute('gamma', 1.0507009873554805))} * x, x > 0.0)"
+    ),
+    "Celu": lambda c: (
+        f"max(0.0, x) + min(0.0, {literal(c.attribute('alpha', 1.0))} * "
+        f"(exp(x / {literal(c.attribute('alpha', 1.0))}) - 1.0))"
+    ),
+    "ThresholdedRelu": lambda c: f"select(0.0, x, x > {literal(c.attribute('alpha', 1.0))})",
+    "Shrink": lambda c: (
+        f"select(select(0.0, x - {literal(c.attribute('bias', 0.0))}, "
+        f"x > {literal(c.attribute('lambd', 0.5))}), x + {literal(c.attribute('bias', 0.0))}, "
+        f"x < -{literal(c.attribute('lambd', 0.5))})"
+    ),
     "Swish": lambda c: f"x / (1.0 + exp(-{literal(c.attribute('alpha', 1.0))} * x))",
 }
 
@@ -149,6 +174,8 @@ BINARY: dict[str, dict[str, str]] = {
     "Or": {"u32": "(a | b) != 0u"},
     "Xor": {"u32": "(a ^ b) != 0u"},
     # Mod: WGSL's % truncates (C's fmod); fmod=0 on integers takes the divisor's sign.
+    # PRelu: the slope broadcasts unidirectionally onto x, as any binary operand here.
+    "PRelu": {"f32": "select(a * b, a, a >= 0.0)", "i32": "select(a * b, a, a >= 0)"},
     "Mod": {
         "f32": "a % b",
         "i32": "select(a % b, a % b + b, a % b != 0 && ((a % b < 0) != (b < 0)))",
@@ -164,6 +191,7 @@ _ALLOWED = (*NUMBERS, np.dtype(np.bool_))
 @kernel("Div")
 @kernel("Pow")
 @kernel("Mod")
+@kernel("PRelu")
 @kernel("Equal")
 @kernel("Less")
 @kernel("LessOrEqual")

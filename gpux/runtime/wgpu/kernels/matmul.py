@@ -25,11 +25,14 @@ from gpux.runtime.wgpu.kernel import (
     NodeContext,
     Unsupported,
     kernel,
+    workgroups_for,
 )
 from gpux.runtime.wgpu.kernels._wgsl import (
     FLOATS,
+    WORKGROUP,
     broadcast_index,
     enable_f16,
+    flat_main,
     literal,
     load,
     math_helpers,
@@ -43,6 +46,8 @@ THREADS = 16  # per side: 16x16 invocations, each computing (tile/16)^2 outputs
 TILES = (64, 32, 16)  # block sides, preferred first
 # Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
 ENOUGH_WORKGROUPS = 256
+MIN_SPLIT_K = 256  # no part of a split K shorter than this
+MAX_SPLITS = 8
 
 
 @dataclass(frozen=True)
@@ -68,11 +73,40 @@ def block_side(problem: Gemm) -> int:
     return TILES[-1]
 
 
-def gemm_shader(problem: Gemm, side: int) -> str:
+def split_count(problem: Gemm, side: int) -> int:
+    """How many parts K is cut into (split-K) when blocks alone cannot fill the GPU: a
+    batch-1 ResNet's last convolutions (512 x 49 outputs, K = 4608) would otherwise loop over
+    K in 128 workgroups. Parts are summed by a second dispatch."""
+    groups = -(-problem.m // side) * -(-problem.n // side) * problem.batch
+    if groups >= ENOUGH_WORKGROUPS or problem.k < 2 * MIN_SPLIT_K:
+        return 1
+    wanted = -(-ENOUGH_WORKGROUPS // groups)
+    splits = max(1, min(wanted, problem.k // MIN_SPLIT_K, MAX_SPLITS))
+    while splits > 1 and problem.batch * splits > MAX_WORKGROUPS_PER_DIMENSION:
+        splits -= 1
+    return splits
+
+
+def gemm_shader(problem: Gemm, side: int, splits: int = 1) -> str:
+    """The tiled kernel; with ``splits`` > 1 each workgroup sums one part of K into the
+    ``partial`` scratch buffer instead of calling ``store_c``."""
     TILE_M = TILE_N = side
     pm = pn = side // THREADS
     loads_a = TILE_M * TILE_K // (THREADS * THREADS)
     loads_b = TILE_K * TILE_N // (THREADS * THREADS)
+    per_part = -(-problem.k // splits)
+    chunk = -(-per_part // TILE_K) * TILE_K  # whole K steps; a last part may be empty
+    if splits > 1:
+        where = f"""    let batch = group.z / {splits}u;
+    let part = group.z % {splits}u;
+    let k_begin = part * {chunk}u;
+    let k_end = min({problem.k}u, k_begin + {chunk}u);"""
+        keep = f"partial[((part * {problem.batch}u + batch) * {problem.m}u + m) * {problem.n}u + n] = acc[i * {pn}u + j];"
+    else:
+        where = f"""    let batch = group.z;
+    let k_begin = 0u;
+    let k_end = {problem.k}u;"""
+        keep = f"store_c(batch, m, n, acc[i * {pn}u + j]);"
     return f"""{problem.declarations}
 {problem.functions}
 var<workgroup> tile_a: array<f32, {TILE_K * TILE_M}>;
@@ -81,17 +115,17 @@ var<workgroup> tile_b: array<f32, {TILE_K * TILE_N}>;
 @compute @workgroup_size({THREADS}, {THREADS})
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>,
         @builtin(local_invocation_index) thread: u32) {{
-    let batch = group.z;
+{where}
     let m0 = group.y * {TILE_M}u;
     let n0 = group.x * {TILE_N}u;
     var acc: array<f32, {pm * pn}>;
-    for (var k0 = 0u; k0 < {problem.k}u; k0 += {TILE_K}u) {{
+    for (var k0 = k_begin; k0 < k_end; k0 += {TILE_K}u) {{
         for (var e = 0u; e < {loads_a}u; e++) {{
             let index = thread + e * {THREADS * THREADS}u;
             let mm = index / {TILE_K}u;
             let kk = index % {TILE_K}u;
             var value = 0.0;
-            if (m0 + mm < {problem.m}u && k0 + kk < {problem.k}u) {{
+            if (m0 + mm < {problem.m}u && k0 + kk < k_end) {{
                 value = load_a(batch, m0 + mm, k0 + kk);
             }}
             tile_a[kk * {TILE_M}u + mm] = value;
@@ -101,7 +135,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
             let kk = index / {TILE_N}u;
             let nn = index % {TILE_N}u;
             var value = 0.0;
-            if (n0 + nn < {problem.n}u && k0 + kk < {problem.k}u) {{
+            if (n0 + nn < {problem.n}u && k0 + kk < k_end) {{
                 value = load_b(batch, k0 + kk, n0 + nn);
             }}
             tile_b[kk * {TILE_N}u + nn] = value;
@@ -125,7 +159,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
         for (var j = 0u; j < {pn}u; j++) {{
             let n = n0 + local.x + j * {THREADS}u;
             if (m < {problem.m}u && n < {problem.n}u) {{
-                store_c(batch, m, n, acc[i * {pn}u + j]);
+                {keep}
             }}
         }}
     }}
@@ -133,14 +167,78 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
 """
 
 
-def gemm_dispatch(
+# At most this many rows of A take the thin kernel: a batch-1 classifier (1 x 2048 x 1000) or
+# BERT's pooler would leave 15 of 16 rows of every block idle.
+THIN_ROWS = 4
+THIN_WORKGROUP = 64
+
+
+def thin_gemm_shader(problem: Gemm) -> str:
+    """One invocation per column of C, computing its (at most THIN_ROWS) rows: B is read once,
+    A's few rows are shared by every invocation through the cache."""
+    rows = problem.m
+    return f"""{problem.declarations}
+{problem.functions}
+@compute @workgroup_size({THIN_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) group: vec3<u32>) {{
+    let n = gid.x;
+    let batch = group.z;
+    if (n >= {problem.n}u) {{ return; }}
+    var acc: array<f32, {rows}>;
+    for (var k = 0u; k < {problem.k}u; k++) {{
+        let b = load_b(batch, k, n);
+        for (var m = 0u; m < {rows}u; m++) {{ acc[m] = fma(load_a(batch, m, k), b, acc[m]); }}
+    }}
+    for (var m = 0u; m < {rows}u; m++) {{ store_c(batch, m, n, acc[m]); }}
+}}
+"""
+
+
+def gemm_lowering(
     problem: Gemm, bindings: tuple[Binding, ...], side: int | None = None
-) -> Dispatch:
+) -> Lowering:
+    """The dispatches of ``problem`` with ``bindings`` (what its declarations bind): the thin
+    kernel for a few rows, else blocks of ``side`` (chosen by size unless given), with
+    split-K and a scratch buffer of partial sums when blocks alone leave the GPU idle."""
+    if side is None and problem.m <= THIN_ROWS:
+        groups = (-(-problem.n // THIN_WORKGROUP), 1, problem.batch)
+        _check_groups(groups)
+        return Lowering((Dispatch(thin_gemm_shader(problem), bindings, groups),))
     side = side or block_side(problem)
-    groups = (-(-problem.n // side), -(-problem.m // side), problem.batch)
+    splits = split_count(problem, side)
+    groups = (-(-problem.n // side), -(-problem.m // side), problem.batch * splits)
+    _check_groups(groups)
+    if splits == 1:
+        return Lowering((Dispatch(gemm_shader(problem, side), bindings, groups),))
+    partial = (
+        f"\n@group(0) @binding({len(bindings)}) var<storage, read_write> partial: array<f32>;\n"
+    )
+    split = Gemm(
+        problem.batch,
+        problem.m,
+        problem.n,
+        problem.k,
+        problem.declarations + partial,
+        problem.functions,
+    )
+    outputs = problem.batch * problem.m * problem.n
+    total = f"""    var total = 0.0;
+    for (var part = 0u; part < {splits}u; part++) {{ total += partial[part * {outputs}u + i]; }}
+    store_c(i / {problem.m * problem.n}u, (i / {problem.n}u) % {problem.m}u, i % {problem.n}u, total);"""
+    reduce = split.declarations + split.functions + flat_main(outputs, total)
+    with_scratch = (*bindings, Binding("scratch", 0))
+    return Lowering(
+        (
+            Dispatch(gemm_shader(split, side, splits), with_scratch, groups),
+            Dispatch(reduce, with_scratch, workgroups_for(outputs, WORKGROUP)),
+        ),
+        scratch=(4 * splits * outputs,),
+    )
+
+
+def _check_groups(groups: tuple[int, int, int]) -> None:
     if max(groups) > MAX_WORKGROUPS_PER_DIMENSION:
         raise Unsupported(f"a GEMM of {groups} workgroups passes the per-dimension limit")
-    return Dispatch(gemm_shader(problem, side), bindings, groups)
 
 
 def _matrix_shapes(
@@ -213,7 +311,7 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
 """,
     )
     bindings = (Binding("input", 0), Binding("input", 1), Binding("output", 0))
-    return Lowering((gemm_dispatch(problem, bindings),))
+    return gemm_lowering(problem, bindings)
 
 
 @kernel("Gemm")
@@ -268,4 +366,4 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
 }}
 {math_helpers(activation)}""",
     )
-    return Lowering((gemm_dispatch(problem, tuple(bindings)),))
+    return gemm_lowering(problem, tuple(bindings))

@@ -1,4 +1,5 @@
-"""Normalisations: BatchNormalization (inference), LayerNormalization, Softmax and LogSoftmax.
+"""Normalisations: BatchNormalization (inference), LayerNormalization (and the RMS forms of
+``contrib.py``), InstanceNormalization, GroupNormalization, Softmax, LogSoftmax, Hardmax, LpNormalization, LRN.
 
 Row-wise ops (softmax, layer norm) give each row one workgroup: its invocations stride over
 the row and combine partial results in workgroup memory, so a BERT row of 768 values costs a
@@ -283,23 +284,39 @@ def batch_normalization(context: NodeContext) -> Lowering:
 
 
 @kernel("InstanceNormalization")
+@kernel("GroupNormalization")
 def instance_normalization(context: NodeContext) -> Lowering:
-    """Each (image, channel) plane normalised, then scaled and shifted by its channel's
-    values: one workgroup per plane."""
+    """Each (image, group) block normalised, then scaled and shifted per channel (per group
+    for GroupNormalization before opset 21): one workgroup per block. InstanceNormalization
+    is the case of one channel per group."""
     require_dtypes(context, FLOATS)
     x_info, scale_info, bias_info = context.inputs
     output = context.outputs[0]
     assert x_info is not None and scale_info is not None and bias_info is not None
     if len(x_info.shape) < 3:
-        raise Unsupported(f"InstanceNormalization of a rank-{len(x_info.shape)} input")
+        raise Unsupported(f"{context.op_type} of a rank-{len(x_info.shape)} input")
     channels = x_info.shape[1]
-    length = _prod(x_info.shape[2:])
+    groups = int(context.attribute("num_groups", channels))
+    if groups <= 0 or channels % groups:
+        raise Unsupported(f"{context.op_type} of {channels} channels in {groups} groups")
+    plane = _prod(x_info.shape[2:])
+    length = plane * (channels // groups)
     if output.size == 0 or length == 0:
-        raise Unsupported("InstanceNormalization of an empty tensor")
+        raise Unsupported(f"{context.op_type} of an empty tensor")
+    if scale_info.size == channels:
+        channel = f"(row % {groups}u) * {channels // groups}u + j / {plane}u"
+    elif scale_info.size == groups:
+        channel = f"row % {groups}u"
+    else:
+        raise Unsupported(f"{context.op_type} with a scale of shape {scale_info.shape}")
     rows = output.size // length
     epsilon = float(context.attribute("epsilon", 1e-5))
     count = literal(float(length))
     value = load("x", "base + j", x_info.dtype)
+    shifted = (
+        f"({value} - mean) * inverse * {load('scale', channel, scale_info.dtype)}"
+        f" + {load('bias', channel, bias_info.dtype)}"
+    )
     body = f"""    var sum = 0.0;
     for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{ sum += {value}; }}
     let mean = row_sum(local, sum) / {count};
@@ -309,11 +326,8 @@ def instance_normalization(context: NodeContext) -> Lowering:
         squares += deviation * deviation;
     }}
     let inverse = inverseSqrt(row_sum(local, squares) / {count} + {literal(epsilon)});
-    let channel = row % {channels}u;
-    let factor = inverse * {load("scale", "channel", scale_info.dtype)};
-    let shift = {load("bias", "channel", bias_info.dtype)};
     for (var j = local; j < {length}u; j += {ROW_WORKGROUP}u) {{
-        y[base + j] = {store(f"({value} - mean) * factor + shift", output.dtype)};
+        y[base + j] = {store(shifted, output.dtype)};
     }}"""
     shader = (
         enable_f16(x_info.dtype, scale_info.dtype, bias_info.dtype, output.dtype)
@@ -330,3 +344,97 @@ def instance_normalization(context: NodeContext) -> Lowering:
     )
     bindings = (Binding("input", 0), Binding("input", 1), Binding("input", 2), Binding("output", 0))
     return Lowering((Dispatch(shader, bindings, row_workgroups(rows)),))
+
+
+def _rows_along(shape: tuple[int, ...], axis: int, legacy: bool) -> tuple[int, int, int]:
+    """(rows, length, inner) of ``shape`` along ``axis``; ``legacy`` flattens at ``axis``
+    (Softmax-family ops before opset 13)."""
+    length = _prod(shape[axis:]) if legacy else shape[axis]
+    inner = 1 if legacy else _prod(shape[axis + 1 :])
+    rows = _prod(shape) // max(1, length)
+    return rows, length, inner
+
+
+@kernel("Hardmax")
+@kernel("LpNormalization")
+def row_per_invocation(context: NodeContext) -> Lowering:
+    """Hardmax (1 at each row's first largest value) and LpNormalization (each row over its
+    L1 or L2 norm): one invocation per row."""
+    require_dtypes(context, FLOATS)
+    x_info = context.inputs[0]
+    output = context.outputs[0]
+    assert x_info is not None
+    legacy = context.op_type == "Hardmax" and context.opset < 13
+    default_axis = 1 if legacy else -1
+    axis = normalize_axis(int(context.attribute("axis", default_axis)), len(x_info.shape))
+    rows, length, inner = _rows_along(x_info.shape, axis, legacy)
+    if output.size == 0 or length == 0:
+        return Lowering()
+    at = f"base + j * {inner}u"
+    value = load("x", at, x_info.dtype)
+    if context.op_type == "Hardmax":
+        body = f"""    var best = {load("x", "base", x_info.dtype)};
+    var index = 0u;
+    for (var j = 1u; j < {length}u; j++) {{
+        if ({value} > best) {{ best = {value}; index = j; }}
+    }}
+    for (var j = 0u; j < {length}u; j++) {{ y[{at}] = {store("select(0.0, 1.0, j == index)", output.dtype)}; }}"""
+    else:
+        p = int(context.attribute("p", 2))
+        if p not in (1, 2):
+            raise Unsupported(f"LpNormalization with p={p}")
+        term = f"abs({value})" if p == 1 else f"{value} * {value}"
+        norm = "total" if p == 1 else "sqrt(total)"
+        body = f"""    var total = 0.0;
+    for (var j = 0u; j < {length}u; j++) {{ total += {term}; }}
+    let norm = {norm};
+    for (var j = 0u; j < {length}u; j++) {{
+        y[{at}] = {store(f"select({value} / norm, 0.0, norm == 0.0)", output.dtype)};
+    }}"""
+    shader = (
+        enable_f16(x_info.dtype)
+        + storage(0, "x", x_info.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(
+            rows,
+            f"    let base = (i / {inner}u) * {length * inner}u + i % {inner}u;\n{body}",
+        )
+    )
+    return Lowering(flat_dispatch(shader, rows, [0]))
+
+
+@kernel("LRN")
+def local_response_normalization(context: NodeContext) -> Lowering:
+    """Each value over the sum of squares of its neighbours across channels (NCHW)."""
+    require_dtypes(context, FLOATS)
+    x_info = context.inputs[0]
+    output = context.outputs[0]
+    assert x_info is not None
+    if len(x_info.shape) < 3:
+        raise Unsupported(f"LRN of a rank-{len(x_info.shape)} input")
+    size = int(context.attribute("size"))
+    alpha = float(context.attribute("alpha", 1e-4))
+    beta = float(context.attribute("beta", 0.75))
+    bias = float(context.attribute("bias", 1.0))
+    channels = x_info.shape[1]
+    plane = _prod(x_info.shape[2:])
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    body = f"""    let c = i32((i / {plane}u) % {channels}u);
+    var squares = 0.0;
+    for (var d = max(0, c - {before}); d <= min({channels - 1}, c + {after}); d++) {{
+        let v = {load("x", f"i + u32(d - c + {channels}) * {plane}u - {channels * plane}u", x_info.dtype)};
+        squares += v * v;
+    }}
+    let scale = pow({literal(bias)} + {literal(alpha / size)} * squares, {literal(beta)});
+    y[i] = {store(f"{load('x', 'i', x_info.dtype)} / scale", output.dtype)};"""
+    shader = (
+        enable_f16(x_info.dtype)
+        + storage(0, "x", x_info.dtype)
+        + "\n"
+        + storage(1, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0]))

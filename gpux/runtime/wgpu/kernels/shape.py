@@ -24,6 +24,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     INTEGERS,
     WORKGROUP,
     broadcast_index,
+    compute_type,
     constant_ints,
     coordinate,
     enable_f16,
@@ -446,7 +447,20 @@ def trilu(context: NodeContext) -> Lowering:
     assert source is not None
     if len(source.shape) < 2:
         raise Unsupported("Trilu of a rank below 2")
-    offset = (constant_ints(context, 1, "k") or [0])[0] if len(context.inputs) > 1 else 0
+    k_info = context.inputs[1] if len(context.inputs) > 1 else None
+    inputs = [0]
+    declarations = [storage(0, "x", source.dtype)]
+    if k_info is None:
+        offset = "0"
+    elif 1 in context.constants:
+        offset = str(int(np.asarray(context.constants[1]).reshape(-1)[0]))
+    else:  # known only at run time: read from the device
+        if k_info.dtype not in INTEGERS:
+            raise Unsupported(f"Trilu with a {k_info.dtype} k")
+        declarations.append(storage(1, "k", k_info.dtype))
+        inputs.append(1)
+        offset = "k[0]"
+    declarations.append(storage(len(declarations), "y", output.dtype, write=True))
     rows, columns = source.shape[-2:]
     test = ">=" if context.attribute("upper", 1) else "<="
     kind = DEVICE_DTYPES[np.dtype(output.dtype)]
@@ -457,14 +471,9 @@ def trilu(context: NodeContext) -> Lowering:
     if output.size == 0:
         return Lowering()
     shader = (
-        enable_f16(source.dtype)
-        + storage(0, "x", source.dtype)
-        + "\n"
-        + storage(1, "y", output.dtype, write=True)
-        + "\n"
-        + flat_main(output.size, body)
+        enable_f16(source.dtype) + "\n".join(declarations) + "\n" + flat_main(output.size, body)
     )
-    return Lowering(flat_dispatch(shader, output.size, [0]))
+    return Lowering(flat_dispatch(shader, output.size, inputs))
 
 
 @kernel("CumSum")
@@ -504,3 +513,66 @@ def cumulative_sum(context: NodeContext) -> Lowering:
         + flat_main(output.size, body)
     )
     return Lowering(flat_dispatch(shader, output.size, [0]))
+
+
+@kernel("EyeLike")
+def eye_like(context: NodeContext) -> Lowering:
+    """Ones on diagonal ``k`` of a 2-D tensor shaped like the input, zeros elsewhere."""
+    require_dtypes(context, ANY_DTYPE)
+    output = context.outputs[0]
+    if len(output.shape) != 2:
+        raise Unsupported("EyeLike of a rank other than 2")
+    if output.size == 0:
+        return Lowering()
+    kind = DEVICE_DTYPES[np.dtype(output.dtype)]
+    compute = "f32" if kind == "f16" else kind
+    one, zero = (store(literal(v, compute), output.dtype) for v in (1.0, 0.0))
+    offset = int(context.attribute("k", 0))
+    columns = output.shape[1]
+    body = (
+        f"    y[i] = select({zero}, {one}, i32(i % {columns}u) - i32(i / {columns}u) == {offset});"
+    )
+    shader = storage(0, "y", output.dtype, write=True) + "\n" + flat_main(output.size, body)
+    return Lowering(
+        (
+            Dispatch(
+                enable_f16(output.dtype) + shader,
+                (Binding("output", 0),),
+                workgroups_for(output.size, WORKGROUP),
+            ),
+        )
+    )
+
+
+@kernel("OneHot")
+def one_hot(context: NodeContext) -> Lowering:
+    """``values[1]`` where the coordinate along ``axis`` equals the index, ``values[0]``
+    elsewhere; the depth is the output's extent along ``axis``."""
+    require_dtypes(context, ANY_DTYPE)
+    indices, _, values = context.inputs
+    output = context.outputs[0]
+    assert indices is not None and values is not None
+    if indices.dtype not in INTEGERS and compute_type(indices.dtype) != "f32":
+        raise Unsupported(f"OneHot with {indices.dtype} indices")
+    axis = normalize_axis(int(context.attribute("axis", -1)), len(output.shape))
+    depth = output.shape[axis]
+    inner = int(np.prod(output.shape[axis + 1 :], dtype=np.int64))
+    index = "indices[source]" if indices.dtype in INTEGERS else "i32(indices[source])"
+    body = f"""    let position = i32((i / {inner}u) % {depth}u);
+    let source = (i / {depth * inner}u) * {inner}u + i % {inner}u;
+    var index = {index};
+    if (index < 0) {{ index += {depth}; }}
+    y[i] = select(values[0], values[1], index == position);"""
+    if output.size == 0:
+        return Lowering()
+    shader = (
+        enable_f16(indices.dtype, values.dtype)
+        + storage(0, "indices", indices.dtype)
+        + "\n"
+        + storage(1, "values", values.dtype)
+        + "\n"
+        + storage(2, "y", output.dtype, write=True)
+        + "\n"
+        + flat_main(output.size, body)
+    )
+    return Lowering(flat_dispatch(shader, output.size, [0, 2]))
