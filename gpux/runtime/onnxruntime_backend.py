@@ -47,7 +47,7 @@ COMPUTE_OPS = {
 RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
 
 
-def _log_level() -> int:
+def ort_log_level() -> int:
     """ONNX Runtime writes straight to stderr; GPUX reports what matters itself (unless --debug)."""
     from gpux import env
 
@@ -57,9 +57,9 @@ def _log_level() -> int:
 def session_options(runtime: Runtime, backend: str = "cpu") -> Any:
     import onnxruntime as ort
 
-    ort.set_default_logger_severity(_log_level())
+    ort.set_default_logger_severity(ort_log_level())
     options = ort.SessionOptions()
-    options.log_severity_level = _log_level()
+    options.log_severity_level = ort_log_level()
     options.graph_optimization_level = ort.GraphOptimizationLevel(
         _LEVELS[str(runtime.graph_optimization.value)]
     )

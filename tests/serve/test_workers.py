@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -52,6 +53,12 @@ def test_two_workers_share_the_ports_and_add_up(tmp_path_factory: pytest.TempPat
     try:
         (shared,) = (cli.home / "run").iterdir()
         predict = server.url + "/v1/models/minilm/predict"
+        # The first worker answers health while the second may still load (a busy machine):
+        # wait until both have set their gauges, so that the burst below can reach both.
+        deadline = time.monotonic() + 120
+        while len(_pids(shared, "gauge_*.db")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_pids(shared, "gauge_*.db")) == 2, "the second worker never started"
         with ThreadPoolExecutor(16) as pool:  # 16 connections at once: the kernel spreads them
             answers = list(
                 pool.map(
@@ -79,7 +86,7 @@ def test_two_workers_share_the_ports_and_add_up(tmp_path_factory: pytest.TempPat
         )
 
         # Both processes answered: each keeps its own metric files, named by its pid.
-        pids = {re.sub(r"\D", "", p.stem) for p in (shared / "metrics").glob("counter_*.db")}
+        pids = _pids(shared, "counter_*.db")
         assert len(pids) == 2, sorted(p.name for p in (shared / "metrics").iterdir())
         metrics = httpx.get(server.url + "/metrics").text
         counted = re.search(
@@ -92,3 +99,8 @@ def test_two_workers_share_the_ports_and_add_up(tmp_path_factory: pytest.TempPat
     finally:
         assert stop_server(server) == 0, server.log()
     assert not (cli.home / "run" / shared.name).exists()
+
+
+def _pids(shared: Path, pattern: str) -> set[str]:
+    """The processes that wrote metric files matching ``pattern`` (named by their pid)."""
+    return {re.sub(r"\D", "", p.stem) for p in (shared / "metrics").glob(pattern)}

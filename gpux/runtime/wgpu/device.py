@@ -43,9 +43,9 @@ RAISED_LIMITS = (
 # Adapter types best first; a software adapter ("CPU": lavapipe, WARP, SwiftShader) is never
 # chosen unless the caller allows it: it runs the shaders on the CPU, which ONNX Runtime's CPU
 # provider serves better.
-_TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "Unknown": 3, "CPU": 4}
+TYPE_RANK = {"DiscreteGPU": 0, "IntegratedGPU": 1, "VirtualGPU": 2, "Unknown": 3, "CPU": 4}
 # OpenGL compute in wgpu lacks features and storage buffers per stage; prefer native APIs.
-_BACKEND_RANK = {"Vulkan": 0, "Metal": 0, "D3D12": 0, "OpenGL": 2}
+BACKEND_RANK = {"Vulkan": 0, "Metal": 0, "D3D12": 0, "OpenGL": 2}
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
@@ -222,8 +222,8 @@ class Gpu:
 def _adapter_rank(adapter: Any) -> tuple[int, int]:
     info = adapter.info
     return (
-        _TYPE_RANK.get(str(info.get("adapter_type", "")), 3),
-        _BACKEND_RANK.get(str(info.get("backend_type", "")), 1),
+        TYPE_RANK.get(str(info.get("adapter_type", "")), 3),
+        BACKEND_RANK.get(str(info.get("backend_type", "")), 1),
     )
 
 

@@ -45,7 +45,7 @@ class CpuSegment:
         import onnxruntime as ort
         from onnx import helper, numpy_helper
 
-        from gpux.runtime.onnxruntime_backend import _log_level
+        from gpux.runtime.onnxruntime_backend import ort_log_level
 
         self.inputs, self.outputs = segment_io(graph, nodes, needed_later)
         self.ops = [node.qualified_op for node in nodes]
@@ -76,7 +76,7 @@ class CpuSegment:
         model = helper.make_model(body, opset_imports=list(graph.model.opset_import))
         model.ir_version = graph.model.ir_version
         options = ort.SessionOptions()
-        options.log_severity_level = _log_level()
+        options.log_severity_level = ort_log_level()
         # The whole model was optimised at load already.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if threads:

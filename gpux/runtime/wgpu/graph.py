@@ -118,10 +118,10 @@ def optimize(model: Any, level: str) -> Any:
     import onnx
     import onnxruntime as ort
 
-    from gpux.runtime.onnxruntime_backend import _log_level
+    from gpux.runtime.onnxruntime_backend import ort_log_level
 
     options = ort.SessionOptions()
-    options.log_severity_level = _log_level()
+    options.log_severity_level = ort_log_level()
     options.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

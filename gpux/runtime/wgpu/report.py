@@ -10,8 +10,8 @@ from gpux.runtime import discovery
 
 # ``device.open_device``'s own order (one policy): a discrete GPU first, a native API (Vulkan,
 # Metal, D3D12) before OpenGL; software adapters last, and only where allowed.
-from gpux.runtime.wgpu.device import _BACKEND_RANK as BACKEND_RANK
-from gpux.runtime.wgpu.device import _TYPE_RANK as TYPE_RANK
+from gpux.runtime.wgpu.device import BACKEND_RANK as BACKEND_RANK
+from gpux.runtime.wgpu.device import TYPE_RANK as TYPE_RANK
 
 
 def adapter_choice(
