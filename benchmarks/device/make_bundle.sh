@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the bundle that benchmarks/device/setup.sh installs on the lent GPU machine (Python 3.12,
 # no package index): onnxruntime-gpu's wheel contents as a tar compressed with zstd -19
-# --long=27, then a tar of GPUX's other locked dependencies as cp312 manylinux wheels (minus
+# --long=27, then a tar of GPUX's other locked dependencies (the webgpu extra's wgpu and WebGPU
+# EP included, for benchmarks/webgpu.py) as cp312 manylinux wheels (minus
 # those the image has, and onnxruntime, which the first part brings; with the CUDA build of
 # onnxruntime-genai in place of the CPU one, as the [cuda] extra pairs them), split into parts of
 # 56 MiB (a call carries at most 64 MiB, the working tree's 4 MiB included). Writes
@@ -21,7 +22,7 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 # Leaving those out (39 MB) makes the bundle four calls instead of five, at 15-20 s each.
 IMAGE_HAS="onnxruntime|onnxruntime-genai|numpy|onnx|pillow|sympy|mpmath|ml-dtypes|hf-xet|tokenizers"
 IMAGE_HAS="$IMAGE_HAS|pygments|pyyaml|rich|huggingface-hub"
-"$UV" export --frozen --no-dev --no-hashes --no-emit-project --extra cpu --format requirements-txt \
+"$UV" export --frozen --no-dev --no-hashes --no-emit-project --extra cpu --extra webgpu --format requirements-txt \
   | grep -v -E "^($IMAGE_HAS)[=<> ]|^ *#|^-e" > "$WORK/requirements.txt"
 # onnxruntime-genai links the ONNX Runtime of its build: the CUDA one goes with onnxruntime-gpu.
 GENAI_VERSION=$("$UV" export --frozen --no-dev --no-hashes --no-emit-project --extra cuda \

@@ -3,7 +3,8 @@
 # BERT-base (symbolic batch, fp32) on the CUDA EP, gpux serve with 1 and with N workers, HTTP
 # binary and gRPC (JSON too), against in-process ONNX Runtime in the same run. After the bundle
 # parts are in $CARRY (benchmarks/device/setup.sh):
-#   bash benchmarks/device/serving.sh "resnet50_dyn:1 resnet50_dyn:4 bert_dyn:1"
+#   bash benchmarks/device/serving.sh "resnet50_dyn:1 resnet50_dyn:4 bert_dyn:1 resnet50_dyn:4e"
+# (N workers; "Ne": N front-end workers and one shared engine process, --shared-engine)
 # writes $OUT/serve-<model>-w<N>.json and .txt per run; each run is bounded by RUN_LIMIT seconds
 # so that a slow one leaves the others' figures (the machine's minutes are counted).
 set -euo pipefail
@@ -17,9 +18,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for run in $RUNS; do
   model=${run%%:*} n=${run##*:}
   name="${OUT:-/tmp}/serve-$model-w$n"
+  args="--workers ${n%e}"
+  [ "${n%e}" = "$n" ] || args="$args --shared-engine"
   timeout -s TERM "${RUN_LIMIT:-150}" python3 benchmarks/serve.py \
     --model /root/models/$model.onnx --backend cuda --skip-peers \
     --sequence 128 --batch-sizes 1,8,16,32,64,128 --duration "${DURATION:-4}" \
-    --concurrency "${LEVELS:-1,32,64}" --client-processes 4 --gpux-args "--workers $n" \
+    --concurrency "${LEVELS:-1,32,64}" --client-processes 4 --gpux-args "$args" \
     --json "$name.json" 2>&1 | grep -v "^ *$" | tee "$name.txt" || echo "run $run: exit $?"
 done

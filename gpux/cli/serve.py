@@ -139,6 +139,13 @@ def register(app: typer.Typer) -> None:
             "for request rates one Python process cannot answer (a GPU fed by one process "
             "waits on it). /metrics and /stats add up every worker.",
         ),
+        shared_engine: bool = typer.Option(
+            False,
+            "--shared-engine",
+            help="With --workers: one more process loads each model once and runs every "
+            "worker's calls, batched together; the workers parse, pre-process and answer. "
+            "One copy of the weights, one CUDA context, full batches (docs/serving.md).",
+        ),
         detach: bool = typer.Option(
             False,
             "-d",
@@ -220,6 +227,7 @@ def register(app: typer.Typer) -> None:
             options = [option for option in options if not option.endswith("=None")]
             options += _policy_options(policy, max_body_mb) + _grpc_flags(grpc)
             options += [f"--workers={workers}"] if workers > 1 else []
+            options += ["--shared-engine"] if shared_engine else []
             options += [f"--gpus={gpus}"] if gpus is not None else []
             server = daemon.start(
                 names,
@@ -254,6 +262,7 @@ def register(app: typer.Typer) -> None:
             grpc,
             workers,
             gpus,
+            shared_engine,
         )
         _serve_foreground(spec)
 
@@ -455,7 +464,12 @@ def _serve_foreground(spec: ServerSpec) -> None:
     if spec.workers > 1:
         console.print(
             f"serving {', '.join(spec.names)} at http://{spec.host}:{spec.port} from "
-            f"{spec.workers} worker processes, each loading the models"
+            f"{spec.workers} worker processes, "
+            + (
+                "with the models in one shared engine process"
+                if spec.shared_engine
+                else "each loading the models"
+            )
             + (f"; gRPC{_grpc_text(spec.grpc)}" if spec.grpc is not None else "")
         )
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal to the handler

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gpux.config.schema import Backend, Runtime
@@ -23,13 +24,16 @@ def load_image(
     trust_code: bool = False,
     batch_sizes: tuple[int, ...] = (),
     gpus: GpuRequest | None = None,
+    session: Callable[[Image], Any] | None = None,
 ) -> Model:
     """``trust_code``: run the handler code of an image that was not built on this machine
     (pulled, loaded from an archive); without it such an image is refused before any import.
     ``batch_sizes``: on backends where a new batch size is slow (CUDA), one more session per
     size with the batch fixed (gpux/runtime/sized_sessions.py); the server's preferred sizes.
     ``gpus``: instances on several devices (gpux/runtime/instances.py); default the GPUXfile's
-    ``runtime.gpus``, else one instance on ``runtime.device``."""
+    ``runtime.gpus``, else one instance on ``runtime.device``. ``session``: makes the backend
+    in place of loading one here (a server front-end's model that runs in the shared engine,
+    gpux/serve/engine_client.py)."""
     from gpux.runtime.engines import engine_for
     from gpux.runtime.generative import is_generative
 
@@ -46,7 +50,7 @@ def load_image(
         try:
             for key in image.components:
                 components[key] = load_image(
-                    image.component(key), backend, warmup, trust_code, batch_sizes, gpus
+                    image.component(key), backend, warmup, trust_code, batch_sizes, gpus, session
                 )
         except BaseException:
             for part in components.values():
@@ -84,7 +88,9 @@ def load_image(
 
     if gpus is None and runtime.gpus is not None:
         gpus = GpuRequest.parse(runtime.gpus, "runtime.gpus")
-    if gpus is None:
+    if session is not None:
+        loaded = session(image)
+    elif gpus is None:
         loaded = load_session(runtime)
     else:
         loaded = _instances(gpus, runtime, load_session, inputs[0].name if inputs else None)

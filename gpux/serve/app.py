@@ -92,6 +92,9 @@ class ServedModel:
     ``model`` then only carries its placement, and the tensor routes refuse it."""
     speech: SpeechModel | None = None
     """A speech image's engine (served on ``/v1/audio/transcriptions``), as ``generative``."""
+    remote: bool = False
+    """The model runs in the shared engine (gpux/serve/engine.py), which forms and counts the
+    batches that run; this process's batcher only passes calls on."""
 
     def __post_init__(self) -> None:
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpux-infer")
@@ -125,7 +128,9 @@ class ServedModel:
                 max_batch_size=self.limits.max_batch_size if batching else 1,
                 max_delay=self.limits.max_batch_delay_ms / 1e3,
                 max_queue=self.limits.max_queue,
-                observe=lambda rows, waited: metrics.batch(self.name, rows, waited),
+                observe=None
+                if self.remote
+                else lambda rows, waited: metrics.batch(self.name, rows, waited),
                 concurrency=self.threads,
                 preferred_sizes=self.limits.preferred_batch_sizes if batching else (),
                 padded=lambda rows: metrics.padding(self.name, rows),

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
 from gpux.serve import protocol
 from gpux.serve.batching import QueueFull
+from gpux.serve.engine_client import EngineGone
 from gpux.serve.guards import HTTPError
 from gpux.serve.metrics import Metrics
 
 if TYPE_CHECKING:
     from gpux.serve.app import ServedModel
 
-STATUS_OF = {InputError: 400, UsageError: 400, NotFoundError: 404}
+# The shared engine stopped (gpux/serve/engine.py): the server is going down, try another.
+STATUS_OF = {InputError: 400, UsageError: 400, NotFoundError: 404, EngineGone: 503}
 
 
 class Inference:

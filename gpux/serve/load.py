@@ -4,13 +4,16 @@ generative image with its engine (served on the OpenAI routes, gpux/serve/openai
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpux.config.schema import Serving
 from gpux.errors import UsageError
 from gpux.pipeline.runner import Pipeline
 from gpux.serve.app import Limits, ServedModel, inference_threads
 from gpux.store import Store
+
+if TYPE_CHECKING:
+    from gpux.serve.engine_client import EngineClient
 
 
 def load_served(
@@ -20,11 +23,16 @@ def load_served(
     overrides: dict[str, Any] | None = None,
     trust_code: bool = False,
     gpus: str | None = None,
+    engine: EngineClient | None = None,
+    generative: bool = True,
 ) -> list[ServedModel]:
     """``names``: images in ``store``, or model folders (gpux/store/folder.py). ``overrides``:
     command-line values for the GPUXfile's serving settings (max_batch_size,
     max_batch_delay_ms, timeout, max_queue, max_tokens), applied to every model. ``gpus``:
-    ``--gpus`` (instances on several devices, gpux/runtime/instances.py) for every model."""
+    ``--gpus`` (instances on several devices, gpux/runtime/instances.py) for every model.
+    ``engine``: the shared engine that runs the tensor models (a front-end of ``--shared-engine``,
+    gpux/serve/engine.py); they are not loaded here. ``generative``: False leaves generative
+    images out (the engine's own load: the front-ends serve those)."""
     from gpux.pipeline.loading import load_image
     from gpux.runtime.generative import is_generative
     from gpux.runtime.instances import GpuRequest, instance_count
@@ -44,13 +52,18 @@ def load_served(
         given = _listed(values.get("preferred_batch_sizes"))
         started = time.perf_counter()
         if is_generative(image):
-            generative = _served_generative(image, backend, values, started, is_speech(image))
-            if any(s.name == generative.name for s in served):
+            if not generative:
+                continue
+            generative_model = _served_generative(image, backend, values, started, is_speech(image))
+            if any(s.name == generative_model.name for s in served):
                 raise UsageError(
-                    f"two images named '{generative.name}' cannot be served together",
+                    f"two images named '{generative_model.name}' cannot be served together",
                     "serve one tag of each model",
                 )
-            served.append(generative)
+            served.append(generative_model)
+            continue
+        if engine is not None:
+            served.append(_served_by_engine(image, backend, values, engine, trust_code))
             continue
         model = load_image(  # warm-up as the GPUXfile says
             image,
@@ -89,6 +102,46 @@ def load_served(
                 inference_threads(model.placement.backend) * instance_count(model.backend),
             )
         )
+    return served
+
+
+def _served_by_engine(
+    image: Any, backend: str | None, values: dict[str, Any], engine: EngineClient, trust_code: bool
+) -> ServedModel:
+    """A front-end's model that runs in the shared engine: the pipeline runs here, each model
+    call there. The engine pads and batches across every front-end (its batcher has the
+    preferred sizes and the delay); this side only keeps a few calls in flight, unpadded and
+    without waiting, so that a request reaches the engine at once."""
+    from gpux.pipeline.loading import load_image
+    from gpux.serve.engine_client import FRONT_END_CALLS, RemoteBackend
+
+    started = time.perf_counter()
+    timeout = float(values["timeout"])
+    model = load_image(
+        image,
+        backend,
+        warmup=False,  # the engine warmed the model before it listened
+        trust_code=trust_code,
+        session=lambda part: RemoteBackend(engine, part.name, timeout),
+    )
+    repository, _, tag = image.name.rpartition(":")
+    limits = Limits(
+        max_batch_size=int(values["max_batch_size"]),
+        max_batch_delay_ms=0.0,
+        timeout=timeout,
+        max_queue=int(values["max_queue"]),
+        max_tokens=values.get("max_tokens"),
+    )
+    served = ServedModel(
+        repository or image.name,
+        tag or "latest",
+        model,
+        time.perf_counter() - started,
+        _server_pipeline(model),
+        limits,
+        FRONT_END_CALLS,
+        remote=True,
+    )
     return served
 
 

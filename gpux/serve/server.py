@@ -35,11 +35,13 @@ class ServerSpec:
     grpc: GRPCOptions | None = None
     workers: int = 1
     gpus: str | None = None  # --gpus: instances on several devices (gpux/runtime/instances.py)
+    shared_engine: bool = False  # --shared-engine: workers call one model process (engine.py)
 
 
 def load_app(spec: ServerSpec) -> tuple[Starlette, list[ServedModel]]:
     from gpux import env
     from gpux.serve.app import create_app
+    from gpux.serve.engine_client import EngineClient
     from gpux.serve.load import load_served
     from gpux.serve.memory import keep_resident_memory_flat
 
@@ -51,6 +53,7 @@ def load_app(spec: ServerSpec) -> tuple[Starlette, list[ServedModel]]:
         overrides=spec.overrides,
         trust_code=spec.trust_code,
         gpus=spec.gpus,
+        engine=EngineClient.from_environment(),  # a front-end of the shared engine
     )
     app = create_app(served, token=spec.token, policy=spec.policy, grpc=spec.grpc)
     return app, served
@@ -81,7 +84,7 @@ def run(spec: ServerSpec, announce: Callable[[list[ServedModel]], None]) -> None
     """Serve until SIGTERM or Ctrl-C; ``announce`` is told what was loaded (one process)."""
     import uvicorn
 
-    if spec.workers > 1:
+    if spec.workers > 1 or spec.shared_engine:
         from gpux.serve.workers import serve_workers
 
         serve_workers(spec)

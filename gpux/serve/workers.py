@@ -18,6 +18,13 @@ What spans processes:
 * ``/v2/models/.../stats``: each worker writes its statistics there every second, and the one
   that answers adds up everyone's (gpux/serve/statistics.py), so counts may lag by a second;
 * readiness: each process answers for itself; a load balancer retries another.
+
+With ``--shared-engine`` the workers load no model that runs tensors: one more process, the
+engine (gpux/serve/engine.py), loads and warms each once, before the workers start, and runs the
+calls of every worker, batched together. The workers find it through the environment
+(``GPUX_ENGINE_ADDRESS``: a Unix socket in the shared folder; ``GPUX_ENGINE_AUTHKEY``: a random
+key for the connection's HMAC handshake). If the engine stops, the server stops: a supervisor
+(systemd, Kubernetes) restarts it whole.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any
 
 import uvicorn
 
+from gpux.errors import BackendError
 from gpux.serve.server import ServerSpec, load_app, uvicorn_options
 
 SHARED_ENV = "GPUX_SERVE_SHARED"  # the folder the workers of one server share
@@ -66,12 +74,97 @@ def serve_workers(spec: ServerSpec) -> None:
     os.environ[SHARED_ENV] = str(shared)
     if spec.grpc is not None:
         spec = dataclasses.replace(spec, grpc=dataclasses.replace(spec.grpc, shared_port=True))
-    config = WorkerConfig(spec, **uvicorn_options(spec))
+    engine = None
     try:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        engine = start_engine(spec, shared) if spec.shared_engine else None
+        config = WorkerConfig(spec, **uvicorn_options(spec))
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        if engine is not None:
+            watch_engine(engine, supervisor)
+        supervisor.run()
     finally:
+        if engine is not None:
+            engine.terminate()
+            engine.join(10)
         with contextlib.suppress(OSError):
             shutil.rmtree(shared)
+    if engine is not None and engine.stopped_early:
+        raise BackendError(
+            f"the model engine process stopped (exit code {engine.process.exitcode})",
+            "see the log above; restart the server",
+        )
+
+
+class EngineProcess:
+    """The engine, started and ready (its models loaded and warm)."""
+
+    def __init__(self, process: Any, placements: dict[str, Any]) -> None:
+        self.process = process
+        self.placements = placements
+        self.stopped_early = False
+        self.stopping = False
+        self.pipe: Any = None  # the parent's end: the engine exits when it closes
+
+    def terminate(self) -> None:
+        self.stopping = True
+        if self.process.is_alive():
+            self.process.terminate()
+
+    def join(self, timeout: float) -> None:
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def start_engine(spec: ServerSpec, shared: Path) -> EngineProcess:
+    """Start the engine and wait until it listens; its failure to load is this server's."""
+    import multiprocessing
+    import secrets
+
+    from gpux.serve.engine import EngineFailure, engine_main
+    from gpux.serve.engine_wire import ADDRESS_ENV, AUTHKEY_ENV
+
+    context = multiprocessing.get_context("spawn")  # CUDA and wgpu do not survive a fork
+    address = str(shared / "engine.sock")
+    authkey = secrets.token_bytes(32)
+    ours, theirs = context.Pipe(duplex=True)
+    process = context.Process(
+        target=engine_main, args=(spec, address, authkey, theirs), name="gpux-engine"
+    )
+    process.start()
+    theirs.close()
+    while not ours.poll(0.2):
+        if not process.is_alive():
+            raise BackendError(
+                f"the model engine process exited while loading (exit code {process.exitcode})",
+                "see the log above",
+            )
+    try:
+        report = ours.recv()
+    except EOFError as exc:
+        raise BackendError("the model engine process stopped while loading", None) from exc
+    if isinstance(report, EngineFailure):
+        process.join(10)
+        raise BackendError(f"the model engine could not start: {report.message}", report.hint)
+    os.environ[ADDRESS_ENV] = address
+    os.environ[AUTHKEY_ENV] = authkey.hex()
+    (shared / "engine.pid").write_text(f"{process.pid}\n")  # for operators (and the tests)
+    engine = EngineProcess(process, report[1])
+    engine.pipe = ours  # kept open: the engine exits when this process does
+    return engine
+
+
+def watch_engine(engine: EngineProcess, supervisor: Any) -> None:
+    """Stop the workers (and so the server) when the engine dies under them."""
+    import threading
+
+    def wait() -> None:
+        engine.process.join()
+        if not engine.stopping:
+            engine.stopped_early = True
+            supervisor.should_exit.set()
+
+    threading.Thread(target=wait, name="gpux-engine-watch", daemon=True).start()
 
 
 def shared_folder() -> Path | None:

@@ -1,0 +1,198 @@
+"""The shared engine: one process that runs the models for every front-end of ``gpux serve
+--workers N --shared-engine``.
+
+Why: one server process answers ResNet-50 images at ~760/s on an H100 (1.9 ms of CPU each, on
+one event loop and one GIL), a quarter of what the GPU runs; N independent workers pass that,
+but each holds its own copy of the model in its own CUDA context (time-sliced, not concurrent,
+without MPS) and forms its own smaller batches (docs/benchmarks.md). Here the front-ends parse,
+pre-process and answer on N cores, and the engine holds the one copy of each model, in one CUDA
+context, and batches the calls of every front-end together with the batcher ``gpux serve`` uses
+(sessions per batch size, padding, warm-up): Triton's split of protocol front-ends and model
+instances, with processes in place of threads.
+
+The engine loads and warms every image before it listens, then reports to the parent that
+started it; a front-end connects (gpux/serve/engine_client.py), learns where each model runs,
+and sends each model call as one message (gpux/serve/engine_wire.py). Generative images are
+not here: they stay in the front-ends, as without the engine. The engine exits with its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, Listener
+from typing import TYPE_CHECKING, Any
+
+from gpux.errors import GPUXError
+from gpux.serve.engine_wire import receive_message, send_message
+
+if TYPE_CHECKING:
+    from gpux.runtime.model import Model
+    from gpux.serve.app import ServedModel
+    from gpux.serve.server import ServerSpec
+
+logger = logging.getLogger("uvicorn.error")
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """Why the engine could not start, as the parent reports it."""
+
+    message: str
+    hint: str | None = None
+
+
+def leaves(model: Model) -> list[Model]:
+    """The models that run tensors: the model itself, or each model of a chain."""
+    components = getattr(model, "components", None)
+    if not components:
+        return [model]
+    return [leaf for part in components.values() for leaf in leaves(part)]
+
+
+def model_key(model: Model) -> str:
+    """How the front-ends and the engine name a model: its image's name (a chain's models are
+    ``parent/key``), the same in every process that resolved the same names."""
+    return model.image.name if model.image is not None else "model"
+
+
+class Engine:
+    """Every tensor model of the served images, each behind its own batcher."""
+
+    def __init__(self, served: list[ServedModel]) -> None:
+        from gpux.serve.app import ServedModel
+        from gpux.serve.metrics import Metrics
+
+        self.served = served
+        self.by_key: dict[str, ServedModel] = {}
+        for top in served:
+            for leaf in leaves(top.model):
+                if leaf is top.model:
+                    self.by_key[model_key(leaf)] = top
+                    continue
+                limits = replace(top.limits, preferred_batch_sizes=())
+                self.by_key[model_key(leaf)] = ServedModel(
+                    model_key(leaf), top.version, leaf, 0.0, None, limits, top.threads
+                )
+        # Batch sizes and padding are the engine's: it forms the batches the models run.
+        self.metrics = Metrics(m.name for m in served)
+
+    def placements(self) -> dict[str, dict[str, Any]]:
+        return {key: m.model.placement.to_json() for key, m in self.by_key.items()}
+
+    async def warm(self) -> None:
+        from gpux.serve.warmup import warm_served
+
+        await asyncio.gather(*(warm_served(m) for m in self.by_key.values()))
+        failed = [f"{m.name}: {m.warm_error}" for m in self.by_key.values() if m.warm_error]
+        if failed:
+            raise GPUXError("; ".join(failed), "see the server's log")
+
+    async def call(self, key: str, feed: dict[str, Any], timeout: float) -> dict[str, Any]:
+        served = self.by_key.get(key)
+        if served is None:
+            raise GPUXError(f"the engine has no model '{key}'", "restart the server")
+        result: dict[str, Any] = await served.batcher("tensors", self.metrics).submit(feed, timeout)
+        return result
+
+    async def serve(self, listener: Listener) -> None:
+        loop = asyncio.get_running_loop()
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn = listener.accept()
+                except OSError:
+                    return  # the listener was closed
+                except Exception as exc:  # a peer that failed the handshake: not a front-end
+                    logger.warning("engine: refused a connection (%s)", exc)
+                    continue
+                threading.Thread(
+                    target=self._read, args=(conn, loop), name="gpux-engine-read", daemon=True
+                ).start()
+
+        threading.Thread(target=accept, name="gpux-engine-accept", daemon=True).start()
+        await asyncio.Event().wait()  # until the process ends
+
+    def _read(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """One front-end's calls, read on this thread and run on the engine's loop."""
+        lock = threading.Lock()
+        while True:
+            try:
+                head, feed = receive_message(conn)
+            except (EOFError, OSError):
+                return  # the front-end went away
+            if head == "hello":
+                with lock:
+                    send_message(conn, ("hello", self.placements()), {})
+                continue
+            asyncio.run_coroutine_threadsafe(self._answer(conn, lock, head, feed), loop)
+
+    async def _answer(
+        self, conn: Connection, lock: threading.Lock, head: Any, feed: dict[str, Any]
+    ) -> None:
+        call_id, key, timeout = head
+        try:
+            outputs = await self.call(key, feed, timeout)
+            reply: tuple[Any, Any] = (call_id, None)
+        except Exception as exc:
+            outputs, reply = {}, (call_id, failure_of(exc))
+        try:
+            with lock:
+                send_message(conn, reply, outputs)
+        except OSError:
+            pass  # the front-end went away: nobody waits for this answer
+
+
+def failure_of(exc: BaseException) -> tuple[str, str, str | None]:
+    """A failed call as the front-end re-raises it: its kind, message and hint."""
+    from gpux.errors import InputError
+
+    if isinstance(exc, TimeoutError):
+        return ("timeout", "the engine did not run the call in time", None)
+    if isinstance(exc, InputError):
+        return ("input", exc.message, exc.hint)
+    if isinstance(exc, GPUXError):
+        return ("error", exc.message, exc.hint)
+    return ("error", f"{type(exc).__name__}: {exc}", "see the server's log")
+
+
+def engine_main(spec: ServerSpec, address: str, authkey: bytes, report: Connection) -> None:
+    """The engine process: load, warm, listen, tell the parent; exit when the parent does."""
+    from gpux.serve.load import load_served
+
+    async def main() -> None:
+        try:
+            served = load_served(
+                list(spec.names),
+                spec.backend,
+                overrides=spec.overrides,
+                trust_code=spec.trust_code,
+                gpus=spec.gpus,
+                generative=False,
+            )
+            engine = Engine(served)
+            await engine.warm()
+        except GPUXError as exc:
+            report.send(EngineFailure(exc.message, exc.hint))
+            return
+        except Exception as exc:
+            report.send(EngineFailure(f"{type(exc).__name__}: {exc}"))
+            return
+        listener = Listener(address, family="AF_UNIX", authkey=authkey)
+        os.chmod(address, 0o600)
+        report.send(("ready", engine.placements()))
+        threading.Thread(target=_exit_with_parent, args=(report,), daemon=True).start()
+        await engine.serve(listener)
+
+    asyncio.run(main())
+
+
+def _exit_with_parent(report: Connection) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        report.recv()  # the parent never sends: this returns when it has gone
+    os._exit(0)
