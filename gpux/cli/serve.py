@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
             "--shared-engine",
             help="With --workers: one more process loads each model once and runs every "
             "worker's calls, batched together; the workers parse, pre-process and answer. "
-            "One copy of the weights, one CUDA context, full batches (docs/serving.md).",
+            "One copy of the weights, one CUDA context, full batches (docs/cli.md, serve).",
         ),
         detach: bool = typer.Option(
             False,

@@ -6,7 +6,7 @@ with it (same key); with nothing in flight it runs at once, so a lone caller nev
 delay. The batch runs as one call on the model's thread, and each caller gets its own slice of
 the result. With ``preferred_sizes``, a batch is padded (its last row repeated) up to the next
 preferred size, so the model only ever sees a few batch sizes: on the CUDA EP every new batch
-size costs 0.1-0.85 s (docs/serving.md); the padding rows are cut off and never reach a caller.
+size costs 0.1-0.85 s (docs/benchmarks.md); the padding rows are cut off and never reach a caller.
 A request that fails inside a batch is retried alone, so one bad request never fails its
 batch-mates.
 A full queue answers at once (``QueueFull`` -> 503); a caller that waits too long gets

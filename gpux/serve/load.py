@@ -177,7 +177,7 @@ def _served_generative(
     )
 
 
-# Backends where a batch size the session has not just run costs 0.1-0.85 s (docs/serving.md).
+# Backends where a batch size the session has not just run costs 0.1-0.85 s (docs/benchmarks.md).
 SHAPE_SENSITIVE = frozenset({"cuda", "tensorrt"})
 
 

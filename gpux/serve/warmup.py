@@ -1,7 +1,7 @@
 """Warm-up: one run at each batch size a model will see, before the server reports it ready.
 
 On the CUDA EP the first call of a batch size is the slow one (0.1-0.85 s of convolution
-algorithm search, docs/serving.md), so a load balancer must not send traffic before every
+algorithm search, docs/benchmarks.md), so a load balancer must not send traffic before every
 preferred size has run once. The warm-up starts as the server starts listening (liveness answers
 at once, as Triton's does while its models load) and runs on the model's own threads, where a
 request that comes early is served beside it. Readiness
