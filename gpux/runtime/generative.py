@@ -111,6 +111,24 @@ class Stream:
     ) -> None:
         self._begin(model._pieces(prompt_ids, settings), len(prompt_ids), settings.stop, model)
 
+    @classmethod
+    def over(
+        cls,
+        pieces: Generator[tuple[int, str], None, str],
+        prompt_tokens: int,
+        stops: Sequence[str],
+        owner: object,
+        *,
+        started: float = 0.0,
+    ) -> Stream:
+        """A stream over ``pieces`` made elsewhere (a row of a batch, gpux/runtime/
+        generative_batch.py): ``owner`` is kept alive while the stream is; ``started`` (a
+        ``time.perf_counter()``) is when its prompt began to run, if before the first read."""
+        stream = cls.__new__(cls)
+        stream._begin(pieces, prompt_tokens, stops, owner)
+        stream._started = started
+        return stream
+
     def _begin(
         self,
         pieces: Generator[tuple[int, str], None, str],
@@ -270,6 +288,9 @@ class GenerativeModel:
         self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
+        # genai masks this id at the end of a batch row as padding (gpux/runtime/generative_batch.py)
+        pad = self.config["model"].get("pad_token_id")
+        self.pad_token_id: int | None = pad if isinstance(pad, int) else None
 
     def prove_placement(self) -> Placement:
         """Open the model once more with ONNX Runtime's placement log on, read where its nodes
@@ -343,6 +364,19 @@ class GenerativeModel:
     def _start(
         self, prompt_ids: list[int], stream: bool, overrides: dict[str, Any]
     ) -> Completion | Stream:
+        result = Stream(self, prompt_ids, self.checked_settings(prompt_ids, overrides))
+        if stream:
+            return result
+        for _ in result:
+            pass
+        assert result.completion is not None
+        return result.completion
+
+    def checked_settings(
+        self, prompt_ids: Sequence[int], overrides: Mapping[str, Any]
+    ) -> Generation:
+        """The defaults with ``overrides``, once they and the prompt are known to be valid
+        (an InputError says what is not)."""
         try:
             settings = self.defaults.merged(**overrides)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -355,22 +389,38 @@ class GenerativeModel:
                 f"{self.context_length} (its context length), answer included",
                 "shorten the prompt",
             )
-        result = Stream(self, prompt_ids, settings)
-        if stream:
-            return result
-        for _ in result:
-            pass
-        assert result.completion is not None
-        return result.completion
+        return settings
 
     def _pieces(
         self, prompt_ids: Sequence[int], settings: Generation
     ) -> Generator[tuple[int, str], None, str]:
         """(token, text piece) per generated token; returns the finish reason."""
+        generator = self.open_generator(settings, len(prompt_ids) + settings.max_new_tokens)
+        try:
+            generator.append_tokens(list(prompt_ids))
+        except Exception as exc:
+            raise BackendError(f"onnxruntime-genai failed on the prompt: {exc}") from exc
+        decoder = self.tokenizer.create_stream()
+        try:
+            while not generator.is_done():
+                generator.generate_next_token()
+                token = int(generator.get_next_tokens()[0])
+                if token in self.eos_token_ids:
+                    return "stop"
+                yield token, decoder.decode(token)
+            return "length"
+        finally:
+            del generator
+
+    def open_generator(self, settings: Generation, limit: int, batch_size: int = 1) -> Any:
+        """An ``og.Generator`` of ``batch_size`` rows for ``settings``, generating up to ``limit``
+        tokens per row, prompt (padding included) and answer together."""
         og = self._og
         params = og.GeneratorParams(self._model)
-        limit = len(prompt_ids) + settings.max_new_tokens
-        params.set_search_options(**search_options(settings, limit, self.context_length))
+        options = search_options(settings, limit, self.context_length)
+        if batch_size > 1:
+            options["batch_size"] = batch_size
+        params.set_search_options(**options)
         if settings.guidance is not None:
             try:
                 params.set_guidance(settings.guidance.kind, settings.guidance.data)
@@ -390,21 +440,7 @@ class GenerativeModel:
                     "regexes)",
                 ) from exc
             raise BackendError(f"onnxruntime-genai could not start a generation: {exc}") from exc
-        try:
-            generator.append_tokens(list(prompt_ids))
-        except Exception as exc:
-            raise BackendError(f"onnxruntime-genai failed on the prompt: {exc}") from exc
-        decoder = self.tokenizer.create_stream()
-        try:
-            while not generator.is_done():
-                generator.generate_next_token()
-                token = int(generator.get_next_tokens()[0])
-                if token in self.eos_token_ids:
-                    return "stop"
-                yield token, decoder.decode(token)
-            return "length"
-        finally:
-            del generator
+        return generator
 
     def close(self) -> None:
         self._model = None
