@@ -288,7 +288,7 @@ class GenerativeModel:
         self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
-        # genai masks this id at the end of a batch row as padding (gpux/runtime/generative_batch.py)
+        # genai reads this id at the end of a batch row as padding (runtime/generative_batch.py)
         pad = self.config["model"].get("pad_token_id")
         self.pad_token_id: int | None = pad if isinstance(pad, int) else None
 
@@ -346,6 +346,10 @@ class GenerativeModel:
         self, prompt_ids: Sequence[int], *, stream: bool = False, **overrides: Any
     ) -> Completion | Stream:
         """``generate`` for a prompt already tokenised (this model's token ids)."""
+        return self._start(self.checked_ids(prompt_ids), stream, overrides)
+
+    def checked_ids(self, prompt_ids: Sequence[int]) -> list[int]:
+        """``prompt_ids`` as ints, once each is known to be in the vocabulary (else InputError)."""
         vocabulary = int(self.config["model"].get("vocab_size") or 0)
         bad = next((i for i in prompt_ids if i < 0 or (vocabulary and i >= vocabulary)), None)
         if bad is not None:
@@ -353,7 +357,7 @@ class GenerativeModel:
                 f"token id {bad} is not in the model's vocabulary (0 to {vocabulary - 1})",
                 "send token ids of this model's own tokenizer, or send the text",
             )
-        return self._start([int(i) for i in prompt_ids], stream, overrides)
+        return [int(i) for i in prompt_ids]
 
     def chat(
         self, messages: Sequence[Mapping[str, str]], *, stream: bool = False, **overrides: Any

@@ -1,6 +1,6 @@
 """Several generations of one model decoded together, as the rows of one onnxruntime-genai batch.
 
-A generation is first a :class:`Request` (its prompt's token ids and checked settings).
+A generation is first a :class:`GenerationRequest`: its prompt's token ids and checked settings.
 ``batches(requests)`` groups requests that can share a generator: the same search options
 (greedy, or sampling with the same temperature, top_p and top_k, without a seed), and the same
 repetition penalty. ``start_batch(group)`` then starts one ``og.Generator`` with ``batch_size``
@@ -42,23 +42,25 @@ from gpux.runtime.generative import GenerativeModel, Stream
 
 
 @dataclass(frozen=True, eq=False)
-class Request:
+class GenerationRequest:
     """One generation before it starts: the prompt's token ids and settings checked by
-    ``model.checked_settings`` (see :func:`request`)."""
+    ``model.checked_settings`` (see :func:`generation_request`)."""
 
     model: GenerativeModel
     prompt_ids: tuple[int, ...]
     settings: Generation
 
 
-def request(model: GenerativeModel, prompt_ids: Sequence[int], **overrides: Any) -> Request:
+def generation_request(
+    model: GenerativeModel, prompt_ids: Sequence[int], **overrides: Any
+) -> GenerationRequest:
     """A request for ``prompt_ids`` with the model's defaults overridden; InputError when the
     settings or the prompt are not valid (as ``model.generate_ids`` would say)."""
-    ids = tuple(int(i) for i in prompt_ids)
-    return Request(model, ids, model.checked_settings(ids, overrides))
+    ids = tuple(model.checked_ids(prompt_ids))
+    return GenerationRequest(model, ids, model.checked_settings(ids, overrides))
 
 
-def batch_key(request: Request) -> Hashable | None:
+def batch_key(request: GenerationRequest) -> Hashable | None:
     """What requests must share to be rows of one generator; None: this one runs alone."""
     settings, model = request.settings, request.model
     if settings.guidance is not None or model.pad_token_id is None:
@@ -77,12 +79,12 @@ def batch_key(request: Request) -> Hashable | None:
     return (id(model), settings.repetition_penalty, sampling)
 
 
-def batches(requests: Sequence[Request], most: int) -> list[list[Request]]:
+def batches(requests: Sequence[GenerationRequest], most: int) -> list[list[GenerationRequest]]:
     """``requests`` grouped into batches of at most ``most`` rows, in arrival order (a batch's
     place is its first row's). A batch also stays within the context length: its longest prompt
     plus any row's token limit (the padding makes every row as long as the longest)."""
-    grouped: list[list[Request]] = []
-    open_batches: dict[Hashable, list[Request]] = {}
+    grouped: list[list[GenerationRequest]] = []
+    open_batches: dict[Hashable, list[GenerationRequest]] = {}
     for each in requests:
         key = batch_key(each)
         current = open_batches.get(key) if key is not None else None
@@ -95,7 +97,7 @@ def batches(requests: Sequence[Request], most: int) -> list[list[Request]]:
     return grouped
 
 
-def _fits(rows: list[Request], new: Request) -> bool:
+def _fits(rows: list[GenerationRequest], new: GenerationRequest) -> bool:
     context = new.model.context_length
     if not context:
         return True
@@ -112,7 +114,7 @@ class Batch:
     waiting. A failed step fails every row that asks for a token after it.
     """
 
-    def __init__(self, requests: Sequence[Request]) -> None:
+    def __init__(self, requests: Sequence[GenerationRequest]) -> None:
         if not requests:
             raise ValueError("a batch needs at least one request")
         model = requests[0].model
@@ -204,6 +206,6 @@ def _primed(pieces: Generator[tuple[int, str], None, str]) -> Generator[tuple[in
     return pieces
 
 
-def start_batch(requests: Sequence[Request]) -> list[Stream]:
+def start_batch(requests: Sequence[GenerationRequest]) -> list[Stream]:
     """One stream per request, decoded as the rows of one batch (a :func:`batches` group)."""
     return Batch(requests).streams()
