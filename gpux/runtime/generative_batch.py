@@ -126,7 +126,8 @@ class Batch:
         longest = max(len(r.prompt_ids) for r in requests)
         limit = longest + max(r.settings.max_new_tokens for r in requests)
         started = time.perf_counter()
-        self._generator: Any = model.open_generator(requests[0].settings, limit, self.rows)
+        # The og.Generator; None once every row has ended (which frees its KV cache).
+        self.generator: Any = model.open_generator(requests[0].settings, limit, self.rows)
         if self.rows == 1:
             prompt: Any = list(requests[0].prompt_ids)
         else:
@@ -134,9 +135,9 @@ class Batch:
             for row, each in enumerate(requests):
                 prompt[row, : len(each.prompt_ids)] = each.prompt_ids
         try:
-            self._generator.append_tokens(prompt)
+            self.generator.append_tokens(prompt)
         except Exception as exc:
-            self._generator = None
+            self.generator = None
             raise BackendError(f"onnxruntime-genai failed on the prompts: {exc}") from exc
         # The streams hold the batch, not the other way round: a row nobody reads any more is
         # collected, which closes it.
@@ -151,6 +152,15 @@ class Batch:
             for row, each in enumerate(requests)
         ]
 
+    @property
+    def open_rows(self) -> int:
+        """Rows still being read (not ended, closed or dropped by their reader)."""
+        return len(self._open)
+
+    @property
+    def running(self) -> bool:
+        return self.generator is not None
+
     def streams(self) -> list[Stream]:
         """The rows' streams, in the order of the requests (given once)."""
         streams, self._streams = self._streams, None
@@ -162,7 +172,7 @@ class Batch:
         """One token for every row; False once the generator has ended (every row done)."""
         if self._failure is not None:
             raise BackendError(f"onnxruntime-genai failed: {self._failure}") from self._failure
-        generator = self._generator
+        generator = self.generator
         if generator is None or generator.is_done():
             return False
         try:
@@ -196,7 +206,7 @@ class Batch:
             self._open.discard(row)
             waiting.clear()
             if not self._open:
-                self._generator = None  # frees the KV cache of every row
+                self.generator = None  # frees the KV cache of every row
 
 
 def _primed(pieces: Generator[tuple[int, str], None, str]) -> Generator[tuple[int, str], None, str]:
