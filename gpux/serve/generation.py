@@ -156,10 +156,9 @@ class Interleaver:
         runs, else once their burst is over (``GATHER_QUIET``) or has lasted ``GATHER_MOST``."""
         if not self._waiting:
             return []
-        if self._active:
-            quiet = now - self._waiting[-1].arrived >= GATHER_QUIET
-            if not quiet and now - self._waiting[0].arrived < GATHER_MOST:
-                return []
+        first, last = self._waiting[0].arrived, self._waiting[-1].arrived
+        if not burst_over(first, last, now, running=bool(self._active)):
+            return []
         starting: list[Generation] = []
         while self._waiting and len(self._active) + len(starting) < ACTIVE_GENERATIONS:
             starting.append(self._waiting.popleft())
@@ -271,6 +270,16 @@ class Interleaver:
     def _finished(self, generation: Generation, finish: str) -> None:
         if self.metrics is not None:
             self.metrics.generations.labels(self.name, finish).inc()
+
+
+def burst_over(first: float, last: float, now: float, *, running: bool) -> bool:
+    """Whether generations waiting since ``first`` (the latest arrived at ``last``) start at
+    ``now``: at once when nothing is ``running`` (a lone request is never delayed), else when no
+    other came for ``GATHER_QUIET`` seconds or the first has waited ``GATHER_MOST``. Those that
+    arrive meanwhile share their batch; waiting costs little then, as the model is busy."""
+    if not running:
+        return True
+    return now - last >= GATHER_QUIET or now - first >= GATHER_MOST
 
 
 class GenerativeBackend(Backend):
