@@ -181,7 +181,7 @@ class Batch:
         except Exception as exc:
             self._failure = exc
             raise BackendError(f"onnxruntime-genai failed: {exc}") from exc
-        for row in self._open:
+        for row in tuple(self._open):  # a dropped row's stream may close on the collector's thread
             self._waiting[row].append(int(tokens[row]))
         return True
 

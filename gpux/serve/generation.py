@@ -59,7 +59,8 @@ from gpux.serve.metrics import Metrics
 
 ACTIVE_GENERATIONS = 16
 """Generations (batch rows) decoded at once per model: each holds its own KV cache, so memory
-grows with this; the others wait for a free turn (counted against ``max_queue``)."""
+grows with this (a batch keeps its ended rows' cache until its last row ends); the others wait
+for a free turn (counted against ``max_queue``)."""
 GATHER_QUIET = 0.010
 """Seconds without a new arrival after which waiting generations start (as batches)."""
 GATHER_MOST = 0.050
