@@ -10,8 +10,9 @@ served, measured in one run on one machine.
     folder was converted from, when there is one (SmolLM2-135M-Instruct: llama.cpp runs its
     Q4_1 file, GPUX the int4 folder tools/smollm2.py made of it: 4-bit blocks of 32 both);
 * aggregate tokens/s of ``--concurrency`` streamed chats at once through ``gpux serve``, against
-  the same chats in process one after another and interleaved (round-robin over GPUX streams,
-  the policy of gpux/serve/generation.py without HTTP).
+  the same chats in process one after another, interleaved (round-robin over lone GPUX streams,
+  the server's policy before it batched), batched (the rows of one genai batch read in turn,
+  the policy of gpux/serve/generation.py without HTTP), and one bare static genai batch.
 
 Rounds alternate between the rows so that a busy moment on a shared machine hits every row
 alike; each figure is the median over rounds, and the CPU that other processes used meanwhile is
@@ -323,6 +324,28 @@ def interleaved_in_process(model: Any, count: int, tokens: int) -> tuple[int, fl
     return total, time.perf_counter() - started
 
 
+def batched_in_process(model: Any, count: int, tokens: int) -> tuple[int, float]:
+    """The chats as the rows of one batch, each stream read one piece in turn: the server's
+    policy (gpux/serve/generation.py, gpux/runtime/generative_batch.py) without HTTP."""
+    from gpux.runtime.generative_batch import batches, generation_request, start_batch
+
+    started = time.perf_counter()
+    requests = [
+        generation_request(
+            model, model.encode(model.chat_prompt(messages(i))), max_new_tokens=tokens
+        )
+        for i in range(count)
+    ]
+    streams = [stream for group in batches(requests, count) for stream in start_batch(group)]
+    active = list(streams)
+    while active:
+        for stream in list(active):
+            if next(stream, None) is None:
+                active.remove(stream)
+    total = sum(stream.completion.completion_tokens for stream in streams)
+    return total, time.perf_counter() - started
+
+
 def static_batch(
     og: Any, model: Any, tokenizer: Any, prompts: list[str], tokens: int
 ) -> tuple[int, float]:
@@ -479,6 +502,13 @@ def main() -> int:
             meter, lambda: interleaved_in_process(ours, n, chat_tokens)
         )
         concurrent["in process, interleaved"] = {
+            "tokens": total,
+            "seconds": seconds,
+            "others": others,
+        }
+        progress(f"{n} chats: in process, batched")
+        (total, seconds), others = measured(meter, lambda: batched_in_process(ours, n, chat_tokens))
+        concurrent["in process, batched"] = {
             "tokens": total,
             "seconds": seconds,
             "others": others,

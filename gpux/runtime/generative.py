@@ -5,12 +5,8 @@ module adds what GPUX promises around it: settings from the GPUXfile with per-ca
 the folder's chat template, stop strings (genai stops on end-of-sequence tokens only), streaming
 as an iterator of text pieces, token counts and timings, and where the model runs.
 
-Placement: genai creates its ONNX Runtime sessions itself, so GPUX cannot ask them for their
-providers. Two sources are read instead, and ``Placement.details["proof"]`` says which one
-stands behind the answer: ``onnxruntime-log`` (ONNX Runtime's own verbose log of the session
-creation, which lists the nodes placed on each execution provider: read with
-``prove_placement=True``, as the build does) or ``genai-device`` (the device onnxruntime-genai
-reports for the model, ``og.Model.device_type``: where its buffers live, not a per-node proof).
+Where the model runs: gpux/runtime/genai_placement.py. Several generations as the rows of one
+batch: gpux/runtime/generative_batch.py.
 """
 
 from __future__ import annotations
@@ -26,20 +22,13 @@ from typing import TYPE_CHECKING, Any
 from gpux.config.generation import Generation
 from gpux.errors import BackendError, InputError, ModelError
 from gpux.runtime.backend import Placement
+from gpux.runtime.genai_placement import genai_placement
 
 if TYPE_CHECKING:
     from gpux.store import Image
 
 # GPUX backend -> onnxruntime-genai provider name (``og.Config.append_provider``).
 GENAI_PROVIDERS = {"cuda": "cuda", "directml": "dml", "openvino": "OpenVINO", "webgpu": "WebGPU"}
-_BACKEND_OF_DEVICE = {
-    "CPU": "cpu",
-    "CUDA": "cuda",
-    "DML": "directml",
-    "WEBGPU": "webgpu",
-    "OPENVINO": "openvino",
-}
-_PLACED = re.compile(r"placed on \[(\w+)\]\. Number of nodes: (\d+)")
 
 
 def require_genai() -> Any:
@@ -110,6 +99,24 @@ class Stream:
         self, model: GenerativeModel, prompt_ids: Sequence[int], settings: Generation
     ) -> None:
         self._begin(model._pieces(prompt_ids, settings), len(prompt_ids), settings.stop, model)
+
+    @classmethod
+    def over(
+        cls,
+        pieces: Generator[tuple[int, str], None, str],
+        prompt_tokens: int,
+        stops: Sequence[str],
+        owner: object,
+        *,
+        started: float = 0.0,
+    ) -> Stream:
+        """A stream over ``pieces`` made elsewhere (a row of a batch, gpux/runtime/
+        generative_batch.py): ``owner`` is kept alive while the stream is; ``started`` (a
+        ``time.perf_counter()``) is when its prompt began to run, if before the first read."""
+        stream = cls.__new__(cls)
+        stream._begin(pieces, prompt_tokens, stops, owner)
+        stream._started = started
+        return stream
 
     def _begin(
         self,
@@ -270,6 +277,9 @@ class GenerativeModel:
         self.chat_template = chat_template_of(folder)
         self.eos_token_ids = set(int(i) for i in self.tokenizer.eos_token_ids)
         self.context_length = int(self.config["model"].get("context_length") or 0)
+        # genai reads this id at the end of a batch row as padding (runtime/generative_batch.py)
+        pad = self.config["model"].get("pad_token_id")
+        self.pad_token_id: int | None = pad if isinstance(pad, int) else None
 
     def prove_placement(self) -> Placement:
         """Open the model once more with ONNX Runtime's placement log on, read where its nodes
@@ -325,6 +335,10 @@ class GenerativeModel:
         self, prompt_ids: Sequence[int], *, stream: bool = False, **overrides: Any
     ) -> Completion | Stream:
         """``generate`` for a prompt already tokenised (this model's token ids)."""
+        return self._start(self.checked_ids(prompt_ids), stream, overrides)
+
+    def checked_ids(self, prompt_ids: Sequence[int]) -> list[int]:
+        """``prompt_ids`` as ints, once each is known to be in the vocabulary (else InputError)."""
         vocabulary = int(self.config["model"].get("vocab_size") or 0)
         bad = next((i for i in prompt_ids if i < 0 or (vocabulary and i >= vocabulary)), None)
         if bad is not None:
@@ -332,7 +346,7 @@ class GenerativeModel:
                 f"token id {bad} is not in the model's vocabulary (0 to {vocabulary - 1})",
                 "send token ids of this model's own tokenizer, or send the text",
             )
-        return self._start([int(i) for i in prompt_ids], stream, overrides)
+        return [int(i) for i in prompt_ids]
 
     def chat(
         self, messages: Sequence[Mapping[str, str]], *, stream: bool = False, **overrides: Any
@@ -343,6 +357,19 @@ class GenerativeModel:
     def _start(
         self, prompt_ids: list[int], stream: bool, overrides: dict[str, Any]
     ) -> Completion | Stream:
+        result = Stream(self, prompt_ids, self.checked_settings(prompt_ids, overrides))
+        if stream:
+            return result
+        for _ in result:
+            pass
+        assert result.completion is not None
+        return result.completion
+
+    def checked_settings(
+        self, prompt_ids: Sequence[int], overrides: Mapping[str, Any]
+    ) -> Generation:
+        """The defaults with ``overrides``, once they and the prompt are known to be valid
+        (an InputError says what is not)."""
         try:
             settings = self.defaults.merged(**overrides)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
@@ -355,22 +382,38 @@ class GenerativeModel:
                 f"{self.context_length} (its context length), answer included",
                 "shorten the prompt",
             )
-        result = Stream(self, prompt_ids, settings)
-        if stream:
-            return result
-        for _ in result:
-            pass
-        assert result.completion is not None
-        return result.completion
+        return settings
 
     def _pieces(
         self, prompt_ids: Sequence[int], settings: Generation
     ) -> Generator[tuple[int, str], None, str]:
         """(token, text piece) per generated token; returns the finish reason."""
+        generator = self.open_generator(settings, len(prompt_ids) + settings.max_new_tokens)
+        try:
+            generator.append_tokens(list(prompt_ids))
+        except Exception as exc:
+            raise BackendError(f"onnxruntime-genai failed on the prompt: {exc}") from exc
+        decoder = self.tokenizer.create_stream()
+        try:
+            while not generator.is_done():
+                generator.generate_next_token()
+                token = int(generator.get_next_tokens()[0])
+                if token in self.eos_token_ids:
+                    return "stop"
+                yield token, decoder.decode(token)
+            return "length"
+        finally:
+            del generator
+
+    def open_generator(self, settings: Generation, limit: int, batch_size: int = 1) -> Any:
+        """An ``og.Generator`` of ``batch_size`` rows for ``settings``, generating up to ``limit``
+        tokens per row, prompt (padding included) and answer together."""
         og = self._og
         params = og.GeneratorParams(self._model)
-        limit = len(prompt_ids) + settings.max_new_tokens
-        params.set_search_options(**search_options(settings, limit, self.context_length))
+        options = search_options(settings, limit, self.context_length)
+        if batch_size > 1:
+            options["batch_size"] = batch_size
+        params.set_search_options(**options)
         if settings.guidance is not None:
             try:
                 params.set_guidance(settings.guidance.kind, settings.guidance.data)
@@ -390,21 +433,7 @@ class GenerativeModel:
                     "regexes)",
                 ) from exc
             raise BackendError(f"onnxruntime-genai could not start a generation: {exc}") from exc
-        try:
-            generator.append_tokens(list(prompt_ids))
-        except Exception as exc:
-            raise BackendError(f"onnxruntime-genai failed on the prompt: {exc}") from exc
-        decoder = self.tokenizer.create_stream()
-        try:
-            while not generator.is_done():
-                generator.generate_next_token()
-                token = int(generator.get_next_tokens()[0])
-                if token in self.eos_token_ids:
-                    return "stop"
-                yield token, decoder.decode(token)
-            return "length"
-        finally:
-            del generator
+        return generator
 
     def close(self) -> None:
         self._model = None
@@ -540,39 +569,6 @@ def genai_provider_for(backend: str, og: Any) -> str | None:
     raise BackendError(
         f"backend '{backend}' cannot run generative models",
         f"use one of: auto, cpu, {', '.join(GENAI_PROVIDERS)}",
-    )
-
-
-def placements_in_log(log: str) -> dict[str, int]:
-    """``{"CPUExecutionProvider": 137}``: nodes per provider, from ONNX Runtime's verbose log."""
-    found: dict[str, int] = {}
-    for provider, count in _PLACED.findall(log):
-        found[provider] = found.get(provider, 0) + int(count)
-    return found
-
-
-def genai_placement(model: Any, requested: str, provider: str | None, log: str) -> Placement:
-    device = str(model.device_type)  # "CPU", "CUDA", "DML" ...
-    nodes = placements_in_log(log)
-    backend = _BACKEND_OF_DEVICE.get(device.upper(), device.lower())
-    if nodes:
-        details: dict[str, Any] = {"proof": "onnxruntime-log", "nodes": nodes}
-        providers = sorted(nodes, key=lambda name: -nodes[name])
-    else:
-        details = {
-            "proof": "genai-device",
-            "unproven": "which execution provider runs each node (ONNX Runtime's placement "
-            "log was not read for this load)",
-        }
-        providers = ["CPUExecutionProvider"] if backend == "cpu" else []
-    details["engine"] = "onnxruntime-genai"
-    details["genai_provider"] = provider or "the folder's genai_config.json"
-    return Placement(
-        backend=backend,
-        providers=providers,
-        device=f"{device} (onnxruntime-genai)",
-        requested=requested,
-        details=details,
     )
 
 

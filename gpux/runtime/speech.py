@@ -42,11 +42,11 @@ from gpux.config.generation import Generation
 from gpux.config.speech import Speech
 from gpux.errors import BackendError, InputError, ModelError
 from gpux.runtime.backend import Placement
+from gpux.runtime.genai_placement import genai_placement
 from gpux.runtime.generative import (
     Completion,
     Stream,
     folder_providers,
-    genai_placement,
     genai_provider_for,
     load_error,
     open_genai_model,

@@ -1,21 +1,35 @@
-"""Concurrent generations of one served generative model, interleaved on the model's thread.
+"""Concurrent generations of one served generative model, batched and interleaved on the model's
+thread.
 
 Each generative model gets one thread (started with its first request) that owns every
-onnxruntime-genai generator of that model. It takes one step of each active generation in turn
-(one :class:`~gpux.runtime.generative.Stream` piece: usually one token, more while a possible
-stop string is held back), so concurrent requests share the model fairly and a long answer never
-holds a short one back. Up to ``ACTIVE_GENERATIONS`` run interleaved; the rest wait in arrival
-order; beyond the model's ``max_queue`` a request is refused at once (503), as on ``/infer``.
+onnxruntime-genai generator of that model. Text generations that arrive together and share their
+search options start as the rows of one generator (gpux/runtime/generative_batch.py: one
+``og.Generator`` of ``batch_size`` rows, prompts right-padded), so N concurrent chats cost one
+batched step per token instead of N steps of one row. "Together": a generation waits while
+others arrive, until none came for ``GATHER_QUIET`` seconds or it has waited ``GATHER_MOST``;
+when nothing is running it starts at once, so a lone request is never delayed. Generations that
+arrive while a batch runs form the next batch, which runs beside it.
+
+The thread takes one step of each active generation in turn (one
+:class:`~gpux.runtime.generative.Stream` piece: usually one token, more while a possible stop
+string is held back); the first row of a batch that needs a token steps the whole batch, and its
+other rows find theirs waiting, so concurrent requests share the model fairly and a long answer
+never holds a short one back. Up to ``ACTIVE_GENERATIONS`` rows run at once; the rest wait in
+arrival order; beyond the model's ``max_queue`` a request is refused at once (503), as on
+``/infer``. ``gpux_generation_batch_rows`` counts the rows each generator started with.
 
 Why not onnxruntime-genai's continuous batching (``og.Engine``, in 0.18): measured on the tiny
 Llama of tools/make_tiny_llm.py, greedy answers of requests batched with a longer prompt differ
-from the same requests run alone (a static ``batch_size=2`` generator of the same prompts
-matches), so the Engine is not yet something answers can depend on (docs/architecture.md).
+from the same requests run alone, where a static right-padded batch of the same prompts matches
+(gpux/runtime/generative_batch.py says what was checked), so the Engine is not yet something
+answers can depend on (docs/architecture.md). A row cannot leave a static batch: the batch runs
+until its last row has ended.
 
 A generation ends when the model stops, at its token limit, or when its request is cancelled
-(the client disconnected or did not get its first token in time): the thread closes its
-generator at its next turn, which frees the KV cache; ``gpux_generations{finish="cancelled"}``
-counts those, and ``gpux_generated_tokens`` stops growing.
+(the client disconnected or did not get its first token in time): the thread closes its stream
+at its next turn; a lone generation's KV cache is freed then, a batch's when its last row ends.
+``gpux_generations{finish="cancelled"}`` counts those, and ``gpux_generated_tokens`` stops
+growing.
 
 Events reach the request's asyncio queue through ``loop.call_soon_threadsafe``: a text piece
 (``str``), the finished :class:`Completion`, or the exception that ended the generation.
@@ -38,13 +52,19 @@ from gpux.config.schema import Runtime
 from gpux.errors import InputError, UsageError
 from gpux.runtime.backend import Backend, Placement
 from gpux.runtime.generative import Completion, GenerativeModel, Stream
+from gpux.runtime.generative_batch import GenerationRequest, batches, start_batch
 from gpux.runtime.speech import SpeechModel
 from gpux.serve.batching import QueueFull
 from gpux.serve.metrics import Metrics
 
 ACTIVE_GENERATIONS = 16
-"""Generations decoded interleaved at once per model: each holds its own KV cache, so memory
-grows with this; the others wait for a free turn (counted against ``max_queue``)."""
+"""Generations (batch rows) decoded at once per model: each holds its own KV cache, so memory
+grows with this (a batch keeps its ended rows' cache until its last row ends); the others wait
+for a free turn (counted against ``max_queue``)."""
+GATHER_QUIET = 0.010
+"""Seconds without a new arrival after which waiting generations start (as batches)."""
+GATHER_MOST = 0.050
+"""Seconds the oldest waiting generation waits at most for others to batch with."""
 
 
 class Cancelled(Exception):
@@ -56,9 +76,11 @@ Event = str | Completion | BaseException
 
 @dataclass(eq=False)
 class Generation:
-    """One request's generation: how to start it (on the model's thread), where its events go."""
+    """One request's generation: how to start it (on the model's thread), where its events go.
+    ``start`` gives a ``GenerationRequest`` (a text generation, which may join a batch) or a
+    :class:`Stream` (one that runs alone, such as a transcription)."""
 
-    start: Callable[[], Stream]
+    start: Callable[[], Stream | GenerationRequest]
     events: asyncio.Queue[Event]
     loop: asyncio.AbstractEventLoop
     arrived: float = field(default_factory=time.perf_counter)
@@ -87,14 +109,15 @@ class Interleaver:
         self.metrics = metrics
         self._waiting: deque[Generation] = deque()
         self._active: list[Generation] = []
+        self._starting = 0  # taken from _waiting, not yet in _active: they count against the queue
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
-        return len(self._waiting) + len(self._active)
+        return len(self._waiting) + self._starting + len(self._active)
 
-    def submit(self, start: Callable[[], Stream]) -> Generation:
+    def submit(self, start: Callable[[], Stream | GenerationRequest]) -> Generation:
         """Queue a generation (``start`` runs on the model's thread); QueueFull past max_queue."""
         with self._wakeup:
             if self.pending >= self.max_queue:
@@ -114,8 +137,10 @@ class Interleaver:
             with self._wakeup:
                 while not self._waiting and not self._active:
                     self._wakeup.wait()
-                while self._waiting and len(self._active) < ACTIVE_GENERATIONS:
-                    self._active.append(self._waiting.popleft())
+                starting = self._take_ready(time.perf_counter())
+            if starting:
+                self._start(starting)
+            with self._wakeup:
                 turn = list(self._active)
             for generation in turn:
                 if not self._step(generation):
@@ -127,24 +152,79 @@ class Interleaver:
                     self._finished(generation, "cancelled")
                     generation.send(Cancelled())
 
+    def _take_ready(self, now: float) -> list[Generation]:
+        """The waiting generations to start now (holding the lock): all that fit when nothing
+        runs, else once their burst is over (``GATHER_QUIET``) or has lasted ``GATHER_MOST``."""
+        if not self._waiting:
+            return []
+        first, last = self._waiting[0].arrived, self._waiting[-1].arrived
+        if not burst_over(first, last, now, running=bool(self._active)):
+            return []
+        starting: list[Generation] = []
+        while self._waiting and len(self._active) + len(starting) < ACTIVE_GENERATIONS:
+            starting.append(self._waiting.popleft())
+        self._starting = len(starting)
+        return starting
+
+    def _start(self, starting: list[Generation]) -> None:
+        """Start ``starting``: streams of their own as they come, text generations grouped into
+        batches; a failure reaches the generations it concerns (a batch's: each of its rows)."""
+        started: list[Generation] = []
+        requests: list[GenerationRequest] = []
+        asking: dict[int, Generation] = {}
+        for generation in starting:
+            if generation.cancelled:
+                self._finished(generation, "cancelled")
+                generation.send(Cancelled())
+                continue
+            try:
+                made = generation.start()
+            except Exception as exc:  # the request's own mistake (an invalid setting)
+                self._finished(generation, "error")
+                generation.send(exc)
+                continue
+            if isinstance(made, GenerationRequest):
+                requests.append(made)
+                asking[id(made)] = generation
+            else:
+                generation.stream = made
+                started.append(generation)
+        for group in batches(requests, ACTIVE_GENERATIONS):
+            rows = [asking[id(each)] for each in group]
+            try:
+                streams = start_batch(group)
+            except Exception as exc:  # guidance that does not compile, a backend failure
+                for generation in rows:
+                    self._finished(generation, "error")
+                    generation.send(exc)
+                continue
+            if self.metrics is not None:
+                self.metrics.generation_batch_rows.labels(self.name).observe(len(group))
+            for generation, stream in zip(rows, streams, strict=True):
+                generation.stream = stream
+                started.append(generation)
+        for generation in started:
+            if self.metrics is not None and generation.stream is not None:
+                prompt = generation.stream.prompt_tokens
+                self.metrics.tokens_in.labels(self.name).inc(prompt)
+        with self._wakeup:
+            self._active.extend(started)
+            self._starting = 0
+
     def _step(self, generation: Generation) -> bool:
         """One turn of ``generation``; False once it has ended."""
+        stream = generation.stream
+        assert stream is not None
         if generation.cancelled:
-            if generation.stream is not None:
-                generation.stream.close()  # frees the generator and its KV cache
+            stream.close()  # frees the generator and its KV cache (a batch's with its last row)
             self._finished(generation, "cancelled")
             generation.send(Cancelled())
             return False
         try:
-            if generation.stream is None:
-                generation.stream = generation.start()
-                if self.metrics is not None:
-                    prompt = generation.stream.prompt_tokens
-                    self.metrics.tokens_in.labels(self.name).inc(prompt)
-            piece: str | None = next(generation.stream)
+            piece: str | None = next(stream)
         except StopIteration:
             piece = None
-        except Exception as exc:  # the request's own mistake (guidance) or a backend failure
+        except Exception as exc:  # a backend failure
             self._count_tokens(generation)
             self._finished(generation, "error")
             generation.send(exc)
@@ -160,8 +240,7 @@ class Interleaver:
             # and one by one with it.
             time.sleep(0)
             return True
-        assert generation.stream is not None
-        completion = generation.stream.completion
+        completion = stream.completion
         assert completion is not None
         self._finished(generation, completion.finish_reason)
         generation.send(completion)
@@ -192,6 +271,16 @@ class Interleaver:
     def _finished(self, generation: Generation, finish: str) -> None:
         if self.metrics is not None:
             self.metrics.generations.labels(self.name, finish).inc()
+
+
+def burst_over(first: float, last: float, now: float, *, running: bool) -> bool:
+    """Whether generations waiting since ``first`` (the latest arrived at ``last``) start at
+    ``now``: at once when nothing is ``running`` (a lone request is never delayed), else when no
+    other came for ``GATHER_QUIET`` seconds or the first has waited ``GATHER_MOST``. Those that
+    arrive meanwhile share their batch; waiting costs little then, as the model is busy."""
+    if not running:
+        return True
+    return now - last >= GATHER_QUIET or now - first >= GATHER_MOST
 
 
 class GenerativeBackend(Backend):

@@ -115,6 +115,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.generation_batch_rows = Histogram(
+            "gpux_generation_batch_rows",
+            "Rows each onnxruntime-genai generator started with: text generations that arrived "
+            "together with the same search options, decoded as one batch (1: alone).",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.load_seconds = Gauge(
             "gpux_model_load_seconds",
             "Time to load each model.",

@@ -2,9 +2,9 @@
 ``/v1/embeddings`` (and ``/v1/audio/transcriptions``, gpux/serve/openai_audio.py), so the
 ``openai`` SDK, LangChain and other OpenAI clients work unchanged.
 
-Chat and text completions run on generative images (gpux/serve/generation.py interleaves
-concurrent ones on the model's thread); ``stream: true`` answers as server-sent events, one
-``data: {chunk}`` per text piece, then ``data: [DONE]``. The first event is awaited before the
+Chat and text completions run on generative images (gpux/serve/generation.py batches and
+interleaves concurrent ones on the model's thread); ``stream: true`` answers as server-sent
+events, one ``data: {chunk}`` per text piece, then ``data: [DONE]``. The first event is awaited before the
 answer starts, so a request the engine refuses (a guidance it cannot compile) is still a 400
 and a model too busy to start in ``serving.timeout`` seconds a 504. A client that goes away
 cancels its generation. Embeddings run on images whose pipeline has one text input and an
@@ -33,7 +33,8 @@ from starlette.routing import Route
 
 from gpux.errors import GPUXError
 from gpux.pipeline.text import TokenIds
-from gpux.runtime.generative import Completion, Stream
+from gpux.runtime.generative import Completion
+from gpux.runtime.generative_batch import GenerationRequest, generation_request
 from gpux.serve import bodies, json_codec
 from gpux.serve.batching import QueueFull
 from gpux.serve.generation import Cancelled, Generation, Interleaver
@@ -129,7 +130,9 @@ def openai_routes(
             request,
             served,
             interleavers[served.name],
-            lambda: _stream(model.chat(messages, stream=True, **settings)),
+            lambda: generation_request(
+                model, model.encode(model.chat_prompt(messages)), **settings
+            ),
             chat,
             chat=True,
         )
@@ -143,10 +146,9 @@ def openai_routes(
         settings = _settings(completion, served)
         model = served.generative
 
-        def start() -> Stream:
-            if isinstance(prompt, str):
-                return _stream(model.generate(prompt, stream=True, **settings))
-            return _stream(model.generate_ids(prompt, stream=True, **settings))
+        def start() -> GenerationRequest:
+            ids = model.encode(prompt) if isinstance(prompt, str) else prompt
+            return generation_request(model, ids, **settings)
 
         return await _answer(
             request, served, interleavers[served.name], start, completion, chat=False
@@ -197,7 +199,7 @@ def openai_routes(
         request: Request,
         served: ServedModel,
         interleaver: Interleaver,
-        start: Callable[[], Stream],
+        start: Callable[[], GenerationRequest],
         asked: Sampling,
         *,
         chat: bool,
@@ -276,11 +278,6 @@ def _endpoints(served: ServedModel) -> list[str]:
         return ["/v1/audio/transcriptions"]
     found = [f"/v1/models/{served.name}/predict", f"/v2/models/{served.name}/infer"]
     return (["/v1/embeddings"] if embedding_input(served) else []) + found
-
-
-def _stream(result: Any) -> Stream:
-    assert isinstance(result, Stream)
-    return result
 
 
 def _settings(asked: Sampling, served: ServedModel) -> dict[str, Any]:

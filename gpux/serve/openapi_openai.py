@@ -188,8 +188,9 @@ _GENERATION = (
     "`stream_options.include_usage` adds a last chunk with the usage). `max_tokens` above "
     "the server's cap (`gpux serve --max-tokens`, `serving.max_tokens`) is a 400; unset it is "
     "the GPUXfile's `generation.max_new_tokens`. `response_format` `json_schema` or "
-    "`json_object` constrains the output (guidance). Concurrent requests share the model, "
-    "interleaved token by token; a client that disconnects stops its generation. "
+    "`json_object` constrains the output (guidance). Concurrent requests share the model: "
+    "those that arrive together run as one batch, each answer the same as alone, interleaved "
+    "token by token with the others; a client that disconnects stops its generation. "
     "`serving.timeout` bounds the wait for the first token (504)."
 )
 

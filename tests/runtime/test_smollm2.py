@@ -60,3 +60,35 @@ def test_streamed_pieces_are_the_whole_answer(model: GenerativeModel) -> None:
     whole = model.chat(QUESTION, max_new_tokens=24)
     assert isinstance(whole, Completion)
     assert "".join(pieces) == whole.text and len(pieces) > 3
+
+
+def test_batched_chats_equal_the_same_chats_alone(model: GenerativeModel) -> None:
+    """Right padding on the real model's GroupQueryAttention and shared KV buffer (the tiny
+    Llama has neither): prompts of different lengths, a repetition penalty, read in turn."""
+    from gpux.runtime.generative_batch import generation_request, start_batch
+
+    questions = [
+        "What is the capital of France?",
+        "Why is the sky blue? " * 6,
+        "Name three planets.",
+        "Explain photosynthesis to a child in one sentence, please.",
+    ]
+    settings = {"max_new_tokens": 24, "repetition_penalty": 1.1}
+    conversations = [[{"role": "user", "content": q}] for q in questions]
+    alone = [model.chat(c, **settings) for c in conversations]
+    requests = [
+        generation_request(model, model.encode(model.chat_prompt(c)), **settings)
+        for c in conversations
+    ]
+    assert len({len(r.prompt_ids) for r in requests}) == len(requests)
+    streams = start_batch(requests)
+    texts = ["" for _ in streams]
+    live = list(range(len(streams)))
+    while live:
+        for index in list(live):
+            try:
+                texts[index] += next(streams[index])
+            except StopIteration:
+                live.remove(index)
+    assert texts == [a.text for a in alone]  # type: ignore[union-attr]
+    assert [s.completion.token_ids for s in streams] == [a.token_ids for a in alone]  # type: ignore[union-attr]

@@ -1,7 +1,9 @@
 """The interleaver's policy, in-process, on scripted streams (one token per turn) and on the tiny
 Llama: turns go round the active generations in order, a cancelled one is closed at its next
 turn and never decoded again, one generation's failure reaches only its own caller, a full queue
-refuses at once, and interleaved answers equal the same answers run alone."""
+refuses at once, and interleaved answers equal the same answers run alone. Text generations that
+arrive together start as one batch (a lone one at once), each row's answer equal to its lone
+run, and a cancelled row does not stop its batch."""
 
 from __future__ import annotations
 
@@ -13,10 +15,20 @@ from typing import Any
 
 import pytest
 
+from gpux.config.generation import Guidance
 from gpux.errors import InputError
 from gpux.runtime.generative import Completion, GenerativeModel, Stream
+from gpux.runtime.generative_batch import GenerationRequest, generation_request
 from gpux.serve.batching import QueueFull
-from gpux.serve.generation import ACTIVE_GENERATIONS, Cancelled, Generation, Interleaver
+from gpux.serve.generation import (
+    ACTIVE_GENERATIONS,
+    GATHER_MOST,
+    GATHER_QUIET,
+    Cancelled,
+    Generation,
+    Interleaver,
+    burst_over,
+)
 from gpux.serve.metrics import Metrics
 
 
@@ -189,3 +201,110 @@ def test_interleaved_answers_equal_answers_run_alone(tiny_llm: Path) -> None:
         return texts
 
     assert asyncio.run(scenario()) == [a.text for a in alone]  # type: ignore[union-attr]
+
+
+PROMPTS = ["Hello, world!", "The quick brown fox", "Once", "0123456789 abc"]
+
+
+def batch_rows(metrics: Metrics) -> tuple[float, float]:
+    """(batches started, rows they started with) of model ``m``."""
+    count = metrics.registry.get_sample_value("gpux_generation_batch_rows_count", {"model": "m"})
+    total = metrics.registry.get_sample_value("gpux_generation_batch_rows_sum", {"model": "m"})
+    return count or 0.0, total or 0.0
+
+
+def asking(model: GenerativeModel, prompt: str, **settings: Any) -> Callable[[], Any]:
+    def start() -> GenerationRequest:
+        return generation_request(model, model.encode(prompt), **settings)
+
+    return start
+
+
+def test_a_burst_waits_for_the_rest_of_itself_unless_nothing_runs() -> None:
+    assert burst_over(first=10.0, last=10.0, now=10.0, running=False)  # c=1: never delayed
+    assert not burst_over(first=10.0, last=10.0, now=10.0 + GATHER_QUIET / 2, running=True)
+    assert burst_over(first=10.0, last=10.0, now=10.0 + GATHER_QUIET * 1.01, running=True)
+    # Arrivals keep coming: the first waits GATHER_MOST at most.
+    late = 10.0 + GATHER_MOST - GATHER_QUIET / 2
+    assert not burst_over(first=10.0, last=late, now=late + GATHER_QUIET / 4, running=True)
+    assert burst_over(first=10.0, last=late, now=10.0 + GATHER_MOST * 1.01, running=True)
+
+
+def test_generations_that_arrive_together_run_as_one_batch(tiny_llm: Path) -> None:
+    model = GenerativeModel(tiny_llm, "cpu")
+    settings: list[dict[str, Any]] = [
+        {"max_new_tokens": 30},
+        {"max_new_tokens": 4},  # its own token limit, long before the others
+        {"max_new_tokens": 30, "stop": ["e"]},
+        {"max_new_tokens": 30, "guidance": Guidance(regex="(yes|no)")},  # runs alone
+    ]
+    alone = [model.generate(p, **s) for p, s in zip(PROMPTS, settings, strict=True)]
+
+    async def scenario() -> None:
+        metrics = Metrics(["m"])
+        interleaver = Interleaver("m", max_queue=8, metrics=metrics)
+        release = hold(interleaver, [])
+        generations = [
+            interleaver.submit(asking(model, p, **s))
+            for p, s in zip(PROMPTS, settings, strict=True)
+        ]
+        release.set()
+        for generation, lone in zip(generations, alone, strict=True):
+            pieces, last = await drain(generation)
+            assert isinstance(last, Completion) and isinstance(lone, Completion)
+            assert "".join(pieces) == last.text == lone.text
+            assert last.finish_reason == lone.finish_reason
+        assert [lone.finish_reason for lone in alone] == ["length", "length", "stop", "stop"]
+        assert batch_rows(metrics) == (2, 4)  # the three greedy rows, and the guided one
+        assert metrics.generations.labels("m", "stop")._value.get() == 2
+
+    asyncio.run(scenario())
+
+
+def test_arrivals_while_the_model_is_busy_gather_into_one_batch(tiny_llm: Path) -> None:
+    model = GenerativeModel(tiny_llm, "cpu")
+    alone = [model.generate(p, max_new_tokens=20) for p in PROMPTS]
+
+    async def scenario() -> None:
+        log: list[str] = []
+        metrics = Metrics(["m"])
+        interleaver = Interleaver("m", max_queue=8, metrics=metrics)
+        busy = interleaver.submit(start(ScriptedStream("busy", 1_000_000, log)))
+        assert (await busy.events.get()) == "busy1"
+        generations = [interleaver.submit(asking(model, p, max_new_tokens=20)) for p in PROMPTS]
+        texts = []
+        for generation in generations:
+            pieces, last = await drain(generation)
+            assert isinstance(last, Completion)
+            texts.append("".join(pieces))
+        busy.cancel()
+        assert texts == [lone.text for lone in alone]  # type: ignore[union-attr]
+        assert batch_rows(metrics) == (1, len(PROMPTS))
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_row_does_not_stop_its_batch(tiny_llm: Path) -> None:
+    model = GenerativeModel(tiny_llm, "cpu")
+    alone = [model.generate(p, max_new_tokens=40) for p in PROMPTS]
+
+    async def scenario() -> None:
+        metrics = Metrics(["m"])
+        interleaver = Interleaver("m", max_queue=8, metrics=metrics)
+        release = hold(interleaver, [])
+        generations = [interleaver.submit(asking(model, p, max_new_tokens=40)) for p in PROMPTS]
+        release.set()
+        gone = generations[1]
+        await gone.events.get()  # one piece, then its client goes away
+        gone.cancel()
+        _, last = await drain(gone)
+        assert isinstance(last, Cancelled)
+        for index in (0, 2, 3):
+            pieces, finished = await drain(generations[index])
+            assert isinstance(finished, Completion)
+            assert "".join(pieces) == alone[index].text  # type: ignore[union-attr]
+        assert batch_rows(metrics) == (1, len(PROMPTS))
+        assert metrics.generations.labels("m", "cancelled")._value.get() == 1
+        assert metrics.generations.labels("m", "length")._value.get() == 3 + 1  # and hold()
+
+    asyncio.run(scenario())

@@ -277,6 +277,43 @@ def test_a_client_that_disconnects_stops_its_generation(
     assert metric(server, "gpux_inter_token_seconds_count", model="tiny-llm") > 0
 
 
+def test_concurrent_chats_are_batched_and_each_equals_its_lone_answer(
+    client: openai.OpenAI, server: Server, local: GenerativeModel
+) -> None:
+    """Six streamed chats sent at once: the first starts alone at once, those that arrive while
+    it runs gather into a batch (gpux_generation_batch_rows), and every answer is the one the
+    same chat gets alone."""
+    questions = [f"Question {i}: {'why ' * i}is the sky blue?" for i in range(6)]
+    expected = [
+        local.chat([{"role": "user", "content": q}], max_new_tokens=120).text for q in questions
+    ]
+    batches_before = metric(server, "gpux_generation_batch_rows_count", model="tiny-llm")
+    rows_before = metric(server, "gpux_generation_batch_rows_sum", model="tiny-llm")
+    answers: dict[int, str] = {}
+    barrier = threading.Barrier(len(questions))
+
+    def chat(index: int) -> None:
+        barrier.wait()
+        chunks = client.chat.completions.create(
+            model="tiny-llm",
+            messages=[{"role": "user", "content": questions[index]}],
+            max_tokens=120,
+            temperature=0,
+            stream=True,
+        )
+        answers[index] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    threads = [threading.Thread(target=chat, args=(i,)) for i in range(len(questions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [answers[i] for i in range(len(questions))] == expected
+    batches = metric(server, "gpux_generation_batch_rows_count", model="tiny-llm") - batches_before
+    rows = metric(server, "gpux_generation_batch_rows_sum", model="tiny-llm") - rows_before
+    assert rows == len(questions) and batches < rows  # at least one batch had several rows
+
+
 def test_langchain_chat_and_embeddings(client: openai.OpenAI, server: Server) -> None:
     from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
