@@ -319,6 +319,7 @@ class Executor:
     ) -> dict[str, np.ndarray[Any, Any]]:
         import wgpu
 
+        self.gpu.ensure_same_process()
         graph, queue, device = self.graph, self.gpu.queue, self.gpu.device
         values: dict[str, np.ndarray[Any, Any]] = dict(feed)
         for name in self._host_inputs:
