@@ -30,7 +30,7 @@ from gpux.runtime.backend import Backend, Placement
 from gpux.runtime.wgpu import buckets as batching
 from gpux.runtime.wgpu import graph as graphs
 from gpux.runtime.wgpu.device import Gpu, open_device
-from gpux.runtime.wgpu.executor import Executor
+from gpux.runtime.wgpu.executor import Executor, SharedConstants
 from gpux.runtime.wgpu.partition import CPU_PROVIDER, WGPU_PROVIDER, Partition, partition
 
 # Executors kept for input sizes other than the loaded ones.
@@ -105,8 +105,15 @@ def _fusions_left_out(split: Partition) -> bool:
     )
 
 
-def build(model: Any, gpu: Gpu, shapes: Shapes, threads: int | None) -> tuple[Executor, str]:
-    """The executor of ``model`` at ``shapes``, and the optimizer level it was prepared at:
+def build(
+    model: Any,
+    gpu: Gpu,
+    shapes: Shapes,
+    threads: int | None,
+    constants: SharedConstants | None = None,
+) -> tuple[Executor, str]:
+    """The executor of ``model`` at ``shapes`` (its weights in ``constants`` when given, shared
+    with the model's other executors), and the optimizer level it was prepared at:
     EXTENDED, unless a fused com.microsoft op that no kernel takes is left on the CPU and BASIC
     leaves fewer nodes there; ``none`` when ONNX Runtime cannot load the model at all (the engine may run
     ops its CPU provider lacks)."""
@@ -136,7 +143,7 @@ def build(model: Any, gpu: Gpu, shapes: Shapes, threads: int | None) -> tuple[Ex
         assert failure is not None
         raise failure
     graph, split, level = best
-    return Executor(gpu, graph, split, threads), level
+    return Executor(gpu, graph, split, threads, constants), level
 
 
 class WgpuBackend(Backend):
@@ -150,9 +157,11 @@ class WgpuBackend(Backend):
         shapes: Shapes,
         placement: Placement,
         threads: int | None,
+        constants: SharedConstants,
         batch_symbol: str | None = None,
     ) -> None:
         self._gpu = gpu
+        self._constants = constants
         self._model = model
         self._threads = threads
         self._loaded_shapes = shapes
@@ -175,7 +184,12 @@ class WgpuBackend(Backend):
         gpu = shared_device(runtime.device)
         model = graphs.load_model(model_path)
         shapes, open_symbols = _load_shapes(model, dimensions or {})
-        executor, level = build(model, gpu, shapes, runtime.threads)
+        constants = SharedConstants(gpu)
+        try:
+            executor, level = build(model, gpu, shapes, runtime.threads, constants)
+        except BaseException:
+            constants.close()
+            raise
         split = executor.partition
         info = gpu.adapter.info
         details: dict[str, Any] = {
@@ -213,7 +227,7 @@ class WgpuBackend(Backend):
             details=details,
         )
         symbol = batching.batch_symbol(model, dimensions or {})
-        return cls(gpu, model, executor, shapes, placement, runtime.threads, symbol)
+        return cls(gpu, model, executor, shapes, placement, runtime.threads, constants, symbol)
 
     def use_batch_buckets(self, sizes: Sequence[int]) -> None:
         """Run every batch size on executors built for ``sizes`` only (buckets.py), each built
@@ -236,7 +250,7 @@ class WgpuBackend(Backend):
             return self._executor
         executor = self._sized.get(shapes)
         if executor is None:
-            executor, _ = build(self._model, self._gpu, shapes, self._threads)
+            executor, _ = build(self._model, self._gpu, shapes, self._threads, self._constants)
             self._sized[shapes] = executor
             # Every bucket stays: evicting one would rebuild it on its next call.
             kept = MAX_SIZED_EXECUTORS + (len(self._buckets.sizes) if self._buckets else 0)
@@ -300,3 +314,4 @@ class WgpuBackend(Backend):
             for executor in [self._executor, *self._sized.values()]:
                 executor.close()
             self._sized.clear()
+            self._constants.close()

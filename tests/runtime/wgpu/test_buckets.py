@@ -143,3 +143,17 @@ def test_without_one_batch_symbol_sizes_stay_exact(tmp_path: Path) -> None:
         assert _built_batches(backend) == [1, 3]
     finally:
         backend.close()
+
+
+def test_the_buckets_share_one_copy_of_the_weights(tmp_path: Path) -> None:
+    path = _model(tmp_path)
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"))
+    try:
+        executors = [backend.executor_for(_feed(rows)) for rows in (1, 4)]
+        weights = set(executors[0].graph.constants) & set(executors[1].graph.constants)
+        assert weights
+        for name in weights:
+            first, second = (e.buffers[e.memory.location[name]] for e in executors)
+            assert first is second
+    finally:
+        backend.close()
