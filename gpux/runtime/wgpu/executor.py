@@ -116,10 +116,11 @@ class Executor:
         self.memory = memory.plan_memory(steps, sizes, pinned)
         on_device = sorted(set(graph.constants) & self._device_values)
         shared: dict[int, Any] = {}
-        for name in on_device if constants is not None else ():
-            index = self.memory.location[name]
-            data = to_device_bytes(graph.constants[name])
-            shared[index] = constants.buffer(data, self.memory.buffer_sizes[index])
+        if constants is not None:
+            for name in on_device:
+                index = self.memory.location[name]
+                data = to_device_bytes(graph.constants[name])
+                shared[index] = constants.buffer(data, self.memory.buffer_sizes[index])
         self._own_buffers = [i for i in range(len(self.memory.buffer_sizes)) if i not in shared]
         self.buffers = [
             shared[index] if index in shared else gpu.storage_buffer(size, label=f"gpux-{index}")

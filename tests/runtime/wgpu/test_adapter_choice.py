@@ -48,9 +48,7 @@ def test_adapters_are_ranked_best_first() -> None:
     assert adapter_rank("IntegratedGPU", "Metal") < adapter_rank("IntegratedGPU", "OpenGL")
     assert adapter_rank("IntegratedGPU", "OpenGL") < adapter_rank("CPU", "Vulkan")
     ranked = ranked_adapters(wgpu.gpu.enumerate_adapters_sync(), allow_software=True)
-    keys = [
-        adapter_rank(str(a.info["adapter_type"]), str(a.info["backend_type"])) for a in ranked
-    ]
+    keys = [adapter_rank(str(a.info["adapter_type"]), str(a.info["backend_type"])) for a in ranked]
     assert keys == sorted(keys)
 
 

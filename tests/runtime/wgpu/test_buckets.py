@@ -157,3 +157,36 @@ def test_the_buckets_share_one_copy_of_the_weights(tmp_path: Path) -> None:
             assert first is second
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize(
+    ("serving", "buckets"),
+    [
+        ("", [1]),  # nothing declared: max_batch_size 1
+        ("serving:\n  max_batch_size: 6\n", [1, 2, 4, 6]),
+        ("serving:\n  max_batch_size: 8\n  preferred_batch_sizes: [2, 8]\n", [2, 8]),
+    ],
+)
+def test_an_image_gets_its_gpuxfiles_sizes_as_buckets(
+    tmp_path: Path, gpux_home: Path, serving: str, buckets: list[int]
+) -> None:
+    import gpux
+    from gpux.api import load_image
+    from tests import generated_models
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    generated_models.linear(folder / "linear.onnx")
+    (folder / "GPUXfile").write_text(f"name: lin\nmodel: ./linear.onnx\n{serving}")
+    image = gpux.build(str(folder), backend="cpu").image
+    model = load_image(image, "wgpu", warmup=False)
+    cpu = load_image(image, "cpu", warmup=False)
+    try:
+        assert model.placement.details["batch_buckets"] == buckets
+        x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+        np.testing.assert_allclose(
+            model.run({"x": x})["y"], cpu.run({"x": x})["y"], rtol=1e-5, atol=1e-6
+        )
+    finally:
+        model.close()
+        cpu.close()
