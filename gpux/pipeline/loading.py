@@ -29,7 +29,8 @@ def load_image(
     """``trust_code``: run the handler code of an image that was not built on this machine
     (pulled, loaded from an archive); without it such an image is refused before any import.
     ``batch_sizes``: on backends where a new batch size is slow (CUDA), one more session per
-    size with the batch fixed (gpux/runtime/sized_sessions.py); the server's preferred sizes.
+    size with the batch fixed (gpux/runtime/sized_sessions.py); on the wgpu engine, the batch
+    buckets (default: the GPUXfile's serving sizes); the server's preferred sizes.
     ``gpus``: instances on several devices (gpux/runtime/instances.py); default the GPUXfile's
     ``runtime.gpus``, else one instance on ``runtime.device``. ``session``: makes the backend
     in place of loading one here (a server front-end's model that runs in the shared engine,
@@ -84,6 +85,8 @@ def load_image(
         )
         if batch_sizes and loaded.placement.backend in SIZED_SESSION_BACKENDS:
             loaded = _sized(loaded, inputs, batch_sizes, model_path, runtime, cache, config)
+        if loaded.placement.backend == "wgpu":
+            _bucketed(loaded, batch_sizes, gpuxfile)
         return loaded
 
     if gpus is None and runtime.gpus is not None:
@@ -183,6 +186,22 @@ def _sized(
             model_path, runtime, cache_dir=cache, dimensions={**fixed, **batch}
         ),
     )
+
+
+def _bucketed(loaded: Any, sizes: tuple[int, ...], gpuxfile: dict[str, Any]) -> None:
+    """The wgpu engine builds an executor per batch size: give it the few it pads batches up
+    to (gpux/runtime/wgpu/buckets.py). The server's sizes; else the GPUXfile's
+    ``serving.preferred_batch_sizes``, else powers of two up to its ``max_batch_size``."""
+    from gpux.config.schema import Serving
+    from gpux.runtime.sized_sessions import batch_sizes
+    from gpux.runtime.wgpu.backend import WgpuBackend
+
+    if not isinstance(loaded, WgpuBackend):
+        return
+    if not sizes:
+        serving = Serving.model_validate(gpuxfile.get("serving", {}))
+        sizes = batch_sizes(serving.preferred_batch_sizes, serving.max_batch_size)
+    loaded.use_batch_buckets(sizes)
 
 
 def image_handler(image: Image, trust_code: bool = False) -> Handler | None:

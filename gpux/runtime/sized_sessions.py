@@ -10,7 +10,7 @@ sends each call to the session of its size; other sizes go to the general sessio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,20 @@ import numpy as np
 from gpux.runtime.backend import Backend, Placement
 
 Array = np.ndarray[Any, Any]
+
+
+def powers_of_two(limit: int) -> tuple[int, ...]:
+    """1, 2, 4 ... up to ``limit`` (none below 1)."""
+    return tuple(1 << k for k in range(max(limit, 0).bit_length()))
+
+
+def batch_sizes(given: Sequence[int] | None, max_batch_size: int) -> tuple[int, ...]:
+    """The batch sizes a model runs, from the GPUXfile's serving settings: those it lists that
+    fit ``max_batch_size`` (``[]``: none), else powers of two up to ``max_batch_size`` and
+    ``max_batch_size`` itself (24: 1, 2, 4, 8, 16, 24)."""
+    if given is not None:
+        return tuple(sorted({n for n in given if 0 < n <= max_batch_size}))
+    return tuple(sorted({*powers_of_two(max_batch_size), max_batch_size}))
 
 
 class SizedSessions(Backend):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gpux.config.schema import Serving
 from gpux.errors import UsageError
 from gpux.pipeline.runner import Pipeline
+from gpux.runtime.sized_sessions import batch_sizes
 from gpux.serve.app import Limits, ServedModel, inference_threads
 from gpux.store import Store
 
@@ -177,21 +178,18 @@ def _served_generative(
     )
 
 
-# Backends where a batch size the session has not just run costs 0.1-0.85 s (docs/benchmarks.md).
-SHAPE_SENSITIVE = frozenset({"cuda", "tensorrt"})
+# Backends where a batch size the session has not just run costs 0.1-0.85 s (docs/benchmarks.md),
+# and the wgpu engine, which builds an executor per batch size (its buckets are these sizes:
+# padded to by the server, they are all built by the warm-up before the model is ready).
+SHAPE_SENSITIVE = frozenset({"cuda", "tensorrt", "wgpu"})
 
 
 def preferred_sizes(given: list[int] | None, max_batch_size: int, backend: str) -> tuple[int, ...]:
     """The batch sizes a model runs: as given, else powers of two up to ``max_batch_size`` (and
     it) on backends where new sizes are slow, else none (padding would only cost)."""
-    if max_batch_size <= 1:
+    if max_batch_size <= 1 or (given is None and backend not in SHAPE_SENSITIVE):
         return ()
-    if given is not None:
-        return tuple(sorted({n for n in given if n <= max_batch_size}))
-    if backend not in SHAPE_SENSITIVE:
-        return ()
-    sizes = {1 << k for k in range(max_batch_size.bit_length()) if 1 << k <= max_batch_size}
-    return tuple(sorted(sizes | {max_batch_size}))
+    return batch_sizes(given, max_batch_size)
 
 
 def _padding_sizes(model: Any, given: list[int] | None, max_batch_size: int) -> tuple[int, ...]:

@@ -110,6 +110,7 @@ def test_batches_form_while_the_model_is_busy() -> None:
     ("given", "backend", "expected"),
     [
         (None, "cuda", (1, 2, 4, 8, 16, 24)),
+        (None, "wgpu", (1, 2, 4, 8, 16, 24)),  # its batch buckets: padded to, warmed
         (None, "cpu", ()),
         ([1, 8, 64], "cpu", (1, 8)),
         ([], "cuda", ()),

@@ -1,11 +1,15 @@
 """The ``wgpu`` backend: GPUX's own WebGPU engine behind the Backend contract.
 
-``load`` opens the adapter, prepares the graph at the GPUXfile's fixed sizes (symbols it leaves
-open count as 1 until a call brings other sizes), partitions it and builds the executor. A call
-with other input sizes gets an executor of its own, built on first use and kept (a few, least
-recently used first out). Software adapters (lavapipe) are refused unless
-``GPUX_WGPU_ALLOW_SOFTWARE=1`` (tests): ONNX Runtime's CPU provider is faster there. All models
-share one device per process.
+``load`` opens the adapter (``runtime.device``: its index among wgpu's adapters, best first),
+prepares the graph at the GPUXfile's fixed sizes (symbols it leaves open count as 1 until a call
+brings other sizes), partitions it and builds the executor. A call with other input sizes gets
+an executor of its own, built on first use and kept (a few, least recently used first out).
+With :meth:`WgpuBackend.use_batch_buckets` (the loader calls it), a symbolic batch is padded up
+to a few bucket sizes instead (buckets.py), so batch sizes do not each build an executor.
+
+Software adapters (lavapipe) are refused unless ``GPUX_WGPU_ALLOW_SOFTWARE=1`` (tests): ONNX
+Runtime's CPU provider is faster there. All models on one adapter share its device, per process;
+a process forked after that cannot use it (``Gpu.ensure_same_process``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +27,10 @@ from gpux import env
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError, GPUXError
 from gpux.runtime.backend import Backend, Placement
+from gpux.runtime.wgpu import buckets as batching
 from gpux.runtime.wgpu import graph as graphs
 from gpux.runtime.wgpu.device import Gpu, open_device
-from gpux.runtime.wgpu.executor import Executor
+from gpux.runtime.wgpu.executor import Executor, SharedConstants
 from gpux.runtime.wgpu.partition import CPU_PROVIDER, WGPU_PROVIDER, Partition, partition
 
 # Executors kept for input sizes other than the loaded ones.
@@ -34,25 +39,28 @@ MAX_SIZED_EXECUTORS = 4
 Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
 
-_devices: dict[bool, Gpu] = {}
+_devices: dict[tuple[bool, int], Gpu] = {}
 _devices_lock = threading.Lock()
 
 
-def shared_device() -> Gpu:
-    """The process's wgpu device, opened once (as ONNX Runtime shares one environment): every
-    model loaded on this engine shares it, so a second load pays no adapter enumeration."""
+def shared_device(index: int = 0) -> Gpu:
+    """The process's device on adapter ``index`` (``runtime.device``), opened once (as ONNX
+    Runtime shares one environment): every model loaded on it shares it, so a second load pays
+    no adapter enumeration."""
     allow_software = env.wgpu_allow_software()
     with _devices_lock:
-        gpu = _devices.get(allow_software)
-        if gpu is None:
+        gpu = _devices.get((allow_software, index))
+        if gpu is not None:
+            gpu.ensure_same_process()
+        else:
             try:
-                gpu = open_device(allow_software=allow_software)
+                gpu = open_device(allow_software=allow_software, index=index)
             except BackendError as exc:
                 hint = exc.hint or ""
                 if not allow_software:
                     hint += "; GPUX_WGPU_ALLOW_SOFTWARE=1 allows a software adapter (tests)"
                 raise BackendError(f"backend 'wgpu' cannot start: {exc.message}", hint) from exc
-            _devices[allow_software] = gpu
+            _devices[(allow_software, index)] = gpu
         return gpu
 
 
@@ -97,8 +105,15 @@ def _fusions_left_out(split: Partition) -> bool:
     )
 
 
-def build(model: Any, gpu: Gpu, shapes: Shapes, threads: int | None) -> tuple[Executor, str]:
-    """The executor of ``model`` at ``shapes``, and the optimizer level it was prepared at:
+def build(
+    model: Any,
+    gpu: Gpu,
+    shapes: Shapes,
+    threads: int | None,
+    constants: SharedConstants | None = None,
+) -> tuple[Executor, str]:
+    """The executor of ``model`` at ``shapes`` (its weights in ``constants`` when given, shared
+    with the model's other executors), and the optimizer level it was prepared at:
     EXTENDED, unless a fused com.microsoft op that no kernel takes is left on the CPU and BASIC
     leaves fewer nodes there; ``none`` when ONNX Runtime cannot load the model at all (the engine may run
     ops its CPU provider lacks)."""
@@ -128,7 +143,7 @@ def build(model: Any, gpu: Gpu, shapes: Shapes, threads: int | None) -> tuple[Ex
         assert failure is not None
         raise failure
     graph, split, level = best
-    return Executor(gpu, graph, split, threads), level
+    return Executor(gpu, graph, split, threads, constants), level
 
 
 class WgpuBackend(Backend):
@@ -142,14 +157,19 @@ class WgpuBackend(Backend):
         shapes: Shapes,
         placement: Placement,
         threads: int | None,
+        constants: SharedConstants,
+        batch_symbol: str | None = None,
     ) -> None:
         self._gpu = gpu
+        self._constants = constants
         self._model = model
         self._threads = threads
         self._loaded_shapes = shapes
         self._executor = executor
         self._sized: collections.OrderedDict[Shapes, Executor] = collections.OrderedDict()
         self._placement = placement
+        self._batch_symbol = batch_symbol
+        self._buckets: batching.Buckets | None = None
         self._lock = threading.Lock()  # one call at a time: the buffers are shared
 
     @classmethod
@@ -161,10 +181,15 @@ class WgpuBackend(Backend):
         dimensions: Mapping[str, int] | None = None,
     ) -> WgpuBackend:
         started = time.perf_counter()
-        gpu = shared_device()
+        gpu = shared_device(runtime.device)
         model = graphs.load_model(model_path)
         shapes, open_symbols = _load_shapes(model, dimensions or {})
-        executor, level = build(model, gpu, shapes, runtime.threads)
+        constants = SharedConstants(gpu)
+        try:
+            executor, level = build(model, gpu, shapes, runtime.threads, constants)
+        except BaseException:
+            constants.close()
+            raise
         split = executor.partition
         info = gpu.adapter.info
         details: dict[str, Any] = {
@@ -201,7 +226,23 @@ class WgpuBackend(Backend):
             requested=str(runtime.backend.value),
             details=details,
         )
-        return cls(gpu, model, executor, shapes, placement, runtime.threads)
+        symbol = batching.batch_symbol(model, dimensions or {})
+        return cls(gpu, model, executor, shapes, placement, runtime.threads, constants, symbol)
+
+    def use_batch_buckets(self, sizes: Sequence[int]) -> None:
+        """Run every batch size on executors built for ``sizes`` only (buckets.py), each built
+        on first use. A model without one batch symbol on every input's and output's axis 0
+        keeps exact-size executors; so does an empty ``sizes``. Recorded in the placement
+        (``batch_buckets``)."""
+        buckets = batching.Buckets.of(sizes)
+        details = self._placement.details
+        with self._lock:
+            if self._batch_symbol is None or buckets is None:
+                self._buckets = None
+                details.pop("batch_buckets", None)
+                return
+            self._buckets = buckets
+            details["batch_buckets"] = list(buckets.sizes)
 
     def _executor_for(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> Executor:
         shapes = tuple((name, tuple(feed[name].shape)) for name, _ in self._loaded_shapes)
@@ -209,18 +250,36 @@ class WgpuBackend(Backend):
             return self._executor
         executor = self._sized.get(shapes)
         if executor is None:
-            executor, _ = build(self._model, self._gpu, shapes, self._threads)
+            executor, _ = build(self._model, self._gpu, shapes, self._threads, self._constants)
             self._sized[shapes] = executor
-            if len(self._sized) > MAX_SIZED_EXECUTORS:
+            # Every bucket stays: evicting one would rebuild it on its next call.
+            kept = MAX_SIZED_EXECUTORS + (len(self._buckets.sizes) if self._buckets else 0)
+            if len(self._sized) > kept:
                 _, oldest = self._sized.popitem(last=False)
                 oldest.close()
         self._sized.move_to_end(shapes)
         return executor
 
+    def _run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        names = [name for name, _ in self._loaded_shapes]
+        rows = batching.rows_of(feed, names) if self._buckets is not None else None
+        loaded = all(feed[name].shape == shape for name, shape in self._loaded_shapes)
+        if self._buckets is None or rows is None or loaded:
+            return self._executor_for(feed).run(feed)
+        parts = []
+        for start, stop in self._buckets.chunks(rows):
+            count = stop - start
+            chunk = {name: feed[name][start:stop] for name in names}
+            padded = batching.pad(chunk, count, self._buckets.bucket(count))
+            parts.append((self._executor_for(padded).run(padded), count))
+        return batching.join(parts)
+
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        # Before the lock: a forked child may have inherited it held.
+        self._gpu.ensure_same_process()
         with self._lock:
             try:
-                return self._executor_for(feed).run(feed)
+                return self._run(feed)
             except GPUXError:
                 raise
             except Exception as exc:  # wgpu raises its own error types (validation, device lost)
@@ -240,12 +299,19 @@ class WgpuBackend(Backend):
         return self._executor
 
     def executor_for(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> Executor:
-        """The executor that runs ``feed``'s sizes (built now if none has yet)."""
+        """The executor that runs ``feed``'s sizes as they are (built now if none has yet)."""
         with self._lock:
             return self._executor_for(feed)
+
+    @property
+    def built_shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """The input sizes of every executor built so far (the loaded one first)."""
+        with self._lock:
+            return [dict(shapes) for shapes in (self._loaded_shapes, *self._sized)]
 
     def close(self) -> None:
         with self._lock:
             for executor in [self._executor, *self._sized.values()]:
                 executor.close()
             self._sized.clear()
+            self._constants.close()

@@ -15,6 +15,7 @@ are parameters its kernel read at load, and need no upload).
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,9 @@ class Gpu:
     limits: dict[str, int]
     adapter_summary: str
     is_software: bool
+    # wgpu-native's threads and handles do not survive fork(): a forked child that uses them
+    # hangs or crashes, so use checks that it is still the process that opened the device.
+    opened_in: int = field(default_factory=os.getpid)
     _modules: dict[str, Any] = field(default_factory=dict)
     _pipelines: dict[tuple[str, str, tuple[str, ...]], Any] = field(default_factory=dict)
     _layouts: dict[tuple[str, str, tuple[str, ...]], Any] = field(default_factory=dict)
@@ -109,6 +113,16 @@ class Gpu:
     @property
     def queue(self) -> Any:
         return self.device.queue
+
+    def ensure_same_process(self) -> None:
+        """Raise :class:`BackendError` in a process forked after this device was opened."""
+        if os.getpid() != self.opened_in:
+            raise BackendError(
+                f"the wgpu engine was started in process {self.opened_in} and this process "
+                f"({os.getpid()}) was forked from it: wgpu cannot run in a forked process",
+                "start worker processes with the 'spawn' method "
+                "(multiprocessing.get_context('spawn')), as gpux serve --workers does",
+            )
 
     def shader_module(self, source: str) -> Any:
         """The compiled module of ``source``, compiled on first use."""
@@ -219,12 +233,15 @@ class Gpu:
         return from_device_bytes(self.queue.read_buffer(buffer, 0, device_bytes(info)), info)
 
 
-def _adapter_rank(adapter: Any) -> tuple[int, int]:
+def adapter_rank(adapter_type: str, backend: str) -> tuple[int, int]:
+    """The sort key of an adapter (lower is better): its type, then its graphics API. The one
+    policy for ``open_device`` and ``gpux doctor`` (report.py)."""
+    return (TYPE_RANK.get(adapter_type, 3), BACKEND_RANK.get(backend, 1))
+
+
+def _rank(adapter: Any) -> tuple[int, int]:
     info = adapter.info
-    return (
-        TYPE_RANK.get(str(info.get("adapter_type", "")), 3),
-        BACKEND_RANK.get(str(info.get("backend_type", "")), 1),
-    )
+    return adapter_rank(str(info.get("adapter_type", "")), str(info.get("backend_type", "")))
 
 
 def _summary(adapter: Any) -> str:
@@ -232,11 +249,31 @@ def _summary(adapter: Any) -> str:
     return f"{info.get('device', '?')} ({info.get('backend_type', '?')}, {info.get('adapter_type', '?')})"
 
 
-def open_device(allow_software: bool = False, name_contains: str | None = None) -> Gpu:
-    """Open the best adapter wgpu offers: a discrete GPU before an integrated one, Vulkan,
-    Metal or D3D12 before OpenGL. Software adapters (lavapipe) count only when
-    ``allow_software`` is set (tests); ``name_contains`` keeps adapters whose device name
-    contains it. Raises :class:`BackendError` when wgpu is missing or no adapter fits."""
+def ranked_adapters(
+    adapters: Sequence[Any], allow_software: bool = False, name_contains: str | None = None
+) -> list[Any]:
+    """The adapters the engine may open, best first (``adapter_rank``; ties keep wgpu's
+    order): the numbering ``runtime.device`` counts in."""
+    usable = [
+        adapter
+        for adapter in adapters
+        if (allow_software or adapter.info.get("adapter_type") != "CPU")
+        and (
+            name_contains is None
+            or name_contains.lower() in str(adapter.info.get("device", "")).lower()
+        )
+    ]
+    return sorted(usable, key=_rank)  # stable: equal ranks stay in enumeration order
+
+
+def open_device(
+    allow_software: bool = False, name_contains: str | None = None, index: int = 0
+) -> Gpu:
+    """Open adapter ``index`` of :func:`ranked_adapters`; 0, the default, is the best one: a
+    discrete GPU before an integrated one, Vulkan, Metal or D3D12 before OpenGL. Software
+    adapters (lavapipe) count only when ``allow_software`` is set (tests); ``name_contains``
+    keeps adapters whose device name contains it. Raises :class:`BackendError` when wgpu is
+    missing, no adapter fits, or ``index`` is past the last one (naming those there are)."""
     try:
         import wgpu
     except ImportError as exc:
@@ -248,22 +285,20 @@ def open_device(allow_software: bool = False, name_contains: str | None = None) 
     except Exception as exc:  # no wgpu-native for this platform, no Vulkan loader ...
         raise BackendError(f"wgpu could not enumerate adapters: {exc}") from exc
     seen = [_summary(adapter) for adapter in adapters]
-    usable = [
-        adapter
-        for adapter in adapters
-        if (allow_software or adapter.info.get("adapter_type") != "CPU")
-        and (
-            name_contains is None
-            or name_contains.lower() in str(adapter.info.get("device", "")).lower()
-        )
-    ]
+    usable = ranked_adapters(adapters, allow_software, name_contains)
     if not usable:
         raise BackendError(
             "no usable wgpu adapter" + (f" (wgpu sees: {', '.join(seen)})" if seen else ""),
             "the wgpu engine needs a GPU with Vulkan, Metal or D3D12; "
             "software adapters are used only by tests",
         )
-    adapter = min(usable, key=_adapter_rank)
+    if not 0 <= index < len(usable):
+        listed = "; ".join(f"{i}: {_summary(adapter)}" for i, adapter in enumerate(usable))
+        raise BackendError(
+            f"runtime.device {index}: wgpu has no adapter {index} (it has {listed})",
+            f"set runtime.device to 0..{len(usable) - 1} (0 is the best)",
+        )
+    adapter = usable[index]
     features = [name for name in OPTIONAL_FEATURES if name in adapter.features]
     limits = {name: int(adapter.limits[name]) for name in RAISED_LIMITS if name in adapter.limits}
     try:
@@ -349,6 +384,7 @@ def encode_lowering(
     its output buffers without waiting: later submits see its results (the queue is ordered),
     and nothing moves to the host unless read. An aliasing lowering returns the input's
     buffer."""
+    gpu.ensure_same_process()
     if lowering.alias_input is not None:
         source = input_buffers[lowering.alias_input]
         if source is None:

@@ -12,6 +12,7 @@ from gpux.runtime import discovery
 # Metal, D3D12) before OpenGL; software adapters last, and only where allowed.
 from gpux.runtime.wgpu.device import BACKEND_RANK as BACKEND_RANK
 from gpux.runtime.wgpu.device import TYPE_RANK as TYPE_RANK
+from gpux.runtime.wgpu.device import adapter_rank
 
 
 def adapter_choice(
@@ -20,10 +21,7 @@ def adapter_choice(
     usable = [a for a in adapters if allow_software or not a.is_software]
     if not usable:
         return None
-    return min(
-        usable,
-        key=lambda a: (TYPE_RANK.get(a.adapter_type, 3), BACKEND_RANK.get(a.backend, 1)),
-    )
+    return min(usable, key=lambda a: adapter_rank(a.adapter_type, a.backend))
 
 
 def engine_report(adapters: Sequence[discovery.Adapter]) -> dict[str, Any]:
