@@ -244,10 +244,12 @@ class OnnxRuntimeBackend(Backend):
 
         backend, provider = candidate.backend, candidate.provider
         rewrites: dict[str, int] = {}
+        source: str | bytes = os.fspath(model_path)  # what ONNX Runtime reads the model from
         if backend == "webgpu":
             from gpux.runtime.webgpu_rewrites import webgpu_model
 
-            model_path, rewrites = webgpu_model(model_path, cache_dir)
+            rewritten, rewrites = webgpu_model(model_path, cache_dir)
+            source = rewritten if isinstance(rewritten, bytes) else os.fspath(rewritten)
 
         def make_options() -> Any:
             made = session_options(runtime, backend)
@@ -270,11 +272,11 @@ class OnnxRuntimeBackend(Backend):
                         "set runtime.device to an existing index",
                     )
                 options.add_provider_for_devices([d.handle for d in devices], settings)
-                session = ort.InferenceSession(os.fspath(model_path), sess_options=options)
+                session = ort.InferenceSession(source, sess_options=options)
             else:
                 chain: list[Any] = [(provider, settings)] if backend != "cpu" else []
                 session = ort.InferenceSession(
-                    os.fspath(model_path),
+                    source,
                     sess_options=options,
                     providers=[*chain, "CPUExecutionProvider"],
                 )
@@ -310,7 +312,7 @@ class OnnxRuntimeBackend(Backend):
         if backend == "webgpu" and runtime.webgpu.graph_capture and candidate.devices:
             session, graph_runner, details["graph_capture"] = _with_webgpu_graph(
                 session,
-                model_path,
+                source,
                 options_factory=make_options,
                 devices=[d.handle for d in candidate.devices[runtime.device : runtime.device + 1]],
                 settings=settings,
@@ -464,7 +466,7 @@ def _with_cuda_graph(
 
 def _with_webgpu_graph(
     session: Any,
-    model_path: Path,
+    model_source: str | bytes,
     options_factory: Any,
     devices: list[Any],
     settings: dict[str, str],
@@ -485,7 +487,7 @@ def _with_webgpu_graph(
     try:
         options = options_factory()
         options.add_provider_for_devices(devices, {**settings, "enableGraphCapture": "1"})
-        graph_session = ort.InferenceSession(str(model_path), sess_options=options)
+        graph_session = ort.InferenceSession(model_source, sess_options=options)
         runner = _GraphRunner(graph_session, 0, kind="webgpu")
         for feed in (*feeds, *feeds):  # capture, then replays with other data in the same buffers
             got, want = runner.run(names, feed), session.run(names, feed)

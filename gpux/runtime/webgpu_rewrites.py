@@ -61,13 +61,15 @@ def _key(model_path: Path) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def webgpu_model(model_path: Path, cache_dir: Path | None) -> tuple[Path, dict[str, int]]:
-    """The model file to give the WebGPU EP, and the rewrites it has (``{}``: the original).
+def webgpu_model(model_path: Path, cache_dir: Path | None) -> tuple[Path | bytes, dict[str, int]]:
+    """The model to give the WebGPU EP (a file, or the rewritten model's bytes), and the rewrites
+    it has (``{}``: the original).
 
-    Without a ``cache_dir`` the model is left as it is (nothing may be written elsewhere).
+    Without a ``cache_dir`` (a bare .onnx file: nothing may be written beside it) the rewrite is
+    made in memory each load, for a model whose weights are inside its file.
     """
     if cache_dir is None:
-        return model_path, {}
+        return _rewritten_in_memory(model_path)
     folder = cache_dir / "webgpu" / _key(model_path)
     verdict = folder / "rewrites.json"
     if verdict.exists():
@@ -105,6 +107,21 @@ def webgpu_model(model_path: Path, cache_dir: Path | None) -> tuple[Path, dict[s
         staging.rmdir()
     _write_atomically(verdict, json.dumps(rewrites).encode())
     return (folder / "model.onnx", rewrites) if rewrites else (model_path, {})
+
+
+def _rewritten_in_memory(model_path: Path) -> tuple[Path | bytes, dict[str, int]]:
+    import onnx
+
+    model = onnx.load(os.fspath(model_path), load_external_data=False)
+    if not any(n.op_type == "IsNaN" for n in _all_nodes(model.graph)):
+        return model_path, {}
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return model_path, {}  # its weights live beside it: the file is what the EP must read
+    counter = [0]
+    _rewrite_isnan(model.graph, counter)
+    if not counter[0]:
+        return model_path, {}
+    return model.SerializeToString(), {"IsNaN -> Not(Equal(x, x))": counter[0]}
 
 
 def _all_nodes(graph: Any) -> list[Any]:

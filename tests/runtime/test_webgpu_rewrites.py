@@ -52,6 +52,7 @@ def test_isnan_becomes_not_equal_with_the_same_answers(tmp_path: Path, external:
     source = masked_softmax_model(tmp_path / "m.onnx", external)
     rewritten, rewrites = webgpu_model(source, tmp_path / "cache")
     assert rewrites == {"IsNaN -> Not(Equal(x, x))": 2}
+    assert isinstance(rewritten, Path)
     assert rewritten != source and rewritten.is_relative_to(tmp_path / "cache")
     ops = [n.op_type for n in onnx.load(str(rewritten)).graph.node]
     assert "IsNaN" not in ops and ops.count("Equal") == 2 and ops.count("Not") == 2
@@ -64,8 +65,10 @@ def test_isnan_becomes_not_equal_with_the_same_answers(tmp_path: Path, external:
 def test_the_rewrite_is_made_once_and_models_without_isnan_stay(tmp_path: Path) -> None:
     source = masked_softmax_model(tmp_path / "m.onnx")
     first, _ = webgpu_model(source, tmp_path / "cache")
+    assert isinstance(first, Path)
     made = first.stat().st_mtime_ns
     again, rewrites = webgpu_model(source, tmp_path / "cache")
+    assert isinstance(again, Path)
     assert again == first and again.stat().st_mtime_ns == made and rewrites
     plain = tmp_path / "plain.onnx"
     graph = helper.make_graph(
@@ -80,8 +83,19 @@ def test_the_rewrite_is_made_once_and_models_without_isnan_stay(tmp_path: Path) 
     assert not list((tmp_path / "cache").rglob(".partial-*"))
 
 
-def test_without_a_cache_folder_nothing_is_written(tmp_path: Path) -> None:
+def test_without_a_cache_folder_the_rewrite_is_made_in_memory_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
     source = masked_softmax_model(tmp_path / "m.onnx")
     before = sorted(tmp_path.rglob("*"))
-    assert webgpu_model(source, None) == (source, {})
+    rewritten, rewrites = webgpu_model(source, None)
+    assert isinstance(rewritten, bytes) and rewrites == {"IsNaN -> Not(Equal(x, x))": 2}
     assert sorted(tmp_path.rglob("*")) == before
+    x = np.array([[np.nan, 1, 2, 3], [np.inf, -np.inf, 0, -5]], dtype=np.float32)
+    session = ort.InferenceSession(rewritten, providers=["CPUExecutionProvider"])
+    for want, got in zip(run(source, x), session.run(None, {"x": x}), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # Weights beside the file: the EP must read the file itself, left as it is.
+    (tmp_path / "beside").mkdir()
+    beside = masked_softmax_model(tmp_path / "beside" / "m.onnx", external=True)
+    assert webgpu_model(beside, None) == (beside, {})
