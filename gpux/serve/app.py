@@ -172,8 +172,8 @@ def _count_instances(served: ServedModel, metrics: Metrics) -> None:
 def inference_threads(backend: str) -> int:
     """Threads that run one model's calls. On the CPU one: ONNX Runtime already spreads each
     call over every core, and two calls would fight for them. On a GPU two, so one call's
-    host-device copies overlap the other's kernels."""
-    return 1 if backend == "cpu" else 2
+    host-device copies overlap the other's kernels. ``GPUX_INFERENCE_THREADS`` sets it."""
+    return env.inference_threads() or (1 if backend == "cpu" else 2)
 
 
 # Needs no token: liveness, readiness (also per model), metrics and the web pages.

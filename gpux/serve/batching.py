@@ -103,6 +103,30 @@ class Batcher(Generic[Payload]):
                 self._pending.remove(job)  # not started: nobody will run it
             raise
 
+    def enqueue(self, payload: Payload, timeout: float) -> asyncio.Future[Any]:
+        """``submit`` without a coroutine per request, for callers that take many requests at
+        once on the loop's thread (the shared engine, gpux/serve/engine.py): the result's
+        future, which fails with ``TimeoutError`` if the request has not started in time."""
+        if len(self._pending) >= self.max_queue:
+            raise QueueFull
+        loop = asyncio.get_running_loop()
+        job = _Job(
+            payload, self.strategy.size(payload), self.strategy.key(payload), loop.create_future()
+        )
+        self._pending.append(job)
+        self._wakeup.set()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work())
+
+        def expire() -> None:
+            if job in self._pending:  # not started: nobody will run it
+                self._pending.remove(job)
+                _settle(job.future, exception=TimeoutError())
+
+        expiry = loop.call_later(timeout, expire)
+        job.future.add_done_callback(lambda _: expiry.cancel())
+        return job.future
+
     async def _work(self) -> None:
         while True:
             if not self._pending:

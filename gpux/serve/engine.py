@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -28,7 +29,7 @@ from multiprocessing.connection import Connection, Listener
 from typing import TYPE_CHECKING, Any
 
 from gpux.errors import GPUXError
-from gpux.serve.engine_wire import receive_message, send_message
+from gpux.serve.engine_wire import Channel
 
 if TYPE_CHECKING:
     from gpux.runtime.model import Model
@@ -80,6 +81,9 @@ class Engine:
                 )
         # Batch sizes and padding are the engine's: it forms the batches the models run.
         self.metrics = Metrics(m.name for m in served)
+        self._inbox: list[tuple[Channel, threading.Lock, Any, dict[str, Any]]] = []
+        self._inbox_lock = threading.Lock()
+        self._drain_scheduled = False
 
     def placements(self) -> dict[str, dict[str, Any]]:
         return {key: m.model.placement.to_json() for key, m in self.by_key.items()}
@@ -91,13 +95,6 @@ class Engine:
         failed = [f"{m.name}: {m.warm_error}" for m in self.by_key.values() if m.warm_error]
         if failed:
             raise GPUXError("; ".join(failed), "see the server's log")
-
-    async def call(self, key: str, feed: dict[str, Any], timeout: float) -> dict[str, Any]:
-        served = self.by_key.get(key)
-        if served is None:
-            raise GPUXError(f"the engine has no model '{key}'", "restart the server")
-        result: dict[str, Any] = await served.batcher("tensors", self.metrics).submit(feed, timeout)
-        return result
 
     async def serve(self, listener: Listener) -> None:
         loop = asyncio.get_running_loop()
@@ -112,38 +109,75 @@ class Engine:
                     logger.warning("engine: refused a connection (%s)", exc)
                     continue
                 threading.Thread(
-                    target=self._read, args=(conn, loop), name="gpux-engine-read", daemon=True
+                    target=self._read,
+                    args=(Channel.of(conn), loop),
+                    name="gpux-engine-read",
+                    daemon=True,
                 ).start()
 
         threading.Thread(target=accept, name="gpux-engine-accept", daemon=True).start()
         await asyncio.Event().wait()  # until the process ends
 
-    def _read(self, conn: Connection, loop: asyncio.AbstractEventLoop) -> None:
-        """One front-end's calls, read on this thread and run on the engine's loop."""
+    def _read(self, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+        """One front-end's calls, read on this thread and handed to the engine's loop."""
         lock = threading.Lock()
         while True:
             try:
-                head, feed = receive_message(conn)
-            except (EOFError, OSError):
-                return  # the front-end went away
+                head, feed = channel.receive()
+            except (EOFError, OSError, ValueError):
+                channel.close()
+                return  # the front-end went away (or was not one)
             if head == "hello":
                 with lock:
-                    send_message(conn, ("hello", self.placements()), {})
+                    channel.send(("hello", self.placements()), {})
                 continue
-            asyncio.run_coroutine_threadsafe(self._answer(conn, lock, head, feed), loop)
+            # One wake-up of the loop for whatever arrived meanwhile, not one per call: at a few
+            # thousand calls a second, a coroutine and a wake-up per call were most of the
+            # engine loop's time.
+            with self._inbox_lock:
+                self._inbox.append((channel, lock, head, feed))
+                if self._drain_scheduled:
+                    continue
+                self._drain_scheduled = True
+            loop.call_soon_threadsafe(self._drain)
 
-    async def _answer(
-        self, conn: Connection, lock: threading.Lock, head: Any, feed: dict[str, Any]
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            calls, self._inbox = self._inbox, []
+            self._drain_scheduled = False
+        for channel, lock, head, feed in calls:
+            call_id, key, timeout = head
+            try:
+                served = self.by_key.get(key)
+                if served is None:
+                    raise GPUXError(f"the engine has no model '{key}'", "restart the server")
+                future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
+            except Exception as exc:
+                self._reply(channel, lock, call_id, None, exc)
+                continue
+            future.add_done_callback(functools.partial(self._answered, channel, lock, call_id))
+
+    @classmethod
+    def _answered(
+        cls, channel: Channel, lock: threading.Lock, call_id: int, done: asyncio.Future[Any]
     ) -> None:
-        call_id, key, timeout = head
-        try:
-            outputs = await self.call(key, feed, timeout)
-            reply: tuple[Any, Any] = (call_id, None)
-        except Exception as exc:
-            outputs, reply = {}, (call_id, failure_of(exc))
+        cls._reply(channel, lock, call_id, done, None)
+
+    @staticmethod
+    def _reply(
+        channel: Channel,
+        lock: threading.Lock,
+        call_id: int,
+        done: asyncio.Future[Any] | None,
+        error: BaseException | None,
+    ) -> None:
+        if done is not None:
+            error = done.exception()
+        outputs: dict[str, Any] = {} if error is not None or done is None else done.result()
+        reply = (call_id, None if error is None else failure_of(error))
         try:
             with lock:
-                send_message(conn, reply, outputs)
+                channel.send(reply, outputs)
         except OSError:
             pass  # the front-end went away: nobody waits for this answer
 

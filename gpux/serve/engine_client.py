@@ -18,7 +18,7 @@ import numpy as np
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError, InputError
 from gpux.runtime.backend import Backend, Placement
-from gpux.serve.engine_wire import ADDRESS_ENV, AUTHKEY_ENV, receive_message, send_message
+from gpux.serve.engine_wire import ADDRESS_ENV, AUTHKEY_ENV, Channel
 
 # Calls one front-end keeps in flight to the engine: enough that a front-end's requests reach
 # the engine while its earlier ones run, so the engine can batch them with everyone else's.
@@ -32,7 +32,7 @@ class EngineGone(BackendError):
 class EngineClient:
     def __init__(self, address: str, authkey: bytes) -> None:
         try:
-            self._conn = Client(address, family="AF_UNIX", authkey=authkey)
+            self._channel = Channel.of(Client(address, family="AF_UNIX", authkey=authkey))
         except OSError as exc:
             raise EngineGone(
                 f"cannot reach the model engine at {address} ({exc})", "restart the server"
@@ -42,8 +42,8 @@ class EngineClient:
         self._waiting: dict[int, Future[dict[str, Any]]] = {}
         self._gone: str | None = None
         with self._send_lock:
-            send_message(self._conn, "hello", {})
-        head, _ = receive_message(self._conn)
+            self._channel.send("hello", {})
+        head, _ = self._channel.receive()
         self.placements: dict[str, dict[str, Any]] = head[1]
         threading.Thread(target=self._read, name="gpux-engine-replies", daemon=True).start()
 
@@ -66,7 +66,7 @@ class EngineClient:
         self._waiting[call_id] = future
         try:
             with self._send_lock:
-                send_message(self._conn, (call_id, key, timeout), feed)
+                self._channel.send((call_id, key, timeout), feed)
         except OSError as exc:
             self._waiting.pop(call_id, None)
             raise EngineGone(f"the model engine stopped ({exc})", "restart the server") from exc
@@ -76,8 +76,8 @@ class EngineClient:
     def _read(self) -> None:
         while True:
             try:
-                (call_id, failure), outputs = receive_message(self._conn)
-            except (EOFError, OSError) as exc:
+                (call_id, failure), outputs = self._channel.receive()
+            except (EOFError, OSError, ValueError) as exc:
                 self._gone = f"the model engine process stopped ({type(exc).__name__})"
                 for waiting in list(self._waiting.values()):
                     if not waiting.done():
@@ -93,7 +93,7 @@ class EngineClient:
                 future.set_exception(raised(failure))
 
     def close(self) -> None:
-        self._conn.close()
+        self._channel.close()
 
 
 def raised(failure: tuple[str, str, str | None]) -> Exception:
