@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 16's GPU figures on the lent H200 (not run yet): benchmarks/generate.py on the CUDA
+# Issue 16's GPU figures on the lent GPU: benchmarks/generate.py on the CUDA
 # provider with onnxruntime-genai-cuda, single stream (GPUX's Python API and gpux serve against a
-# bare genai loop) and 32 concurrent streamed chats through gpux serve (16 decoded interleaved,
-# gpux/serve/generation.py) against the same chats in process and as one static genai batch.
+# bare genai loop) and 32 concurrent streamed chats through gpux serve (batched by
+# gpux/runtime/generative_batch.py) against the same chats in process and as one static genai batch.
 # After the bundle parts are in $CARRY (benchmarks/device/setup.sh; make_bundle.sh carries
 # onnxruntime-genai-cuda in place of the CPU build):
 #   bash benchmarks/device/generate.sh [MODEL_DIR]
@@ -23,7 +23,9 @@ if [ -z "$MODEL_DIR" ]; then
     --hidden 576 --heads 9 --intermediate 1536 --layers 30 --context 2048 --vocab 49152
 fi
 export GPUX_HOME=/root/gpux-home
-for run in "single 1 256" "32 32 128"; do
+# GEN_RUNS: "NAME CONCURRENCY TOKENS" runs, comma-separated (default both).
+IFS=, read -ra RUNS <<< "${GEN_RUNS:-single 1 256,32 32 128}"
+for run in "${RUNS[@]}"; do
   set -- $run
   name="${OUT:-/tmp}/generate-$1"
   timeout -s TERM "${RUN_LIMIT:-300}" python3 benchmarks/generate.py --model "$MODEL_DIR" \
