@@ -122,3 +122,28 @@ def test_default_preferred_sizes(
     from gpux.serve.load import preferred_sizes
 
     assert preferred_sizes(given, 24, backend) == expected
+
+
+def test_enqueue_batches_like_submit_and_expires_requests_that_never_start() -> None:
+    """``enqueue`` (the shared engine's way in): requests taken together share a model call and
+    get their own rows; one still queued when its time is up fails with TimeoutError and never
+    runs, while the others are answered."""
+    model = Recorder(delay=0.2)
+
+    async def main() -> tuple[list[np.ndarray], BaseException | None]:
+        queue = batcher(model, max_batch_size=2, max_delay=0.0)
+        first = queue.enqueue(np.array([[0.0]]), timeout=5)
+        await asyncio.sleep(0.01)  # the model is busy with the first
+        pair = [queue.enqueue(np.array([[float(i)]]), timeout=5) for i in (1, 2)]
+        late = queue.enqueue(np.array([[3.0]]), timeout=0.05)  # waits behind the pair
+        answers = [await f for f in (first, *pair)]
+        try:
+            await late
+        except TimeoutError as exc:
+            return answers, exc
+        return answers, None
+
+    answers, expired = asyncio.run(main())
+    assert [a.ravel().tolist() for a in answers] == [[1.0], [3.0], [5.0]]
+    assert isinstance(expired, TimeoutError)
+    assert model.sizes == [1, 2]  # the expired request never reached the model
