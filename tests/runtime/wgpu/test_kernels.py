@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 from gpux.runtime.wgpu import kernels  # noqa: F401  (registers the kernels)
 from gpux.runtime.wgpu.device import Gpu, run_lowering
 from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, lower
-from gpux.runtime.wgpu.kernels import matmul
+from gpux.runtime.wgpu.kernels import gemm
 
 OPSET = 17
 
@@ -71,10 +71,10 @@ def needs_f16(gpu: Gpu, dtype: type) -> None:
 TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-4}, np.float16: {"rtol": 2e-2, "atol": 2e-2}}
 
 
-@pytest.fixture(params=matmul.TILES, ids=lambda side: f"block{side}")
+@pytest.fixture(params=gemm.TILES, ids=lambda side: f"block{side}")
 def block_side(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Every GEMM block size the template picks from, whatever the problem's size."""
-    monkeypatch.setattr(matmul, "TILES", (request.param,))
+    monkeypatch.setattr(gemm, "TILES", (request.param,))
     return int(request.param)
 
 
@@ -276,7 +276,7 @@ def test_float16_needs_the_adapter_feature(op: str) -> None:
 def test_thin_gemm_of_a_classifier(gpu: Gpu, rows: int) -> None:
     """A batch-1 classifier head (PyTorch's Linear exports as Gemm with transB) and a few rows:
     the thin kernel, one invocation per output column."""
-    assert rows <= matmul.THIN_ROWS
+    assert rows <= gemm.THIN_ROWS
     a, b, c = random(rows, 2048), random(1000, 2048, seed=1), random(1000, seed=2)
     actual, expected = run_node(gpu, "Gemm", [a, b, c], transB=1)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
@@ -288,8 +288,8 @@ def test_split_k_sums_its_parts(gpu: Gpu, block_side: int) -> None:
     """Few blocks over a deep K (a batch-1 ResNet's last convolutions) split K across
     workgroups and sum the parts in a second dispatch, epilogue (bias) included."""
     a, b = random(40, 1200), random(1200, 50, seed=1)
-    problem = matmul.Gemm(1, 40, 50, 1200, "", "")
-    assert matmul.split_count(problem, block_side) > 1
+    problem = gemm.Gemm(1, 40, 50, 1200, "", "")
+    assert gemm.split_count(problem, block_side) > 1
     actual, expected = run_node(gpu, "MatMul", [a, b])
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
     x, w, bias = random(1, 64, 7, 7), random(48, 64, 3, 3, seed=1), random(48, seed=2)
