@@ -297,6 +297,65 @@ def test_split_k_sums_its_parts(gpu: Gpu, block_side: int) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("m", "k", "n"),
+    [
+        (128, 64, 192),  # whole blocks at every side: no bounds check is written
+        (128, 70, 64),  # a ragged K step only
+        (67, 48, 130),  # ragged rows and columns, whole K steps
+    ],
+)
+@pytest.mark.parametrize(("trans_a", "trans_b"), [(0, 0), (1, 1), (0, 1)])
+def test_gemm_edges_and_layouts(
+    gpu: Gpu, block_side: int, m: int, k: int, n: int, trans_a: int, trans_b: int
+) -> None:
+    """Every block side with and without ragged edges, and operands stored either way (the
+    template stages each slice along the axis that is contiguous in memory)."""
+    a = random(*((k, m) if trans_a else (m, k)))
+    b = random(*((n, k) if trans_b else (k, n)), seed=1)
+    bias = random(n, seed=2)
+    actual, expected = run_node(
+        gpu, "Gemm", [a, b, bias], transA=trans_a, transB=trans_b, alpha=0.5, beta=2.0
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_shader_keeps_no_local_arrays() -> None:
+    """The reason for the template's shape: a function-local array indexed at run time is kept
+    in local memory by NVIDIA's compiler (naga guards the indexes), so none may appear; and
+    sizes that fill whole blocks and K steps get no bounds checks."""
+    import re
+
+    for side in gemm.TILES:
+        for problem in (gemm.Gemm(2, 130, 97, 70, "", ""), gemm.Gemm(1, 128, 128, 64, "", "")):
+            for splits in (1, 3):
+                shader = gemm.gemm_shader(problem, side, splits)
+                assert not re.search(r"var \w+\s*:\s*array", shader), shader
+        aligned = gemm.gemm_shader(gemm.Gemm(1, 128, 128, 64, "", ""), side)
+        assert "if (" not in aligned
+    assert "array" not in gemm.thin_gemm_shader(gemm.Gemm(1, 4, 10, 10, "", ""))
+
+
+def test_batched_split_k_and_thin(gpu: Gpu) -> None:
+    """Split-K over a batch of matrices with a K that is not a whole number of steps, and the
+    thin kernel over a batch."""
+    a, b = random(3, 40, 1203), random(1203, 50, seed=1)
+    assert gemm.split_count(gemm.Gemm(3, 40, 50, 1203, "", ""), 16) > 1
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    a, b = random(2, 3, 100), random(2, 100, 20, seed=1)
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_batch_with_every_window_attribute(gpu: Gpu, block_side: int) -> None:
+    """Several images through a grouped, strided, dilated, asymmetrically padded window."""
+    x, w, bias = random(3, 8, 13, 11), random(16, 4, 3, 3, seed=1), random(16, seed=2)
+    attributes = {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [1, 2, 0, 1]}
+    actual, expected = run_node(gpu, "Conv", [x, w, bias], **attributes)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("known_at_load", [True, False])
 def test_trilu_diagonal_known_at_load_or_at_run(gpu: Gpu, known_at_load: bool) -> None:
     x, k = random(2, 5, 7), np.array(-1, dtype=np.int64)
