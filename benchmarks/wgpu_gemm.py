@@ -7,12 +7,15 @@ the line gives both times, their TFLOP/s and ``ours_over_naive`` (above 1: the e
 faster). The largest difference between the two outputs is printed as a check.
 
     python benchmarks/wgpu_gemm.py [--repeats 5] [--only conv] [--divide 4] [--allow-software]
+                                   [--tiles 64,32,16 --tiles 128,64,32,16]
 
 Problems: MatMul 2048^3; BERT-base's feed-forward Gemms at batch 32 (4096 tokens: 4096x768 @
 768x3072 and 4096x3072 @ 3072x768) and batch 1 (128 tokens); a ResNet-50 stage-4 Conv (256 ->
 256 channels, 3x3, pad 1, 14x14) at batch 32 and 1. ``--divide D`` divides every size but the
 spatial ones by D (a quick run on lavapipe); ``--allow-software`` lets the engine run on
-lavapipe (GPUX_WGPU_ALLOW_SOFTWARE=1), where only the ratio means anything.
+lavapipe (GPUX_WGPU_ALLOW_SOFTWARE=1), where only the ratio means anything. Each ``--tiles``
+(block sides the engine may choose, preferred first; default: the engine's own) measures every
+problem once more: how a block side is tried before it becomes the default.
 """
 
 from __future__ import annotations
@@ -249,10 +252,17 @@ def ours_run(
     return times, np.asarray(next(iter(outputs.values()))), loaded
 
 
-def measure(problem: Problem, folder: Path, repeats: int) -> dict[str, Any]:
+def measure(
+    problem: Problem, folder: Path, repeats: int, tiles: tuple[int, ...] | None
+) -> dict[str, Any]:
     import onnx
 
     from gpux.runtime.wgpu.backend import shared_device
+    from gpux.runtime.wgpu.kernels import gemm
+
+    default = gemm.TILES
+    if tiles is not None:
+        gemm.TILES = tiles  # read when the model is lowered, at load
 
     x, weights = arrays(problem)
     path = folder / f"{problem.name}.onnx"
@@ -263,7 +273,11 @@ def measure(problem: Problem, folder: Path, repeats: int) -> dict[str, Any]:
         if problem.op == "Conv"
         else f"{problem.m}x{problem.k} @ {problem.k}x{problem.n}"
     )
-    ours, ours_out, loaded = ours_run(path, x, repeats)
+    try:
+        ours, ours_out, loaded = ours_run(path, x, repeats)
+    finally:
+        gemm.TILES = default
+    row["tiles"] = ",".join(str(side) for side in tiles or default)
     try:
         row["device"] = loaded.placement.device
         row["nodes_on_wgpu"] = loaded.placement.details.get("assignment", {}).get(
@@ -293,19 +307,22 @@ def main() -> int:
     parser.add_argument("--divide", type=int, default=1, help="divide the sizes by this")
     parser.add_argument("--only", action="append", default=[], help="problems containing this")
     parser.add_argument("--allow-software", action="store_true")
+    parser.add_argument("--tiles", action="append", default=[], help="block sides, e.g. 128,64")
     args = parser.parse_args()
     if args.allow_software:
         os.environ["GPUX_WGPU_ALLOW_SOFTWARE"] = "1"
     chosen = [
         p for p in problems(args.divide) if not args.only or any(s in p.name for s in args.only)
     ]
+    variants = [tuple(int(s) for s in t.split(",")) for t in args.tiles] or [None]
     with tempfile.TemporaryDirectory() as folder:
         for problem in chosen:
-            try:
-                row = measure(problem, Path(folder), args.repeats)
-            except Exception as exc:  # one failing problem should not hide the others
-                row = {"problem": problem.name, "error": f"{type(exc).__name__}: {exc}"}
-            print(json.dumps(row), flush=True)
+            for tiles in variants:
+                try:
+                    row = measure(problem, Path(folder), args.repeats, tiles)
+                except Exception as exc:  # one failing problem should not hide the others
+                    row = {"problem": problem.name, "error": f"{type(exc).__name__}: {exc}"}
+                print(json.dumps(row), flush=True)
     return 0
 
 

@@ -38,14 +38,14 @@ from gpux.runtime.wgpu.kernels._wgsl import WORKGROUP, flat_main
 
 TILE_K = 16
 THREADS = 16  # per side: 16x16 invocations, each computing (side/16)^2 outputs
-TILES = (64, 32, 16)  # block sides, preferred first
+# Block sides the template writes: 128 (8x8 per invocation, as two vec4 runs each way) is
+# there to be measured (benchmarks/wgpu_gemm.py --tiles) before it joins TILES.
+SIDES = (128, 64, 32, 16)
+TILES = (64, 32, 16)  # block sides chosen from, preferred first
 # Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
 ENOUGH_WORKGROUPS = 256
 MIN_SPLIT_K = 256  # no part of a split K shorter than this
 MAX_SPLITS = 8
-# Rows of a staged slice hold THREADS vectors plus one, so that the 16 invocations storing
-# one column of a slice (one k each) hit distinct workgroup-memory banks.
-ROW = THREADS + 1
 COMPONENTS = "xyzw"
 
 
@@ -104,44 +104,67 @@ def _guarded(statement: str, conditions: list[str]) -> str:
     return f"if ({' && '.join(conditions)}) {{ {statement} }}" if conditions else statement
 
 
-def _vector_axis(along_k: bool) -> str:
-    """The invocation axis that picks which rows of A (columns of B) an invocation stages; the
-    other walks k."""
-    return "y" if along_k else "x"
+def _shape(side: int) -> tuple[int, int]:
+    """The vector width w and the vectors per axis v of an invocation's square of a block of
+    ``side``: its rows (columns) are v runs of w, 16 * w apart (so that the 16 invocations
+    of a row read neighbouring vectors of a staged slice)."""
+    width = min(side // THREADS, 4)
+    return width, side // (THREADS * width)
 
 
-def _stage(operand: str, width: int, along_k: bool, check_k: bool, check_edge: bool) -> str:
+def _stage(operand: str, side: int, along_k: bool, check_k: bool, edge: int | None) -> str:
     """WGSL staging this step's slice of ``operand`` ("a" or "b"): each invocation reads
-    ``width`` consecutive rows of A (columns of B) at one k and stores them as one vector at
-    ``tile_<operand>[k][vector]``."""
-    # Which invocation axis walks k: the one whose neighbours are neighbours in memory
-    # (local.x: consecutive invocations of a subgroup).
-    vector_axis = _vector_axis(along_k)
-    k_axis = "x" if vector_axis == "y" else "y"
-    first = f"{operand}_first"  # the first row of A (column of B) this invocation reads
-    lines = [
-        f"        let {operand}_k = k0 + local.{k_axis};",
-        f"        var {operand}_value = {_vector(width)}(0.0);",
-    ]
-    for index in range(width):
-        conditions = [f"{operand}_k < k_end"] if check_k else []
-        if check_edge:
-            conditions.append(f"{first}_ok{index}")
-        call = (
-            f"load_a(batch, {first} + {index}u, a_k)"
-            if operand == "a"
-            else f"load_b(batch, b_k, {first} + {index}u)"
-        )
-        statement = f"{_component(f'{operand}_value', width, index)} = {call};"
-        lines.append("        " + _guarded(statement, conditions))
-    lines.append(f"        tile_{operand}[local.{k_axis}][local.{vector_axis}] = {operand}_value;")
+    runs of w consecutive rows of A (columns of B) at one k, each stored as one vector at
+    ``tile_<operand>[k][vector]``; ``edge`` is the row (column) count when the last block
+    is ragged."""
+    width, vectors = _shape(side)
+    # The axis that walks k: local.x (consecutive invocations of a subgroup) when consecutive
+    # k are neighbours in memory, so that neighbours read neighbouring addresses.
+    k_axis, vector_axis = ("x", "y") if along_k else ("y", "x")
+    lines = [f"        let {operand}_k = k0 + local.{k_axis};"]
+    for v in range(vectors):
+        vector = f"local.{vector_axis} + {THREADS * v}u"
+        first = f"{operand}_first{v}"
+        value = f"{operand}_value{v}"
+        lines += [
+            f"        let {first} = {operand}_block + ({vector}) * {width}u;",
+            f"        var {value} = {_vector(width)}(0.0);",
+        ]
+        for index in range(width):
+            conditions = [f"{operand}_k < k_end"] if check_k else []
+            if edge is not None:
+                conditions.append(f"{first} + {index}u < {edge}u")
+            call = (
+                f"load_a(batch, {first} + {index}u, a_k)"
+                if operand == "a"
+                else f"load_b(batch, b_k, {first} + {index}u)"
+            )
+            statement = f"{_component(value, width, index)} = {call};"
+            lines.append("        " + _guarded(statement, conditions))
+        lines.append(f"        tile_{operand}[local.{k_axis}][{vector}] = {value};")
     return "\n".join(lines)
+
+
+def _step(kk: int, side: int) -> str:
+    """One of the unrolled steps over a staged slice: the invocation's vectors of A and of B
+    at ``kk``, then one vector FMA per row and vector of columns."""
+    width, vectors = _shape(side)
+    reads = [f"let a{v} = tile_a[{kk}][local.y + {THREADS * v}u];" for v in range(vectors)]
+    reads += [f"let b{v} = tile_b[{kk}][local.x + {THREADS * v}u];" for v in range(vectors)]
+    fmas = [
+        f"acc{va * width + i}_{vb} = "
+        f"fma({_vector(width)}({_component(f'a{va}', width, i)}), b{vb}, acc{va * width + i}_{vb});"
+        for va in range(vectors)
+        for i in range(width)
+        for vb in range(vectors)
+    ]
+    return "        { " + " ".join(reads + fmas) + " }"
 
 
 def gemm_shader(problem: Gemm, side: int, splits: int = 1) -> str:
     """The tiled kernel; with ``splits`` > 1 each workgroup sums one part of K into the
     ``partial`` scratch buffer instead of calling ``store_c``."""
-    width = side // THREADS
+    width, vectors = _shape(side)
     vector = _vector(width)
     per_part = -(-problem.k // splits)
     chunk = -(-per_part // TILE_K) * TILE_K  # whole K steps; a last part may be empty
@@ -159,55 +182,48 @@ def gemm_shader(problem: Gemm, side: int, splits: int = 1) -> str:
     let k_begin = 0u;
     let k_end = {problem.k}u;"""
         keep = "store_c(batch, {m}, {n}, {value});"
-    edges = [
-        f"    let {operand}_first_ok{index} = {operand}_first + {index}u < {size}u;"
-        for operand, size, check in (("a", problem.m, check_m), ("b", problem.n, check_n))
-        if check
-        for index in range(width)
+    count = vectors * width  # rows (and columns) of the invocation's square
+    accumulators = [
+        f"    var acc{r}_{vb} = {vector}(0.0);" for r in range(count) for vb in range(vectors)
     ]
-    steps = []
-    for kk in range(TILE_K):
-        fmas = " ".join(
-            f"acc{i} = fma({vector}({_component('a', width, i)}), b, acc{i});" for i in range(width)
-        )
-        steps.append(
-            f"        {{ let a = tile_a[{kk}][local.y]; let b = tile_b[{kk}][local.x]; {fmas} }}"
-        )
+    positions = [
+        f"    let row{v * width + i} = a_block + (local.y + {THREADS * v}u) * {width}u + {i}u;"
+        for v in range(vectors)
+        for i in range(width)
+    ] + [
+        f"    let column{v * width + j} = b_block + (local.x + {THREADS * v}u) * {width}u + {j}u;"
+        for v in range(vectors)
+        for j in range(width)
+    ]
     stores = []
-    for i in range(width):
-        for j in range(width):
-            conditions = [f"row{i} < {problem.m}u"] if check_m else []
-            conditions += [f"column{j} < {problem.n}u"] if check_n else []
-            value = _component(f"acc{i}", width, j)
-            stores.append(
-                "    " + _guarded(keep.format(m=f"row{i}", n=f"column{j}", value=value), conditions)
-            )
+    for r in range(count):
+        for c in range(count):
+            conditions = [f"row{r} < {problem.m}u"] if check_m else []
+            conditions += [f"column{c} < {problem.n}u"] if check_n else []
+            value = _component(f"acc{r}_{c // width}", width, c % width)
+            statement = keep.format(m=f"row{r}", n=f"column{c}", value=value)
+            stores.append("    " + _guarded(statement, conditions))
+    lines = "\n".join
     return f"""{problem.declarations}
 {problem.functions}
-var<workgroup> tile_a: array<array<{vector}, {ROW}>, {TILE_K}>;
-var<workgroup> tile_b: array<array<{vector}, {ROW}>, {TILE_K}>;
+var<workgroup> tile_a: array<array<{vector}, {THREADS * vectors + 1}>, {TILE_K}>;
+var<workgroup> tile_b: array<array<{vector}, {THREADS * vectors + 1}>, {TILE_K}>;
 
 @compute @workgroup_size({THREADS}, {THREADS})
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {{
 {where}
-    let block_m = group.y * {side}u;
-    let block_n = group.x * {side}u;
-    let a_first = block_m + local.{_vector_axis(problem.a_along_k)} * {width}u;
-    let b_first = block_n + local.{_vector_axis(problem.b_along_k)} * {width}u;
-{chr(10).join(edges)}
-{chr(10).join(f"    var acc{i} = {vector}(0.0);" for i in range(width))}
+    let a_block = group.y * {side}u;
+    let b_block = group.x * {side}u;
+{lines(accumulators)}
     for (var k0 = k_begin; k0 < k_end; k0 += {TILE_K}u) {{
-{_stage("a", width, problem.a_along_k, bool(check_k), bool(check_m))}
-{_stage("b", width, problem.b_along_k, bool(check_k), bool(check_n))}
+{_stage("a", side, problem.a_along_k, bool(check_k), problem.m if check_m else None)}
+{_stage("b", side, problem.b_along_k, bool(check_k), problem.n if check_n else None)}
         workgroupBarrier();
-{chr(10).join(steps)}
+{lines(_step(kk, side) for kk in range(TILE_K))}
         workgroupBarrier();
     }}
-    let m_first = block_m + local.y * {width}u;
-    let n_first = block_n + local.x * {width}u;
-{chr(10).join(f"    let row{i} = m_first + {i}u;" for i in range(width))}
-{chr(10).join(f"    let column{j} = n_first + {j}u;" for j in range(width))}
-{chr(10).join(stores)}
+{lines(positions)}
+{lines(stores)}
 }}
 """
 
