@@ -5,21 +5,31 @@ operands read through WGSL functions the caller writes (``load_a``, ``load_b``) 
 written by ``store_c``: a MatMul reads plain rows, a Gemm transposed ones, a Conv gathers
 input windows.
 
-Each workgroup of 16x16 invocations computes a block of C (64x64, 32x32 or 16x16), one w x w
-square per invocation (w = side / 16: 4, 2 or 1), staging side x 16 slices of A and B in
-workgroup memory so that every value read from storage is used ``side`` times. The WGSL is
-generated fully unrolled from Python, because the tile sizes are constants: the invocation's
-square is w accumulators of ``vecw<f32>`` (one per row), the 16 steps over a staged slice are
-written out (a vector of w values of A and one of B, then w vector FMAs each), and every
-bounds check the sizes make unnecessary is left out. Nothing is a function-local array indexed
-at run time: naga guards such indexes, and NVIDIA's compiler then keeps the array in local
-memory instead of registers, which made the first version of this kernel ~10x slower than a
-naive one on an H100.
+Each workgroup of 16x16 invocations computes a block of C (``side`` 64, 32 or 16 in TILES;
+128 written but not chosen until measured), staging side x 16 slices of A and B in workgroup
+memory so that every value read from storage is used ``side`` times. The WGSL is generated
+fully unrolled from Python, since the sizes are constants:
+
+- an invocation's square of side/16 rows by side/16 columns is held in ``vec4<f32>``
+  accumulators (``vec2`` at side 32, ``f32`` at 16), one per row and run of 4 columns: 4x4 at
+  side 64, 8x8 (two runs 64 apart each way) at 128;
+- each of the 16 steps over a staged slice is written out: one vector read of A's rows and one
+  of B's columns per run, then one vector FMA per row and run;
+- staging reads, per invocation, a run of rows of A (columns of B) at one k and stores it as
+  one vector; the invocations along ``local.x`` walk whichever axis is contiguous in memory
+  (``Gemm.a_along_k`` / ``b_along_k``), and the slices' rows are padded by one vector so that
+  those stores hit distinct banks;
+- a bounds check whose answer the sizes fix (whole blocks, whole K steps) is not written.
+
+Nothing is a function-local array indexed at run time. The first version kept its square in
+``array<f32, 16>`` indexed in loops; naga guards such indexes, which likely made NVIDIA's
+compiler keep the array in local memory: that version ran ~10x slower on an H100 than a naive
+one-invocation-per-output kernel (``benchmarks/wgpu_gemm.py`` measures both).
 
 Problems too small to fill a GPU with 64x64 blocks (a batch-1 ResNet's last stages: 49 pixels
 by 512 channels) take 32x32 or 16x16 blocks instead, trading reuse for parallelism, and split K
-across workgroups when blocks alone still leave it idle; a few rows of A (a batch-1 classifier)
-take a thin kernel of one invocation per column.
+across workgroups when blocks alone still leave it idle (a second dispatch sums the parts); a
+few rows of A (a batch-1 classifier) take a thin kernel of one invocation per column.
 """
 
 from __future__ import annotations
