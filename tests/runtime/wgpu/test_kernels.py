@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 from gpux.runtime.wgpu import kernels  # noqa: F401  (registers the kernels)
 from gpux.runtime.wgpu.device import Gpu, run_lowering
 from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, lower
-from gpux.runtime.wgpu.kernels import matmul
+from gpux.runtime.wgpu.kernels import gemm
 
 OPSET = 17
 
@@ -71,10 +71,10 @@ def needs_f16(gpu: Gpu, dtype: type) -> None:
 TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-4}, np.float16: {"rtol": 2e-2, "atol": 2e-2}}
 
 
-@pytest.fixture(params=matmul.TILES, ids=lambda side: f"block{side}")
+@pytest.fixture(params=gemm.SIDES, ids=lambda side: f"block{side}")
 def block_side(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Every GEMM block size the template picks from, whatever the problem's size."""
-    monkeypatch.setattr(matmul, "TILES", (request.param,))
+    """Every GEMM block size the template writes, whatever the problem's size."""
+    monkeypatch.setattr(gemm, "TILES", (request.param,))
     return int(request.param)
 
 
@@ -276,7 +276,7 @@ def test_float16_needs_the_adapter_feature(op: str) -> None:
 def test_thin_gemm_of_a_classifier(gpu: Gpu, rows: int) -> None:
     """A batch-1 classifier head (PyTorch's Linear exports as Gemm with transB) and a few rows:
     the thin kernel, one invocation per output column."""
-    assert rows <= matmul.THIN_ROWS
+    assert rows <= gemm.THIN_ROWS
     a, b, c = random(rows, 2048), random(1000, 2048, seed=1), random(1000, seed=2)
     actual, expected = run_node(gpu, "Gemm", [a, b, c], transB=1)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
@@ -288,12 +288,71 @@ def test_split_k_sums_its_parts(gpu: Gpu, block_side: int) -> None:
     """Few blocks over a deep K (a batch-1 ResNet's last convolutions) split K across
     workgroups and sum the parts in a second dispatch, epilogue (bias) included."""
     a, b = random(40, 1200), random(1200, 50, seed=1)
-    problem = matmul.Gemm(1, 40, 50, 1200, "", "")
-    assert matmul.split_count(problem, block_side) > 1
+    problem = gemm.Gemm(1, 40, 50, 1200, "", "")
+    assert gemm.split_count(problem, block_side) > 1
     actual, expected = run_node(gpu, "MatMul", [a, b])
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
     x, w, bias = random(1, 64, 7, 7), random(48, 64, 3, 3, seed=1), random(48, seed=2)
     actual, expected = run_node(gpu, "Conv", [x, w, bias], pads=[1, 1, 1, 1])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "n"),
+    [
+        (256, 64, 384),  # whole blocks at every side: no bounds check is written
+        (128, 70, 64),  # a ragged K step only
+        (67, 48, 130),  # ragged rows and columns, whole K steps
+    ],
+)
+@pytest.mark.parametrize(("trans_a", "trans_b"), [(0, 0), (1, 1), (0, 1)])
+def test_gemm_edges_and_layouts(
+    gpu: Gpu, block_side: int, m: int, k: int, n: int, trans_a: int, trans_b: int
+) -> None:
+    """Every block side with and without ragged edges, and operands stored either way (the
+    template stages each slice along the axis that is contiguous in memory)."""
+    a = random(*((k, m) if trans_a else (m, k)))
+    b = random(*((n, k) if trans_b else (k, n)), seed=1)
+    bias = random(n, seed=2)
+    actual, expected = run_node(
+        gpu, "Gemm", [a, b, bias], transA=trans_a, transB=trans_b, alpha=0.5, beta=2.0
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_shader_keeps_no_local_arrays() -> None:
+    """The reason for the template's shape: a function-local array indexed at run time is kept
+    in local memory by NVIDIA's compiler (naga guards the indexes), so none may appear; and
+    sizes that fill whole blocks and K steps get no bounds checks."""
+    import re
+
+    for side in gemm.SIDES:
+        for problem in (gemm.Gemm(2, 130, 97, 70, "", ""), gemm.Gemm(1, 128, 128, 64, "", "")):
+            for splits in (1, 3):
+                shader = gemm.gemm_shader(problem, side, splits)
+                assert not re.search(r"var \w+\s*:\s*array", shader), shader
+        aligned = gemm.gemm_shader(gemm.Gemm(1, 256, 384, 64, "", ""), side)
+        assert "if (" not in aligned
+    assert "array" not in gemm.thin_gemm_shader(gemm.Gemm(1, 4, 10, 10, "", ""))
+
+
+def test_batched_split_k_and_thin(gpu: Gpu) -> None:
+    """Split-K over a batch of matrices with a K that is not a whole number of steps, and the
+    thin kernel over a batch."""
+    a, b = random(3, 40, 1203), random(1203, 50, seed=1)
+    assert gemm.split_count(gemm.Gemm(3, 40, 50, 1203, "", ""), 16) > 1
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    a, b = random(2, 3, 100), random(2, 100, 20, seed=1)
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_batch_with_every_window_attribute(gpu: Gpu, block_side: int) -> None:
+    """Several images through a grouped, strided, dilated, asymmetrically padded window."""
+    x, w, bias = random(3, 8, 13, 11), random(16, 4, 3, 3, seed=1), random(16, seed=2)
+    attributes = {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [1, 2, 0, 1]}
+    actual, expected = run_node(gpu, "Conv", [x, w, bias], **attributes)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 

@@ -1,5 +1,5 @@
 """Conv (1-D and 2-D, groups, pads, strides, dilations, bias) as an implicit GEMM on the tiled
-template of ``matmul.py``: per image and group, ``Y[co, pixel] = sum_k W[co, k] * X_window[k,
+template of ``gemm.py``: per image and group, ``Y[co, pixel] = sum_k W[co, k] * X_window[k,
 pixel]`` with ``k`` running over input channel and kernel position. Windows are gathered while
 staging tiles, so no im2col buffer is written."""
 
@@ -19,7 +19,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     storage,
     store,
 )
-from gpux.runtime.wgpu.kernels.matmul import Gemm, gemm_lowering
+from gpux.runtime.wgpu.kernels.gemm import Gemm, gemm_lowering
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,305 @@
+"""The tiled GEMM template that MatMul, Gemm and Conv (as an implicit GEMM) lower to.
+
+The template computes ``C[batch, m, n] = sum_k A(batch, m, k) * B(batch, k, n)`` with the
+operands read through WGSL functions the caller writes (``load_a``, ``load_b``) and the result
+written by ``store_c``: a MatMul reads plain rows, a Gemm transposed ones, a Conv gathers
+input windows.
+
+Each workgroup of 16x16 invocations computes a block of C (``side`` 64, 32 or 16 in TILES;
+128 written but not chosen until measured), staging side x 16 slices of A and B in workgroup
+memory so that every value read from storage is used ``side`` times. The WGSL is generated
+fully unrolled from Python, since the sizes are constants:
+
+- an invocation's square of side/16 rows by side/16 columns is held in ``vec4<f32>``
+  accumulators (``vec2`` at side 32, ``f32`` at 16), one per row and run of 4 columns: 4x4 at
+  side 64, 8x8 (two runs 64 apart each way) at 128;
+- each of the 16 steps over a staged slice is written out: one vector read of A's rows and one
+  of B's columns per run, then one vector FMA per row and run;
+- staging reads, per invocation, a run of rows of A (columns of B) at one k and stores it as
+  one vector; the invocations along ``local.x`` walk whichever axis is contiguous in memory
+  (``Gemm.a_along_k`` / ``b_along_k``), and the slices' rows are padded by one vector so that
+  those stores hit distinct banks;
+- a bounds check whose answer the sizes fix (whole blocks, whole K steps) is not written.
+
+Nothing is a function-local array indexed at run time. The first version kept its square in
+``array<f32, 16>`` indexed in loops; naga guards such indexes, which likely made NVIDIA's
+compiler keep the array in local memory: that version ran ~10x slower on an H100 than a naive
+one-invocation-per-output kernel (``benchmarks/wgpu_gemm.py`` measures both).
+
+Problems too small to fill a GPU with 64x64 blocks (a batch-1 ResNet's last stages: 49 pixels
+by 512 channels) take 32x32 or 16x16 blocks instead, trading reuse for parallelism, and split K
+across workgroups when blocks alone still leave it idle (a second dispatch sums the parts); a
+few rows of A (a batch-1 classifier) take a thin kernel of one invocation per column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gpux.runtime.wgpu.kernel import (
+    MAX_WORKGROUPS_PER_DIMENSION,
+    Binding,
+    Dispatch,
+    Lowering,
+    Unsupported,
+    workgroups_for,
+)
+from gpux.runtime.wgpu.kernels._wgsl import WORKGROUP, flat_main
+
+TILE_K = 16
+THREADS = 16  # per side: 16x16 invocations, each computing (side/16)^2 outputs
+# Block sides the template writes: 128 (8x8 per invocation, as two vec4 runs each way) is
+# there to be measured (benchmarks/wgpu_gemm.py --tiles) before it joins TILES.
+SIDES = (128, 64, 32, 16)
+TILES = (64, 32, 16)  # block sides chosen from, preferred first
+# Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
+ENOUGH_WORKGROUPS = 256
+MIN_SPLIT_K = 256  # no part of a split K shorter than this
+MAX_SPLITS = 8
+COMPONENTS = "xyzw"
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """A GEMM problem: sizes, and the WGSL declarations and functions that read A and B and
+    write C (``load_a(batch, m, k) -> f32``, ``load_b(batch, k, n) -> f32``,
+    ``store_c(batch, m, n, value: f32)``), called only with in-range indices.
+
+    ``a_along_k`` and ``b_along_k`` say whether consecutive k of A (of B) lie next to each
+    other in memory (A row-major, B transposed): the invocations that stage a slice then walk
+    k, so that neighbours read neighbouring addresses."""
+
+    batch: int
+    m: int
+    n: int
+    k: int
+    declarations: str
+    functions: str
+    a_along_k: bool = True
+    b_along_k: bool = False
+
+
+def block_side(problem: Gemm) -> int:
+    """The largest block side that still gives ENOUGH_WORKGROUPS, else the smallest."""
+    for side in TILES:
+        groups = -(-problem.m // side) * -(-problem.n // side) * problem.batch
+        if groups >= ENOUGH_WORKGROUPS:
+            return side
+    return TILES[-1]
+
+
+def split_count(problem: Gemm, side: int) -> int:
+    """How many parts K is cut into (split-K) when blocks alone cannot fill the GPU: a
+    batch-1 ResNet's last convolutions (512 x 49 outputs, K = 4608) would otherwise loop over
+    K in 128 workgroups. Parts are summed by a second dispatch."""
+    groups = -(-problem.m // side) * -(-problem.n // side) * problem.batch
+    if groups >= ENOUGH_WORKGROUPS or problem.k < 2 * MIN_SPLIT_K:
+        return 1
+    wanted = -(-ENOUGH_WORKGROUPS // groups)
+    splits = max(1, min(wanted, problem.k // MIN_SPLIT_K, MAX_SPLITS))
+    while splits > 1 and problem.batch * splits > MAX_WORKGROUPS_PER_DIMENSION:
+        splits -= 1
+    return splits
+
+
+def _vector(width: int) -> str:
+    return "f32" if width == 1 else f"vec{width}<f32>"
+
+
+def _component(name: str, width: int, index: int) -> str:
+    return name if width == 1 else f"{name}.{COMPONENTS[index]}"
+
+
+def _guarded(statement: str, conditions: list[str]) -> str:
+    return f"if ({' && '.join(conditions)}) {{ {statement} }}" if conditions else statement
+
+
+def _shape(side: int) -> tuple[int, int]:
+    """The vector width w and the vectors per axis v of an invocation's square of a block of
+    ``side``: its rows (columns) are v runs of w, 16 * w apart (so that the 16 invocations
+    of a row read neighbouring vectors of a staged slice)."""
+    width = min(side // THREADS, 4)
+    return width, side // (THREADS * width)
+
+
+def _stage(operand: str, side: int, along_k: bool, check_k: bool, edge: int | None) -> str:
+    """WGSL staging this step's slice of ``operand`` ("a" or "b"): each invocation reads
+    runs of w consecutive rows of A (columns of B) at one k, each stored as one vector at
+    ``tile_<operand>[k][vector]``; ``edge`` is the row (column) count when the last block
+    is ragged."""
+    width, vectors = _shape(side)
+    # The axis that walks k: local.x (consecutive invocations of a subgroup) when consecutive
+    # k are neighbours in memory, so that neighbours read neighbouring addresses.
+    k_axis, vector_axis = ("x", "y") if along_k else ("y", "x")
+    lines = [f"        let {operand}_k = k0 + local.{k_axis};"]
+    for v in range(vectors):
+        vector = f"local.{vector_axis} + {THREADS * v}u"
+        first = f"{operand}_first{v}"
+        value = f"{operand}_value{v}"
+        lines += [
+            f"        let {first} = {operand}_block + ({vector}) * {width}u;",
+            f"        var {value} = {_vector(width)}(0.0);",
+        ]
+        for index in range(width):
+            conditions = [f"{operand}_k < k_end"] if check_k else []
+            if edge is not None:
+                conditions.append(f"{first} + {index}u < {edge}u")
+            call = (
+                f"load_a(batch, {first} + {index}u, a_k)"
+                if operand == "a"
+                else f"load_b(batch, b_k, {first} + {index}u)"
+            )
+            statement = f"{_component(value, width, index)} = {call};"
+            lines.append("        " + _guarded(statement, conditions))
+        lines.append(f"        tile_{operand}[local.{k_axis}][{vector}] = {value};")
+    return "\n".join(lines)
+
+
+def _step(kk: int, side: int) -> str:
+    """One of the unrolled steps over a staged slice: the invocation's vectors of A and of B
+    at ``kk``, then one vector FMA per row and vector of columns."""
+    width, vectors = _shape(side)
+    reads = [f"let a{v} = tile_a[{kk}][local.y + {THREADS * v}u];" for v in range(vectors)]
+    reads += [f"let b{v} = tile_b[{kk}][local.x + {THREADS * v}u];" for v in range(vectors)]
+    fmas = [
+        f"acc{va * width + i}_{vb} = "
+        f"fma({_vector(width)}({_component(f'a{va}', width, i)}), b{vb}, acc{va * width + i}_{vb});"
+        for va in range(vectors)
+        for i in range(width)
+        for vb in range(vectors)
+    ]
+    return "        { " + " ".join(reads + fmas) + " }"
+
+
+def gemm_shader(problem: Gemm, side: int, splits: int = 1) -> str:
+    """The tiled kernel; with ``splits`` > 1 each workgroup sums one part of K into the
+    ``partial`` scratch buffer instead of calling ``store_c``."""
+    width, vectors = _shape(side)
+    vector = _vector(width)
+    per_part = -(-problem.k // splits)
+    chunk = -(-per_part // TILE_K) * TILE_K  # whole K steps; a last part may be empty
+    # Sizes are constants: a check whose answer the sizes fix is not written.
+    check_m, check_n, check_k = problem.m % side, problem.n % side, problem.k % TILE_K
+    if splits > 1:
+        where = f"""    let batch = group.z / {splits}u;
+    let part = group.z % {splits}u;
+    let k_begin = part * {chunk}u;
+    let k_end = min({problem.k}u, k_begin + {chunk}u);"""
+        at = f"((part * {problem.batch}u + batch) * {problem.m}u + {{m}}) * {problem.n}u + {{n}}"
+        keep = f"partial[{at}] = {{value}};"
+    else:
+        where = f"""    let batch = group.z;
+    let k_begin = 0u;
+    let k_end = {problem.k}u;"""
+        keep = "store_c(batch, {m}, {n}, {value});"
+    count = vectors * width  # rows (and columns) of the invocation's square
+    accumulators = [
+        f"    var acc{r}_{vb} = {vector}(0.0);" for r in range(count) for vb in range(vectors)
+    ]
+    positions = [
+        f"    let row{v * width + i} = a_block + (local.y + {THREADS * v}u) * {width}u + {i}u;"
+        for v in range(vectors)
+        for i in range(width)
+    ] + [
+        f"    let column{v * width + j} = b_block + (local.x + {THREADS * v}u) * {width}u + {j}u;"
+        for v in range(vectors)
+        for j in range(width)
+    ]
+    stores = []
+    for r in range(count):
+        for c in range(count):
+            conditions = [f"row{r} < {problem.m}u"] if check_m else []
+            conditions += [f"column{c} < {problem.n}u"] if check_n else []
+            value = _component(f"acc{r}_{c // width}", width, c % width)
+            statement = keep.format(m=f"row{r}", n=f"column{c}", value=value)
+            stores.append("    " + _guarded(statement, conditions))
+    lines = "\n".join
+    return f"""{problem.declarations}
+{problem.functions}
+var<workgroup> tile_a: array<array<{vector}, {THREADS * vectors + 1}>, {TILE_K}>;
+var<workgroup> tile_b: array<array<{vector}, {THREADS * vectors + 1}>, {TILE_K}>;
+
+@compute @workgroup_size({THREADS}, {THREADS})
+fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {{
+{where}
+    let a_block = group.y * {side}u;
+    let b_block = group.x * {side}u;
+{lines(accumulators)}
+    for (var k0 = k_begin; k0 < k_end; k0 += {TILE_K}u) {{
+{_stage("a", side, problem.a_along_k, bool(check_k), problem.m if check_m else None)}
+{_stage("b", side, problem.b_along_k, bool(check_k), problem.n if check_n else None)}
+        workgroupBarrier();
+{lines(_step(kk, side) for kk in range(TILE_K))}
+        workgroupBarrier();
+    }}
+{lines(positions)}
+{lines(stores)}
+}}
+"""
+
+
+# At most this many rows of A take the thin kernel: a batch-1 classifier (1 x 2048 x 1000) or
+# BERT's pooler would leave 15 of 16 rows of every block idle.
+THIN_ROWS = 4
+THIN_WORKGROUP = 64
+
+
+def thin_gemm_shader(problem: Gemm) -> str:
+    """One invocation per column of C, computing its (at most THIN_ROWS) rows: B is read once,
+    A's few rows are shared by every invocation through the cache."""
+    rows = range(problem.m)
+    return f"""{problem.declarations}
+{problem.functions}
+@compute @workgroup_size({THIN_WORKGROUP})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) group: vec3<u32>) {{
+    let n = gid.x;
+    let batch = group.z;
+    if (n >= {problem.n}u) {{ return; }}
+{chr(10).join(f"    var acc{m} = 0.0;" for m in rows)}
+    for (var k = 0u; k < {problem.k}u; k++) {{
+        let b = load_b(batch, k, n);
+{chr(10).join(f"        acc{m} = fma(load_a(batch, {m}u, k), b, acc{m});" for m in rows)}
+    }}
+{chr(10).join(f"    store_c(batch, {m}u, n, acc{m});" for m in rows)}
+}}
+"""
+
+
+def gemm_lowering(
+    problem: Gemm, bindings: tuple[Binding, ...], side: int | None = None
+) -> Lowering:
+    """The dispatches of ``problem`` with ``bindings`` (what its declarations bind): the thin
+    kernel for a few rows, else blocks of ``side`` (chosen by size unless given), with
+    split-K and a scratch buffer of partial sums when blocks alone leave the GPU idle."""
+    if side is None and problem.m <= THIN_ROWS:
+        groups = (-(-problem.n // THIN_WORKGROUP), 1, problem.batch)
+        _check_groups(groups)
+        return Lowering((Dispatch(thin_gemm_shader(problem), bindings, groups),))
+    side = side or block_side(problem)
+    splits = split_count(problem, side)
+    groups = (-(-problem.n // side), -(-problem.m // side), problem.batch * splits)
+    _check_groups(groups)
+    if splits == 1:
+        return Lowering((Dispatch(gemm_shader(problem, side), bindings, groups),))
+    partial = (
+        f"\n@group(0) @binding({len(bindings)}) var<storage, read_write> partial: array<f32>;\n"
+    )
+    split = replace(problem, declarations=problem.declarations + partial)
+    outputs = problem.batch * problem.m * problem.n
+    total = f"""    var total = 0.0;
+    for (var part = 0u; part < {splits}u; part++) {{ total += partial[part * {outputs}u + i]; }}
+    store_c(i / {problem.m * problem.n}u, (i / {problem.n}u) % {problem.m}u, i % {problem.n}u, total);"""
+    reduce = split.declarations + split.functions + flat_main(outputs, total)
+    with_scratch = (*bindings, Binding("scratch", 0))
+    return Lowering(
+        (
+            Dispatch(gemm_shader(split, side, splits), with_scratch, groups),
+            Dispatch(reduce, with_scratch, workgroups_for(outputs, WORKGROUP)),
+        ),
+        scratch=(4 * splits * outputs,),
+    )
+
+
+def _check_groups(groups: tuple[int, int, int]) -> None:
+    if max(groups) > MAX_WORKGROUPS_PER_DIMENSION:
+        raise Unsupported(f"a GEMM of {groups} workgroups passes the per-dimension limit")
