@@ -48,10 +48,12 @@ from gpux.runtime.wgpu.kernels._wgsl import WORKGROUP, flat_main
 
 TILE_K = 16
 THREADS = 16  # per side: 16x16 invocations, each computing (side/16)^2 outputs
-# Block sides the template writes: 128 (8x8 per invocation, as two vec4 runs each way) is
-# there to be measured (benchmarks/wgpu_gemm.py --tiles) before it joins TILES.
+# Block sides the template writes. 128 (8x8 per invocation, as two vec4 runs each way) joined
+# the choice after benchmarks/wgpu_gemm.py on an H100 (2026-12-06): MatMul 2048^3 0.452 ms
+# against 0.611 with 64-blocks, BERT-base b32's 4096x768 @ 768x3072 0.535 against 0.693; the
+# problems too small for 256 of its blocks still take 64, 32 or 16 (equal times).
 SIDES = (128, 64, 32, 16)
-TILES = (64, 32, 16)  # block sides chosen from, preferred first
+TILES = SIDES  # block sides chosen from, preferred first
 # Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
 ENOUGH_WORKGROUPS = 256
 MIN_SPLIT_K = 256  # no part of a split K shorter than this
