@@ -85,7 +85,7 @@ class Batcher(Generic[Payload]):
         self._running: set[asyncio.Task[None]] = set()
         self.preferred_sizes = sorted({int(n) for n in preferred_sizes if 0 < n <= max_batch_size})
 
-    async def submit(self, payload: Payload, timeout: float) -> Any:
+    def _add(self, payload: Payload) -> _Job[Payload]:
         if len(self._pending) >= self.max_queue:
             raise QueueFull
         loop = asyncio.get_running_loop()
@@ -96,6 +96,10 @@ class Batcher(Generic[Payload]):
         self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work())
+        return job
+
+    async def submit(self, payload: Payload, timeout: float) -> Any:
+        job = self._add(payload)
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)
         except TimeoutError:
@@ -107,23 +111,14 @@ class Batcher(Generic[Payload]):
         """``submit`` without a coroutine per request, for callers that take many requests at
         once on the loop's thread (the shared engine, gpux/serve/engine.py): the result's
         future, which fails with ``TimeoutError`` if the request has not started in time."""
-        if len(self._pending) >= self.max_queue:
-            raise QueueFull
-        loop = asyncio.get_running_loop()
-        job = _Job(
-            payload, self.strategy.size(payload), self.strategy.key(payload), loop.create_future()
-        )
-        self._pending.append(job)
-        self._wakeup.set()
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._work())
+        job = self._add(payload)
 
         def expire() -> None:
             if job in self._pending:  # not started: nobody will run it
                 self._pending.remove(job)
                 _settle(job.future, exception=TimeoutError())
 
-        expiry = loop.call_later(timeout, expire)
+        expiry = asyncio.get_running_loop().call_later(timeout, expire)
         job.future.add_done_callback(lambda _: expiry.cancel())
         return job.future
 
