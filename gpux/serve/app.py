@@ -481,7 +481,7 @@ def _infer_answer(
     policy: RequestPolicy,
 ) -> Response:
     outputs = chosen_outputs(served, parsed, outputs)
-    parts, header_length = protocol.encode_response_parts(
+    content, header_length = protocol.encode_response(
         served.name, served.triton_version, parsed, outputs
     )
     headers = {}
@@ -489,11 +489,7 @@ def _infer_answer(
     if header_length is not None:
         headers["Inference-Header-Content-Length"] = str(header_length)
         media = "application/octet-stream"
-    size = sum(len(part) for part in parts)
-    if size >= bodies.PARTS_BYTES and not bodies.gzip_wanted(request, size, policy.gzip_min_bytes):
-        # Joining BERT's 393 KB of hidden states cost a copy; the parts go out as they are.
-        return bodies.PartsResponse(parts, media, headers)
-    response = Response(b"".join(parts), media_type=media, headers=headers)
+    response = Response(content, media_type=media, headers=headers)
     return compressed(request, response, policy.gzip_min_bytes)
 
 

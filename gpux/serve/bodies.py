@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import traceback
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +18,6 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from gpux.errors import InputError
 from gpux.pipeline.runner import Pipeline
@@ -29,10 +28,6 @@ T = TypeVar("T")
 
 # Below this a thread hop (tens of microseconds) costs more than the work it moves.
 OFF_LOOP_BYTES = 256 << 10
-
-# Answers from this size on are sent as their parts (PartsResponse); below, one message is
-# cheaper than the extra sends.
-PARTS_BYTES = 64 << 10
 
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
@@ -138,7 +133,9 @@ def compressed(request: Request, response: Response, min_bytes: int) -> Response
     Chromium then never fired the playground's load event in the browser tests). The header
     length of a binary answer counts uncompressed bytes, which clients read after inflating."""
     body = response.body
-    if not gzip_wanted(request, len(body), min_bytes):
+    if not min_bytes or len(body) < min_bytes:
+        return response
+    if "gzip" not in request.headers.get("accept-encoding", "").lower():
         return response
     packed = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     response.body = packed.compress(body) + packed.flush()
@@ -146,32 +143,6 @@ def compressed(request: Request, response: Response, min_bytes: int) -> Response
     response.headers["Vary"] = "Accept-Encoding"
     response.headers["Content-Length"] = str(len(response.body))
     return response
-
-
-def gzip_wanted(request: Request, size: int, min_bytes: int) -> bool:
-    """Whether :func:`compressed` compresses an answer of ``size`` bytes."""
-    accepted = request.headers.get("accept-encoding", "").lower()
-    return bool(min_bytes) and size >= min_bytes and "gzip" in accepted
-
-
-class PartsResponse(Response):
-    """An answer sent as its parts, each in an ASGI message of its own: a binary inference
-    answer's JSON header, then each output's bytes as a view of its array, not joined into one
-    bytes object. uvloop writes the parts of one answer with a single ``writev``."""
-
-    def __init__(
-        self, parts: Sequence[bytes | memoryview], media_type: str, headers: dict[str, str]
-    ) -> None:
-        self.parts = parts
-        length = str(sum(len(part) for part in parts))
-        super().__init__(None, media_type=media_type, headers={**headers, "Content-Length": length})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = {"type": "http.response.start", "status": self.status_code}
-        await send({**start, "headers": self.raw_headers})
-        last = len(self.parts) - 1
-        for index, part in enumerate(self.parts):
-            await send({"type": "http.response.body", "body": part, "more_body": index < last})
 
 
 async def predict_items(

@@ -421,19 +421,6 @@ def encode_response(
     outputs: Mapping[str, Array],
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary data follows it."""
-    parts, header_length = encode_response_parts(model, version, request, outputs)
-    return b"".join(parts), header_length  # a lone header is returned as is, not copied
-
-
-def encode_response_parts(
-    model: str,
-    version: str,
-    request: InferRequest,
-    outputs: Mapping[str, Array],
-) -> tuple[list[bytes | memoryview], int | None]:
-    """The response body in parts: the JSON header (bytes), then each binary output's bytes,
-    a view of its array where it is contiguous; and the header's length when binary data
-    follows it."""
     entries = []
     blobs: list[bytes | memoryview] = []
     for name, value in outputs.items():
@@ -445,6 +432,7 @@ def encode_response_parts(
             "shape": list(array.shape),
         }
         if request.all_binary or name in request.binary_outputs:
+            # The array's own bytes: copied once, into the body below.
             blob = pack_bytes(array) if kind == "string" else _raw_bytes(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
@@ -460,7 +448,9 @@ def encode_response_parts(
     if request.request_id is not None:
         body["id"] = request.request_id
     header = json_codec.dumps_arrays(body)
-    return [header, *blobs], (len(header) if blobs else None)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
 
 
 def _raw_bytes(array: Array) -> memoryview:
