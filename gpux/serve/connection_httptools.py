@@ -34,9 +34,9 @@ class HeadWithBody(asyncio.Transport):
     line and headers) of an answer of known length is held and written with the body's first
     part, in one ``writev``. uvloop sends each ``write`` at once, so uvicorn's two writes (the
     head at ``http.response.start``, the body after) cost two syscalls, and two segments for
-    the client to wake up for. Streamed (chunked) answers and everything written before the
-    head (``100 Continue``) pass at once; whatever is held goes out before the connection
-    closes, and when the answer is complete (a ``HEAD`` answer has no body write)."""
+    the client to wake up for. Streamed (chunked) answers, answers to ``HEAD`` (uvicorn writes
+    no body for them) and what is written before the head (``100 Continue``) pass at once; a
+    head still held when the connection closes goes out first."""
 
     __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
 
@@ -59,13 +59,10 @@ class HeadWithBody(asyncio.Transport):
         else:
             self._transport.write(data)
 
-    def flush(self) -> None:
-        if self._head is not None:
-            head, self._head = self._head, None
-            self._transport.write(head)
-
     def close(self) -> None:
-        self.flush()
+        if self._head is not None:  # the application failed after starting its answer
+            self._transport.write(self._head)
+            self._head = None
         self._transport.close()
 
     def is_closing(self) -> bool:
@@ -149,8 +146,6 @@ class TimedHttpToolsProtocol(DeadlineTimers, HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         answered = self.cycle
-        if isinstance(answered.transport, HeadWithBody):
-            answered.transport.flush()
         super().on_response_complete()  # may start the next pipelined request's cycle
         unread = self.cycle is answered and answered.more_body and not self._awaiting_headers
         if unread:

@@ -226,3 +226,16 @@ def test_an_answer_of_known_length_is_written_with_its_head(
         assert real.calls[1:] == [("write", (b"head",))]
     transport.close()
     assert real.calls[-1] == ("close", ())
+
+
+def test_a_held_head_goes_out_before_the_connection_closes() -> None:
+    """An application that fails after starting its answer: uvicorn closes the connection."""
+    from gpux.serve.connection_httptools import HeadWithBody
+
+    cycle = SimpleNamespace(response_started=True, chunked_encoding=False, scope={"method": "GET"})
+    real = RecordingTransport()
+    transport = HeadWithBody(real, cycle)  # type: ignore[arg-type]
+    transport.write(b"head")
+    assert real.calls == []
+    transport.close()
+    assert real.calls == [("write", (b"head",)), ("close", ())]
