@@ -21,55 +21,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gpux.serve.connection import DeadlineTimers, late_headers_answer
 from gpux.serve.policy import RequestPolicy
 
 WHOLE_BODY_BYTES = 1 << 20
-
-
-class HeadWithBody(asyncio.Transport):
-    """The connection's transport as one response cycle sees it: the response head (status
-    line and headers) of an answer of known length is held and written with the body's first
-    part, in one ``writev``. uvloop sends each ``write`` at once, so uvicorn's two writes (the
-    head at ``http.response.start``, the body after) cost two syscalls, and two segments for
-    the client to wake up for. Streamed (chunked) answers, answers to ``HEAD`` (uvicorn writes
-    no body for them) and what is written before the head (``100 Continue``) pass at once; a
-    head still held when the connection closes goes out first."""
-
-    __slots__ = ("_cycle", "_head", "_head_seen", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
-        super().__init__()
-        self._transport, self._cycle = transport, cycle
-        self._head: bytes | bytearray | memoryview | None = None
-        self._head_seen = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._head is not None:
-            head, self._head = self._head, None
-            self._transport.writelines((head, data))
-        elif not self._head_seen and self._cycle.response_started:
-            self._head_seen = True  # the first write once the answer has started is its head
-            if self._cycle.chunked_encoding is False and self._cycle.scope["method"] != "HEAD":
-                self._head = data
-            else:
-                self._transport.write(data)
-        else:
-            self._transport.write(data)
-
-    def close(self) -> None:
-        if self._head is not None:  # the application failed after starting its answer
-            self._transport.write(self._head)
-            self._head = None
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
 
 
 class TimedHttpToolsProtocol(DeadlineTimers, HttpToolsProtocol):
@@ -111,11 +68,8 @@ class TimedHttpToolsProtocol(DeadlineTimers, HttpToolsProtocol):
         self._cancel_header_timer()
         previous = self.cycle
         super().on_headers_complete()
-        if self.cycle is previous:  # no new cycle: an upgrade, whose bytes uvicorn handles
-            self._body_parts = None
-            return
-        self.cycle.transport = HeadWithBody(self.transport, self.cycle)
-        held = self._known_length() <= self.whole_body_bytes
+        # No new cycle: an upgrade, whose bytes uvicorn handles.
+        held = self.cycle is not previous and self._known_length() <= self.whole_body_bytes
         self._body_parts = [] if held else None
 
     def _known_length(self) -> int:

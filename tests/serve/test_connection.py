@@ -7,15 +7,12 @@ this module checks each, on uvicorn in a thread of this process with a tiny app.
 
 from __future__ import annotations
 
-import asyncio
 import select
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import uvicorn
@@ -175,67 +172,3 @@ def test_without_httptools_the_h11_protocol_is_chosen(monkeypatch: pytest.Monkey
 def test_with_httptools_it_is_the_default() -> None:
     protocol = timed_protocol(RequestPolicy(body_timeout=3))
     assert issubclass(protocol, HttpToolsProtocol) and protocol.body_timeout == 3
-
-
-def test_head_answers_and_the_next_request_still_come_back(port: int) -> None:
-    """A HEAD answer has no body write: its head, held for one, must go out all the same."""
-    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as sock:
-        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        sent = read_until_closed(sock)
-    assert sent.count(b"HTTP/1.1 200 ") == 2 and sent.endswith(b"\r\n\r\nok"), sent
-
-
-class RecordingTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, tuple[bytes, ...]]] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.calls.append(("write", (bytes(data),)))
-
-    def writelines(self, parts: Any) -> None:
-        self.calls.append(("writelines", tuple(bytes(p) for p in parts)))
-
-    def close(self) -> None:
-        self.calls.append(("close", ()))
-
-
-@pytest.mark.parametrize(
-    ("method", "chunked", "coalesced"),
-    [("POST", False, True), ("HEAD", False, False), ("POST", True, False)],
-)
-def test_an_answer_of_known_length_is_written_with_its_head(
-    method: str, chunked: bool, coalesced: bool
-) -> None:
-    """One writev for head and body (gpux/serve/connection_httptools.py), except where no body
-    write follows at once (HEAD) or the answer streams (chunked): those heads go out alone."""
-    from gpux.serve.connection_httptools import HeadWithBody
-
-    cycle = SimpleNamespace(response_started=False, chunked_encoding=None, scope={"method": method})
-    real = RecordingTransport()
-    transport = HeadWithBody(real, cycle)  # type: ignore[arg-type]
-    transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the answer: at once
-    cycle.response_started, cycle.chunked_encoding = True, chunked
-    transport.write(b"head")
-    if coalesced:
-        assert real.calls == [("write", (b"HTTP/1.1 100 Continue\r\n\r\n",))]
-        transport.write(b"body")
-        assert real.calls[1:] == [("writelines", (b"head", b"body"))]
-    else:
-        assert real.calls[1:] == [("write", (b"head",))]
-    transport.close()
-    assert real.calls[-1] == ("close", ())
-
-
-def test_a_held_head_goes_out_before_the_connection_closes() -> None:
-    """An application that fails after starting its answer: uvicorn closes the connection."""
-    from gpux.serve.connection_httptools import HeadWithBody
-
-    cycle = SimpleNamespace(response_started=True, chunked_encoding=False, scope={"method": "GET"})
-    real = RecordingTransport()
-    transport = HeadWithBody(real, cycle)  # type: ignore[arg-type]
-    transport.write(b"head")
-    assert real.calls == []
-    transport.close()
-    assert real.calls == [("write", (b"head",)), ("close", ())]
