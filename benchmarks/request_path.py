@@ -17,8 +17,10 @@ Shapes (``--shape``):
         [--accept-gzip] [--serve-args "--max-batch-size 32 --max-batch-delay-ms 2"]
 
 Prints requests/s, p50 and p99 (ms), the model call's median time in process (at c=1, p50 minus
-that is what serving adds) and the CPU time the server and the client used per request. On a
-2-core machine the client takes one core: compare figures from one machine and one session.
+that is what serving adds), the CPU time the server and the client used per request, and the
+server's read and write system calls per request (/proc/PID/io; the access log's line is one
+write). On a 2-core machine the client takes one core: compare figures from one machine and one
+session.
 """
 
 from __future__ import annotations
@@ -137,18 +139,46 @@ async def drive(
         warm = time.perf_counter() + min(1.0, seconds / 5)
         await asyncio.gather(*(caller(warm) for _ in range(concurrency)))
         latencies.clear()
-        before = cpu_seconds(server_pid), time.process_time()
+        before = cpu_seconds(server_pid), time.process_time(), syscalls(server_pid)
         await asyncio.gather(*(caller(time.perf_counter() + seconds) for _ in range(concurrency)))
         cpu["server"] = cpu_seconds(server_pid) - before[0]
         cpu["client"] = time.process_time() - before[1]
+        after = syscalls(server_pid)
+        cpu["reads"], cpu["writes"] = after[0] - before[2][0], after[1] - before[2][1]
     return latencies
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time a process and its descendants (``--workers``) have used, all their threads,
     from /proc (Linux)."""
+    used = 0.0
+    for process in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        used += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def syscalls(pid: int) -> tuple[int, int]:
+    """Read and write system calls (read/recv, write/writev/send) of a process and its
+    descendants, from /proc/PID/io (Linux): unlike CPU time, neighbours do not move them."""
+    reads = writes = 0
+    for process in process_tree(pid):
+        try:
+            counts = dict(
+                line.split(": ") for line in Path(f"/proc/{process}/io").read_text().splitlines()
+            )
+        except OSError:
+            continue
+        reads, writes = reads + int(counts["syscr"]), writes + int(counts["syscw"])
+    return reads, writes
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
     parents: dict[int, int] = {}
-    used: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -157,15 +187,14 @@ def cpu_seconds(pid: int) -> float:
         except OSError:  # gone meanwhile
             continue
         parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for process, seconds in used.items():
+    tree = []
+    for process in parents:
         ancestor = process
         while ancestor not in (pid, 0, 1) and ancestor in parents:
             ancestor = parents[ancestor]
         if ancestor == pid:
-            total += seconds
-    return total
+            tree.append(process)
+    return tree
 
 
 def in_process_ms(model: Path, shape: str, backend: str) -> float:
@@ -271,6 +300,8 @@ def main() -> None:
         "in_process_ms": bare_ms,
         "server_cpu_ms_per_request": round(1e3 * cpu["server"] / len(latencies), 3),
         "client_cpu_ms_per_request": round(1e3 * cpu["client"] / len(latencies), 3),
+        "server_reads_per_request": round(cpu["reads"] / len(latencies), 2),
+        "server_writes_per_request": round(cpu["writes"] / len(latencies), 2),
     }
     print(json.dumps(result))
 

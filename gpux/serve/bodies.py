@@ -97,8 +97,10 @@ def require_media(request: Request, accepted: Collection[str], hint: str) -> str
 async def read_body(request: Request, policy: RequestPolicy) -> bytes:
     """The whole body, inflated when gzip. Its size and arrival time are bounded by
     :class:`~gpux.serve.guards.Guards` as it is read; the inflated size here."""
-    chunks = [chunk async for chunk in request.stream()]
-    body = b"".join(chunks)
+    # Empty chunks dropped: Starlette's stream ends with b"", and a body that came whole
+    # (gpux/serve/connection_httptools.py) is then the one chunk itself, not a copy of it.
+    chunks = [chunk async for chunk in request.stream() if chunk]
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     del chunks
     if request.headers.get("content-encoding", "").lower() == "gzip":
         body = await off_loop(len(body), _inflate, body, policy.max_body_bytes)

@@ -32,19 +32,21 @@ def timed_protocol(policy: RequestPolicy, parser: str = "auto") -> type[asyncio.
     """The protocol class to give ``uvicorn.Config(http=...)`` for ``policy``'s timeouts;
     ``parser`` "auto" is httptools when it can be imported, else h11."""
     base: type[asyncio.Protocol] = TimedH11Protocol
+    settings: dict[str, Any] = {
+        "header_timeout": policy.header_timeout,
+        "body_timeout": policy.body_timeout,
+    }
     if parser in ("auto", "httptools"):
         try:
-            from gpux.serve.connection_httptools import TimedHttpToolsProtocol
+            from gpux.serve.connection_httptools import WHOLE_BODY_BYTES, TimedHttpToolsProtocol
         except ImportError:
             if parser == "httptools":
                 raise
         else:
             base = TimedHttpToolsProtocol
-    return type(
-        base.__name__,
-        (base,),
-        {"header_timeout": policy.header_timeout, "body_timeout": policy.body_timeout},
-    )
+            # A body is held whole before the application reads it: never more than it may get.
+            settings["whole_body_bytes"] = min(WHOLE_BODY_BYTES, policy.max_body_bytes)
+    return type(base.__name__, (base,), settings)
 
 
 def late_headers_answer(header_timeout: float) -> bytes:

@@ -29,16 +29,18 @@ PATIENCE = 10.0  # the timeouts below are 0.5 s; a server that ignores them hits
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Answers ``ok`` without reading the body (as a refusal would), or echoes its size."""
+    """Answers ``ok`` without reading the body (as a refusal would), or echoes its size and
+    the number of messages it came in."""
     assert scope["type"] == "http"
     body = b"ok"
     if scope["path"] == "/read":
-        size, more = 0, True
+        size, messages, more = 0, 0, True
         while more:
             message = await receive()
             size += len(message.get("body", b""))
+            messages += 1
             more = message.get("more_body", False)
-        body = str(size).encode()
+        body = f"{size} {messages}".encode()
     headers = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -115,6 +117,41 @@ def test_pipelined_requests_are_answered_in_order(port: int) -> None:
         sent = read_until_closed(sock)
     assert sent.count(b"HTTP/1.1 200 ") == 4, sent
     assert sent.endswith(b"ok"), sent
+
+
+def post_in_pieces(port: int, head: bytes, pieces: list[bytes]) -> tuple[int, int]:
+    """The size and message count /read saw of a body sent in ``pieces``, a few ms apart (so
+    that the server reads it in many chunks)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as sock:
+        sock.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + head)
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.003)
+        sent = read_until_closed(sock)
+    assert sent.startswith(b"HTTP/1.1 200 "), sent
+    size, messages = sent.partition(b"\r\n\r\n")[2].split()
+    return int(size), int(messages)
+
+
+def test_a_body_of_known_length_reaches_the_app_whole(
+    port: int, request: pytest.FixtureRequest
+) -> None:
+    """httptools hands each chunk on by itself; bodies of up to 1 MiB are held and given to
+    the application in one message (gpux/serve/connection_httptools.py). Larger or chunked
+    bodies still stream, under uvicorn's flow control."""
+    body = bytes(range(256)) * 2352  # 602 KB, a ResNet-50 image
+    pieces = [body[i : i + 32768] for i in range(0, len(body), 32768)]
+    head = b"Content-Length: %d\r\n\r\n" % len(body)
+    size, messages = post_in_pieces(port, head, pieces)
+    assert size == len(body)
+    if request.node.callspec.params["port"] == "httptools":
+        assert messages == 1
+    large = [bytes(65536)] * 24  # 1.5 MiB
+    size, messages = post_in_pieces(port, b"Content-Length: %d\r\n\r\n" % (65536 * 24), large)
+    assert size == 65536 * 24 and messages > 1
+    chunked = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+    size, messages = post_in_pieces(port, b"Transfer-Encoding: chunked\r\n\r\n", chunked)
+    assert size == len(body) and messages > 1
 
 
 def test_an_unread_body_trickled_after_the_answer_is_cut_off(port: int) -> None:

@@ -118,8 +118,9 @@ def test_unicode_ids_and_big_answers_come_back_as_sent(client: TestClient) -> No
     np.testing.assert_array_equal(np.array(answer["outputs"][0]["data"], np.float32), values)
 
 
+@pytest.mark.parametrize("accept", ["gzip", "identity"])  # one compressed body, or parts
 @pytest.mark.parametrize("count", [150_528, 1, 0])  # 602 KB (a ResNet-50 image), one, none
-def test_binary_tensors_round_trip_exactly(client: TestClient, count: int) -> None:
+def test_binary_tensors_round_trip_exactly(client: TestClient, count: int, accept: str) -> None:
     values = np.random.default_rng(1).standard_normal(count).astype(np.float32)
     header = json.dumps(
         {
@@ -140,10 +141,14 @@ def test_binary_tensors_round_trip_exactly(client: TestClient, count: int) -> No
         headers={
             "Content-Type": "application/octet-stream",
             "Inference-Header-Content-Length": str(len(header)),
-            "Accept-Encoding": "gzip",
+            "Accept-Encoding": accept,
         },
     )
     assert response.status_code == 200, response.text
+    compressed = accept == "gzip" and count * 4 >= 8 * 1024
+    assert (response.headers.get("content-encoding") == "gzip") is compressed
+    if not compressed:
+        assert int(response.headers["content-length"]) == len(response.content)
     length = int(response.headers["inference-header-content-length"])
     answer = json.loads(response.content[:length])
     assert answer["outputs"][0]["parameters"]["binary_data_size"] == values.nbytes
