@@ -256,3 +256,45 @@ def test_reshapes_share_buffers_even_between_an_input_and_an_output(tmp_path: Pa
         assert location["negated"] != location["squared"]
     finally:
         backend.close()
+
+
+def test_each_call_reads_its_own_inputs_though_its_commands_were_encoded_before(
+    tmp_path: Path,
+) -> None:
+    """A call's commands are encoded during the call before it (executor.py): calls in a row,
+    with GPU segments on both sides of a CPU one and with a profiled call between them, each
+    answer for their own inputs."""
+    register_kernels()
+    assert "Einsum" not in kernel.claimed_ops(), "pick another op the engine lacks"
+    w = onnx.numpy_helper.from_array(np.linspace(-1, 1, 8, dtype=np.float32), "w")
+    path = _save(
+        tmp_path,
+        [
+            helper.make_node("Add", ["x", "w"], ["a"]),
+            helper.make_node("Mul", ["a", "a"], ["b"]),
+            helper.make_node("Einsum", ["b"], ["c"], equation="ij->ji"),  # on the CPU
+            helper.make_node("Transpose", ["c"], ["t"], perm=[1, 0]),
+            helper.make_node("Add", ["t", "b"], ["d"]),
+            helper.make_node("Sub", ["d", "x"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        initializers=[w],
+    )
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={"batch": 2})
+    try:
+        segments = backend.placement.details["assignment"]["segments"]
+        assert [s["on"] for s in segments] == ["wgpu", "CPUExecutionProvider", "wgpu"]
+        rng = np.random.default_rng(7)
+        executor: Any = None
+        for call in range(5):
+            feed = {"x": rng.standard_normal((2, 8)).astype(np.float32)}
+            if call == 2:  # a profiled call between plain ones
+                executor = backend.executor_for(feed)
+                got = executor.profile(feed)[0]["y"]
+            else:
+                got = backend.run(feed)["y"]
+            np.testing.assert_allclose(got, _reference(path, feed)[0], rtol=1e-5, atol=1e-6)
+        assert executor is not None and executor.last_encode_seconds > 0
+    finally:
+        backend.close()
