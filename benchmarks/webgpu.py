@@ -104,7 +104,10 @@ def measure(model: Path, backends: list[str], runs: int) -> list[dict[str, Any]]
     if "wgpu" in loaded:
         engine_row = next(r for r in rows if r["backend"] == "wgpu")
         engine_row.update(_engine_costs(loaded["wgpu"], feed, max(3, runs // 10)))
-        engine_row["submits_per_call"] = loaded["wgpu"].placement.details["submits_per_call"]
+        details = loaded["wgpu"].placement.details
+        engine_row["submits_per_call"] = details["submits_per_call"]
+        engine_row["dispatches_per_call"] = details["dispatches"]
+        engine_row["memory_bytes"] = details["memory"]["bytes"]
         if "webgpu" in medians:
             engine_row["speedup_vs_webgpu_ep"] = round(medians["webgpu"] / medians["wgpu"], 3)
     for model_loaded in loaded.values():
