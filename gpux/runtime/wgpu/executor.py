@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gpux.errors import BackendError
+from gpux.runtime.wgpu import fusion
 from gpux.runtime.wgpu import plan as memory
 from gpux.runtime.wgpu.device import Gpu, device_bytes, from_device_bytes, to_device_bytes
 from gpux.runtime.wgpu.fallback import CpuSegment
@@ -49,7 +50,8 @@ class _Readback:
 class _GpuStep:
     uploads: list[str]  # values made on the host (caller or CPU segment) written before submit
     encoded: list[tuple[Any, Any, tuple[int, int, int]]]  # (pipeline, bind group, workgroups)
-    nodes: list[tuple[str, str, int]] = field(default_factory=list)  # (name, op, dispatches)
+    # (name, op, dispatches, the graph nodes it computes when fused)
+    nodes: list[tuple[str, str, int, tuple[str, ...]]] = field(default_factory=list)
     readbacks: list[_Readback] = field(default_factory=list)
     readback_buffer: Any = None
     # The next call's commands, encoded while the GPU runs this call's (every call encodes the
@@ -104,11 +106,13 @@ class Executor:
         partition: Partition,
         threads: int | None = None,
         constants: SharedConstants | None = None,
+        fuse: bool = True,
     ) -> None:
         started = time.perf_counter()
         self.gpu = gpu
         self.graph = graph
-        self.partition = partition
+        # The same nodes per segment (the placement proof); fewer kernels where fused.
+        self.partition = fusion.fuse(graph, partition) if fuse else partition
         self._threads = threads
         self._device_values = self._device_value_names()
         steps, self._program_shape = self._plan_steps()
@@ -275,6 +279,7 @@ class Executor:
                         lowered.node.name,
                         lowered.node.qualified_op,
                         len(lowered.lowering.dispatches),
+                        tuple(node.name for node in lowered.fused),
                     )
                 )
                 step += 1
@@ -310,7 +315,8 @@ class Executor:
         """One call with a timestamp query around every GPU node (each in a compute pass of
         its own, so slower than ``run``) and a wall clock around every CPU segment: the
         outputs, and ``{"node", "op", "on", "dispatches", "ms"}`` per node or segment in
-        order. Needs the adapter's ``timestamp-query`` feature."""
+        order; a fused kernel is one entry, ``op`` its ops joined (``Add+Mul+Erf``), ``node``
+        and ``fused`` its nodes' names. Needs the adapter's ``timestamp-query`` feature."""
         if "timestamp-query" not in self.gpu.features:
             raise BackendError(
                 f"{self.gpu.adapter_summary} has no timestamp queries",
@@ -334,7 +340,7 @@ class Executor:
             compute_pass.end()
             return
         position = 0
-        for index, (_, _, count) in enumerate(item.nodes):
+        for index, (_, _, count, _) in enumerate(item.nodes):
             compute_pass = encoder.begin_compute_pass(
                 timestamp_writes={
                     "query_set": timing,
@@ -437,11 +443,12 @@ class Executor:
                 for spent in (stamps, resolved, timing):
                     spent.destroy()
                 # WebGPU timestamps count nanoseconds.
-                for index, (name, op, count) in enumerate(item.nodes):
+                for index, (name, op, count, fused) in enumerate(item.nodes):
                     elapsed = float(ticks[2 * index + 1] - ticks[2 * index]) / 1e6
-                    times.append(
-                        {"node": name, "op": op, "on": "wgpu", "dispatches": count, "ms": elapsed}
-                    )
+                    entry = {"node": name, "op": op, "on": "wgpu", "dispatches": count}
+                    if fused:
+                        entry["fused"] = list(fused)
+                    times.append({**entry, "ms": elapsed})
             self._read_back(item, values)
         if times is None:
             self.last_encode_seconds = encode_seconds

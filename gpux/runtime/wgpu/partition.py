@@ -28,6 +28,8 @@ class LoweredNode:
     node: Node
     context: NodeContext
     lowering: Lowering
+    # The graph's nodes that one kernel computes (``fusion.py``); empty for a node of its own.
+    fused: tuple[Node, ...] = ()
 
 
 @dataclass

@@ -86,9 +86,19 @@ def test_minilm_int8_equals_onnxruntime_cpu(
     try:
         produced = engine.run(feed)
         assignment = engine.placement.details["assignment"]
+        dispatches = engine.placement.details["dispatches"]
+        kernels = [
+            lowered.node.op_type
+            for segment in engine.executor.partition.segments
+            for lowered in segment.lowered
+        ]
     finally:
         engine.close()
     assert assignment["nodes_on_backend"] == assignment["nodes"], assignment["elsewhere"]
+    # One dispatch per node made 152; fusion computes each layer's GELU (Div, Erf, Add, Mul,
+    # Mul) and the mask's IsNaN+Where as one kernel each: 121.
+    assert kernels.count("Div+Erf+Add+Mul+Mul") == 6
+    assert dispatches <= 125
     report = accuracy.compare([expected], [produced], {})
     assert accuracy.check(report, AccuracyBounds()) == []
     assert report["max_rel_error"] < 1e-4
