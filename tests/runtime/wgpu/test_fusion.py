@@ -54,16 +54,21 @@ def _run_both(
     """Check the engine's outputs against ONNX Runtime CPU's; the backend and its profile
     (empty without timestamp queries)."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(None, feed), strict=True))
     backend = WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={})
-    produced = backend.run(feed)
-    for name, value in expected.items():
-        np.testing.assert_allclose(produced[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
-    times: list[dict[str, Any]] = []
-    if "timestamp-query" in backend.executor.gpu.features:
-        outputs, times = backend.executor.profile(feed)
+    try:
+        produced = backend.run(feed)
         for name, value in expected.items():
-            np.testing.assert_allclose(outputs[name], value, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(produced[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        times: list[dict[str, Any]] = []
+        if "timestamp-query" in backend.executor.gpu.features:
+            outputs, times = backend.executor.profile(feed)
+            for name, value in expected.items():
+                np.testing.assert_allclose(outputs[name], value, rtol=1e-5, atol=1e-6)
+    except BaseException:
+        backend.close()
+        raise
     return backend, times
 
 
