@@ -52,10 +52,11 @@ def _external_inputs(members: list[LoweredNode]) -> list[str]:
     return names
 
 
-def _groups(graph: Graph, segment: Segment) -> list[list[LoweredNode]]:
-    """The segment's fusable groups of two nodes or more, members in graph order."""
-    readers = graph.consumers()
-    index_of = {id(node): index for index, node in enumerate(graph.nodes)}
+def _groups(
+    graph: Graph, segment: Segment, readers: dict[str, list[int]], index_of: dict[int, int]
+) -> list[list[LoweredNode]]:
+    """The segment's fusable groups of two nodes or more, members in graph order.
+    ``readers``: graph.consumers(); ``index_of``: id(node) -> its index in the graph."""
     candidates = [lowered for lowered in segment.lowered if _fusable(lowered)]
     producer = {lowered.node.outputs[0]: lowered for lowered in candidates}
     outputs = set(graph.outputs)
@@ -134,13 +135,15 @@ def _fused(graph: Graph, members: list[LoweredNode]) -> LoweredNode:
 
 def fuse(graph: Graph, partition: Partition) -> Partition:
     """``partition`` with each GPU segment's elementwise groups lowered as one kernel each."""
+    readers = graph.consumers()
+    index_of = {id(node): index for index, node in enumerate(graph.nodes)}
     segments = []
     for segment in partition.segments:
         if not segment.on_gpu:
             segments.append(segment)
             continue
         replaced: dict[int, LoweredNode | None] = {}
-        for members in _groups(graph, segment):
+        for members in _groups(graph, segment, readers, index_of):
             try:
                 fused = _fused(graph, members)
             except Unsupported:
