@@ -315,13 +315,17 @@ def interleaved_in_process(model: Any, count: int, tokens: int) -> tuple[int, fl
     """Every chat's stream advanced one piece in turn, as the server's generation thread does."""
     started = time.perf_counter()
     streams = [model.chat(messages(i), stream=True, max_new_tokens=tokens) for i in range(count)]
+    return read_in_turn(streams), time.perf_counter() - started
+
+
+def read_in_turn(streams: list[Any]) -> int:
+    """Every stream advanced one piece in turn until all end: the tokens they generated."""
     active = list(streams)
     while active:
         for stream in list(active):
             if next(stream, None) is None:
                 active.remove(stream)
-    total = sum(stream.completion.completion_tokens for stream in streams)
-    return total, time.perf_counter() - started
+    return sum(stream.completion.completion_tokens for stream in streams)
 
 
 def batched_in_process(model: Any, count: int, tokens: int) -> tuple[int, float]:
@@ -337,13 +341,7 @@ def batched_in_process(model: Any, count: int, tokens: int) -> tuple[int, float]
         for i in range(count)
     ]
     streams = [stream for group in batches(requests, count) for stream in start_batch(group)]
-    active = list(streams)
-    while active:
-        for stream in list(active):
-            if next(stream, None) is None:
-                active.remove(stream)
-    total = sum(stream.completion.completion_tokens for stream in streams)
-    return total, time.perf_counter() - started
+    return read_in_turn(streams), time.perf_counter() - started
 
 
 def static_batch(

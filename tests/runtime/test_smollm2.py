@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from gpux.runtime.generative import Completion, GenerativeModel
+from tests.runtime.test_generative_batch import read_in_turn
 from tools import smollm2
 
 FOLDER = smollm2.folder()
@@ -82,13 +83,6 @@ def test_batched_chats_equal_the_same_chats_alone(model: GenerativeModel) -> Non
     ]
     assert len({len(r.prompt_ids) for r in requests}) == len(requests)
     streams = start_batch(requests)
-    texts = ["" for _ in streams]
-    live = list(range(len(streams)))
-    while live:
-        for index in list(live):
-            try:
-                texts[index] += next(streams[index])
-            except StopIteration:
-                live.remove(index)
+    texts = read_in_turn(streams)
     assert texts == [a.text for a in alone]  # type: ignore[union-attr]
     assert [s.completion.token_ids for s in streams] == [a.token_ids for a in alone]  # type: ignore[union-attr]
