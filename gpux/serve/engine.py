@@ -68,7 +68,6 @@ class Engine:
         from gpux.serve.app import ServedModel
         from gpux.serve.metrics import Metrics
 
-        self.served = served
         self.by_key: dict[str, ServedModel] = {}
         for top in served:
             for leaf in leaves(top.model):
@@ -153,33 +152,31 @@ class Engine:
                     raise GPUXError(f"the engine has no model '{key}'", "restart the server")
                 future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
             except Exception as exc:
-                self._reply(channel, lock, call_id, None, exc)
+                _reply(channel, lock, call_id, {}, exc)
                 continue
-            future.add_done_callback(functools.partial(self._answered, channel, lock, call_id))
+            future.add_done_callback(functools.partial(_answered, channel, lock, call_id))
 
-    @classmethod
-    def _answered(
-        cls, channel: Channel, lock: threading.Lock, call_id: int, done: asyncio.Future[Any]
-    ) -> None:
-        cls._reply(channel, lock, call_id, done, None)
 
-    @staticmethod
-    def _reply(
-        channel: Channel,
-        lock: threading.Lock,
-        call_id: int,
-        done: asyncio.Future[Any] | None,
-        error: BaseException | None,
-    ) -> None:
-        if done is not None:
-            error = done.exception()
-        outputs: dict[str, Any] = {} if error is not None or done is None else done.result()
-        reply = (call_id, None if error is None else failure_of(error))
-        try:
-            with lock:
-                channel.send(reply, outputs)
-        except OSError:
-            pass  # the front-end went away: nobody waits for this answer
+def _answered(
+    channel: Channel, lock: threading.Lock, call_id: int, done: asyncio.Future[Any]
+) -> None:
+    error = done.exception()
+    _reply(channel, lock, call_id, {} if error is not None else done.result(), error)
+
+
+def _reply(
+    channel: Channel,
+    lock: threading.Lock,
+    call_id: int,
+    outputs: dict[str, Any],
+    error: BaseException | None,
+) -> None:
+    reply = (call_id, None if error is None else failure_of(error))
+    try:
+        with lock:
+            channel.send(reply, outputs)
+    except OSError:
+        pass  # the front-end went away: nobody waits for this answer
 
 
 def failure_of(exc: BaseException) -> tuple[str, str, str | None]:
@@ -219,7 +216,7 @@ def engine_main(spec: ServerSpec, address: str, authkey: bytes, report: Connecti
             return
         listener = Listener(address, family="AF_UNIX", authkey=authkey)
         os.chmod(address, 0o600)
-        report.send(("ready", engine.placements()))
+        report.send("ready")
         threading.Thread(target=_exit_with_parent, args=(report,), daemon=True).start()
         await engine.serve(listener)
 

@@ -92,9 +92,6 @@ class EngineClient:
             else:
                 future.set_exception(raised(failure))
 
-    def close(self) -> None:
-        self._channel.close()
-
 
 def raised(failure: tuple[str, str, str | None]) -> Exception:
     kind, message, hint = failure

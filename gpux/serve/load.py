@@ -133,7 +133,7 @@ def _served_by_engine(
         max_queue=int(values["max_queue"]),
         max_tokens=values.get("max_tokens"),
     )
-    served = ServedModel(
+    return ServedModel(
         repository or image.name,
         tag or "latest",
         model,
@@ -143,7 +143,6 @@ def _served_by_engine(
         FRONT_END_CALLS,
         remote=True,
     )
-    return served
 
 
 def _served_generative(

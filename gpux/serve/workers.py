@@ -98,12 +98,11 @@ def serve_workers(spec: ServerSpec) -> None:
 class EngineProcess:
     """The engine, started and ready (its models loaded and warm)."""
 
-    def __init__(self, process: Any, placements: dict[str, Any]) -> None:
+    def __init__(self, process: Any, pipe: Any) -> None:
         self.process = process
-        self.placements = placements
+        self.pipe = pipe  # the parent's end, kept open: the engine exits when it closes
         self.stopped_early = False
         self.stopping = False
-        self.pipe: Any = None  # the parent's end: the engine exits when it closes
 
     def terminate(self) -> None:
         self.stopping = True
@@ -149,9 +148,7 @@ def start_engine(spec: ServerSpec, shared: Path) -> EngineProcess:
     os.environ[ADDRESS_ENV] = address
     os.environ[AUTHKEY_ENV] = authkey.hex()
     (shared / "engine.pid").write_text(f"{process.pid}\n")  # for operators (and the tests)
-    engine = EngineProcess(process, report[1])
-    engine.pipe = ours  # kept open: the engine exits when this process does
-    return engine
+    return EngineProcess(process, ours)
 
 
 def watch_engine(engine: EngineProcess, supervisor: Any) -> None:
