@@ -7,8 +7,9 @@ run it on the GPU machine, which has them.
 
     python benchmarks/export_reference_models.py OUTDIR [--dynamic-only]
 
-``--dynamic-only`` writes just the two symbolic-batch files (what the serving runs need), which
-saves the fixed-size exports' time on a machine whose minutes are counted.
+``--dynamic-only`` writes just the symbolic-batch files (what the serving runs need), which
+saves the fixed-size exports' time on a machine whose minutes are counted; they include
+``resnet50_io.onnx``, ResNet-50's inputs and outputs with almost no arithmetic.
 """
 
 from __future__ import annotations
@@ -102,7 +103,39 @@ def _dynamic(folder: Path, resnet: object, bert: object) -> list[Path]:
             },
             dynamo=False,
         )
-    return [path, bert_path]
+    return [path, bert_path, io_model(folder)]
+
+
+def io_model(folder: Path) -> Path:
+    """``resnet50_io.onnx``: ResNet-50's input and output (pixels [N,3,224,224] -> logits
+    [N,1000]) with almost no arithmetic (a mean per channel times a 3x1000 matrix). Served,
+    it measures what the request path and the batching cost on their own, at the same bytes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    path = folder / "resnet50_io.onnx"
+    if path.exists():
+        return path
+    weight = np.random.default_rng(0).standard_normal((3, 1000)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["pixels", "axes"], ["means"], keepdims=0),
+            helper.make_node("MatMul", ["means", "weight"], ["logits"]),
+        ],
+        "resnet50_io",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])],
+        [
+            numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+            numpy_helper.from_array(weight, "weight"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
 
 
 if __name__ == "__main__":

@@ -282,6 +282,7 @@ class Row:
     decode: Callable[[bytes, dict[str, str]], np.ndarray] | None = None  # answer -> 1st output
     batch: int = 1  # in-process rows: rows per call
     pid: int | None = None  # the server's process (its CPU time is measured with its children)
+    stats_port: int | None = None  # gpux serve: its Triton statistics, read around each step
 
     @property
     def label(self) -> str:
@@ -317,7 +318,48 @@ def rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
     rows = _rows_of(server, feed)
     for row in rows:
         row.pid = server.process.pid
+        if server.name == "gpux serve":
+            row.stats_port = server.http_port
     return rows
+
+
+def model_stats(port: int) -> dict[str, Any]:
+    import httpx
+
+    answer = httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/stats", timeout=10)
+    return dict(answer.json()["model_stats"][0])
+
+
+def batch_profile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the server's batcher did during one step, from two reads of its statistics: the
+    model calls by batch size (padding included), and per call the time to join the batch and
+    the model call itself; per request the wait before its batch started."""
+
+    def by_size(stats: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        return {b["batch_size"]: b for b in stats.get("batch_stats", [])}
+
+    calls: dict[int, int] = {}
+    join_ns = infer_ns = 0
+    old = by_size(before)
+    for size, entry in by_size(after).items():
+        was = old.get(size, {})
+        count = entry["compute_infer"]["count"] - was.get("compute_infer", {}).get("count", 0)
+        if count:
+            calls[size] = count
+        join_ns += entry["compute_input"]["ns"] - was.get("compute_input", {}).get("ns", 0)
+        infer_ns += entry["compute_infer"]["ns"] - was.get("compute_infer", {}).get("ns", 0)
+    queue = [s["inference_stats"]["queue"] for s in (before, after)]
+    waits = queue[1]["count"] - queue[0]["count"]
+    total = sum(calls.values())
+    return {
+        "calls_by_batch_size": dict(sorted(calls.items())),
+        "rows_per_call": round(sum(k * v for k, v in calls.items()) / total, 2) if total else None,
+        "join_ms_per_call": round(join_ns / total / 1e6, 3) if total else None,
+        "run_ms_per_call": round(infer_ns / total / 1e6, 3) if total else None,
+        "queue_ms_per_request": (
+            round((queue[1]["ns"] - queue[0]["ns"]) / waits / 1e6, 3) if waits else None
+        ),
+    }
 
 
 def _rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
@@ -437,11 +479,14 @@ def measure_all(
                     else:
                         assert row.pid is not None
                         server_ticks = machine_load.tree_ticks(row.pid)
+                        stats = model_stats(row.stats_port) if row.stats_port else None
                         result = serve_load.measure(
                             row.target, level, args.duration, args.warmup, args.client_processes
                         )
                         server_ticks = machine_load.tree_ticks(row.pid) - server_ticks
                         result.server_cpu_s = server_ticks / machine_load.TICKS
+                        if stats is not None and row.stats_port:
+                            result.batches = batch_profile(stats, model_stats(row.stats_port))
                     result.others_cpu = meter.stop()
                     if result.errors:
                         progress.console.print(
@@ -453,10 +498,22 @@ def measure_all(
                     if not progress.console.is_terminal:  # no bar in a log: a line per step
                         print(
                             f"  round {round_index + 1}, c={level}, {row.label}: "
-                            f"{result.throughput:.0f}/s (others used {result.others_cpu:.2f} cores)",
+                            f"{result.throughput:.0f}/s (others used {result.others_cpu:.2f} cores)"
+                            + (f"; batches {describe(result.batches)}" if result.batches else ""),
                             flush=True,
                         )
     return results
+
+
+def describe(profile: dict[str, Any]) -> str:
+    """``batch_profile`` in a line: the commonest sizes first."""
+    calls = sorted(profile["calls_by_batch_size"].items(), key=lambda kv: -kv[1])[:4]
+    shown = ", ".join(f"b{size} x{count}" for size, count in calls)
+    return (
+        f"{shown}; {profile['rows_per_call']} rows/call, join {profile['join_ms_per_call']} ms,"
+        f" run {profile['run_ms_per_call']} ms per call, queue {profile['queue_ms_per_request']}"
+        " ms per request"
+    )
 
 
 def peer_for(row: Row, kind: str) -> str | None:

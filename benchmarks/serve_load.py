@@ -77,6 +77,7 @@ class LoadResult:
     others_cpu: float = 0.0  # cores used by other processes meanwhile (benchmarks/machine_load.py)
     answered_all: int = 0  # answers over the whole step, warm-up included
     server_cpu_s: float | None = None  # the server's CPU time over the whole step, if measured
+    batches: dict[str, Any] | None = None  # gpux serve: its batcher's calls (serve.py)
 
     @property
     def throughput(self) -> float:
@@ -116,6 +117,7 @@ class LoadResult:
             "server_cpu_ms_per_answer": (
                 None if (cpu := self.server_cpu_ms_per_answer) is None else round(cpu, 3)
             ),
+            **({"batches": self.batches} if self.batches else {}),
         }
 
 
@@ -336,7 +338,11 @@ asyncio.run(main())
 
 
 def self_test(
-    concurrency: list[int], seconds: float, request_bytes: int, answer_bytes: int
+    concurrency: list[int],
+    seconds: float,
+    request_bytes: int,
+    answer_bytes: int,
+    processes: int = 1,
 ) -> None:
     """The generator against a server that answers a canned body without any work."""
     server = subprocess.Popen(
@@ -348,10 +354,10 @@ def self_test(
         target = HttpTarget("127.0.0.1", port, "/", b"y" * request_bytes)
         print(
             f"canned server, {request_bytes} B requests, {answer_bytes} B answers, "
-            f"{os.cpu_count()} cores (server and generator share them)"
+            f"{os.cpu_count()} cores (server and generator share them), {processes} generator process(es)"
         )
         for level in concurrency:
-            result = measure(target, level, seconds, warmup=0.5)
+            result = measure(target, level, seconds, warmup=0.5, processes=processes)
             print(
                 f"  c={level:<3} {result.throughput:8.0f} req/s  p50 {result.percentile_ms(0.5):6.2f}"
                 f" ms  p99 {result.percentile_ms(0.99):6.2f} ms  generator CPU "
@@ -369,11 +375,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--request-bytes", type=int, default=700, help="MiniLM JSON: ~700")
     parser.add_argument("--answer-bytes", type=int, default=124_000, help="MiniLM JSON: ~124 KB")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="generator processes (serve.py --client-processes)"
+    )
     args = parser.parse_args()
     if not args.self_test:
         parser.error("run with --self-test; benchmarks/serve.py uses this module as a library")
     levels = [int(c) for c in args.concurrency.split(",")]
-    self_test(levels, args.duration, args.request_bytes, args.answer_bytes)
+    self_test(levels, args.duration, args.request_bytes, args.answer_bytes, args.processes)
 
 
 if __name__ == "__main__":

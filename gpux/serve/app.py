@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -31,6 +32,8 @@ from gpux.api import Model
 from gpux.errors import GPUXError
 from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
+from gpux.runtime import host_memory
+from gpux.runtime.host_memory import HostBuffers
 from gpux.serve import bodies, json_codec, protocol, shared_stats, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
@@ -109,6 +112,15 @@ class ServedModel:
 
     def answers_to(self, version: str | None) -> bool:
         return version in (None, "", self.version, self.triton_version)
+
+    @cached_property
+    def host_buffers(self) -> HostBuffers:
+        """Where batches are joined: page-locked buffers for a model on a CUDA device in this
+        process (gpux/runtime/host_memory.py), plain arrays otherwise (and for a model in the
+        shared engine, whose process joins the batches that run)."""
+        if self.remote or not isinstance(self.model, Model):
+            return HostBuffers(limit_bytes=0)  # nothing joined here
+        return host_memory.for_placement(self.model.placement)
 
     @property
     def batches_tensors(self) -> bool:
@@ -522,6 +534,16 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
             for name, array in feed.items()
         }
 
+    buffers = served.host_buffers
+
+    def join(feeds: Sequence[dict[str, Any]], rows: int) -> dict[str, Any]:
+        """``combine`` and ``pad`` in one copy, into buffers that are page-locked on CUDA."""
+        return {name: buffers.join([f[name] for f in feeds], rows) for name in feeds[0]}
+
+    def release(feed: dict[str, Any]) -> None:
+        for array in feed.values():
+            buffers.give(array)
+
     axes = {s.name: s.batch_axis for s in served.model.outputs}
 
     def split(outputs: dict[str, Any], sizes: Sequence[int]) -> list[Any]:
@@ -543,7 +565,7 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
             offset += rows
         return parts
 
-    return Strategy(key, size, combine, served.model.run, split, pad)
+    return Strategy(key, size, combine, served.model.run, split, pad, join, release)
 
 
 def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], bool]]:

@@ -151,3 +151,26 @@ def test_gpus_all_on_one_gpu_is_one_instance_equal_to_backend_cuda(project: tupl
     # the print says whether they were bit-identical.
     print("bit-identical:", all(np.array_equal(got[k], v) for k, v in expected.items()))
     assert_matches(got, expected)
+
+
+def test_batches_are_joined_into_page_locked_buffers(project: tuple) -> None:
+    """What gpux serve does with a batch on the CUDA EP (gpux/runtime/host_memory.py): joined
+    into a buffer the CUDA runtime has page-locked, which gives the same answer as the rows
+    joined by numpy, and is reused for the next batch of its size."""
+    from gpux.runtime import host_memory
+
+    folder, feed = project
+    with gpux.load(folder, warmup=False, backend="cuda") as model:
+        buffers = host_memory.for_placement(model.placement)
+        assert buffers.pins
+        joined = {
+            name: buffers.join([value[:1], value[1:]] if len(value) > 1 else [value])
+            for name, value in feed.items()
+        }
+        assert buffers.pinned_bytes == sum(v.nbytes for v in joined.values())
+        assert_matches(model.run(joined), model.run(feed))
+        for array in joined.values():
+            buffers.give(array)
+        again = {name: buffers.join([value]) for name, value in feed.items()}
+        assert all(again[name] is joined[name] for name in feed)
+        buffers.close()

@@ -147,3 +147,49 @@ def test_enqueue_batches_like_submit_and_expires_requests_that_never_start() -> 
     assert [a.ravel().tolist() for a in answers] == [[1.0], [3.0], [5.0]]
     assert isinstance(expired, TimeoutError)
     assert model.sizes == [1, 2]  # the expired request never reached the model
+
+
+def test_joined_batches_come_from_reused_buffers_and_go_back_after_the_call() -> None:
+    """With ``join``/``release`` (gpux/runtime/host_memory.py), a padded batch is written once
+    into a buffer that is given back when the model has run, and the next batch of that size
+    reuses it; callers still get their own rows, never the padding."""
+    from gpux.runtime.host_memory import HostBuffers
+
+    buffers = HostBuffers()
+    model = Recorder(delay=0.02)
+    seen: list[int] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        seen.append(id(x))
+        return model.run(x)
+
+    rounds = [[3, 1, 2, 1], [2, 2, 1]]
+
+    async def main() -> list[list[np.ndarray]]:
+        joining = Strategy(
+            **{**strategy(model).__dict__, "run": run},
+        )
+        joining.join = buffers.join
+        joining.release = buffers.give
+        b = Batcher(
+            joining,
+            ThreadPoolExecutor(1),
+            max_batch_size=8,
+            max_delay=0.05,
+            max_queue=100,
+            preferred_sizes=(8,),
+        )
+        answers = []
+        for sizes in rounds:  # one batch each: padded to 8 rows
+            requests = [np.full((rows, 3), i, np.float32) for i, rows in enumerate(sizes)]
+            answers.append(await asyncio.gather(*(b.submit(x, 10) for x in requests)))
+        return answers
+
+    answers = asyncio.run(main())
+    for sizes, got in zip(rounds, answers, strict=True):
+        for i, (rows, answer) in enumerate(zip(sizes, got, strict=True)):
+            np.testing.assert_array_equal(answer, np.full((rows, 3), 2 * i + 1))
+    assert model.sizes[-1] == 8 and 8 in model.sizes
+    joined = [key for key, size in zip(seen, model.sizes, strict=True) if size == 8]
+    assert len(joined) >= 2 and len(set(joined)) == 1  # the same buffer, taken back each time
+    assert buffers.kept_bytes == 8 * 3 * 4
