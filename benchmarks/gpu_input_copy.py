@@ -9,7 +9,11 @@ ONNX Runtime on the CUDA EP, no GPUX:
 - ``pinned``: the same numpy array after ``cudaHostRegister`` (page-locked once, as a batcher
   could do with buffers it reuses), so the copy is one DMA;
 - ``on-device``: IOBinding of an input already on the GPU: the model alone, no copy;
-- then images/s with 1, 2 and 4 threads calling ``run`` on one session at once.
+- ``graph``: a session of that fixed batch size replaying a CUDA graph (``enable_cuda_graph``),
+  its input copied from the page-locked array into its device buffer each call, the output
+  read back: what one graph per preferred batch size would cost;
+- then images/s with 1, 2 and 4 threads calling ``run`` on one session at once, and with 1
+  and 2 threads each replaying a graph session of its own.
 
     python benchmarks/gpu_input_copy.py --model resnet50_dyn.onnx [--sizes 8,16,32] [--json F]
 """
@@ -72,6 +76,62 @@ def threaded_rate(
     return sum(done) * len(batch) / (time.perf_counter() - start)
 
 
+class GraphCall:
+    """One fixed-size session that replays a CUDA graph over its own device buffers."""
+
+    def __init__(self, model: Path, size: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        probe = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        for meta in probe.get_inputs():
+            if isinstance(meta.shape[0], str):
+                options.add_free_dimension_override_by_name(meta.shape[0], size)
+        self.session = ort.InferenceSession(
+            str(model),
+            sess_options=options,
+            providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"})],
+        )
+        self.binding = self.session.io_binding()
+        self.inputs = {}
+        for meta in self.session.get_inputs():
+            shape = [size, *meta.shape[1:]]
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
+            self.inputs[meta.name] = value
+            self.binding.bind_ortvalue_input(meta.name, value)
+        self.outputs = []
+        for meta in self.session.get_outputs():
+            shape = [size, *meta.shape[1:]]
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
+            self.outputs.append(value)
+            self.binding.bind_ortvalue_output(meta.name, value)
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for name, array in feed.items():
+            self.inputs[name].update_inplace(array)
+        self.session.run_with_iobinding(self.binding)
+        return [value.numpy() for value in self.outputs]
+
+
+def graph_rate(calls: list[GraphCall], feed: dict[str, np.ndarray], seconds: float) -> float:
+    done = [0] * len(calls)
+    stop = time.perf_counter() + seconds
+    rows = len(next(iter(feed.values())))
+
+    def worker(index: int) -> None:
+        while time.perf_counter() < stop:
+            calls[index](feed)
+            done[index] += 1
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
+    start = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return sum(done) * rows / (time.perf_counter() - start)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -93,7 +153,7 @@ def main() -> int:
     found: dict[str, Any] = {"model": args.model.name, "sizes": {}}
     rng = np.random.default_rng(0)
     print(f"{args.model.name}: ms per call (median of {args.runs})")
-    print(f"{'batch':>6} {'numpy':>9} {'pinned':>9} {'on-device':>10} {'MB':>7}")
+    print(f"{'batch':>6} {'numpy':>9} {'pinned':>9} {'on-device':>10} {'graph':>9} {'MB':>7}")
     for size in [int(s) for s in args.sizes.split(",")]:
         batch = rng.standard_normal([size, *shape[1:]]).astype(np.float32)
         plain = median_ms(partial(session.run, None, {meta.name: batch}), args.runs)
@@ -106,6 +166,13 @@ def main() -> int:
             if code == 0
             else float("nan")
         )
+        try:
+            graph_call = GraphCall(args.model, size)
+            graph = median_ms(partial(graph_call, {meta.name: pinned_batch}), args.runs)
+            del graph_call
+        except Exception as exc:  # a model a graph cannot capture: say so, measure the rest
+            print(f"  b{size}: no CUDA graph: {str(exc).splitlines()[0][:120]}")
+            graph = float("nan")
         if code == 0:
             lib.cudaHostUnregister(ctypes.c_void_p(pinned_batch.ctypes.data))
         on_device_value = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", 0)
@@ -114,9 +181,15 @@ def main() -> int:
         for output in session.get_outputs():
             binding.bind_output(output.name, "cuda")
         on_device = median_ms(partial(session.run_with_iobinding, binding), args.runs)
-        found["sizes"][size] = {"numpy_ms": plain, "pinned_ms": pinned, "on_device_ms": on_device}
+        found["sizes"][size] = {
+            "numpy_ms": plain,
+            "pinned_ms": pinned,
+            "on_device_ms": on_device,
+            "graph_ms": graph,
+        }
         print(
-            f"{size:>6} {plain:>9.2f} {pinned:>9.2f} {on_device:>10.2f} {batch.nbytes / 1e6:>7.1f}"
+            f"{size:>6} {plain:>9.2f} {pinned:>9.2f} {on_device:>10.2f} {graph:>9.2f}"
+            f" {batch.nbytes / 1e6:>7.1f}"
             + ("" if code == 0 else f"  (cudaHostRegister returned {code})")
         )
     size = 16 if 16 in found["sizes"] else next(iter(found["sizes"]))
@@ -127,6 +200,16 @@ def main() -> int:
         rate = threaded_rate(session, meta.name, batch, threads, args.seconds)
         found["threads"][threads] = rate
         print(f"  {threads} thread(s): {rate:8.0f}")
+    print(f"b{size}, images/s with N threads, each replaying a CUDA graph session of its own:")
+    found["graph_threads"] = {}
+    try:
+        calls = [GraphCall(args.model, size) for _ in range(2)]
+        for threads in (1, 2):
+            rate = graph_rate(calls[:threads], {meta.name: batch}, args.seconds)
+            found["graph_threads"][threads] = rate
+            print(f"  {threads} thread(s): {rate:8.0f}")
+    except Exception as exc:
+        print(f"  no CUDA graph: {str(exc).splitlines()[0][:120]}")
     if args.json:
         args.json.write_text(json.dumps(found, indent=2))
     return 0
