@@ -212,12 +212,15 @@ class Server:
                 self.process.wait()
 
 
-def build_image(model: Path, home: Path, backend: str) -> None:
-    """``bench:latest``: the bare model (no pipeline), built into a fresh store at ``home``."""
+def build_image(model: Path, home: Path, backend: str, cuda_graphs: bool = False) -> None:
+    """``bench:latest``: the bare model (no pipeline), built into a fresh store at ``home``;
+    ``cuda_graphs``: with ``runtime.cuda.cuda_graphs`` (each preferred batch size's session
+    replays a CUDA graph)."""
     project = home / "project"
     project.mkdir(parents=True)
     shutil.copyfile(model, project / "model.onnx")  # a link out of the project is refused
-    (project / "GPUXfile").write_text(f"name: {MODEL_NAME}\nmodel: ./model.onnx\n")
+    graphs = "runtime:\n  cuda:\n    cuda_graphs: true\n" if cuda_graphs else ""
+    (project / "GPUXfile").write_text(f"name: {MODEL_NAME}\nmodel: ./model.onnx\n{graphs}")
     subprocess.run(
         [sys.executable, "-m", "gpux", "build", str(project), "--backend", backend, "-q"],
         env={**os.environ, "GPUX_HOME": str(home)},
@@ -686,6 +689,9 @@ def main() -> int:
     parser.add_argument("--batch-delay-ms", type=float, default=2.0, help="gpux and MLServer")
     parser.add_argument("--backend", default="cpu", choices=sorted(PROVIDERS))
     parser.add_argument("--gpux-args", default="", help="more `gpux serve` options, quoted")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="build with runtime.cuda.cuda_graphs: true"
+    )
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument(
         "--client-processes",
@@ -717,7 +723,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpux-bench-serve-") as tmp:
         folder = Path(tmp)
         print("building the image and starting the servers ...", flush=True)
-        build_image(model, folder / "home", args.backend)
+        build_image(model, folder / "home", args.backend, args.cuda_graphs)
         servers = [gpux_server(folder / "home", args)]
         if args.skip_peers:
             print("skipping the peers (--skip-peers)")

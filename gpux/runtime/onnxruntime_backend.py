@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -528,7 +529,8 @@ class _GraphRunner:
     """Runs through IOBinding over fixed device buffers, as graph replay requires.
 
     Inputs are copied into the same device buffers every call; outputs are read back from
-    fixed buffers. The first call captures the graph, later calls replay it.
+    fixed buffers. The first call captures the graph, later calls replay it. Calls from several
+    threads (a server's calls in flight) take turns: they share those buffers.
     """
 
     def __init__(self, session: Any, device: int, kind: str = "cuda") -> None:
@@ -549,6 +551,8 @@ class _GraphRunner:
             )
 
         self._session = session
+        self._host = kind == "cpu"
+        self._lock = threading.Lock()
         self._binding = session.io_binding()
         self._inputs = {meta.name: buffer(meta) for meta in session.get_inputs()}
         self._outputs = {meta.name: buffer(meta) for meta in session.get_outputs()}
@@ -560,10 +564,14 @@ class _GraphRunner:
     def run(
         self, output_names: list[str], feed: Mapping[str, np.ndarray[Any, Any]]
     ) -> list[np.ndarray[Any, Any]]:
-        for name, array in feed.items():
-            self._inputs[name].update_inplace(np.ascontiguousarray(array))
-        self._session.run_with_iobinding(self._binding)
-        return [self._outputs[name].numpy() for name in output_names]
+        with self._lock:
+            for name, array in feed.items():
+                self._inputs[name].update_inplace(np.ascontiguousarray(array))
+            self._session.run_with_iobinding(self._binding)
+            outputs = [self._outputs[name].numpy() for name in output_names]
+            # A device buffer's numpy() is a copy; a host buffer's is a view of what the
+            # next call overwrites.
+            return [array.copy() for array in outputs] if self._host else outputs
 
     @property
     def buffers(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -572,7 +580,8 @@ class _GraphRunner:
 
     def replay(self) -> dict[str, Any]:
         """Run on the device buffers as they are: no host copies at all."""
-        self._session.run_with_iobinding(self._binding)
+        with self._lock:
+            self._session.run_with_iobinding(self._binding)
         return self._outputs
 
 

@@ -185,3 +185,40 @@ def test_run_on_device_matches_run_and_returns_ortvalues(symbolic_model: Path) -
         # An OrtValue input is passed as it is, without a host round trip.
         again = model.run_on_device({"x": ort.OrtValue.ortvalue_from_numpy(x)})
         np.testing.assert_array_equal(again["y"].numpy(), on_device["y"].numpy())
+
+
+def test_a_graph_runner_gives_each_thread_its_own_answer(tmp_path: Path) -> None:
+    """The runner behind CUDA (and WebGPU) graph replay copies every call's input into one
+    fixed buffer and reads one fixed output buffer: calls from a server's threads in flight
+    must take turns, or one caller reads another's answer. Here over CPU buffers (the same
+    IOBinding code; this machine has no GPU), 8 threads x 200 calls of distinct inputs."""
+    import threading
+
+    from gpux.runtime.onnxruntime_backend import _GraphRunner
+
+    path = tmp_path / "double.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "double",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])],
+        [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    runner = _GraphRunner(session, 0, kind="cpu")
+    wrong: list[int] = []
+
+    def caller(index: int) -> None:
+        for call in range(200):
+            value = float(index * 1000 + call)
+            (got,) = runner.run(["y"], {"x": np.full((64, 256), value, np.float32)})
+            if not np.all(got == 2 * value):
+                wrong.append(index)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
