@@ -146,7 +146,9 @@ class ServedModel:
                 concurrency=self.threads,
                 preferred_sizes=self.limits.preferred_batch_sizes if batching else (),
                 padded=lambda rows: metrics.padding(self.name, rows),
-                timed=self.statistics.batch,
+                # In the shared engine's front-ends a "batch" is one call to the engine, which
+                # counts the batches the model really runs (gpux/serve/engine.py).
+                timed=None if self.remote else self.statistics.batch,
             )
         return self._batchers[kind]
 

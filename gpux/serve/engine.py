@@ -24,6 +24,7 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, Listener
 from typing import TYPE_CHECKING, Any
@@ -83,6 +84,19 @@ class Engine:
         self._inbox: list[tuple[Channel, threading.Lock, Any, dict[str, Any]]] = []
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
+
+    def keep_writing_statistics(self) -> Coroutine[Any, Any, None] | None:
+        """The batches the models ran are counted here, where they form: the engine writes
+        its Triton statistics beside the front-ends' (gpux/serve/shared_stats.py), which count
+        only their requests (success, failure), so that ``/stats`` adds up to one server's."""
+        from gpux.serve import shared_stats, triton
+        from gpux.serve.workers import shared_folder
+
+        shared = shared_folder()
+        if shared is None:
+            return None
+        models = list(self.by_key.values())
+        return shared_stats.keep_writing(shared / "stats", lambda: triton.statistics(models))
 
     def placements(self) -> dict[str, dict[str, Any]]:
         return {key: m.model.placement.to_json() for key, m in self.by_key.items()}
@@ -218,7 +232,8 @@ def engine_main(spec: ServerSpec, address: str, authkey: bytes, report: Connecti
         os.chmod(address, 0o600)
         report.send("ready")
         threading.Thread(target=_exit_with_parent, args=(report,), daemon=True).start()
-        await engine.serve(listener)
+        writer = engine.keep_writing_statistics()
+        await asyncio.gather(engine.serve(listener), *([writer] if writer else []))
 
     asyncio.run(main())
 

@@ -6,6 +6,7 @@ engine dies, requests get 503 and the server stops with a message, not a hang.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -96,6 +97,30 @@ def test_workers_share_one_engine(
         rows = re.search(r'gpux_batch_size_sum\{model="minilm"\} (\S+)', metrics)
         assert rows is not None and float(rows.group(1)) == 48 + 2, metrics
         assert f"_{engine_pid}.db" in " ".join(p.name for p in (shared / "metrics").iterdir())
+        # So do Triton's statistics: the model's executions are the engine's batches (its
+        # report is rewritten every second), the requests are the workers'.
+        deadline = time.monotonic() + 10
+        while True:
+            (stats,) = httpx.get(server.url + "/v2/models/minilm/stats").json()["model_stats"]
+            if stats["inference_count"] >= 50 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert stats["inference_count"] == 50, stats
+        batches = stats["batch_stats"]
+        assert stats["execution_count"] == sum(b["compute_infer"]["count"] for b in batches)
+        assert all(b["batch_size"] <= 8 for b in batches), batches
+        assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) >= 50
+        assert stats["inference_stats"]["success"]["count"] == 48 + 2, stats
+        reports = {
+            int(path.stem): json.loads(path.read_text())
+            for path in (shared / "stats").glob("*.json")
+        }
+        executions = {
+            pid: sum(m["execution_count"] for m in report["model_stats"] if m["name"] == "minilm")
+            for pid, report in reports.items()
+        }
+        assert executions.pop(engine_pid) == stats["execution_count"], reports
+        assert executions and set(executions.values()) == {0}, executions  # the workers'
 
         # The engine dies: the workers answer 503 (not a hang, not a 500), the server stops.
         os.kill(engine_pid, signal.SIGKILL)
