@@ -12,6 +12,14 @@ node, a CPU segment, the caller) ever needs a fused-away value, and the group ca
 its sink ran. Other inputs broadcast into the sink's shape (a bias along the last axis, a
 scalar, which the kernel writes as a literal when known at load).
 
+*Epilogue fusion* then folds a group into the GEMM kernel (MatMul, Gemm, Conv) whose output
+it reads, when the group is that output's only reader (through any views, Reshape and the
+like, that move no data): BERT's MatMul + bias Add (+ residual Add, + GELU), a ResNet's Conv +
+Relu and Conv + residual Add + Relu become one kernel each, which applies the group per value
+in its store step (``kernels/epilogue.py``) at the group's place in the segment. The group's
+shape must be the product's (a product broadcast into a larger shape is not folded) and its
+dtype the product's.
+
 The placement proof is unchanged: a segment's ``nodes`` still lists every node by op; only its
 ``lowered`` list holds one :class:`~gpux.runtime.wgpu.partition.LoweredNode` per kernel, whose
 ``fused`` names the nodes it computes (the profile reports it as ``Add+Mul+Erf``).
@@ -19,16 +27,30 @@ The placement proof is unchanged: a segment's ``nodes`` still lists every node b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from gpux.runtime.wgpu.graph import Graph, Node
-from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.kernel import Lowering, NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step, chain_lowering
+from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue
 from gpux.runtime.wgpu.kernels.expressions import EXPRESSIONS
+from gpux.runtime.wgpu.kernels.matmul import lower_gemm, lower_matmul
 from gpux.runtime.wgpu.partition import LoweredNode, Partition, Segment
 
 # WebGPU guarantees 8 storage buffers per shader stage: 7 inputs and the output.
 MAX_INPUTS = 7
+MAX_BINDINGS = 8
+
+# The kernels whose store step takes an epilogue, by (ai.onnx) op.
+EPILOGUE_KERNELS: dict[str, Callable[[NodeContext, Epilogue], Lowering]] = {
+    "MatMul": lambda context, epilogue: lower_matmul(context, epilogue=epilogue),
+    "Gemm": lambda context, epilogue: lower_gemm(context, epilogue=epilogue),
+    "Conv": lambda context, epilogue: lower_conv(context, epilogue=epilogue),
+}
+# Ops that move no data (``alias_input``): an epilogue reads through them.
+VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 
 
 def _fusable(lowered: LoweredNode) -> bool:
@@ -55,7 +77,7 @@ def _external_inputs(members: list[LoweredNode]) -> list[str]:
 def _groups(
     graph: Graph, segment: Segment, readers: dict[str, list[int]], index_of: dict[int, int]
 ) -> list[list[LoweredNode]]:
-    """The segment's fusable groups of two nodes or more, members in graph order.
+    """The segment's fusable groups, single nodes included, members in graph order.
     ``readers``: graph.consumers(); ``index_of``: id(node) -> its index in the graph."""
     candidates = [lowered for lowered in segment.lowered if _fusable(lowered)]
     producer = {lowered.node.outputs[0]: lowered for lowered in candidates}
@@ -86,8 +108,7 @@ def _groups(
                     members[id(source)] = source
                     grown = True
         taken.update(members)
-        if len(members) > 1:
-            groups.append(sorted(members.values(), key=lambda m: index_of[id(m.node)]))
+        groups.append(sorted(members.values(), key=lambda m: index_of[id(m.node)]))
     return groups
 
 
@@ -133,8 +154,149 @@ def _fused(graph: Graph, members: list[LoweredNode]) -> LoweredNode:
     return LoweredNode(node, context, lowering, fused=tuple(m.node for m in members))
 
 
+def _epilogue_target(
+    graph: Graph,
+    product: LoweredNode,
+    readers: dict[str, list[int]],
+    lowered_at: dict[int, LoweredNode],
+    group_of: dict[int, list[LoweredNode]],
+) -> tuple[list[LoweredNode], str, list[LoweredNode]] | None:
+    """The views and the elementwise group that ``product``'s output runs through, and the
+    value the group reads, when the group may become the product's epilogue.
+    ``lowered_at``: graph index -> the segment's lowered node; ``group_of``: id of a
+    lowered node -> its group."""
+    node = product.node
+    if (
+        node.domain not in ("", "ai.onnx")
+        or node.op_type not in EPILOGUE_KERNELS
+        or product.fused
+        or len(node.outputs) != 1
+        or not product.lowering.dispatches
+    ):
+        return None
+    value = node.outputs[0]
+    views: list[LoweredNode] = []
+    while True:
+        reading = readers.get(value, [])
+        if value in graph.outputs or not reading or any(i not in lowered_at for i in reading):
+            return None  # the caller, a CPU segment or another segment reads it
+        reader = lowered_at[reading[0]]
+        if len(reading) != 1 or reader.node.op_type not in VIEWS:
+            break
+        if reader.lowering.alias_input != 0 or reader.node.domain not in ("", "ai.onnx"):
+            return None
+        views.append(reader)
+        value = reader.node.outputs[0]
+    group = group_of.get(id(lowered_at[reading[0]]))
+    if group is None:
+        return None
+    members = {id(member.node) for member in group}
+    if any(id(lowered_at[i].node) not in members for i in reading):
+        return None  # another node reads the product too
+    sink = group[-1].context.outputs[0]
+    if graph.tensors[value].shape != sink.shape or sink.dtype != product.context.outputs[0].dtype:
+        return None
+    return views, value, group
+
+
+def _with_epilogue(
+    graph: Graph,
+    product: LoweredNode,
+    views: list[LoweredNode],
+    value: str,
+    members: list[LoweredNode],
+) -> LoweredNode:
+    """``product`` with ``members`` (graph order, the sink last) computed in its store step."""
+    inputs = [name for name in _external_inputs(members) if name != value]
+    step_of = {lowered.node.outputs[0]: f"t{number}" for number, lowered in enumerate(members)}
+
+    def operand(name: str) -> int | str | None:
+        if not name:
+            return None
+        if name == value:
+            return VALUE
+        return step_of[name] if name in step_of else inputs.index(name)
+
+    steps = tuple(
+        Step(lowered.context, tuple(operand(name) for name in lowered.node.inputs))
+        for lowered in members
+    )
+    infos: list[TensorInfo | None] = [graph.tensors[name] for name in inputs]
+    constants = {
+        k: graph.constants[name] for k, name in enumerate(inputs) if name in graph.constants
+    }
+    first = len(product.node.inputs)
+    epilogue = Epilogue(steps, tuple(infos), constants, first_input=first)
+    lowering = EPILOGUE_KERNELS[product.node.op_type](product.context, epilogue)
+    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
+        raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
+    computed = (product, *views, *members)
+    sink = members[-1]
+    node = Node(
+        name=", ".join(lowered.node.name for lowered in computed),
+        op_type="+".join(lowered.node.op_type for lowered in computed),
+        domain="",
+        attributes={},
+        inputs=(*product.node.inputs, *inputs),
+        outputs=sink.node.outputs,
+        proto=None,
+    )
+    context = replace(
+        product.context,
+        op_type=node.op_type,
+        attributes={},
+        inputs=(*product.context.inputs, *infos),
+        outputs=sink.context.outputs,
+        constants={
+            **product.context.constants,
+            **{first + k: array for k, array in constants.items()},
+        },
+    )
+    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in computed))
+
+
+def _fuse_segment(
+    graph: Graph, segment: Segment, readers: dict[str, list[int]], index_of: dict[int, int]
+) -> list[LoweredNode]:
+    """The segment's kernels: epilogues folded into their products, then the other
+    elementwise groups of two nodes or more as one kernel each."""
+    groups = _groups(graph, segment, readers, index_of)
+    group_of = {id(member): group for group in groups for member in group}
+    lowered_at = {index_of[id(lowered.node)]: lowered for lowered in segment.lowered}
+    replaced: dict[int, LoweredNode | None] = {}
+    folded: set[int] = set()
+    for product in segment.lowered:
+        target = _epilogue_target(graph, product, readers, lowered_at, group_of)
+        if target is None:
+            continue
+        views, value, members = target
+        if id(members[-1]) in folded or any(id(view) in replaced for view in views):
+            continue
+        try:
+            fused = _with_epilogue(graph, product, views, value, members)
+        except Unsupported:
+            continue  # the group keeps its own kernel
+        folded.add(id(members[-1]))
+        for item in (product, *views, *members[:-1]):
+            replaced[id(item)] = None
+        replaced[id(members[-1])] = fused
+    for members in groups:
+        if len(members) < 2 or id(members[-1]) in folded:
+            continue
+        try:
+            fused = _fused(graph, members)
+        except Unsupported:
+            continue  # each node keeps the kernel it had
+        for member in members[:-1]:
+            replaced[id(member)] = None
+        replaced[id(members[-1])] = fused
+    lowered = [replaced.get(id(item), item) for item in segment.lowered]
+    return [item for item in lowered if item is not None]
+
+
 def fuse(graph: Graph, partition: Partition) -> Partition:
-    """``partition`` with each GPU segment's elementwise groups lowered as one kernel each."""
+    """``partition`` with each GPU segment's elementwise groups lowered as one kernel each,
+    folded into the GEMM kernel they follow where they can be its epilogue."""
     readers = graph.consumers()
     index_of = {id(node): index for index, node in enumerate(graph.nodes)}
     segments = []
@@ -142,15 +304,6 @@ def fuse(graph: Graph, partition: Partition) -> Partition:
         if not segment.on_gpu:
             segments.append(segment)
             continue
-        replaced: dict[int, LoweredNode | None] = {}
-        for members in _groups(graph, segment, readers, index_of):
-            try:
-                fused = _fused(graph, members)
-            except Unsupported:
-                continue  # each node keeps the kernel it had
-            for member in members[:-1]:
-                replaced[id(member)] = None
-            replaced[id(members[-1])] = fused
-        lowered = [replaced.get(id(item), item) for item in segment.lowered]
-        segments.append(replace(segment, lowered=[item for item in lowered if item is not None]))
+        lowered = _fuse_segment(graph, segment, readers, index_of)
+        segments.append(replace(segment, lowered=lowered))
     return replace(partition, segments=segments)
