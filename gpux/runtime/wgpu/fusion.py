@@ -32,6 +32,7 @@ from dataclasses import replace
 
 from gpux.runtime.wgpu.graph import Graph, Node
 from gpux.runtime.wgpu.kernel import Lowering, NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.kernels.contrib import fused_matmul_options
 from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step, chain_lowering
 from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue
@@ -43,11 +44,14 @@ from gpux.runtime.wgpu.partition import LoweredNode, Partition, Segment
 MAX_INPUTS = 7
 MAX_BINDINGS = 8
 
-# The kernels whose store step takes an epilogue, by (ai.onnx) op.
+# The kernels whose store step takes an epilogue, by qualified op.
 EPILOGUE_KERNELS: dict[str, Callable[[NodeContext, Epilogue], Lowering]] = {
     "MatMul": lambda context, epilogue: lower_matmul(context, epilogue=epilogue),
     "Gemm": lambda context, epilogue: lower_gemm(context, epilogue=epilogue),
     "Conv": lambda context, epilogue: lower_conv(context, epilogue=epilogue),
+    "com.microsoft.FusedMatMul": lambda context, epilogue: lower_matmul(
+        context, **fused_matmul_options(context), epilogue=epilogue
+    ),
 }
 # Ops that move no data (``alias_input``): an epilogue reads through them.
 VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
@@ -167,8 +171,7 @@ def _epilogue_target(
     lowered node -> its group."""
     node = product.node
     if (
-        node.domain not in ("", "ai.onnx")
-        or node.op_type not in EPILOGUE_KERNELS
+        node.qualified_op not in EPILOGUE_KERNELS
         or product.fused
         or len(node.outputs) != 1
         or not product.lowering.dispatches
@@ -227,7 +230,7 @@ def _with_epilogue(
     }
     first = len(product.node.inputs)
     epilogue = Epilogue(steps, tuple(infos), constants, first_input=first)
-    lowering = EPILOGUE_KERNELS[product.node.op_type](product.context, epilogue)
+    lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
     if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
         raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
     computed = (product, *views, *members)
