@@ -28,14 +28,14 @@ The placement proof is unchanged: a segment's ``nodes`` still lists every node b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from gpux.runtime.wgpu.graph import Graph, Node
 from gpux.runtime.wgpu.kernel import Lowering, NodeContext, TensorInfo, Unsupported
 from gpux.runtime.wgpu.kernels.contrib import fused_matmul_options
 from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step, chain_lowering
-from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue
+from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue, Transpose
 from gpux.runtime.wgpu.kernels.expressions import EXPRESSIONS
 from gpux.runtime.wgpu.kernels.matmul import lower_gemm, lower_matmul
 from gpux.runtime.wgpu.partition import LoweredNode, Partition, Segment
@@ -158,65 +158,16 @@ def _fused(graph: Graph, members: list[LoweredNode]) -> LoweredNode:
     return LoweredNode(node, context, lowering, fused=tuple(m.node for m in members))
 
 
-def _epilogue_target(
-    graph: Graph,
-    product: LoweredNode,
-    readers: dict[str, list[int]],
-    lowered_at: dict[int, LoweredNode],
-    group_of: dict[int, list[LoweredNode]],
-) -> tuple[list[LoweredNode], str, list[LoweredNode]] | None:
-    """The views and the elementwise group that ``product``'s output runs through, and the
-    value the group reads, when the group may become the product's epilogue.
-    ``lowered_at``: graph index -> the segment's lowered node; ``group_of``: id of a
-    lowered node -> its group."""
-    node = product.node
-    if (
-        node.qualified_op not in EPILOGUE_KERNELS
-        or product.fused
-        or len(node.outputs) != 1
-        or not product.lowering.dispatches
-    ):
-        return None
-    value = node.outputs[0]
-    views: list[LoweredNode] = []
-    while True:
-        reading = readers.get(value, [])
-        if value in graph.outputs or not reading or any(i not in lowered_at for i in reading):
-            return None  # the caller, a CPU segment or another segment reads it
-        reader = lowered_at[reading[0]]
-        if len(reading) != 1 or reader.node.op_type not in VIEWS:
-            break
-        if reader.lowering.alias_input != 0 or reader.node.domain not in ("", "ai.onnx"):
-            return None
-        views.append(reader)
-        value = reader.node.outputs[0]
-    group = group_of.get(id(lowered_at[reading[0]]))
-    if group is None:
-        return None
-    members = {id(member.node) for member in group}
-    if any(id(lowered_at[i].node) not in members for i in reading):
-        return None  # another node reads the product too
-    sink = group[-1].context.outputs[0]
-    if graph.tensors[value].shape != sink.shape or sink.dtype != product.context.outputs[0].dtype:
-        return None
-    return views, value, group
-
-
-def _with_epilogue(
-    graph: Graph,
-    product: LoweredNode,
-    views: list[LoweredNode],
-    value: str,
-    members: list[LoweredNode],
-) -> LoweredNode:
-    """``product`` with ``members`` (graph order, the sink last) computed in its store step."""
-    inputs = [name for name in _external_inputs(members) if name != value]
+def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
+    """The product's kernel computing what ``fold`` names in its store step."""
+    product, members = fold.product, list(fold.group)
+    inputs = [name for name in _external_inputs(members) if name != fold.value]
     step_of = {lowered.node.outputs[0]: f"t{number}" for number, lowered in enumerate(members)}
 
     def operand(name: str) -> int | str | None:
         if not name:
             return None
-        if name == value:
+        if name == fold.value:
             return VALUE
         return step_of[name] if name in step_of else inputs.index(name)
 
@@ -229,19 +180,25 @@ def _with_epilogue(
         k: graph.constants[name] for k, name in enumerate(inputs) if name in graph.constants
     }
     first = len(product.node.inputs)
-    epilogue = Epilogue(steps, tuple(infos), constants, first_input=first)
+    transpose = None
+    if fold.transpose is not None:
+        source = fold.transpose.context.inputs[0]
+        assert source is not None
+        rank = len(source.shape)
+        perm = fold.transpose.context.attribute("perm", None) or range(rank - 1, -1, -1)
+        transpose = Transpose(source.shape, tuple(int(axis) for axis in perm))
+    epilogue = Epilogue(steps, tuple(infos), constants, first, transpose)
     lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
     if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
         raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
-    computed = (product, *views, *members)
-    sink = members[-1]
+    last = fold.last
     node = Node(
-        name=", ".join(lowered.node.name for lowered in computed),
-        op_type="+".join(lowered.node.op_type for lowered in computed),
+        name=", ".join(lowered.node.name for lowered in fold.computed),
+        op_type="+".join(lowered.node.op_type for lowered in fold.computed),
         domain="",
         attributes={},
         inputs=(*product.node.inputs, *inputs),
-        outputs=sink.node.outputs,
+        outputs=last.node.outputs,
         proto=None,
     )
     context = replace(
@@ -249,13 +206,112 @@ def _with_epilogue(
         op_type=node.op_type,
         attributes={},
         inputs=(*product.context.inputs, *infos),
-        outputs=sink.context.outputs,
+        outputs=last.context.outputs,
         constants={
             **product.context.constants,
             **{first + k: array for k, array in constants.items()},
         },
     )
-    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in computed))
+    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in fold.computed))
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """What a product's kernel may compute after the product: ``views`` (moving no data), an
+    elementwise ``group`` reading ``value`` (the product, through views), and a
+    ``transpose`` of the result (through views), at least one of the two."""
+
+    product: LoweredNode
+    views: tuple[LoweredNode, ...]
+    value: str
+    group: tuple[LoweredNode, ...]
+    views_after: tuple[LoweredNode, ...]  # between the group and the transpose
+    transpose: LoweredNode | None
+
+    @property
+    def last(self) -> LoweredNode:
+        """The node whose place and output the fused kernel takes."""
+        return self.transpose or self.group[-1]
+
+    @property
+    def computed(self) -> tuple[LoweredNode, ...]:
+        """Every node the fused kernel computes."""
+        last = (self.transpose,) if self.transpose else ()
+        return (self.product, *self.views, *self.group, *self.views_after, *last)
+
+
+def _through_views(
+    graph: Graph, value: str, readers: dict[str, list[int]], lowered_at: dict[int, LoweredNode]
+) -> tuple[list[LoweredNode], str, list[int]] | None:
+    """The views (Reshape and the like) that ``value`` alone flows through, the value they
+    end in and that value's readers; None when the caller, a CPU segment or another segment
+    reads any of them."""
+    views: list[LoweredNode] = []
+    while True:
+        reading = readers.get(value, [])
+        if value in graph.outputs or not reading or any(i not in lowered_at for i in reading):
+            return None
+        reader = lowered_at[reading[0]]
+        if len(reading) != 1 or reader.node.op_type not in VIEWS:
+            return views, value, reading
+        if reader.lowering.alias_input != 0 or reader.node.domain not in ("", "ai.onnx"):
+            return None
+        views.append(reader)
+        value = reader.node.outputs[0]
+
+
+def _epilogue_target(
+    graph: Graph,
+    product: LoweredNode,
+    readers: dict[str, list[int]],
+    lowered_at: dict[int, LoweredNode],
+    group_of: dict[int, list[LoweredNode]],
+) -> _Fold | None:
+    """What ``product``'s kernel may compute after it, or None. ``lowered_at``: graph index
+    -> the segment's lowered node; ``group_of``: id of a lowered node -> its group."""
+    node = product.node
+    dtype = product.context.outputs[0].dtype
+    if (
+        node.qualified_op not in EPILOGUE_KERNELS
+        or product.fused
+        or len(node.outputs) != 1
+        or not product.lowering.dispatches
+    ):
+        return None
+    found = _through_views(graph, node.outputs[0], readers, lowered_at)
+    if found is None:
+        return None
+    views, value, reading = found
+    group: list[LoweredNode] = []
+    candidate = group_of.get(id(lowered_at[reading[0]]))
+    if candidate is not None:
+        members = {id(member.node) for member in candidate}
+        sink = candidate[-1].context.outputs[0]
+        if (
+            all(id(lowered_at[i].node) in members for i in reading)  # nothing else reads it
+            and graph.tensors[value].shape == sink.shape  # not broadcast into a larger shape
+            and sink.dtype == dtype
+        ):
+            group = candidate
+    # A Transpose of the result (through views) is stored transposed.
+    transpose = None
+    after: list[LoweredNode] = []
+    result = group[-1].node.outputs[0] if group else value
+    found = _through_views(graph, result, readers, lowered_at) if group else found
+    if found is not None:
+        more, _, reading = found
+        reader = lowered_at[reading[0]]
+        if (
+            len(reading) == 1
+            and reader.node.op_type == "Transpose"
+            and reader.node.domain in ("", "ai.onnx")
+            and reader.lowering.dispatches
+        ):
+            transpose = reader
+            after = more if group else []
+    if not group and transpose is None:
+        return None
+    return _Fold(product, tuple(views), value, tuple(group), tuple(after), transpose)
 
 
 def _fuse_segment(
@@ -269,20 +325,18 @@ def _fuse_segment(
     replaced: dict[int, LoweredNode | None] = {}
     folded: set[int] = set()
     for product in segment.lowered:
-        target = _epilogue_target(graph, product, readers, lowered_at, group_of)
-        if target is None:
-            continue
-        views, value, members = target
-        if id(members[-1]) in folded or any(id(view) in replaced for view in views):
-            continue
+        fold = _epilogue_target(graph, product, readers, lowered_at, group_of)
+        if fold is None or any(id(item) in replaced for item in fold.computed[1:]):
+            continue  # a group (or a view) another product took
         try:
-            fused = _with_epilogue(graph, product, views, value, members)
+            fused = _with_epilogue(graph, fold)
         except Unsupported:
             continue  # the group keeps its own kernel
-        folded.add(id(members[-1]))
-        for item in (product, *views, *members[:-1]):
+        if fold.group:
+            folded.add(id(fold.group[-1]))
+        for item in fold.computed:
             replaced[id(item)] = None
-        replaced[id(members[-1])] = fused
+        replaced[id(fold.last)] = fused
     for members in groups:
         if len(members) < 2 or id(members[-1]) in folded:
             continue

@@ -52,7 +52,8 @@ def _model(
 def _kernels(
     path: Path, feed: dict[str, np.ndarray[Any, Any]], rtol: float = 1e-5, atol: float = 1e-5
 ) -> list[str]:
-    """The engine's kernels for ``path``, after checking its outputs against ONNX Runtime's."""
+    """The engine's kernels for ``path`` (views, which dispatch nothing, left out), after
+    checking its outputs against ONNX Runtime's."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     expected = dict(zip(names, session.run(None, feed), strict=True))
@@ -67,6 +68,7 @@ def _kernels(
             lowered.node.op_type
             for segment in backend.executor.partition.segments
             for lowered in segment.lowered
+            if lowered.lowering.dispatches
         ]
     finally:
         backend.close()
@@ -207,8 +209,9 @@ def test_conv_with_folded_batchnorm_relu_and_a_residual_is_one_kernel(tmp_path: 
 
 def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Path) -> None:
     """Two small layers of benchmarks/wgpu_dispatches.py's BERT: per layer Q, K, V (MatMul +
-    bias), the output projection (+ bias + residual), the FFN (Gemm + GELU through a Reshape;
-    Gemm + residual) and the scores (MatMul / sqrt(d) + mask) are one kernel each."""
+    bias, stored split into heads), the output projection (+ bias + residual), the FFN (Gemm +
+    GELU through a Reshape; Gemm + residual), the scores (MatMul / sqrt(d) + mask) and the
+    context (MatMul, stored with the heads merged) are one kernel each."""
     path = bert(tmp_path / "bert.onnx", seq=16, layers=2, hidden=64, heads=4, vocab=100)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 100, (1, 16)).astype(np.int64)
@@ -216,7 +219,8 @@ def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Pa
     mask[0, 12:] = 0
     kernels = _kernels(path, {"input_ids": ids, "attention_mask": mask}, atol=1e-4)
     per_layer = {
-        "MatMul+Add": 3,
+        "MatMul+Add+Reshape+Transpose": 3,
+        "MatMul+Transpose": 1,
         "MatMul+Add+Add": 1,
         "MatMul+Div+Add": 1,
         "Gemm+Reshape+Div+Erf+Add+Mul+Mul": 1,
@@ -225,7 +229,48 @@ def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Pa
     for op, count in per_layer.items():
         assert kernels.count(op) == 2 * count, (op, kernels)
     assert "Gemm+Tanh" in kernels  # the pooler
-    assert not {"Add", "Div+Erf+Add+Mul+Mul", "Div+Add"} & set(kernels), kernels
+    assert not {"Add", "Div+Erf+Add+Mul+Mul", "Div+Add", "Transpose"} & set(kernels), kernels
+
+
+@pytest.mark.parametrize(
+    ("perm", "k"),
+    [
+        ((0, 2, 1, 3), 16),  # Q and V: heads split
+        ((0, 2, 3, 1), 16),  # K: heads split, transposed for the scores
+        (None, 1024),  # the default perm (reversed), after split K
+    ],
+)
+def test_a_transpose_after_the_product_is_a_transposed_store(
+    tmp_path: Path, perm: tuple[int, ...] | None, k: int
+) -> None:
+    """MatMul + bias, Reshape to heads, Transpose: one kernel, stored where the Transpose puts
+    each value."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Add", ["p", "bias"], ["a"]),
+        helper.make_node("Reshape", ["a", "heads"], ["h"]),
+        helper.make_node("Transpose", ["h"], ["y"], **({"perm": list(perm)} if perm else {})),
+    ]
+    constants = {
+        "w": _random(k, 24, seed=1) / np.float32(np.sqrt(k)),
+        "bias": _random(24, seed=2),
+        "heads": np.array([1, 6, 3, 8], np.int64),
+    }
+    path = _model(tmp_path, nodes, {"x": [1, 6, k]}, ["y"], constants)
+    kernels = _kernels(path, {"x": _random(1, 6, k)}, atol=1e-4)
+    assert len(kernels) == 1 and kernels[0].endswith("+Reshape+Transpose"), kernels
+
+
+def test_a_transpose_of_a_value_read_elsewhere_keeps_its_kernel(tmp_path: Path) -> None:
+    """p is read by two Transposes: neither may be folded (the other needs p as it is)."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Transpose", ["p"], ["y"], perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["p"], ["z"], perm=[1, 0, 2]),
+    ]
+    path = _model(tmp_path, nodes, {"x": [2, 4, 8]}, ["y", "z"], {"w": _random(8, 6)})
+    kernels = _kernels(path, {"x": _random(2, 4, 8, seed=1)})
+    assert sorted(kernels) == ["MatMul", "Transpose", "Transpose"], kernels
 
 
 @pytest.mark.slow  # ~10 s on lavapipe

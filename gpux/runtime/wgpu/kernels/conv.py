@@ -161,7 +161,7 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
     let image = batch / {groups}u;
     let at = (image * {out_channels}u + co) * {pixels}u + n;
     let v = {value};
-{after.apply}    y[at] = {store(activation if epilogue is None else after.result, output.dtype)};
+{after.apply}    y[{after.store_at}] = {store(activation if epilogue is None else after.result, output.dtype)};
 }}
 {math_helpers(activation)}{after.functions}""",
     )

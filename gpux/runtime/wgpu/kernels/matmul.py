@@ -104,7 +104,7 @@ fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
     let at = batch * {m * n}u + m * {n}u + n;
     let v = {scaled};
-{after.apply}    c[at] = {store(after.result, output.dtype)};
+{after.apply}    c[{after.store_at}] = {store(after.result, output.dtype)};
 }}
 {after.functions}""",
     )
@@ -171,7 +171,7 @@ fn load_b(batch: u32, k: u32, n: u32) -> f32 {{ return {load("b", b_at, b_info.d
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
     let at = m * {n}u + n;
     let v = {_activated(value, activation)};
-{after.apply}    c[at] = {store(after.result, output.dtype)};
+{after.apply}    c[{after.store_at}] = {store(after.result, output.dtype)};
 }}
 {_activation_function(activation)}{after.functions}""",
     )
