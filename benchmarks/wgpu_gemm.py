@@ -7,15 +7,18 @@ the line gives both times, their TFLOP/s and ``ours_over_naive`` (above 1: the e
 faster). The largest difference between the two outputs is printed as a check.
 
     python benchmarks/wgpu_gemm.py [--repeats 5] [--only conv] [--divide 4] [--allow-software]
-                                   [--tiles 64,32,16 --tiles 128,64,32,16]
+                                   [--tiles 64,32,16 --tiles 128,64,32,16] [--aspect 1 --aspect 4]
 
 Problems: MatMul 2048^3; BERT-base's feed-forward Gemms at batch 32 (4096 tokens: 4096x768 @
 768x3072 and 4096x3072 @ 3072x768) and batch 1 (128 tokens); a ResNet-50 stage-4 Conv (256 ->
-256 channels, 3x3, pad 1, 14x14) at batch 32 and 1. ``--divide D`` divides every size but the
+256 channels, 3x3, pad 1, 14x14) at batch 32 and 1, and a stage-1 one (64 -> 64, 56x56) at
+batch 1, which blocks of 32 rows by 16 columns fill where squares take 16x16. ``--divide D`` divides every size but the
 spatial ones by D (a quick run on lavapipe); ``--allow-software`` lets the engine run on
 lavapipe (GPUX_WGPU_ALLOW_SOFTWARE=1), where only the ratio means anything. Each ``--tiles``
 (block sides the engine may choose, preferred first; default: the engine's own) measures every
-problem once more: how a block side is tried before it becomes the default.
+problem once more: how a block side is tried before it becomes the default; so does each
+``--aspect`` (how many times longer than wide a block may be: 1 for squares only; default: the
+engine's own, ``gemm.MAX_ASPECT``), crossed with the ``--tiles``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ def problems(divide: int) -> list[Problem]:
         Problem("bert_b1_ffn_down", "Gemm", d(128), d(768), d(3072)),
         Problem("resnet_b32_conv3x3", "Conv", d(256), 0, d(256), batch=d(32)),
         Problem("resnet_b1_conv3x3", "Conv", d(256), 0, d(256), batch=1),
+        Problem("resnet_b1_stage1_conv3x3", "Conv", d(64), 0, d(64), batch=1, side=56),
     ]
 
 
@@ -253,16 +257,22 @@ def ours_run(
 
 
 def measure(
-    problem: Problem, folder: Path, repeats: int, tiles: tuple[int, ...] | None
+    problem: Problem,
+    folder: Path,
+    repeats: int,
+    tiles: tuple[int, ...] | None,
+    aspect: int | None = None,
 ) -> dict[str, Any]:
     import onnx
 
     from gpux.runtime.wgpu.backend import shared_device
     from gpux.runtime.wgpu.kernels import gemm
 
-    default = gemm.TILES
+    default, default_aspect = gemm.TILES, gemm.MAX_ASPECT
     if tiles is not None:
         gemm.TILES = tiles  # read when the model is lowered, at load
+    if aspect is not None:
+        gemm.MAX_ASPECT = aspect
 
     x, weights = arrays(problem)
     path = folder / f"{problem.name}.onnx"
@@ -276,8 +286,9 @@ def measure(
     try:
         ours, ours_out, loaded = ours_run(path, x, repeats)
     finally:
-        gemm.TILES = default
+        gemm.TILES, gemm.MAX_ASPECT = default, default_aspect
     row["tiles"] = ",".join(str(side) for side in tiles or default)
+    row["aspect"] = aspect or default_aspect
     try:
         row["device"] = loaded.placement.device
         row["nodes_on_wgpu"] = loaded.placement.details.get("assignment", {}).get(
@@ -308,6 +319,7 @@ def main() -> int:
     parser.add_argument("--only", action="append", default=[], help="problems containing this")
     parser.add_argument("--allow-software", action="store_true")
     parser.add_argument("--tiles", action="append", default=[], help="block sides, e.g. 128,64")
+    parser.add_argument("--aspect", action="append", type=int, default=[], help="e.g. 1 or 4")
     args = parser.parse_args()
     if args.allow_software:
         os.environ["GPUX_WGPU_ALLOW_SOFTWARE"] = "1"
@@ -315,11 +327,12 @@ def main() -> int:
         p for p in problems(args.divide) if not args.only or any(s in p.name for s in args.only)
     ]
     variants = [tuple(int(s) for s in t.split(",")) for t in args.tiles] or [None]
+    aspects: list[int | None] = list(args.aspect) or [None]
     with tempfile.TemporaryDirectory() as folder:
         for problem in chosen:
-            for tiles in variants:
+            for tiles, aspect in ((t, a) for t in variants for a in aspects):
                 try:
-                    row = measure(problem, Path(folder), args.repeats, tiles)
+                    row = measure(problem, Path(folder), args.repeats, tiles, aspect)
                 except Exception as exc:  # one failing problem should not hide the others
                     row = {"problem": problem.name, "error": f"{type(exc).__name__}: {exc}"}
                 print(json.dumps(row), flush=True)

@@ -12,6 +12,14 @@ node, a CPU segment, the caller) ever needs a fused-away value, and the group ca
 its sink ran. Other inputs broadcast into the sink's shape (a bias along the last axis, a
 scalar, which the kernel writes as a literal when known at load).
 
+*Epilogue fusion* then folds a group into the GEMM kernel (MatMul, Gemm, Conv) whose output
+it reads, when the group is that output's only reader (through any views, Reshape and the
+like, that move no data): BERT's MatMul + bias Add (+ residual Add, + GELU), a ResNet's Conv +
+Relu and Conv + residual Add + Relu become one kernel each, which applies the group per value
+in its store step (``kernels/epilogue.py``) at the group's place in the segment. The group's
+shape must be the product's (a product broadcast into a larger shape is not folded) and its
+dtype the product's.
+
 The placement proof is unchanged: a segment's ``nodes`` still lists every node by op; only its
 ``lowered`` list holds one :class:`~gpux.runtime.wgpu.partition.LoweredNode` per kernel, whose
 ``fused`` names the nodes it computes (the profile reports it as ``Add+Mul+Erf``).
@@ -19,16 +27,34 @@ The placement proof is unchanged: a segment's ``nodes`` still lists every node b
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from gpux.runtime.wgpu.graph import Graph, Node
-from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.kernel import Lowering, NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.kernels.contrib import fused_matmul_options
+from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step, chain_lowering
+from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue, Transpose
 from gpux.runtime.wgpu.kernels.expressions import EXPRESSIONS
+from gpux.runtime.wgpu.kernels.matmul import lower_gemm, lower_matmul
 from gpux.runtime.wgpu.partition import LoweredNode, Partition, Segment
 
 # WebGPU guarantees 8 storage buffers per shader stage: 7 inputs and the output.
 MAX_INPUTS = 7
+MAX_BINDINGS = 8
+
+# The kernels whose store step takes an epilogue, by qualified op.
+EPILOGUE_KERNELS: dict[str, Callable[[NodeContext, Epilogue], Lowering]] = {
+    "MatMul": lambda context, epilogue: lower_matmul(context, epilogue=epilogue),
+    "Gemm": lambda context, epilogue: lower_gemm(context, epilogue=epilogue),
+    "Conv": lambda context, epilogue: lower_conv(context, epilogue=epilogue),
+    "com.microsoft.FusedMatMul": lambda context, epilogue: lower_matmul(
+        context, **fused_matmul_options(context), epilogue=epilogue
+    ),
+}
+# Ops that move no data (``alias_input``): an epilogue reads through them.
+VIEWS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
 
 
 def _fusable(lowered: LoweredNode) -> bool:
@@ -55,7 +81,7 @@ def _external_inputs(members: list[LoweredNode]) -> list[str]:
 def _groups(
     graph: Graph, segment: Segment, readers: dict[str, list[int]], index_of: dict[int, int]
 ) -> list[list[LoweredNode]]:
-    """The segment's fusable groups of two nodes or more, members in graph order.
+    """The segment's fusable groups, single nodes included, members in graph order.
     ``readers``: graph.consumers(); ``index_of``: id(node) -> its index in the graph."""
     candidates = [lowered for lowered in segment.lowered if _fusable(lowered)]
     producer = {lowered.node.outputs[0]: lowered for lowered in candidates}
@@ -86,8 +112,7 @@ def _groups(
                     members[id(source)] = source
                     grown = True
         taken.update(members)
-        if len(members) > 1:
-            groups.append(sorted(members.values(), key=lambda m: index_of[id(m.node)]))
+        groups.append(sorted(members.values(), key=lambda m: index_of[id(m.node)]))
     return groups
 
 
@@ -133,8 +158,202 @@ def _fused(graph: Graph, members: list[LoweredNode]) -> LoweredNode:
     return LoweredNode(node, context, lowering, fused=tuple(m.node for m in members))
 
 
+def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
+    """The product's kernel computing what ``fold`` names in its store step."""
+    product, members = fold.product, list(fold.group)
+    inputs = [name for name in _external_inputs(members) if name != fold.value]
+    step_of = {lowered.node.outputs[0]: f"t{number}" for number, lowered in enumerate(members)}
+
+    def operand(name: str) -> int | str | None:
+        if not name:
+            return None
+        if name == fold.value:
+            return VALUE
+        return step_of[name] if name in step_of else inputs.index(name)
+
+    steps = tuple(
+        Step(lowered.context, tuple(operand(name) for name in lowered.node.inputs))
+        for lowered in members
+    )
+    infos: list[TensorInfo | None] = [graph.tensors[name] for name in inputs]
+    constants = {
+        k: graph.constants[name] for k, name in enumerate(inputs) if name in graph.constants
+    }
+    first = len(product.node.inputs)
+    transpose = None
+    if fold.transpose is not None:
+        source = fold.transpose.context.inputs[0]
+        assert source is not None
+        rank = len(source.shape)
+        perm = fold.transpose.context.attribute("perm", None) or range(rank - 1, -1, -1)
+        transpose = Transpose(source.shape, tuple(int(axis) for axis in perm))
+    epilogue = Epilogue(steps, tuple(infos), constants, first, transpose)
+    lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
+    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
+        raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
+    last = fold.last
+    node = Node(
+        name=", ".join(lowered.node.name for lowered in fold.computed),
+        op_type="+".join(lowered.node.op_type for lowered in fold.computed),
+        domain="",
+        attributes={},
+        inputs=(*product.node.inputs, *inputs),
+        outputs=last.node.outputs,
+        proto=None,
+    )
+    context = replace(
+        product.context,
+        op_type=node.op_type,
+        attributes={},
+        inputs=(*product.context.inputs, *infos),
+        outputs=last.context.outputs,
+        constants={
+            **product.context.constants,
+            **{first + k: array for k, array in constants.items()},
+        },
+    )
+    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in fold.computed))
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """What a product's kernel may compute after the product: ``views`` (moving no data), an
+    elementwise ``group`` reading ``value`` (the product, through views), and a
+    ``transpose`` of the result (through views), at least one of the two."""
+
+    product: LoweredNode
+    views: tuple[LoweredNode, ...]
+    value: str
+    group: tuple[LoweredNode, ...]
+    views_after: tuple[LoweredNode, ...]  # between the group and the transpose
+    transpose: LoweredNode | None
+
+    @property
+    def last(self) -> LoweredNode:
+        """The node whose place and output the fused kernel takes."""
+        return self.transpose or self.group[-1]
+
+    @property
+    def computed(self) -> tuple[LoweredNode, ...]:
+        """Every node the fused kernel computes."""
+        last = (self.transpose,) if self.transpose else ()
+        return (self.product, *self.views, *self.group, *self.views_after, *last)
+
+
+def _through_views(
+    graph: Graph, value: str, readers: dict[str, list[int]], lowered_at: dict[int, LoweredNode]
+) -> tuple[list[LoweredNode], str, list[int]] | None:
+    """The views (Reshape and the like) that ``value`` alone flows through, the value they
+    end in and that value's readers; None when the caller, a CPU segment or another segment
+    reads any of them."""
+    views: list[LoweredNode] = []
+    while True:
+        reading = readers.get(value, [])
+        if value in graph.outputs or not reading or any(i not in lowered_at for i in reading):
+            return None
+        reader = lowered_at[reading[0]]
+        if len(reading) != 1 or reader.node.op_type not in VIEWS:
+            return views, value, reading
+        if reader.lowering.alias_input != 0 or reader.node.domain not in ("", "ai.onnx"):
+            return None
+        views.append(reader)
+        value = reader.node.outputs[0]
+
+
+def _epilogue_target(
+    graph: Graph,
+    product: LoweredNode,
+    readers: dict[str, list[int]],
+    lowered_at: dict[int, LoweredNode],
+    group_of: dict[int, list[LoweredNode]],
+) -> _Fold | None:
+    """What ``product``'s kernel may compute after it, or None. ``lowered_at``: graph index
+    -> the segment's lowered node; ``group_of``: id of a lowered node -> its group."""
+    node = product.node
+    dtype = product.context.outputs[0].dtype
+    if (
+        node.qualified_op not in EPILOGUE_KERNELS
+        or product.fused
+        or len(node.outputs) != 1
+        or not product.lowering.dispatches
+    ):
+        return None
+    found = _through_views(graph, node.outputs[0], readers, lowered_at)
+    if found is None:
+        return None
+    views, value, reading = found
+    group: list[LoweredNode] = []
+    candidate = group_of.get(id(lowered_at[reading[0]]))
+    if candidate is not None:
+        members = {id(member.node) for member in candidate}
+        sink = candidate[-1].context.outputs[0]
+        if (
+            all(id(lowered_at[i].node) in members for i in reading)  # nothing else reads it
+            and graph.tensors[value].shape == sink.shape  # not broadcast into a larger shape
+            and sink.dtype == dtype
+        ):
+            group = candidate
+    # A Transpose of the result (through views) is stored transposed.
+    transpose = None
+    after: list[LoweredNode] = []
+    result = group[-1].node.outputs[0] if group else value
+    found = _through_views(graph, result, readers, lowered_at) if group else found
+    if found is not None:
+        more, _, reading = found
+        reader = lowered_at[reading[0]]
+        if (
+            len(reading) == 1
+            and reader.node.op_type == "Transpose"
+            and reader.node.domain in ("", "ai.onnx")
+            and reader.lowering.dispatches
+        ):
+            transpose = reader
+            after = more if group else []
+    if not group and transpose is None:
+        return None
+    return _Fold(product, tuple(views), value, tuple(group), tuple(after), transpose)
+
+
+def _fuse_segment(
+    graph: Graph, segment: Segment, readers: dict[str, list[int]], index_of: dict[int, int]
+) -> list[LoweredNode]:
+    """The segment's kernels: epilogues folded into their products, then the other
+    elementwise groups of two nodes or more as one kernel each."""
+    groups = _groups(graph, segment, readers, index_of)
+    group_of = {id(member): group for group in groups for member in group}
+    lowered_at = {index_of[id(lowered.node)]: lowered for lowered in segment.lowered}
+    replaced: dict[int, LoweredNode | None] = {}
+    folded: set[int] = set()
+    for product in segment.lowered:
+        fold = _epilogue_target(graph, product, readers, lowered_at, group_of)
+        if fold is None or any(id(item) in replaced for item in fold.computed[1:]):
+            continue  # a group (or a view) another product took
+        try:
+            fused = _with_epilogue(graph, fold)
+        except Unsupported:
+            continue  # the group keeps its own kernel
+        if fold.group:
+            folded.add(id(fold.group[-1]))
+        for item in fold.computed:
+            replaced[id(item)] = None
+        replaced[id(fold.last)] = fused
+    for members in groups:
+        if len(members) < 2 or id(members[-1]) in folded:
+            continue
+        try:
+            fused = _fused(graph, members)
+        except Unsupported:
+            continue  # each node keeps the kernel it had
+        for member in members[:-1]:
+            replaced[id(member)] = None
+        replaced[id(members[-1])] = fused
+    lowered = [replaced.get(id(item), item) for item in segment.lowered]
+    return [item for item in lowered if item is not None]
+
+
 def fuse(graph: Graph, partition: Partition) -> Partition:
-    """``partition`` with each GPU segment's elementwise groups lowered as one kernel each."""
+    """``partition`` with each GPU segment's elementwise groups lowered as one kernel each,
+    folded into the GEMM kernel they follow where they can be its epilogue."""
     readers = graph.consumers()
     index_of = {id(node): index for index, node in enumerate(graph.nodes)}
     segments = []
@@ -142,15 +361,6 @@ def fuse(graph: Graph, partition: Partition) -> Partition:
         if not segment.on_gpu:
             segments.append(segment)
             continue
-        replaced: dict[int, LoweredNode | None] = {}
-        for members in _groups(graph, segment, readers, index_of):
-            try:
-                fused = _fused(graph, members)
-            except Unsupported:
-                continue  # each node keeps the kernel it had
-            for member in members[:-1]:
-                replaced[id(member)] = None
-            replaced[id(members[-1])] = fused
-        lowered = [replaced.get(id(item), item) for item in segment.lowered]
-        segments.append(replace(segment, lowered=[item for item in lowered if item is not None]))
+        lowered = _fuse_segment(graph, segment, readers, index_of)
+        segments.append(replace(segment, lowered=lowered))
     return replace(partition, segments=segments)

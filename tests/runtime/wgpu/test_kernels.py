@@ -320,13 +320,70 @@ def test_gemm_edges_and_layouts(
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
+RECTANGLES = [(16, 64), (64, 16), (32, 128), (128, 16), (16, 32)]
+
+
+@pytest.fixture(params=RECTANGLES, ids=lambda block: f"block{block[0]}x{block[1]}")
+def rectangle(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    """A block of rows x columns, whatever the problem's size."""
+    block = tuple(request.param)
+    monkeypatch.setattr(gemm, "block_shape", lambda problem: block)
+    return block
+
+
+def test_rectangular_blocks(gpu: Gpu, rectangle: tuple) -> None:
+    """Blocks longer one way: ragged edges both ways, operands stored either way, a batch,
+    split K, a convolution."""
+    a, b, bias = random(67, 48), random(130, 48, seed=1), random(130, seed=2)
+    actual, expected = run_node(gpu, "Gemm", [a, b, bias], transB=1, alpha=0.5, beta=2.0)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    a, b = random(33, 130), random(33, 97, seed=1)
+    actual, expected = run_node(gpu, "Gemm", [a, b], transA=1)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    a, b = random(2, 3, 65, 33), random(33, 129, seed=1)
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    a, b = random(40, 1203), random(1203, 50, seed=1)
+    assert gemm.split_count(gemm.Gemm(1, 40, 50, 1203, "", ""), rectangle) > 1
+    actual, expected = run_node(gpu, "MatMul", [a, b])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    x, w, bias = random(1, 80, 9, 9), random(33, 80, 3, 3, seed=1), random(33, seed=2)
+    actual, expected = run_node(gpu, "Conv", [x, w, bias], pads=[1, 1, 1, 1])
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k", "block"),
+    [
+        (256, 3136, 64, (64, 32)),  # ResNet-50 b1 stage 1, 64->256: squares give 32x32
+        (64, 3136, 576, (32, 16)),  # its 3x3 64->64: squares give 16x16
+        (4096, 3072, 768, (128, 128)),  # BERT b32 FFN up: the largest square, as before
+        (128, 768, 768, (16, 16)),  # BERT b1: nothing larger gives 256 blocks
+        (512, 49, 4608, (16, 16)),  # ResNet-50 b1 stage 4: none does; split K as before
+    ],
+)
+def test_block_shape_prefers_the_most_reuse_that_fills_the_gpu(
+    m: int, n: int, k: int, block: tuple
+) -> None:
+    problem = gemm.Gemm(1, m, n, k, "", "")
+    assert gemm.block_shape(problem) == block
+    assert gemm.workgroup_count(problem, block) >= min(
+        gemm.ENOUGH_WORKGROUPS, gemm.workgroup_count(problem, 16)
+    )
+
+
+def test_block_shape_with_squares_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gemm, "MAX_ASPECT", 1)
+    assert gemm.block_shape(gemm.Gemm(1, 256, 3136, 64, "", "")) == (32, 32)
+
+
 def test_gemm_shader_keeps_no_local_arrays() -> None:
     """The reason for the template's shape: a function-local array indexed at run time is kept
     in local memory by NVIDIA's compiler (naga guards the indexes), so none may appear; and
     sizes that fill whole blocks and K steps get no bounds checks."""
     import re
 
-    for side in gemm.SIDES:
+    for side in [*gemm.SIDES, *RECTANGLES]:
         for problem in (gemm.Gemm(2, 130, 97, 70, "", ""), gemm.Gemm(1, 128, 128, 64, "", "")):
             for splits in (1, 3):
                 shader = gemm.gemm_shader(problem, side, splits)

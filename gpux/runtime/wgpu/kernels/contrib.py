@@ -5,6 +5,8 @@ plain op's kernel with a richer epilogue, so a fused node costs one dispatch, as
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from gpux.runtime.wgpu.kernel import Lowering, NodeContext, Unsupported, kernel
@@ -50,14 +52,18 @@ def fused_gemm(context: NodeContext) -> Lowering:
 
 @kernel("FusedMatMul", MICROSOFT)
 def fused_matmul(context: NodeContext) -> Lowering:
+    return lower_matmul(context, **fused_matmul_options(context))
+
+
+def fused_matmul_options(context: NodeContext) -> dict[str, Any]:
+    """``lower_matmul``'s arguments for a FusedMatMul node."""
     if context.attribute("transBatchA", 0) or context.attribute("transBatchB", 0):
         raise Unsupported("FusedMatMul with transBatchA/transBatchB")
-    return lower_matmul(
-        context,
-        alpha=float(context.attribute("alpha", 1.0)),
-        trans_a=bool(context.attribute("transA", 0)),
-        trans_b=bool(context.attribute("transB", 0)),
-    )
+    return {
+        "alpha": float(context.attribute("alpha", 1.0)),
+        "trans_a": bool(context.attribute("transA", 0)),
+        "trans_b": bool(context.attribute("transB", 0)),
+    }
 
 
 GELU = {

@@ -19,6 +19,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     storage,
     store,
 )
+from gpux.runtime.wgpu.kernels.epilogue import Epilogue, epilogue_code, input_dtypes
 from gpux.runtime.wgpu.kernels.gemm import Gemm, gemm_lowering
 
 
@@ -81,11 +82,17 @@ def conv(context: NodeContext) -> Lowering:
 
 
 def lower_conv(
-    context: NodeContext, activation: str = "v", add_input: int | None = None
+    context: NodeContext,
+    activation: str = "v",
+    add_input: int | None = None,
+    epilogue: Epilogue | None = None,
 ) -> Lowering:
     """Conv, then ``+ inputs[add_input]`` (a residual of the output's shape) and
-    ``activation`` (WGSL of the f32 value ``v``): what com.microsoft.FusedConv adds."""
+    ``activation`` (WGSL of the f32 value ``v``): what com.microsoft.FusedConv adds; then
+    ``epilogue`` on each value."""
     require_dtypes(context, FLOATS)
+    if epilogue is not None and activation != "v":
+        raise Unsupported("an epilogue after a fused activation")
     x_info, w_info = context.inputs[:2]
     bias_info = context.inputs[2] if len(context.inputs) > 2 else None
     output = context.outputs[0]
@@ -125,12 +132,15 @@ def lower_conv(
             value += f" + {load('addend', 'at', addend.dtype)}"
     declarations.append(storage(len(declarations), "y", output.dtype, write=True))
     bindings.append(Binding("output", 0))
+    after = epilogue_code(epilogue, first_binding=len(bindings))
+    bindings.extend(after.bindings)
+    dtypes = [x_info.dtype, w_info.dtype, output.dtype, *input_dtypes(epilogue)]
     problem = Gemm(
         batch=batch * groups,
         m=group_out,
         n=pixels,
         k=reduction,
-        declarations=enable_f16(x_info.dtype, w_info.dtype, output.dtype) + "\n".join(declarations),
+        declarations=enable_f16(*dtypes) + "\n".join(declarations) + "\n" + after.declarations,
         functions=f"""
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {{
     let co = (batch % {groups}u) * {group_out}u + m;
@@ -151,9 +161,9 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
     let image = batch / {groups}u;
     let at = (image * {out_channels}u + co) * {pixels}u + n;
     let v = {value};
-    y[at] = {store(activation, output.dtype)};
+{after.apply}    y[{after.store_at}] = {store(activation if epilogue is None else after.result, output.dtype)};
 }}
-{math_helpers(activation)}""",
+{math_helpers(activation)}{after.functions}""",
     )
     return gemm_lowering(problem, tuple(bindings))
 

@@ -63,6 +63,84 @@ def _inline(value: np.ndarray[Any, Any] | None, info: TensorInfo) -> str | None:
     return literal(scalar, kind)
 
 
+@dataclass(frozen=True)
+class ChainCode:
+    """A chain's WGSL, for a kernel to place: ``declarations`` of the inputs it binds (kernel
+    input numbers ``bound``, in binding order), the step ``functions``, and the ``body`` lines
+    that compute each step for one element, the last step's value named ``result``."""
+
+    declarations: tuple[str, ...]
+    functions: str
+    body: tuple[str, ...]
+    result: str
+    bound: tuple[int, ...]
+
+
+def chain_code(
+    steps: Sequence[Step],
+    inputs: Sequence[TensorInfo | None],
+    constants: Mapping[int, np.ndarray[Any, Any]],
+    index: str = "i",
+    first_binding: int = 0,
+    prefix: str = "",
+) -> ChainCode:
+    """The WGSL computing ``steps`` in order at flat ``index`` of the last step's output (every
+    step has that shape; kernel inputs broadcast into it). Bindings are numbered from
+    ``first_binding``; names start with ``prefix``, so that the code can sit inside another
+    kernel. A ``str`` operand that names no earlier step is a WGSL value in scope (a GEMM's
+    ``v``)."""
+    shape = steps[-1].context.outputs[0].shape
+    functions: list[str] = []
+    body: list[str] = []
+    bound: list[int] = []
+    declarations: list[str] = []
+    sources: dict[int, str] = {}
+    step_names = {f"t{number}": f"{prefix}t{number}" for number in range(len(steps))}
+    for number, step in enumerate(steps):
+        if step.context.outputs[0].shape != shape:
+            raise Unsupported("a chain's steps differ in shape")
+        computed = expression(step.context)
+        parameters, arguments = [], []
+        for input_number, name in zip(computed.inputs, computed.names, strict=True):
+            info = step.context.inputs[input_number]
+            operand = step.operands[input_number]
+            assert info is not None and operand is not None
+            parameters.append(f"{name}: {compute_type(info.dtype)}")
+            if isinstance(operand, str):
+                arguments.append(step_names.get(operand, operand))
+                continue
+            if operand not in sources:
+                source = inputs[operand]
+                assert source is not None
+                inlined = _inline(constants.get(operand), source)
+                if inlined is not None:
+                    sources[operand] = inlined
+                else:
+                    binding = first_binding + len(bound)
+                    buffer = f"{prefix}src{binding}"
+                    bound.append(operand)
+                    declarations.append(storage(binding, buffer, source.dtype))
+                    index_wgsl = broadcast_index(index, source.shape, shape)
+                    body.append(
+                        f"    let {prefix}s{binding} = {load(buffer, index_wgsl, source.dtype)};"
+                    )
+                    sources[operand] = f"{prefix}s{binding}"
+            arguments.append(sources[operand])
+        result = compute_type(step.context.outputs[0].dtype)
+        functions.append(
+            f"fn {prefix}step{number}({', '.join(parameters)}) -> {result} {{\n"
+            f"    return {computed.wgsl};\n}}\n"
+        )
+        body.append(f"    let {prefix}t{number} = {prefix}step{number}({', '.join(arguments)});")
+    return ChainCode(
+        declarations=tuple(declarations),
+        functions=math_helpers(*functions) + "".join(functions),
+        body=tuple(body),
+        result=f"{prefix}t{len(steps) - 1}",
+        bound=tuple(bound),
+    )
+
+
 def chain_lowering(
     steps: Sequence[Step],
     inputs: Sequence[TensorInfo | None],
@@ -73,61 +151,20 @@ def chain_lowering(
     ``inputs``/``constants``: the kernel's inputs and those known at load; one-element
     constants are written into the WGSL instead of bound."""
     output = steps[-1].context.outputs[0]
-    shape = output.shape
-    functions: list[str] = []
-    body: list[str] = []
-    bound: list[int] = []
-    declarations: list[str] = []
-    sources: dict[int, str] = {}
-    for number, step in enumerate(steps):
-        if step.context.outputs[0].shape != shape:
-            raise Unsupported("a chain's steps differ in shape")
-        computed = expression(step.context)
-        parameters, arguments = [], []
-        for index, name in zip(computed.inputs, computed.names, strict=True):
-            info = step.context.inputs[index]
-            operand = step.operands[index]
-            assert info is not None and operand is not None
-            parameters.append(f"{name}: {compute_type(info.dtype)}")
-            if isinstance(operand, str):
-                arguments.append(operand)
-                continue
-            if operand not in sources:
-                source = inputs[operand]
-                assert source is not None
-                inlined = _inline(constants.get(operand), source)
-                if inlined is not None:
-                    sources[operand] = inlined
-                else:
-                    binding = len(bound)
-                    bound.append(operand)
-                    declarations.append(storage(binding, f"src{binding}", source.dtype))
-                    index_wgsl = broadcast_index("i", source.shape, shape)
-                    body.append(
-                        f"    let s{binding} = {load(f'src{binding}', index_wgsl, source.dtype)};"
-                    )
-                    sources[operand] = f"s{binding}"
-            arguments.append(sources[operand])
-        result = compute_type(step.context.outputs[0].dtype)
-        functions.append(
-            f"fn step{number}({', '.join(parameters)}) -> {result} {{\n"
-            f"    return {computed.wgsl};\n}}\n"
-        )
-        body.append(f"    let t{number} = step{number}({', '.join(arguments)});")
-    body.append(f"    y[i] = {store(f't{len(steps) - 1}', output.dtype)};")
-    declarations.append(storage(len(bound), "y", output.dtype, write=True))
+    code = chain_code(steps, inputs, constants)
+    body = [*code.body, f"    y[i] = {store(code.result, output.dtype)};"]
+    declarations = [*code.declarations, storage(len(code.bound), "y", output.dtype, write=True)]
     dtypes = [info.dtype for info in inputs if info is not None]
     shader = (
         enable_f16(*dtypes, *(step.context.outputs[0].dtype for step in steps))
         + "\n".join(declarations)
         + "\n"
-        + math_helpers(*functions)
-        + "".join(functions)
+        + code.functions
         + flat_main(output.size, "\n".join(body))
     )
     if output.size == 0:
         return Lowering()
-    bindings = (*(Binding("input", i) for i in bound), Binding("output", 0))
+    bindings = (*(Binding("input", i) for i in code.bound), Binding("output", 0))
     return Lowering((Dispatch(shader, bindings, workgroups_for(output.size, WORKGROUP)),))
 
 

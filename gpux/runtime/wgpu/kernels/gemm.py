@@ -5,14 +5,15 @@ operands read through WGSL functions the caller writes (``load_a``, ``load_b``) 
 written by ``store_c``: a MatMul reads plain rows, a Gemm transposed ones, a Conv gathers
 input windows.
 
-Each workgroup of 16x16 invocations computes a block of C (``side`` 64, 32 or 16 in TILES;
-128 written but not chosen until measured), staging side x 16 slices of A and B in workgroup
-memory so that every value read from storage is used ``side`` times. The WGSL is generated
-fully unrolled from Python, since the sizes are constants:
+Each workgroup of 16x16 invocations computes a block of C (rows by columns, each side 128, 64,
+32 or 16 in TILES, at most MAX_ASPECT to one: ``block_shape``), staging rows x 16 and 16 x
+columns slices of A and B in workgroup memory so that every value read from storage is used
+as many times as the block is wide (tall). The WGSL is generated fully unrolled from Python,
+since the sizes are constants:
 
-- an invocation's square of side/16 rows by side/16 columns is held in ``vec4<f32>``
-  accumulators (``vec2`` at side 32, ``f32`` at 16), one per row and run of 4 columns: 4x4 at
-  side 64, 8x8 (two runs 64 apart each way) at 128;
+- an invocation's rows/16 rows by columns/16 columns are held in ``vec4<f32>``
+  accumulators (``vec2`` for 32 columns, ``f32`` for 16), one per row and run of 4 columns:
+  4x4 in a 64x64 block, 8x8 (two runs 64 apart each way) in 128x128, 2x1 in 32x16;
 - each of the 16 steps over a staged slice is written out: one vector read of A's rows and one
   of B's columns per run, then one vector FMA per row and run;
 - staging reads, per invocation, a run of rows of A (columns of B) at one k and stores it as
@@ -27,7 +28,7 @@ compiler keep the array in local memory: that version ran ~10x slower on an H100
 one-invocation-per-output kernel (``benchmarks/wgpu_gemm.py`` measures both).
 
 Problems too small to fill a GPU with 64x64 blocks (a batch-1 ResNet's last stages: 49 pixels
-by 512 channels) take 32x32 or 16x16 blocks instead, trading reuse for parallelism, and split K
+by 512 channels) take smaller blocks instead, trading reuse for parallelism, and split K
 across workgroups when blocks alone still leave it idle (a second dispatch sums the parts); a
 few rows of A (a batch-1 classifier) take a thin kernel of one invocation per column.
 """
@@ -54,6 +55,9 @@ THREADS = 16  # per side: 16x16 invocations, each computing (side/16)^2 outputs
 # problems too small for 256 of its blocks still take 64, 32 or 16 (equal times).
 SIDES = (128, 64, 32, 16)
 TILES = SIDES  # block sides chosen from, preferred first
+# Blocks may be rows x columns of two TILES sides up to this many times apart; 1: squares only.
+# Like TILES, a module setting that benchmarks/wgpu_gemm.py varies (--aspect) to measure.
+MAX_ASPECT = 4
 # Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
 ENOUGH_WORKGROUPS = 256
 MIN_SPLIT_K = 256  # no part of a split K shorter than this
@@ -81,20 +85,54 @@ class Gemm:
     b_along_k: bool = False
 
 
-def block_side(problem: Gemm) -> int:
-    """The largest block side that still gives ENOUGH_WORKGROUPS, else the smallest."""
-    for side in TILES:
-        groups = -(-problem.m // side) * -(-problem.n // side) * problem.batch
-        if groups >= ENOUGH_WORKGROUPS:
-            return side
-    return TILES[-1]
+Block = tuple[int, int]  # rows (of A and C) by columns (of B and C)
 
 
-def split_count(problem: Gemm, side: int) -> int:
+def blocks() -> list[Block]:
+    """The block shapes chosen from: pairs of TILES sides, at most MAX_ASPECT to one."""
+    return [
+        (rows, columns)
+        for rows in TILES
+        for columns in TILES
+        if max(rows, columns) <= MAX_ASPECT * min(rows, columns)
+    ]
+
+
+def as_block(side: int | Block) -> Block:
+    return (side, side) if isinstance(side, int) else side
+
+
+def workgroup_count(problem: Gemm, side: int | Block) -> int:
+    """Workgroups of one part of K: the blocks that cover C, per matrix of the batch."""
+    rows, columns = as_block(side)
+    return -(-problem.m // rows) * -(-problem.n // columns) * problem.batch
+
+
+def block_shape(problem: Gemm) -> Block:
+    """The block of the most outputs (the most reuse of each value staged) that still gives
+    ENOUGH_WORKGROUPS; among those, the one computing the fewest outputs past C's edges, then
+    the squarer, then the taller (a Conv's B is a gather of input windows, the dearer read, and
+    a taller block reuses it more); the smallest square when none gives enough. A rectangle wins
+    where C is far from square: a batch-1 ResNet's first stage (64 or 256 channels by 3136
+    pixels) takes 32x16 or 64x32 blocks where squares give 16x16 or 32x32. With MAX_ASPECT 1,
+    squares only (the choice before rectangles)."""
+    enough = [block for block in blocks() if workgroup_count(problem, block) >= ENOUGH_WORKGROUPS]
+    if not enough:
+        return (TILES[-1], TILES[-1])
+
+    def merit(block: Block) -> tuple[int, int, float, int]:
+        rows, columns = block
+        padded = -(-problem.m // rows) * rows * -(-problem.n // columns) * columns
+        return (rows * columns, -padded, -max(block) / min(block), rows)
+
+    return max(enough, key=merit)
+
+
+def split_count(problem: Gemm, side: int | Block) -> int:
     """How many parts K is cut into (split-K) when blocks alone cannot fill the GPU: a
     batch-1 ResNet's last convolutions (512 x 49 outputs, K = 4608) would otherwise loop over
     K in 128 workgroups. Parts are summed by a second dispatch."""
-    groups = -(-problem.m // side) * -(-problem.n // side) * problem.batch
+    groups = workgroup_count(problem, side)
     if groups >= ENOUGH_WORKGROUPS or problem.k < 2 * MIN_SPLIT_K:
         return 1
     wanted = -(-ENOUGH_WORKGROUPS // groups)
@@ -117,7 +155,7 @@ def _guarded(statement: str, conditions: list[str]) -> str:
 
 
 def _shape(side: int) -> tuple[int, int]:
-    """The vector width w and the vectors per axis v of an invocation's square of a block of
+    """The vector width w and the vectors per axis v of an invocation's part of a block's
     ``side``: its rows (columns) are v runs of w, 16 * w apart (so that the 16 invocations
     of a row read neighbouring vectors of a staged slice)."""
     width = min(side // THREADS, 4)
@@ -157,31 +195,32 @@ def _stage(operand: str, side: int, along_k: bool, check_k: bool, edge: int | No
     return "\n".join(lines)
 
 
-def _step(kk: int, side: int) -> str:
+def _step(kk: int, block: Block) -> str:
     """One of the unrolled steps over a staged slice: the invocation's vectors of A and of B
     at ``kk``, then one vector FMA per row and vector of columns."""
-    width, vectors = _shape(side)
-    reads = [f"let a{v} = tile_a[{kk}][local.y + {THREADS * v}u];" for v in range(vectors)]
-    reads += [f"let b{v} = tile_b[{kk}][local.x + {THREADS * v}u];" for v in range(vectors)]
+    (width_a, vectors_a), (width_b, vectors_b) = _shape(block[0]), _shape(block[1])
+    reads = [f"let a{v} = tile_a[{kk}][local.y + {THREADS * v}u];" for v in range(vectors_a)]
+    reads += [f"let b{v} = tile_b[{kk}][local.x + {THREADS * v}u];" for v in range(vectors_b)]
     fmas = [
-        f"acc{va * width + i}_{vb} = "
-        f"fma({_vector(width)}({_component(f'a{va}', width, i)}), b{vb}, acc{va * width + i}_{vb});"
-        for va in range(vectors)
-        for i in range(width)
-        for vb in range(vectors)
+        f"acc{va * width_a + i}_{vb} = fma({_vector(width_b)}"
+        f"({_component(f'a{va}', width_a, i)}), b{vb}, acc{va * width_a + i}_{vb});"
+        for va in range(vectors_a)
+        for i in range(width_a)
+        for vb in range(vectors_b)
     ]
     return "        { " + " ".join(reads + fmas) + " }"
 
 
-def gemm_shader(problem: Gemm, side: int, splits: int = 1) -> str:
-    """The tiled kernel; with ``splits`` > 1 each workgroup sums one part of K into the
-    ``partial`` scratch buffer instead of calling ``store_c``."""
-    width, vectors = _shape(side)
-    vector = _vector(width)
+def gemm_shader(problem: Gemm, side: int | Block, splits: int = 1) -> str:
+    """The tiled kernel for blocks of ``side`` (a square's side, or rows by columns); with
+    ``splits`` > 1 each workgroup sums one part of K into the ``partial`` scratch buffer
+    instead of calling ``store_c``."""
+    rows, columns = block = as_block(side)
+    (width_a, vectors_a), (width_b, vectors_b) = _shape(rows), _shape(columns)
     per_part = -(-problem.k // splits)
     chunk = -(-per_part // TILE_K) * TILE_K  # whole K steps; a last part may be empty
     # Sizes are constants: a check whose answer the sizes fix is not written.
-    check_m, check_n, check_k = problem.m % side, problem.n % side, problem.k % TILE_K
+    check_m, check_n, check_k = problem.m % rows, problem.n % columns, problem.k % TILE_K
     if splits > 1:
         where = f"""    let batch = group.z / {splits}u;
     let part = group.z % {splits}u;
@@ -194,44 +233,48 @@ def gemm_shader(problem: Gemm, side: int, splits: int = 1) -> str:
     let k_begin = 0u;
     let k_end = {problem.k}u;"""
         keep = "store_c(batch, {m}, {n}, {value});"
-    count = vectors * width  # rows (and columns) of the invocation's square
+    # The invocation's rows, and its columns as vectors of width_b.
+    row_count, column_count = vectors_a * width_a, vectors_b * width_b
     accumulators = [
-        f"    var acc{r}_{vb} = {vector}(0.0);" for r in range(count) for vb in range(vectors)
+        f"    var acc{r}_{vb} = {_vector(width_b)}(0.0);"
+        for r in range(row_count)
+        for vb in range(vectors_b)
     ]
     positions = [
-        f"    let row{v * width + i} = a_block + (local.y + {THREADS * v}u) * {width}u + {i}u;"
-        for v in range(vectors)
-        for i in range(width)
+        f"    let row{v * width_a + i} = a_block + (local.y + {THREADS * v}u) * {width_a}u + {i}u;"
+        for v in range(vectors_a)
+        for i in range(width_a)
     ] + [
-        f"    let column{v * width + j} = b_block + (local.x + {THREADS * v}u) * {width}u + {j}u;"
-        for v in range(vectors)
-        for j in range(width)
+        f"    let column{v * width_b + j} = b_block + (local.x + {THREADS * v}u) * {width_b}u"
+        f" + {j}u;"
+        for v in range(vectors_b)
+        for j in range(width_b)
     ]
     stores = []
-    for r in range(count):
-        for c in range(count):
+    for r in range(row_count):
+        for c in range(column_count):
             conditions = [f"row{r} < {problem.m}u"] if check_m else []
             conditions += [f"column{c} < {problem.n}u"] if check_n else []
-            value = _component(f"acc{r}_{c // width}", width, c % width)
+            value = _component(f"acc{r}_{c // width_b}", width_b, c % width_b)
             statement = keep.format(m=f"row{r}", n=f"column{c}", value=value)
             stores.append("    " + _guarded(statement, conditions))
     lines = "\n".join
     return f"""{problem.declarations}
 {problem.functions}
-var<workgroup> tile_a: array<array<{vector}, {THREADS * vectors + 1}>, {TILE_K}>;
-var<workgroup> tile_b: array<array<{vector}, {THREADS * vectors + 1}>, {TILE_K}>;
+var<workgroup> tile_a: array<array<{_vector(width_a)}, {THREADS * vectors_a + 1}>, {TILE_K}>;
+var<workgroup> tile_b: array<array<{_vector(width_b)}, {THREADS * vectors_b + 1}>, {TILE_K}>;
 
 @compute @workgroup_size({THREADS}, {THREADS})
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) local: vec3<u32>) {{
 {where}
-    let a_block = group.y * {side}u;
-    let b_block = group.x * {side}u;
+    let a_block = group.y * {rows}u;
+    let b_block = group.x * {columns}u;
 {lines(accumulators)}
     for (var k0 = k_begin; k0 < k_end; k0 += {TILE_K}u) {{
-{_stage("a", side, problem.a_along_k, bool(check_k), problem.m if check_m else None)}
-{_stage("b", side, problem.b_along_k, bool(check_k), problem.n if check_n else None)}
+{_stage("a", rows, problem.a_along_k, bool(check_k), problem.m if check_m else None)}
+{_stage("b", columns, problem.b_along_k, bool(check_k), problem.n if check_n else None)}
         workgroupBarrier();
-{lines(_step(kk, side) for kk in range(TILE_K))}
+{lines(_step(kk, block) for kk in range(TILE_K))}
         workgroupBarrier();
     }}
 {lines(positions)}
@@ -268,7 +311,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) gr
 
 
 def gemm_lowering(
-    problem: Gemm, bindings: tuple[Binding, ...], side: int | None = None
+    problem: Gemm, bindings: tuple[Binding, ...], side: int | Block | None = None
 ) -> Lowering:
     """The dispatches of ``problem`` with ``bindings`` (what its declarations bind): the thin
     kernel for a few rows, else blocks of ``side`` (chosen by size unless given), with
@@ -277,9 +320,10 @@ def gemm_lowering(
         groups = (-(-problem.n // THIN_WORKGROUP), 1, problem.batch)
         _check_groups(groups)
         return Lowering((Dispatch(thin_gemm_shader(problem), bindings, groups),))
-    side = side or block_side(problem)
+    side = side or block_shape(problem)
+    rows, columns = as_block(side)
     splits = split_count(problem, side)
-    groups = (-(-problem.n // side), -(-problem.m // side), problem.batch * splits)
+    groups = (-(-problem.n // columns), -(-problem.m // rows), problem.batch * splits)
     _check_groups(groups)
     if splits == 1:
         return Lowering((Dispatch(gemm_shader(problem, side), bindings, groups),))

@@ -22,6 +22,7 @@ from gpux.runtime.wgpu.kernels._wgsl import (
     storage,
     store,
 )
+from gpux.runtime.wgpu.kernels.epilogue import Epilogue, epilogue_code, input_dtypes
 from gpux.runtime.wgpu.kernels.gemm import Gemm, gemm_lowering
 
 
@@ -48,10 +49,14 @@ def _swap_last(shape: tuple[int, ...], swap: bool) -> tuple[int, ...]:
 
 
 def lower_matmul(
-    context: NodeContext, alpha: float = 1.0, trans_a: bool = False, trans_b: bool = False
+    context: NodeContext,
+    alpha: float = 1.0,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    epilogue: Epilogue | None = None,
 ) -> Lowering:
     """MatMul of ``alpha * A @ B``, A and B optionally transposed in their last two axes
-    (what com.microsoft.FusedMatMul adds)."""
+    (what com.microsoft.FusedMatMul adds), then ``epilogue`` on each value."""
     require_dtypes(context, FLOATS)
     a_info, b_info = context.inputs[:2]
     output = context.outputs[0]
@@ -71,6 +76,7 @@ def lower_matmul(
     a_at = f"m * {k}u + k" if a_along_k else f"k * {m}u + m"
     b_at = f"n * {k}u + k" if b_along_k else f"k * {n}u + n"
     scaled = "value" if alpha == 1.0 else f"{literal(alpha)} * value"
+    after = epilogue_code(epilogue, first_binding=3)
     problem = Gemm(
         batch=batch_count,
         m=m,
@@ -78,14 +84,16 @@ def lower_matmul(
         k=k,
         a_along_k=a_along_k,
         b_along_k=b_along_k,
-        declarations=enable_f16(a_info.dtype, b_info.dtype, output.dtype)
+        declarations=enable_f16(a_info.dtype, b_info.dtype, output.dtype, *input_dtypes(epilogue))
         + "\n".join(
             [
                 storage(0, "a", a_info.dtype),
                 storage(1, "b", b_info.dtype),
                 storage(2, "c", output.dtype, write=True),
             ]
-        ),
+        )
+        + "\n"
+        + after.declarations,
         functions=f"""
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {{
     return {load("a", f"{a_index} * {m * k}u + {a_at}", a_info.dtype)};
@@ -94,11 +102,13 @@ fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
     return {load("b", f"{b_index} * {k * n}u + {b_at}", b_info.dtype)};
 }}
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
-    c[batch * {m * n}u + m * {n}u + n] = {store(scaled, output.dtype)};
+    let at = batch * {m * n}u + m * {n}u + n;
+    let v = {scaled};
+{after.apply}    c[{after.store_at}] = {store(after.result, output.dtype)};
 }}
-""",
+{after.functions}""",
     )
-    bindings = (Binding("input", 0), Binding("input", 1), Binding("output", 0))
+    bindings = (Binding("input", 0), Binding("input", 1), Binding("output", 0), *after.bindings)
     return gemm_lowering(problem, bindings)
 
 
@@ -107,9 +117,14 @@ def gemm(context: NodeContext) -> Lowering:
     return lower_gemm(context)
 
 
-def lower_gemm(context: NodeContext, activation: str = "v") -> Lowering:
-    """Gemm, then ``activation`` (WGSL of the f32 value ``v``): com.microsoft.FusedGemm."""
+def lower_gemm(
+    context: NodeContext, activation: str = "v", epilogue: Epilogue | None = None
+) -> Lowering:
+    """Gemm, then ``activation`` (WGSL of the f32 value ``v``: com.microsoft.FusedGemm) and
+    ``epilogue`` on each value."""
     require_dtypes(context, FLOATS)
+    if epilogue is not None and activation != "v":
+        raise Unsupported("an epilogue after a fused activation")
     a_info, b_info = context.inputs[:2]
     c_info = context.inputs[2] if len(context.inputs) > 2 else None
     output = context.outputs[0]
@@ -138,7 +153,10 @@ def lower_gemm(context: NodeContext, activation: str = "v") -> Lowering:
         value += f" + {literal(beta)} * {load('bias', bias_at, c_info.dtype)}"
     declarations.append(storage(len(declarations), "c", output.dtype, write=True))
     bindings.append(Binding("output", 0))
+    after = epilogue_code(epilogue, first_binding=len(bindings))
+    bindings.extend(after.bindings)
     dtypes: list[np.dtype[Any]] = [a_info.dtype, b_info.dtype, output.dtype]
+    dtypes += input_dtypes(epilogue)
     problem = Gemm(
         batch=1,
         m=m,
@@ -146,14 +164,27 @@ def lower_gemm(context: NodeContext, activation: str = "v") -> Lowering:
         k=k,
         a_along_k=not trans_a,
         b_along_k=trans_b,
-        declarations=enable_f16(*dtypes) + "\n".join(declarations),
+        declarations=enable_f16(*dtypes) + "\n".join(declarations) + "\n" + after.declarations,
         functions=f"""
 fn load_a(batch: u32, m: u32, k: u32) -> f32 {{ return {load("a", a_at, a_info.dtype)}; }}
 fn load_b(batch: u32, k: u32, n: u32) -> f32 {{ return {load("b", b_at, b_info.dtype)}; }}
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
-    let v = {value};
-    c[m * {n}u + n] = {store(activation, output.dtype)};
+    let at = m * {n}u + n;
+    let v = {_activated(value, activation)};
+{after.apply}    c[{after.store_at}] = {store(after.result, output.dtype)};
 }}
-{math_helpers(activation)}""",
+{_activation_function(activation)}{after.functions}""",
     )
     return gemm_lowering(problem, tuple(bindings))
+
+
+def _activated(value: str, activation: str) -> str:
+    """WGSL of ``activation`` (of ``v``) applied to ``value``."""
+    return value if activation == "v" else f"activate({value})"
+
+
+def _activation_function(activation: str) -> str:
+    """``fn activate(v)`` for :func:`_activated` (and the math helpers it calls)."""
+    if activation == "v":
+        return ""
+    return math_helpers(activation) + f"fn activate(v: f32) -> f32 {{ return {activation}; }}\n"

@@ -1,0 +1,284 @@
+"""Epilogue fusion (``gpux/runtime/wgpu/fusion.py``, ``kernels/epilogue.py``): the elementwise
+nodes after a MatMul, Gemm or Conv run in its store step, one kernel, and the outputs equal
+ONNX Runtime CPU's; a product that anything else reads, that the caller reads, or that is
+broadcast into a larger shape keeps its own kernel. Skipped where wgpu sees no adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks.wgpu_dispatches import bert, resnet50
+from gpux.config.schema import Runtime
+from gpux.runtime.wgpu.backend import WgpuBackend
+from gpux.runtime.wgpu.device import Gpu
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+FLOAT = TensorProto.FLOAT
+
+
+@pytest.fixture(autouse=True)
+def _software_adapter(monkeypatch: pytest.MonkeyPatch, gpu: Gpu) -> None:
+    monkeypatch.setenv("GPUX_WGPU_ALLOW_SOFTWARE", "1")
+
+
+def _model(
+    tmp_path: Path,
+    nodes: list[Any],
+    inputs: dict[str, list[int]],
+    outputs: list[str],
+    constants: dict[str, np.ndarray[Any, Any]],
+) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, FLOAT, shape) for n, shape in inputs.items()],
+        [helper.make_tensor_value_info(n, FLOAT, None) for n in outputs],
+        [numpy_helper.from_array(v, n) for n, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _kernels(
+    path: Path, feed: dict[str, np.ndarray[Any, Any]], rtol: float = 1e-5, atol: float = 1e-5
+) -> list[str]:
+    """The engine's kernels for ``path`` (views, which dispatch nothing, left out), after
+    checking its outputs against ONNX Runtime's."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(None, feed), strict=True))
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={})
+    try:
+        produced = backend.run(feed)
+        for name, value in expected.items():
+            np.testing.assert_allclose(produced[name], value, rtol=rtol, atol=atol, err_msg=name)
+        assignment = backend.placement.details["assignment"]
+        assert assignment["nodes_on_backend"] == assignment["nodes"]  # the proof counts all
+        return [
+            lowered.node.op_type
+            for segment in backend.executor.partition.segments
+            for lowered in segment.lowered
+            if lowered.lowering.dispatches
+        ]
+    finally:
+        backend.close()
+
+
+def _random(*shape: int, seed: int = 0) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "n"),
+    [
+        (6, 24, 40),  # a ragged block
+        (2, 24, 40),  # the thin kernel (a few rows)
+        (8, 1024, 16),  # split K: the epilogue runs in the dispatch that sums the parts
+    ],
+)
+def test_matmul_bias_gelu_and_residual_are_one_kernel(
+    tmp_path: Path, m: int, k: int, n: int
+) -> None:
+    """y = gelu(x @ w + bias) + r, GELU written out as torch exports it (erf)."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Add", ["p", "bias"], ["u"]),
+        helper.make_node("Div", ["u", "sqrt2"], ["d"]),
+        helper.make_node("Erf", ["d"], ["e"]),
+        helper.make_node("Add", ["e", "one"], ["f"]),
+        helper.make_node("Mul", ["u", "f"], ["g"]),
+        helper.make_node("Mul", ["g", "half"], ["h"]),
+        helper.make_node("Add", ["h", "r"], ["y"]),
+    ]
+    constants = {
+        "w": _random(k, n, seed=1) / np.float32(np.sqrt(k)),
+        "bias": _random(n, seed=2),
+        "sqrt2": np.array(np.sqrt(2.0), np.float32),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+    }
+    path = _model(tmp_path, nodes, {"x": [m, k], "r": [m, n]}, ["y"], constants)
+    kernels = _kernels(path, {"x": _random(m, k), "r": _random(m, n, seed=3)}, atol=1e-4)
+    # ONNX Runtime's optimizer writes MatMul + Add as a Gemm with the bias.
+    assert kernels == ["Gemm+Div+Erf+Add+Mul+Mul+Add"]
+
+
+def test_an_operand_broadcast_along_rows_or_whole_is_read_at_each_output(
+    tmp_path: Path,
+) -> None:
+    """Not a per-column bias: a per-row one ([m, 1]), a full tensor and a batch-broadcast
+    one, on a batched MatMul."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Add", ["p", "rows"], ["a"]),
+        helper.make_node("Mul", ["a", "full"], ["b"]),
+        helper.make_node("Sub", ["b", "per_batch"], ["y"]),
+    ]
+    constants = {"w": _random(16, 12, seed=1), "rows": _random(5, 1, seed=2)}
+    inputs = {"x": [3, 5, 16], "full": [3, 5, 12], "per_batch": [3, 1, 1]}
+    feed = {
+        "x": _random(3, 5, 16),
+        "full": _random(3, 5, 12, seed=3),
+        "per_batch": _random(3, 1, 1, seed=4),
+    }
+    path = _model(tmp_path, nodes, inputs, ["y"], constants)
+    assert _kernels(path, feed, atol=1e-4) == ["MatMul+Add+Mul+Sub"]
+
+
+def test_a_product_read_elsewhere_or_by_the_caller_keeps_its_kernel(tmp_path: Path) -> None:
+    """p feeds the Relu and a Tanh: neither may be folded (the other needs p as it is); q is
+    a graph output: its Sigmoid must not be folded either."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Relu", ["p"], ["r"]),
+        helper.make_node("Tanh", ["p"], ["s"]),
+        helper.make_node("MatMul", ["x", "w2"], ["q"]),
+        helper.make_node("Sigmoid", ["q"], ["t"]),
+    ]
+    constants = {"w": _random(8, 8), "w2": _random(8, 8, seed=2)}
+    path = _model(tmp_path, nodes, {"x": [4, 8]}, ["r", "s", "q", "t"], constants)
+    kernels = _kernels(path, {"x": _random(4, 8, seed=1)})
+    assert sorted(kernels) == ["MatMul", "MatMul", "Relu", "Sigmoid", "Tanh"], kernels
+
+
+def test_a_product_broadcast_into_a_larger_shape_is_not_folded(tmp_path: Path) -> None:
+    """p is [1, 8]; the Add broadcasts it to [4, 8]: more outputs than the product has."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Add", ["p", "big"], ["y"]),
+    ]
+    path = _model(tmp_path, nodes, {"x": [1, 8], "big": [4, 8]}, ["y"], {"w": _random(8, 8)})
+    kernels = _kernels(path, {"x": _random(1, 8, seed=1), "big": _random(4, 8, seed=2)})
+    assert kernels == ["MatMul", "Add"]
+
+
+def test_an_epilogue_past_the_binding_limit_stays_a_kernel_of_its_own(tmp_path: Path) -> None:
+    """Six tensors to add: with the MatMul's three bindings, nine, past WebGPU's eight."""
+    names = [f"e{k}" for k in range(6)]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["v0"])]
+    nodes += [
+        helper.make_node("Add", [f"v{k}", name], [f"v{k + 1}"]) for k, name in enumerate(names)
+    ]
+    inputs = {"x": [4, 8], **{name: [4, 8] for name in names}}
+    feed = {name: _random(4, 8, seed=k) for k, name in enumerate(inputs)}
+    path = _model(tmp_path, nodes, inputs, ["v6"], {"w": _random(8, 8)})
+    product, *rest = _kernels(path, feed, atol=1e-4)
+    # ONNX Runtime may take the first Add into a Gemm: still past the limit with the rest.
+    assert product in ("MatMul", "Gemm") and rest and set(rest[0].split("+")) == {"Add"}, rest
+
+
+def test_conv_with_folded_batchnorm_relu_and_a_residual_is_one_kernel(tmp_path: Path) -> None:
+    """relu(bn(conv(x)) + x), and relu(bn(conv(x))) read by it: both convolutions fold."""
+    channels = 8
+    rng = np.random.default_rng(0)
+    constants: dict[str, np.ndarray[Any, Any]] = {}
+    nodes = []
+    for n, source in ((0, "x"), (1, "r0")):
+        constants[f"w{n}"] = _random(channels, channels, 3, 3, seed=n) / np.float32(9)
+        for role in ("scale", "shift", "mean"):
+            constants[f"{role}{n}"] = rng.uniform(-1, 1, channels).astype(np.float32)
+        constants[f"var{n}"] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+        nodes += [
+            helper.make_node("Conv", [source, f"w{n}"], [f"c{n}"], pads=[1, 1, 1, 1]),
+            helper.make_node(
+                "BatchNormalization",
+                [f"c{n}", f"scale{n}", f"shift{n}", f"mean{n}", f"var{n}"],
+                [f"b{n}"],
+            ),
+        ]
+        if n == 0:
+            nodes.append(helper.make_node("Relu", ["b0"], ["r0"]))
+    nodes += [
+        helper.make_node("Add", ["b1", "x"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    path = _model(tmp_path, nodes, {"x": [1, channels, 6, 6]}, ["y"], constants)
+    kernels = _kernels(path, {"x": _random(1, channels, 6, 6)}, atol=1e-4)
+    assert kernels == ["Conv+Relu", "Conv+Add+Relu"]
+
+
+def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Path) -> None:
+    """Two small layers of benchmarks/wgpu_dispatches.py's BERT: per layer Q, K, V (MatMul +
+    bias, stored split into heads), the output projection (+ bias + residual), the FFN (Gemm +
+    GELU through a Reshape; Gemm + residual), the scores (MatMul / sqrt(d) + mask) and the
+    context (MatMul, stored with the heads merged) are one kernel each."""
+    path = bert(tmp_path / "bert.onnx", seq=16, layers=2, hidden=64, heads=4, vocab=100)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 100, (1, 16)).astype(np.int64)
+    mask = np.ones((1, 16), np.int64)
+    mask[0, 12:] = 0
+    kernels = _kernels(path, {"input_ids": ids, "attention_mask": mask}, atol=1e-4)
+    per_layer = {
+        "MatMul+Add+Reshape+Transpose": 3,
+        "MatMul+Transpose": 1,
+        "MatMul+Add+Add": 1,
+        "MatMul+Div+Add": 1,
+        "Gemm+Reshape+Div+Erf+Add+Mul+Mul": 1,
+        "Gemm+Reshape+Add": 1,
+    }
+    for op, count in per_layer.items():
+        assert kernels.count(op) == 2 * count, (op, kernels)
+    assert "Gemm+Tanh" in kernels  # the pooler
+    assert not {"Add", "Div+Erf+Add+Mul+Mul", "Div+Add", "Transpose"} & set(kernels), kernels
+
+
+@pytest.mark.parametrize(
+    ("perm", "k"),
+    [
+        ((0, 2, 1, 3), 16),  # Q and V: heads split
+        ((0, 2, 3, 1), 16),  # K: heads split, transposed for the scores
+        (None, 1024),  # the default perm (reversed), after split K
+    ],
+)
+def test_a_transpose_after_the_product_is_a_transposed_store(
+    tmp_path: Path, perm: tuple[int, ...] | None, k: int
+) -> None:
+    """MatMul + bias, Reshape to heads, Transpose: one kernel, stored where the Transpose puts
+    each value."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Add", ["p", "bias"], ["a"]),
+        helper.make_node("Reshape", ["a", "heads"], ["h"]),
+        helper.make_node("Transpose", ["h"], ["y"], **({"perm": list(perm)} if perm else {})),
+    ]
+    constants = {
+        "w": _random(k, 24, seed=1) / np.float32(np.sqrt(k)),
+        "bias": _random(24, seed=2),
+        "heads": np.array([1, 6, 3, 8], np.int64),
+    }
+    path = _model(tmp_path, nodes, {"x": [1, 6, k]}, ["y"], constants)
+    kernels = _kernels(path, {"x": _random(1, 6, k)}, atol=1e-4)
+    assert len(kernels) == 1 and kernels[0].endswith("+Reshape+Transpose"), kernels
+
+
+def test_a_transpose_of_a_value_read_elsewhere_keeps_its_kernel(tmp_path: Path) -> None:
+    """p is read by two Transposes: neither may be folded (the other needs p as it is)."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["p"]),
+        helper.make_node("Transpose", ["p"], ["y"], perm=[0, 2, 1]),
+        helper.make_node("Transpose", ["p"], ["z"], perm=[1, 0, 2]),
+    ]
+    path = _model(tmp_path, nodes, {"x": [2, 4, 8]}, ["y", "z"], {"w": _random(8, 6)})
+    kernels = _kernels(path, {"x": _random(2, 4, 8, seed=1)})
+    assert sorted(kernels) == ["MatMul", "Transpose", "Transpose"], kernels
+
+
+@pytest.mark.slow  # ~10 s on lavapipe
+def test_a_resnet_like_graph_folds_every_relu_and_residual(tmp_path: Path) -> None:
+    """One bottleneck per stage of benchmarks/wgpu_dispatches.py's ResNet-50 at 32x32: every
+    Relu and residual Add is in a Conv's kernel."""
+    path = resnet50(tmp_path / "resnet.onnx", size=32, blocks=(1, 1, 1, 1))
+    kernels = _kernels(path, {"pixels": _random(1, 3, 32, 32)}, rtol=1e-4, atol=1e-4)
+    assert kernels.count("Conv+Relu") == 1 + 2 * 4
+    assert kernels.count("Conv+Add+Relu") == 4
+    assert not {"Relu", "Add+Relu"} & set(kernels), kernels
