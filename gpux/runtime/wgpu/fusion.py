@@ -12,13 +12,17 @@ node, a CPU segment, the caller) ever needs a fused-away value, and the group ca
 its sink ran. Other inputs broadcast into the sink's shape (a bias along the last axis, a
 scalar, which the kernel writes as a literal when known at load).
 
-*Epilogue fusion* then folds a group into the GEMM kernel (MatMul, Gemm, Conv) whose output
-it reads, when the group is that output's only reader (through any views, Reshape and the
-like, that move no data): BERT's MatMul + bias Add (+ residual Add, + GELU), a ResNet's Conv +
-Relu and Conv + residual Add + Relu become one kernel each, which applies the group per value
-in its store step (``kernels/epilogue.py``) at the group's place in the segment. The group's
-shape must be the product's (a product broadcast into a larger shape is not folded) and its
-dtype the product's.
+*Epilogue fusion*, first, folds a group into the GEMM kernel (MatMul, Gemm, Conv,
+FusedMatMul: ``EPILOGUE_KERNELS``) whose output it reads, when the group is that output's only
+reader (through any views, Reshape and the like, that move no data): BERT's MatMul + bias Add
+(+ residual Add, + GELU), a ResNet's Conv + Relu and Conv + residual Add + Relu become one
+kernel each, which applies the group per value in its store step (``kernels/epilogue.py``) at
+the group's place in the segment, so the group's other operands (a residual made after the
+product) are ready. The group's shape must be the product's (a product broadcast into a larger
+shape is not folded) and its dtype the product's; the kernel must stay within WebGPU's 8
+bindings. A Transpose that alone reads the result (through views) is folded as well: the
+kernel stores each value where the Transpose would put it (BERT's heads, split after the Q, K
+and V projections and merged after the context).
 
 The placement proof is unchanged: a segment's ``nodes`` still lists every node by op; only its
 ``lowered`` list holds one :class:`~gpux.runtime.wgpu.partition.LoweredNode` per kernel, whose
@@ -158,63 +162,6 @@ def _fused(graph: Graph, members: list[LoweredNode]) -> LoweredNode:
     return LoweredNode(node, context, lowering, fused=tuple(m.node for m in members))
 
 
-def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
-    """The product's kernel computing what ``fold`` names in its store step."""
-    product, members = fold.product, list(fold.group)
-    inputs = [name for name in _external_inputs(members) if name != fold.value]
-    step_of = {lowered.node.outputs[0]: f"t{number}" for number, lowered in enumerate(members)}
-
-    def operand(name: str) -> int | str | None:
-        if not name:
-            return None
-        if name == fold.value:
-            return VALUE
-        return step_of[name] if name in step_of else inputs.index(name)
-
-    steps = tuple(
-        Step(lowered.context, tuple(operand(name) for name in lowered.node.inputs))
-        for lowered in members
-    )
-    infos: list[TensorInfo | None] = [graph.tensors[name] for name in inputs]
-    constants = {
-        k: graph.constants[name] for k, name in enumerate(inputs) if name in graph.constants
-    }
-    first = len(product.node.inputs)
-    transpose = None
-    if fold.transpose is not None:
-        source = fold.transpose.context.inputs[0]
-        assert source is not None
-        rank = len(source.shape)
-        perm = fold.transpose.context.attribute("perm", None) or range(rank - 1, -1, -1)
-        transpose = Transpose(source.shape, tuple(int(axis) for axis in perm))
-    epilogue = Epilogue(steps, tuple(infos), constants, first, transpose)
-    lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
-    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
-        raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
-    last = fold.last
-    node = Node(
-        name=", ".join(lowered.node.name for lowered in fold.computed),
-        op_type="+".join(lowered.node.op_type for lowered in fold.computed),
-        domain="",
-        attributes={},
-        inputs=(*product.node.inputs, *inputs),
-        outputs=last.node.outputs,
-        proto=None,
-    )
-    context = replace(
-        product.context,
-        op_type=node.op_type,
-        attributes={},
-        inputs=(*product.context.inputs, *infos),
-        outputs=last.context.outputs,
-        constants={
-            **product.context.constants,
-            **{first + k: array for k, array in constants.items()},
-        },
-    )
-    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in fold.computed))
-
-
 @dataclass(frozen=True)
 class _Fold:
     """What a product's kernel may compute after the product: ``views`` (moving no data), an
@@ -312,6 +259,63 @@ def _epilogue_target(
     if not group and transpose is None:
         return None
     return _Fold(product, tuple(views), value, tuple(group), tuple(after), transpose)
+
+
+def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
+    """The product's kernel computing what ``fold`` names in its store step."""
+    product, members = fold.product, list(fold.group)
+    inputs = [name for name in _external_inputs(members) if name != fold.value]
+    step_of = {lowered.node.outputs[0]: f"t{number}" for number, lowered in enumerate(members)}
+
+    def operand(name: str) -> int | str | None:
+        if not name:
+            return None
+        if name == fold.value:
+            return VALUE
+        return step_of[name] if name in step_of else inputs.index(name)
+
+    steps = tuple(
+        Step(lowered.context, tuple(operand(name) for name in lowered.node.inputs))
+        for lowered in members
+    )
+    infos: list[TensorInfo | None] = [graph.tensors[name] for name in inputs]
+    constants = {
+        k: graph.constants[name] for k, name in enumerate(inputs) if name in graph.constants
+    }
+    first = len(product.node.inputs)
+    transpose = None
+    if fold.transpose is not None:
+        source = fold.transpose.context.inputs[0]
+        assert source is not None
+        rank = len(source.shape)
+        perm = fold.transpose.context.attribute("perm", None) or range(rank - 1, -1, -1)
+        transpose = Transpose(source.shape, tuple(int(axis) for axis in perm))
+    epilogue = Epilogue(steps, tuple(infos), constants, first, transpose)
+    lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
+    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
+        raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
+    last = fold.last
+    node = Node(
+        name=", ".join(lowered.node.name for lowered in fold.computed),
+        op_type="+".join(lowered.node.op_type for lowered in fold.computed),
+        domain="",
+        attributes={},
+        inputs=(*product.node.inputs, *inputs),
+        outputs=last.node.outputs,
+        proto=None,
+    )
+    context = replace(
+        product.context,
+        op_type=node.op_type,
+        attributes={},
+        inputs=(*product.context.inputs, *infos),
+        outputs=last.context.outputs,
+        constants={
+            **product.context.constants,
+            **{first + k: array for k, array in constants.items()},
+        },
+    )
+    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in fold.computed))
 
 
 def _fuse_segment(

@@ -14,7 +14,12 @@ import pytest
 from benchmarks.wgpu_dispatches import bert, resnet50
 from gpux.config.schema import Runtime
 from gpux.runtime.wgpu.backend import WgpuBackend
-from gpux.runtime.wgpu.device import Gpu
+from gpux.runtime.wgpu.device import Gpu, run_lowering
+from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo
+from gpux.runtime.wgpu.kernels.conv import lower_conv
+from gpux.runtime.wgpu.kernels.elementwise import Step
+from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue
+from gpux.runtime.wgpu.kernels.matmul import lower_matmul
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -111,6 +116,65 @@ def test_matmul_bias_gelu_and_residual_are_one_kernel(
     kernels = _kernels(path, {"x": _random(m, k), "r": _random(m, n, seed=3)}, atol=1e-4)
     # ONNX Runtime's optimizer writes MatMul + Add as a Gemm with the bias.
     assert kernels == ["Gemm+Div+Erf+Add+Mul+Mul+Add"]
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Conv"])
+def test_a_float16_product_and_epilogue_at_the_kernel(gpu: Gpu, op: str) -> None:
+    """f16 in and out, f32 in between: the bias Add, the Relu and the residual Add see the f32
+    value (the kernel's lowering with an Epilogue, as fusion builds it; ONNX Runtime's CPU
+    optimizer would put Casts around an f16 MatMul)."""
+    if "shader-f16" not in gpu.features:
+        pytest.skip("the adapter lacks shader-f16")
+    f16 = np.dtype(np.float16)
+    if op == "MatMul":
+        a, b = _random(3, 5, 16).astype(f16), (_random(16, 12, seed=1) / 4).astype(f16)
+        product = a.astype(np.float32) @ b.astype(np.float32)
+        bias = _random(12, seed=2).astype(f16)
+    else:
+        a, b = _random(1, 4, 6, 6).astype(f16), (_random(8, 4, 3, 3, seed=1) / 6).astype(f16)
+        product = _conv_reference(a.astype(np.float32), b.astype(np.float32))
+        bias = _random(8, 1, 1, seed=2).astype(f16)
+    residual = _random(*product.shape, seed=3).astype(f16)
+    shape = product.shape
+    out = TensorInfo(shape, f16)
+
+    def step(kind: str, *inputs: TensorInfo) -> NodeContext:
+        return NodeContext(kind, "", {}, inputs, (out,), features=gpu.features)
+
+    steps = (
+        Step(step("Add", out, TensorInfo(bias.shape, f16)), (VALUE, 0)),
+        Step(step("Relu", out), ("t0",)),
+        Step(step("Add", out, out), ("t1", 1)),
+    )
+    epilogue = Epilogue(
+        steps, (TensorInfo(bias.shape, f16), TensorInfo(shape, f16)), {}, first_input=2
+    )
+    attributes = {"pads": [1, 1, 1, 1]} if op == "Conv" else {}
+    context = NodeContext(
+        op,
+        "",
+        attributes,
+        (TensorInfo(a.shape, f16), TensorInfo(b.shape, f16)),
+        (out,),
+        features=gpu.features,
+    )
+    lower = lower_matmul if op == "MatMul" else lower_conv
+    (actual,) = run_lowering(gpu, lower(context, epilogue=epilogue), [a, b, bias, residual], [out])
+    expected = np.maximum(product + bias.astype(np.float32), 0) + residual.astype(np.float32)
+    assert actual.dtype == f16
+    np.testing.assert_allclose(actual.astype(np.float32), expected, rtol=2e-2, atol=2e-2)
+
+
+def _conv_reference(x: np.ndarray[Any, Any], w: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A 3x3 convolution, stride 1, pad 1, as numpy sums."""
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    height, width = x.shape[2:]
+    out = np.zeros((x.shape[0], w.shape[0], height, width), np.float32)
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, :, i : i + height, j : j + width]
+            out += np.einsum("nchw,oc->nohw", window, w[:, :, i, j])
+    return out
 
 
 def test_an_operand_broadcast_along_rows_or_whole_is_read_at_each_output(

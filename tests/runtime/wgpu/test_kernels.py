@@ -358,6 +358,7 @@ def test_rectangular_blocks(gpu: Gpu, rectangle: tuple) -> None:
         (256, 3136, 64, (64, 32)),  # ResNet-50 b1 stage 1, 64->256: squares give 32x32
         (64, 3136, 576, (32, 16)),  # its 3x3 64->64: squares give 16x16
         (4096, 3072, 768, (128, 128)),  # BERT b32 FFN up: the largest square, as before
+        (4096, 768, 3072, (64, 64)),  # BERT b32 FFN down: no rectangle is as large as 64x64
         (128, 768, 768, (16, 16)),  # BERT b1: nothing larger gives 256 blocks
         (512, 49, 4608, (16, 16)),  # ResNet-50 b1 stage 4: none does; split K as before
     ],

@@ -58,6 +58,9 @@ TILES = SIDES  # block sides chosen from, preferred first
 # Blocks may be rows x columns of two TILES sides up to this many times apart; 1: squares only.
 # Like TILES, a module setting that benchmarks/wgpu_gemm.py varies (--aspect) to measure.
 MAX_ASPECT = 4
+# Rectangles are for the problems that 64x64 blocks leave idle (batch 1): none is as large as
+# one, so the large problems keep the squares measured on the H100.
+MAX_RECTANGLE = 64 * 32
 # Workgroups enough to occupy a large GPU (an H100 has 132 SMs); fewer and the block shrinks.
 ENOUGH_WORKGROUPS = 256
 MIN_SPLIT_K = 256  # no part of a split K shorter than this
@@ -89,12 +92,17 @@ Block = tuple[int, int]  # rows (of A and C) by columns (of B and C)
 
 
 def blocks() -> list[Block]:
-    """The block shapes chosen from: pairs of TILES sides, at most MAX_ASPECT to one."""
+    """The block shapes chosen from: squares of TILES sides, and rectangles of two of them at
+    most MAX_ASPECT to one and MAX_RECTANGLE outputs."""
     return [
         (rows, columns)
         for rows in TILES
         for columns in TILES
-        if max(rows, columns) <= MAX_ASPECT * min(rows, columns)
+        if rows == columns
+        or (
+            max(rows, columns) <= MAX_ASPECT * min(rows, columns)
+            and rows * columns <= MAX_RECTANGLE
+        )
     ]
 
 
