@@ -18,3 +18,10 @@ def gpu() -> Iterator[Gpu]:
     except BackendError as exc:
         pytest.skip(f"no wgpu device: {exc.message}")
     yield opened
+
+
+@pytest.fixture
+def software_adapter(monkeypatch: pytest.MonkeyPatch, gpu: Gpu) -> None:
+    """Let ``WgpuBackend.load`` take the device these tests have (lavapipe on CI), which
+    ``auto`` never picks."""
+    monkeypatch.setenv("GPUX_WGPU_ALLOW_SOFTWARE", "1")

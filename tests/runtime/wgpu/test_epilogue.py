@@ -12,25 +12,22 @@ import numpy as np
 import pytest
 
 from benchmarks.wgpu_dispatches import bert, resnet50
-from gpux.config.schema import Runtime
-from gpux.runtime.wgpu.backend import WgpuBackend
 from gpux.runtime.wgpu.device import Gpu, run_lowering
 from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo
 from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step
 from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue
 from gpux.runtime.wgpu.kernels.matmul import lower_matmul
+from tests.runtime.wgpu.graphs import load_checked, save_graph
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
 FLOAT = TensorProto.FLOAT
 
 
-@pytest.fixture(autouse=True)
-def _software_adapter(monkeypatch: pytest.MonkeyPatch, gpu: Gpu) -> None:
-    monkeypatch.setenv("GPUX_WGPU_ALLOW_SOFTWARE", "1")
+pytestmark = pytest.mark.usefixtures("software_adapter")
 
 
 def _model(
@@ -40,18 +37,13 @@ def _model(
     outputs: list[str],
     constants: dict[str, np.ndarray[Any, Any]],
 ) -> Path:
-    graph = helper.make_graph(
+    return save_graph(
+        tmp_path,
         nodes,
-        "g",
         [helper.make_tensor_value_info(n, FLOAT, shape) for n, shape in inputs.items()],
         [helper.make_tensor_value_info(n, FLOAT, None) for n in outputs],
-        [numpy_helper.from_array(v, n) for n, v in constants.items()],
+        constants,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "model.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
 
 
 def _kernels(
@@ -59,14 +51,8 @@ def _kernels(
 ) -> list[str]:
     """The engine's kernels for ``path`` (views, which dispatch nothing, left out), after
     checking its outputs against ONNX Runtime's."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    expected = dict(zip(names, session.run(None, feed), strict=True))
-    backend = WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={})
+    backend, _ = load_checked(path, feed, rtol, atol)
     try:
-        produced = backend.run(feed)
-        for name, value in expected.items():
-            np.testing.assert_allclose(produced[name], value, rtol=rtol, atol=atol, err_msg=name)
         assignment = backend.placement.details["assignment"]
         assert assignment["nodes_on_backend"] == assignment["nodes"]  # the proof counts all
         return [

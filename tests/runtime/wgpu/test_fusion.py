@@ -11,20 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpux.config.schema import Runtime
 from gpux.runtime.wgpu.backend import WgpuBackend
-from gpux.runtime.wgpu.device import Gpu
+from tests.runtime.wgpu.graphs import load_checked, save_graph
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
 SHAPE = [2, 8]
 
 
-@pytest.fixture(autouse=True)
-def _software_adapter(monkeypatch: pytest.MonkeyPatch, gpu: Gpu) -> None:
-    monkeypatch.setenv("GPUX_WGPU_ALLOW_SOFTWARE", "1")
+pytestmark = pytest.mark.usefixtures("software_adapter")
 
 
 def _model(
@@ -34,18 +31,13 @@ def _model(
     outputs: dict[str, int],
     constants: dict[str, np.ndarray[Any, Any]],
 ) -> Path:
-    graph = helper.make_graph(
+    return save_graph(
+        tmp_path,
         nodes,
-        "g",
         [helper.make_tensor_value_info(n, t, SHAPE) for n, t in inputs.items()],
         [helper.make_tensor_value_info(n, t, None) for n, t in outputs.items()],
-        [numpy_helper.from_array(v, n) for n, v in constants.items()],
+        constants,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "model.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
 
 
 def _run_both(
@@ -53,14 +45,8 @@ def _run_both(
 ) -> tuple[WgpuBackend, list[dict[str, Any]]]:
     """Check the engine's outputs against ONNX Runtime CPU's; the backend and its profile
     (empty without timestamp queries)."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    expected = dict(zip(names, session.run(None, feed), strict=True))
-    backend = WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={})
+    backend, expected = load_checked(path, feed, rtol=1e-5, atol=1e-6)
     try:
-        produced = backend.run(feed)
-        for name, value in expected.items():
-            np.testing.assert_allclose(produced[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
         times: list[dict[str, Any]] = []
         if "timestamp-query" in backend.executor.gpu.features:
             outputs, times = backend.executor.profile(feed)
