@@ -11,6 +11,7 @@ sends each call to the session of its size; other sizes go to the general sessio
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,22 @@ class SizedSessions(Backend):
     @property
     def placement(self) -> Placement:
         placement = self.general.placement
-        placement.details = {**placement.details, "batch_sessions": sorted(self.sized)}
-        return placement
+        details = {**placement.details, "batch_sessions": sorted(self.sized)}
+        graphs = details.get("cuda_graphs")
+        if graphs is not None:
+            # The general session (dynamic batch) never replays a graph; the sessions of the
+            # batch sizes a server runs each may. Report what each does, not the general's.
+            replayed = [
+                size
+                for size, backend in sorted(self.sized.items())
+                if backend.placement.details.get("cuda_graphs", {}).get("enabled")
+            ]
+            details["cuda_graphs"] = {
+                "enabled": bool(replayed),
+                "batch_sizes": replayed,
+                **({"other_sizes": graphs["why"]} if "why" in graphs else {}),
+            }
+        return replace(placement, details=details)  # the general session's own stays as it is
 
     def close(self) -> None:
         for backend in [*self.sized.values(), self.general]:

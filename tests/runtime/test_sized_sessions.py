@@ -92,3 +92,38 @@ def test_slow_size_changes_are_found(rebuild: float, slow: bool) -> None:
 
     feed = {"x": np.zeros((2, 4), np.float32)}
     assert changes_are_slow(_ShapeStateful(rebuild), feed, "x") is slow  # type: ignore[arg-type]
+
+
+def test_the_proof_reports_the_graphs_of_the_batch_size_sessions(tmp_path: Path) -> None:
+    """With ``runtime.cuda.cuda_graphs``, the general session (symbolic batch) never captures a
+    graph, and each session of a fixed batch size may: the placement says which sizes replay
+    one and why the others do not, never the general session's refusal alone. (The CUDA
+    sessions' own notes are written on CPU sessions here, the way the CUDA EP path writes them.)"""
+    from gpux.config.schema import Runtime
+    from gpux.runtime.engines import engine
+    from gpux.runtime.sized_sessions import SizedSessions
+
+    path = generated_models.linear(tmp_path / "linear.onnx")
+    load = engine().load
+    general = load(path, Runtime(backend="cpu"), dimensions={})
+    sized = {n: load(path, Runtime(backend="cpu"), dimensions={"batch": n}) for n in (2, 4, 8)}
+    why = "shapes must be fixed to replay a graph, and x[0] is not"
+    general.placement.details["cuda_graphs"] = {"enabled": False, "why": why}
+    sized[2].placement.details["cuda_graphs"] = {"enabled": True}
+    sized[4].placement.details["cuda_graphs"] = {"enabled": True}
+    sized[8].placement.details["cuda_graphs"] = {"enabled": False, "why": "capture failed"}
+    wrapped = SizedSessions(general, sized, "x")
+    for _ in range(2):  # reading it twice reads the same (the general's own is not changed)
+        assert wrapped.placement.details["cuda_graphs"] == {
+            "enabled": True,
+            "batch_sizes": [2, 4],
+            "other_sizes": why,
+        }
+    assert general.placement.details["cuda_graphs"] == {"enabled": False, "why": why}
+    for backend in sized.values():
+        backend.placement.details["cuda_graphs"] = {"enabled": False, "why": "no"}
+    assert wrapped.placement.details["cuda_graphs"]["enabled"] is False
+    without = SizedSessions(load(path, Runtime(backend="cpu"), dimensions={}), sized, "x")
+    assert "cuda_graphs" not in without.placement.details  # not asked for: not mentioned
+    wrapped.close()
+    without.general.close()
