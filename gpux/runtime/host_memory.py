@@ -107,7 +107,7 @@ class HostBuffers:
             ctypes.c_void_p(array.ctypes.data), ctypes.c_size_t(array.nbytes), 1
         )
         if code != 0:  # out of lockable memory, say: the copy is slower, never wrong
-            self._pin.cudaGetLastError()  # clear the sticky-free error for the next call
+            self._pin.cudaGetLastError()  # reset the last error: no later call reports it
             return False
         return True
 
