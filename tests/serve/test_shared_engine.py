@@ -97,12 +97,14 @@ def test_workers_share_one_engine(
         rows = re.search(r'gpux_batch_size_sum\{model="minilm"\} (\S+)', metrics)
         assert rows is not None and float(rows.group(1)) == 48 + 2, metrics
         assert f"_{engine_pid}.db" in " ".join(p.name for p in (shared / "metrics").iterdir())
-        # So do Triton's statistics: the model's executions are the engine's batches (its
-        # report is rewritten every second), the requests are the workers'.
+        # So do Triton's statistics: the model's executions are the engine's batches, the
+        # requests are the workers' (every process rewrites its report each second).
         deadline = time.monotonic() + 10
         while True:
             (stats,) = httpx.get(server.url + "/v2/models/minilm/stats").json()["model_stats"]
-            if stats["inference_count"] >= 50 or time.monotonic() > deadline:
+            answered = stats["inference_stats"]["success"]["count"]
+            counted = stats["inference_count"] >= 50 and answered >= 50
+            if counted or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         assert stats["inference_count"] == 50, stats
