@@ -82,14 +82,9 @@ class HostBuffers:
                 self._free.setdefault((array.shape, array.dtype.str), []).append(array)
 
     def join(self, parts: Sequence[Array], extra: int = 0) -> Array:
-        """``parts`` one after another along the first axis, then ``extra`` copies of the last
-        row (a batch padded to a preferred size), written once into a buffer from ``take``."""
-        rows = sum(int(part.shape[0]) for part in parts)
-        out = self.take((rows + extra, *parts[0].shape[1:]), parts[0].dtype)
-        np.concatenate(parts, out=out[:rows])
-        if extra:
-            out[rows:] = parts[-1][-1:]
-        return out
+        """:func:`join_rows` written once into a buffer from ``take``."""
+        rows = sum(int(part.shape[0]) for part in parts) + extra
+        return join_rows(parts, extra, self.take((rows, *parts[0].shape[1:]), parts[0].dtype))
 
     def close(self) -> None:
         with self._lock:
@@ -110,6 +105,19 @@ class HostBuffers:
             self._pin.cudaGetLastError()  # reset the last error: no later call reports it
             return False
         return True
+
+
+def join_rows(parts: Sequence[Array], extra: int = 0, out: Array | None = None) -> Array:
+    """``parts`` one after another along the first axis, then ``extra`` copies of the last row
+    (a batch padded to a size the model runs: real data, no NaN from zeros through a softmax),
+    in ``out`` when given (its rows: the parts' and ``extra``)."""
+    rows = sum(int(part.shape[0]) for part in parts)
+    if out is None:
+        out = np.empty((rows + extra, *parts[0].shape[1:]), parts[0].dtype)
+    np.concatenate(parts, out=out[:rows])
+    if extra:
+        out[rows:] = parts[-1][-1:]
+    return out
 
 
 def for_placement(placement: Placement, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> HostBuffers:

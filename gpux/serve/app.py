@@ -119,7 +119,9 @@ class ServedModel:
         process (gpux/runtime/host_memory.py), plain arrays otherwise (and for a model in the
         shared engine, whose process joins the batches that run)."""
         if self.remote or not isinstance(self.model, Model):
-            return HostBuffers(limit_bytes=0)  # nothing joined here
+            # A front-end joins its own requests before passing them to the engine: plain
+            # buffers (page-locking would open a CUDA context in this process).
+            return HostBuffers(limit_bytes=host_memory.CPU_LIMIT_BYTES)
         return host_memory.for_placement(self.model.placement)
 
     @property
@@ -515,7 +517,6 @@ def _json_answer(request: Request, answer: dict[str, Any], policy: RequestPolicy
 
 def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
     """``infer`` requests: concatenated along the batch axis when the other dims agree."""
-    import numpy as np
 
     def key(feed: dict[str, Any]) -> Hashable:
         if not served.batches_tensors:
@@ -526,20 +527,11 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
         first = next(iter(feed.values()), None)
         return int(first.shape[0]) if served.batches_tensors and first is not None else 1
 
-    def combine(feeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
-
-    def pad(feed: dict[str, Any], rows: int) -> dict[str, Any]:
-        """``rows`` copies of the last row (real data: no NaN from zeros through a softmax)."""
-        return {
-            name: np.concatenate([array, np.repeat(array[-1:], rows, axis=0)])
-            for name, array in feed.items()
-        }
-
     buffers = served.host_buffers
 
-    def join(feeds: Sequence[dict[str, Any]], rows: int) -> dict[str, Any]:
-        """``combine`` and ``pad`` in one copy, into buffers that are page-locked on CUDA."""
+    def combine(feeds: Sequence[dict[str, Any]], rows: int) -> dict[str, Any]:
+        """Joined and padded (``rows`` copies of the last row: real data, no NaN from zeros
+        through a softmax) in one copy, into buffers that are page-locked on CUDA."""
         return {name: buffers.join([f[name] for f in feeds], rows) for name in feeds[0]}
 
     def release(feed: dict[str, Any]) -> None:
@@ -567,7 +559,7 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
             offset += rows
         return parts
 
-    return Strategy(key, size, combine, served.model.run, split, pad, join, release)
+    return Strategy(key, size, combine, served.model.run, split, release)
 
 
 def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], bool]]:
@@ -576,9 +568,10 @@ def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], b
     assert pipeline is not None
 
     def combine(
-        payloads: Sequence[tuple[list[dict[str, Any]], bool]],
+        payloads: Sequence[tuple[list[dict[str, Any]], bool]], rows: int
     ) -> tuple[list[dict[str, Any]], bool]:
-        return [item for items, _ in payloads for item in items], payloads[0][1]
+        items = [item for items, _ in payloads for item in items]
+        return [*items, *[items[-1]] * rows], payloads[0][1]
 
     def run(payload: tuple[list[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         return pipeline.run(payload[0], raw=payload[1])
@@ -590,13 +583,7 @@ def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], b
             offset += rows
         return parts
 
-    def pad(
-        payload: tuple[list[dict[str, Any]], bool], rows: int
-    ) -> tuple[list[dict[str, Any]], bool]:
-        items, raw = payload
-        return [*items, *[items[-1]] * rows], raw
-
-    return Strategy(lambda p: p[1], lambda p: len(p[0]), combine, run, split, pad)
+    return Strategy(lambda p: p[1], lambda p: len(p[0]), combine, run, split)
 
 
 def _only(models: list[ServedModel]) -> ServedModel:

@@ -47,13 +47,12 @@ class Strategy(Generic[Payload]):
 
     key: Callable[[Payload], Hashable]
     size: Callable[[Payload], int]
-    combine: Callable[[Sequence[Payload]], Payload]
+    # The payloads as one, then N more rows (copies of the last: a batch padded to a
+    # preferred size), in one copy where it can (gpux/runtime/host_memory.py).
+    combine: Callable[[Sequence[Payload], int], Payload]
     run: Callable[[Payload], Any]
     split: Callable[[Any, Sequence[int]], list[Any]]
-    pad: Callable[[Payload, int], Payload] | None = None  # the payload with N more rows
-    # combine and pad in one step (one copy, into a reusable buffer), and that buffer's
-    # return once the model has run: gpux/runtime/host_memory.py
-    join: Callable[[Sequence[Payload], int], Payload] | None = None
+    # What ``combine`` made, handed back once the model has run (its buffer is reused).
     release: Callable[[Payload], None] | None = None
 
 
@@ -188,7 +187,7 @@ class Batcher(Generic[Payload]):
         loop = asyncio.get_running_loop()
         strategy = self.strategy
         sizes = [job.size for job in batch]
-        extra = self.padding(sum(sizes)) if strategy.pad is not None else 0
+        extra = self.padding(sum(sizes))
         started = time.perf_counter()
         if self.observe is not None:  # the rows the model runs, padding included
             self.observe(sum(sizes) + extra, started - batch[0].queued_at)
@@ -209,13 +208,7 @@ class Batcher(Generic[Payload]):
                     # Joining copies every row (8 ResNet-50 images: 4.8 MB): on the model's
                     # thread, not the event loop, where it cost 0.44 ms per batch.
                     begun = time.perf_counter()
-                    if strategy.join is not None:
-                        joined = strategy.join(payloads, extra)
-                    else:
-                        joined = strategy.combine(payloads)
-                        if extra:
-                            assert strategy.pad is not None
-                            joined = strategy.pad(joined, extra)
+                    joined = strategy.combine(payloads, extra)
                     timing.joined = time.perf_counter() - begun
                     try:
                         return _timed_run(strategy.run, joined, timing)

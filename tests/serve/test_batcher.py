@@ -41,10 +41,9 @@ def strategy(model: Recorder) -> Strategy[np.ndarray]:
     return Strategy(
         key=lambda x: x.shape[1:],
         size=lambda x: int(x.shape[0]),
-        combine=np.concatenate,
+        combine=lambda xs, n: np.concatenate([*xs, np.repeat(xs[-1][-1:], n, axis=0)]),
         run=model.run,
         split=split,
-        pad=lambda x, n: np.concatenate([x, np.repeat(x[-1:], n, axis=0)]),
     )
 
 
@@ -169,7 +168,7 @@ def test_joined_batches_come_from_reused_buffers_and_go_back_after_the_call() ->
         joining = Strategy(
             **{**strategy(model).__dict__, "run": run},
         )
-        joining.join = buffers.join
+        joining.combine = buffers.join
         joining.release = buffers.give
         b = Batcher(
             joining,

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from gpux.runtime.host_memory import join_rows
+
 Array = np.ndarray[Any, Any]
 
 
@@ -89,10 +91,7 @@ def pad(feed: Mapping[str, Array], rows: int, size: int) -> dict[str, Array]:
     """``feed`` (``rows`` rows) grown to ``size`` rows by repeating its last row."""
     if size == rows:
         return dict(feed)
-    return {
-        name: np.concatenate([value, np.repeat(value[-1:], size - rows, axis=0)])
-        for name, value in feed.items()
-    }
+    return {name: join_rows([value], size - rows) for name, value in feed.items()}
 
 
 def join(parts: Sequence[tuple[Mapping[str, Array], int]]) -> dict[str, Array]:
