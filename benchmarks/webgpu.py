@@ -65,6 +65,12 @@ def _engine_costs(loaded: Any, feed: dict[str, Any], runs: int) -> dict[str, Any
     costs["gpu_ms_timestamps"] = round(gpu_ms, 3)
     costs["encode_share_of_gpu"] = round(costs["encode_ms"] / gpu_ms, 4) if gpu_ms else None
     costs["kernels"] = {op: round(ms, 3) for op, ms in by_op.most_common()}
+    # The dearest nodes by name: where a kernel's time goes (one shape, or all alike).
+    slowest = sorted((e for e in times if e["on"] == "wgpu"), key=lambda e: -e["ms"])[:12]
+    costs["slowest_nodes"] = [
+        {"node": e["node"], "op": e["op"], "dispatches": e["dispatches"], "ms": round(e["ms"], 4)}
+        for e in slowest
+    ]
     return costs
 
 
