@@ -1,8 +1,8 @@
 """The ``wgpu`` backend: GPUX's own WebGPU engine behind the Backend contract.
 
 ``load`` opens the adapter (``runtime.device``: its index among wgpu's adapters, best first),
-prepares the graph at the GPUXfile's fixed sizes (symbols it leaves open count as 1 until a call
-brings other sizes), partitions it and builds the executor. A call with other input sizes gets
+prepares the graph at the GPUXfile's fixed sizes (symbols it leaves open count as 1, or 32 for
+axes that are not batch-like where the model cannot run at 1, until a call brings other sizes), partitions it and builds the executor. A call with other input sizes gets
 an executor of its own, built on first use and kept (a few, least recently used first out).
 With :meth:`WgpuBackend.use_batch_buckets` (the loader calls it), a symbolic batch is padded up
 to a few bucket sizes instead (buckets.py), so batch sizes do not each build an executor.
@@ -35,6 +35,9 @@ from gpux.runtime.wgpu.partition import CPU_PROVIDER, WGPU_PROVIDER, Partition, 
 
 # Executors kept for input sizes other than the loaded ones.
 MAX_SIZED_EXECUTORS = 4
+# Sizes tried at load for axes left open that are not batch-like; 32 is the smoke run's
+# (gpux/builder/smoke.py OTHER_SYMBOLIC): large enough for strided convolutions.
+OPEN_SIZE_STAND_INS = (1, 32)
 
 Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
@@ -64,15 +67,22 @@ def shared_device(index: int = 0) -> Gpu:
         return gpu
 
 
-def _load_shapes(model: Any, dimensions: Mapping[str, int]) -> tuple[Shapes, list[str]]:
-    """Input sizes at load: fixed ones, then ``dimensions`` by symbol, then 1; and the
-    symbols left open (sizes a call may change)."""
+def _load_shapes(
+    model: Any, dimensions: Mapping[str, int], open_size: int = 1
+) -> tuple[Shapes, list[str]]:
+    """Input sizes at load: fixed ones, then ``dimensions`` by symbol, then stand-ins for the
+    sizes left open: 1 for a batch-like axis (a symbol that leads an input, or an unnamed axis
+    0), ``open_size`` for the others; and the symbols left open (sizes a call may change)."""
     initializers = {t.name for t in model.graph.initializer}
+    values = [value for value in model.graph.input if value.name not in initializers]
+    leading = {
+        value.type.tensor_type.shape.dim[0].dim_param
+        for value in values
+        if value.type.tensor_type.shape.dim and value.type.tensor_type.shape.dim[0].dim_param
+    }
     shapes = []
     open_symbols: list[str] = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
+    for value in values:
         shape = []
         for index, dim in enumerate(value.type.tensor_type.shape.dim):
             if dim.HasField("dim_value"):
@@ -81,7 +91,8 @@ def _load_shapes(model: Any, dimensions: Mapping[str, int]) -> tuple[Shapes, lis
                 shape.append(int(dimensions[dim.dim_param]))
             else:
                 open_symbols.append(dim.dim_param or f"{value.name}[{index}]")
-                shape.append(1)
+                batch_like = dim.dim_param in leading if dim.dim_param else index == 0
+                shape.append(1 if batch_like else open_size)
         shapes.append((value.name, tuple(shape)))
     return tuple(shapes), open_symbols
 
@@ -146,6 +157,51 @@ def build(
     return Executor(gpu, graph, split, threads, constants), level
 
 
+def _build_at_load(
+    model: Any,
+    gpu: Gpu,
+    dimensions: Mapping[str, int],
+    threads: int | None,
+    constants: SharedConstants,
+) -> tuple[Executor, str, Shapes, list[str]]:
+    """The executor at the load sizes (``build``'s), those sizes and the symbols left open.
+
+    Open sizes count as 1 first (the cheapest plan). Where the model cannot run there, the
+    smoke run's stand-ins follow (32 for axes that are not batch-like): a YOLO neck
+    concatenates a 2x-upsampled stride-32 map with the stride-16 one, which at a 1x1 image
+    gives a 2x2 map beside a 1x1 one; calls at the real sizes plan their own executor anyway."""
+    failures: list[BackendError] = []
+    tried: list[Shapes] = []
+    for open_size in OPEN_SIZE_STAND_INS:
+        shapes, open_symbols = _load_shapes(model, dimensions, open_size)
+        if shapes in tried:
+            break
+        tried.append(shapes)
+        try:
+            executor, level = build(model, gpu, shapes, threads, constants)
+        except BackendError as exc:
+            if not open_symbols:
+                raise
+            failures.append(exc)
+            continue
+        return executor, level, shapes, open_symbols
+    first, last = failures[0], failures[-1]
+    if len(failures) == 1 or first.message == last.message:
+        raise first  # the same at every stand-in size: the sizes are not the cause
+    symbols = sorted(set(open_symbols))
+    sizes = " or ".join(
+        ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes)
+        for shapes in tried
+    )
+    raise BackendError(
+        f"the wgpu engine plans a model at load with stand-in sizes for the axes it leaves "
+        f"open ({', '.join(symbols)}), and this model cannot run at {sizes}: {last.message}",
+        "give the sizes it runs at: dimensions={"
+        + ", ".join(f"'{symbol}': N" for symbol in symbols)
+        + "}, or shape: [...] in the GPUXfile's inputs",
+    ) from last
+
+
 class WgpuBackend(Backend):
     name = "wgpu"
 
@@ -183,10 +239,11 @@ class WgpuBackend(Backend):
         started = time.perf_counter()
         gpu = shared_device(runtime.device)
         model = graphs.load_model(model_path)
-        shapes, open_symbols = _load_shapes(model, dimensions or {})
         constants = SharedConstants(gpu)
         try:
-            executor, level = build(model, gpu, shapes, runtime.threads, constants)
+            executor, level, shapes, open_symbols = _build_at_load(
+                model, gpu, dimensions or {}, runtime.threads, constants
+            )
         except BaseException:
             constants.close()
             raise

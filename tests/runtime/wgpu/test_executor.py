@@ -123,6 +123,56 @@ def test_other_input_sizes_get_their_own_plan(tmp_path: Path) -> None:
         backend.close()
 
 
+def _upsampled_concat(tmp_path: Path, stride: int) -> Path:
+    """x [1, 2, height, width] -> MaxPool (stride) -> Resize (x stride) -> Concat with x: a YOLO
+    neck's pattern, which runs only where ``stride`` divides the image's sides."""
+    scales = onnx.numpy_helper.from_array(np.array([1, 1, stride, stride], np.float32), "scales")
+    return _save(
+        tmp_path,
+        [
+            helper.make_node(
+                "MaxPool", ["x"], ["pooled"], kernel_shape=[1, 1], strides=[stride, stride]
+            ),
+            helper.make_node("Resize", ["pooled", "", "scales"], ["upsampled"], mode="nearest"),
+            helper.make_node("Concat", ["x", "upsampled"], ["y"], axis=1),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "height", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, "height", "width"])],
+        initializers=[scales],
+    )
+
+
+def test_open_sizes_the_model_cannot_run_at_as_1_are_planned_at_32(tmp_path: Path) -> None:
+    """At 1x1 the upsampled map is 2x2 beside a 1x1 one: the load plan must not be made there
+    (it failed with ONNX Runtime's shape error from the CPU fallback of the Concat)."""
+    path = _upsampled_concat(tmp_path, stride=2)
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"))
+    try:
+        assert backend.placement.details["sizes_per_call"] == ["height", "width"]
+        assert backend.placement.details["input_shapes"] == {"x": [1, 2, 32, 32]}
+        feed = {"x": np.random.default_rng(0).standard_normal((1, 2, 16, 24)).astype(np.float32)}
+        np.testing.assert_array_equal(backend.run(feed)["y"], _reference(path, feed)[0])
+    finally:
+        backend.close()
+
+
+def test_open_sizes_no_stand_in_fits_are_named_in_the_refusal(tmp_path: Path) -> None:
+    path = _upsampled_concat(tmp_path, stride=64)
+    with pytest.raises(BackendError) as caught:
+        WgpuBackend.load(path, Runtime(backend="wgpu"))
+    assert "stand-in sizes for the axes it leaves open (height, width)" in caught.value.message
+    assert "x 1x2x1x1 or x 1x2x32x32" in caught.value.message
+    assert "dimensions={'height': N, 'width': N}" in (caught.value.hint or "")
+    backend = WgpuBackend.load(
+        path, Runtime(backend="wgpu"), dimensions={"height": 128, "width": 64}
+    )
+    try:
+        feed = {"x": np.random.default_rng(1).standard_normal((1, 2, 128, 64)).astype(np.float32)}
+        np.testing.assert_array_equal(backend.run(feed)["y"], _reference(path, feed)[0])
+    finally:
+        backend.close()
+
+
 def test_a_model_the_engine_cannot_run_at_all_is_refused_naming_its_ops(tmp_path: Path) -> None:
     rare = _unclaimed_op()
     if rare in ("Det", "CumSum"):
