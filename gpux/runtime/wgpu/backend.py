@@ -85,7 +85,8 @@ def _load_shapes(
     for value in values:
         shape = []
         for index, dim in enumerate(value.type.tensor_type.shape.dim):
-            if dim.HasField("dim_value"):
+            # Some exporters (Paddle's) write -1 for an open axis instead of leaving it unset.
+            if dim.HasField("dim_value") and dim.dim_value >= 0:
                 shape.append(int(dim.dim_value))
             elif dim.dim_param in dimensions:
                 shape.append(int(dimensions[dim.dim_param]))

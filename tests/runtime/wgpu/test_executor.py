@@ -173,6 +173,25 @@ def test_open_sizes_no_stand_in_fits_are_named_in_the_refusal(tmp_path: Path) ->
         backend.close()
 
 
+def test_an_axis_declared_minus_1_is_open(tmp_path: Path) -> None:
+    """Paddle's exports (ppocr's direction classifier) write -1 for an open axis; it was taken
+    as a fixed size and refused with a hint to pass dimensions={'axis 0': N}, which no model
+    can name."""
+    path = _save(
+        tmp_path,
+        [helper.make_node("Mul", ["x", "x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [-1, 8])],
+    )
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"))
+    try:
+        assert backend.placement.details["sizes_per_call"] == ["x[0]"]
+        feed = {"x": np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)}
+        np.testing.assert_allclose(backend.run(feed)["y"], _reference(path, feed)[0], rtol=1e-6)
+    finally:
+        backend.close()
+
+
 def test_a_model_the_engine_cannot_run_at_all_is_refused_naming_its_ops(tmp_path: Path) -> None:
     rare = _unclaimed_op()
     if rare in ("Det", "CumSum"):
