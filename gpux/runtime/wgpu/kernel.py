@@ -92,7 +92,9 @@ class Lowering:
 class NodeContext:
     """Everything a kernel may read about its node. ``constants`` holds the values of inputs
     known at load (initializers and folded constants) by input number: a Reshape's shape, a
-    Conv's weight. ``inputs[i]`` is None for an omitted optional input."""
+    Conv's weight. ``inputs[i]`` is None for an omitted optional input; an omitted optional
+    output (SkipLayerNormalization's mean and inverse deviation beside its sum) is numbered in
+    ``omitted_outputs``, and ``outputs[i]`` holds an empty stand-in that no kernel may bind."""
 
     op_type: str
     domain: str
@@ -102,6 +104,7 @@ class NodeContext:
     constants: Mapping[int, np.ndarray[Any, Any]] = field(default_factory=dict)
     features: frozenset[str] = frozenset()  # adapter features, e.g. "shader-f16"
     opset: int = 17
+    omitted_outputs: frozenset[int] = frozenset()
 
     def attribute(self, name: str, default: Any = None) -> Any:
         return self.attributes.get(name, default)

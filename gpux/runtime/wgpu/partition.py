@@ -97,21 +97,27 @@ def node_context(graph: Graph, node: Node, features: frozenset[str]) -> NodeCont
         inputs.append(info)
         if name in graph.constants:
             constants[index] = graph.constants[name]
-    outputs = []
+    outputs: list[TensorInfo | None] = []
     for name in node.outputs:
         info = graph.tensors.get(name) if name else None
-        if info is None:
+        if info is None and name:
             raise Unsupported(f"the shape of output '{name}' is unknown at load")
         outputs.append(info)
+    present = [info for info in outputs if info is not None]
+    if not present:
+        raise Unsupported("the node makes no output")
+    # _check_bound refuses a kernel that binds an omitted output, so the stand-in is never used.
+    stand_in = TensorInfo((0,), present[0].dtype)
     return NodeContext(
         op_type=node.op_type,
         domain="" if node.domain == "ai.onnx" else node.domain,
         attributes=node.attributes,
         inputs=tuple(inputs),
-        outputs=tuple(outputs),
+        outputs=tuple(stand_in if info is None else info for info in outputs),
         constants=constants,
         features=features,
         opset=graph.opset,
+        omitted_outputs=frozenset(i for i, info in enumerate(outputs) if info is None),
     )
 
 

@@ -154,7 +154,8 @@ def lower_row_normalization(
     """Normalise rows of ``length`` values, each the sum of inputs ``summed`` (a skip
     connection and a bias broadcast along the row), scaled by input ``scale`` and shifted by
     input ``bias``. ``roles`` name what each output holds: ``y``, ``mean``, ``inverse`` (the
-    inverse standard deviation), ``sum`` (the summed row before normalising) or "" for none.
+    inverse standard deviation), ``sum`` (the summed row before normalising) or "" for none;
+    outputs the node omits are not written.
     ``simplified`` is RMS normalisation: no mean taken out."""
     require_dtypes(context, FLOATS)
     x_info = context.inputs[summed[0]]
@@ -200,7 +201,7 @@ def lower_row_normalization(
         shifted += f" + {load(bind_input('shift', bias), 'j', bias_info.dtype)}"
     stores = {"y": "", "sum": "", "mean": "", "inverse": ""}
     for index, role in enumerate(roles):
-        if not role:
+        if not role or index in context.omitted_outputs:
             continue
         info = context.outputs[index]
         name = f"{role}_out"
