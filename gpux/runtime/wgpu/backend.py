@@ -25,7 +25,7 @@ import numpy as np
 
 from gpux import env
 from gpux.config.schema import Runtime
-from gpux.errors import BackendError, GPUXError
+from gpux.errors import BackendError, GPUXError, InputError
 from gpux.runtime.backend import Backend, Placement
 from gpux.runtime.wgpu import buckets as batching
 from gpux.runtime.wgpu import graph as graphs
@@ -128,7 +128,33 @@ def build(
     with the model's other executors), and the optimizer level it was prepared at:
     EXTENDED, unless a fused com.microsoft op that no kernel takes is left on the CPU and BASIC
     leaves fewer nodes there; ``none`` when ONNX Runtime cannot load the model at all (the engine may run
-    ops its CPU provider lacks)."""
+    ops its CPU provider lacks). A plan that fails because the model's shapes disagree at
+    ``shapes`` raises :class:`graphs.ShapesDisagree`, naming the node."""
+    try:
+        return _plan(model, gpu, shapes, threads, constants)
+    except BackendError as exc:
+        where = graphs.shape_disagreement(model, dict(shapes))
+        if where is None:
+            raise
+        raise graphs.ShapesDisagree(
+            f"the model's shapes disagree at {_sizes_text(shapes)}: {where}",
+            "give sizes the model takes (image sides that its strides divide, often a "
+            "multiple of 32)",
+        ) from exc
+
+
+def _sizes_text(shapes: Shapes) -> str:
+    """``x 1x3x32x32, mask 1x32``."""
+    return ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes)
+
+
+def _plan(
+    model: Any,
+    gpu: Gpu,
+    shapes: Shapes,
+    threads: int | None,
+    constants: SharedConstants | None,
+) -> tuple[Executor, str]:
     best: tuple[graphs.Graph, Partition, str] | None = None
     failure: BackendError | None = None
     optimizer_refused = False
@@ -190,10 +216,7 @@ def _build_at_load(
     if len(failures) == 1 or first.message == last.message:
         raise first  # the same at every stand-in size: the sizes are not the cause
     symbols = sorted(set(open_symbols))
-    sizes = " or ".join(
-        ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in shapes)
-        for shapes in tried
-    )
+    sizes = " or ".join(_sizes_text(shapes) for shapes in tried)
     raise BackendError(
         f"the wgpu engine plans a model at load with stand-in sizes for the axes it leaves "
         f"open ({', '.join(symbols)}), and this model cannot run at {sizes}: {last.message}",
@@ -308,7 +331,11 @@ class WgpuBackend(Backend):
             return self._executor
         executor = self._sized.get(shapes)
         if executor is None:
-            executor, _ = build(self._model, self._gpu, shapes, self._threads, self._constants)
+            try:
+                executor, _ = build(self._model, self._gpu, shapes, self._threads, self._constants)
+            except graphs.ShapesDisagree as exc:
+                # The model loaded at other sizes: these are the caller's.
+                raise InputError(exc.message, exc.hint) from exc
             self._sized[shapes] = executor
             # Every bucket stays: evicting one would rebuild it on its next call.
             kept = MAX_SIZED_EXECUTORS + (len(self._buckets.sizes) if self._buckets else 0)

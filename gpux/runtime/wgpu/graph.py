@@ -247,6 +247,39 @@ def read(model: Any) -> Graph:
     )
 
 
+class ShapesDisagree(BackendError):
+    """The model cannot run at these input sizes: a node's inputs do not fit together there
+    (a YOLO neck's Concat at an image side its strides do not divide)."""
+
+
+def shape_disagreement(model: Any, input_shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    """Where ``model``'s shapes disagree at ``input_shapes`` (the node, its op and what onnx's
+    strict shape inference says), or None when they fit. Only a diagnosis for a plan that
+    failed: the plan itself uses the lenient inference, which gives up on one node only."""
+    import re
+
+    import onnx
+
+    fixed = type(model)()
+    fixed.CopyFrom(model)
+    fix_input_shapes(fixed, {}, input_shapes)
+    try:
+        onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        text = str(exc)
+        # onnx names the node only where it has a name.
+        found = re.search(
+            r"op_type:(\w+)(?:, node name: ([^)]*))?\): \[ShapeInferenceError\] (.*)", text
+        )
+        if found is None:
+            return None  # not a disagreement of sizes (a type, an opset): no diagnosis
+        op, node, detail = found.groups()
+        return f"{f'node {node!r}' if node else 'a node'} ({op}): {detail.strip()}"
+    except Exception:  # onnx's checker raises its own types on models it cannot read
+        return None
+    return None
+
+
 def load_model(model_path: Path) -> Any:
     import onnx
 

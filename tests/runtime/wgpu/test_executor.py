@@ -162,12 +162,37 @@ def test_open_sizes_no_stand_in_fits_are_named_in_the_refusal(tmp_path: Path) ->
         WgpuBackend.load(path, Runtime(backend="wgpu"))
     assert "stand-in sizes for the axes it leaves open (height, width)" in caught.value.message
     assert "x 1x2x1x1 or x 1x2x32x32" in caught.value.message
+    assert "shapes disagree at x 1x2x32x32: a node (Concat)" in caught.value.message
+    assert "ONNXRuntimeError" not in caught.value.message
     assert "dimensions={'height': N, 'width': N}" in (caught.value.hint or "")
     backend = WgpuBackend.load(
         path, Runtime(backend="wgpu"), dimensions={"height": 128, "width": 64}
     )
     try:
         feed = {"x": np.random.default_rng(1).standard_normal((1, 2, 128, 64)).astype(np.float32)}
+        np.testing.assert_array_equal(backend.run(feed)["y"], _reference(path, feed)[0])
+    finally:
+        backend.close()
+
+
+def test_sizes_the_model_cannot_take_are_named_with_the_node_where_shapes_disagree(
+    tmp_path: Path,
+) -> None:
+    """A side of 5 pools to 3 and upsamples to 6 beside the 5: at load that is the model's
+    sizes' fault (BackendError), in a call the caller's (InputError); neither is ONNX Runtime's
+    raw shape error from the CPU fallback."""
+    path = _upsampled_concat(tmp_path, stride=2)
+    with pytest.raises(BackendError) as at_load:
+        WgpuBackend.load(path, Runtime(backend="wgpu"), dimensions={"height": 5, "width": 8})
+    assert at_load.value.message.startswith("the model's shapes disagree at x 1x2x5x8: ")
+    assert "(Concat)" in at_load.value.message
+    backend = WgpuBackend.load(path, Runtime(backend="wgpu"))
+    try:
+        with pytest.raises(InputError) as in_call:
+            backend.run({"x": np.zeros((1, 2, 5, 8), np.float32)})
+        assert "shapes disagree at x 1x2x5x8" in in_call.value.message
+        assert "ONNXRuntimeError" not in in_call.value.message
+        feed = {"x": np.ones((1, 2, 6, 8), np.float32)}
         np.testing.assert_array_equal(backend.run(feed)["y"], _reference(path, feed)[0])
     finally:
         backend.close()
