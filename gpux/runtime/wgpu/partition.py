@@ -106,7 +106,7 @@ def node_context(graph: Graph, node: Node, features: frozenset[str]) -> NodeCont
     present = [info for info in outputs if info is not None]
     if not present:
         raise Unsupported("the node makes no output")
-    # _check_bound refuses a kernel that binds an omitted output, so the stand-in is never used.
+    # _check_bound refuses a kernel that binds an omitted output: the stand-in is never bound.
     stand_in = TensorInfo((0,), present[0].dtype)
     return NodeContext(
         op_type=node.op_type,
