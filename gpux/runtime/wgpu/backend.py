@@ -3,9 +3,10 @@
 ``load`` opens the adapter (``runtime.device``: its index among wgpu's adapters, best first),
 prepares the graph at the GPUXfile's fixed sizes (symbols it leaves open count as 1, or 32 for
 axes that are not batch-like where the model cannot run at 1, until a call brings other sizes),
-partitions it and builds the executor. A call with other input sizes gets an executor of its own, built on first use and kept (a few, least recently used first out).
-With :meth:`WgpuBackend.use_batch_buckets` (the loader calls it), a symbolic batch is padded up
-to a few bucket sizes instead (buckets.py), so batch sizes do not each build an executor.
+partitions it and builds the executor. A call with other input sizes gets an executor of its
+own, built on first use and kept (a few, least recently used first out). With
+:meth:`WgpuBackend.use_batch_buckets` (the loader calls it), a symbolic batch is padded up to a
+few bucket sizes instead (buckets.py), so batch sizes do not each build an executor.
 
 Software adapters (lavapipe) are refused unless ``GPUX_WGPU_ALLOW_SOFTWARE=1`` (tests): ONNX
 Runtime's CPU provider is faster there. All models on one adapter share its device, per process;
