@@ -3,7 +3,8 @@
 A ``Batcher`` owns a bounded queue and one worker task. The worker takes the oldest request and,
 while another model call is in flight, waits up to ``max_delay`` for more that are compatible
 with it (same key); with nothing in flight it runs at once, so a lone caller never pays the
-delay. The batch runs as one call on the model's thread, and each caller gets its own slice of
+delay (a request that finds the model idle and the queue empty is started by ``submit`` itself,
+as the worker would start it, without waking the worker). The batch runs as one call on the model's thread, and each caller gets its own slice of
 the result. With ``preferred_sizes``, a batch is padded (its last row repeated) up to the next
 preferred size, so the model only ever sees a few batch sizes: on the CUDA EP every new batch
 size costs 0.1-0.85 s (docs/benchmarks.md); the padding rows are cut off and never reach a caller.
@@ -16,6 +17,7 @@ A full queue answers at once (``QueueFull`` -> 503); a caller that waits too lon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
@@ -81,11 +83,12 @@ class Batcher(Generic[Payload]):
         self.observe = observe  # (batch rows, queue seconds of the oldest) per model call
         self.padded = padded  # rows added to reach a preferred size, per model call
         self.timed = timed  # each successful model call's stages (gpux/serve/statistics.py)
+        self.concurrency = concurrency
         self._pending: list[_Job[Payload]] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self._slots = asyncio.Semaphore(concurrency)
-        self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # model calls in flight, at most ``concurrency``
+        self._tasks: set[asyncio.Task[None]] = set()  # batches' tasks, referenced until done
         self.preferred_sizes = sorted({int(n) for n in preferred_sizes if 0 < n <= max_batch_size})
 
     def _add(self, payload: Payload) -> _Job[Payload]:
@@ -95,6 +98,12 @@ class Batcher(Generic[Payload]):
         job = _Job(
             payload, self.strategy.size(payload), self.strategy.key(payload), loop.create_future()
         )
+        if not self._pending and not self._busy and not self.padding(job.size):
+            # An idle model: the worker would run this request alone at once. Started here,
+            # it skips the worker's wake-up and a task of its own (at c=1 those hops cost as
+            # much as the rest of the request's batching; docs/benchmarks.md).
+            self._start_alone(job, loop)
+            return job
         self._pending.append(job)
         self._wakeup.set()
         if self._worker is None or self._worker.done():
@@ -103,12 +112,21 @@ class Batcher(Generic[Payload]):
 
     async def submit(self, payload: Payload, timeout: float) -> Any:
         job = self._add(payload)
+        # The caller stops waiting at the timeout; a request that has not started is dropped,
+        # one that has runs on (its result is dropped). A timer, not wait_for + shield: those
+        # took three more turns of the event loop to hand the result over.
+        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
-        except TimeoutError:
-            if job in self._pending:
-                self._pending.remove(job)  # not started: nobody will run it
-            raise
+            return await job.future
+        finally:
+            expiry.cancel()
+            if job.future.cancelled() and job in self._pending:
+                self._pending.remove(job)  # the caller was cancelled: nobody waits for it
+
+    def _expire(self, job: _Job[Payload]) -> None:
+        if job in self._pending:
+            self._pending.remove(job)  # not started: nobody will run it
+        _settle(job.future, exception=TimeoutError())
 
     def enqueue(self, payload: Payload, timeout: float) -> asyncio.Future[Any]:
         """``submit`` without a coroutine per request, for callers that take many requests at
@@ -135,7 +153,7 @@ class Batcher(Generic[Payload]):
             deadline = first.queued_at + self.max_delay
             # Wait for batch-mates only while the model is busy anyway: an idle model runs now.
             while (
-                self._running
+                self._busy
                 and self._rows(first.key) < self.max_batch_size
                 and time.perf_counter() < deadline
             ):
@@ -144,17 +162,19 @@ class Batcher(Generic[Payload]):
                     await asyncio.wait_for(self._wakeup.wait(), deadline - time.perf_counter())
                 except TimeoutError:
                     break
-            await self._slots.acquire()  # wait for a free thread before forming the batch
+            while self._busy >= self.concurrency:  # a free thread before forming the batch
+                self._wakeup.clear()
+                await self._wakeup.wait()
             batch = self._take(first.key)
             if not batch:
-                self._slots.release()
                 continue
+            self._busy += 1
             task = asyncio.get_running_loop().create_task(self._run_and_release(batch))
-            self._running.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._finished)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    def _finished(self) -> None:
+        self._busy -= 1
         self._wakeup.set()  # the model may be idle now: a waiting batch need not wait longer
 
     def padding(self, rows: int) -> int:
@@ -167,7 +187,46 @@ class Batcher(Generic[Payload]):
         try:
             await self._run(batch)
         finally:
-            self._slots.release()
+            self._finished()
+
+    def _start_alone(self, job: _Job[Payload], loop: asyncio.AbstractEventLoop) -> None:
+        """``_run([job])`` for a request that needs no padding, by callbacks: the model's
+        thread hands the outcome back with one ``call_soon_threadsafe``, where
+        ``run_in_executor`` and the awaiting task took two more turns of the loop."""
+        self._busy += 1
+        started = time.perf_counter()
+        if self.observe is not None:
+            self.observe(job.size, started - job.queued_at)
+        timing = BatchTiming(job.size, 0, [started - job.queued_at])
+        try:
+            self.executor.submit(self._call_alone, loop, job, timing)
+        except Exception as exc:  # the executor is shut down: the server is stopping
+            self._finished()
+            _settle(job.future, exception=exc)
+
+    def _call_alone(
+        self, loop: asyncio.AbstractEventLoop, job: _Job[Payload], timing: BatchTiming
+    ) -> None:
+        """On the model's thread."""
+        result: Any = None
+        error: Exception | None = None
+        try:
+            result = _timed_run(self.strategy.run, job.payload, timing)
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server stopped
+            loop.call_soon_threadsafe(self._done_alone, job, timing, result, error)
+
+    def _done_alone(
+        self, job: _Job[Payload], timing: BatchTiming, result: Any, error: Exception | None
+    ) -> None:
+        self._finished()
+        if error is not None:
+            _settle(job.future, exception=error)
+            return
+        if self.timed is not None:
+            self.timed(timing)
+        _settle(job.future, result=result)
 
     def _rows(self, key: Hashable) -> int:
         return sum(job.size for job in self._pending if job.key == key)
