@@ -191,14 +191,20 @@ class Metrics:
 
     @contextlib.contextmanager
     def in_flight(self, model: str) -> Iterator[None]:
-        gauge = self._inflight_series.get(model)
-        if gauge is None:  # labels() costs ~6 us a call: once per served model
-            gauge = self._inflight_series[model] = self.inflight.labels(model)
+        gauge = self.in_flight_gauge(model)
         gauge.inc()
         try:
             yield
         finally:
             gauge.dec()
+
+    def in_flight_gauge(self, model: str) -> Gauge:
+        """The in-flight series of a served model (the ``infer`` route counts with it itself:
+        a generator context manager cost ~3% of its event loop time)."""
+        gauge = self._inflight_series.get(model)
+        if gauge is None:  # labels() costs ~6 us a call: once per served model
+            gauge = self._inflight_series[model] = self.inflight.labels(model)
+        return gauge
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # workers: everyone's values, summed

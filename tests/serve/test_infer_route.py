@@ -213,6 +213,7 @@ def test_errors_are_json_with_their_status_and_counted(client: TestClient) -> No
     before = requests_metric(client, 200)
     assert client.post(URL, content=body, headers=headers).status_code == 200
     assert requests_metric(client, 200) == before + 1
+    assert 'gpux_inflight_requests{model="echo"} 0.0' in client.get("/metrics").text
 
 
 def test_an_unexpected_failure_is_a_500_and_raised_for_the_log(
