@@ -3,8 +3,8 @@
 A ``Batcher`` owns a bounded queue and one worker task. The worker takes the oldest request and,
 while another model call is in flight, waits up to ``max_delay`` for more that are compatible
 with it (same key); with nothing in flight it runs at once, so a lone caller never pays the
-delay (a request that finds the model idle and the queue empty is started by ``submit`` itself,
-as the worker would start it, without waking the worker). The batch runs as one call on the model's thread, and each caller gets its own slice of
+delay (a request that finds the model idle and the queue empty is started by a callback on the
+loop's next turn, as the worker would start it, without waking the worker). The batch runs as one call on the model's thread, and each caller gets its own slice of
 the result. With ``preferred_sizes``, a batch is padded (its last row repeated) up to the next
 preferred size, so the model only ever sees a few batch sizes: on the CUDA EP every new batch
 size costs 0.1-0.85 s (docs/benchmarks.md); the padding rows are cut off and never reach a caller.
@@ -88,6 +88,7 @@ class Batcher(Generic[Payload]):
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._busy = 0  # model calls in flight, at most ``concurrency``
+        self._starting = False  # _start_idle is due on the loop's next turn
         self._tasks: set[asyncio.Task[None]] = set()  # batches' tasks, referenced until done
         self.preferred_sizes = sorted({int(n) for n in preferred_sizes if 0 < n <= max_batch_size})
 
@@ -98,17 +99,31 @@ class Batcher(Generic[Payload]):
         job = _Job(
             payload, self.strategy.size(payload), self.strategy.key(payload), loop.create_future()
         )
-        if not self._pending and not self._busy and not self.padding(job.size):
-            # An idle model: the worker would run this request alone at once. Started here,
-            # it skips the worker's wake-up and a task of its own (at c=1 those hops cost as
-            # much as the rest of the request's batching; docs/benchmarks.md).
-            self._start_alone(job, loop)
-            return job
         self._pending.append(job)
+        if self._starting:  # the idle start on this turn of the loop takes it, or passes it on
+            return job
+        if len(self._pending) == 1 and not self._busy:
+            # An idle model: the worker would start a batch at once. Started by a callback on
+            # the loop's next turn instead, it skips the worker's wake-up (at c=1 those hops
+            # cost as much as the rest of the request's batching; docs/benchmarks.md), and the
+            # requests read on this turn from other connections still join the batch.
+            self._starting = True
+            loop.call_soon(self._start_idle)
+            return job
+        self._wake_worker(loop)
+        return job
+
+    def _wake_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work())
-        return job
+
+    def _start_idle(self) -> None:
+        self._starting = False
+        if self._pending and not self._busy:  # else the worker has started it meanwhile
+            self._launch(self._take(self._pending[0].key))
+        if self._pending:  # what that batch could not take waits in the worker
+            self._wake_worker(asyncio.get_running_loop())
 
     async def submit(self, payload: Payload, timeout: float) -> Any:
         job = self._add(payload)
@@ -166,12 +181,18 @@ class Batcher(Generic[Payload]):
                 self._wakeup.clear()
                 await self._wakeup.wait()
             batch = self._take(first.key)
-            if not batch:
-                continue
-            self._busy += 1
-            task = asyncio.get_running_loop().create_task(self._run_and_release(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if batch:
+                self._launch(batch)
+
+    def _launch(self, batch: list[_Job[Payload]]) -> None:
+        """Start ``batch``'s model call on a free thread."""
+        self._busy += 1
+        if len(batch) == 1 and not self.padding(batch[0].size):
+            self._start_alone(batch[0])
+            return
+        task = asyncio.get_running_loop().create_task(self._run_and_release(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _finished(self) -> None:
         self._busy -= 1
@@ -189,11 +210,11 @@ class Batcher(Generic[Payload]):
         finally:
             self._finished()
 
-    def _start_alone(self, job: _Job[Payload], loop: asyncio.AbstractEventLoop) -> None:
+    def _start_alone(self, job: _Job[Payload]) -> None:
         """``_run([job])`` for a request that needs no padding, by callbacks: the model's
-        thread hands the outcome back with one ``call_soon_threadsafe``, where
-        ``run_in_executor`` and the awaiting task took two more turns of the loop."""
-        self._busy += 1
+        thread hands the outcome back with one ``call_soon_threadsafe``, where a task awaiting
+        ``run_in_executor`` took two more turns of the loop."""
+        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         if self.observe is not None:
             self.observe(job.size, started - job.queued_at)
