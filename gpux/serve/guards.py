@@ -6,7 +6,9 @@ OpenAI routes (``/v1/chat/completions`` ...), OpenAI's shape ``{"error": {"messa
 
 Order, outermost first: ``AccessLog`` -> ``CORSMiddleware`` (only with ``--cors-origin``, so that
 it answers preflights and adds its headers to refusals too) -> :class:`Guards` -> the routes.
-Header read timeouts live one level lower, in the HTTP protocol (gpux/serve/connection.py).
+``POST .../infer`` is answered before that stack (gpux/serve/infer_route.py) and makes the same
+checks, with the same :class:`RequestChecks`. Header read timeouts live one level lower, in the
+HTTP protocol (gpux/serve/connection.py).
 """
 
 from __future__ import annotations

@@ -164,6 +164,20 @@ def test_answers_match_the_middleware_stack_s_byte_for_byte(
         assert shown == {k: v for k, v in full.headers.items() if k != "date"}
 
 
+def test_with_cors_origins_every_request_takes_the_stack(
+    served: Callable[[], list[ServedModel]], stack: Stack
+) -> None:
+    """CORS answers and headers are the stack's job: a server with --cors-origin sends even
+    requests without an Origin header through it (Starlette adds ``Vary: Origin`` to them)."""
+    body, headers = binary_request(np.ones(2, np.float32))
+    for client in client_for(served, token=TOKEN, cors_origins=("https://app.example",)):
+        plain = client.post(URL, content=body, headers=headers)
+        assert plain.status_code == 200 and stack.calls == 1
+        assert "Origin" in plain.headers["vary"]
+        site = client.post(URL, content=body, headers={**headers, "Origin": "https://app.example"})
+        assert site.headers["access-control-allow-origin"] == "https://app.example"
+
+
 def test_the_token_is_checked(client: TestClient) -> None:
     body, headers = binary_request(np.ones(2, np.float32))
     for wrong in ({}, {"Authorization": "Bearer nope"}):
