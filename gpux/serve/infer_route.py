@@ -83,7 +83,8 @@ class InferRoute:
         path = INFER_PATH.fullmatch(scope["path"])
         if path is None or scope.get("root_path"):
             return None
-        headers = dict(reversed(scope["headers"]))  # uvicorn gives the names in lower case
+        # Names in lower case, as ASGI servers give them and Starlette's Headers expects them.
+        headers = dict(reversed(scope["headers"]))
         if b"origin" in headers:
             return None
         return path, headers
