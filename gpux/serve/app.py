@@ -26,6 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gpux import env
 from gpux.api import Model
@@ -37,16 +38,18 @@ from gpux.runtime.host_memory import HostBuffers
 from gpux.serve import bodies, json_codec, protocol, shared_stats, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
-from gpux.serve.bodies import compressed, off_loop, predict_items, read_body, require_media
+from gpux.serve.bodies import compressed, off_loop, predict_items, read_body
 from gpux.serve.generation import generative_refusal
 from gpux.serve.guards import (
     Guards,
     HTTPError,
+    RequestChecks,
     RequestPolicy,
     error_response,
     http_error_response,
 )
-from gpux.serve.inference import STATUS_OF, Inference, chosen_outputs, require_tensors
+from gpux.serve.infer_route import InferRoute, as_response
+from gpux.serve.inference import STATUS_OF, Inference
 from gpux.serve.metrics import Metrics
 from gpux.serve.openai_api import speaks_openai
 from gpux.serve.parsing import ParseProcesses
@@ -218,6 +221,10 @@ def create_app(
         _count_instances(served, metrics)
 
     core = Inference(models, metrics)  # shared with the gRPC service
+    checks = RequestChecks(
+        policy=policy, token=token, public=lambda p: bool(PUBLIC.fullmatch(p)), openai=speaks_openai
+    )
+    infer_route = InferRoute(core, parser, policy, checks)
 
     def find(request: Request) -> ServedModel:
         return core.find(request.path_params["model"], request.path_params.get("version"))
@@ -304,25 +311,15 @@ def create_app(
         return JSONResponse(triton.repository_index(models))
 
     async def infer(request: Request) -> Response:
-        served = find(request)
-        require_tensors(served)
-        require_media(
-            request,
-            (bodies.JSON, bodies.OCTET_STREAM),
-            "send the request as application/json (or application/octet-stream with "
-            "Inference-Header-Content-Length for binary tensors)",
+        # Only requests that take the middleware stack come here (gpux/serve/infer_route.py).
+        raw_headers, content = await infer_route.answer(
+            find(request),
+            content_type=request.headers.get("content-type", ""),
+            read=lambda: read_body(request, policy),
+            header_length=request.headers.get(protocol.HEADER_LENGTH),
+            accept_encoding=request.headers.get("accept-encoding", ""),
         )
-        body = await read_body(request, policy)
-        header = request.headers.get(protocol.HEADER_LENGTH)
-        length = protocol.parse_header_length(header)
-        if parser.takes(len(body), length):
-            parsed, feed = await parser.parse(body, length, served.model.inputs)
-        else:
-            cost = protocol.decode_cost(body, length)  # binary tensors: views, no work
-            parsed, feed = await off_loop(cost, _decode_infer, body, length, served)
-        outputs = await core.run_tensors(served, feed)
-        size = protocol.encode_cost(parsed, outputs)
-        return await off_loop(size, _infer_answer, request, served, parsed, outputs, policy)
+        return as_response(raw_headers, content)
 
     async def predict(request: Request) -> Response:
         served = find(request) if "model" in request.path_params else _only(models)
@@ -413,15 +410,33 @@ def create_app(
                 await grpc_server.stop(grace=max(m.limits.timeout for m in models))
             parser.close()
 
-    return Starlette(
+    return GPUXApp(
+        infer_route,
         routes=routes,
-        middleware=_middleware(policy, token),
+        middleware=_middleware(policy, checks),
         exception_handlers={StarletteHTTPException: _routing_error, Exception: _server_error},
         lifespan=lifespan,
     )
 
 
-def _middleware(policy: RequestPolicy, token: str | None) -> list[Middleware]:
+class GPUXApp(Starlette):
+    """Starlette, with the hot ``infer`` route answered before the middleware stack
+    (gpux/serve/infer_route.py) for the requests it takes."""
+
+    def __init__(self, infer_route: InferRoute, **options: Any) -> None:
+        super().__init__(**options)
+        self.infer_route = infer_route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.infer_route.takes(scope)
+        if found is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await self.infer_route(scope, receive, send, found)
+
+
+def _middleware(policy: RequestPolicy, checks: RequestChecks) -> list[Middleware]:
     """Outermost first: the access log sees every answer, refusals included; CORS (only when
     origins are given) answers preflights and adds its headers to refusals too."""
     stack = [Middleware(AccessLog)]
@@ -443,10 +458,10 @@ def _middleware(policy: RequestPolicy, token: str | None) -> list[Middleware]:
     stack.append(
         Middleware(
             Guards,
-            policy=policy,
-            token=token,
-            public=lambda p: bool(PUBLIC.fullmatch(p)),
-            openai=speaks_openai,
+            policy=checks.policy,
+            token=checks.token,
+            public=checks.public,
+            openai=checks.openai,
         )
     )
     return stack
@@ -480,33 +495,6 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_response(
         500, f"internal error: {type(exc).__name__}", "see the server's log; please report it"
     )
-
-
-def _decode_infer(
-    body: bytes, header_length: int | None, served: ServedModel
-) -> tuple[protocol.InferRequest, dict[str, Any]]:
-    parsed = protocol.parse_request(body, header_length)
-    return parsed, protocol.checked_feed(parsed, served.model.inputs)
-
-
-def _infer_answer(
-    request: Request,
-    served: ServedModel,
-    parsed: protocol.InferRequest,
-    outputs: dict[str, Any],
-    policy: RequestPolicy,
-) -> Response:
-    outputs = chosen_outputs(served, parsed, outputs)
-    content, header_length = protocol.encode_response(
-        served.name, served.triton_version, parsed, outputs
-    )
-    headers = {}
-    media = "application/json"
-    if header_length is not None:
-        headers["Inference-Header-Content-Length"] = str(header_length)
-        media = "application/octet-stream"
-    response = Response(content, media_type=media, headers=headers)
-    return compressed(request, response, policy.gzip_min_bytes)
 
 
 def _json_answer(request: Request, answer: dict[str, Any], policy: RequestPolicy) -> Response:

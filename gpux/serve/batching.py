@@ -3,7 +3,8 @@
 A ``Batcher`` owns a bounded queue and one worker task. The worker takes the oldest request and,
 while another model call is in flight, waits up to ``max_delay`` for more that are compatible
 with it (same key); with nothing in flight it runs at once, so a lone caller never pays the
-delay. The batch runs as one call on the model's thread, and each caller gets its own slice of
+delay (a request that finds the model idle and the queue empty is started by a callback on the
+loop's next turn, as the worker would start it, without waking the worker). The batch runs as one call on the model's thread, and each caller gets its own slice of
 the result. With ``preferred_sizes``, a batch is padded (its last row repeated) up to the next
 preferred size, so the model only ever sees a few batch sizes: on the CUDA EP every new batch
 size costs 0.1-0.85 s (docs/benchmarks.md); the padding rows are cut off and never reach a caller.
@@ -16,6 +17,7 @@ A full queue answers at once (``QueueFull`` -> 503); a caller that waits too lon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
@@ -81,11 +83,13 @@ class Batcher(Generic[Payload]):
         self.observe = observe  # (batch rows, queue seconds of the oldest) per model call
         self.padded = padded  # rows added to reach a preferred size, per model call
         self.timed = timed  # each successful model call's stages (gpux/serve/statistics.py)
+        self.concurrency = concurrency
         self._pending: list[_Job[Payload]] = []
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        self._slots = asyncio.Semaphore(concurrency)
-        self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # model calls in flight, at most ``concurrency``
+        self._starting = False  # _start_idle is due on the loop's next turn
+        self._tasks: set[asyncio.Task[None]] = set()  # batches' tasks, referenced until done
         self.preferred_sizes = sorted({int(n) for n in preferred_sizes if 0 < n <= max_batch_size})
 
     def _add(self, payload: Payload) -> _Job[Payload]:
@@ -96,19 +100,48 @@ class Batcher(Generic[Payload]):
             payload, self.strategy.size(payload), self.strategy.key(payload), loop.create_future()
         )
         self._pending.append(job)
+        if self._starting:  # the idle start on this turn of the loop takes it, or passes it on
+            return job
+        if len(self._pending) == 1 and not self._busy:
+            # An idle model: the worker would start a batch at once. Started by a callback on
+            # the loop's next turn instead, it skips the worker's wake-up (at c=1 those hops
+            # cost as much as the rest of the request's batching; docs/benchmarks.md), and the
+            # requests read on this turn from other connections still join the batch.
+            self._starting = True
+            loop.call_soon(self._start_idle)
+            return job
+        self._wake_worker(loop)
+        return job
+
+    def _wake_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         self._wakeup.set()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._work())
-        return job
+
+    def _start_idle(self) -> None:
+        self._starting = False
+        if self._pending and not self._busy:  # else the worker has started it meanwhile
+            self._launch(self._take(self._pending[0].key))
+        if self._pending:  # what that batch could not take waits in the worker
+            self._wake_worker(asyncio.get_running_loop())
 
     async def submit(self, payload: Payload, timeout: float) -> Any:
         job = self._add(payload)
+        # The caller stops waiting at the timeout; a request that has not started is dropped,
+        # one that has runs on (its result is dropped). A timer, not wait_for + shield: those
+        # took three more turns of the event loop to hand the result over.
+        expiry = asyncio.get_running_loop().call_later(timeout, self._expire, job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
-        except TimeoutError:
-            if job in self._pending:
-                self._pending.remove(job)  # not started: nobody will run it
-            raise
+            return await job.future
+        finally:
+            expiry.cancel()
+            if job.future.cancelled() and job in self._pending:
+                self._pending.remove(job)  # the caller was cancelled: nobody waits for it
+
+    def _expire(self, job: _Job[Payload]) -> None:
+        if job in self._pending:
+            self._pending.remove(job)  # not started: nobody will run it
+        _settle(job.future, exception=TimeoutError())
 
     def enqueue(self, payload: Payload, timeout: float) -> asyncio.Future[Any]:
         """``submit`` without a coroutine per request, for callers that take many requests at
@@ -135,7 +168,7 @@ class Batcher(Generic[Payload]):
             deadline = first.queued_at + self.max_delay
             # Wait for batch-mates only while the model is busy anyway: an idle model runs now.
             while (
-                self._running
+                self._busy
                 and self._rows(first.key) < self.max_batch_size
                 and time.perf_counter() < deadline
             ):
@@ -144,17 +177,25 @@ class Batcher(Generic[Payload]):
                     await asyncio.wait_for(self._wakeup.wait(), deadline - time.perf_counter())
                 except TimeoutError:
                     break
-            await self._slots.acquire()  # wait for a free thread before forming the batch
+            while self._busy >= self.concurrency:  # a free thread before forming the batch
+                self._wakeup.clear()
+                await self._wakeup.wait()
             batch = self._take(first.key)
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._run_and_release(batch))
-            self._running.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._finished)
+            if batch:
+                self._launch(batch)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    def _launch(self, batch: list[_Job[Payload]]) -> None:
+        """Start ``batch``'s model call on a free thread."""
+        self._busy += 1
+        if len(batch) == 1 and not self.padding(batch[0].size):
+            self._start_alone(batch[0])
+            return
+        task = asyncio.get_running_loop().create_task(self._run_and_release(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _finished(self) -> None:
+        self._busy -= 1
         self._wakeup.set()  # the model may be idle now: a waiting batch need not wait longer
 
     def padding(self, rows: int) -> int:
@@ -167,7 +208,46 @@ class Batcher(Generic[Payload]):
         try:
             await self._run(batch)
         finally:
-            self._slots.release()
+            self._finished()
+
+    def _start_alone(self, job: _Job[Payload]) -> None:
+        """``_run([job])`` for a request that needs no padding, by callbacks: the model's
+        thread hands the outcome back with one ``call_soon_threadsafe``, where a task awaiting
+        ``run_in_executor`` took two more turns of the loop."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        if self.observe is not None:
+            self.observe(job.size, started - job.queued_at)
+        timing = BatchTiming(job.size, 0, [started - job.queued_at])
+        try:
+            self.executor.submit(self._call_alone, loop, job, timing)
+        except Exception as exc:  # the executor is shut down: the server is stopping
+            self._finished()
+            _settle(job.future, exception=exc)
+
+    def _call_alone(
+        self, loop: asyncio.AbstractEventLoop, job: _Job[Payload], timing: BatchTiming
+    ) -> None:
+        """On the model's thread."""
+        result: Any = None
+        error: Exception | None = None
+        try:
+            result = _timed_run(self.strategy.run, job.payload, timing)
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # a closed loop: the server stopped
+            loop.call_soon_threadsafe(self._done_alone, job, timing, result, error)
+
+    def _done_alone(
+        self, job: _Job[Payload], timing: BatchTiming, result: Any, error: Exception | None
+    ) -> None:
+        self._finished()
+        if error is not None:
+            _settle(job.future, exception=error)
+            return
+        if self.timed is not None:
+            self.timed(timing)
+        _settle(job.future, result=result)
 
     def _rows(self, key: Hashable) -> int:
         return sum(job.size for job in self._pending if job.key == key)

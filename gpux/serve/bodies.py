@@ -78,7 +78,12 @@ def _capture(work: Callable[..., T], *args: Any) -> T | _Failure:
 
 
 def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media_of(request.headers.get("content-type", ""))
+
+
+def media_of(content_type: str) -> str:
+    """The media type of a Content-Type value, without its parameters, lower case."""
+    return content_type.partition(";")[0].strip().lower()
 
 
 def require_media(request: Request, accepted: Collection[str], hint: str) -> str:
@@ -88,7 +93,11 @@ def require_media(request: Request, accepted: Collection[str], hint: str) -> str
     can send cross-site without asking first (``text/plain``, forms) is refused, so a page on
     another site cannot post to this server through its visitor's browser. Browsers that send a
     body without a type are stopped by the ``Origin`` check (gpux/serve/guards.py)."""
-    media = media_type(request)
+    return accepted_media(media_type(request), accepted, hint)
+
+
+def accepted_media(media: str, accepted: Collection[str], hint: str) -> str:
+    """:func:`require_media` on a media type already read (:func:`media_of`)."""
     if not media or media in accepted or (JSON in accepted and media.endswith("+json")):
         return media
     raise HTTPError(415, f"this endpoint does not accept Content-Type '{media}'", hint)
@@ -102,8 +111,13 @@ async def read_body(request: Request, policy: RequestPolicy) -> bytes:
     chunks = [chunk async for chunk in request.stream() if chunk]
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     del chunks
-    if request.headers.get("content-encoding", "").lower() == "gzip":
-        body = await off_loop(len(body), _inflate, body, policy.max_body_bytes)
+    return await inflated(body, request.headers.get("content-encoding", ""), policy)
+
+
+async def inflated(body: bytes, content_encoding: str, policy: RequestPolicy) -> bytes:
+    """``body`` inflated when its Content-Encoding is gzip, within the body limit."""
+    if content_encoding.lower() == "gzip":
+        return await off_loop(len(body), _inflate, body, policy.max_body_bytes)
     return body
 
 
@@ -132,13 +146,20 @@ def compressed(request: Request, response: Response, min_bytes: int) -> Response
     Only inference answers (Starlette's GZipMiddleware also compressed the web pages, and
     Chromium then never fired the playground's load event in the browser tests). The header
     length of a binary answer counts uncompressed bytes, which clients read after inflating."""
-    body = response.body
-    if not min_bytes or len(body) < min_bytes:
-        return response
-    if "gzip" not in request.headers.get("accept-encoding", "").lower():
-        return response
+    if wants_gzip(request.headers.get("accept-encoding", ""), len(response.body), min_bytes):
+        return gzipped(response)
+    return response
+
+
+def wants_gzip(accept_encoding: str, size: int, min_bytes: int) -> bool:
+    """Whether an answer of ``size`` bytes goes out compressed (:func:`compressed`)."""
+    return bool(min_bytes) and size >= min_bytes and "gzip" in accept_encoding.lower()
+
+
+def gzipped(response: Response) -> Response:
+    """``response`` with its body compressed (level 1) and the headers that say so."""
     packed = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    response.body = packed.compress(body) + packed.flush()
+    response.body = packed.compress(response.body) + packed.flush()
     response.headers["Content-Encoding"] = "gzip"
     response.headers["Vary"] = "Accept-Encoding"
     response.headers["Content-Length"] = str(len(response.body))

@@ -6,7 +6,9 @@ OpenAI routes (``/v1/chat/completions`` ...), OpenAI's shape ``{"error": {"messa
 
 Order, outermost first: ``AccessLog`` -> ``CORSMiddleware`` (only with ``--cors-origin``, so that
 it answers preflights and adds its headers to refusals too) -> :class:`Guards` -> the routes.
-Header read timeouts live one level lower, in the HTTP protocol (gpux/serve/connection.py).
+``POST .../infer`` is answered before that stack (gpux/serve/infer_route.py) and makes the same
+checks, with the same :class:`RequestChecks`. Header read timeouts live one level lower, in the
+HTTP protocol (gpux/serve/connection.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "MIB",
     "Guards",
     "HTTPError",
+    "RequestChecks",
     "RequestPolicy",
     "error_response",
     "host_name",
@@ -136,8 +139,9 @@ def token_matches(header: str, token: str) -> bool:
     )
 
 
-class Guards:
-    """ASGI middleware enforcing a :class:`RequestPolicy` (and the token) on every request.
+class RequestChecks:
+    """The checks of a :class:`RequestPolicy` (and the token), for :class:`Guards` and for the
+    ``infer`` route that is served before the middleware (gpux/serve/infer_route.py).
 
     ``public(path)`` names the routes that need no token (health, metrics, the web pages);
     ``openai(path)`` the routes whose refusals take OpenAI's error shape.
@@ -145,41 +149,40 @@ class Guards:
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         policy: RequestPolicy,
         token: str | None,
         public: Callable[[str], bool],
         openai: Callable[[str], bool] = lambda path: False,
     ) -> None:
-        self.app, self.policy, self.token, self.public = app, policy, token, public
+        self.policy, self.token, self.public = policy, token, public
         self.openai = openai
         self.allowed_hosts = {h.lower().strip("[]") for h in policy.allowed_hosts}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            self.check(scope)
-            await self.app(scope, self.bounded(receive), tracking_send)
-        except HTTPError as exc:  # refused here, or raised while a handler read its body
-            if started:
-                raise
-            response = http_error_response(exc, openai=self.openai(scope["path"]))
-            await response(scope, receive, send)
+        self._hosts_seen: dict[str, bool] = {}
 
     def check(self, scope: Scope) -> None:
         """The refusals that need only the request line and headers."""
         headers = Headers(scope=scope)
-        host = headers.get("host")
+        self.check_values(
+            scope["path"],
+            host=headers.get("host"),
+            origin=headers.get("origin"),
+            authorization=headers.get("authorization"),
+            content_length=headers.get("content-length"),
+        )
+
+    def check_values(
+        self,
+        path: str,
+        *,
+        host: str | None,
+        origin: str | None,
+        authorization: str | None,
+        content_length: str | None,
+    ) -> None:
+        """:meth:`check` on header values already looked up (the first of each name, as
+        Starlette's ``Headers.get``), for the ``infer`` route that skips this middleware
+        (gpux/serve/infer_route.py)."""
         if self.policy.check_host and host is not None and not self.host_allowed(host):
             raise HTTPError(
                 421,
@@ -187,29 +190,35 @@ class Guards:
                 "use http://127.0.0.1:PORT or http://localhost:PORT, or start gpux serve with "
                 f"--allowed-host {host_name(host)}",
             )
-        origin = headers.get("origin")
         if origin is not None and not self.origin_allowed(origin, host):
             raise HTTPError(
                 403,
                 f"requests from pages of {origin} are refused",
                 f"start gpux serve with --cors-origin {origin} to let that site call the API",
             )
-        needs_token = self.token is not None and not self.public(scope["path"])
-        if needs_token and not token_matches(headers.get("authorization", ""), self.token or ""):
+        needs_token = self.token is not None and not self.public(path)
+        if needs_token and not token_matches(authorization or "", self.token or ""):
             raise HTTPError(
                 401,
                 "missing or wrong bearer token",
                 "send Authorization: Bearer TOKEN",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        declared = headers.get("content-length", "")
+        declared = content_length or ""
         # ASCII digits only: "²".isdigit() is true, and int() refuses it.
         if declared.isascii() and declared.isdigit() and int(declared) > self.policy.max_body_bytes:
             raise too_large(self.policy.max_body_bytes)
 
     def host_allowed(self, host: str) -> bool:
-        name = host_name(host)
-        return is_loopback(name) or name in self.allowed_hosts or "*" in self.allowed_hosts
+        known = self._hosts_seen.get(host)
+        if known is None:
+            name = host_name(host)
+            known = is_loopback(name) or name in self.allowed_hosts or "*" in self.allowed_hosts
+            # Parsing the address took a few us of every request. Clients send a handful of
+            # Host values; a client that sends a new one each time only fills this once.
+            if len(self._hosts_seen) < 256:
+                self._hosts_seen[host] = known
+        return known
 
     def origin_allowed(self, origin: str, host: str | None) -> bool:
         """The server's own pages (the playground) and the ``--cors-origin`` sites. Browsers send
@@ -251,6 +260,43 @@ class Guards:
             return message
 
         return bounded_receive
+
+
+class Guards(RequestChecks):
+    """ASGI middleware that refuses, before a handler runs, what :class:`RequestChecks`
+    refuses, and bounds the body a handler reads."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        policy: RequestPolicy,
+        token: str | None,
+        public: Callable[[str], bool],
+        openai: Callable[[str], bool] = lambda path: False,
+    ) -> None:
+        super().__init__(policy=policy, token=token, public=public, openai=openai)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            self.check(scope)
+            await self.app(scope, self.bounded(receive), tracking_send)
+        except HTTPError as exc:  # refused here, or raised while a handler read its body
+            if started:
+                raise
+            response = http_error_response(exc, openai=self.openai(scope["path"]))
+            await response(scope, receive, send)
 
 
 def _size(count: int) -> str:

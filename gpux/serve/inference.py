@@ -82,8 +82,12 @@ class Inference:
         self, served: ServedModel, feed: dict[str, Any], deadline: float | None = None
     ) -> dict[str, Any]:
         """An ``infer`` request's checked tensors -> the model's outputs (its rows of a batch)."""
-        with self.metrics.in_flight(served.name):
+        gauge = self.metrics.in_flight_gauge(served.name)
+        gauge.inc()
+        try:
             outputs: dict[str, Any] = await self.submit(served, "tensors", feed, deadline)
+        finally:
+            gauge.dec()
         return outputs
 
 

@@ -192,3 +192,92 @@ def test_joined_batches_come_from_reused_buffers_and_go_back_after_the_call() ->
     joined = [key for key, size in zip(seen, model.sizes, strict=True) if size == 8]
     assert len(joined) >= 2 and len(set(joined)) == 1  # the same buffer, taken back each time
     assert buffers.kept_bytes == 8 * 3 * 4
+
+
+def test_an_idle_model_starts_a_request_at_once_and_counts_it_like_a_batch() -> None:
+    """A request that finds the queue empty and the model idle is started by ``submit`` itself
+    (no worker hop): it is still observed, timed and answered like a batch of one."""
+    from gpux.serve.statistics import BatchTiming
+
+    model = Recorder()
+    observed: list[tuple[int, float]] = []
+    timed: list[BatchTiming] = []
+
+    async def main() -> list[np.ndarray]:
+        b = batcher(model, observe=lambda rows, waited: observed.append((rows, waited)))
+        b.timed = timed.append
+        answers = [await b.submit(np.full((2, 1), i, np.float32), 5) for i in range(3)]
+        assert b._worker is None  # never needed
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a.ravel().tolist() for a in answers] == [[1.0, 1.0], [3.0, 3.0], [5.0, 5.0]]
+    assert model.sizes == [2, 2, 2]
+    assert [rows for rows, _ in observed] == [2, 2, 2]
+    assert [t.rows for t in timed] == [2, 2, 2] and all(t.ran > 0 for t in timed)
+
+
+def test_a_failing_lone_request_fails_alone_and_frees_the_model() -> None:
+    calls: list[float] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        calls.append(float(x[0, 0]))
+        if x[0, 0] < 0:
+            raise ValueError("negative")
+        return x + 1
+
+    async def main() -> tuple[BaseException | None, np.ndarray]:
+        b = Batcher(
+            Strategy(**{**strategy(Recorder()).__dict__, "run": run}),
+            ThreadPoolExecutor(1),
+            max_batch_size=4,
+            max_delay=0.05,
+            max_queue=10,
+        )
+        failure = None
+        try:
+            await b.submit(np.array([[-1.0]]), 5)
+        except ValueError as exc:
+            failure = exc
+        return failure, await b.submit(np.array([[1.0]]), 5)
+
+    failure, answer = asyncio.run(main())
+    assert isinstance(failure, ValueError) and answer.tolist() == [[2.0]]
+    assert calls == [-1.0, 1.0]
+
+
+def test_a_timed_out_caller_gets_timeout_error_while_its_call_keeps_the_thread() -> None:
+    """The caller stops waiting at its timeout; the model call it started still holds the
+    model's thread, so the next request runs only after it (not beside it)."""
+    model = Recorder(delay=0.3)
+
+    async def main() -> tuple[float, float]:
+        b = batcher(model, max_delay=0.0)
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            await b.submit(np.zeros((1, 1), np.float32), 0.05)
+        gave_up = time.perf_counter() - started
+        await b.submit(np.zeros((1, 1), np.float32), 5)
+        return gave_up, time.perf_counter() - started
+
+    gave_up, answered = asyncio.run(main())
+    assert gave_up < 0.25  # did not wait for the call
+    assert answered >= 0.55  # the second call waited for the first's thread
+    assert model.sizes == [1, 1]
+
+
+def test_a_cancelled_caller_s_queued_request_never_runs() -> None:
+    model = Recorder(delay=0.2)
+
+    async def main() -> None:
+        b = batcher(model, max_delay=0.0, max_batch_size=1)
+        first = asyncio.ensure_future(b.submit(np.zeros((1, 1), np.float32), 5))
+        await asyncio.sleep(0.02)  # running
+        queued = asyncio.ensure_future(b.submit(np.ones((1, 1), np.float32), 5))
+        await asyncio.sleep(0.02)
+        queued.cancel()
+        await first
+        await asyncio.sleep(0.05)  # the worker had its chance to take the queued one
+
+    asyncio.run(main())
+    assert model.sizes == [1]
