@@ -194,9 +194,11 @@ def test_health_answers_while_a_60_mb_json_body_is_parsed(plain: Server) -> None
         f"a health check waited {worst:.2f} s of the large request's {took:.2f} s"
     )
     # The parsed body (about 500 MB of Python objects) is freed with the failed request, not
-    # kept by a reference cycle until the cyclic collector happens to run.
+    # kept by a reference cycle until the cyclic collector happens to run. The bound leaves
+    # room for what the allocator keeps of the body's own two copies (the chunks read and the
+    # joined 60 MB): 124-128 MiB were kept without any leak, against ~500 MB with one.
     kept = memory(plain, "VmRSS") - before
-    assert kept < 128 << 20, f"the server kept {kept >> 20} MiB after the request"
+    assert kept < 256 << 20, f"the server kept {kept >> 20} MiB after the request"
 
 
 def _tokens_body(pad_to: int = 0) -> bytes:
