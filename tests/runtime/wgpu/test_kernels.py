@@ -112,6 +112,12 @@ def test_gemm_transposed_with_row_bias(gpu: Gpu) -> None:
         ((2, 3, 23, 23), (70, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
         # bottleneck 1x1 and 3x3 convolutions
         ((1, 80, 9, 9), (33, 80, 1, 1), {}),
+        # 1x1 windows read a plain matrix (conv.load_b): a downsampling stride over an odd
+        # size, two images of a grouped one, a 1-D one, and a padded one (the general gather)
+        ((2, 24, 11, 9), (20, 24, 1, 1), {"strides": [2, 2]}),
+        ((2, 12, 5, 7), (9, 4, 1, 1), {"group": 3}),
+        ((2, 6, 17), (5, 6, 1), {"strides": [3]}),
+        ((1, 5, 6, 6), (4, 5, 1, 1), {"pads": [1, 0, 0, 2]}),
         ((1, 16, 10, 12), (16, 16, 3, 3), {"pads": [1, 1, 1, 1]}),
         # grouped, dilated, asymmetric padding
         ((1, 8, 11, 9), (12, 2, 3, 3), {"group": 4, "dilations": [2, 1], "pads": [0, 1, 2, 0]}),

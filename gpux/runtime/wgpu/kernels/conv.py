@@ -6,6 +6,9 @@ staging tiles, so no im2col buffer is written."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from gpux.runtime.wgpu.kernel import Binding, Lowering, NodeContext, Unsupported, kernel
 from gpux.runtime.wgpu.kernels._wgsl import (
@@ -111,8 +114,7 @@ def lower_conv(
     if output.size == 0:
         return Lowering()
     group_in, group_out = channels // groups, out_channels // groups
-    (kernel_h, kernel_w), (stride_h, stride_w) = window.kernel, window.strides
-    (dilation_h, dilation_w), (pad_top, pad_left) = window.dilations, window.pads_begin
+    kernel_h, kernel_w = window.kernel
     pixels = out_height * out_width
     reduction = group_in * kernel_h * kernel_w
     declarations = [storage(0, "x", x_info.dtype), storage(1, "w", w_info.dtype)]
@@ -146,16 +148,7 @@ fn load_a(batch: u32, m: u32, k: u32) -> f32 {{
     let co = (batch % {groups}u) * {group_out}u + m;
     return {load("w", f"co * {reduction}u + k", w_info.dtype)};
 }}
-fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
-    let c = (batch % {groups}u) * {group_in}u + k / {kernel_h * kernel_w}u;
-    let kh = i32((k / {kernel_w}u) % {kernel_h}u);
-    let kw = i32(k % {kernel_w}u);
-    let ih = i32(n / {out_width}u) * {stride_h} - {pad_top} + kh * {dilation_h};
-    let iw = i32(n % {out_width}u) * {stride_w} - {pad_left} + kw * {dilation_w};
-    if (ih < 0 || ih >= {height} || iw < 0 || iw >= {width}) {{ return 0.0; }}
-    let image = batch / {groups}u;
-    return {load("x", f"((image * {channels}u + c) * {height}u + u32(ih)) * {width}u + u32(iw)", x_info.dtype)};
-}}
+{load_b(window, x_info.dtype, groups, group_in, channels, (height, width), out_width)}
 fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
     let co = (batch % {groups}u) * {group_out}u + m;
     let image = batch / {groups}u;
@@ -166,6 +159,45 @@ fn store_c(batch: u32, m: u32, n: u32, value: f32) {{
 {math_helpers(activation)}{after.functions}""",
     )
     return gemm_lowering(problem, tuple(bindings))
+
+
+def load_b(
+    window: Window,
+    dtype: np.dtype[Any],
+    groups: int,
+    group_in: int,
+    channels: int,
+    size: tuple[int, int],
+    out_width: int,
+) -> str:
+    """WGSL reading B of the implicit GEMM: input channel and kernel position ``k`` of output
+    pixel ``n``. A 1x1 window without padding (most of ResNet-50's convolutions) reads a plain
+    matrix, each pixel's input pixel (strided), with no bounds check: the kernel-position and
+    padding arithmetic of the general gather (4 divisions and 4 comparisons) is left out."""
+    height, width = size
+    (kernel_h, kernel_w), (stride_h, stride_w) = window.kernel, window.strides
+    (dilation_h, dilation_w), (pad_top, pad_left) = window.dilations, window.pads_begin
+    image = f"batch / {groups}u"
+    if window.kernel == (1, 1) and window.pads_begin == (0, 0):
+        if window.strides == (1, 1):
+            pixel = "n"
+        else:
+            pixel = f"n / {out_width}u * {stride_h * width}u + n % {out_width}u * {stride_w}u"
+        at = f"(({image}) * {channels}u + c) * {height * width}u + {pixel}"
+        return f"""fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
+    let c = (batch % {groups}u) * {group_in}u + k;
+    return {load("x", at, dtype)};
+}}"""
+    return f"""fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
+    let c = (batch % {groups}u) * {group_in}u + k / {kernel_h * kernel_w}u;
+    let kh = i32((k / {kernel_w}u) % {kernel_h}u);
+    let kw = i32(k % {kernel_w}u);
+    let ih = i32(n / {out_width}u) * {stride_h} - {pad_top} + kh * {dilation_h};
+    let iw = i32(n % {out_width}u) * {stride_w} - {pad_left} + kw * {dilation_w};
+    if (ih < 0 || ih >= {height} || iw < 0 || iw >= {width}) {{ return 0.0; }}
+    let image = {image};
+    return {load("x", f"((image * {channels}u + c) * {height}u + u32(ih)) * {width}u + u32(iw)", dtype)};
+}}"""
 
 
 @kernel("ConvTranspose")
