@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +141,23 @@ async def drive(
         warm = time.perf_counter() + min(1.0, seconds / 5)
         await asyncio.gather(*(caller(warm) for _ in range(concurrency)))
         latencies.clear()
-        before = cpu_seconds(server_pid), time.process_time(), syscalls(server_pid)
-        await asyncio.gather(*(caller(time.perf_counter() + seconds) for _ in range(concurrency)))
-        cpu["server"] = cpu_seconds(server_pid) - before[0]
-        cpu["client"] = time.process_time() - before[1]
-        after = syscalls(server_pid)
-        cpu["reads"], cpu["writes"] = after[0] - before[2][0], after[1] - before[2][1]
+        client_started = time.process_time()
+        with server_costs(server_pid, cpu):
+            await asyncio.gather(
+                *(caller(time.perf_counter() + seconds) for _ in range(concurrency))
+            )
+        cpu["client"] = time.process_time() - client_started
     return latencies
+
+
+@contextlib.contextmanager
+def server_costs(server_pid: int, cpu: dict[str, float]) -> Iterator[None]:
+    """The server's CPU seconds and read and write system calls over the block, into ``cpu``."""
+    before = cpu_seconds(server_pid), syscalls(server_pid)
+    yield
+    cpu["server"] = cpu_seconds(server_pid) - before[0]
+    after = syscalls(server_pid)
+    cpu["reads"], cpu["writes"] = after[0] - before[1][0], after[1] - before[1][1]
 
 
 def drive_lean(
@@ -168,12 +180,9 @@ def drive_lean(
     headers = {**headers, "Accept-Encoding": "gzip" if gzip else "identity"}
     target = serve_load.HttpTarget("127.0.0.1", port, "/v2/models/bench/infer", body, headers)
     asyncio.run(serve_load.run_load(target, concurrency, min(1.0, seconds / 5), warmup=0.0))
-    before = cpu_seconds(server_pid), syscalls(server_pid)
-    result = asyncio.run(serve_load.run_load(target, concurrency, seconds, warmup=0.0))
-    cpu["server"] = cpu_seconds(server_pid) - before[0]
+    with server_costs(server_pid, cpu):
+        result = asyncio.run(serve_load.run_load(target, concurrency, seconds, warmup=0.0))
     cpu["client"] = result.client_cpu_s
-    after = syscalls(server_pid)
-    cpu["reads"], cpu["writes"] = after[0] - before[1][0], after[1] - before[1][1]
     if result.errors:
         raise RuntimeError(f"{result.errors} failed requests: {result.first_error}")
     return result.latencies

@@ -13,18 +13,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 from starlette.testclient import TestClient
 
 from gpux.serve import guards
 from gpux.serve.app import ServedModel, create_app
-from gpux.serve.load import load_served
 from gpux.serve.policy import RequestPolicy
-from gpux.store import Store
-from tests import generated_models
-from tests.cli.expect import BoundCLI
+from tests.serve.echo import echo_models
 
 URL = "/v2/models/echo/infer"
 TOKEN = "s3cret"
@@ -32,19 +27,7 @@ TOKEN = "s3cret"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], list[ServedModel]]:
-    """``echo`` (y = x, float32 [n]), loaded anew for each app (batchers belong to a loop)."""
-    root = tmp_path_factory.mktemp("infer-route")
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "echo",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
-    )
-    (root / "echo").mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=generated_models.OPSET), root / "echo/e.onnx")
-    (root / "echo/GPUXfile").write_text("name: echo\nversion: '1'\nmodel: ./e.onnx\n")
-    BoundCLI(root / "home").ok("build", str(root / "echo"), "-q")
-    return lambda: load_served(["echo:1"], "cpu", store=Store(root / "home"))
+    return echo_models(tmp_path_factory.mktemp("infer-route"))
 
 
 class Stack:

@@ -9,40 +9,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 from starlette.testclient import TestClient
 
 from gpux.cli.serve import _policy_options
 from gpux.serve import protocol
 from gpux.serve.app import ServedModel, create_app
-from gpux.serve.load import load_served
 from gpux.serve.policy import RequestPolicy
-from gpux.store import Store
-from tests import generated_models
-from tests.cli.expect import BoundCLI
+from tests.serve.echo import echo_models
 
 URL = "/v2/models/echo/infer"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Callable[[], list[ServedModel]]:
-    """``echo`` (y = x, float32 [n]), loaded anew for each app: a model's batchers belong to
-    the event loop of the app that made them, and each TestClient runs its own."""
-    root = tmp_path_factory.mktemp("request-path")
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "echo",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])],
-    )
-    (root / "echo").mkdir()
-    onnx.save(helper.make_model(graph, opset_imports=generated_models.OPSET), root / "echo/e.onnx")
-    (root / "echo/GPUXfile").write_text("name: echo\nversion: '1'\nmodel: ./e.onnx\n")
-    cli = BoundCLI(root / "home")
-    cli.ok("build", str(root / "echo"), "-q")
-    return lambda: load_served(["echo:1"], "cpu", store=Store(root / "home"))
+    return echo_models(tmp_path_factory.mktemp("request-path"))
 
 
 def client_for(served: Callable[[], list[ServedModel]], **policy: Any) -> Iterator[TestClient]:
