@@ -455,15 +455,7 @@ def _middleware(policy: RequestPolicy, checks: RequestChecks) -> list[Middleware
                 expose_headers=["Inference-Header-Content-Length", "Retry-After"],
             )
         )
-    stack.append(
-        Middleware(
-            Guards,
-            policy=checks.policy,
-            token=checks.token,
-            public=checks.public,
-            openai=checks.openai,
-        )
-    )
+    stack.append(Middleware(Guards, checks=checks))
     return stack
 
 

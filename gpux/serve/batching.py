@@ -4,8 +4,8 @@ A ``Batcher`` owns a bounded queue and one worker task. The worker takes the old
 while another model call is in flight, waits up to ``max_delay`` for more that are compatible
 with it (same key); with nothing in flight it runs at once, so a lone caller never pays the
 delay (a request that finds the model idle and the queue empty is started by a callback on the
-loop's next turn, as the worker would start it, without waking the worker). The batch runs as one call on the model's thread, and each caller gets its own slice of
-the result. With ``preferred_sizes``, a batch is padded (its last row repeated) up to the next
+loop's next turn, as the worker would start it, without waking the worker). The batch runs as
+one call on the model's thread, and each caller gets its own slice of the result. With ``preferred_sizes``, a batch is padded (its last row repeated) up to the next
 preferred size, so the model only ever sees a few batch sizes: on the CUDA EP every new batch
 size costs 0.1-0.85 s (docs/benchmarks.md); the padding rows are cut off and never reach a caller.
 A request that fails inside a batch is retried alone, so one bad request never fails its

@@ -262,21 +262,12 @@ class RequestChecks:
         return bounded_receive
 
 
-class Guards(RequestChecks):
-    """ASGI middleware that refuses, before a handler runs, what :class:`RequestChecks`
-    refuses, and bounds the body a handler reads."""
+class Guards:
+    """ASGI middleware that refuses, before a handler runs, what ``checks`` refuses, and bounds
+    the body a handler reads (the same :class:`RequestChecks` the ``infer`` route uses)."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        policy: RequestPolicy,
-        token: str | None,
-        public: Callable[[str], bool],
-        openai: Callable[[str], bool] = lambda path: False,
-    ) -> None:
-        super().__init__(policy=policy, token=token, public=public, openai=openai)
-        self.app = app
+    def __init__(self, app: ASGIApp, *, checks: RequestChecks) -> None:
+        self.app, self.checks = app, checks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -290,12 +281,12 @@ class Guards(RequestChecks):
             await send(message)
 
         try:
-            self.check(scope)
-            await self.app(scope, self.bounded(receive), tracking_send)
+            self.checks.check(scope)
+            await self.app(scope, self.checks.bounded(receive), tracking_send)
         except HTTPError as exc:  # refused here, or raised while a handler read its body
             if started:
                 raise
-            response = http_error_response(exc, openai=self.openai(scope["path"]))
+            response = http_error_response(exc, openai=self.checks.openai(scope["path"]))
             await response(scope, receive, send)
 
 
