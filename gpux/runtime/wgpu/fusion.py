@@ -33,9 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gpux.runtime.wgpu.graph import Graph, Node
 from gpux.runtime.wgpu.kernel import Lowering, NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.kernels.attention import Attention, lower_attention
 from gpux.runtime.wgpu.kernels.contrib import fused_matmul_options
 from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step, chain_lowering
@@ -261,16 +263,22 @@ def _epilogue_target(
     return _Fold(product, tuple(views), value, tuple(group), tuple(after), transpose)
 
 
-def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
-    """The product's kernel computing what ``fold`` names in its store step."""
-    product, members = fold.product, list(fold.group)
-    inputs = [name for name in _external_inputs(members) if name != fold.value]
+def _epilogue(
+    graph: Graph,
+    members: list[LoweredNode],
+    value: str,
+    first: int,
+    transpose_node: LoweredNode | None = None,
+) -> tuple[Epilogue, list[str]]:
+    """The epilogue computing ``members`` (graph order) from a kernel's ``value``, its other
+    inputs the fused node's inputs from ``first`` on, and the names of those inputs."""
+    inputs = [name for name in _external_inputs(members) if name != value]
     step_of = {lowered.node.outputs[0]: f"t{number}" for number, lowered in enumerate(members)}
 
     def operand(name: str) -> int | str | None:
         if not name:
             return None
-        if name == fold.value:
+        if name == value:
             return VALUE
         return step_of[name] if name in step_of else inputs.index(name)
 
@@ -282,15 +290,22 @@ def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
     constants = {
         k: graph.constants[name] for k, name in enumerate(inputs) if name in graph.constants
     }
-    first = len(product.node.inputs)
     transpose = None
-    if fold.transpose is not None:
-        source = fold.transpose.context.inputs[0]
+    if transpose_node is not None:
+        source = transpose_node.context.inputs[0]
         assert source is not None
         rank = len(source.shape)
-        perm = fold.transpose.context.attribute("perm", None) or range(rank - 1, -1, -1)
+        perm = transpose_node.context.attribute("perm", None) or range(rank - 1, -1, -1)
         transpose = Transpose(source.shape, tuple(int(axis) for axis in perm))
-    epilogue = Epilogue(steps, tuple(infos), constants, first, transpose)
+    return Epilogue(steps, tuple(infos), constants, first, transpose), inputs
+
+
+def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
+    """The product's kernel computing what ``fold`` names in its store step."""
+    product = fold.product
+    first = len(product.node.inputs)
+    epilogue, inputs = _epilogue(graph, list(fold.group), fold.value, first, fold.transpose)
+    infos, constants = epilogue.inputs, epilogue.constants
     lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
     if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
         raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
@@ -318,6 +333,177 @@ def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
     return LoweredNode(node, context, lowering, fused=tuple(m.node for m in fold.computed))
 
 
+# The products whose scores an attention kernel may compute, and its one for P @ V.
+SCORE_PRODUCTS = {"MatMul", "com.microsoft.FusedMatMul"}
+
+
+def _sole_reader(
+    graph: Graph, value: str, readers: dict[str, list[int]], lowered_at: dict[int, LoweredNode]
+) -> tuple[list[LoweredNode], str, LoweredNode] | None:
+    """The views ``value`` alone flows through, the value they end in, and its one reader."""
+    found = _through_views(graph, value, readers, lowered_at)
+    if found is None or len(found[2]) != 1:
+        return None
+    return found[0], found[1], lowered_at[found[2][0]]
+
+
+def _softmax_last_axis(lowered: LoweredNode) -> bool:
+    context = lowered.context
+    source = context.inputs[0]
+    if (
+        lowered.node.qualified_op != "Softmax"
+        or not lowered.lowering.dispatches
+        or source is None
+        or not source.shape
+    ):
+        return False
+    rank = len(source.shape)
+    axis = int(context.attribute("axis", 1 if context.opset < 13 else -1))
+    return axis in (-1, rank - 1)
+
+
+def _attention(
+    graph: Graph,
+    product: LoweredNode,
+    readers: dict[str, list[int]],
+    lowered_at: dict[int, LoweredNode],
+    group_of: dict[int, list[LoweredNode]],
+) -> tuple[tuple[LoweredNode, ...], LoweredNode] | None:
+    """When ``product`` computes attention scores (``kernels/attention.py``'s chain: the
+    product, an elementwise group, Softmax along the keys, an elementwise group, the MatMul
+    with V and what its kernel may fold), the nodes of the chain and the one kernel computing
+    them; else None."""
+    node = product.node
+    if node.qualified_op not in SCORE_PRODUCTS or product.fused or not product.lowering.dispatches:
+        return None
+    alpha, k_transposed = 1.0, False
+    if node.domain not in ("", "ai.onnx"):
+        options = fused_matmul_options(product.context)
+        if options["trans_a"]:
+            return None
+        alpha, k_transposed = options["alpha"], options["trans_b"]
+    score_fold = _epilogue_target(graph, product, readers, lowered_at, group_of)
+    if score_fold is not None and score_fold.transpose is not None:
+        return None
+    chain: list[LoweredNode] = list(score_fold.computed if score_fold else (product,))
+    found = _sole_reader(graph, chain[-1].node.outputs[0], readers, lowered_at)
+    if found is None or not _softmax_last_axis(found[2]):
+        return None
+    views, _, softmax = found
+    chain += [*views, softmax]
+    after_softmax = _through_views(graph, softmax.node.outputs[0], readers, lowered_at)
+    if after_softmax is None:
+        return None
+    views, probabilities, reading = after_softmax
+    reader = lowered_at[reading[0]]
+    chain += views
+    probability_group = group_of.get(id(reader), [])
+    if not probability_group and len(reading) != 1:
+        return None
+    if probability_group:
+        # An elementwise group on the probabilities (torch's IsNaN + Where guard).
+        sink = probability_group[-1]
+        members = {id(member.node) for member in probability_group}
+        if (
+            sink.context.outputs[0].shape != graph.tensors[probabilities].shape
+            or sink.context.outputs[0].dtype != softmax.context.outputs[0].dtype
+            or not all(id(lowered_at[i].node) in members for i in readers[probabilities])
+        ):
+            return None
+        chain += probability_group
+        found = _sole_reader(graph, sink.node.outputs[0], readers, lowered_at)
+        if found is None:
+            return None
+        views, weights, reader = found
+        chain += views
+    else:
+        weights = probabilities
+    context_product = reader
+    if (
+        context_product.node.qualified_op != "MatMul"
+        or context_product.fused
+        or not context_product.lowering.dispatches
+        or tuple(context_product.node.inputs[:2]) == (weights, weights)
+        or context_product.node.inputs[0] != weights
+    ):
+        return None
+    chain.append(context_product)
+    result_fold = _epilogue_target(graph, context_product, readers, lowered_at, group_of)
+    if result_fold is not None:
+        chain += result_fold.computed[1:]
+
+    q_name, k_name = node.inputs[:2]
+    v_name = context_product.node.inputs[1]
+    first = 3
+    scores = probability = result = None
+    inputs: list[str] = []
+    if score_fold is not None and score_fold.group:
+        scores, names = _epilogue(graph, list(score_fold.group), score_fold.value, first)
+        inputs += names
+    if probability_group:
+        probability, names = _epilogue(graph, probability_group, probabilities, first + len(inputs))
+        inputs += names
+    if result_fold is not None:
+        result, names = _epilogue(
+            graph,
+            list(result_fold.group),
+            result_fold.value,
+            first + len(inputs),
+            result_fold.transpose,
+        )
+        inputs += names
+    last = chain[-1]
+    problem = Attention(
+        q=graph.tensors[q_name],
+        k=graph.tensors[k_name],
+        v=graph.tensors[v_name],
+        output=last.context.outputs[0],
+        alpha=alpha,
+        k_transposed=k_transposed,
+        scores=scores,
+        probabilities=probability,
+        result=result,
+    )
+    batch, s, t, _, dv = problem.sizes()
+    if graph.tensors[context_product.node.inputs[0]].shape != (
+        *batch,
+        s,
+        t,
+    ) or context_product.context.outputs[0].shape != (*batch, s, dv):
+        return None
+    lowering = lower_attention(problem, product.context.features)
+    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
+        raise Unsupported(
+            f"attention with {len(inputs)} more inputs passes {MAX_BINDINGS} bindings"
+        )
+    epilogues = [e for e in (scores, probability, result) if e is not None]
+    infos: list[TensorInfo | None] = [problem.q, problem.k, problem.v]
+    constants: dict[int, Any] = {}
+    for epilogue in epilogues:
+        infos += epilogue.inputs
+        constants.update({epilogue.first_input + k: a for k, a in epilogue.constants.items()})
+    fused = Node(
+        name=", ".join(lowered.node.name for lowered in chain),
+        op_type="+".join(lowered.node.op_type for lowered in chain),
+        domain="",
+        attributes={},
+        inputs=(q_name, k_name, v_name, *inputs),
+        outputs=last.node.outputs,
+        proto=None,
+    )
+    context = NodeContext(
+        op_type=fused.op_type,
+        domain="",
+        attributes={},
+        inputs=tuple(infos),
+        outputs=last.context.outputs,
+        constants=constants,
+        features=product.context.features,
+        opset=product.context.opset,
+    )
+    return tuple(chain), LoweredNode(fused, context, lowering, fused=tuple(m.node for m in chain))
+
+
 def _fuse_segment(
     graph: Graph, segment: Segment, readers: dict[str, list[int]], index_of: dict[int, int]
 ) -> list[LoweredNode]:
@@ -327,8 +513,19 @@ def _fuse_segment(
     group_of = {id(member): group for group in groups for member in group}
     lowered_at = {index_of[id(lowered.node)]: lowered for lowered in segment.lowered}
     replaced: dict[int, LoweredNode | None] = {}
-    folded: set[int] = set()
     for product in segment.lowered:
+        try:
+            attention = _attention(graph, product, readers, lowered_at, group_of)
+        except Unsupported:
+            continue  # the chain keeps its kernels
+        if attention is None or any(id(item) in replaced for item in attention[0]):
+            continue
+        for item in attention[0]:
+            replaced[id(item)] = None
+        replaced[id(attention[0][-1])] = attention[1]
+    for product in segment.lowered:
+        if id(product) in replaced:
+            continue  # an attention kernel computes it
         fold = _epilogue_target(graph, product, readers, lowered_at, group_of)
         if fold is None or any(id(item) in replaced for item in fold.computed[1:]):
             continue  # a group (or a view) another product took
@@ -336,14 +533,12 @@ def _fuse_segment(
             fused = _with_epilogue(graph, fold)
         except Unsupported:
             continue  # the group keeps its own kernel
-        if fold.group:
-            folded.add(id(fold.group[-1]))
         for item in fold.computed:
             replaced[id(item)] = None
         replaced[id(fold.last)] = fused
     for members in groups:
-        if len(members) < 2 or id(members[-1]) in folded:
-            continue
+        if len(members) < 2 or any(id(member) in replaced for member in members):
+            continue  # single, or computed by a product's kernel
         try:
             fused = _fused(graph, members)
         except Unsupported:

@@ -260,8 +260,9 @@ def test_conv_with_folded_batchnorm_relu_and_a_residual_is_one_kernel(tmp_path: 
 def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Path) -> None:
     """Two small layers of benchmarks/wgpu_dispatches.py's BERT: per layer Q, K, V (MatMul +
     bias, stored split into heads), the output projection (+ bias + residual), the FFN (Gemm +
-    GELU through a Reshape; Gemm + residual), the scores (MatMul / sqrt(d) + mask) and the
-    context (MatMul, stored with the heads merged) are one kernel each."""
+    GELU through a Reshape; Gemm + residual) are one kernel each, and so is the attention:
+    the scores (MatMul / sqrt(d) + mask), Softmax and the context (MatMul, stored with the
+    heads merged), ``kernels/attention.py``."""
     path = bert(tmp_path / "bert.onnx", seq=16, layers=2, hidden=64, heads=4, vocab=100)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 100, (1, 16)).astype(np.int64)
@@ -270,16 +271,15 @@ def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Pa
     kernels = _kernels(path, {"input_ids": ids, "attention_mask": mask}, atol=1e-4)
     per_layer = {
         "MatMul+Add+Reshape+Transpose": 3,
-        "MatMul+Transpose": 1,
+        "MatMul+Div+Add+Softmax+MatMul+Transpose": 1,
         "MatMul+Add+Add": 1,
-        "MatMul+Div+Add": 1,
         "Gemm+Reshape+Div+Erf+Add+Mul+Mul": 1,
         "Gemm+Reshape+Add": 1,
     }
     for op, count in per_layer.items():
         assert kernels.count(op) == 2 * count, (op, kernels)
     assert "Gemm+Tanh" in kernels  # the pooler
-    assert not {"Add", "Div+Erf+Add+Mul+Mul", "Div+Add", "Transpose"} & set(kernels), kernels
+    assert not {"Add", "Div+Erf+Add+Mul+Mul", "Div+Add", "Transpose", "Softmax"} & set(kernels)
 
 
 @pytest.mark.parametrize(

@@ -72,8 +72,11 @@ class EpilogueCode:
 NO_EPILOGUE = EpilogueCode("", "", "", VALUE, ())
 
 
-def epilogue_code(epilogue: Epilogue | None, first_binding: int) -> EpilogueCode:
-    """The WGSL of ``epilogue`` for a kernel whose own bindings end before ``first_binding``."""
+def epilogue_code(
+    epilogue: Epilogue | None, first_binding: int, prefix: str = "epilogue_"
+) -> EpilogueCode:
+    """The WGSL of ``epilogue`` for a kernel whose own bindings end before ``first_binding``;
+    its names start with ``prefix`` (a kernel with several epilogues gives each its own)."""
     if epilogue is None:
         return NO_EPILOGUE
     store_at = "at" if epilogue.transpose is None else epilogue.transpose.destination("at")
@@ -85,7 +88,7 @@ def epilogue_code(epilogue: Epilogue | None, first_binding: int) -> EpilogueCode
         epilogue.constants,
         index="at",
         first_binding=first_binding,
-        prefix="epilogue_",
+        prefix=prefix,
     )
     return EpilogueCode(
         declarations="\n".join(code.declarations) + "\n",
