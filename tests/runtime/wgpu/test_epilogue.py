@@ -192,12 +192,12 @@ def test_a_product_read_elsewhere_or_by_the_caller_keeps_its_kernel(tmp_path: Pa
         helper.make_node("MatMul", ["x", "w"], ["p"]),
         helper.make_node("Relu", ["p"], ["r"]),
         helper.make_node("Tanh", ["p"], ["s"]),
-        helper.make_node("MatMul", ["x", "w2"], ["q"]),
+        helper.make_node("MatMul", ["x2", "w2"], ["q"]),
         helper.make_node("Sigmoid", ["q"], ["t"]),
     ]
     constants = {"w": _random(8, 8), "w2": _random(8, 8, seed=2)}
-    path = _model(tmp_path, nodes, {"x": [4, 8]}, ["r", "s", "q", "t"], constants)
-    kernels = _kernels(path, {"x": _random(4, 8, seed=1)})
+    path = _model(tmp_path, nodes, {"x": [4, 8], "x2": [4, 8]}, ["r", "s", "q", "t"], constants)
+    kernels = _kernels(path, {"x": _random(4, 8, seed=1), "x2": _random(4, 8, seed=3)})
     assert sorted(kernels) == ["MatMul", "MatMul", "Relu", "Sigmoid", "Tanh"], kernels
 
 
@@ -259,7 +259,7 @@ def test_conv_with_folded_batchnorm_relu_and_a_residual_is_one_kernel(tmp_path: 
 
 def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Path) -> None:
     """Two small layers of benchmarks/wgpu_dispatches.py's BERT: per layer Q, K, V (MatMul +
-    bias, stored split into heads), the output projection (+ bias + residual), the FFN (Gemm +
+    bias, stored split into heads; one kernel for the three), the output projection (+ bias + residual), the FFN (Gemm +
     GELU through a Reshape; Gemm + residual) are one kernel each, and so is the attention:
     the scores (MatMul / sqrt(d) + mask), Softmax and the context (MatMul, stored with the
     heads merged), ``kernels/attention.py``."""
@@ -270,7 +270,7 @@ def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Pa
     mask[0, 12:] = 0
     kernels = _kernels(path, {"input_ids": ids, "attention_mask": mask}, atol=1e-4)
     per_layer = {
-        "MatMul+Add+Reshape+Transpose": 3,
+        "|".join(["MatMul+Add+Reshape+Transpose"] * 3): 1,  # Q, K, V: one GEMM, three stores
         "MatMul+Div+Add+Softmax+MatMul+Transpose": 1,
         "MatMul+Add+Add": 1,
         "Gemm+Reshape+Div+Erf+Add+Mul+Mul": 1,
@@ -332,3 +332,52 @@ def test_a_resnet_like_graph_folds_every_relu_and_residual(tmp_path: Path) -> No
     assert kernels.count("Conv+Relu") == 1 + 2 * 4
     assert kernels.count("Conv+Add+Relu") == 4
     assert not {"Relu", "Add+Relu"} & set(kernels), kernels
+
+
+@pytest.mark.parametrize(
+    ("m", "k"),
+    [
+        (6, 16),  # blocks
+        (2, 16),  # the thin kernel
+        (8, 1024),  # split K: the parts are summed, then each column goes to its part
+    ],
+)
+def test_sibling_matmuls_of_one_input_are_one_kernel(tmp_path: Path, m: int, k: int) -> None:
+    """Q, K and V projections of one x (each + bias, split into heads, K transposed its own
+    way), of different widths, and a fourth product with no epilogue: one GEMM over their
+    weights side by side, each column stored through its part's epilogue."""
+    nodes = []
+    constants: dict[str, np.ndarray[Any, Any]] = {}
+    perms = {"q": [0, 2, 1, 3], "k": [0, 2, 3, 1], "v": [0, 2, 1, 3]}
+    widths = {"q": 8, "k": 8, "v": 12}
+    for seed, (name, perm) in enumerate(perms.items()):
+        width = widths[name]
+        constants[f"w_{name}"] = _random(k, width, seed=seed + 1) / np.float32(np.sqrt(k))
+        constants[f"b_{name}"] = _random(width, seed=seed + 10)
+        constants[f"shape_{name}"] = np.array([1, m, 2, width // 2], np.int64)
+        nodes += [
+            helper.make_node("MatMul", ["x", f"w_{name}"], [f"p_{name}"]),
+            helper.make_node("Add", [f"p_{name}", f"b_{name}"], [f"a_{name}"]),
+            helper.make_node("Reshape", [f"a_{name}", f"shape_{name}"], [f"h_{name}"]),
+            helper.make_node("Transpose", [f"h_{name}"], [name], perm=perm),
+        ]
+    constants["w_plain"] = _random(k, 4, seed=20)
+    nodes.append(helper.make_node("MatMul", ["x", "w_plain"], ["plain"]))
+    path = _model(tmp_path, nodes, {"x": [1, m, k]}, ["q", "k", "v", "plain"], constants)
+    kernels = _kernels(path, {"x": _random(1, m, k)}, atol=1e-4)
+    assert len(kernels) == 1 and kernels[0].count("|") == 3, kernels
+
+
+def test_a_sibling_whose_epilogue_reads_a_later_value_keeps_its_kernel(tmp_path: Path) -> None:
+    """q = x @ w1; r = x @ w2 * tanh(q): q's kernel folds tanh and the Mul, reading p, which
+    one kernel for both would never write; they stay two kernels."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["q"]),
+        helper.make_node("Tanh", ["q"], ["t"]),
+        helper.make_node("MatMul", ["x", "w2"], ["p"]),
+        helper.make_node("Mul", ["p", "t"], ["r"]),
+    ]
+    constants = {"w1": _random(8, 6, seed=1), "w2": _random(8, 6, seed=2)}
+    path = _model(tmp_path, nodes, {"x": [4, 8]}, ["r"], constants)
+    kernels = _kernels(path, {"x": _random(4, 8)})
+    assert sorted(kernels) == ["MatMul", "MatMul+Tanh+Mul"], kernels

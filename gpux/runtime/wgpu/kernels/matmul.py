@@ -6,13 +6,22 @@ in memory so that the template stages it with reads neighbours share."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from gpux.runtime.wgpu.kernel import Binding, Lowering, NodeContext, Unsupported, kernel
+from gpux.runtime.wgpu.kernel import (
+    Binding,
+    Lowering,
+    NodeContext,
+    TensorInfo,
+    Unsupported,
+    kernel,
+)
 from gpux.runtime.wgpu.kernels._wgsl import (
     FLOATS,
+    MATH_FUNCTIONS,
     broadcast_index,
     enable_f16,
     literal,
@@ -188,3 +197,91 @@ def _activation_function(activation: str) -> str:
     if activation == "v":
         return ""
     return math_helpers(activation) + f"fn activate(v: f32) -> f32 {{ return {activation}; }}\n"
+
+
+def lower_sibling_matmuls(
+    a_info: TensorInfo,
+    b_info: TensorInfo,
+    bias_info: TensorInfo | None,
+    parts: Sequence[tuple[TensorInfo, int, Epilogue | None]],
+) -> Lowering:
+    """Several MatMuls (or Gemms) of one A, as one GEMM: ``b_info`` is their B matrices side
+    by side (``[K, N_0 + N_1 + ...]``, a Gemm's alpha and transB applied), ``bias_info`` their
+    biases side by side (``[N_0 + N_1 + ...]``, a Gemm's beta applied; zeros for a MatMul),
+    bound after B when given; ``parts[i]`` is (output ``i``, its N, its epilogue), and column
+    ``n`` of the product goes to the part whose columns hold it, through that part's epilogue
+    (and transposed store). BERT's Q, K and V projections read the same hidden
+    states: one dispatch instead of three, and a product three times as wide, which fills more
+    of a large GPU at batch 1 (128 x 2304 instead of three 128 x 768)."""
+    if len(b_info.shape) != 2 or len(a_info.shape) < 2:
+        raise Unsupported("sibling MatMuls need a 2-D B and an A of rank 2 or more")
+    k, n_total = b_info.shape
+    m = a_info.shape[-2]
+    if a_info.shape[-1] != k or sum(n for _, n, _ in parts) != n_total:
+        raise Unsupported(f"sibling MatMuls of {a_info.shape} and {b_info.shape}")
+    batch = int(np.prod(a_info.shape[:-2], dtype=np.int64))
+    outputs = [output for output, _, _ in parts]
+    declarations = [storage(0, "a", a_info.dtype), storage(1, "b", b_info.dtype)]
+    bindings = [Binding("input", 0), Binding("input", 1)]
+    dtypes: list[np.dtype[Any]] = [a_info.dtype, b_info.dtype, *(o.dtype for o in outputs)]
+    bias_term = ""
+    if bias_info is not None:
+        declarations.append(storage(2, "bias", bias_info.dtype))
+        bindings.append(Binding("input", 2))
+        dtypes.append(bias_info.dtype)
+        bias_term = f" + {load('bias', 'n', bias_info.dtype)}"
+    declarations += [
+        storage(len(bindings) + i, f"c{i}", output.dtype, write=True)
+        for i, output in enumerate(outputs)
+    ]
+    bindings += [Binding("output", i) for i in range(len(parts))]
+    first = len(bindings)  # the epilogues' inputs are bound after the outputs
+    stores, functions, branches = [], [], []
+    offset = 0
+    for i, (output, n, epilogue) in enumerate(parts):
+        after = epilogue_code(epilogue, first, prefix=f"part{i}_")
+        first += len(after.bindings)
+        bindings.extend(after.bindings)
+        declarations.append(after.declarations)
+        functions.append(after.functions)
+        dtypes += input_dtypes(epilogue)
+        stores.append(
+            f"fn store_part{i}(batch: u32, m: u32, n: u32, value: f32) {{\n"
+            f"    let at = batch * {m * n}u + m * {n}u + n;\n"
+            f"    let v = value;\n"
+            f"{after.apply}    c{i}[{after.store_at}] = {store(after.result, output.dtype)};\n}}\n"
+        )
+        if i + 1 < len(parts):
+            branches.append(
+                f"    if (n < {offset + n}u) {{ store_part{i}(batch, m, n - {offset}u, value);"
+                " return; }"
+            )
+        else:
+            branches.append(f"    store_part{i}(batch, m, n - {offset}u, value);")
+        offset += n
+    helpers = "".join(functions)
+    for source in MATH_FUNCTIONS.values():
+        helpers = helpers.replace(source, "")
+    problem = Gemm(
+        batch=batch,
+        m=m,
+        n=n_total,
+        k=k,
+        a_along_k=True,
+        b_along_k=False,
+        declarations=enable_f16(*dtypes) + "\n".join(declarations) + "\n",
+        functions=f"""
+fn load_a(batch: u32, m: u32, k: u32) -> f32 {{
+    return {load("a", f"batch * {m * k}u + m * {k}u + k", a_info.dtype)};
+}}
+fn load_b(batch: u32, k: u32, n: u32) -> f32 {{
+    return {load("b", f"k * {n_total}u + n", b_info.dtype)};
+}}
+{"".join(stores)}
+fn store_c(batch: u32, m: u32, n: u32, product: f32) {{
+    let value = product{bias_term};
+{chr(10).join(branches)}
+}}
+{math_helpers(helpers)}{helpers}""",
+    )
+    return gemm_lowering(problem, tuple(bindings))
