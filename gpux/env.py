@@ -34,6 +34,25 @@ def wgpu_allow_software() -> bool:
     return _flag("GPUX_WGPU_ALLOW_SOFTWARE")
 
 
+def wgpu_tune() -> bool | None:
+    """GPUX_WGPU_TUNE: ``1`` times the ``wgpu`` engine's alternative GEMM kernels on the adapter
+    at load and keeps the fastest (cached under GPUX_HOME), ``0`` keeps the size heuristic's
+    choice; unset (None): tuned on a GPU with timestamp queries, not on a software adapter."""
+    configured = os.environ.get("GPUX_WGPU_TUNE", "").strip().lower()
+    if not configured:
+        return None
+    if configured in {"1", "true", "yes", "on"}:
+        return True
+    if configured in {"0", "false", "no", "off"}:
+        return False
+    from gpux.errors import UsageError
+
+    raise UsageError(
+        f"GPUX_WGPU_TUNE={configured!r} is not on or off",
+        "set it to 1 (tune at load) or 0 (the size heuristic's kernels), or unset it",
+    )
+
+
 def no_progress() -> bool:
     """GPUX_NO_PROGRESS=1: never draw progress bars (logs and CI)."""
     return _flag("GPUX_NO_PROGRESS")
@@ -110,6 +129,7 @@ VARIABLES = {
     "GPUX_HOME": home.__doc__,
     "GPUX_DEBUG": debug.__doc__,
     "GPUX_NO_PROGRESS": no_progress.__doc__,
+    "GPUX_WGPU_TUNE": wgpu_tune.__doc__,
     "GPUX_MAX_MEMBER_BYTES": max_member_bytes.__doc__,
     "GPUX_MALLOC_ARENAS": malloc_arenas.__doc__,
     "GPUX_CONVERT_PYTHON": convert_python.__doc__,

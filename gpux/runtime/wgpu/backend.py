@@ -297,6 +297,7 @@ class WgpuBackend(Backend):
                 for lowered in segment.lowered
             ),
             "submits_per_call": split.submits,
+            "tuning": executor.tuning.details(),
             "load_ms": round((time.perf_counter() - started) * 1e3, 1),
         }
         if open_symbols:

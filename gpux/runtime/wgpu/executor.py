@@ -14,21 +14,22 @@ load), where each would otherwise upload its own (89.5 MB per executor on MiniLM
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from gpux.errors import BackendError
-from gpux.runtime.wgpu import fusion
+from gpux.runtime.wgpu import fusion, tuning
 from gpux.runtime.wgpu import plan as memory
 from gpux.runtime.wgpu.device import Gpu, device_bytes, from_device_bytes, to_device_bytes
 from gpux.runtime.wgpu.fallback import CpuSegment
 from gpux.runtime.wgpu.graph import Graph
-from gpux.runtime.wgpu.kernel import Binding, TensorInfo
+from gpux.runtime.wgpu.kernel import Binding, Lowering, TensorInfo
 from gpux.runtime.wgpu.partition import LoweredNode, Partition
 
 # Offsets into the shared uniform buffer: WebGPU's largest allowed
@@ -115,26 +116,24 @@ class Executor:
         self.partition = fusion.fuse(graph, partition) if fuse else partition
         self._threads = threads
         self._device_values = self._device_value_names()
-        steps, self._program_shape = self._plan_steps()
-        pinned = (
-            set(graph.inputs) | set(graph.outputs) | (set(graph.constants) & self._device_values)
-        )
-        sizes = {name: device_bytes(graph.tensors[name]) for name in self._device_values}
-        self.memory = memory.plan_memory(steps, sizes, pinned)
-        on_device = sorted(set(graph.constants) & self._device_values)
-        shared: dict[int, Any] = {}
-        if constants is not None:
-            for name in on_device:
-                index = self.memory.location[name]
+        tuner = tuning.Tuner(gpu)
+        candidates = self._candidates(tuner)
+        # With candidates to time, the plan holds the scratch of the widest; once each node's
+        # is chosen, the buffers are planned again for what the chosen ones need.
+        steps, self._program_shape = self._plan_steps(candidates)
+        self._allocate(steps, constants)
+        if candidates:
+            self._tune(tuner, candidates)
+            tuner.save()
+            exact, _ = self._plan_steps({})
+            if exact != steps:
+                self._release_own_buffers()
+                self._allocate(exact, constants)
+        self.tuning = tuner.report
+        if constants is None:
+            for name in sorted(set(graph.constants) & self._device_values):
                 data = to_device_bytes(graph.constants[name])
-                shared[index] = constants.buffer(data, self.memory.buffer_sizes[index])
-        self._own_buffers = [i for i in range(len(self.memory.buffer_sizes)) if i not in shared]
-        self.buffers = [
-            shared[index] if index in shared else gpu.storage_buffer(size, label=f"gpux-{index}")
-            for index, size in enumerate(self.memory.buffer_sizes)
-        ]
-        for name in on_device if constants is None else ():
-            gpu.queue.write_buffer(self._buffer(name), 0, to_device_bytes(graph.constants[name]))
+                gpu.queue.write_buffer(self._buffer(name), 0, data)
         self._uniforms = self._make_uniforms()
         self._program: list[_GpuStep | CpuSegment] = self._build_program()
         self._host_inputs = [n for n in graph.inputs if n in self._device_values]
@@ -152,15 +151,22 @@ class Executor:
                 names.update(n for n in lowered.node.outputs if n)
         return names
 
-    def _plan_steps(self) -> tuple[list[memory.Step], list[tuple[bool, int]]]:
+    def _plan_steps(
+        self, candidates: Mapping[tuple[int, int], tuple[Lowering, ...]]
+    ) -> tuple[list[memory.Step], list[tuple[bool, int]]]:
         """The memory plan's steps (one per GPU node, one per CPU segment) and the program's
-        shape: (on_gpu, number of steps) per segment."""
+        shape: (on_gpu, number of steps) per segment. A node with ``candidates`` (by segment
+        and position) gets scratch that fits each of them."""
         steps: list[memory.Step] = []
         shape: list[tuple[bool, int]] = []
-        for segment in self.partition.segments:
+        for segment_index, segment in enumerate(self.partition.segments):
             if segment.on_gpu:
-                for lowered in segment.lowered:
+                for position, lowered in enumerate(segment.lowered):
                     lowering = lowered.lowering
+                    offered = candidates.get((segment_index, position))
+                    scratch = (
+                        lowering.scratch if offered is None else tuning.widest_scratch(offered)
+                    )
                     outputs = tuple(n for n in lowered.node.outputs if n)
                     alias = None
                     if lowering.alias_input is not None:
@@ -169,7 +175,7 @@ class Executor:
                         memory.Step(
                             reads=tuple(_bound_inputs(lowered)),
                             writes=outputs,
-                            scratch=lowering.scratch,
+                            scratch=scratch,
                             alias=alias,
                         )
                     )
@@ -187,6 +193,82 @@ class Executor:
                 )
                 shape.append((False, 1))
         return steps, shape
+
+    def _allocate(self, steps: list[memory.Step], constants: SharedConstants | None) -> None:
+        """The memory plan of ``steps`` and its buffers; constants shared through
+        ``constants`` come written, the executor's own are written by the caller."""
+        graph = self.graph
+        pinned = (
+            set(graph.inputs) | set(graph.outputs) | (set(graph.constants) & self._device_values)
+        )
+        sizes = {name: device_bytes(graph.tensors[name]) for name in self._device_values}
+        self.memory = memory.plan_memory(steps, sizes, pinned)
+        shared: dict[int, Any] = {}
+        if constants is not None:
+            for name in sorted(set(graph.constants) & self._device_values):
+                index = self.memory.location[name]
+                data = to_device_bytes(graph.constants[name])
+                shared[index] = constants.buffer(data, self.memory.buffer_sizes[index])
+        self._own_buffers = [i for i in range(len(self.memory.buffer_sizes)) if i not in shared]
+        self.buffers = [
+            shared[index]
+            if index in shared
+            else self.gpu.storage_buffer(size, label=f"gpux-{index}")
+            for index, size in enumerate(self.memory.buffer_sizes)
+        ]
+
+    def _release_own_buffers(self) -> None:
+        for index in self._own_buffers:  # shared constants belong to their SharedConstants
+            self.buffers[index].destroy()
+        self.buffers = []
+
+    # -- tuning (tuning.py) -----------------------------------------------------------------
+
+    def _candidates(self, tuner: tuning.Tuner) -> dict[tuple[int, int], tuple[Lowering, ...]]:
+        """The candidates of every GPU node that offers a choice, by segment and position;
+        none unless ``tuner`` tunes."""
+        offered: dict[tuple[int, int], tuple[Lowering, ...]] = {}
+        for segment_index, segment in enumerate(self.partition.segments):
+            for position, lowered in enumerate(segment.lowered):
+                candidates = tuner.candidates(lowered.lowering)
+                if len(candidates) > 1:
+                    offered[(segment_index, position)] = candidates
+        return offered
+
+    def _tune(
+        self, tuner: tuning.Tuner, candidates: Mapping[tuple[int, int], tuple[Lowering, ...]]
+    ) -> None:
+        """Every node with ``candidates`` lowered as ``tuner`` chooses, timed on this
+        executor's buffers (planned for the widest scratch)."""
+        segments = []
+        step = 0
+        for segment_index, segment in enumerate(self.partition.segments):
+            if not segment.on_gpu:
+                segments.append(segment)
+                step += 1
+                continue
+            chosen = []
+            for position, lowered in enumerate(segment.lowered):
+                offered = candidates.get((segment_index, position))
+                if offered is not None:
+                    resource = functools.partial(self._tuning_resource, lowered, step)
+                    lowered = replace(lowered, lowering=tuner.choose(offered, resource))
+                chosen.append(lowered)
+                step += 1
+            segments.append(replace(segment, lowered=chosen))
+        self.partition = replace(self.partition, segments=segments)
+
+    def _tuning_resource(
+        self, lowered: LoweredNode, step: int, candidate: Lowering, binding: Binding
+    ) -> dict[str, Any]:
+        """``binding`` of ``candidate``, one of ``lowered``'s (at ``step``) candidates."""
+        if binding.kind == "scratch":
+            return {
+                "buffer": self.buffers[self.memory.scratch[(step, binding.index)]],
+                "offset": 0,
+                "size": memory.padded(candidate.scratch[binding.index]),
+            }
+        return self._resource(lowered, 0, binding, step)
 
     def _buffer(self, name: str) -> Any:
         return self.buffers[self.memory.location[name]]
@@ -486,8 +568,7 @@ class Executor:
             item.readback_buffer.unmap()
 
     def close(self) -> None:
-        for index in self._own_buffers:  # shared constants belong to their SharedConstants
-            self.buffers[index].destroy()
+        self._release_own_buffers()
         for item in self._program:
             if isinstance(item, _GpuStep):
                 item.ready = None  # commands on buffers about to go
@@ -495,7 +576,6 @@ class Executor:
                     item.readback_buffer.destroy()
         if self._uniforms is not None:
             self._uniforms.destroy()
-        self.buffers = []
         self._program = []
 
 

@@ -302,6 +302,10 @@ def _epilogue(
     return Epilogue(steps, tuple(infos), constants, first, transpose), inputs
 
 
+def _within_bindings(lowering: Lowering) -> bool:
+    return all(len(dispatch.bindings) <= MAX_BINDINGS for dispatch in lowering.dispatches)
+
+
 def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
     """The product's kernel computing what ``fold`` names in its store step."""
     product = fold.product
@@ -309,8 +313,14 @@ def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
     epilogue, inputs = _epilogue(graph, list(fold.group), fold.value, first, fold.transpose)
     infos, constants = epilogue.inputs, epilogue.constants
     lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
-    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
+    if not _within_bindings(lowering):
         raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
+    offered = lowering.alternatives
+    if offered is not None:
+        # A split-K alternative binds one buffer more (its partial sums) than the kernel's own.
+        lowering = replace(
+            lowering, alternatives=lambda: tuple(filter(_within_bindings, offered()))
+        )
     last = fold.last
     node = Node(
         name=", ".join(lowered.node.name for lowered in fold.computed),

@@ -19,7 +19,7 @@ a ``uniform`` (the bytes in :attr:`Dispatch.params`, laid out as the shader's st
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -86,6 +86,19 @@ class Lowering:
     dispatches: tuple[Dispatch, ...] = ()
     scratch: tuple[int, ...] = ()
     alias_input: int | None = None
+    # Other lowerings of the same node, computing the same outputs from the same bindings
+    # (their scratch may differ), made on request (generating them costs 15x the lowering) in
+    # the order worth trying: the executor may time them and run the fastest (``tuning.py``).
+    # This lowering is the kernel's own choice; alternatives offer none of their own.
+    alternatives: Callable[[], tuple[Lowering, ...]] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    def candidates(self) -> tuple[Lowering, ...]:
+        """This lowering (without its alternatives), then its alternatives."""
+        if self.alternatives is None:
+            return (self,)
+        return (replace(self, alternatives=None), *self.alternatives())
 
 
 @dataclass(frozen=True)

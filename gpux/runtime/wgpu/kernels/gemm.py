@@ -318,19 +318,81 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) gr
 """
 
 
+# A tiling: None for the thin kernel, else a block and the parts K is cut into.
+Tiling = tuple[Block, int] | None
+# Lowerings offered to the executor's tuning (``Lowering.alternatives``), the heuristic's first.
+MAX_CANDIDATES = 8
+# The thin kernel is offered up to this many rows (it keeps one accumulator per row).
+THIN_CANDIDATE_ROWS = 2 * THIN_ROWS
+
+
+def heuristic_tiling(problem: Gemm) -> Tiling:
+    """What the sizes alone choose: the thin kernel for a few rows, else ``block_shape`` with
+    ``split_count``."""
+    if problem.m <= THIN_ROWS:
+        return None
+    block = block_shape(problem)
+    return (block, split_count(problem, block))
+
+
+def candidate_tilings(problem: Gemm) -> list[Tiling]:
+    """The tilings worth timing, at most MAX_CANDIDATES, the heuristic's first: the thin kernel
+    for few rows, then every block of ``blocks()`` (largest first) not wider or taller than C
+    rounded up to 16, with its split count, then the heuristic's block with K cut in twice as
+    many parts. The heuristic is measured poor where reuse and parallelism pull apart: at
+    batch 1, BERT-base's FFN down (128 x 3072 @ 3072 x 768) takes 16x16 blocks and reaches
+    4.7 TFLOP/s on an H100 (docs/benchmarks.md)."""
+    chosen = heuristic_tiling(problem)
+    tilings: list[Tiling] = [chosen]
+    if problem.m <= THIN_CANDIDATE_ROWS:
+        tilings.append(None)
+    rows_limit, columns_limit = -(-problem.m // TILE_K) * TILE_K, -(-problem.n // TILE_K) * TILE_K
+    for block in blocks():
+        if block[0] <= rows_limit and block[1] <= columns_limit:
+            tilings.append((block, split_count(problem, block)))
+    if chosen is not None:
+        block, splits = chosen
+        more = min(2 * splits, problem.k // MIN_SPLIT_K, MAX_SPLITS)
+        if more > splits:
+            tilings.append((block, more))
+    unique = list(dict.fromkeys(tilings))
+    return unique[:MAX_CANDIDATES]
+
+
 def gemm_lowering(
     problem: Gemm, bindings: tuple[Binding, ...], side: int | Block | None = None
 ) -> Lowering:
     """The dispatches of ``problem`` with ``bindings`` (what its declarations bind): the thin
     kernel for a few rows, else blocks of ``side`` (chosen by size unless given), with
-    split-K and a scratch buffer of partial sums when blocks alone leave the GPU idle."""
-    if side is None and problem.m <= THIN_ROWS:
+    split-K and a scratch buffer of partial sums when blocks alone leave the GPU idle. Without
+    ``side``, the other tilings of ``candidate_tilings`` come as the lowering's
+    ``alternatives`` (those whose grid passes the limits left out), for the executor to time."""
+    if side is not None:
+        return tiled_lowering(problem, bindings, (as_block(side), split_count(problem, side)))
+    first, *others = candidate_tilings(problem)
+
+    def alternatives() -> tuple[Lowering, ...]:
+        offered = []
+        for tiling in others:
+            try:
+                offered.append(tiled_lowering(problem, bindings, tiling))
+            except Unsupported:
+                continue
+        return tuple(offered)
+
+    chosen = tiled_lowering(problem, bindings, first)
+    return replace(chosen, alternatives=alternatives if others else None)
+
+
+def tiled_lowering(problem: Gemm, bindings: tuple[Binding, ...], tiling: Tiling) -> Lowering:
+    """The dispatches of ``problem`` with ``tiling``: the thin kernel (None), or the tiled one
+    with its blocks and, when K is cut in parts, a second dispatch summing them from scratch."""
+    if tiling is None:
         groups = (-(-problem.n // THIN_WORKGROUP), 1, problem.batch)
         _check_groups(groups)
         return Lowering((Dispatch(thin_gemm_shader(problem), bindings, groups),))
-    side = side or block_shape(problem)
-    rows, columns = as_block(side)
-    splits = split_count(problem, side)
+    side, splits = tiling
+    rows, columns = side
     groups = (-(-problem.n // columns), -(-problem.m // rows), problem.batch * splits)
     _check_groups(groups)
     if splits == 1:
