@@ -306,6 +306,18 @@ def _within_bindings(lowering: Lowering) -> bool:
     return all(len(dispatch.bindings) <= MAX_BINDINGS for dispatch in lowering.dispatches)
 
 
+def _bounded(lowering: Lowering, what: str) -> Lowering:
+    """``lowering`` with only the alternatives that stay within MAX_BINDINGS (a split-K one
+    binds one buffer more, its partial sums, than the kernel's own); Unsupported naming
+    ``what`` when the kernel's own passes it."""
+    if not _within_bindings(lowering):
+        raise Unsupported(f"{what} passes {MAX_BINDINGS} bindings")
+    offered = lowering.alternatives
+    if offered is None:
+        return lowering
+    return replace(lowering, alternatives=lambda: tuple(filter(_within_bindings, offered())))
+
+
 def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
     """The product's kernel computing what ``fold`` names in its store step."""
     product = fold.product
@@ -313,14 +325,7 @@ def _with_epilogue(graph: Graph, fold: _Fold) -> LoweredNode:
     epilogue, inputs = _epilogue(graph, list(fold.group), fold.value, first, fold.transpose)
     infos, constants = epilogue.inputs, epilogue.constants
     lowering = EPILOGUE_KERNELS[product.node.qualified_op](product.context, epilogue)
-    if not _within_bindings(lowering):
-        raise Unsupported(f"an epilogue of {len(inputs)} inputs passes {MAX_BINDINGS} bindings")
-    offered = lowering.alternatives
-    if offered is not None:
-        # A split-K alternative binds one buffer more (its partial sums) than the kernel's own.
-        lowering = replace(
-            lowering, alternatives=lambda: tuple(filter(_within_bindings, offered()))
-        )
+    lowering = _bounded(lowering, f"an epilogue of {len(inputs)} inputs")
     last = fold.last
     node = Node(
         name=", ".join(lowered.node.name for lowered in fold.computed),
@@ -484,7 +489,7 @@ def _attention(
     ) or context_product.context.outputs[0].shape != (*batch, s, dv):
         return None
     lowering = lower_attention(problem, product.context.features)
-    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
+    if not _within_bindings(lowering):
         raise Unsupported(
             f"attention with {len(inputs)} more inputs passes {MAX_BINDINGS} bindings"
         )
@@ -664,8 +669,7 @@ def _siblings(
         graph.tensors[bias_name[0]] if biased else None,
         parts,
     )
-    if any(len(dispatch.bindings) > MAX_BINDINGS for dispatch in lowering.dispatches):
-        raise Unsupported(f"sibling MatMuls binding {len(inputs)} more inputs")
+    lowering = _bounded(lowering, f"sibling MatMuls with {len(inputs)} epilogue inputs")
     every = [a_name, b_name, *bias_name, *inputs]
     constants = {
         index: graph.constants[name] for index, name in enumerate(every) if name in graph.constants
