@@ -114,6 +114,9 @@ def measure(model: Path, backends: list[str], runs: int) -> list[dict[str, Any]]
         engine_row["submits_per_call"] = details["submits_per_call"]
         engine_row["dispatches_per_call"] = details["dispatches"]
         engine_row["memory_bytes"] = details["memory"]["bytes"]
+        # What tuning did at load (its time is in load_s): problems timed or cached, how many
+        # kernels run other than the size heuristic's choice, and the summed times of both.
+        engine_row["tuning"] = details.get("tuning")
         if "webgpu" in medians:
             engine_row["speedup_vs_webgpu_ep"] = round(medians["webgpu"] / medians["wgpu"], 3)
     for model_loaded in loaded.values():
