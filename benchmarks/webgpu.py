@@ -1,7 +1,7 @@
 """GPUX's wgpu engine against ONNX Runtime's WebGPU EP and CUDA EP (issue 19), one process.
 
-Per model: load time, median warm latency with host I/O (contestants alternate call by call),
-and for the engine its CPU time per call against its wall time, the time spent encoding, the
+Per model: load time, each contestant's outputs against ONNX Runtime CPU's (``vs_cpu``), median
+warm latency with host I/O (contestants alternate call by call), and for the engine its CPU time per call against its wall time, the time spent encoding, the
 share of nodes on wgpu and a per-op GPU time breakdown from timestamp queries.
 
     python benchmarks/webgpu.py --models DIR          # resnet50_b1/b32, bert_b1/b32 from
@@ -74,6 +74,30 @@ def _engine_costs(loaded: Any, feed: dict[str, Any], runs: int) -> dict[str, Any
     return costs
 
 
+def _accuracy(model: Path, loaded: dict[str, Any], feed: dict[str, Any]) -> dict[str, Any]:
+    """Each contestant's outputs for ``feed`` against ONNX Runtime CPU's (one call, untimed):
+    the largest errors, the lowest cosine, and whether they are within the bounds that
+    ``gpux build --variant`` holds a variant to (``AccuracyBounds()``)."""
+    import gpux
+    from gpux.builder import accuracy
+    from gpux.config.schema import AccuracyBounds
+
+    with gpux.load(model, backend="cpu") as cpu:
+        expected = cpu.run(feed)
+    reports: dict[str, Any] = {}
+    for backend, contestant in loaded.items():
+        report = accuracy.compare([expected], [contestant.run(feed)], {})
+        reports[backend] = {
+            "vs_cpu": {
+                "max_abs_error": float(f"{report['max_abs_error']:.3g}"),
+                "max_rel_error": float(f"{report['max_rel_error']:.3g}"),
+                "cosine": float(f"{report['cosine']:.9f}"),
+                "within_variant_bounds": not accuracy.check(report, AccuracyBounds()),
+            }
+        }
+    return reports
+
+
 def measure(model: Path, backends: list[str], runs: int) -> list[dict[str, Any]]:
     import gpux
     from gpux.builder.smoke import generate_inputs
@@ -103,6 +127,8 @@ def measure(model: Path, backends: list[str], runs: int) -> list[dict[str, Any]]
         return rows
     first = next(iter(loaded.values()))
     feed = generate_inputs(first.inputs)
+    for row, report in _accuracy(model, loaded, feed).items():
+        next(r for r in rows if r.get("backend") == row).update(report)
     medians = _median_ms({name: (lambda m=m: m.run(feed)) for name, m in loaded.items()}, runs)
     for row in rows:
         if row["backend"] in medians:
