@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -94,7 +95,10 @@ class Row:
     note: str = ""
 
     def median(self, attribute: str) -> float:
-        return statistics.median(getattr(run, attribute) for run in self.runs)
+        """Over the runs that timed it (NaN: a stream with no text); NaN when none did."""
+        values = [getattr(run, attribute) for run in self.runs]
+        timed = [value for value in values if not math.isnan(value)]
+        return statistics.median(timed) if timed else math.nan
 
 
 def progress(message: str) -> None:
@@ -183,9 +187,10 @@ def served_stream(url: str, body: dict[str, Any], client: Any) -> Run:
                 first = time.perf_counter()
     ended = time.perf_counter()
     assert usage is not None, "the stream had no usage chunk"
-    first = ended if first is None else first  # a random model's tokens may decode to no text
     count = int(usage["completion_tokens"])
-    return Run(first - started, (count - 1) / max(ended - first, 1e-9), count)
+    if first is None or first >= ended:  # a random model's tokens may decode to no text
+        return Run(math.nan, math.nan, count)
+    return Run(first - started, (count - 1) / (ended - first), count)
 
 
 def llama_cpp_runs(gguf: Path, prompt: str, tokens: int, rounds: int) -> tuple[list[Run], str]:
@@ -401,6 +406,9 @@ def table(rows: list[Row], baseline: Row) -> list[str]:
             lines.append(f"{row.label:<36} {'skipped: ' + row.note}")
             continue
         ttft, rate = row.median("time_to_first_token"), row.median("tokens_per_second")
+        if math.isnan(ttft) or math.isnan(rate):
+            lines.append(f"{row.label:<36} {'no text streamed (random weights?): not timed'}")
+            continue
         # TTFT ratio: baseline time / ours (above 1: we are faster), like the rate ratio.
         lines.append(
             f"{row.label:<36} {ttft * 1e3:>12.1f} {rate:>11.1f} {base_ttft / ttft:>7.3f} "
