@@ -225,3 +225,39 @@ def test_a_chain_the_kernel_cannot_take_keeps_its_kernels(tmp_path: Path) -> Non
     feed = {name: _random(*shape, seed=i) for i, (name, shape) in enumerate(shapes.items())}
     path = _model(long, nodes, shapes, ["y"], {})
     assert _kernels(path, feed) == ["MatMul", "Softmax", "MatMul"]
+
+
+@pytest.mark.parametrize("winner", range(5))
+def test_whichever_rows_per_workgroup_tuning_picks_the_outputs_are_onnx_runtimes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, winner: int
+) -> None:
+    """The kernel offers every count of query rows per workgroup that fits (the heuristic's 4,
+    then 16, 8, 2, 1 here) to the executor's tuning; each, made the fastest, answers alike."""
+    from gpux.runtime.wgpu import tuning
+
+    monkeypatch.setenv("GPUX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GPUX_WGPU_TUNE", "1")
+    monkeypatch.setattr(tuning, "_process_choices", {})
+    offered: list[int] = []
+
+    def times(_: Any, candidates: tuple[Any, ...], __: Any) -> list[float]:
+        offered.append(len(candidates))
+        return [0.5 if number == winner else 1.0 for number in range(len(candidates))]
+
+    monkeypatch.setattr(tuning, "time_candidates", times)
+    path, feed = _bert_attention(tmp_path, 1, 4, 16, 16, 8, 8)
+    backend, _ = load_checked(path, feed, rtol=1e-4, atol=1e-5)
+    try:
+        details = backend.placement.details["tuning"]
+        workgroups = [
+            dispatch.workgroups
+            for segment in backend.executor.partition.segments
+            for lowered in segment.lowered
+            for dispatch in lowered.lowering.dispatches
+        ]
+    finally:
+        backend.close()
+    assert offered == [5]
+    assert details["changed"] == (winner != 0)
+    rows = (4, 16, 8, 2, 1)[winner]
+    assert workgroups == [(16 // rows, 4, 1)]
