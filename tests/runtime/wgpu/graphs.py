@@ -51,3 +51,23 @@ def load_checked(
         backend.close()
         raise
     return backend, expected
+
+
+def checked_kernels(
+    path: Path, feed: dict[str, np.ndarray[Any, Any]], rtol: float = 1e-5, atol: float = 1e-5
+) -> list[str]:
+    """The engine's kernels for ``path`` by op (views, which dispatch nothing, left out), after
+    checking its outputs against ONNX Runtime CPU's and that the proof counts every node on
+    the engine."""
+    backend, _ = load_checked(path, feed, rtol, atol)
+    try:
+        assignment = backend.placement.details["assignment"]
+        assert assignment["nodes_on_backend"] == assignment["nodes"]
+        return [
+            lowered.node.op_type
+            for segment in backend.executor.partition.segments
+            for lowered in segment.lowered
+            if lowered.lowering.dispatches
+        ]
+    finally:
+        backend.close()

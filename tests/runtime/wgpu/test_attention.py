@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpux.runtime.wgpu.kernels.attention import rows_per_workgroup
-from tests.runtime.wgpu.graphs import load_checked, save_graph
+from tests.runtime.wgpu.graphs import checked_kernels, load_checked, save_graph
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -30,18 +30,7 @@ def _random(*shape: int, seed: int = 0) -> np.ndarray[Any, Any]:
 
 def _kernels(path: Path, feed: dict[str, np.ndarray[Any, Any]]) -> list[str]:
     """The engine's kernels (views left out) after checking its outputs against ORT CPU's."""
-    backend, _ = load_checked(path, feed, rtol=1e-4, atol=1e-5)
-    try:
-        assignment = backend.placement.details["assignment"]
-        assert assignment["nodes_on_backend"] == assignment["nodes"]
-        return [
-            lowered.node.op_type
-            for segment in backend.executor.partition.segments
-            for lowered in segment.lowered
-            if lowered.lowering.dispatches
-        ]
-    finally:
-        backend.close()
+    return checked_kernels(path, feed, rtol=1e-4, atol=1e-5)
 
 
 def _model(

@@ -18,7 +18,7 @@ from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step
 from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue
 from gpux.runtime.wgpu.kernels.matmul import lower_matmul
-from tests.runtime.wgpu.graphs import load_checked, save_graph
+from tests.runtime.wgpu.graphs import checked_kernels, save_graph
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -44,25 +44,6 @@ def _model(
         [helper.make_tensor_value_info(n, FLOAT, None) for n in outputs],
         constants,
     )
-
-
-def _kernels(
-    path: Path, feed: dict[str, np.ndarray[Any, Any]], rtol: float = 1e-5, atol: float = 1e-5
-) -> list[str]:
-    """The engine's kernels for ``path`` (views, which dispatch nothing, left out), after
-    checking its outputs against ONNX Runtime's."""
-    backend, _ = load_checked(path, feed, rtol, atol)
-    try:
-        assignment = backend.placement.details["assignment"]
-        assert assignment["nodes_on_backend"] == assignment["nodes"]  # the proof counts all
-        return [
-            lowered.node.op_type
-            for segment in backend.executor.partition.segments
-            for lowered in segment.lowered
-            if lowered.lowering.dispatches
-        ]
-    finally:
-        backend.close()
 
 
 def _random(*shape: int, seed: int = 0) -> np.ndarray[Any, Any]:
@@ -99,7 +80,7 @@ def test_matmul_bias_gelu_and_residual_are_one_kernel(
         "half": np.array(0.5, np.float32),
     }
     path = _model(tmp_path, nodes, {"x": [m, k], "r": [m, n]}, ["y"], constants)
-    kernels = _kernels(path, {"x": _random(m, k), "r": _random(m, n, seed=3)}, atol=1e-4)
+    kernels = checked_kernels(path, {"x": _random(m, k), "r": _random(m, n, seed=3)}, atol=1e-4)
     # ONNX Runtime's optimizer writes MatMul + Add as a Gemm with the bias.
     assert kernels == ["Gemm+Div+Erf+Add+Mul+Mul+Add"]
 
@@ -182,7 +163,7 @@ def test_an_operand_broadcast_along_rows_or_whole_is_read_at_each_output(
         "per_batch": _random(3, 1, 1, seed=4),
     }
     path = _model(tmp_path, nodes, inputs, ["y"], constants)
-    assert _kernels(path, feed, atol=1e-4) == ["MatMul+Add+Mul+Sub"]
+    assert checked_kernels(path, feed, atol=1e-4) == ["MatMul+Add+Mul+Sub"]
 
 
 def test_a_product_read_elsewhere_or_by_the_caller_keeps_its_kernel(tmp_path: Path) -> None:
@@ -197,7 +178,7 @@ def test_a_product_read_elsewhere_or_by_the_caller_keeps_its_kernel(tmp_path: Pa
     ]
     constants = {"w": _random(8, 8), "w2": _random(8, 8, seed=2)}
     path = _model(tmp_path, nodes, {"x": [4, 8], "x2": [4, 8]}, ["r", "s", "q", "t"], constants)
-    kernels = _kernels(path, {"x": _random(4, 8, seed=1), "x2": _random(4, 8, seed=3)})
+    kernels = checked_kernels(path, {"x": _random(4, 8, seed=1), "x2": _random(4, 8, seed=3)})
     assert sorted(kernels) == ["MatMul", "MatMul", "Relu", "Sigmoid", "Tanh"], kernels
 
 
@@ -208,7 +189,7 @@ def test_a_product_broadcast_into_a_larger_shape_is_not_folded(tmp_path: Path) -
         helper.make_node("Add", ["p", "big"], ["y"]),
     ]
     path = _model(tmp_path, nodes, {"x": [1, 8], "big": [4, 8]}, ["y"], {"w": _random(8, 8)})
-    kernels = _kernels(path, {"x": _random(1, 8, seed=1), "big": _random(4, 8, seed=2)})
+    kernels = checked_kernels(path, {"x": _random(1, 8, seed=1), "big": _random(4, 8, seed=2)})
     assert kernels == ["MatMul", "Add"]
 
 
@@ -222,7 +203,7 @@ def test_an_epilogue_past_the_binding_limit_stays_a_kernel_of_its_own(tmp_path: 
     inputs = {"x": [4, 8], **{name: [4, 8] for name in names}}
     feed = {name: _random(4, 8, seed=k) for k, name in enumerate(inputs)}
     path = _model(tmp_path, nodes, inputs, ["v6"], {"w": _random(8, 8)})
-    product, *rest = _kernels(path, feed, atol=1e-4)
+    product, *rest = checked_kernels(path, feed, atol=1e-4)
     # ONNX Runtime may take the first Add into a Gemm: still past the limit with the rest.
     assert product in ("MatMul", "Gemm") and rest and set(rest[0].split("+")) == {"Add"}, rest
 
@@ -253,7 +234,7 @@ def test_conv_with_folded_batchnorm_relu_and_a_residual_is_one_kernel(tmp_path: 
         helper.make_node("Relu", ["s"], ["y"]),
     ]
     path = _model(tmp_path, nodes, {"x": [1, channels, 6, 6]}, ["y"], constants)
-    kernels = _kernels(path, {"x": _random(1, channels, 6, 6)}, atol=1e-4)
+    kernels = checked_kernels(path, {"x": _random(1, channels, 6, 6)}, atol=1e-4)
     assert kernels == ["Conv+Relu", "Conv+Add+Relu"]
 
 
@@ -268,7 +249,7 @@ def test_a_bert_like_graph_folds_every_bias_gelu_scale_and_residual(tmp_path: Pa
     ids = rng.integers(0, 100, (1, 16)).astype(np.int64)
     mask = np.ones((1, 16), np.int64)
     mask[0, 12:] = 0
-    kernels = _kernels(path, {"input_ids": ids, "attention_mask": mask}, atol=1e-4)
+    kernels = checked_kernels(path, {"input_ids": ids, "attention_mask": mask}, atol=1e-4)
     per_layer = {
         "|".join(["MatMul+Add+Reshape+Transpose"] * 3): 1,  # Q, K, V: one GEMM, three stores
         "MatMul+Div+Add+Softmax+MatMul+Transpose": 1,
@@ -307,7 +288,7 @@ def test_a_transpose_after_the_product_is_a_transposed_store(
         "heads": np.array([1, 6, 3, 8], np.int64),
     }
     path = _model(tmp_path, nodes, {"x": [1, 6, k]}, ["y"], constants)
-    kernels = _kernels(path, {"x": _random(1, 6, k)}, atol=1e-4)
+    kernels = checked_kernels(path, {"x": _random(1, 6, k)}, atol=1e-4)
     assert len(kernels) == 1 and kernels[0].endswith("+Reshape+Transpose"), kernels
 
 
@@ -319,7 +300,7 @@ def test_a_transpose_of_a_value_read_elsewhere_keeps_its_kernel(tmp_path: Path) 
         helper.make_node("Transpose", ["p"], ["z"], perm=[1, 0, 2]),
     ]
     path = _model(tmp_path, nodes, {"x": [2, 4, 8]}, ["y", "z"], {"w": _random(8, 6)})
-    kernels = _kernels(path, {"x": _random(2, 4, 8, seed=1)})
+    kernels = checked_kernels(path, {"x": _random(2, 4, 8, seed=1)})
     assert sorted(kernels) == ["MatMul", "Transpose", "Transpose"], kernels
 
 
@@ -328,7 +309,7 @@ def test_a_resnet_like_graph_folds_every_relu_and_residual(tmp_path: Path) -> No
     """One bottleneck per stage of benchmarks/wgpu_dispatches.py's ResNet-50 at 32x32: every
     Relu and residual Add is in a Conv's kernel."""
     path = resnet50(tmp_path / "resnet.onnx", size=32, blocks=(1, 1, 1, 1))
-    kernels = _kernels(path, {"pixels": _random(1, 3, 32, 32)}, rtol=1e-4, atol=1e-4)
+    kernels = checked_kernels(path, {"pixels": _random(1, 3, 32, 32)}, rtol=1e-4, atol=1e-4)
     assert kernels.count("Conv+Relu") == 1 + 2 * 4
     assert kernels.count("Conv+Add+Relu") == 4
     assert not {"Relu", "Add+Relu"} & set(kernels), kernels
@@ -364,7 +345,7 @@ def test_sibling_matmuls_of_one_input_are_one_kernel(tmp_path: Path, m: int, k: 
     constants["w_plain"] = _random(k, 4, seed=20)
     nodes.append(helper.make_node("MatMul", ["x", "w_plain"], ["plain"]))
     path = _model(tmp_path, nodes, {"x": [1, m, k]}, ["q", "k", "v", "plain"], constants)
-    kernels = _kernels(path, {"x": _random(1, m, k)}, atol=1e-4)
+    kernels = checked_kernels(path, {"x": _random(1, m, k)}, atol=1e-4)
     assert len(kernels) == 1 and kernels[0].count("|") == 3, kernels
 
 
@@ -379,5 +360,5 @@ def test_a_sibling_whose_epilogue_reads_a_later_value_keeps_its_kernel(tmp_path:
     ]
     constants = {"w1": _random(8, 6, seed=1), "w2": _random(8, 6, seed=2)}
     path = _model(tmp_path, nodes, {"x": [4, 8]}, ["r"], constants)
-    kernels = _kernels(path, {"x": _random(4, 8)})
+    kernels = checked_kernels(path, {"x": _random(4, 8)})
     assert sorted(kernels) == ["MatMul", "MatMul+Tanh+Mul"], kernels
