@@ -96,6 +96,7 @@ def _bert_attention(
         (2, 3, 5, 70, 24, 80, None),  # ragged: runs of 64 keys and columns, rows past S
         (1, 2, 9, 130, 16, 16, (1, 1)),  # K and V shared by the heads (broadcast batch)
         (1, 1, 3, 600, 64, 32, None),  # long: fewer rows per workgroup to fit its memory
+        (1, 2, 5, 12, 6, 10, None),  # D not a multiple of 4: scalar queries, vec4 weights
     ],
 )
 def test_bert_attention_is_one_kernel(
@@ -216,12 +217,13 @@ def test_a_chain_the_kernel_cannot_take_keeps_its_kernels(tmp_path: Path) -> Non
     assert _kernels(path, feed) == ["MatMul", "Softmax", "MatMul"]
 
 
-@pytest.mark.parametrize("winner", range(5))
-def test_whichever_rows_per_workgroup_tuning_picks_the_outputs_are_onnx_runtimes(
+@pytest.mark.parametrize("winner", range(10))
+def test_whichever_variant_tuning_picks_the_outputs_are_onnx_runtimes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, winner: int
 ) -> None:
-    """The kernel offers every count of query rows per workgroup that fits (the heuristic's 4,
-    then 16, 8, 2, 1 here) to the executor's tuning; each, made the fastest, answers alike."""
+    """The kernel offers every count of query rows per workgroup that fits, each with vec4 and
+    scalar workgroup-memory loads (the heuristic's 4 rows with vec4 first, then 16, 8, 4, 2, 1
+    rows), to the executor's tuning; each, made the fastest, answers alike."""
     from gpux.runtime.wgpu import tuning
 
     monkeypatch.setenv("GPUX_HOME", str(tmp_path / "home"))
@@ -246,7 +248,7 @@ def test_whichever_rows_per_workgroup_tuning_picks_the_outputs_are_onnx_runtimes
         ]
     finally:
         backend.close()
-    assert offered == [5]
+    assert offered == [10]
     assert details["changed"] == (winner != 0)
-    rows = (4, 16, 8, 2, 1)[winner]
+    rows = (4, 16, 16, 8, 8, 4, 2, 2, 1, 1)[winner]
     assert workgroups == [(16 // rows, 4, 1)]

@@ -150,33 +150,44 @@ def _helpers(*codes: EpilogueCode) -> str:
 
 
 def lower_attention(
-    problem: Attention, features: frozenset[str] = frozenset(), rows: int | None = None
+    problem: Attention,
+    features: frozenset[str] = frozenset(),
+    rows: int | None = None,
+    vector: bool = True,
 ) -> Lowering:
-    """The kernel at ``rows`` queries per workgroup; by default the size heuristic's, with the
-    other rows that fit offered to the executor's tuning (``Lowering.alternatives``): on an
-    H100, BERT-base's attention took 0.05 ms a layer at b1 and 0.68 ms at b32 with the
-    heuristic's 4 and 16 rows, and which count is fastest depends on the adapter."""
-    if rows is None:
-        chosen = _lowered(problem, features, None)
-        batch = int(np.prod(problem.sizes()[0], dtype=np.int64))
-        _, s, t, d, dv = problem.sizes()
-        heuristic = rows_per_workgroup(batch, s, t, d, dv)
-        others = [r for r in fitting_rows(t, d, dv) if r != heuristic]
+    """The kernel at ``rows`` queries per workgroup, with ``vector`` loads (``_main``). By
+    default, the size heuristic's rows and vector loads, with every other count of rows that
+    fits, each with and without vector loads, offered to the executor's tuning
+    (``Lowering.alternatives``): on an H100, BERT-base's attention took 0.05 ms a layer at b1
+    and 0.68 ms at b32 with scalar loads and the heuristic's 4 and 16 rows; which variant is
+    fastest depends on the adapter."""
+    if rows is not None:
+        return _lowered(problem, features, rows, vector)
+    batch_shape, s, t, d, dv = problem.sizes()
+    heuristic = rows_per_workgroup(int(np.prod(batch_shape, dtype=np.int64)), s, t, d, dv)
+    vectors = (True, False) if d % 4 == 0 or t % 4 == 0 else (False,)
+    default = (heuristic, vector and vectors[0])
+    chosen = _lowered(problem, features, *default)
+    others = [
+        (count, vectored)
+        for count in fitting_rows(t, d, dv)
+        for vectored in vectors
+        if (count, vectored) != default
+    ]
 
-        def alternatives() -> tuple[Lowering, ...]:
-            offered = []
-            for other in others:
-                try:
-                    offered.append(_lowered(problem, features, other))
-                except Unsupported:
-                    continue  # its grid passes the per-dimension limit
-            return tuple(offered)
+    def alternatives() -> tuple[Lowering, ...]:
+        offered = []
+        for count, vectored in others:
+            try:
+                offered.append(_lowered(problem, features, count, vectored))
+            except Unsupported:
+                continue  # its grid passes the per-dimension limit
+        return tuple(offered)
 
-        return replace(chosen, alternatives=alternatives if others else None)
-    return _lowered(problem, features, rows)
+    return replace(chosen, alternatives=alternatives if others else None)
 
 
-def _lowered(problem: Attention, features: frozenset[str], rows: int | None) -> Lowering:
+def _lowered(problem: Attention, features: frozenset[str], rows: int, vector: bool) -> Lowering:
     batch_shape, s, t, d, dv = problem.sizes()
     for info in (problem.q, problem.k, problem.v, problem.output):
         if info.dtype not in FLOATS:
@@ -187,7 +198,6 @@ def _lowered(problem: Attention, features: frozenset[str], rows: int | None) -> 
         if epilogue is not None and epilogue.transpose is not None:
             raise Unsupported("a transposed score")
     batch = int(np.prod(batch_shape, dtype=np.int64))
-    rows = rows or rows_per_workgroup(batch, s, t, d, dv)
     groups = (-(-s // rows), batch, 1)
     if max(groups) > MAX_WORKGROUPS_PER_DIMENSION:
         raise Unsupported(f"attention of {groups} workgroups passes the per-dimension limit")
@@ -248,55 +258,111 @@ fn store_y(at: u32, value: f32) {{
         + probabilities.declarations
         + result.declarations
         + functions
-        + _main(rows, s, t, d, dv, problem.alpha, problem.probabilities is not None)
+        + _main(rows, s, t, d, dv, problem.alpha, problem.probabilities is not None, vector)
     )
     return Lowering((Dispatch(shader, bindings, groups),))
 
 
-def _main(rows: int, s: int, t: int, d: int, dv: int, alpha: float, guarded: bool) -> str:
-    """The entry point for ``rows`` queries per workgroup (see the module's steps)."""
+def _main(
+    rows: int,
+    s: int,
+    t: int,
+    d: int,
+    dv: int,
+    alpha: float,
+    guarded: bool,
+    vector: bool,
+) -> str:
+    """The entry point for ``rows`` queries per workgroup (see the module's steps). With
+    ``vector``, the queries (where D is a multiple of 4) and the weights (where T is) are held
+    in workgroup memory as ``vec4``s, so that steps 2 and 4 read four values per load and
+    compute a ``dot`` of four: scalar, each multiply-add needs a workgroup-memory load of its
+    own, which bounds the kernel by that memory's bandwidth."""
     per_row = THREADS // rows
     key_runs = -(-t // THREADS)
     column_runs = -(-dv // THREADS)
+    vq = vector and d % 4 == 0
+    vw = vector and t % 4 == 0
     lines = [
-        f"var<workgroup> queries: array<f32, {rows * d}>;",
-        f"var<workgroup> weights: array<f32, {rows * t}>;",
+        f"var<workgroup> queries: array<{'vec4<f32>' if vq else 'f32'}, {rows * d // (4 if vq else 1)}>;",
+        f"var<workgroup> weights: array<{'vec4<f32>' if vw else 'f32'}, {rows * t // (4 if vw else 1)}>;",
         f"var<workgroup> partial: array<f32, {THREADS}>;",
         f"var<workgroup> inverse: array<f32, {rows}>;",
+        "",
+    ]
+    if vw:
+        lines += [
+            "fn weight(i: u32) -> f32 { return weights[i >> 2u][i & 3u]; }",
+            "fn set_weight(i: u32, value: f32) { weights[i >> 2u][i & 3u] = value; }",
+        ]
+    else:
+        lines += [
+            "fn weight(i: u32) -> f32 { return weights[i]; }",
+            "fn set_weight(i: u32, value: f32) { weights[i] = value; }",
+        ]
+    lines += [
         "",
         f"@compute @workgroup_size({THREADS})",
         "fn main(@builtin(local_invocation_index) local: u32,"
         " @builtin(workgroup_id) group: vec3<u32>) {",
         "    let batch = group.y;",
         f"    let first_row = group.x * {rows}u;",
-        # 1. this workgroup's queries (rows past S read as zeros and are never stored)
-        f"    for (var i = local; i < {rows * d}u; i += {THREADS}u) {{",
-        f"        let row = first_row + i / {d}u;",
-        f"        queries[i] = select(0.0, load_q(batch, min(row, {s - 1}u), i % {d}u),"
-        f" row < {s}u);",
-        "    }",
-        "    workgroupBarrier();",
     ]
+    # 1. this workgroup's queries (rows past S read as zeros and are never stored)
+    if vq:
+        quads = d // 4
+        lines += [
+            f"    for (var i = local; i < {rows * quads}u; i += {THREADS}u) {{",
+            f"        let row = first_row + i / {quads}u;",
+            f"        let at = min(row, {s - 1}u);",
+            f"        let first = (i % {quads}u) * 4u;",
+            "        let value = vec4<f32>(load_q(batch, at, first), load_q(batch, at, first + 1u),"
+            " load_q(batch, at, first + 2u), load_q(batch, at, first + 3u));",
+            f"        queries[i] = select(vec4<f32>(0.0), value, row < {s}u);",
+            "    }",
+        ]
+    else:
+        lines += [
+            f"    for (var i = local; i < {rows * d}u; i += {THREADS}u) {{",
+            f"        let row = first_row + i / {d}u;",
+            f"        queries[i] = select(0.0, load_q(batch, min(row, {s - 1}u), i % {d}u),"
+            f" row < {s}u);",
+            "    }",
+        ]
+    lines.append("    workgroupBarrier();")
     # 2. scores: invocation `local` takes keys local, local + THREADS, ... for every row.
     for c in range(key_runs):
         lines.append(f"    let key{c} = local + {c * THREADS}u;")
         lines.append(f"    let key_at{c} = min(key{c}, {t - 1}u);")
         for r in range(rows):
             lines.append(f"    var score{r}_{c} = 0.0;")
-    lines.append(f"    for (var i = 0u; i < {d}u; i++) {{")
-    for c in range(key_runs):
-        lines.append(f"        let k{c} = load_k(batch, i, key_at{c});")
-    for r in range(rows):
-        lines.append(f"        let q{r} = queries[{r * d}u + i];")
+    if vq:
+        lines.append(f"    for (var i = 0u; i < {d // 4}u; i++) {{")
+        lines.append("        let first = i * 4u;")
         for c in range(key_runs):
-            lines.append(f"        score{r}_{c} = fma(q{r}, k{c}, score{r}_{c});")
+            loads = ", ".join(
+                f"load_k(batch, first{f' + {j}u' if j else ''}, key_at{c})" for j in range(4)
+            )
+            lines.append(f"        let k{c} = vec4<f32>({loads});")
+        for r in range(rows):
+            lines.append(f"        let q{r} = queries[{r * d // 4}u + i];")
+            for c in range(key_runs):
+                lines.append(f"        score{r}_{c} += dot(q{r}, k{c});")
+    else:
+        lines.append(f"    for (var i = 0u; i < {d}u; i++) {{")
+        for c in range(key_runs):
+            lines.append(f"        let k{c} = load_k(batch, i, key_at{c});")
+        for r in range(rows):
+            lines.append(f"        let q{r} = queries[{r * d}u + i];")
+            for c in range(key_runs):
+                lines.append(f"        score{r}_{c} = fma(q{r}, k{c}, score{r}_{c});")
     lines.append("    }")
     for r in range(rows):
         row = f"min(first_row + {r}u, {s - 1}u)"
         for c in range(key_runs):
             statement = (
-                f"weights[{r * t}u + key{c}] = score({literal(alpha)} * score{r}_{c},"
-                f" (batch * {s}u + {row}) * {t}u + key{c});"
+                f"set_weight({r * t}u + key{c}, score({literal(alpha)} * score{r}_{c},"
+                f" (batch * {s}u + {row}) * {t}u + key{c}));"
             )
             lines.append(
                 f"    {statement}"
@@ -310,7 +376,7 @@ def _main(rows: int, s: int, t: int, d: int, dv: int, alpha: float, guarded: boo
         f"    let lane = local % {per_row}u;",
         f"    let base = row * {t}u;",
         f"    var largest = {literal(float('-inf'))};",
-        f"    for (var j = lane; j < {t}u; j += {per_row}u) {{ largest = max(largest, weights[base + j]); }}",
+        f"    for (var j = lane; j < {t}u; j += {per_row}u) {{ largest = max(largest, weight(base + j)); }}",
         "    partial[local] = largest;",
         "    workgroupBarrier();",
         f"    var row_max = {literal(float('-inf'))};",
@@ -318,8 +384,8 @@ def _main(rows: int, s: int, t: int, d: int, dv: int, alpha: float, guarded: boo
         "    workgroupBarrier();",
         "    var sum = 0.0;",
         f"    for (var j = lane; j < {t}u; j += {per_row}u) {{",
-        "        let e = exp(weights[base + j] - row_max);",
-        "        weights[base + j] = e;",
+        "        let e = exp(weight(base + j) - row_max);",
+        "        set_weight(base + j, e);",
         "        sum += e;",
         "    }",
         "    partial[local] = sum;",
@@ -332,8 +398,8 @@ def _main(rows: int, s: int, t: int, d: int, dv: int, alpha: float, guarded: boo
         lines += [
             f"    let query = min(first_row + row, {s - 1}u);",
             f"    for (var j = lane; j < {t}u; j += {per_row}u) {{",
-            "        weights[base + j] = probability(weights[base + j] / total,"
-            f" (batch * {s}u + query) * {t}u + j);",
+            "        set_weight(base + j, probability(weight(base + j) / total,"
+            f" (batch * {s}u + query) * {t}u + j));",
             "    }",
             "    if (lane == 0u) { inverse[row] = 1.0; }",
         ]
@@ -346,13 +412,26 @@ def _main(rows: int, s: int, t: int, d: int, dv: int, alpha: float, guarded: boo
         lines.append(f"    let column_at{c} = min(column{c}, {dv - 1}u);")
         for r in range(rows):
             lines.append(f"    var out{r}_{c} = 0.0;")
-    lines.append(f"    for (var key = 0u; key < {t}u; key++) {{")
-    for c in range(column_runs):
-        lines.append(f"        let v{c} = load_v(batch, key, column_at{c});")
-    for r in range(rows):
-        lines.append(f"        let w{r} = weights[{r * t}u + key];")
+    if vw:
+        lines.append(f"    for (var key4 = 0u; key4 < {t // 4}u; key4++) {{")
+        lines.append("        let key = key4 * 4u;")
         for c in range(column_runs):
-            lines.append(f"        out{r}_{c} = fma(w{r}, v{c}, out{r}_{c});")
+            loads = ", ".join(
+                f"load_v(batch, key{f' + {j}u' if j else ''}, column_at{c})" for j in range(4)
+            )
+            lines.append(f"        let v{c} = vec4<f32>({loads});")
+        for r in range(rows):
+            lines.append(f"        let w{r} = weights[{r * t // 4}u + key4];")
+            for c in range(column_runs):
+                lines.append(f"        out{r}_{c} += dot(w{r}, v{c});")
+    else:
+        lines.append(f"    for (var key = 0u; key < {t}u; key++) {{")
+        for c in range(column_runs):
+            lines.append(f"        let v{c} = load_v(batch, key, column_at{c});")
+        for r in range(rows):
+            lines.append(f"        let w{r} = weights[{r * t}u + key];")
+            for c in range(column_runs):
+                lines.append(f"        out{r}_{c} = fma(w{r}, v{c}, out{r}_{c});")
     lines.append("    }")
     for r in range(rows):
         for c in range(column_runs):
