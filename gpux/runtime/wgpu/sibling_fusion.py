@@ -26,6 +26,8 @@ def sibling_groups(
     """MatMuls (with what their kernels may fold) that read the same A by constant 2-D Bs of
     one K and dtype: BERT's Q, K and V projections. Two or more make a group."""
     by_a: dict[tuple[str, tuple[int, ...], str], list[tuple[LoweredNode, Fold | None]]] = {}
+    # Keyed by A's source, its rows and width, and the dtypes of A and B (weights of two
+    # dtypes would not concatenate into one).
     made_by = {name: lowered for lowered in segment.lowered for name in lowered.node.outputs}
     for product in segment.lowered:
         node = product.node
@@ -39,9 +41,13 @@ def sibling_groups(
         fold = epilogue_target(graph, product, readers, lowered_at, group_of)
         if fold is not None and any(id(item) in replaced for item in fold.computed):
             continue
-        a = graph.tensors[node.inputs[0]]
+        a, b = graph.tensors[node.inputs[0]], graph.tensors[node.inputs[1]]
         rows = int(np.prod(a.shape[:-1], dtype=np.int64))  # [1, m, k] and [m, k] alike
-        key = (_view_source(node.inputs[0], made_by), (rows, *a.shape[-1:]), str(a.dtype))
+        key = (
+            _view_source(node.inputs[0], made_by),
+            (rows, *a.shape[-1:]),
+            f"{a.dtype}/{b.dtype}",
+        )
         by_a.setdefault(key, []).append((product, fold))
     return [members for members in by_a.values() if len(members) > 1]
 
@@ -140,30 +146,30 @@ def siblings(
         computed += fold.computed if fold else (product,)
     label = ",".join(p.node.name or p.node.outputs[0] for p, _ in members)
     b_name = f"gpux-siblings({label}).weights"
-    graph.constants[b_name] = np.concatenate(weights, axis=1)
-    graph.tensors[b_name] = TensorInfo(graph.constants[b_name].shape, weights[0].dtype)
+    made = {b_name: np.concatenate(weights, axis=1)}
     bias_name = []
     if biased:
         bias_name = [f"gpux-siblings({label}).bias"]
-        graph.constants[bias_name[0]] = np.concatenate(
+        made[bias_name[0]] = np.concatenate(
             [
                 np.zeros(w.shape[1], w.dtype) if b is None else b
                 for w, b in zip(weights, biases, strict=True)
             ]
         )
-        graph.tensors[bias_name[0]] = TensorInfo(
-            graph.constants[bias_name[0]].shape, weights[0].dtype
-        )
+    infos = {name: TensorInfo(value.shape, value.dtype) for name, value in made.items()}
     a_name = members[0][0].node.inputs[0]  # each member's A is a view of one buffer
     a_info = graph.tensors[a_name]
     rows = int(np.prod(a_info.shape[:-1], dtype=np.int64))
     lowering = lower_sibling_matmuls(
         TensorInfo((rows, a_info.shape[-1]), a_info.dtype),
-        graph.tensors[b_name],
-        graph.tensors[bias_name[0]] if biased else None,
+        infos[b_name],
+        infos[bias_name[0]] if biased else None,
         parts,
     )
     lowering = bounded(lowering, f"sibling MatMuls with {len(inputs)} epilogue inputs")
+    # The kernel holds: only now do its weights become constants of the graph.
+    graph.constants.update(made)
+    graph.tensors.update(infos)
     every = [a_name, b_name, *bias_name, *inputs]
     constants = {
         index: graph.constants[name] for index, name in enumerate(every) if name in graph.constants

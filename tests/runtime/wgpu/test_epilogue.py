@@ -18,7 +18,7 @@ from gpux.runtime.wgpu.kernels.conv import lower_conv
 from gpux.runtime.wgpu.kernels.elementwise import Step
 from gpux.runtime.wgpu.kernels.epilogue import VALUE, Epilogue
 from gpux.runtime.wgpu.kernels.matmul import lower_matmul
-from tests.runtime.wgpu.graphs import checked_kernels, save_graph
+from tests.runtime.wgpu.graphs import checked_kernels, load_checked, save_graph
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -362,3 +362,35 @@ def test_a_sibling_whose_epilogue_reads_a_later_value_keeps_its_kernel(tmp_path:
     path = _model(tmp_path, nodes, {"x": [4, 8]}, ["r"], constants)
     kernels = checked_kernels(path, {"x": _random(4, 8)})
     assert sorted(kernels) == ["MatMul", "MatMul+Tanh+Mul"], kernels
+
+
+def test_siblings_past_the_binding_limit_keep_their_kernels_and_add_no_weights(
+    tmp_path: Path,
+) -> None:
+    """Three products of one x, each + two residuals read from the caller: one kernel would
+    bind x, the weights, three outputs and six residuals, past WebGPU's 8; each keeps its own,
+    and no concatenated weights are left in the graph."""
+    nodes, constants, inputs = [], {}, {"x": [4, 8]}
+    for part in range(3):
+        constants[f"w{part}"] = _random(8, 6, seed=part + 1)
+        inputs |= {f"r{part}": [4, 6], f"s{part}": [4, 6]}
+        nodes += [
+            helper.make_node("MatMul", ["x", f"w{part}"], [f"p{part}"]),
+            helper.make_node("Mul", [f"p{part}", f"r{part}"], [f"m{part}"]),
+            helper.make_node("Mul", [f"m{part}", f"s{part}"], [f"y{part}"]),
+        ]
+    path = _model(tmp_path, nodes, inputs, ["y0", "y1", "y2"], constants)
+    feed = {name: _random(*shape, seed=n) for n, (name, shape) in enumerate(inputs.items())}
+    backend, _ = load_checked(path, feed, 1e-5, 1e-5)
+    try:
+        kernels = [
+            lowered.node.op_type
+            for segment in backend.executor.partition.segments
+            for lowered in segment.lowered
+            if lowered.lowering.dispatches
+        ]
+        made = [name for name in backend.executor.graph.constants if "gpux-siblings" in name]
+    finally:
+        backend.close()
+    assert kernels == ["MatMul+Mul+Mul"] * 3, kernels
+    assert made == []
