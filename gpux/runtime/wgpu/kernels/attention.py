@@ -31,6 +31,7 @@ local array indexed at run time (see ``gemm.py`` for why).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -263,6 +264,46 @@ fn store_y(at: u32, value: f32) {{
     return Lowering((Dispatch(shader, bindings, groups),))
 
 
+def _products(
+    rows: int,
+    runs: int,
+    staged: str,
+    length: int,
+    vectored: bool,
+    load: Callable[[str, int], str],
+    total: str,
+) -> list[str]:
+    """WGSL adding, for each row ``r`` and run ``c``, ``staged``'s row ``r`` (``length``
+    values in workgroup memory) times the values ``load(i, c)`` reads from storage into
+    ``{total}{r}_{c}``: steps 2 (queries by K) and 4 (weights by V). ``vectored``: ``staged``
+    holds vec4s, and each load of it feeds a ``dot`` of four."""
+    lines = []
+    if vectored:
+        lines += [
+            f"    for (var quad = 0u; quad < {length // 4}u; quad++) {{",
+            "        let i = quad * 4u;",
+        ]
+        for c in range(runs):
+            loads = ", ".join(load(f"i + {j}u" if j else "i", c) for j in range(4))
+            lines.append(f"        let from_storage{c} = vec4<f32>({loads});")
+        for r in range(rows):
+            lines.append(f"        let staged{r} = {staged}[{r * length // 4}u + quad];")
+            for c in range(runs):
+                lines.append(f"        {total}{r}_{c} += dot(staged{r}, from_storage{c});")
+    else:
+        lines.append(f"    for (var i = 0u; i < {length}u; i++) {{")
+        for c in range(runs):
+            lines.append(f"        let from_storage{c} = {load('i', c)};")
+        for r in range(rows):
+            lines.append(f"        let staged{r} = {staged}[{r * length}u + i];")
+            for c in range(runs):
+                lines.append(
+                    f"        {total}{r}_{c} = fma(staged{r}, from_storage{c}, {total}{r}_{c});"
+                )
+    lines.append("    }")
+    return lines
+
+
 def _main(
     rows: int,
     s: int,
@@ -336,27 +377,9 @@ def _main(
         lines.append(f"    let key_at{c} = min(key{c}, {t - 1}u);")
         for r in range(rows):
             lines.append(f"    var score{r}_{c} = 0.0;")
-    if vq:
-        lines.append(f"    for (var i = 0u; i < {d // 4}u; i++) {{")
-        lines.append("        let first = i * 4u;")
-        for c in range(key_runs):
-            loads = ", ".join(
-                f"load_k(batch, first{f' + {j}u' if j else ''}, key_at{c})" for j in range(4)
-            )
-            lines.append(f"        let k{c} = vec4<f32>({loads});")
-        for r in range(rows):
-            lines.append(f"        let q{r} = queries[{r * d // 4}u + i];")
-            for c in range(key_runs):
-                lines.append(f"        score{r}_{c} += dot(q{r}, k{c});")
-    else:
-        lines.append(f"    for (var i = 0u; i < {d}u; i++) {{")
-        for c in range(key_runs):
-            lines.append(f"        let k{c} = load_k(batch, i, key_at{c});")
-        for r in range(rows):
-            lines.append(f"        let q{r} = queries[{r * d}u + i];")
-            for c in range(key_runs):
-                lines.append(f"        score{r}_{c} = fma(q{r}, k{c}, score{r}_{c});")
-    lines.append("    }")
+    lines += _products(
+        rows, key_runs, "queries", d, vq, lambda i, c: f"load_k(batch, {i}, key_at{c})", "score"
+    )
     for r in range(rows):
         row = f"min(first_row + {r}u, {s - 1}u)"
         for c in range(key_runs):
@@ -412,27 +435,9 @@ def _main(
         lines.append(f"    let column_at{c} = min(column{c}, {dv - 1}u);")
         for r in range(rows):
             lines.append(f"    var out{r}_{c} = 0.0;")
-    if vw:
-        lines.append(f"    for (var key4 = 0u; key4 < {t // 4}u; key4++) {{")
-        lines.append("        let key = key4 * 4u;")
-        for c in range(column_runs):
-            loads = ", ".join(
-                f"load_v(batch, key{f' + {j}u' if j else ''}, column_at{c})" for j in range(4)
-            )
-            lines.append(f"        let v{c} = vec4<f32>({loads});")
-        for r in range(rows):
-            lines.append(f"        let w{r} = weights[{r * t // 4}u + key4];")
-            for c in range(column_runs):
-                lines.append(f"        out{r}_{c} += dot(w{r}, v{c});")
-    else:
-        lines.append(f"    for (var key = 0u; key < {t}u; key++) {{")
-        for c in range(column_runs):
-            lines.append(f"        let v{c} = load_v(batch, key, column_at{c});")
-        for r in range(rows):
-            lines.append(f"        let w{r} = weights[{r * t}u + key];")
-            for c in range(column_runs):
-                lines.append(f"        out{r}_{c} = fma(w{r}, v{c}, out{r}_{c});")
-    lines.append("    }")
+    lines += _products(
+        rows, column_runs, "weights", t, vw, lambda i, c: f"load_v(batch, {i}, column_at{c})", "out"
+    )
     for r in range(rows):
         for c in range(column_runs):
             conditions = [f"first_row + {r}u < {s}u"]
