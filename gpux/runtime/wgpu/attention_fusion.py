@@ -19,7 +19,7 @@ from gpux.runtime.wgpu.kernels.attention import Attention, lower_attention
 from gpux.runtime.wgpu.kernels.contrib import fused_matmul_options
 from gpux.runtime.wgpu.partition import LoweredNode
 
-# The products whose scores an attention kernel may compute, and its one for P @ V.
+# The products whose output an attention kernel may take as its scores (P @ V: MatMul only).
 SCORE_PRODUCTS = {"MatMul", "com.microsoft.FusedMatMul"}
 
 
