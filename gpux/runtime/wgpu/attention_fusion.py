@@ -10,11 +10,12 @@ from gpux.runtime.wgpu.folds import (
     MAX_BINDINGS,
     build_epilogue,
     epilogue_target,
+    one_kernel,
     through_views,
     within_bindings,
 )
-from gpux.runtime.wgpu.graph import Graph, Node
-from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.graph import Graph
+from gpux.runtime.wgpu.kernel import TensorInfo, Unsupported
 from gpux.runtime.wgpu.kernels.attention import Attention, lower_attention
 from gpux.runtime.wgpu.kernels.contrib import fused_matmul_options
 from gpux.runtime.wgpu.partition import LoweredNode
@@ -170,23 +171,7 @@ def attention(
     for epilogue in epilogues:
         infos += epilogue.inputs
         constants.update({epilogue.first_input + k: a for k, a in epilogue.constants.items()})
-    fused = Node(
-        name=", ".join(lowered.node.name for lowered in chain),
-        op_type="+".join(lowered.node.op_type for lowered in chain),
-        domain="",
-        attributes={},
-        inputs=(q_name, k_name, v_name, *inputs),
-        outputs=last.node.outputs,
-        proto=None,
+    kernel = one_kernel(
+        chain, lowering, (q_name, k_name, v_name, *inputs), infos, [last], constants
     )
-    context = NodeContext(
-        op_type=fused.op_type,
-        domain="",
-        attributes={},
-        inputs=tuple(infos),
-        outputs=last.context.outputs,
-        constants=constants,
-        features=product.context.features,
-        opset=product.context.opset,
-    )
-    return tuple(chain), LoweredNode(fused, context, lowering, fused=tuple(m.node for m in chain))
+    return tuple(chain), kernel

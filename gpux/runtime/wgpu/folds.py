@@ -9,8 +9,9 @@ its store step (``kernels/epilogue.py``) and stores each value where the Transpo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gpux.runtime.wgpu.graph import Graph, Node
 from gpux.runtime.wgpu.kernel import Lowering, NodeContext, TensorInfo, Unsupported
@@ -231,3 +232,48 @@ def with_epilogue(graph: Graph, fold: Fold) -> LoweredNode:
         },
     )
     return LoweredNode(node, context, lowering, fused=tuple(m.node for m in fold.computed))
+
+
+def one_kernel(
+    computed: Sequence[LoweredNode],
+    lowering: Lowering,
+    inputs: Sequence[str],
+    infos: Sequence[TensorInfo | None],
+    outputs: Sequence[LoweredNode],
+    constants: Mapping[int, Any],
+    op_type: str | None = None,
+) -> LoweredNode:
+    """The lowered node of a kernel computing ``computed`` (graph order): it reads ``inputs``
+    (``infos``; ``constants`` by input number) and makes the outputs of ``outputs`` (their
+    first, or all of one). ``op_type`` defaults to the computed ops joined (``Add+Mul+Erf``,
+    what the profile reports); features and opset are the first computed node's."""
+    made = (
+        tuple(o.node.outputs[0] for o in outputs) if len(outputs) > 1 else outputs[0].node.outputs
+    )
+    made_infos = (
+        tuple(o.context.outputs[0] for o in outputs)
+        if len(outputs) > 1
+        else outputs[0].context.outputs
+    )
+    op = op_type or "+".join(lowered.node.op_type for lowered in computed)
+    node = Node(
+        name=", ".join(lowered.node.name for lowered in computed),
+        op_type=op,
+        domain="",
+        attributes={},
+        inputs=tuple(inputs),
+        outputs=made,
+        proto=None,
+    )
+    first = computed[0].context
+    context = NodeContext(
+        op_type=op,
+        domain="",
+        attributes={},
+        inputs=tuple(infos),
+        outputs=made_infos,
+        constants=dict(constants),
+        features=first.features,
+        opset=first.opset,
+    )
+    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in computed))

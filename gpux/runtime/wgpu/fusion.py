@@ -42,10 +42,11 @@ from gpux.runtime.wgpu.folds import (
     MAX_INPUTS,
     epilogue_target,
     external_inputs,
+    one_kernel,
     with_epilogue,
 )
-from gpux.runtime.wgpu.graph import Graph, Node
-from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo, Unsupported
+from gpux.runtime.wgpu.graph import Graph
+from gpux.runtime.wgpu.kernel import TensorInfo, Unsupported
 from gpux.runtime.wgpu.kernels.elementwise import Step, chain_lowering
 from gpux.runtime.wgpu.kernels.expressions import EXPRESSIONS
 from gpux.runtime.wgpu.partition import LoweredNode, Partition, Segment
@@ -119,27 +120,7 @@ def _fused(graph: Graph, members: list[LoweredNode]) -> LoweredNode:
         k: graph.constants[name] for k, name in enumerate(inputs) if name in graph.constants
     }
     lowering = chain_lowering(steps, infos, constants)
-    sink = members[-1]
-    node = Node(
-        name=", ".join(lowered.node.name for lowered in members),
-        op_type="+".join(lowered.node.op_type for lowered in members),
-        domain="",
-        attributes={},
-        inputs=tuple(inputs),
-        outputs=sink.node.outputs,
-        proto=None,
-    )
-    context = NodeContext(
-        op_type=node.op_type,
-        domain="",
-        attributes={},
-        inputs=tuple(infos),
-        outputs=sink.context.outputs,
-        constants=constants,
-        features=sink.context.features,
-        opset=sink.context.opset,
-    )
-    return LoweredNode(node, context, lowering, fused=tuple(m.node for m in members))
+    return one_kernel(members, lowering, inputs, infos, [members[-1]], constants)
 
 
 def _fuse_segment(

@@ -8,9 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from gpux.runtime.wgpu.folds import VIEWS, Fold, bounded, build_epilogue, epilogue_target
-from gpux.runtime.wgpu.graph import Graph, Node
-from gpux.runtime.wgpu.kernel import NodeContext, TensorInfo
+from gpux.runtime.wgpu.folds import (
+    VIEWS,
+    Fold,
+    bounded,
+    build_epilogue,
+    epilogue_target,
+    one_kernel,
+)
+from gpux.runtime.wgpu.graph import Graph
+from gpux.runtime.wgpu.kernel import TensorInfo
 from gpux.runtime.wgpu.kernels.matmul import lower_sibling_matmuls
 from gpux.runtime.wgpu.partition import LoweredNode, Segment
 
@@ -174,27 +181,9 @@ def siblings(
     constants = {
         index: graph.constants[name] for index, name in enumerate(every) if name in graph.constants
     }
-    first_product = members[0][0]
-    node = Node(
-        name=", ".join(lowered.node.name for lowered in computed),
-        op_type="|".join(
-            "+".join(m.node.op_type for m in (f.computed if f else (p,))) for p, f in members
-        ),
-        domain="",
-        attributes={},
-        inputs=tuple(every),
-        outputs=tuple(last.node.outputs[0] for last in lasts),
-        proto=None,
+    op_type = "|".join(
+        "+".join(m.node.op_type for m in (f.computed if f else (p,))) for p, f in members
     )
-    context = NodeContext(
-        op_type=node.op_type,
-        domain="",
-        attributes={},
-        inputs=tuple(graph.tensors[name] for name in node.inputs),
-        outputs=tuple(last.context.outputs[0] for last in lasts),
-        constants=constants,
-        features=first_product.context.features,
-        opset=first_product.context.opset,
-    )
-    fused = LoweredNode(node, context, lowering, fused=tuple(m.node for m in computed))
+    bound = [graph.tensors[name] for name in every]
+    fused = one_kernel(computed, lowering, every, bound, lasts, constants, op_type)
     return computed, place, fused

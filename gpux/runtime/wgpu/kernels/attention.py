@@ -31,7 +31,6 @@ local array indexed at run time (see ``gemm.py`` for why).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -266,25 +265,38 @@ fn store_y(at: u32, value: f32) {{
 
 def _products(
     rows: int,
-    runs: int,
+    index: str,
+    count: int,
     staged: str,
     length: int,
     vectored: bool,
-    load: Callable[[str, int], str],
+    load: str,
     total: str,
 ) -> list[str]:
-    """WGSL adding, for each row ``r`` and run ``c``, ``staged``'s row ``r`` (``length``
-    values in workgroup memory) times the values ``load(i, c)`` reads from storage into
-    ``{total}{r}_{c}``: steps 2 (queries by K) and 4 (weights by V). ``vectored``: ``staged``
-    holds vec4s, and each load of it feeds a ``dot`` of four."""
+    """WGSL for steps 2 (queries by K) and 4 (weights by V): invocation ``local`` takes
+    ``{index}`` local, local + THREADS, ... below ``count`` (keys or V's columns), and adds,
+    for each row ``r`` and run ``c``, ``staged``'s row ``r`` (``length`` values in workgroup
+    memory) times the values ``load`` reads from storage (its ``{i}``: the position along
+    ``length``, ``{at}``: the run's index, clamped in range) into ``{total}{r}_{c}``.
+    ``vectored``: ``staged`` holds vec4s, and each load of it feeds a ``dot`` of four."""
+    runs = -(-count // THREADS)
     lines = []
+    for c in range(runs):
+        lines.append(f"    let {index}{c} = local + {c * THREADS}u;")
+        lines.append(f"    let {index}_at{c} = min({index}{c}, {count - 1}u);")
+        for r in range(rows):
+            lines.append(f"    var {total}{r}_{c} = 0.0;")
+
+    def loaded(i: str, c: int) -> str:
+        return load.format(i=i, at=f"{index}_at{c}")
+
     if vectored:
         lines += [
             f"    for (var quad = 0u; quad < {length // 4}u; quad++) {{",
             "        let i = quad * 4u;",
         ]
         for c in range(runs):
-            loads = ", ".join(load(f"i + {j}u" if j else "i", c) for j in range(4))
+            loads = ", ".join(loaded(f"i + {j}u" if j else "i", c) for j in range(4))
             lines.append(f"        let from_storage{c} = vec4<f32>({loads});")
         for r in range(rows):
             lines.append(f"        let staged{r} = {staged}[{r * length // 4}u + quad];")
@@ -293,7 +305,7 @@ def _products(
     else:
         lines.append(f"    for (var i = 0u; i < {length}u; i++) {{")
         for c in range(runs):
-            lines.append(f"        let from_storage{c} = {load('i', c)};")
+            lines.append(f"        let from_storage{c} = {loaded('i', c)};")
         for r in range(rows):
             lines.append(f"        let staged{r} = {staged}[{r * length}u + i];")
             for c in range(runs):
@@ -372,14 +384,7 @@ def _main(
         ]
     lines.append("    workgroupBarrier();")
     # 2. scores: invocation `local` takes keys local, local + THREADS, ... for every row.
-    for c in range(key_runs):
-        lines.append(f"    let key{c} = local + {c * THREADS}u;")
-        lines.append(f"    let key_at{c} = min(key{c}, {t - 1}u);")
-        for r in range(rows):
-            lines.append(f"    var score{r}_{c} = 0.0;")
-    lines += _products(
-        rows, key_runs, "queries", d, vq, lambda i, c: f"load_k(batch, {i}, key_at{c})", "score"
-    )
+    lines += _products(rows, "key", t, "queries", d, vq, "load_k(batch, {i}, {at})", "score")
     for r in range(rows):
         row = f"min(first_row + {r}u, {s - 1}u)"
         for c in range(key_runs):
@@ -430,14 +435,7 @@ def _main(
         lines.append("    if (lane == 0u) { inverse[row] = 1.0 / total; }")
     lines.append("    workgroupBarrier();")
     # 4. weights @ V: invocation `local` takes columns local, local + THREADS, ... for every row.
-    for c in range(column_runs):
-        lines.append(f"    let column{c} = local + {c * THREADS}u;")
-        lines.append(f"    let column_at{c} = min(column{c}, {dv - 1}u);")
-        for r in range(rows):
-            lines.append(f"    var out{r}_{c} = 0.0;")
-    lines += _products(
-        rows, column_runs, "weights", t, vw, lambda i, c: f"load_v(batch, {i}, column_at{c})", "out"
-    )
+    lines += _products(rows, "column", dv, "weights", t, vw, "load_v(batch, {i}, {at})", "out")
     for r in range(rows):
         for c in range(column_runs):
             conditions = [f"first_row + {r}u < {s}u"]
