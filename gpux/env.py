@@ -105,6 +105,14 @@ def inference_threads() -> int:
     return _count("GPUX_INFERENCE_THREADS", 0, "a number of threads (0: the backend's default)")
 
 
+def switch_interval_us() -> int:
+    """GPUX_SWITCH_INTERVAL_US: how long (µs) a thread of a ``gpux serve`` process may keep
+    the interpreter lock while another waits for it (``sys.setswitchinterval``; 0, the
+    default, keeps Python's 5,000). Each hand-over of a call between threads (a shared engine's
+    readers, loop and model threads) can wait that long for a busy thread."""
+    return _count("GPUX_SWITCH_INTERVAL_US", 0, "microseconds (0: Python's default)")
+
+
 def _count(name: str, default: int, what: str) -> int:
     configured = os.environ.get(name, "").strip()
     if not configured:

@@ -35,10 +35,12 @@ from gpux.pipeline.outputs import result_to_json
 from gpux.pipeline.runner import Pipeline
 from gpux.runtime import host_memory
 from gpux.runtime.host_memory import HostBuffers
+from gpux.runtime.tensors import check_feed
 from gpux.serve import bodies, json_codec, protocol, shared_stats, triton
 from gpux.serve.access_log import AccessLog
 from gpux.serve.batching import Batcher, Strategy
 from gpux.serve.bodies import compressed, off_loop, predict_items, read_body
+from gpux.serve.engine_client import RemoteBackend, engine_clients
 from gpux.serve.generation import generative_refusal
 from gpux.serve.guards import (
     Guards,
@@ -390,6 +392,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # uvicorn listens only once this has started: HTTP readiness means gRPC is up too.
+        for client in engine_clients(models):  # the shared engine's calls go through this loop
+            await client.attach()
         warming = [asyncio.create_task(warm_served(m)) for m in models]
         if shared is not None:
             writer = shared_stats.keep_writing(shared / "stats", all_statistics)
@@ -539,7 +543,21 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
             offset += rows
         return parts
 
-    return Strategy(key, size, combine, served.model.run, split, release)
+    return Strategy(key, size, combine, served.model.run, split, release, _start_of(served))
+
+
+def _start_of(served: ServedModel) -> Callable[[dict[str, Any]], asyncio.Future[Any]] | None:
+    """A model of the shared engine is called from the loop, without a thread (its answer
+    comes back on the loop: gpux/serve/engine_client.py); a chain's models run one after
+    another on a thread, as everywhere else."""
+    model = served.model
+    if not served.remote or not isinstance(model, Model):
+        return None
+    backend = model.backend
+    if not isinstance(backend, RemoteBackend):
+        return None
+    inputs = model.inputs
+    return lambda feed: backend.start(check_feed(feed, inputs))
 
 
 def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], bool]]:

@@ -56,6 +56,10 @@ class Strategy(Generic[Payload]):
     split: Callable[[Any, Sequence[int]], list[Any]]
     # What ``combine`` made, handed back once the model has run (its buffer is reused).
     release: Callable[[Payload], None] | None = None
+    # ``run`` without a thread, where the model answers on the loop (a call to the shared
+    # engine, gpux/serve/engine_client.py): started on the loop's thread, it returns the
+    # future of the result.
+    start: Callable[[Payload], asyncio.Future[Any]] | None = None
 
 
 class Batcher(Generic[Payload]):
@@ -212,18 +216,34 @@ class Batcher(Generic[Payload]):
 
     def _start_alone(self, job: _Job[Payload]) -> None:
         """``_run([job])`` for a request that needs no padding, by callbacks: the model's
-        thread hands the outcome back with one ``call_soon_threadsafe``, where a task awaiting
-        ``run_in_executor`` took two more turns of the loop."""
+        thread (or, with ``strategy.start``, the model's own future) hands the outcome back
+        with one callback, where a task awaiting ``run_in_executor`` took two more turns of
+        the loop."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         if self.observe is not None:
             self.observe(job.size, started - job.queued_at)
         timing = BatchTiming(job.size, 0, [started - job.queued_at])
+        if self.strategy.start is not None:
+            try:
+                running = self.strategy.start(job.payload)
+            except Exception as exc:
+                self._done_alone(job, timing, None, exc)
+                return
+            running.add_done_callback(lambda done: self._started_done(job, timing, started, done))
+            return
         try:
             self.executor.submit(self._call_alone, loop, job, timing)
         except Exception as exc:  # the executor is shut down: the server is stopping
             self._finished()
             _settle(job.future, exception=exc)
+
+    def _started_done(
+        self, job: _Job[Payload], timing: BatchTiming, started: float, done: asyncio.Future[Any]
+    ) -> None:
+        timing.ran = time.perf_counter() - started
+        error = done.exception()
+        self._done_alone(job, timing, None if error is not None else done.result(), error)
 
     def _call_alone(
         self, loop: asyncio.AbstractEventLoop, job: _Job[Payload], timing: BatchTiming
@@ -239,7 +259,7 @@ class Batcher(Generic[Payload]):
             loop.call_soon_threadsafe(self._done_alone, job, timing, result, error)
 
     def _done_alone(
-        self, job: _Job[Payload], timing: BatchTiming, result: Any, error: Exception | None
+        self, job: _Job[Payload], timing: BatchTiming, result: Any, error: BaseException | None
     ) -> None:
         self._finished()
         if error is not None:
@@ -275,7 +295,9 @@ class Batcher(Generic[Payload]):
             self.padded(extra)
         timing = BatchTiming(sum(sizes) + extra, extra, [started - job.queued_at for job in batch])
         try:
-            if len(batch) == 1 and not extra:
+            if strategy.start is not None:
+                results = await self._started(batch, sizes, extra, timing)
+            elif len(batch) == 1 and not extra:
                 results = [
                     await loop.run_in_executor(
                         self.executor, _timed_run, strategy.run, batch[0].payload, timing
@@ -313,6 +335,32 @@ class Batcher(Generic[Payload]):
             self.timed(timing)
         for job, result in zip(batch, results, strict=True):
             _settle(job.future, result=result)
+
+    async def _started(
+        self, batch: list[_Job[Payload]], sizes: list[int], extra: int, timing: BatchTiming
+    ) -> list[Any]:
+        """``_run``'s model call through ``strategy.start``: the batch joined on the loop (a
+        shared engine's front-end joins only what queued behind its calls in flight)."""
+        strategy = self.strategy
+        assert strategy.start is not None
+        if len(batch) == 1 and not extra:
+            begun = time.perf_counter()
+            try:
+                return [await strategy.start(batch[0].payload)]
+            finally:
+                timing.ran = time.perf_counter() - begun
+        begun = time.perf_counter()
+        joined = strategy.combine([job.payload for job in batch], extra)
+        timing.joined = time.perf_counter() - begun
+        try:
+            begun = time.perf_counter()
+            output = await strategy.start(joined)
+            timing.ran = time.perf_counter() - begun
+        finally:
+            if strategy.release is not None:
+                strategy.release(joined)  # the call has been read: its buffer is free
+        results = strategy.split(output, [*sizes, extra] if extra else sizes)
+        return results[: len(batch)]
 
 
 def _timed_run(run: Callable[[Any], Any], payload: Any, timing: BatchTiming) -> Any:

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection, Listener
 from typing import TYPE_CHECKING, Any
 
 from gpux.errors import GPUXError
-from gpux.serve.engine_wire import Channel
+from gpux.serve.engine_wire import Channel, Outbox
 
 if TYPE_CHECKING:
     from gpux.runtime.model import Model
@@ -81,7 +81,7 @@ class Engine:
                 )
         # Batch sizes and padding are the engine's: it forms the batches the models run.
         self.metrics = Metrics(m.name for m in served)
-        self._inbox: list[tuple[Channel, threading.Lock, Any, dict[str, Any]]] = []
+        self._inbox: list[tuple[Outbox, Any, dict[str, Any]]] = []
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
 
@@ -132,23 +132,25 @@ class Engine:
         await asyncio.Event().wait()  # until the process ends
 
     def _read(self, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
-        """One front-end's calls, read on this thread and handed to the engine's loop."""
-        lock = threading.Lock()
+        """One front-end's calls, read on this thread and handed to the engine's loop, which
+        answers through the connection's outbox."""
+        outbox = Outbox(channel.sock, loop)
         while True:
             try:
                 head, feed = channel.receive()
             except (EOFError, OSError, ValueError):
-                channel.close()
-                return  # the front-end went away (or was not one)
-            if head == "hello":
-                with lock:
-                    channel.send(("hello", self.placements()), {})
+                # The front-end went away (or was not one): the outbox is the loop's to close.
+                with contextlib.suppress(RuntimeError):  # the loop has stopped
+                    loop.call_soon_threadsafe(outbox.close)
+                return
+            if head == "hello":  # the first message, before any call: nothing else writes
+                channel.send(("hello", self.placements()), {})
                 continue
             # One wake-up of the loop for whatever arrived meanwhile, not one per call: at a few
             # thousand calls a second, a coroutine and a wake-up per call were most of the
             # engine loop's time.
             with self._inbox_lock:
-                self._inbox.append((channel, lock, head, feed))
+                self._inbox.append((outbox, head, feed))
                 if self._drain_scheduled:
                     continue
                 self._drain_scheduled = True
@@ -158,7 +160,7 @@ class Engine:
         with self._inbox_lock:
             calls, self._inbox = self._inbox, []
             self._drain_scheduled = False
-        for channel, lock, head, feed in calls:
+        for outbox, head, feed in calls:
             call_id, key, timeout = head
             try:
                 served = self.by_key.get(key)
@@ -166,31 +168,20 @@ class Engine:
                     raise GPUXError(f"the engine has no model '{key}'", "restart the server")
                 future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
             except Exception as exc:
-                _reply(channel, lock, call_id, {}, exc)
+                _reply(outbox, call_id, {}, exc)
                 continue
-            future.add_done_callback(functools.partial(_answered, channel, lock, call_id))
+            future.add_done_callback(functools.partial(_answered, outbox, call_id))
 
 
-def _answered(
-    channel: Channel, lock: threading.Lock, call_id: int, done: asyncio.Future[Any]
-) -> None:
+def _answered(outbox: Outbox, call_id: int, done: asyncio.Future[Any]) -> None:
     error = done.exception()
-    _reply(channel, lock, call_id, {} if error is not None else done.result(), error)
+    _reply(outbox, call_id, {} if error is not None else done.result(), error)
 
 
 def _reply(
-    channel: Channel,
-    lock: threading.Lock,
-    call_id: int,
-    outputs: dict[str, Any],
-    error: BaseException | None,
+    outbox: Outbox, call_id: int, outputs: dict[str, Any], error: BaseException | None
 ) -> None:
-    reply = (call_id, None if error is None else failure_of(error))
-    try:
-        with lock:
-            channel.send(reply, outputs)
-    except OSError:
-        pass  # the front-end went away: nobody waits for this answer
+    outbox.send((call_id, None if error is None else failure_of(error)), outputs)
 
 
 def failure_of(exc: BaseException) -> tuple[str, str, str | None]:
@@ -209,6 +200,9 @@ def failure_of(exc: BaseException) -> tuple[str, str, str | None]:
 def engine_main(spec: ServerSpec, address: str, authkey: bytes, report: Connection) -> None:
     """The engine process: load, warm, listen, tell the parent; exit when the parent does."""
     from gpux.serve.load import load_served
+    from gpux.serve.server import tune_interpreter
+
+    tune_interpreter()
 
     async def main() -> None:
         try:

@@ -13,11 +13,13 @@ an engine behind four front-ends answered 1,522 images/s where four plain worker
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import socket
 import struct
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -48,30 +50,18 @@ class Channel:
         return cls(sock)
 
     def send(self, head: Any, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
-        shapes = [(name, a.dtype.str, a.shape) for name, a in contiguous.items()]
-        header = pickle.dumps((head, shapes), protocol=pickle.HIGHEST_PROTOCOL)
-        self.sock.sendall(_LENGTH.pack(len(header)) + header)
-        for array in contiguous.values():
-            if array.nbytes:
-                self.sock.sendall(array.data.cast("B"))
+        for part in encode(head, arrays):
+            self.sock.sendall(part)
 
     def receive(self) -> tuple[Any, Arrays]:
         """The next message: its head and its arrays (fresh, writable). ``EOFError`` when the
         peer has gone."""
         (length,) = _LENGTH.unpack(self._exactly(_LENGTH.size))
-        if length > MAX_HEADER_BYTES:
-            raise ValueError(f"a message header of {length} bytes is not from a GPUX engine")
-        head, shapes = pickle.loads(self._exactly(length))
-        arrays: Arrays = {}
-        for name, dtype, shape in shapes:
-            kind = np.dtype(dtype)
-            if kind.hasobject:  # bytes would be read as pointers
-                raise ValueError(f"tensor '{name}' of dtype {kind} cannot cross processes")
-            array = np.empty(shape, dtype=kind)
+        head, shapes = pickle.loads(self._exactly(checked_length(length)))
+        arrays = allocate(shapes)
+        for array in arrays.values():
             if array.nbytes:
                 self._fill(array.data.cast("B"))
-            arrays[name] = array
         return head, arrays
 
     def _exactly(self, size: int) -> bytes:
@@ -88,3 +78,148 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def encode(head: Any, arrays: Mapping[str, np.ndarray[Any, Any]]) -> list[memoryview]:
+    """One message as the buffers to write in turn: its length and header, then each tensor's
+    bytes as they lie in memory (views, not copies: the arrays must not change until sent)."""
+    contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    shapes = [(name, a.dtype.str, a.shape) for name, a in contiguous.items()]
+    header = pickle.dumps((head, shapes), protocol=pickle.HIGHEST_PROTOCOL)
+    parts = [memoryview(_LENGTH.pack(len(header)) + header)]
+    parts.extend(a.data.cast("B") for a in contiguous.values() if a.nbytes)
+    return parts
+
+
+def checked_length(length: int) -> int:
+    if length > MAX_HEADER_BYTES:
+        raise ValueError(f"a message header of {length} bytes is not from a GPUX engine")
+    return length
+
+
+def allocate(shapes: list[tuple[str, str, tuple[int, ...]]]) -> Arrays:
+    """The header's tensors, allocated (fresh, writable) for their bytes to be read into."""
+    arrays: Arrays = {}
+    for name, dtype, shape in shapes:
+        kind = np.dtype(dtype)
+        if kind.hasobject:  # bytes would be read as pointers
+            raise ValueError(f"tensor '{name}' of dtype {kind} cannot cross processes")
+        arrays[name] = np.empty(shape, dtype=kind)
+    return arrays
+
+
+class MessageReader:
+    """Messages read by whoever owns the socket's reads (an event loop's BufferedProtocol):
+    :meth:`buffer` is where the next bytes go, :meth:`filled` says how many came, and each
+    whole message goes to ``deliver``. Every tensor is read straight into its array."""
+
+    def __init__(self, deliver: Callable[[Any, Arrays], None]) -> None:
+        self._deliver = deliver
+        self._expect_length()
+
+    def buffer(self) -> memoryview:
+        return self._view[self._filled :]
+
+    def filled(self, count: int) -> None:
+        """``ValueError`` on a message no GPUX engine sends."""
+        self._filled += count
+        while self._filled == len(self._view):
+            self._then()
+
+    def _expect(self, view: memoryview, then: Callable[[], None]) -> None:
+        self._view, self._filled, self._then = view, 0, then
+
+    def _expect_length(self) -> None:
+        self._bytes = bytearray(_LENGTH.size)
+        self._expect(memoryview(self._bytes), self._got_length)
+
+    def _got_length(self) -> None:
+        (length,) = _LENGTH.unpack(self._bytes)
+        self._bytes = bytearray(checked_length(length))
+        self._expect(memoryview(self._bytes), self._got_header)
+
+    def _got_header(self) -> None:
+        self._head, shapes = pickle.loads(self._bytes)
+        self._arrays = allocate(shapes)
+        self._unread = [a for a in self._arrays.values() if a.nbytes]
+        self._next_array()
+
+    def _next_array(self) -> None:
+        if self._unread:
+            self._expect(self._unread.pop(0).data.cast("B"), self._next_array)
+            return
+        head, arrays = self._head, self._arrays
+        self._expect_length()
+        self._deliver(head, arrays)
+
+
+class Outbox:
+    """Messages written from an event loop's thread without blocking it: what the socket does
+    not take at once is kept (copied: the arrays may change once this returns) and written
+    when it can take more, so that one front-end slow to read its answers (a large output,
+    a busy loop) holds up no one else's. The socket stays blocking for the thread that reads
+    it: each write here is ``MSG_DONTWAIT``."""
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self._sock = sock
+        self._loop = loop
+        self._waiting: deque[bytes | memoryview] = deque()
+        self._watched = False
+        self.closed = False
+
+    def send(self, head: Any, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        if self.closed:
+            return  # the peer went away: nobody waits for this answer
+        parts = encode(head, arrays)
+        if self._waiting:
+            self._waiting.extend(bytes(part) for part in parts)
+            return
+        for index, part in enumerate(parts):
+            sent = self._write(part)
+            if sent is None:
+                return
+            if sent < len(part):
+                self._waiting.append(bytes(part[sent:]))
+                self._waiting.extend(bytes(rest) for rest in parts[index + 1 :])
+                break
+        self._watch()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._waiting.clear()
+        self._watch()
+        self._sock.close()
+
+    def _write(self, part: bytes | memoryview) -> int | None:
+        """Bytes the socket took now; None once the peer has gone (the outbox is closed)."""
+        try:
+            return self._sock.send(part, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self.close()  # the peer went away
+            return None
+
+    def _flush(self) -> None:
+        while self._waiting and not self.closed:
+            part = self._waiting[0]
+            sent = self._write(part)
+            if sent is None:
+                return
+            if sent < len(part):
+                self._waiting[0] = memoryview(part)[sent:]
+                break
+            self._waiting.popleft()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Wait for the socket to take more only while something waits to be written."""
+        wanted = bool(self._waiting) and not self.closed
+        if wanted != self._watched:
+            if wanted:
+                self._loop.add_writer(self._sock.fileno(), self._flush)
+            else:
+                self._loop.remove_writer(self._sock.fileno())
+            self._watched = wanted

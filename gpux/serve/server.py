@@ -38,6 +38,17 @@ class ServerSpec:
     shared_engine: bool = False  # --shared-engine: workers call one model process (engine.py)
 
 
+def tune_interpreter() -> None:
+    """The interpreter settings of a server process (``GPUX_SWITCH_INTERVAL_US``)."""
+    import sys
+
+    from gpux import env
+
+    interval = env.switch_interval_us()
+    if interval:
+        sys.setswitchinterval(interval / 1e6)
+
+
 def load_app(spec: ServerSpec) -> tuple[Starlette, list[ServedModel]]:
     from gpux import env
     from gpux.serve.app import create_app
@@ -47,6 +58,7 @@ def load_app(spec: ServerSpec) -> tuple[Starlette, list[ServedModel]]:
 
     # Before any model or thread pool exists: arenas are made by the threads that allocate.
     keep_resident_memory_flat(env.malloc_arenas())
+    tune_interpreter()
     served = load_served(
         list(spec.names),
         spec.backend,
