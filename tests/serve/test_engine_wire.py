@@ -1,0 +1,132 @@
+"""The shared engine's messages (gpux/serve/engine_wire.py): what one side writes, the other
+reads back exactly, however the bytes arrive; a header no engine sends is refused before
+anything is allocated; and the engine's outbox never blocks its loop on a peer that does not
+read, yet delivers everything, in order, once the peer reads."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import struct
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpux.serve.engine_wire import MAX_HEADER_BYTES, Channel, MessageReader, Outbox, encode
+
+
+def _messages() -> list[tuple[Any, dict[str, np.ndarray[Any, Any]]]]:
+    rng = np.random.default_rng(0)
+    return [
+        ((1, "resnet", 30.0), {"image": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)}),
+        ((2, None), {}),
+        (
+            (3, "bert", 5.0),
+            {
+                "ids": rng.integers(0, 30000, (1, 7)),
+                "empty": np.zeros((0, 4), np.float16),
+                "transposed": rng.standard_normal((5, 3)).T,  # not contiguous: sent as if it were
+            },
+        ),
+        ((4, ("input", "bad shape", "send [1, 3]")), {"flag": np.array([True, False])}),
+    ]
+
+
+def _feed(reader: MessageReader, stream: bytes, cuts: list[int] | None = None) -> None:
+    """``stream`` into ``reader`` as a BufferedProtocol gets it: at most what fits the buffer
+    offered each time, in chunks of ``cuts`` (in turn) where given."""
+    position, turn = 0, 0
+    while position < len(stream):
+        target = reader.buffer()
+        assert len(target) > 0
+        size = min(len(target), len(stream) - position)
+        if cuts:
+            size = min(size, cuts[turn % len(cuts)])
+        target[:size] = stream[position : position + size]
+        reader.filled(size)
+        position, turn = position + size, turn + 1
+
+
+def _equal(got: dict[str, Any], sent: dict[str, Any]) -> bool:
+    return got.keys() == sent.keys() and all(
+        got[k].dtype == sent[k].dtype and np.array_equal(got[k], sent[k]) for k in sent
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(1, 400), min_size=1, max_size=40))
+def test_a_reader_gets_every_message_whatever_the_chunks(cuts: list[int]) -> None:
+    sent = _messages()
+    stream = b"".join(bytes(part) for head, arrays in sent for part in encode(head, arrays))
+    got: list[tuple[Any, dict[str, Any]]] = []
+    reader = MessageReader(lambda head, arrays: got.append((head, arrays)))
+    _feed(reader, stream, cuts)
+    assert [head for head, _ in got] == [head for head, _ in sent]
+    for (_, arrays), (_, expected) in zip(got, sent, strict=True):
+        assert _equal(arrays, expected)
+        assert all(a.flags.writeable for a in arrays.values())
+
+
+def test_a_header_longer_than_any_engine_sends_is_refused() -> None:
+    reader = MessageReader(lambda head, arrays: None)
+    with pytest.raises(ValueError, match="not from a GPUX engine"):
+        _feed(reader, struct.pack("<Q", MAX_HEADER_BYTES + 1))
+
+
+def test_object_arrays_are_refused_not_read_as_pointers() -> None:
+    header = pickle.dumps(((1, None), [("names", "|O", (2,))]))
+    reader = MessageReader(lambda head, arrays: None)
+    with pytest.raises(ValueError, match="cannot cross processes"):
+        _feed(reader, struct.pack("<Q", len(header)) + header)
+
+
+def test_the_outbox_never_blocks_its_loop_and_delivers_in_order() -> None:
+    """A peer that reads nothing while 40 MB of answers are sent: every ``send`` returns (the
+    socket holds ~200 KB; the rest waits in the outbox), and once the peer reads,
+    every message arrives whole and in order, even though the arrays sent were changed
+    right after each ``send``."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    answers = np.arange(1 << 20, dtype=np.float32)  # 4 MB
+    count = 10
+    received: list[tuple[Any, dict[str, Any]]] = []
+
+    def read() -> None:
+        channel = Channel(theirs)
+        for _ in range(count):
+            received.append(channel.receive())
+
+    async def main() -> None:
+        outbox = Outbox(ours, asyncio.get_running_loop())
+        for index in range(count):
+            # Returns with nobody reading yet: a blocking send would hang here for good.
+            outbox.send((index, None), {"out": answers})
+            answers[:] += 1  # the next answer: the outbox kept its own copy of the unsent part
+        reader = threading.Thread(target=read)
+        reader.start()
+        while reader.is_alive():
+            await asyncio.sleep(0.01)
+        outbox.close()
+
+    asyncio.run(main())
+    assert [head for head, _ in received] == [(i, None) for i in range(count)]
+    for index, (_, arrays) in enumerate(received):
+        assert np.array_equal(arrays["out"], np.arange(1 << 20, dtype=np.float32) + index)
+    theirs.close()
+
+
+def test_the_outbox_drops_answers_for_a_peer_that_went_away() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.close()
+
+    async def main() -> bool:
+        outbox = Outbox(ours, asyncio.get_running_loop())
+        outbox.send((1, None), {"out": np.zeros(1 << 20, np.float32)})
+        outbox.send((2, None), {"out": np.zeros(4, np.float32)})  # after close: dropped
+        return outbox.closed
+
+    assert asyncio.run(main())
