@@ -228,7 +228,9 @@ def test_a_json_body_parsed_in_the_parse_process_gives_the_same_answer(plain: Se
     assert "datatype FP32, but the model expects INT64" in refused.json()["error"]
 
 
-@pytest.mark.parametrize("variable", ["GPUX_PARSE_PROCESSES", "GPUX_MALLOC_ARENAS"])
+@pytest.mark.parametrize(
+    "variable", ["GPUX_PARSE_PROCESSES", "GPUX_MALLOC_ARENAS", "GPUX_SWITCH_INTERVAL_US"]
+)
 def test_a_server_setting_that_is_not_a_count_is_refused_before_serving(
     home: BoundCLI, variable: str
 ) -> None:
