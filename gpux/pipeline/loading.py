@@ -173,7 +173,11 @@ def _sized(
     symbols = {t.shape[0] for t in inputs if t.shape}
     if not inputs or len(symbols) != 1 or not isinstance(next(iter(symbols)), str):
         return loaded  # a fixed or mixed batch: one session sees one shape already
-    if not changes_are_slow(loaded, generate_inputs(inputs), inputs[0].name):
+    # A CUDA graph replays one shape: asked for, it needs a session per size whatever a change
+    # costs (a fixed batch may also let ONNX Runtime fold shape arithmetic that it would keep
+    # on the CPU, which rules a graph out).
+    graphs = runtime.cuda.cuda_graphs
+    if not graphs and not changes_are_slow(loaded, generate_inputs(inputs), inputs[0].name):
         return loaded  # no Conv-like state to rebuild: sizes are cheap, extra sessions are not
     symbol = str(next(iter(symbols)))
     fixed = gpuxfile_dimensions(config)
