@@ -32,6 +32,7 @@ ADDRESS_ENV = "GPUX_ENGINE_ADDRESS"
 # but a bound keeps one bad message from allocating at will).
 MAX_HEADER_BYTES = 1 << 20
 _LENGTH = struct.Struct("<Q")
+_WAIT_SECONDS = 3600.0
 
 
 class Channel:
@@ -39,6 +40,10 @@ class Channel:
     share a channel hold a lock around it; one thread receives."""
 
     def __init__(self, sock: socket.socket) -> None:
+        # Waits with a timeout, which Python implements by polling before each read or write:
+        # that holds whatever the socket's blocking mode, which the engine's loop may change
+        # under this thread (uvloop sets O_NONBLOCK on an fd it watches for the outbox).
+        sock.settimeout(_WAIT_SECONDS)
         self.sock = sock
 
     @classmethod
@@ -46,7 +51,6 @@ class Channel:
         """The authenticated ``conn``'s socket, taken over (``conn`` is closed)."""
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         conn.close()
-        sock.setblocking(True)
         return cls(sock)
 
     def send(self, head: Any, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
@@ -71,7 +75,10 @@ class Channel:
 
     def _fill(self, view: memoryview) -> None:
         while view.nbytes:
-            got = self.sock.recv_into(view)
+            try:
+                got = self.sock.recv_into(view)
+            except TimeoutError:
+                continue  # a quiet peer has not gone
             if not got:
                 raise EOFError("the peer closed the connection")
             view = view[got:]

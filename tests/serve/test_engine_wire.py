@@ -10,10 +10,12 @@ import pickle
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,7 +87,13 @@ def test_object_arrays_are_refused_not_read_as_pointers() -> None:
         _feed(reader, struct.pack("<Q", len(header)) + header)
 
 
-def test_the_outbox_never_blocks_its_loop_and_delivers_in_order() -> None:
+LOOPS = pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop])
+
+
+@LOOPS
+def test_the_outbox_never_blocks_its_loop_and_delivers_in_order(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     """A peer that reads nothing while 40 MB of answers are sent: every ``send`` returns (the
     socket holds ~200 KB; the rest waits in the outbox), and once the peer reads,
     every message arrives whole and in order, even though the arrays sent were changed
@@ -112,14 +120,18 @@ def test_the_outbox_never_blocks_its_loop_and_delivers_in_order() -> None:
             await asyncio.sleep(0.01)
         outbox.close()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
     assert [head for head, _ in received] == [(i, None) for i in range(count)]
     for index, (_, arrays) in enumerate(received):
         assert np.array_equal(arrays["out"], np.arange(1 << 20, dtype=np.float32) + index)
     theirs.close()
 
 
-def test_the_outbox_drops_answers_for_a_peer_that_went_away() -> None:
+@LOOPS
+def test_the_outbox_drops_answers_for_a_peer_that_went_away(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     theirs.close()
 
@@ -129,4 +141,55 @@ def test_the_outbox_drops_answers_for_a_peer_that_went_away() -> None:
         outbox.send((2, None), {"out": np.zeros(4, np.float32)})  # after close: dropped
         return outbox.closed
 
-    assert asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(main())
+
+
+@LOOPS
+def test_a_reader_thread_keeps_reading_the_socket_that_the_outbox_writes(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """The engine's layout: one thread receives a front-end's calls on a socket while the loop
+    answers on the same socket through the outbox. uvloop makes a socket it watches
+    non-blocking; the reader must still wait for the next call, not fail (it did: the engine
+    dropped every front-end whose answer had to wait)."""
+    engine_side, front_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    calls = 5
+    big = np.ones(1 << 20, np.float32)  # 4 MB: more than the socket takes, so the loop watches
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        outbox = Outbox(engine_side, loop)
+        channel = Channel(engine_side)
+        received: list[Any] = []
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for _ in range(calls):
+                    head, _ = channel.receive()
+                    received.append(head)
+                    loop.call_soon_threadsafe(outbox.send, head, {"out": big})
+            except BaseException as exc:
+                failed.append(exc)
+                engine_side.shutdown(socket.SHUT_RDWR)  # the peer sees EOF, not silence
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        peer = Channel(front_end)
+        answers = []
+        for index in range(calls):
+            await asyncio.sleep(0.05)  # the reader waits on a socket the loop now watches
+            await asyncio.to_thread(peer.send, (index, "model", 1.0), {})
+            answers.append(await asyncio.to_thread(peer.receive))
+        await asyncio.to_thread(reader.join)
+        assert not failed, failed
+        assert received == [(i, "model", 1.0) for i in range(calls)]
+        outbox.close()
+        return answers
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        answers = runner.run(main())
+    assert [head for head, _ in answers] == [(i, "model", 1.0) for i in range(calls)]
+    assert all(np.array_equal(arrays["out"], big) for _, arrays in answers)
+    front_end.close()
