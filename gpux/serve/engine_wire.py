@@ -9,6 +9,11 @@ out of it, with the GIL released while the kernel copies. ``Connection.recv_byte
 each 600 KB ResNet-50 image three times with the GIL held (chunks, a BytesIO, the target), and
 an engine behind four front-ends answered 1,522 images/s where four plain workers answered 2,137
 (an H100, docs/benchmarks.md).
+
+Three readers and writers of that format: :class:`Channel` for a thread that owns a socket (the
+engine's reader of each front-end, the handshake), :class:`MessageReader` for an event loop that
+reads (a front-end's answers, through asyncio's BufferedProtocol), and :class:`Outbox` for an
+event loop that writes without ever blocking (the engine's answers).
 """
 
 from __future__ import annotations
