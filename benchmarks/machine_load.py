@@ -22,6 +22,26 @@ def busy_ticks() -> int:
     return sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
 
 
+def tree_pids(root: int) -> list[int]:
+    """``root`` and every live descendant."""
+    parents = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                after_name = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            parents[int(entry.name)] = int(after_name[1])
+    found = []
+    for pid in parents:
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in parents:
+            ancestor = parents[ancestor]
+        if ancestor == root:
+            found.append(pid)
+    return sorted(found)
+
+
 def tree_ticks(root: int) -> int:
     """User + system ticks of ``root`` and every live descendant."""
     parents, ticks = {}, {}

@@ -10,6 +10,9 @@
 # a fifth sets GPUX_SWITCH_INTERVAL_US, the interpreter's switch interval: "...:8e:2:g:500")
 # writes $OUT/serve-<model>-w<N>.json and .txt per run; each run is bounded by RUN_LIMIT seconds
 # so that a slow one leaves the others' figures (the machine's minutes are counted).
+# PY_SPY=<path of a py-spy binary> adds benchmarks/serve.py --profile: every server process's
+# GIL-holding samples during the HTTP binary rows, as <name>-prof.tgz (the call brings back
+# at most 8 files).
 set -euo pipefail
 RUNS=${1:-"resnet50_dyn:1 resnet50_dyn:4"}
 . benchmarks/device/setup.sh
@@ -27,5 +30,9 @@ for run in $RUNS; do
     --model /root/models/$model.onnx --backend cuda --skip-peers \
     --sequence 128 --batch-sizes 1,8,16,32,64,128 --duration "${DURATION:-4}" \
     --concurrency "${LEVELS:-1,32,64}" --client-processes 4 --gpux-args "$args" \
-    ${graphs:+--cuda-graphs} --json "$name.json" 2>&1 | grep -v "^ *$" | tee "$name.txt" || echo "run $run: exit $?"
+    ${graphs:+--cuda-graphs} ${PY_SPY:+--profile "$name-prof" --py-spy "$PY_SPY"} \
+    --json "$name.json" 2>&1 | grep -v "^ *$" | tee "$name.txt" || echo "run $run: exit $?"
+  if [ -d "$name-prof" ]; then
+    tar czf "$name-prof.tgz" -C "$name-prof" . && rm -rf "$name-prof"
+  fi
 done
