@@ -143,8 +143,15 @@ class Engine:
                 with contextlib.suppress(RuntimeError):  # the loop has stopped
                     loop.call_soon_threadsafe(outbox.close)
                 return
-            if head == "hello":  # the first message, before any call: nothing else writes
-                channel.send(("hello", self.placements()), {})
+            if isinstance(head, tuple) and head[0] == "hello":  # the first message
+                try:
+                    if head[1]:  # the size of the front-end's arena, whose descriptor follows
+                        channel.receive_arena(int(head[1]))
+                except (OSError, ValueError) as exc:
+                    logger.warning("engine: a front-end's shared memory is unusable (%s)", exc)
+                    channel.close()
+                    return
+                channel.send(("hello", self.placements()), {})  # nothing else writes yet
                 continue
             # One wake-up of the loop for whatever arrived meanwhile, not one per call: at a few
             # thousand calls a second, a coroutine and a wake-up per call were most of the

@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import os
+import socket
 import threading
 from collections.abc import Iterable, Mapping
 from multiprocessing.connection import Client
@@ -28,6 +29,7 @@ import numpy as np
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError, InputError
 from gpux.runtime.backend import Backend, Placement
+from gpux.serve.engine_arena import SMALLEST_PLACED, Arena
 from gpux.serve.engine_wire import ADDRESS_ENV, AUTHKEY_ENV, Arrays, Channel, MessageReader, encode
 
 # Calls one front-end keeps in flight to the engine. They cost no thread here (the loop writes
@@ -50,12 +52,16 @@ class EngineClient:
             raise EngineGone(
                 f"cannot reach the model engine at {address} ({exc})", "restart the server"
             ) from exc
-        channel.send("hello", {})
+        self._arena = Arena.create()
+        channel.send(("hello", self._arena.size if self._arena else 0), {})
+        if self._arena is not None:
+            socket.send_fds(channel.sock, [b"\0"], [self._arena.fd])
         head, _ = channel.receive()
         self.placements: dict[str, dict[str, Any]] = head[1]
         self._sock = channel.sock
         self._ids = itertools.count()
         self._waiting: dict[int, Waiting] = {}
+        self._placed: dict[int, list[tuple[int, int]]] = {}  # call -> its arena blocks
         self._gone: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
@@ -119,10 +125,34 @@ class EngineClient:
             return
         call_id = next(self._ids)
         self._waiting[call_id] = future
-        self._transport.writelines(encode((call_id, key, timeout), feed))
+        self._transport.writelines(
+            encode((call_id, key, timeout), feed, self._place(call_id, feed))
+        )
+
+    def _place(self, call_id: int, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, int]:
+        """The large tensors of a call copied into the arena, while it has room: their
+        offsets (the rest go through the socket)."""
+        placed: dict[str, int] = {}
+        if self._arena is None:
+            return placed
+        blocks = []
+        for name, array in feed.items():
+            if array.nbytes < SMALLEST_PLACED or array.dtype.hasobject:
+                continue
+            offset = self._arena.place(array)
+            if offset is None:
+                break
+            placed[name] = offset
+            blocks.append((offset, array.nbytes))
+        if blocks:
+            self._placed[call_id] = blocks
+        return placed
 
     def answered(self, head: Any, outputs: Arrays) -> None:
         call_id, failure = head
+        if self._arena is not None:  # the engine reads the call's blocks no more
+            for offset, nbytes in self._placed.pop(call_id, ()):
+                self._arena.give_back(offset, nbytes)
         future = self._waiting.pop(call_id, None)
         if future is None or future.done():  # an asyncio caller that was cancelled
             return

@@ -1,8 +1,9 @@
 """How the front-end processes of a shared engine talk to it: one message per model call.
 
 A message is a small header (pickled: a call id, the model's key or an error, and each tensor's
-name, dtype and shape) followed by each tensor's bytes as they lie in memory, on an AF_UNIX
-stream socket. The connection is opened by ``multiprocessing.connection`` (its HMAC handshake
+name, dtype, shape and, for a tensor placed in the front-end's shared memory
+(gpux/serve/engine_arena.py), its offset there) followed by the bytes of each other tensor as
+they lie in memory, on an AF_UNIX stream socket. The connection is opened by ``multiprocessing.connection`` (its HMAC handshake
 proves the peer holds the server's key); then its socket is used directly: the receiver
 allocates each array and ``recv_into``s it, so a tensor is copied once into the socket and once
 out of it, with the GIL released while the kernel copies. ``Connection.recv_bytes_into`` copied
@@ -19,6 +20,7 @@ event loop that writes without ever blocking (the engine's answers).
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import pickle
 import socket
@@ -29,6 +31,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
+
+from gpux.serve import engine_arena
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 AUTHKEY_ENV = "GPUX_ENGINE_AUTHKEY"
@@ -50,6 +54,7 @@ class Channel:
         # under this thread (uvloop sets O_NONBLOCK on an fd it watches for the outbox).
         sock.settimeout(_WAIT_SECONDS)
         self.sock = sock
+        self.arena: mmap.mmap | None = None  # the peer's shared memory, once it gave it
 
     @classmethod
     def of(cls, conn: Connection) -> Channel:
@@ -67,11 +72,19 @@ class Channel:
         peer has gone."""
         (length,) = _LENGTH.unpack(self._exactly(_LENGTH.size))
         head, shapes = pickle.loads(self._exactly(checked_length(length)))
-        arrays = allocate(shapes)
-        for array in arrays.values():
-            if array.nbytes:
-                self._fill(array.data.cast("B"))
+        arrays, inline = allocate(shapes, self.arena)
+        for array in inline:
+            self._fill(array.data.cast("B"))
         return head, arrays
+
+    def receive_arena(self, size: int) -> None:
+        """The peer's shared memory: the descriptor it sends next (``SCM_RIGHTS``), mapped."""
+        _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
+        if not fds:
+            raise ValueError("the peer announced shared memory and sent none")
+        for extra in fds[1:]:
+            os.close(extra)
+        self.arena = engine_arena.mapped(fds[0], size)
 
     def _exactly(self, size: int) -> bytes:
         buffer = bytearray(size)
@@ -89,17 +102,24 @@ class Channel:
             view = view[got:]
 
     def close(self) -> None:
+        # Not the arena: arrays that view it may still be in a batch; it is unmapped when the
+        # last of them goes.
         self.sock.close()
 
 
-def encode(head: Any, arrays: Mapping[str, np.ndarray[Any, Any]]) -> list[memoryview]:
-    """One message as the buffers to write in turn: its length and header, then each tensor's
-    bytes as they lie in memory (views, not copies: the arrays must not change until sent)."""
-    contiguous = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
-    shapes = [(name, a.dtype.str, a.shape) for name, a in contiguous.items()]
+def encode(
+    head: Any, arrays: Mapping[str, np.ndarray[Any, Any]], placed: Mapping[str, int] | None = None
+) -> list[memoryview]:
+    """One message as the buffers to write in turn: its length and header, then the bytes of
+    each tensor not ``placed`` in shared memory (at the offset given), as they lie in memory
+    (views, not copies: the arrays must not change until sent)."""
+    placed = placed or {}
+    shapes = [(name, a.dtype.str, a.shape, placed.get(name)) for name, a in arrays.items()]
     header = pickle.dumps((head, shapes), protocol=pickle.HIGHEST_PROTOCOL)
     parts = [memoryview(_LENGTH.pack(len(header)) + header)]
-    parts.extend(a.data.cast("B") for a in contiguous.values() if a.nbytes)
+    for name, array in arrays.items():
+        if array.nbytes and name not in placed:
+            parts.append(np.ascontiguousarray(array).data.cast("B"))
     return parts
 
 
@@ -109,15 +129,25 @@ def checked_length(length: int) -> int:
     return length
 
 
-def allocate(shapes: list[tuple[str, str, tuple[int, ...]]]) -> Arrays:
-    """The header's tensors, allocated (fresh, writable) for their bytes to be read into."""
+def allocate(
+    shapes: list[tuple[str, str, tuple[int, ...], int | None]], arena: mmap.mmap | None = None
+) -> tuple[Arrays, list[np.ndarray[Any, Any]]]:
+    """The header's tensors: views of the ``arena`` for those placed there, the others
+    allocated (fresh, writable) for their bytes to be read into; and those others, in order,
+    with bytes to read."""
     arrays: Arrays = {}
-    for name, dtype, shape in shapes:
+    inline: list[np.ndarray[Any, Any]] = []
+    for name, dtype, shape, offset in shapes:
         kind = np.dtype(dtype)
         if kind.hasobject:  # bytes would be read as pointers
             raise ValueError(f"tensor '{name}' of dtype {kind} cannot cross processes")
-        arrays[name] = np.empty(shape, dtype=kind)
-    return arrays
+        if offset is not None:
+            arrays[name] = engine_arena.view(arena, name, kind, tuple(shape), offset)
+            continue
+        arrays[name] = array = np.empty(shape, dtype=kind)
+        if array.nbytes:
+            inline.append(array)
+    return arrays, inline
 
 
 class MessageReader:
@@ -152,8 +182,7 @@ class MessageReader:
 
     def _got_header(self) -> None:
         self._head, shapes = pickle.loads(self._bytes)
-        self._arrays = allocate(shapes)
-        self._unread = [a for a in self._arrays.values() if a.nbytes]
+        self._arrays, self._unread = allocate(shapes)  # answers are never placed
         self._next_array()
 
     def _next_array(self) -> None:

@@ -81,7 +81,7 @@ def test_a_header_longer_than_any_engine_sends_is_refused() -> None:
 
 
 def test_object_arrays_are_refused_not_read_as_pointers() -> None:
-    header = pickle.dumps(((1, None), [("names", "|O", (2,))]))
+    header = pickle.dumps(((1, None), [("names", "|O", (2,), None)]))
     reader = MessageReader(lambda head, arrays: None)
     with pytest.raises(ValueError, match="cannot cross processes"):
         _feed(reader, struct.pack("<Q", len(header)) + header)

@@ -1,0 +1,149 @@
+"""A front-end's shared memory for the engine (gpux/serve/engine_arena.py): blocks never overlap
+and hold their tensor until given back, whatever the order calls end in; a full arena says so
+(the call then takes the socket); the engine reads placed tensors where they lie, after the
+handshake gave it the arena; and a header that places a tensor outside the arena, or in an
+arena the connection has not, is refused before anything is read."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import socket
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpux.serve.engine_arena import Arena, mapped
+from gpux.serve.engine_wire import Channel, MessageReader, encode
+
+SIZE = 1 << 16
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="Linux's memfd_create")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(1, SIZE // 4), st.integers(0, 1 << 30)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_blocks_never_overlap_and_keep_their_bytes(steps: list[tuple[bool, int, int]]) -> None:
+    arena = Arena(SIZE)
+    held: list[tuple[int, np.ndarray[Any, Any]]] = []
+    for place, nbytes, pick in steps:
+        if place or not held:
+            array = np.random.default_rng(pick).integers(0, 255, nbytes, dtype=np.uint8)
+            offset = arena.place(array)
+            if offset is None:  # full: what is free is less than asked (rounded up)
+                assert arena.free_bytes < nbytes + 64 or not held
+                continue
+            held.append((offset, array))
+        else:
+            offset, array = held.pop(pick % len(held))
+            arena.give_back(offset, array.nbytes)
+        spans = sorted((o, o + a.nbytes) for o, a in held)
+        assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spans))
+        assert all(start >= 0 and end <= SIZE for start, end in spans)
+        for offset, array in held:
+            assert bytes(arena.map[offset : offset + array.nbytes]) == array.tobytes()
+    for offset, array in held:
+        arena.give_back(offset, array.nbytes)
+    assert arena.free_bytes == SIZE
+    assert arena.place(np.zeros(SIZE, np.uint8)) == 0  # one block again, not fragments
+
+
+def _connected(size: int) -> tuple[Arena, Channel, Channel]:
+    """A front-end's arena, and both ends of a connection whose handshake gave it to the
+    engine's side, as EngineClient and Engine._read do."""
+    front, back = (Channel(s) for s in socket.socketpair())
+    arena = Arena(size)
+    front.send(("hello", arena.size), {})
+    socket.send_fds(front.sock, [b"\0"], [arena.fd])
+    head, _ = back.receive()
+    assert head == ("hello", size)
+    back.receive_arena(head[1])
+    return arena, front, back
+
+
+def test_the_engine_reads_placed_tensors_where_they_lie() -> None:
+    arena, front, back = _connected(1 << 20)
+    rng = np.random.default_rng(0)
+    feed = {
+        "image": rng.standard_normal((2, 3, 64, 64)).astype(np.float32),  # placed
+        "scale": np.array([0.5], np.float32),  # small: with the header
+        "transposed": rng.standard_normal((40, 50)).T,  # not contiguous: placed contiguous
+    }
+    placed = {name: arena.place(feed[name]) for name in ("image", "transposed")}
+    assert None not in placed.values()
+    front.send((7, "resnet", 30.0), {})  # a message without tensors first
+    for part in encode((8, "resnet", 30.0), feed, placed):  # type: ignore[arg-type]
+        front.sock.sendall(part)
+    assert back.receive() == ((7, "resnet", 30.0), {})
+    head, arrays = back.receive()
+    assert head == (8, "resnet", 30.0)
+    assert arrays.keys() == feed.keys()
+    for name, array in feed.items():
+        assert arrays[name].dtype == array.dtype and np.array_equal(arrays[name], array)
+    # No copy: the engine's array is the arena's memory (the front-end writes, it sees).
+    arena.map[placed["image"] : placed["image"] + 4] = np.float32(42.0).tobytes()
+    assert arrays["image"].flat[0] == 42.0
+
+
+def _header(shapes: list[tuple[str, str, tuple[int, ...], int | None]]) -> bytes:
+    header = pickle.dumps(((1, "m", 5.0), shapes))
+    return struct.pack("<Q", len(header)) + header
+
+
+@pytest.mark.parametrize(
+    ("shapes", "problem"),
+    [
+        ([("x", "<f4", (1024,), (1 << 16) - 1024)], "outside the shared memory"),
+        ([("x", "<f4", (4,), -8)], "outside the shared memory"),
+        ([("x", "<f4", (1 << 40, 1 << 40), 0)], "outside the shared memory"),
+        ([("x", "<f4", (-4, 2), 0)], "negative dimension"),
+    ],
+)
+def test_a_tensor_placed_outside_the_arena_is_refused(
+    shapes: list[tuple[str, str, tuple[int, ...], int | None]], problem: str
+) -> None:
+    _, front, back = _connected(1 << 16)
+    front.sock.sendall(_header(shapes))
+    with pytest.raises(ValueError, match=problem):
+        back.receive()
+
+
+def test_a_placed_tensor_without_an_arena_is_refused() -> None:
+    """Answers never come placed: a front-end that reads one refuses it."""
+    reader = MessageReader(lambda head, arrays: None)
+    stream = _header([("x", "<f4", (4,), 0)])
+    with pytest.raises(ValueError, match="shared memory this connection has not"):
+        while stream:
+            target = reader.buffer()
+            size = min(len(target), len(stream))
+            target[:size], stream = stream[:size], stream[size:]
+            reader.filled(size)
+
+
+def test_an_arena_smaller_than_announced_is_refused() -> None:
+    fd = os.memfd_create("small")
+    os.ftruncate(fd, 4096)
+    with pytest.raises(ValueError, match="larger than its file"):
+        mapped(fd, 1 << 20)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed either way
+
+
+def test_a_full_arena_places_nothing_and_takes_calls_again_once_answered() -> None:
+    arena = Arena(1 << 16)
+    first = arena.place(np.zeros(40_000, np.uint8))
+    assert first is not None
+    assert arena.place(np.zeros(40_000, np.uint8)) is None  # this call takes the socket
+    arena.give_back(first, 40_000)
+    assert arena.place(np.zeros(40_000, np.uint8)) == first
