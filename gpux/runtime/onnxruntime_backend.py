@@ -21,6 +21,7 @@ from gpux.config.schema import Runtime
 from gpux.errors import BackendError, GPUXError, InputError
 from gpux.runtime import providers as provider_table
 from gpux.runtime.backend import Backend, Placement, describe_elsewhere
+from gpux.runtime.cuda_copy import CudaCopies
 
 _LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
 # Operators that carry the arithmetic: their share is a cheap stand-in for the FLOPs share.
@@ -556,6 +557,12 @@ class _GraphRunner:
         self._binding = session.io_binding()
         self._inputs = {meta.name: buffer(meta) for meta in session.get_inputs()}
         self._outputs = {meta.name: buffer(meta) for meta in session.get_outputs()}
+        # (shape, dtype) of every buffer: what a copy through CUDA must match exactly.
+        self._layout = {
+            meta.name: (tuple(meta.shape), numpy_dtype_of_ort_type(meta.type))
+            for meta in [*session.get_inputs(), *session.get_outputs()]
+        }
+        self._copies = CudaCopies.load(device) if kind == "cuda" else None
         for name, value in self._inputs.items():
             self._binding.bind_ortvalue_input(name, value)
         for name, value in self._outputs.items():
@@ -566,12 +573,30 @@ class _GraphRunner:
     ) -> list[np.ndarray[Any, Any]]:
         with self._lock:
             for name, array in feed.items():
-                self._inputs[name].update_inplace(np.ascontiguousarray(array))
+                self._copy_in(name, array)
             self._session.run_with_iobinding(self._binding)
-            outputs = [self._outputs[name].numpy() for name in output_names]
+            outputs = [self._copy_out(name) for name in output_names]
             # A device buffer's numpy() is a copy; a host buffer's is a view of what the
             # next call overwrites.
             return [array.copy() for array in outputs] if self._host else outputs
+
+    def _copy_in(self, name: str, array: np.ndarray[Any, Any]) -> None:
+        value = self._inputs[name]
+        copies = self._copies
+        fits = (array.shape, array.dtype) == self._layout[name]
+        if copies is not None and fits and copies.to_device(value.data_ptr(), array):
+            return  # without the GIL (gpux/runtime/cuda_copy.py)
+        value.update_inplace(np.ascontiguousarray(array))  # checks the size, raises
+
+    def _copy_out(self, name: str) -> np.ndarray[Any, Any]:
+        value = self._outputs[name]
+        if self._copies is not None:
+            shape, dtype = self._layout[name]
+            copied = self._copies.to_host(value.data_ptr(), shape, dtype)
+            if copied is not None:
+                return copied
+        found: np.ndarray[Any, Any] = value.numpy()
+        return found
 
     @property
     def buffers(self) -> tuple[dict[str, Any], dict[str, Any]]:

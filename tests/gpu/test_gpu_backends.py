@@ -7,6 +7,7 @@ to their folder); without them a generated model is used.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 from pathlib import Path
@@ -174,3 +175,25 @@ def test_batches_are_joined_into_page_locked_buffers(project: tuple) -> None:
         again = {name: buffers.join([value]) for name, value in feed.items()}
         assert all(again[name] is joined[name] for name in feed)
         buffers.close()
+
+
+def test_copies_through_cuda_match_onnxruntimes() -> None:
+    """gpux/runtime/cuda_copy.py, which a CUDA graph's buffers are filled and read with (the
+    GIL released): the bytes arrive as ONNX Runtime's own copies see them, both ways, from
+    any thread."""
+    import onnxruntime as ort
+
+    from gpux.runtime.cuda_copy import CudaCopies
+
+    copies = CudaCopies.load(0)
+    assert copies is not None
+    host = np.random.default_rng(0).standard_normal((16, 3, 224, 224)).astype(np.float32)
+    value = ort.OrtValue.ortvalue_from_shape_and_type(list(host.shape), np.float32, "cuda", 0)
+    assert copies.to_device(value.data_ptr(), host)
+    assert np.array_equal(value.numpy(), host)
+    value.update_inplace(host[::-1].copy())
+    back = copies.to_host(value.data_ptr(), host.shape, host.dtype)
+    assert back is not None and np.array_equal(back, host[::-1])
+    with concurrent.futures.ThreadPoolExecutor(1) as other:  # a thread with its own stream
+        assert other.submit(copies.to_device, value.data_ptr(), host + 1).result()
+    assert np.array_equal(value.numpy(), host + 1)

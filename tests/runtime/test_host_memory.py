@@ -7,10 +7,13 @@ tests/gpu/test_pinned_batches.py runs the real one."""
 from __future__ import annotations
 
 import ctypes
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpux.runtime import host_memory
 from gpux.runtime.backend import Placement
@@ -113,3 +116,24 @@ def test_only_cuda_placements_lock_memory(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(libraries, "find", lambda name: Found())
     assert host_memory.for_placement(placement(["CUDAExecutionProvider"])).pins
     assert loaded == ["libcudart.so.13"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=2, max_size=12), st.integers(2, 4), st.integers(0, 3))
+def test_a_large_join_split_between_threads_equals_concatenate(
+    rows: list[int], threads: int, extra: int
+) -> None:
+    """A many-core host copies a large batch's rows on several threads, each its share of the
+    rows, one of them the joining thread: the result is the same join, whatever the shares."""
+    rng = np.random.default_rng(len(rows))
+    parts = [rng.standard_normal((n, 3, 5)).astype(np.float32) for n in rows]
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        ThreadPoolExecutor(threads - 1) as pool,
+    ):
+        patch.setattr(host_memory, "PARALLEL_BYTES", 1)
+        patch.setattr(host_memory, "COPY_THREADS", threads)
+        patch.setattr(host_memory, "_copiers", lambda: pool)
+        got = host_memory.join_rows(parts, extra)
+    expected = np.concatenate([*parts, np.repeat(parts[-1][-1:], extra, axis=0)])
+    assert np.array_equal(got, expected)
