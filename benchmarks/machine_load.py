@@ -22,16 +22,24 @@ def busy_ticks() -> int:
     return sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
 
 
-def tree_pids(root: int) -> list[int]:
-    """``root`` and every live descendant."""
-    parents = {}
+def _processes() -> dict[int, list[str]]:
+    """Every live process's /proc/<pid>/stat fields after its name (field 3 on)."""
+    found = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
-                after_name = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                found[int(entry.name)] = (
+                    Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                )
             except OSError:  # gone meanwhile
                 continue
-            parents[int(entry.name)] = int(after_name[1])
+    return found
+
+
+def tree_pids(root: int, processes: dict[int, list[str]] | None = None) -> list[int]:
+    """``root`` and every live descendant."""
+    processes = _processes() if processes is None else processes
+    parents = {pid: int(fields[1]) for pid, fields in processes.items()}
     found = []
     for pid in parents:
         ancestor = pid
@@ -44,23 +52,10 @@ def tree_pids(root: int) -> list[int]:
 
 def tree_ticks(root: int) -> int:
     """User + system ticks of ``root`` and every live descendant."""
-    parents, ticks = {}, {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            after_name = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(entry.name)
-        parents[pid], ticks[pid] = int(after_name[1]), int(after_name[11]) + int(after_name[12])
-    total = 0
-    for pid, own in ticks.items():
-        ancestor = pid
-        while ancestor not in (root, 0, 1) and ancestor in parents:
-            ancestor = parents[ancestor]
-        total += own if ancestor == root else 0
-    return total
+    processes = _processes()
+    return sum(
+        int(processes[pid][11]) + int(processes[pid][12]) for pid in tree_pids(root, processes)
+    )
 
 
 class OthersMeter:

@@ -45,6 +45,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import machine_load
+
 
 def tiny_model(shape: str, path: Path) -> None:
     """An ONNX model with the named shape's inputs and outputs and next to no compute."""
@@ -192,7 +194,7 @@ def cpu_seconds(pid: int) -> float:
     """CPU time a process and its descendants (``--workers``) have used, all their threads,
     from /proc (Linux)."""
     used = 0.0
-    for process in process_tree(pid):
+    for process in machine_load.tree_pids(pid):
         try:
             fields = Path(f"/proc/{process}/stat").read_text().rpartition(")")[2].split()
         except OSError:  # gone meanwhile
@@ -205,7 +207,7 @@ def syscalls(pid: int) -> tuple[int, int]:
     """Read and write system calls (read/recv, write/writev/send) of a process and its
     descendants, from /proc/PID/io (Linux): unlike CPU time, neighbours do not move them."""
     reads = writes = 0
-    for process in process_tree(pid):
+    for process in machine_load.tree_pids(pid):
         try:
             counts = dict(
                 line.split(": ") for line in Path(f"/proc/{process}/io").read_text().splitlines()
@@ -214,27 +216,6 @@ def syscalls(pid: int) -> tuple[int, int]:
             continue
         reads, writes = reads + int(counts["syscr"]), writes + int(counts["syscw"])
     return reads, writes
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:  # gone meanwhile
-            continue
-        parents[int(entry.name)] = int(fields[1])
-    tree = []
-    for process in parents:
-        ancestor = process
-        while ancestor not in (pid, 0, 1) and ancestor in parents:
-            ancestor = parents[ancestor]
-        if ancestor == pid:
-            tree.append(process)
-    return tree
 
 
 def in_process_ms(model: Path, shape: str, backend: str) -> float:
