@@ -144,14 +144,17 @@ class Engine:
                     loop.call_soon_threadsafe(outbox.close)
                 return
             if isinstance(head, tuple) and head[0] == "hello":  # the first message
-                try:
-                    if head[1]:  # the size of the front-end's arena, whose descriptor follows
-                        channel.receive_arena(int(head[1]))
-                except (OSError, ValueError) as exc:
-                    logger.warning("engine: a front-end's shared memory is unusable (%s)", exc)
-                    channel.close()
-                    return
-                channel.send(("hello", self.placements()), {})  # nothing else writes yet
+                shared = False
+                if head[1]:  # the size of the front-end's arena, whose descriptor follows
+                    try:
+                        shared = channel.receive_arena(int(head[1]))
+                    except (OSError, ValueError) as exc:  # the stream is out of step: drop it
+                        logger.warning("engine: refused a front-end's handshake (%s)", exc)
+                        channel.close()
+                        return
+                # Without the arena (it could not be mapped), that front-end's tensors take
+                # the socket. Nothing else writes on this connection yet.
+                channel.send(("hello", self.placements(), shared), {})
                 continue
             # One wake-up of the loop for whatever arrived meanwhile, not one per call: at a few
             # thousand calls a second, a coroutine and a wake-up per call were most of the

@@ -58,6 +58,8 @@ class EngineClient:
             socket.send_fds(channel.sock, [b"\0"], [self._arena.fd])
         head, _ = channel.receive()
         self.placements: dict[str, dict[str, Any]] = head[1]
+        if not head[2]:  # the engine could not map it: every tensor takes the socket
+            self._arena = None
         self._sock = channel.sock
         self._ids = itertools.count()
         self._waiting: dict[int, Waiting] = {}

@@ -83,14 +83,20 @@ class Channel:
             self._fill(array.data.cast("B"))
         return head, arrays
 
-    def receive_arena(self, size: int) -> None:
-        """The peer's shared memory: the descriptor it sends next (``SCM_RIGHTS``), mapped."""
+    def receive_arena(self, size: int) -> bool:
+        """The peer's shared memory: the descriptor it sends next (``SCM_RIGHTS``), mapped.
+        False when it cannot be mapped (the connection goes on without it); ``ValueError`` or
+        ``OSError`` when no descriptor came (the connection is out of step)."""
         _, fds, _, _ = socket.recv_fds(self.sock, 1, 1)
         if not fds:
             raise ValueError("the peer announced shared memory and sent none")
         for extra in fds[1:]:
             os.close(extra)
-        self.arena = engine_arena.mapped(fds[0], size)
+        try:
+            self.arena = engine_arena.mapped(fds[0], size)
+        except (OSError, ValueError, OverflowError):
+            return False
+        return True
 
     def _exactly(self, size: int) -> bytes:
         buffer = bytearray(size)

@@ -68,7 +68,7 @@ def _connected(size: int) -> tuple[Arena, Channel, Channel]:
     socket.send_fds(front.sock, [b"\0"], [arena.fd])
     head, _ = back.receive()
     assert head == ("hello", size)
-    back.receive_arena(head[1])
+    assert back.receive_arena(head[1])
     return arena, front, back
 
 
@@ -147,3 +147,21 @@ def test_a_full_arena_places_nothing_and_takes_calls_again_once_answered() -> No
     assert arena.place(np.zeros(40_000, np.uint8)) is None  # this call takes the socket
     arena.give_back(first, 40_000)
     assert arena.place(np.zeros(40_000, np.uint8)) == first
+
+
+def test_an_arena_the_engine_cannot_map_leaves_the_connection_working() -> None:
+    """A front-end that announces more shared memory than its file holds: the engine maps
+    none (and says so at the handshake), and the calls that follow come through the socket."""
+    front, back = (Channel(s) for s in socket.socketpair())
+    fd = os.memfd_create("small")
+    os.ftruncate(fd, 4096)
+    front.send(("hello", 1 << 20), {})
+    socket.send_fds(front.sock, [b"\0"], [fd])
+    os.close(fd)
+    head, _ = back.receive()
+    assert back.receive_arena(head[1]) is False
+    assert back.arena is None
+    image = np.arange(30_000, dtype=np.float32)
+    front.send((1, "resnet", 5.0), {"image": image})
+    head, arrays = back.receive()
+    assert head == (1, "resnet", 5.0) and np.array_equal(arrays["image"], image)
