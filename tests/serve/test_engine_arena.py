@@ -6,11 +6,13 @@ arena the connection has not, is refused before anything is read."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import pickle
 import socket
 import struct
+import threading
 from typing import Any
 
 import numpy as np
@@ -165,3 +167,58 @@ def test_an_arena_the_engine_cannot_map_leaves_the_connection_working() -> None:
     front.send((1, "resnet", 5.0), {"image": image})
     head, arrays = back.receive()
     assert head == (1, "resnet", 5.0) and np.array_equal(arrays["image"], image)
+
+
+@pytest.mark.parametrize("engine_maps_it", [True, False])
+def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
+    tmp_path: Any, engine_maps_it: bool
+) -> None:
+    """EngineClient against a stand-in engine that speaks the real handshake: a call's large
+    tensor arrives as a view of the front-end's arena (the small one inline), its block is free
+    again once the answer is in; when the engine says it could not map the arena, every tensor
+    takes the socket."""
+    from multiprocessing.connection import Listener
+
+    from gpux.serve.engine_client import EngineClient
+
+    address, key = str(tmp_path / "engine.sock"), b"k" * 32
+    listener = Listener(address, family="AF_UNIX", authkey=key)
+    seen: dict[str, Any] = {}
+
+    def engine() -> None:
+        channel = Channel.of(listener.accept())
+        head, _ = channel.receive()
+        mapped = channel.receive_arena(head[1])
+        if not engine_maps_it:
+            channel.arena = None
+        channel.send(("hello", {}, mapped and engine_maps_it), {})
+        (call_id, model, _), arrays = channel.receive()
+        seen["model"] = model
+        seen["placed"] = {
+            name: channel.arena is not None and np.shares_memory(array, np.asarray(channel.arena))
+            for name, array in arrays.items()
+        }
+        channel.send((call_id, None), {"sum": np.array([arrays["image"].sum()])})
+        seen["arrays"] = arrays
+
+    thread = threading.Thread(target=engine)
+    thread.start()
+    client = EngineClient(address, key)
+    image = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+
+    async def call() -> dict[str, Any]:
+        await client.attach()
+        return await client.start("m", {"image": image, "scale": np.ones(4, np.float32)}, 5.0)
+
+    with asyncio.Runner() as runner:
+        answer = runner.run(call())
+        thread.join()
+        listener.close()
+    assert seen["model"] == "m"
+    assert seen["placed"] == {"image": engine_maps_it, "scale": False}
+    assert np.array_equal(seen["arrays"]["image"], image)
+    assert np.isclose(answer["sum"][0], image.sum())
+    if engine_maps_it:
+        assert client._arena is not None and client._arena.free_bytes == client._arena.size
+    else:
+        assert client._arena is None
