@@ -6,7 +6,10 @@ pieces of the socket's buffer (~200 KB), and each piece woke the engine's reader
 took the engine's one interpreter lock to ask for the next; the front-end's loop kept what the
 socket did not take in a buffer of its own (a third copy) and wrote it as the engine read. Here
 the front-end copies each large tensor once into its arena and the engine's batcher reads it
-from there (into the batch it joins), whatever its size.
+from there (into the batch it joins), whatever its size. Measured on an H100, 8 front-ends at
+c=32 (docs/benchmarks.md): ResNet-50 over HTTP binary went from 2,323 to 2,823 requests/s
+(different machines of the same kind: 0.62x to 0.65x in-process), the server's CPU per answer
+from 2.01 to 1.53 ms.
 
 Each front-end owns one arena: an anonymous file (``memfd_create``, Linux) mapped in both
 processes, its descriptor passed to the engine at the handshake (``SCM_RIGHTS``), gone when
