@@ -33,6 +33,8 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +54,68 @@ class WorkerConfig(uvicorn.Config):
         options.pop("http", None)  # a class made at run time: made again in the worker
         super().__init__("gpux.serve.workers:WorkerConfig", workers=spec.workers, **options)
         self.spec = spec
+        self.port_socket: int | None = None  # the inode of the parent's SO_REUSEPORT socket
 
     def load(self) -> None:
         if not self.loaded:
+            if self.port_socket is not None:
+                listen_on_own_socket(self.port_socket)
             self.app, _ = load_app(self.spec)
             self.http = uvicorn_options(self.spec)["http"]
         super().load()
+
+
+def port_socket(config: WorkerConfig) -> socket.socket:
+    """The HTTP port's socket, bound by the parent for its workers.
+
+    uvicorn's is one socket every worker listens on, and each worker's loop (libuv) accepts
+    every connection waiting when it wakes: clients that connect together land on one worker
+    (8 keep-alive connections of a load generator, 2 workers: one held its GIL 88% of the time,
+    the other 0.2%). Where the kernel spreads connections over sockets (Linux ``SO_REUSEPORT``,
+    by a hash of each connection's addresses), the parent binds one with that option and never
+    listens on it, and each worker listens on a socket of its own on the same port
+    (:func:`listen_on_own_socket`), as gRPC's port already is. A port some other process
+    holds is refused as before: it is bound once without the option first."""
+    if sys.platform != "linux" or config.uds or config.fd is not None:
+        return config.bind_socket()
+    family = socket.AF_INET6 if config.host and ":" in config.host else socket.AF_INET
+    try:
+        with socket.socket(family) as probe:  # fails if any socket, shared or not, has it
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((config.host, config.port))
+            port = probe.getsockname()[1]
+        sock = socket.socket(family)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.host, port))
+    except OSError:
+        return config.bind_socket()  # says why and exits, as uvicorn does
+    sock.set_inheritable(True)
+    config.port = port
+    config.port_socket = os.fstat(sock.fileno()).st_ino
+    return sock
+
+
+def listen_on_own_socket(inode: int) -> None:
+    """In a worker: its copy of the parent's port socket (found by ``inode``) becomes a socket
+    of this process's own, bound to the same address with ``SO_REUSEPORT``, which uvicorn then
+    listens on. It goes with the worker; the parent's is never listened on."""
+    wanted = f"socket:[{inode}]"
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}") == wanted:
+                break
+    else:
+        return  # not inherited: uvicorn uses what it was given
+    fd = int(name)
+    with socket.socket(fileno=os.dup(fd)) as inherited:
+        family, address = inherited.family, inherited.getsockname()
+    own = socket.socket(family, socket.SOCK_STREAM)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    own.bind(address)
+    os.dup2(own.fileno(), fd)
+    own.close()
 
 
 def serve_workers(spec: ServerSpec) -> None:
@@ -78,7 +136,7 @@ def serve_workers(spec: ServerSpec) -> None:
     try:
         engine = start_engine(spec, shared) if spec.shared_engine else None
         config = WorkerConfig(spec, **uvicorn_options(spec))
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor = Multiprocess(config, sockets=[port_socket(config)])
         if engine is not None:
             watch_engine(engine, supervisor)
         supervisor.run()
