@@ -7,9 +7,11 @@ the request path scale with CPU cores, as gunicorn's and uvicorn's workers do fo
 
 The processes are uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``): the parent
 binds the port and spawns the workers, restarts one that dies, and on SIGTERM or Ctrl-C stops
-them all (each drains its requests). Each worker loads the images itself (:class:`WorkerConfig`
-does it in the child, where uvicorn loads the app), so a GPU holds one copy per worker. gRPC
-listens on one port shared the same way (``SO_REUSEPORT``).
+them all (each drains its requests). On Linux each worker then listens on a socket of its own
+in the port's ``SO_REUSEPORT`` group (:func:`port_socket`), so that the kernel spreads the
+connections. Each worker loads the images itself (:class:`WorkerConfig` does it in the child,
+where uvicorn loads the app), so a GPU holds one copy per worker. gRPC's port is shared the
+same way (``SO_REUSEPORT``).
 
 What spans processes:
 
