@@ -540,15 +540,8 @@ def profiled(row: Row, level: int, args: argparse.Namespace) -> Iterator[None]:
         for pid in machine_load.tree_pids(root):
             name = f"{row.protocol.replace(' ', '-')}-c{level}-{pid}.txt"
             command = [args.py_spy, "record", "--pid", str(pid), "--format", "raw", "--gil"]
-            command += [
-                "--nonblocking",
-                "--threads",
-                "--rate",
-                "200",
-                "--output",
-                str(folder / name),
-            ]
-            command += ["--duration", str(max(1, int(args.duration)))]
+            command += ["--nonblocking", "--threads", "--rate", "200", "--output"]
+            command += [str(folder / name), "--duration", str(max(1, int(args.duration)))]
             spies.append(
                 subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )

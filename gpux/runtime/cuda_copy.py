@@ -44,13 +44,8 @@ class CudaCopies:
         """Copies through the CUDA runtime ONNX Runtime's CUDA EP loaded; None without one."""
         from gpux.runtime import libraries
 
-        found = libraries.find("cuda-runtime")
-        if found.found is None:
-            return None
-        try:
-            return cls(ctypes.CDLL(found.found), device)
-        except OSError:
-            return None
+        cudart = libraries.cuda_runtime()
+        return None if cudart is None else cls(cudart, device)
 
     def to_device(self, pointer: int, array: np.ndarray[Any, Any]) -> bool:
         """``array``'s bytes into the device buffer at ``pointer`` (as large); False if CUDA

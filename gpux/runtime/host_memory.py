@@ -179,11 +179,7 @@ def for_placement(placement: Placement, limit_bytes: int = DEFAULT_LIMIT_BYTES) 
         return HostBuffers(limit_bytes=CPU_LIMIT_BYTES)
     from gpux.runtime import libraries
 
-    found = libraries.find("cuda-runtime")  # the libcudart ONNX Runtime's CUDA EP loaded
-    if found.found is None:
-        return HostBuffers(limit_bytes=CPU_LIMIT_BYTES)
-    try:
-        cudart = ctypes.CDLL(found.found)
-    except OSError:
+    cudart = libraries.cuda_runtime()
+    if cudart is None:
         return HostBuffers(limit_bytes=CPU_LIMIT_BYTES)
     return HostBuffers(cudart, limit_bytes)

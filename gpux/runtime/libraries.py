@@ -89,6 +89,18 @@ def find(name: str) -> Library:
     return Library(name, None, tried)
 
 
+def cuda_runtime() -> ctypes.CDLL | None:
+    """The CUDA runtime library ONNX Runtime's CUDA EP loaded, for calls through ctypes (which
+    release the GIL for each call); None where there is none."""
+    found = find("cuda-runtime")
+    if found.found is None:
+        return None
+    try:
+        return ctypes.CDLL(found.found)
+    except OSError:
+        return None
+
+
 @cache
 def preload_onnxruntime_gpu() -> str | None:
     """Let onnxruntime-gpu load CUDA/cuDNN from the nvidia-* wheels; None or the error text."""

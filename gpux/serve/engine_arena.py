@@ -66,7 +66,7 @@ class Arena:
 
     def place(self, array: np.ndarray[Any, Any]) -> int | None:
         """``array``'s bytes copied into a block: its offset, or None when none is free."""
-        wanted = -(-array.nbytes // _ALIGN) * _ALIGN
+        wanted = _block_bytes(array.nbytes)
         for index, (offset, size) in enumerate(self._free):
             if size >= wanted:
                 if size == wanted:
@@ -80,7 +80,7 @@ class Arena:
 
     def give_back(self, offset: int, nbytes: int) -> None:
         """A block placed for a call that the engine has answered (it reads it no more)."""
-        size = -(-nbytes // _ALIGN) * _ALIGN
+        size = _block_bytes(nbytes)
         insort(self._free, (offset, size))
         merged: list[tuple[int, int]] = []
         for start, length in self._free:  # a few blocks at most: calls in flight
@@ -93,6 +93,11 @@ class Arena:
     @property
     def free_bytes(self) -> int:
         return sum(size for _, size in self._free)
+
+
+def _block_bytes(nbytes: int) -> int:
+    """The bytes a block of ``nbytes`` takes: rounded up to the alignment."""
+    return -(-nbytes // _ALIGN) * _ALIGN
 
 
 def mapped(fd: int, size: int) -> mmap.mmap:
