@@ -328,10 +328,27 @@ def rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
 
 
 def model_stats(port: int) -> dict[str, Any]:
+    """The server's statistics of the model (Triton's extension), with the front-ends' request
+    time from its metrics (``server_seconds``: sum and count of ``gpux_request_seconds``)."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
     answer = httpx.get(f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/stats", timeout=10)
-    return dict(answer.json()["model_stats"][0])
+    stats = dict(answer.json()["model_stats"][0])
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    total = {"count": 0.0, "seconds": 0.0}
+    for family in text_string_to_metric_families(metrics):
+        if family.name != "gpux_request_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("model") != MODEL_NAME:
+                continue
+            if sample.name.endswith("_count"):
+                total["count"] += sample.value
+            elif sample.name.endswith("_sum"):
+                total["seconds"] += sample.value
+    stats["server_seconds"] = total
+    return stats
 
 
 def batch_profile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -354,6 +371,10 @@ def batch_profile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
         infer_ns += entry["compute_infer"]["ns"] - was.get("compute_infer", {}).get("ns", 0)
     queue = [s["inference_stats"]["queue"] for s in (before, after)]
     waits = queue[1]["count"] - queue[0]["count"]
+    batched = [s["inference_stats"]["success"] for s in (before, after)]
+    answers = batched[1]["count"] - batched[0]["count"]
+    served = [s.get("server_seconds", {"count": 0, "seconds": 0.0}) for s in (before, after)]
+    requests = served[1]["count"] - served[0]["count"]
     total = sum(calls.values())
     return {
         "calls_by_batch_size": dict(sorted(calls.items())),
@@ -362,6 +383,17 @@ def batch_profile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
         "run_ms_per_call": round(infer_ns / total / 1e6, 3) if total else None,
         "queue_ms_per_request": (
             round((queue[1]["ns"] - queue[0]["ns"]) / waits / 1e6, 3) if waits else None
+        ),
+        # From entering the batcher to the answer (the engine's side with --shared-engine) ...
+        "batcher_ms_per_request": (
+            round((batched[1]["ns"] - batched[0]["ns"]) / answers / 1e6, 3) if answers else None
+        ),
+        # ... and from a request's first byte to its answer written, in the front-end: what
+        # the client's latency adds beyond it is the network and the client itself.
+        "server_ms_per_request": (
+            round((served[1]["seconds"] - served[0]["seconds"]) / requests * 1e3, 3)
+            if requests
+            else None
         ),
     }
 
@@ -562,8 +594,9 @@ def describe(profile: dict[str, Any]) -> str:
     shown = ", ".join(f"b{size} x{count}" for size, count in calls)
     return (
         f"{shown}; {profile['rows_per_call']} rows/call, join {profile['join_ms_per_call']} ms,"
-        f" run {profile['run_ms_per_call']} ms per call, queue {profile['queue_ms_per_request']}"
-        " ms per request"
+        f" run {profile['run_ms_per_call']} ms per call; per request queue"
+        f" {profile['queue_ms_per_request']} ms, batcher {profile.get('batcher_ms_per_request')}"
+        f" ms, server {profile.get('server_ms_per_request')} ms"
     )
 
 

@@ -7,7 +7,8 @@
 # (N workers; "Ne": N front-end workers and one shared engine process, --shared-engine; a third
 # field sets GPUX_INFERENCE_THREADS, the model calls in flight: "resnet50_dyn:4e:4"; a fourth,
 # "g", builds the image with runtime.cuda.cuda_graphs, a CUDA graph per batch size: "...:4e:4:g";
-# a fifth sets GPUX_SWITCH_INTERVAL_US, the interpreter's switch interval: "...:8e:2:g:500")
+# a fifth sets GPUX_SWITCH_INTERVAL_US, the interpreter's switch interval: "...:8e:2:g:500";
+# a sixth the batcher's delay in ms, 2 if not given: "...:8e:2:g::0.5")
 # writes $OUT/serve-<model>-w<N>.json and .txt per run; each run is bounded by RUN_LIMIT seconds
 # so that a slow one leaves the others' figures (the machine's minutes are counted).
 # PY_SPY=<path of a py-spy binary> adds benchmarks/serve.py --profile: every server process's
@@ -22,14 +23,16 @@ mkdir -p /root/models
 export GPUX_HOME=/root/gpux-home
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for run in $RUNS; do
-  IFS=: read -r model n threads graphs switch <<< "$run"
+  IFS=: read -r model n threads graphs switch delay <<< "$run"
   name="${OUT:-/tmp}/serve-$model-w$n${threads:+-t$threads}${graphs:+-g}${switch:+-s$switch}"
+  name="$name${delay:+-d$delay}"
   args="--workers ${n%e}"
   [ "${n%e}" = "$n" ] || args="$args --shared-engine"
   GPUX_INFERENCE_THREADS=${threads:-0} GPUX_SWITCH_INTERVAL_US=${switch:-0} timeout -s TERM "${RUN_LIMIT:-150}" python3 benchmarks/serve.py \
     --model /root/models/$model.onnx --backend cuda --skip-peers \
     --sequence 128 --batch-sizes 1,8,16,32,64,128 --duration "${DURATION:-4}" \
     --concurrency "${LEVELS:-1,32,64}" --client-processes 4 --gpux-args "$args" \
+    --batch-delay-ms "${delay:-2}" \
     ${graphs:+--cuda-graphs} ${PY_SPY:+--profile "$name-prof" --py-spy "$PY_SPY"} \
     --json "$name.json" 2>&1 | grep -v "^ *$" | tee "$name.txt" || echo "run $run: exit $?"
   if [ -d "$name-prof" ]; then
