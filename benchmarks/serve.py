@@ -49,6 +49,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import machine_load, serve_load
+from gpux.serve import engine_trace
 from tools import zoo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +240,10 @@ def gpux_server(home: Path, args: argparse.Namespace) -> Server:
         "--max-batch-delay-ms", str(args.batch_delay_ms),
         *shlex.split(args.gpux_args),
     ]  # fmt: skip
-    env = {**os.environ, "GPUX_HOME": str(home)}
+    # Stage times of the shared engine's calls (gpux/serve/engine_trace.py): a few clock reads
+    # per call, summed by each front-end; nothing without --shared-engine.
+    args.engine_trace = home / "engine-trace"
+    env = {**os.environ, "GPUX_HOME": str(home), "GPUX_ENGINE_TRACE": str(args.engine_trace)}
     return Server("gpux serve", command, http_port, grpc_port, home / "gpux.log", env)
 
 
@@ -327,9 +331,10 @@ def rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
     return rows
 
 
-def model_stats(port: int) -> dict[str, Any]:
+def model_stats(port: int, trace: Path | None = None) -> dict[str, Any]:
     """The server's statistics of the model (Triton's extension), with the front-ends' request
-    time from its metrics (``server_seconds``: sum and count of ``gpux_request_seconds``)."""
+    time from its metrics (``server_seconds``: sum and count of ``gpux_request_seconds``) and
+    the shared engine's stage times from ``trace``, its GPUX_ENGINE_TRACE folder."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -348,6 +353,8 @@ def model_stats(port: int) -> dict[str, Any]:
             elif sample.name.endswith("_sum"):
                 total["seconds"] += sample.value
     stats["server_seconds"] = total
+    if trace is not None:
+        stats["engine_trace"] = engine_trace.read_sums(trace)
     return stats
 
 
@@ -395,7 +402,19 @@ def batch_profile(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
             if requests
             else None
         ),
+        "engine_stages_ms_per_call": _stages(before, after),
     }
+
+
+def _stages(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float] | None:
+    """The shared engine's stage times per call (gpux/serve/engine_trace.py) between two reads."""
+    if "engine_trace" not in before or "engine_trace" not in after:
+        return None
+    (old_count, old), (new_count, new) = before["engine_trace"], after["engine_trace"]
+    calls = new_count - old_count
+    if calls <= 0:
+        return None
+    return {stage: round((new[stage] - old[stage]) / calls * 1e3, 3) for stage in new}
 
 
 def _rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
@@ -520,7 +539,8 @@ def measure_all(
                     else:
                         assert row.pid is not None
                         server_ticks = machine_load.tree_ticks(row.pid)
-                        stats = model_stats(row.stats_port) if row.stats_port else None
+                        trace = getattr(args, "engine_trace", None)
+                        stats = model_stats(row.stats_port, trace) if row.stats_port else None
                         with profiled(row, level, args):
                             result = serve_load.measure(
                                 row.target,
@@ -532,7 +552,8 @@ def measure_all(
                         server_ticks = machine_load.tree_ticks(row.pid) - server_ticks
                         result.server_cpu_s = server_ticks / machine_load.TICKS
                         if stats is not None and row.stats_port:
-                            result.batches = batch_profile(stats, model_stats(row.stats_port))
+                            after = model_stats(row.stats_port, trace)
+                            result.batches = batch_profile(stats, after)
                     result.others_cpu = meter.stop()
                     if result.errors:
                         progress.console.print(
@@ -597,6 +618,13 @@ def describe(profile: dict[str, Any]) -> str:
         f" run {profile['run_ms_per_call']} ms per call; per request queue"
         f" {profile['queue_ms_per_request']} ms, batcher {profile.get('batcher_ms_per_request')}"
         f" ms, server {profile.get('server_ms_per_request')} ms"
+        + (
+            "; engine call stages "
+            + ", ".join(f"{k} {v}" for k, v in profile["engine_stages_ms_per_call"].items())
+            + " ms"
+            if profile.get("engine_stages_ms_per_call")
+            else ""
+        )
     )
 
 

@@ -113,6 +113,14 @@ def switch_interval_us() -> int:
     return _count("GPUX_SWITCH_INTERVAL_US", 0, "microseconds (0: Python's default)")
 
 
+def engine_trace() -> Path | None:
+    """GPUX_ENGINE_TRACE: a folder where each front-end of a shared engine writes, per stage,
+    the time its calls spent on their way through the engine (gpux/serve/engine_trace.py;
+    for ``benchmarks/serve.py --profile``). Unset, the default: nothing is measured."""
+    configured = os.environ.get("GPUX_ENGINE_TRACE", "").strip()
+    return Path(configured) if configured else None
+
+
 def _count(name: str, default: int, what: str) -> int:
     configured = os.environ.get(name, "").strip()
     if not configured:

@@ -10,6 +10,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = [helper.make_opsetid("", 17)]
+# onnx writes its newest IR version (14 from onnx 1.23), which onnxruntime-gpu 1.31 refuses
+# ("max supported IR version: 13"): the models are saved with one every build we allow reads.
+IR_VERSION = 10
 
 LINEAR_W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
 LINEAR_B = np.array([1.0, -1.0, 0.5], dtype=np.float32)
@@ -17,6 +20,7 @@ LINEAR_B = np.array([1.0, -1.0, 0.5], dtype=np.float32)
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    model.ir_version = min(model.ir_version, IR_VERSION)
     onnx.save(model, str(path))
     return path
 

@@ -24,6 +24,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, Listener
@@ -81,9 +82,13 @@ class Engine:
                 )
         # Batch sizes and padding are the engine's: it forms the batches the models run.
         self.metrics = Metrics(m.name for m in served)
-        self._inbox: list[tuple[Outbox, Any, dict[str, Any]]] = []
+        self._inbox: list[tuple[Outbox, Any, dict[str, Any], float | None]] = []
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
+        from gpux import env
+
+        # Stamps on each answer for the front-ends' stage times (gpux/serve/engine_trace.py).
+        self._stamped = env.engine_trace() is not None
 
     def keep_writing_statistics(self) -> Coroutine[Any, Any, None] | None:
         """The batches the models ran are counted here, where they form: the engine writes
@@ -159,8 +164,9 @@ class Engine:
             # One wake-up of the loop for whatever arrived meanwhile, not one per call: at a few
             # thousand calls a second, a coroutine and a wake-up per call were most of the
             # engine loop's time.
+            read_at = time.monotonic() if self._stamped else None
             with self._inbox_lock:
-                self._inbox.append((outbox, head, feed))
+                self._inbox.append((outbox, head, feed, read_at))
                 if self._drain_scheduled:
                     continue
                 self._drain_scheduled = True
@@ -170,28 +176,42 @@ class Engine:
         with self._inbox_lock:
             calls, self._inbox = self._inbox, []
             self._drain_scheduled = False
-        for outbox, head, feed in calls:
+        for outbox, head, feed, read_at in calls:
             call_id, key, timeout = head
+            stamps = None if read_at is None else (read_at, time.monotonic())
             try:
                 served = self.by_key.get(key)
                 if served is None:
                     raise GPUXError(f"the engine has no model '{key}'", "restart the server")
                 future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
             except Exception as exc:
-                _reply(outbox, call_id, {}, exc)
+                _reply(outbox, call_id, {}, exc, stamps)
                 continue
-            future.add_done_callback(functools.partial(_answered, outbox, call_id))
+            future.add_done_callback(functools.partial(_answered, outbox, call_id, stamps))
 
 
-def _answered(outbox: Outbox, call_id: int, done: asyncio.Future[Any]) -> None:
+def _answered(
+    outbox: Outbox,
+    call_id: int,
+    stamps: tuple[float, float] | None,
+    done: asyncio.Future[Any],
+) -> None:
     error = done.exception()
-    _reply(outbox, call_id, {} if error is not None else done.result(), error)
+    _reply(outbox, call_id, {} if error is not None else done.result(), error, stamps)
 
 
 def _reply(
-    outbox: Outbox, call_id: int, outputs: dict[str, Any], error: BaseException | None
+    outbox: Outbox,
+    call_id: int,
+    outputs: dict[str, Any],
+    error: BaseException | None,
+    stamps: tuple[float, float] | None = None,
 ) -> None:
-    outbox.send((call_id, None if error is None else failure_of(error)), outputs)
+    failure = None if error is None else failure_of(error)
+    if stamps is None:
+        outbox.send((call_id, failure), outputs)
+    else:  # GPUX_ENGINE_TRACE: when the call was read, queued and answered
+        outbox.send((call_id, failure, (*stamps, time.monotonic())), outputs)
 
 
 def failure_of(exc: BaseException) -> tuple[str, str, str | None]:

@@ -68,6 +68,11 @@ class EngineClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._attaching = threading.Lock()
+        from gpux import env
+        from gpux.serve.engine_trace import CallTimes
+
+        trace = env.engine_trace()
+        self._times = CallTimes(trace) if trace is not None else None
 
     @classmethod
     def from_environment(cls) -> EngineClient | None:
@@ -127,6 +132,8 @@ class EngineClient:
             return
         call_id = next(self._ids)
         self._waiting[call_id] = future
+        if self._times is not None:
+            self._times.sent(call_id)
         self._transport.writelines(
             encode((call_id, key, timeout), feed, self._place(call_id, feed))
         )
@@ -151,7 +158,9 @@ class EngineClient:
         return placed
 
     def answered(self, head: Any, outputs: Arrays) -> None:
-        call_id, failure = head
+        call_id, failure = head[:2]
+        if self._times is not None and len(head) > 2:  # the engine's stamps
+            self._times.answered(call_id, head[2])
         if self._arena is not None:  # the engine reads the call's blocks no more
             for offset, nbytes in self._placed.pop(call_id, ()):
                 self._arena.give_back(offset, nbytes)
