@@ -11,6 +11,9 @@
 # a sixth the batcher's delay in ms, 2 if not given: "...:8e:2:g::0.5")
 # writes $OUT/serve-<model>-w<N>.json and .txt per run; each run is bounded by RUN_LIMIT seconds
 # so that a slow one leaves the others' figures (the machine's minutes are counted).
+# CODE=<folder with another checkout's gpux, benchmarks and tools> runs that code instead (an A/B
+# in one call: `git archive HEAD gpux benchmarks tools | tar x -C device-bundle/old`, carried),
+# TAG=<word> is added to the file names.
 # PY_SPY=<path of a py-spy binary> adds benchmarks/serve.py --profile: every server process's
 # GIL-holding samples during the HTTP binary rows, as <name>-prof.tgz (the call brings back
 # at most 8 files).
@@ -25,16 +28,18 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for run in $RUNS; do
   IFS=: read -r model n threads graphs switch delay <<< "$run"
   name="${OUT:-/tmp}/serve-$model-w$n${threads:+-t$threads}${graphs:+-g}${switch:+-s$switch}"
-  name="$name${delay:+-d$delay}"
+  name="$name${delay:+-d$delay}${TAG:+-$TAG}"
+  code=$(cd "${CODE:-.}" && pwd)
   args="--workers ${n%e}"
   [ "${n%e}" = "$n" ] || args="$args --shared-engine"
-  GPUX_INFERENCE_THREADS=${threads:-0} GPUX_SWITCH_INTERVAL_US=${switch:-0} timeout -s TERM "${RUN_LIMIT:-150}" python3 benchmarks/serve.py \
+  (cd "$code" && PYTHONPATH="$SITE:$code" GPUX_INFERENCE_THREADS=${threads:-0} \
+    GPUX_SWITCH_INTERVAL_US=${switch:-0} timeout -s TERM "${RUN_LIMIT:-150}" python3 benchmarks/serve.py \
     --model /root/models/$model.onnx --backend cuda --skip-peers \
     --sequence 128 --batch-sizes 1,8,16,32,64,128 --duration "${DURATION:-4}" \
     --concurrency "${LEVELS:-1,32,64}" --client-processes 4 --gpux-args "$args" \
     --batch-delay-ms "${delay:-2}" \
     ${graphs:+--cuda-graphs} ${PY_SPY:+--profile "$name-prof" --py-spy "$PY_SPY"} \
-    --json "$name.json" 2>&1 | grep -v "^ *$" | tee "$name.txt" || echo "run $run: exit $?"
+    --json "$name.json" 2>&1) | grep -v "^ *$" | tee "$name.txt" || echo "run $run: exit $?"
   if [ -d "$name-prof" ]; then
     tar czf "$name-prof.tgz" -C "$name-prof" . && rm -rf "$name-prof"
   fi

@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection, Listener
 from typing import TYPE_CHECKING, Any
 
 from gpux.errors import GPUXError
-from gpux.serve.engine_wire import Channel, Outbox
+from gpux.serve.engine_wire import Channel, MessageReader, Outbox
 
 if TYPE_CHECKING:
     from gpux.runtime.model import Model
@@ -82,13 +82,10 @@ class Engine:
                 )
         # Batch sizes and padding are the engine's: it forms the batches the models run.
         self.metrics = Metrics(m.name for m in served)
-        self._inbox: list[tuple[Outbox, Any, dict[str, Any], float | None]] = []
-        self._inbox_lock = threading.Lock()
-        self._drain_scheduled = False
         from gpux import env
 
         # Stamps on each answer for the front-ends' stage times (gpux/serve/engine_trace.py).
-        self._stamped = env.engine_trace() is not None
+        self.stamped = env.engine_trace() is not None
 
     def keep_writing_statistics(self) -> Coroutine[Any, Any, None] | None:
         """The batches the models ran are counted here, where they form: the engine writes
@@ -127,67 +124,89 @@ class Engine:
                     logger.warning("engine: refused a connection (%s)", exc)
                     continue
                 threading.Thread(
-                    target=self._read,
+                    target=self._greet,
                     args=(Channel.of(conn), loop),
-                    name="gpux-engine-read",
+                    name="gpux-engine-greet",
                     daemon=True,
                 ).start()
 
         threading.Thread(target=accept, name="gpux-engine-accept", daemon=True).start()
         await asyncio.Event().wait()  # until the process ends
 
-    def _read(self, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
-        """One front-end's calls, read on this thread and handed to the engine's loop, which
-        answers through the connection's outbox."""
-        outbox = Outbox(channel.sock, loop)
-        while True:
-            try:
-                head, feed = channel.receive()
-            except (EOFError, OSError, ValueError):
-                # The front-end went away (or was not one): the outbox is the loop's to close.
-                with contextlib.suppress(RuntimeError):  # the loop has stopped
-                    loop.call_soon_threadsafe(outbox.close)
-                return
-            if isinstance(head, tuple) and head[0] == "hello":  # the first message
-                shared = False
-                if head[1]:  # the size of the front-end's arena, whose descriptor follows
-                    try:
-                        shared = channel.receive_arena(int(head[1]))
-                    except (OSError, ValueError) as exc:  # the stream is out of step: drop it
-                        logger.warning("engine: refused a front-end's handshake (%s)", exc)
-                        channel.close()
-                        return
-                # Without the arena (it could not be mapped), that front-end's tensors take
-                # the socket. Nothing else writes on this connection yet.
-                channel.send(("hello", self.placements(), shared), {})
-                continue
-            # One wake-up of the loop for whatever arrived meanwhile, not one per call: at a few
-            # thousand calls a second, a coroutine and a wake-up per call were most of the
-            # engine loop's time.
-            read_at = time.monotonic() if self._stamped else None
-            with self._inbox_lock:
-                self._inbox.append((outbox, head, feed, read_at))
-                if self._drain_scheduled:
-                    continue
-                self._drain_scheduled = True
-            loop.call_soon_threadsafe(self._drain)
+    def _greet(self, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+        """A front-end's handshake, on a thread of its own (a slow one holds up no other):
+        its shared memory, and where each model runs; then its calls are the loop's."""
+        try:
+            head, _ = channel.receive()
+            if not (isinstance(head, tuple) and head[0] == "hello"):
+                raise ValueError(f"the first message is not a greeting: {head!r:.80}")
+            shared = False
+            if head[1]:  # the size of the front-end's arena, whose descriptor follows
+                shared = channel.receive_arena(int(head[1]))
+            # Without the arena (it could not be mapped), that front-end's tensors take the
+            # socket.
+            channel.send(("hello", self.placements(), shared), {})
+        except (EOFError, OSError, ValueError) as exc:
+            logger.warning("engine: refused a front-end's handshake (%s)", exc)
+            channel.close()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has stopped
+            loop.call_soon_threadsafe(_FrontEnd, self, channel, loop)
 
-    def _drain(self) -> None:
-        with self._inbox_lock:
-            calls, self._inbox = self._inbox, []
-            self._drain_scheduled = False
-        for outbox, head, feed, read_at in calls:
-            call_id, key, timeout = head
-            stamps = None if read_at is None else (read_at, time.monotonic())
-            try:
-                served = self.by_key.get(key)
-                if served is None:
-                    raise GPUXError(f"the engine has no model '{key}'", "restart the server")
-                future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
-            except Exception as exc:
-                _reply(outbox, call_id, {}, exc, stamps)
-                continue
-            future.add_done_callback(functools.partial(_answered, outbox, call_id, stamps))
+    def call(self, outbox: Outbox, head: Any, feed: dict[str, Any], read_at: float | None) -> None:
+        """A front-end's call, into its model's batcher; ``outbox`` gets the answer."""
+        call_id, key, timeout = head
+        stamps = None if read_at is None else (read_at, time.monotonic())
+        try:
+            served = self.by_key.get(key)
+            if served is None:
+                raise GPUXError(f"the engine has no model '{key}'", "restart the server")
+            future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
+        except Exception as exc:
+            _reply(outbox, call_id, {}, exc, stamps)
+            return
+        future.add_done_callback(functools.partial(_answered, outbox, call_id, stamps))
+
+
+class _FrontEnd:
+    """One front-end's connection after its handshake: its calls read by the engine's loop as
+    they arrive, its answers written through an outbox, both on the loop's thread.
+
+    Why not a thread that reads: each call then crossed from that thread to the loop, and the
+    thread first had to take the engine's interpreter lock from whichever of the engine's
+    threads held it (8 front-ends: 8 readers). Read here, a call reaches its batcher in the
+    callback that read it; the front-end's tensors are in its shared memory, so what the loop
+    reads is mostly headers."""
+
+    def __init__(self, engine: Engine, channel: Channel, loop: asyncio.AbstractEventLoop) -> None:
+        self.engine = engine
+        self.loop = loop
+        self.sock = channel.sock
+        self.sock.setblocking(False)
+        self.fd = self.sock.fileno()
+        self.outbox = Outbox(self.sock, loop, on_close=lambda: loop.remove_reader(self.fd))
+        self.reader = MessageReader(self._called, channel.arena)
+        loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            while True:
+                got = self.sock.recv_into(self.reader.buffer())
+                if not got:
+                    raise EOFError("the front-end closed the connection")
+                self.reader.filled(got)
+        except (BlockingIOError, InterruptedError):
+            return  # all read for now
+        except (EOFError, OSError, ValueError) as exc:
+            # The front-end went away (or sent what no front-end sends: a tensor placed
+            # outside its shared memory, a header too long).
+            if not isinstance(exc, EOFError | ConnectionError):
+                logger.warning("engine: dropped a front-end (%s)", exc)
+            self.outbox.close()
+
+    def _called(self, head: Any, feed: dict[str, Any]) -> None:
+        read_at = time.monotonic() if self.engine.stamped else None
+        self.engine.call(self.outbox, head, feed, read_at)
 
 
 def _answered(

@@ -12,9 +12,9 @@ an engine behind four front-ends answered 1,522 images/s where four plain worker
 (an H100, docs/benchmarks.md).
 
 Three readers and writers of that format: :class:`Channel` for a thread that owns a socket (the
-engine's reader of each front-end, the handshake), :class:`MessageReader` for an event loop that
-reads (a front-end's answers, through asyncio's BufferedProtocol), and :class:`Outbox` for an
-event loop that writes without ever blocking (the engine's answers).
+handshake), :class:`MessageReader` for an event loop that reads (a front-end's answers, through
+asyncio's BufferedProtocol; the engine's calls, as its loop finds them readable), and
+:class:`Outbox` for an event loop that writes without ever blocking (the engine's answers).
 """
 
 from __future__ import annotations
@@ -167,8 +167,11 @@ class MessageReader:
     :meth:`buffer` is where the next bytes go, :meth:`filled` says how many came, and each
     whole message goes to ``deliver``. Every tensor is read straight into its array."""
 
-    def __init__(self, deliver: Callable[[Any, Arrays], None]) -> None:
+    def __init__(
+        self, deliver: Callable[[Any, Arrays], None], arena: mmap.mmap | None = None
+    ) -> None:
         self._deliver = deliver
+        self._arena = arena  # the peer's shared memory, where its headers may place tensors
         self._expect_length()
 
     def buffer(self) -> memoryview:
@@ -194,7 +197,7 @@ class MessageReader:
 
     def _got_header(self) -> None:
         self._head, shapes = pickle.loads(self._bytes)
-        self._arrays, self._unread = allocate(shapes)  # answers are never placed
+        self._arrays, self._unread = allocate(shapes, self._arena)
         self._next_array()
 
     def _next_array(self) -> None:
@@ -214,9 +217,15 @@ class Outbox:
     a busy loop) holds up no one else's. The socket stays blocking for the thread that reads
     it: each write here is ``MSG_DONTWAIT``."""
 
-    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         self._sock = sock
         self._loop = loop
+        self._on_close = on_close  # before the socket closes (the loop may read it too)
         self._waiting: deque[memoryview] = deque()
         self._watched = False
         self.closed = False
@@ -246,6 +255,8 @@ class Outbox:
         self.closed = True
         self._waiting.clear()
         self._watch()
+        if self._on_close is not None:
+            self._on_close()
         self._sock.close()
 
     def _write(self, part: memoryview) -> int | None:

@@ -143,50 +143,48 @@ def test_the_outbox_drops_answers_for_a_peer_that_went_away(
 
 
 @LOOPS
-def test_a_reader_thread_keeps_reading_the_socket_that_the_outbox_writes(
+def test_the_engine_loop_reads_calls_and_writes_answers_on_one_socket(
     loop_factory: Callable[[], asyncio.AbstractEventLoop],
 ) -> None:
-    """The engine's layout: one thread receives a front-end's calls on a socket while the loop
-    answers on the same socket through the outbox. uvloop makes a socket it watches
-    non-blocking; the reader must still wait for the next call, not fail (it did: the engine
-    dropped every front-end whose answer had to wait)."""
+    """The engine's layout (gpux/serve/engine.py::_FrontEnd): its loop reads a front-end's
+    calls as they arrive and answers them through the outbox on the same socket, whose answers
+    (4 MB each: more than the socket takes) wait for the front-end to read. Calls sent while
+    answers wait are still read, each answer arrives whole and in order, and a front-end that
+    goes away is dropped without disturbing the loop."""
+    from gpux.serve.engine import _FrontEnd
+
     engine_side, front_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     calls = 5
-    big = np.ones(1 << 20, np.float32)  # 4 MB: more than the socket takes, so the loop watches
+    big = np.ones(1 << 20, np.float32)
+
+    class Engine:
+        stamped = False
+
+        def __init__(self) -> None:
+            self.received: list[Any] = []
+
+        def call(self, outbox: Outbox, head: Any, feed: Any, read_at: float | None) -> None:
+            self.received.append((head, feed["x"].tolist()))
+            outbox.send(head, {"out": big * head[0]})
 
     async def main() -> list[Any]:
         loop = asyncio.get_running_loop()
-        outbox = Outbox(engine_side, loop)
-        channel = Channel(engine_side)
-        received: list[Any] = []
-        failed: list[BaseException] = []
-
-        def read() -> None:
-            try:
-                for _ in range(calls):
-                    head, _ = channel.receive()
-                    received.append(head)
-                    loop.call_soon_threadsafe(outbox.send, head, {"out": big})
-            except BaseException as exc:
-                failed.append(exc)
-                engine_side.shutdown(socket.SHUT_RDWR)  # the peer sees EOF, not silence
-
-        reader = threading.Thread(target=read)
-        reader.start()
+        engine = Engine()
+        connection = _FrontEnd(engine, Channel(engine_side), loop)  # type: ignore[arg-type]
         peer = Channel(front_end)
-        answers = []
-        for index in range(calls):
-            await asyncio.sleep(0.05)  # the reader waits on a socket the loop now watches
-            await asyncio.to_thread(peer.send, (index, "model", 1.0), {})
-            answers.append(await asyncio.to_thread(peer.receive))
-        await asyncio.to_thread(reader.join)
-        assert not failed, failed
-        assert received == [(i, "model", 1.0) for i in range(calls)]
-        outbox.close()
+        for index in range(calls):  # every call before any answer is read
+            await asyncio.to_thread(peer.send, (index, "model", 1.0), {"x": np.arange(index)})
+        answers = [await asyncio.to_thread(peer.receive) for _ in range(calls)]
+        assert engine.received == [((i, "model", 1.0), list(range(i))) for i in range(calls)]
+        front_end.close()
+        for _ in range(100):  # the loop sees the end of the stream
+            if connection.outbox.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert connection.outbox.closed
         return answers
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         answers = runner.run(main())
     assert [head for head, _ in answers] == [(i, "model", 1.0) for i in range(calls)]
-    assert all(np.array_equal(arrays["out"], big) for _, arrays in answers)
-    front_end.close()
+    assert all(np.array_equal(arrays["out"], big * i) for i, (_, arrays) in enumerate(answers))
