@@ -184,7 +184,7 @@ class _FrontEnd:
         self.sock = channel.sock
         self.sock.setblocking(False)
         self.fd = self.sock.fileno()
-        self.outbox = Outbox(self.sock, loop, on_close=lambda: loop.remove_reader(self.fd))
+        self.outbox = Outbox(self.sock, loop, on_close=self._stop_reading)
         self.reader = MessageReader(self._called, channel.arena)
         loop.add_reader(self.fd, self._readable)
 
@@ -203,6 +203,9 @@ class _FrontEnd:
             if not isinstance(exc, EOFError | ConnectionError):
                 logger.warning("engine: dropped a front-end (%s)", exc)
             self.outbox.close()
+
+    def _stop_reading(self) -> None:
+        self.loop.remove_reader(self.fd)
 
     def _called(self, head: Any, feed: dict[str, Any]) -> None:
         read_at = time.monotonic() if self.engine.stamped else None
