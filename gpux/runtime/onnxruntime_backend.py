@@ -460,6 +460,11 @@ def _with_cuda_graph(
         ],
     )
     runner = _GraphRunner(graph_session, runtime.device)
+    try:
+        runner.capture()
+    except Exception as exc:  # ONNX Runtime's own exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return session, None, {"enabled": False, "why": f"the graph could not be captured: {first}"}
     note: dict[str, Any] = {"enabled": True}
     if not assignment.get("known"):
         note["why"] = "node placement cannot be checked on this ONNX Runtime; enabled on trust"
@@ -526,6 +531,10 @@ def _close(got: np.ndarray[Any, Any], want: np.ndarray[Any, Any]) -> bool:
     return bool(np.allclose(got, want, rtol=0, atol=1e-3 * (scale or 1.0), equal_nan=True))
 
 
+# Runs at load of a CUDA graph session: the usual one, the capture, one replay.
+CAPTURE_RUNS = 3
+
+
 class _GraphRunner:
     """Runs through IOBinding over fixed device buffers, as graph replay requires.
 
@@ -579,6 +588,17 @@ class _GraphRunner:
             # A device buffer's numpy() is a copy; a host buffer's is a view of what the
             # next call overwrites.
             return [array.copy() for array in outputs] if self._host else outputs
+
+    def capture(self) -> None:
+        """Run on zeros until the graph is captured and has replayed once: ONNX Runtime's CUDA
+        EP runs a session's first call as usual and captures on the second. Here, as the
+        model loads on one thread, not on a served call: a capture (CUDA's global mode) fails
+        when another thread uses CUDA meanwhile, which the first calls of a batch size did
+        under load (an H100 engine with 6 model threads: "CudaCall ... Error in execution"
+        answers, then the engine died)."""
+        zeros = {name: np.zeros(*self._layout[name]) for name in self._inputs}
+        for _ in range(CAPTURE_RUNS):
+            self.run(list(self._outputs), zeros)
 
     def _copy_in(self, name: str, array: np.ndarray[Any, Any]) -> None:
         value = self._inputs[name]
