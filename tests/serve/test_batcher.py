@@ -246,6 +246,43 @@ def test_a_failing_lone_request_fails_alone_and_frees_the_model() -> None:
     assert calls == [-1.0, 1.0]
 
 
+def test_a_batch_that_fails_runs_each_request_alone_and_only_the_culprit_fails() -> None:
+    """A joined batch whose call raises: each of its requests runs again alone, the good ones
+    get their rows, the bad one its error, and the model is free again afterwards."""
+    calls: list[int] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        calls.append(int(x.shape[0]))
+        time.sleep(0.02)
+        if (x < 0).any():
+            raise ValueError("negative")
+        return x + 1
+
+    async def main() -> tuple[list[Any], np.ndarray, int]:
+        b = Batcher(
+            Strategy(**{**strategy(Recorder()).__dict__, "run": run}),
+            ThreadPoolExecutor(1),
+            max_batch_size=4,
+            max_delay=0.05,
+            max_queue=10,
+        )
+        busy = asyncio.create_task(b.submit(np.array([[0.0]]), 5))  # the model is busy ...
+        await asyncio.sleep(0.005)
+        values = [[[1.0]], [[-1.0]], [[3.0]]]  # ... so these three queue and join
+        answers = await asyncio.gather(
+            *(b.submit(np.array(v), 5) for v in values), return_exceptions=True
+        )
+        await busy
+        after = await b.submit(np.array([[5.0]]), 5)
+        return answers, after, b._busy
+
+    answers, after, busy = asyncio.run(main())
+    assert answers[0].tolist() == [[2.0]] and answers[2].tolist() == [[4.0]]
+    assert isinstance(answers[1], ValueError)
+    assert calls[:2] == [1, 3] and calls[2:5] == [1, 1, 1]  # the batch, then each alone
+    assert after.tolist() == [[6.0]] and busy == 0
+
+
 def test_a_timed_out_caller_gets_timeout_error_while_its_call_keeps_the_thread() -> None:
     """The caller stops waiting at its timeout; the model call it started still holds the
     model's thread, so the next request runs only after it (not beside it)."""
