@@ -128,6 +128,61 @@ def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Pat
         assert_matches(cuda.run(other), again)
 
 
+def _dynamic_model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """ResNet-50 with a symbolic batch when the reference models are there, else the linear
+    model (also a symbolic batch): one row of input."""
+    folder = os.environ.get("GPUX_REFERENCE_MODELS")
+    if folder and (Path(folder) / "resnet50_dyn.onnx").exists():
+        project = tmp_path / "resnet-dyn"
+        project.mkdir()
+        shutil.copyfile(Path(folder) / "resnet50_dyn.onnx", project / "resnet50_dyn.onnx")
+        (project / "GPUXfile").write_text("name: resnet-dyn\nmodel: ./resnet50_dyn.onnx\n")
+        pixels = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        return project, {"pixels": pixels}
+    project = tmp_path / "linear-dyn"
+    generated_models.linear(project / "linear.onnx")
+    (project / "GPUXfile").write_text("name: linear-dyn\nmodel: ./linear.onnx\n")
+    return project, {"x": np.random.default_rng(1).standard_normal((1, 4)).astype(np.float32)}
+
+
+def test_cuda_graphs_of_every_batch_size_replay_from_many_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared engine's model threads call the sessions of several batch sizes at once. Each
+    session's CUDA graph is captured as the model loads: captured on a served call instead, in
+    CUDA's global mode, a capture failed when another thread ran CUDA work (an H100 engine with
+    6 model threads: "CudaCall ... Error in execution", then the engine died). 6 threads x 120
+    calls over 4 sizes all answer as the CPU does."""
+    from gpux.pipeline.loading import load_image
+
+    monkeypatch.setenv("GPUX_HOME", str(tmp_path / "home"))
+    folder, one = _dynamic_model(tmp_path)
+    gpuxfile = folder / "GPUXfile"
+    gpuxfile.write_text(gpuxfile.read_text() + "runtime:\n  cuda:\n    cuda_graphs: true\n")
+    sizes = (1, 2, 4, 8)
+    feeds = {n: {k: np.repeat(v, n, axis=0) * (1 + n / 10) for k, v in one.items()} for n in sizes}
+    with gpux.load(folder, backend="cpu", warmup=False) as cpu:
+        image = cpu.image
+        expected = {n: cpu.run(feeds[n]) for n in sizes}
+    assert image is not None
+    model = load_image(image, "cuda", warmup=False, batch_sizes=sizes)
+    try:
+        graphs = model.placement.details["cuda_graphs"]
+        print("\ncuda graphs:", graphs)
+        assert graphs["enabled"] and graphs["batch_sizes"] == list(sizes), graphs
+
+        def call(index: int) -> tuple[int, dict[str, np.ndarray]]:
+            size = sizes[index % len(sizes)]
+            return size, model.run(feeds[size])
+
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(call, range(120)))
+    finally:
+        model.close()
+    for size, got in answers:
+        assert_matches(got, expected[size])
+
+
 def test_gpus_all_on_one_gpu_is_one_instance_equal_to_backend_cuda(project: tuple) -> None:
     """Issue 18 on a one-GPU machine: ``--gpus all`` places one instance, on GPU 0, and it
     answers exactly as ``--backend cuda`` does (same provider, same device, same kernels)."""
