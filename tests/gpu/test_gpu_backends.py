@@ -41,18 +41,20 @@ def assert_matches(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) 
         assert error <= RELATIVE_TOLERANCE * scale, (name, error, scale)
 
 
-def _model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+def _model(tmp_path: Path, reference: str = "resnet50_b1") -> tuple[Path, dict[str, np.ndarray]]:
+    """ResNet-50 (``reference``: resnet50_b1, a fixed batch, or resnet50_dyn, a symbolic one)
+    when the reference models are there, else the linear model (a symbolic batch)."""
     folder = os.environ.get("GPUX_REFERENCE_MODELS")
-    if folder and (Path(folder) / "resnet50_b1.onnx").exists():
+    if folder and (Path(folder) / f"{reference}.onnx").exists():
         project = tmp_path / "resnet"
         project.mkdir()
         # A hard link (or a copy): a GPUXfile may not name a symbolic link out of its project.
-        source, target = Path(folder) / "resnet50_b1.onnx", project / "resnet50_b1.onnx"
+        source, target = Path(folder) / f"{reference}.onnx", project / f"{reference}.onnx"
         try:
             os.link(source, target)
         except OSError:
             shutil.copyfile(source, target)
-        (project / "GPUXfile").write_text("name: resnet\nmodel: ./resnet50_b1.onnx\n")
+        (project / "GPUXfile").write_text(f"name: resnet\nmodel: ./{reference}.onnx\n")
         pixels = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
         return project, {"pixels": pixels}
     project = tmp_path / "linear"
@@ -128,23 +130,6 @@ def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Pat
         assert_matches(cuda.run(other), again)
 
 
-def _dynamic_model(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    """ResNet-50 with a symbolic batch when the reference models are there, else the linear
-    model (also a symbolic batch): one row of input."""
-    folder = os.environ.get("GPUX_REFERENCE_MODELS")
-    if folder and (Path(folder) / "resnet50_dyn.onnx").exists():
-        project = tmp_path / "resnet-dyn"
-        project.mkdir()
-        shutil.copyfile(Path(folder) / "resnet50_dyn.onnx", project / "resnet50_dyn.onnx")
-        (project / "GPUXfile").write_text("name: resnet-dyn\nmodel: ./resnet50_dyn.onnx\n")
-        pixels = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
-        return project, {"pixels": pixels}
-    project = tmp_path / "linear-dyn"
-    generated_models.linear(project / "linear.onnx")
-    (project / "GPUXfile").write_text("name: linear-dyn\nmodel: ./linear.onnx\n")
-    return project, {"x": np.random.default_rng(1).standard_normal((1, 4)).astype(np.float32)}
-
-
 def test_cuda_graphs_of_every_batch_size_replay_from_many_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,7 +141,8 @@ def test_cuda_graphs_of_every_batch_size_replay_from_many_threads(
     from gpux.pipeline.loading import load_image
 
     monkeypatch.setenv("GPUX_HOME", str(tmp_path / "home"))
-    folder, one = _dynamic_model(tmp_path)
+    folder, feed = _model(tmp_path, "resnet50_dyn")
+    one = {name: value[:1] for name, value in feed.items()}
     gpuxfile = folder / "GPUXfile"
     gpuxfile.write_text(gpuxfile.read_text() + "runtime:\n  cuda:\n    cuda_graphs: true\n")
     sizes = (1, 2, 4, 8)

@@ -217,6 +217,17 @@ def test_an_idle_model_starts_a_request_at_once_and_counts_it_like_a_batch() -> 
     assert [t.rows for t in timed] == [2, 2, 2] and all(t.ran > 0 for t in timed)
 
 
+def batcher_running(run: Any) -> Batcher[np.ndarray]:
+    """A batcher of up to 4 rows on one thread whose model is ``run``."""
+    return Batcher(
+        Strategy(**{**strategy(Recorder()).__dict__, "run": run}),
+        ThreadPoolExecutor(1),
+        max_batch_size=4,
+        max_delay=0.05,
+        max_queue=10,
+    )
+
+
 def test_a_failing_lone_request_fails_alone_and_frees_the_model() -> None:
     calls: list[float] = []
 
@@ -227,13 +238,7 @@ def test_a_failing_lone_request_fails_alone_and_frees_the_model() -> None:
         return x + 1
 
     async def main() -> tuple[BaseException | None, np.ndarray]:
-        b = Batcher(
-            Strategy(**{**strategy(Recorder()).__dict__, "run": run}),
-            ThreadPoolExecutor(1),
-            max_batch_size=4,
-            max_delay=0.05,
-            max_queue=10,
-        )
+        b = batcher_running(run)
         failure = None
         try:
             await b.submit(np.array([[-1.0]]), 5)
@@ -259,13 +264,7 @@ def test_a_batch_that_fails_runs_each_request_alone_and_only_the_culprit_fails()
         return x + 1
 
     async def main() -> tuple[list[Any], np.ndarray, int]:
-        b = Batcher(
-            Strategy(**{**strategy(Recorder()).__dict__, "run": run}),
-            ThreadPoolExecutor(1),
-            max_batch_size=4,
-            max_delay=0.05,
-            max_queue=10,
-        )
+        b = batcher_running(run)
         busy = asyncio.create_task(b.submit(np.array([[0.0]]), 5))  # the model is busy ...
         await asyncio.sleep(0.005)
         values = [[[1.0]], [[-1.0]], [[3.0]]]  # ... so these three queue and join
