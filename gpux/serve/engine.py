@@ -156,16 +156,15 @@ class Engine:
     def call(self, outbox: Outbox, head: Any, feed: dict[str, Any], read_at: float | None) -> None:
         """A front-end's call, into its model's batcher; ``outbox`` gets the answer."""
         call_id, key, timeout = head
-        stamps = None if read_at is None else (read_at, time.monotonic())
         try:
             served = self.by_key.get(key)
             if served is None:
                 raise GPUXError(f"the engine has no model '{key}'", "restart the server")
             future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
         except Exception as exc:
-            _reply(outbox, call_id, {}, exc, stamps)
+            _reply(outbox, call_id, {}, exc, read_at)
             return
-        future.add_done_callback(functools.partial(_answered, outbox, call_id, stamps))
+        future.add_done_callback(functools.partial(_answered, outbox, call_id, read_at))
 
 
 class _FrontEnd:
@@ -213,13 +212,10 @@ class _FrontEnd:
 
 
 def _answered(
-    outbox: Outbox,
-    call_id: int,
-    stamps: tuple[float, float] | None,
-    done: asyncio.Future[Any],
+    outbox: Outbox, call_id: int, read_at: float | None, done: asyncio.Future[Any]
 ) -> None:
     error = done.exception()
-    _reply(outbox, call_id, {} if error is not None else done.result(), error, stamps)
+    _reply(outbox, call_id, {} if error is not None else done.result(), error, read_at)
 
 
 def _reply(
@@ -227,13 +223,13 @@ def _reply(
     call_id: int,
     outputs: dict[str, Any],
     error: BaseException | None,
-    stamps: tuple[float, float] | None = None,
+    read_at: float | None = None,
 ) -> None:
     failure = None if error is None else failure_of(error)
-    if stamps is None:
+    if read_at is None:
         outbox.send((call_id, failure), outputs)
-    else:  # GPUX_ENGINE_TRACE: when the call was read, queued and answered
-        outbox.send((call_id, failure, (*stamps, time.monotonic())), outputs)
+    else:  # GPUX_ENGINE_TRACE: when the call was read and answered
+        outbox.send((call_id, failure, (read_at, time.monotonic())), outputs)
 
 
 def failure_of(exc: BaseException) -> tuple[str, str, str | None]:

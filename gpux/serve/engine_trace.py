@@ -1,11 +1,10 @@
-"""Where a shared-engine call's time goes, for ``benchmarks/serve.py --profile``.
+"""Where a shared-engine call's time goes, for ``benchmarks/serve.py``.
 
-With ``GPUX_ENGINE_TRACE=<folder>``, the engine stamps each answer with when its reader thread
-had the call, when its loop handed it to the model's batcher, and when the batcher answered;
-each front-end adds when it wrote the call and when it read the answer, and sums per stage:
+With ``GPUX_ENGINE_TRACE=<folder>``, the engine stamps each answer with when its loop had read
+the call and when the model's batcher answered it; each front-end adds when it wrote the call
+and when it read the answer, and sums per stage:
 
-- ``to_engine``: the front-end's write until the engine's reader has the whole call;
-- ``to_loop``: that reader's hand-over to the engine's event loop;
+- ``to_engine``: the front-end's write until the engine has read the whole call;
 - ``in_batcher``: the engine's queue, batch and model call, and its threads' hand-overs;
 - ``back``: the answer's write until the front-end's loop has read it.
 
@@ -22,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-STAGES = ("to_engine", "to_loop", "in_batcher", "back")
+STAGES = ("to_engine", "in_batcher", "back")
 EVERY = 256
 
 
@@ -39,23 +38,18 @@ class CallTimes:
     def sent(self, call_id: int) -> None:
         self._sent[call_id] = time.monotonic()
 
-    def answered(self, call_id: int, stamps: tuple[float, float, float]) -> None:
-        """The engine's ``stamps`` (read, queued, answered) of an answer read just now."""
+    def answered(self, call_id: int, stamps: tuple[float, float]) -> None:
+        """The engine's ``stamps`` (read, answered) of an answer read just now."""
         now = time.monotonic()
         sent = self._sent.pop(call_id, None)
         if sent is None:
             return
-        read, queued, done = stamps
-        for stage, seconds in zip(
-            STAGES, (read - sent, queued - read, done - queued, now - done), strict=True
-        ):
+        read, done = stamps
+        for stage, seconds in zip(STAGES, (read - sent, done - read, now - done), strict=True):
             self.sums[stage] += seconds
         self.count += 1
         if self.count % EVERY == 0:
             self.write()
-
-    def forget(self, call_id: int) -> None:
-        self._sent.pop(call_id, None)
 
     def write(self) -> None:
         partial = self.path.with_suffix(".part")
