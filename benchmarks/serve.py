@@ -242,8 +242,8 @@ def gpux_server(home: Path, args: argparse.Namespace) -> Server:
     ]  # fmt: skip
     # Stage times of the shared engine's calls (gpux/serve/engine_trace.py): a few clock reads
     # per call, summed by each front-end; nothing without --shared-engine.
-    args.engine_trace = home / "engine-trace"
-    env = {**os.environ, "GPUX_HOME": str(home), "GPUX_ENGINE_TRACE": str(args.engine_trace)}
+    trace = home / "engine-trace"
+    env = {**os.environ, "GPUX_HOME": str(home), "GPUX_ENGINE_TRACE": str(trace)}
     return Server("gpux serve", command, http_port, grpc_port, home / "gpux.log", env)
 
 
@@ -291,6 +291,7 @@ class Row:
     batch: int = 1  # in-process rows: rows per call
     pid: int | None = None  # the server's process (its CPU time is measured with its children)
     stats_port: int | None = None  # gpux serve: its Triton statistics, read around each step
+    engine_trace: Path | None = None  # gpux serve: its GPUX_ENGINE_TRACE folder
 
     @property
     def label(self) -> str:
@@ -328,6 +329,8 @@ def rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
         row.pid = server.process.pid
         if server.name == "gpux serve":
             row.stats_port = server.http_port
+            trace = (server.env or {}).get("GPUX_ENGINE_TRACE")
+            row.engine_trace = Path(trace) if trace else None
     return rows
 
 
@@ -539,7 +542,7 @@ def measure_all(
                     else:
                         assert row.pid is not None
                         server_ticks = machine_load.tree_ticks(row.pid)
-                        trace = getattr(args, "engine_trace", None)
+                        trace = row.engine_trace
                         stats = model_stats(row.stats_port, trace) if row.stats_port else None
                         with profiled(row, level, args):
                             result = serve_load.measure(

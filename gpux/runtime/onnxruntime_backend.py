@@ -463,8 +463,8 @@ def _with_cuda_graph(
     try:
         runner.capture()
     except Exception as exc:  # ONNX Runtime's own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return session, None, {"enabled": False, "why": f"the graph could not be captured: {first}"}
+        why = f"the graph could not be captured: {_first_line(exc)}"
+        return session, None, {"enabled": False, "why": why}
     note: dict[str, Any] = {"enabled": True}
     if not assignment.get("known"):
         note["why"] = "node placement cannot be checked on this ONNX Runtime; enabled on trust"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, Listener
 from typing import TYPE_CHECKING, Any
 
+from gpux import env
 from gpux.errors import GPUXError
 from gpux.serve.engine_wire import Channel, MessageReader, Outbox
 
@@ -82,8 +83,6 @@ class Engine:
                 )
         # Batch sizes and padding are the engine's: it forms the batches the models run.
         self.metrics = Metrics(m.name for m in served)
-        from gpux import env
-
         # Stamps on each answer for the front-ends' stage times (gpux/serve/engine_trace.py).
         self.stamped = env.engine_trace() is not None
 

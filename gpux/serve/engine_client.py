@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from gpux import env
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError, InputError
 from gpux.runtime.backend import Backend, Placement
 from gpux.serve.engine_arena import SMALLEST_PLACED, Arena
+from gpux.serve.engine_trace import CallTimes
 from gpux.serve.engine_wire import ADDRESS_ENV, AUTHKEY_ENV, Arrays, Channel, MessageReader, encode
 
 # Calls one front-end keeps in flight to the engine. They cost no thread here (the loop writes
@@ -68,9 +70,6 @@ class EngineClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._attaching = threading.Lock()
-        from gpux import env
-        from gpux.serve.engine_trace import CallTimes
-
         trace = env.engine_trace()
         self._times = CallTimes(trace) if trace is not None else None
 

@@ -52,8 +52,8 @@ class Channel:
 
     def __init__(self, sock: socket.socket) -> None:
         # Waits with a timeout, which Python implements by polling before each read or write:
-        # that holds whatever the socket's blocking mode, which the engine's loop may change
-        # under this thread (uvloop sets O_NONBLOCK on an fd it watches for the outbox).
+        # that holds whatever the socket's blocking mode, which an event loop that watches the
+        # fd may change (uvloop sets O_NONBLOCK).
         sock.settimeout(_WAIT_SECONDS)
         # A larger send buffer (the kernel caps it at net.core.wmem_max, often 4 MB; the
         # default is ~200 KB) takes a 400 KB answer in one write instead of several.
@@ -214,8 +214,8 @@ class Outbox:
     not take at once is kept (not copied: the arrays must stay as they are until written; the
     engine's outputs are fresh arrays of each call, which nothing writes again) and written
     when it can take more, so that one front-end slow to read its answers (a large output,
-    a busy loop) holds up no one else's. The socket stays blocking for the thread that reads
-    it: each write here is ``MSG_DONTWAIT``."""
+    a busy loop) holds up no one else's. Each write is ``MSG_DONTWAIT``, whatever the socket's
+    blocking mode."""
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ ready, model ready) needs ``authorization: Bearer TOKEN`` metadata. Messages are
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -187,7 +188,8 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         require_tensors(served)
         parsed, feed = await off_loop(_decode_work(request), _decode, request, served)
         outputs = await self.core.run_tensors(served, feed, context.time_remaining())
-        return await off_loop(_encode_work(outputs), _encode, served, parsed, outputs)
+        work = _encode_work(outputs, parsed)
+        return await off_loop(work, _encode, served, parsed, outputs)
 
 
 # Raw tensor bytes are copied (into numpy, into the answer) at memory speed, and the hop to a
@@ -210,15 +212,11 @@ def _decode_work(request: Any) -> int:
     return typed + strings + (sum(raw) - strings) // protocol.BINARY_WORK_DIVISOR
 
 
-def _encode_work(outputs: dict[str, Any]) -> int:
-    """Bytes of work that encoding ``outputs`` takes: strings are packed one by one, numbers
-    copied as they lie."""
-    work = 0
-    for value in outputs.values():
-        size = int(getattr(value, "nbytes", 0))
-        numeric = getattr(getattr(value, "dtype", None), "kind", "O") not in "OUS"
-        work += size // protocol.BINARY_WORK_DIVISOR if numeric else size
-    return work
+def _encode_work(outputs: dict[str, Any], request: protocol.InferRequest | None = None) -> int:
+    """Bytes of work that encoding ``outputs`` takes: HTTP's estimate for an answer whose every
+    output is binary, as gRPC sends them all as raw bytes."""
+    request = request or protocol.InferRequest(inputs={})
+    return protocol.encode_cost(dataclasses.replace(request, all_binary=True), outputs)
 
 
 def _decode(request: Any, served: Any) -> tuple[Any, dict[str, Any]]:
