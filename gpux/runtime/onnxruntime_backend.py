@@ -10,8 +10,8 @@ from __future__ import annotations
 import collections
 import os
 import re
-import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +405,8 @@ class OnnxRuntimeBackend(Backend):
         return self._session
 
     def close(self) -> None:
+        if self.graph is not None:
+            self.graph.close()
         self._session = None
         self._run = None
 
@@ -463,6 +465,7 @@ def _with_cuda_graph(
     try:
         runner.capture()
     except Exception as exc:  # ONNX Runtime's own exception types
+        runner.close()
         why = f"the graph could not be captured: {_first_line(exc)}"
         return session, None, {"enabled": False, "why": why}
     note: dict[str, Any] = {"enabled": True}
@@ -491,6 +494,7 @@ def _with_webgpu_graph(
         )
     names = [meta.name for meta in session.get_outputs()]
     feeds = [_sample_feed(session, seed) for seed in (0, 1)]
+    runner: _GraphRunner | None = None
     try:
         options = options_factory()
         options.add_provider_for_devices(devices, {**settings, "enableGraphCapture": "1"})
@@ -499,8 +503,11 @@ def _with_webgpu_graph(
         for feed in (*feeds, *feeds):  # capture, then replays with other data in the same buffers
             got, want = runner.run(names, feed), session.run(names, feed)
             if not all(_close(g, w) for g, w in zip(got, want, strict=True)):
+                runner.close()
                 return session, None, {"enabled": False, "why": "replays differed from plain runs"}
     except Exception as exc:  # ONNX Runtime refuses capture with its own exception types
+        if runner is not None:
+            runner.close()
         return session, None, {"enabled": False, "why": _first_line(exc)}
     return graph_session, runner, {"enabled": True}
 
@@ -539,8 +546,16 @@ class _GraphRunner:
     """Runs through IOBinding over fixed device buffers, as graph replay requires.
 
     Inputs are copied into the same device buffers every call; outputs are read back from
-    fixed buffers. The first call captures the graph, later calls replay it. Calls from several
-    threads (a server's calls in flight) take turns: they share those buffers.
+    fixed buffers. The first calls capture the graph, later calls replay it.
+
+    Every call runs on one thread of the runner's own, whichever thread asks: ONNX Runtime's
+    CUDA EP keeps a session's captured graph per thread (``PerThreadContext::cuda_graph_``,
+    "Cuda graph with multi threads will be supported in the future"), so a session run from a
+    server's N model threads captured N graphs, each on that thread's first calls, while other
+    threads' CUDA work ran: the captures that failed under load. On one thread the graph is
+    captured once, at load (``capture``), and calls of one size take turns as they must anyway
+    (they share the buffers); a hop to that thread costs tens of microseconds of a call of
+    milliseconds.
     """
 
     def __init__(self, session: Any, device: int, kind: str = "cuda") -> None:
@@ -562,7 +577,7 @@ class _GraphRunner:
 
         self._session = session
         self._host = kind == "cpu"
-        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpux-graph")
         self._binding = session.io_binding()
         self._inputs = {meta.name: buffer(meta) for meta in session.get_inputs()}
         self._outputs = {meta.name: buffer(meta) for meta in session.get_outputs()}
@@ -580,14 +595,19 @@ class _GraphRunner:
     def run(
         self, output_names: list[str], feed: Mapping[str, np.ndarray[Any, Any]]
     ) -> list[np.ndarray[Any, Any]]:
-        with self._lock:
-            for name, array in feed.items():
-                self._copy_in(name, array)
-            self._session.run_with_iobinding(self._binding)
-            outputs = [self._copy_out(name) for name in output_names]
-            # A device buffer's numpy() is a copy; a host buffer's is a view of what the
-            # next call overwrites.
-            return [array.copy() for array in outputs] if self._host else outputs
+        return self._thread.submit(self._run, output_names, feed).result()
+
+    def _run(
+        self, output_names: list[str], feed: Mapping[str, np.ndarray[Any, Any]]
+    ) -> list[np.ndarray[Any, Any]]:
+        """On the runner's thread."""
+        for name, array in feed.items():
+            self._copy_in(name, array)
+        self._session.run_with_iobinding(self._binding)
+        outputs = [self._copy_out(name) for name in output_names]
+        # A device buffer's numpy() is a copy; a host buffer's is a view of what the next
+        # call overwrites.
+        return [array.copy() for array in outputs] if self._host else outputs
 
     def capture(self) -> None:
         """Run on zeros until the graph is captured and has replayed once: ONNX Runtime's CUDA
@@ -595,7 +615,8 @@ class _GraphRunner:
         model loads on one thread, not on a served call: a capture (CUDA's global mode) fails
         when another thread uses CUDA meanwhile, which the first calls of a batch size did
         under load (an H100 engine with 6 model threads: "CudaCall ... Error in execution"
-        answers, then the engine died)."""
+        answers, then the engine died), and on the runner's thread, the only one whose graph
+        is ever replayed."""
         zeros = {name: np.zeros(*self._layout[name]) for name in self._inputs}
         for _ in range(CAPTURE_RUNS):
             self.run(list(self._outputs), zeros)
@@ -625,9 +646,11 @@ class _GraphRunner:
 
     def replay(self) -> dict[str, Any]:
         """Run on the device buffers as they are: no host copies at all."""
-        with self._lock:
-            self._session.run_with_iobinding(self._binding)
+        self._thread.submit(self._session.run_with_iobinding, self._binding).result()
         return self._outputs
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False)
 
 
 def _device_name(backend: str, device: int, devices: list[Any]) -> str:

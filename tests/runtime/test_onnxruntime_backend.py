@@ -191,7 +191,9 @@ def test_a_graph_runner_gives_each_thread_its_own_answer(tmp_path: Path) -> None
     """The runner behind CUDA (and WebGPU) graph replay copies every call's input into one
     fixed buffer and reads one fixed output buffer: calls from a server's threads in flight
     must take turns, or one caller reads another's answer. Here over CPU buffers (the same
-    IOBinding code; this machine has no GPU), 8 threads x 200 calls of distinct inputs."""
+    IOBinding code; this machine has no GPU), 8 threads x 200 calls of distinct inputs. And
+    the session only ever runs on one thread: ONNX Runtime's CUDA EP keeps a captured graph
+    per thread, so calls from many threads would capture many graphs, on served calls."""
     import threading
 
     from gpux.runtime.onnxruntime_backend import _GraphRunner
@@ -207,6 +209,14 @@ def test_a_graph_runner_gives_each_thread_its_own_answer(tmp_path: Path) -> None
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     runner = _GraphRunner(session, 0, kind="cpu")
+    ran_on: set[int] = set()
+
+    class Recording:  # the session as the runner sees it, noting the thread of every run
+        def run_with_iobinding(self, binding: object) -> None:
+            ran_on.add(threading.get_ident())
+            session.run_with_iobinding(binding)
+
+    runner._session = Recording()
     wrong: list[int] = []
 
     def caller(index: int) -> None:
@@ -222,3 +232,5 @@ def test_a_graph_runner_gives_each_thread_its_own_answer(tmp_path: Path) -> None
     for thread in threads:
         thread.join()
     assert wrong == []
+    assert len(ran_on) == 1 and threading.get_ident() not in ran_on
+    runner.close()
