@@ -191,12 +191,14 @@ def test_a_graph_runner_gives_each_thread_its_own_answer(tmp_path: Path) -> None
     """The runner behind CUDA (and WebGPU) graph replay copies every call's input into one
     fixed buffer and reads one fixed output buffer: calls from a server's threads in flight
     must take turns, or one caller reads another's answer. Here over CPU buffers (the same
-    IOBinding code; this machine has no GPU), 8 threads x 200 calls of distinct inputs. And
-    the session only ever runs on one thread: ONNX Runtime's CUDA EP keeps a captured graph
-    per thread, so calls from many threads would capture many graphs, on served calls."""
+    IOBinding code; this machine has no GPU), 8 threads x 200 calls of distinct inputs over two
+    runners. And a thread's first calls of a runner, which capture a graph on the CUDA EP (one
+    per thread), run while no other call of any runner does: a capture fails on another
+    thread's CUDA work."""
     import threading
+    import time
 
-    from gpux.runtime.onnxruntime_backend import _GraphRunner
+    from gpux.runtime.onnxruntime_backend import CAPTURE_RUNS, _GraphRunner
 
     path = tmp_path / "double.onnx"
     graph = helper.make_graph(
@@ -207,22 +209,36 @@ def test_a_graph_runner_gives_each_thread_its_own_answer(tmp_path: Path) -> None
         [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    runner = _GraphRunner(session, 0, kind="cpu")
-    ran_on: set[int] = set()
+    in_flight = [0]
+    counted = threading.Lock()
+    company: dict[tuple[int, int], list[int]] = {}  # (runner, thread) -> calls in flight beside
 
-    class Recording:  # the session as the runner sees it, noting the thread of every run
+    class Recording:  # the session as a runner sees it: who else runs during each call
+        def __init__(self, index: int) -> None:
+            self.index = index
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.session, name)
+
         def run_with_iobinding(self, binding: object) -> None:
-            ran_on.add(threading.get_ident())
-            session.run_with_iobinding(binding)
+            with counted:
+                in_flight[0] += 1
+                beside = in_flight[0] - 1
+            time.sleep(0.0005)  # long enough for the others to overlap
+            self.session.run_with_iobinding(binding)
+            with counted:
+                in_flight[0] -= 1
+                beside = max(beside, in_flight[0])
+            company.setdefault((self.index, threading.get_ident()), []).append(beside)
 
-    runner._session = Recording()
+    runners = [_GraphRunner(Recording(i), 0, kind="cpu") for i in range(2)]
     wrong: list[int] = []
 
     def caller(index: int) -> None:
         for call in range(200):
             value = float(index * 1000 + call)
-            (got,) = runner.run(["y"], {"x": np.full((64, 256), value, np.float32)})
+            (got,) = runners[call % 2].run(["y"], {"x": np.full((64, 256), value, np.float32)})
             if not np.all(got == 2 * value):
                 wrong.append(index)
 
@@ -232,5 +248,8 @@ def test_a_graph_runner_gives_each_thread_its_own_answer(tmp_path: Path) -> None
     for thread in threads:
         thread.join()
     assert wrong == []
-    assert len(ran_on) == 1 and threading.get_ident() not in ran_on
-    runner.close()
+    assert len(company) == 16
+    for calls in company.values():
+        assert calls[:CAPTURE_RUNS] == [0] * CAPTURE_RUNS, calls[:10]
+    # Later calls of the two runners ran side by side (else the guard serialised everything).
+    assert any(beside for calls in company.values() for beside in calls[CAPTURE_RUNS:])
