@@ -105,6 +105,13 @@ def inference_threads() -> int:
     return _count("GPUX_INFERENCE_THREADS", 0, "a number of threads (0: the backend's default)")
 
 
+def graph_copies() -> int:
+    """GPUX_GRAPH_COPIES: sessions of each batch size that replays a CUDA graph, run side by
+    side (1, the default: calls of one size take turns on its one session; each copy holds
+    the model's weights again on the GPU; see gpux/runtime/sized_sessions.py)."""
+    return max(1, _count("GPUX_GRAPH_COPIES", 1, "a number of sessions per batch size"))
+
+
 def switch_interval_us() -> int:
     """GPUX_SWITCH_INTERVAL_US: how long (µs) a thread of a ``gpux serve`` process may keep
     the interpreter lock while another waits for it (``sys.setswitchinterval``; 0, the

@@ -166,6 +166,7 @@ def _sized(
     config: dict[str, Any],
 ) -> Any:
     """``loaded`` plus a session per batch size, when every input shares one batch symbol."""
+    from gpux import env
     from gpux.builder.smoke import generate_inputs
     from gpux.runtime.engines import engine_for
     from gpux.runtime.sized_sessions import changes_are_slow, wrap
@@ -189,6 +190,7 @@ def _sized(
         lambda batch: engine_for(runtime.backend).load(
             model_path, runtime, cache_dir=cache, dimensions={**fixed, **batch}
         ),
+        copies=env.graph_copies(),
     )
 
 

@@ -10,6 +10,7 @@ sends each call to the session of its size; other sizes go to the general sessio
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -79,6 +80,41 @@ class SizedSessions(Backend):
             backend.close()
 
 
+class GraphCopies(Backend):
+    """Several sessions of one batch size, each replaying its own CUDA graph: a call runs on a
+    free one. A graph reads and writes its session's fixed buffers on the session's one
+    stream, so calls of one size take turns on one session however many threads call it;
+    copies let them run side by side, each holding the model's weights again."""
+
+    name = "graph-copies"
+
+    def __init__(self, copies: Sequence[Backend]) -> None:
+        self.copies = list(copies)
+        self._free: queue.SimpleQueue[Backend] = queue.SimpleQueue()
+        for backend in self.copies:
+            self._free.put(backend)
+
+    @classmethod
+    def load(cls, *args: Any, **kwargs: Any) -> Backend:  # pragma: no cover - built by wrap()
+        raise NotImplementedError("GraphCopies are made by sized_sessions.wrap")
+
+    def run(self, feed: Mapping[str, Array]) -> dict[str, Array]:
+        backend = self._free.get()
+        try:
+            return backend.run(feed)
+        finally:
+            self._free.put(backend)
+
+    @property
+    def placement(self) -> Placement:
+        placement = self.copies[0].placement
+        return replace(placement, details={**placement.details, "copies": len(self.copies)})
+
+    def close(self) -> None:
+        for backend in self.copies:
+            backend.close()
+
+
 def changes_are_slow(backend: Backend, feed: Mapping[str, Array], batch_input: str) -> bool:
     """Whether a batch-size change costs this session much more than a call of the same size:
     ResNet-50 on the CUDA EP pays ~94 ms per change against 2.7 ms (its Conv kernels rebuild
@@ -110,15 +146,23 @@ def wrap(
     batch_symbol: str,
     batch_input: str,
     load: Callable[[dict[str, int]], Backend],
+    copies: int = 1,
 ) -> SizedSessions:
     """``general`` plus a session for each of ``sizes``, each loaded by ``load`` with the batch
-    symbol fixed to its size. A session that fails to load closes the ones made before it."""
+    symbol fixed to its size; ``copies`` sessions of each size whose session replays a CUDA
+    graph (``GraphCopies``). A session that fails to load closes the ones made before it."""
     sized: dict[int, Backend] = {}
+    made: list[Backend] = []
     try:
         for size in sizes:
-            sized[size] = load({batch_symbol: size})
+            same = [load({batch_symbol: size})]
+            made.append(same[0])
+            while getattr(same[0], "graph", None) is not None and len(same) < copies:
+                same.append(load({batch_symbol: size}))
+                made.append(same[-1])
+            sized[size] = GraphCopies(same) if len(same) > 1 else same[0]
     except BaseException:
-        for backend in sized.values():
+        for backend in made:
             backend.close()
         raise
     return SizedSessions(general, sized, batch_input)

@@ -127,3 +127,71 @@ def test_the_proof_reports_the_graphs_of_the_batch_size_sessions(tmp_path: Path)
     assert "cuda_graphs" not in without.placement.details  # not asked for: not mentioned
     wrapped.close()
     without.general.close()
+
+
+def test_graph_sessions_of_one_size_are_copied_and_run_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GPUX_GRAPH_COPIES``: a size whose session replays a CUDA graph gets that many sessions,
+    and each call runs on a free one, never on one another call is using (its graph's buffers
+    are fixed); a size without a graph stays one session. On the CPU (real sessions), the
+    sessions that "have a graph" are marked so, as the CUDA EP's loader marks them."""
+    import threading
+    import time
+
+    from gpux import env
+    from gpux.config.schema import Runtime
+    from gpux.runtime.engines import engine
+    from gpux.runtime.sized_sessions import GraphCopies, wrap
+
+    path = generated_models.linear(tmp_path / "linear.onnx")
+    general = engine().load(path, Runtime(backend="cpu"))
+    monkeypatch.setenv("GPUX_GRAPH_COPIES", "3")
+    busy: dict[int, int] = {}
+    overlapped = [False]
+    clashes: list[int] = []
+    lock = threading.Lock()
+
+    def load(dimensions: dict[str, int]) -> object:
+        backend = engine().load(path, Runtime(backend="cpu"), dimensions=dimensions)
+        if dimensions["batch"] == 2:
+            backend.graph = object()  # type: ignore[attr-defined]
+            run = backend.run
+
+            def watched(feed: dict[str, np.ndarray], me: int = id(backend)) -> object:
+                with lock:
+                    if busy.get(me):  # two calls on one copy at once
+                        clashes.append(me)
+                    busy[me] = 1
+                    overlapped[0] = overlapped[0] or sum(busy.values()) > 1
+                time.sleep(0.002)
+                try:
+                    return run(feed)
+                finally:
+                    with lock:
+                        busy[me] = 0
+
+            backend.run = watched  # type: ignore[method-assign]
+        return backend
+
+    sized = wrap(general, (2, 4), "batch", "x", load, copies=env.graph_copies())  # type: ignore[arg-type]
+    copies = sized.sized[2]
+    assert isinstance(copies, GraphCopies) and len(copies.copies) == 3
+    assert copies.placement.details["copies"] == 3
+    assert not isinstance(sized.sized[4], GraphCopies)
+    rng = np.random.default_rng(0)
+    feeds = [rng.standard_normal((2, 4)).astype(np.float32) for _ in range(48)]
+    wrong: list[int] = []
+
+    def call(index: int) -> None:
+        got = sized.run({"x": feeds[index]})["y"]
+        if not np.allclose(got, general.run({"x": feeds[index]})["y"], rtol=1e-6):
+            wrong.append(index)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(48)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == [] and clashes == [] and len(busy) == 3 and overlapped[0]
+    sized.close()
