@@ -101,7 +101,8 @@ def parse_processes() -> int:
 
 def inference_threads() -> int:
     """GPUX_INFERENCE_THREADS: model calls one served model keeps in flight, each on its own
-    thread (0, the default: 1 on the CPU, 2 on a GPU; see gpux/serve/app.py)."""
+    thread (0, the default: 1 on the CPU, 2 on a GPU, 4 in the shared engine on CUDA; see
+    gpux/serve/app.py)."""
     return _count("GPUX_INFERENCE_THREADS", 0, "a number of threads (0: the backend's default)")
 
 

@@ -260,6 +260,7 @@ def engine_main(spec: ServerSpec, address: str, authkey: bytes, report: Connecti
                 trust_code=spec.trust_code,
                 gpus=spec.gpus,
                 generative=False,
+                shared_engine=True,
             )
             engine = Engine(served)
             await engine.warm()

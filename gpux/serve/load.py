@@ -26,6 +26,7 @@ def load_served(
     gpus: str | None = None,
     engine: EngineClient | None = None,
     generative: bool = True,
+    shared_engine: bool = False,
 ) -> list[ServedModel]:
     """``names``: images in ``store``, or model folders (gpux/store/folder.py). ``overrides``:
     command-line values for the GPUXfile's serving settings (max_batch_size,
@@ -33,7 +34,9 @@ def load_served(
     ``--gpus`` (instances on several devices, gpux/runtime/instances.py) for every model.
     ``engine``: the shared engine that runs the tensor models (a front-end of ``--shared-engine``,
     gpux/serve/engine.py); they are not loaded here. ``generative``: False leaves generative
-    images out (the engine's own load: the front-ends serve those)."""
+    images out (the engine's own load: the front-ends serve those). ``shared_engine``: this is
+    the shared engine's own load, whose models run the calls of every front-end (more of them
+    in flight by default, ``inference_threads``)."""
     from gpux.pipeline.loading import load_image
     from gpux.runtime.generative import is_generative
     from gpux.runtime.instances import GpuRequest, instance_count
@@ -100,7 +103,8 @@ def load_served(
                 limits,
                 # Each instance keeps its own calls in flight: the pool sends each to the
                 # least busy one.
-                inference_threads(model.placement.backend) * instance_count(model.backend),
+                inference_threads(model.placement.backend, shared_engine)
+                * instance_count(model.backend),
             )
         )
     return served
