@@ -138,6 +138,7 @@ def test_graph_sessions_of_one_size_are_copied_and_run_side_by_side(
     sessions that "have a graph" are marked so, as the CUDA EP's loader marks them."""
     import threading
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     from gpux import env
     from gpux.config.schema import Runtime
@@ -181,17 +182,11 @@ def test_graph_sessions_of_one_size_are_copied_and_run_side_by_side(
     assert not isinstance(sized.sized[4], GraphCopies)
     rng = np.random.default_rng(0)
     feeds = [rng.standard_normal((2, 4)).astype(np.float32) for _ in range(48)]
-    wrong: list[int] = []
 
-    def call(index: int) -> None:
-        got = sized.run({"x": feeds[index]})["y"]
-        if not np.allclose(got, general.run({"x": feeds[index]})["y"], rtol=1e-6):
-            wrong.append(index)
+    def matches(x: np.ndarray) -> bool:
+        return np.allclose(sized.run({"x": x})["y"], general.run({"x": x})["y"], rtol=1e-6)
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(48)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert wrong == [] and clashes == [] and len(busy) == 3 and overlapped[0]
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(matches, feeds))
+    assert clashes == [] and len(busy) == 3 and overlapped[0]
     sized.close()
