@@ -198,8 +198,9 @@ def inference_threads(backend: str, shared_engine: bool = False) -> int:
     ResNet-50 2,990 against 2,891 req/s and BERT-base 2,857 against 2,137 (docs/benchmarks.md),
     and 6 no more than 4 (other GPU backends keep two: unmeasured). ``GPUX_INFERENCE_THREADS``
     sets it."""
-    if env.inference_threads():
-        return env.inference_threads()
+    configured = env.inference_threads()
+    if configured:
+        return configured
     if backend == "cpu":
         return 1
     return 4 if shared_engine and backend == "cuda" else 2

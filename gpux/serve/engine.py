@@ -259,7 +259,6 @@ def engine_main(spec: ServerSpec, address: str, authkey: bytes, report: Connecti
                 overrides=spec.overrides,
                 trust_code=spec.trust_code,
                 gpus=spec.gpus,
-                generative=False,
                 shared_engine=True,
             )
             engine = Engine(served)

@@ -25,7 +25,6 @@ def load_served(
     trust_code: bool = False,
     gpus: str | None = None,
     engine: EngineClient | None = None,
-    generative: bool = True,
     shared_engine: bool = False,
 ) -> list[ServedModel]:
     """``names``: images in ``store``, or model folders (gpux/store/folder.py). ``overrides``:
@@ -33,10 +32,10 @@ def load_served(
     max_batch_delay_ms, timeout, max_queue, max_tokens), applied to every model. ``gpus``:
     ``--gpus`` (instances on several devices, gpux/runtime/instances.py) for every model.
     ``engine``: the shared engine that runs the tensor models (a front-end of ``--shared-engine``,
-    gpux/serve/engine.py); they are not loaded here. ``generative``: False leaves generative
-    images out (the engine's own load: the front-ends serve those). ``shared_engine``: this is
-    the shared engine's own load, whose models run the calls of every front-end (more of them
-    in flight by default, ``inference_threads``)."""
+    gpux/serve/engine.py); they are not loaded here. ``shared_engine``: this is the shared
+    engine's own load: generative images are left out (the front-ends serve those), and its
+    models run the calls of every front-end (more of them in flight by default,
+    ``inference_threads``)."""
     from gpux.pipeline.loading import load_image
     from gpux.runtime.generative import is_generative
     from gpux.runtime.instances import GpuRequest, instance_count
@@ -56,7 +55,7 @@ def load_served(
         given = _listed(values.get("preferred_batch_sizes"))
         started = time.perf_counter()
         if is_generative(image):
-            if not generative:
+            if shared_engine:
                 continue
             generative_model = _served_generative(image, backend, values, started, is_speech(image))
             if any(s.name == generative_model.name for s in served):
