@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 
 MODELS = ("resnet50_dyn", "bert_dyn")
-DEVICE = "cuda"  # --cpu: the same code on the CPU, to check the script where there is no GPU
 
 
-def _session(path: Path, batch: int) -> Any:
+def _session(path: Path, batch: int, device: str) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,7 +37,7 @@ def _session(path: Path, batch: int) -> Any:
         str(path),
         sess_options=options,
         providers=[("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"]
-        if DEVICE == "cuda"
+        if device == "cuda"
         else ["CPUExecutionProvider"],
     )
 
@@ -58,7 +57,7 @@ def _feed(session: Any) -> dict[str, np.ndarray]:
 class Copy:
     """One graph session with fixed device buffers, called with host arrays."""
 
-    def __init__(self, session: Any, feed: dict[str, np.ndarray]) -> None:
+    def __init__(self, session: Any, feed: dict[str, np.ndarray], device: str) -> None:
         import onnxruntime as ort
 
         self.session = session
@@ -66,12 +65,12 @@ class Copy:
         self.binding = session.io_binding()
         self.inputs = {}
         for name, array in feed.items():
-            self.inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, DEVICE, 0)
+            self.inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, device, 0)
             self.binding.bind_ortvalue_input(name, self.inputs[name])
         self.outputs = []
         for meta in session.get_outputs():
             value = ort.OrtValue.ortvalue_from_shape_and_type(
-                list(meta.shape), np.float32, DEVICE, 0
+                list(meta.shape), np.float32, device, 0
             )
             self.binding.bind_ortvalue_output(meta.name, value)
             self.outputs.append(value)
@@ -84,9 +83,9 @@ class Copy:
             value.numpy()
 
 
-def measure(path: Path, size: int, copies: int, seconds: float) -> float:
-    sessions = [_session(path, size) for _ in range(copies)]
-    runners = [Copy(s, _feed(s)) for s in sessions]
+def measure(path: Path, size: int, copies: int, seconds: float, device: str = "cuda") -> float:
+    sessions = [_session(path, size, device) for _ in range(copies)]
+    runners = [Copy(s, _feed(s), device) for s in sessions]
     done = [0] * copies
     start = threading.Barrier(copies + 1)
     stop = threading.Event()
@@ -120,10 +119,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="8,16")
     parser.add_argument("--copies", default="1,2,4")
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--cpu", action="store_true", help="check the script on the CPU")
+    parser.add_argument("--cpu", action="store_true", help="the same code on the CPU (a check)")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = "cpu" if args.cpu else "cuda"
+    device = "cpu" if args.cpu else "cuda"
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(c) for c in args.copies.split(",")]
     print("model, batch, sessions side by side: rows/s (vs one session)")
@@ -131,7 +129,7 @@ def main() -> None:
         for size in sizes:
             base = None
             for copies in counts:
-                rate = measure(args.models / f"{model}.onnx", size, copies, args.seconds)
+                rate = measure(args.models / f"{model}.onnx", size, copies, args.seconds, device)
                 base = base or rate
                 print(
                     f"{model} b{size} x{copies}: {rate:,.0f} rows/s ({rate / base:.2f}x)",
