@@ -8,7 +8,8 @@
 # field sets GPUX_INFERENCE_THREADS, the model calls in flight: "resnet50_dyn:4e:4"; a fourth,
 # "g", builds the image with runtime.cuda.cuda_graphs, a CUDA graph per batch size: "...:4e:4:g";
 # a fifth sets GPUX_SWITCH_INTERVAL_US, the interpreter's switch interval: "...:8e:2:g:500";
-# a sixth the batcher's delay in ms, 2 if not given: "...:8e:2:g::0.5")
+# a sixth the batcher's delay in ms, 2 if not given: "...:8e:2:g::0.5"; other GPUX_ settings
+# exported before it reach the servers, e.g. GPUX_GRAPH_COPIES=2)
 # writes $OUT/serve-<model>-w<N>.json and .txt per run; each run is bounded by RUN_LIMIT seconds
 # so that a slow one leaves the others' figures (the machine's minutes are counted).
 # CODE=<folder with another checkout's gpux, benchmarks and tools> runs that code instead (an A/B
