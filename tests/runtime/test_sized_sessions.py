@@ -179,6 +179,7 @@ def test_graph_sessions_of_one_size_are_copied_and_run_side_by_side(
     copies = sized.sized[2]
     assert isinstance(copies, GraphCopies) and len(copies.copies) == 3
     assert copies.placement.details["copies"] == 3
+    assert sized.placement.details["graph_copies"] == {"copies": 3, "batch_sizes": [2]}
     assert not isinstance(sized.sized[4], GraphCopies)
     rng = np.random.default_rng(0)
     feeds = [rng.standard_normal((2, 4)).astype(np.float32) for _ in range(48)]
