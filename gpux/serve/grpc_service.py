@@ -186,7 +186,8 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ModelInfer(self, request: Any, context: Context) -> Any:
         served = self.core.find(request.model_name, request.model_version or None)
         require_tensors(served)
-        parsed, feed = await off_loop(_decode_work(request), _decode, request, served)
+        raw = list(request.raw_input_contents)  # read once: each read copies the bytes
+        parsed, feed = await off_loop(_decode_work(request, raw), _decode, request, raw, served)
         outputs = await self.core.run_tensors(served, feed, context.time_remaining())
         work = _encode_work(outputs, parsed)
         return await off_loop(work, _encode, served, parsed, outputs)
@@ -200,16 +201,21 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 # bytes; typed contents and strings, converted one value at a time, in full.
 
 
-def _decode_work(request: Any) -> int:
-    """Bytes of work that decoding ``request`` takes (for :func:`off_loop`)."""
-    raw = [len(part) for part in request.raw_input_contents]
+def _decode_work(request: Any, raw: list[bytes]) -> int:
+    """Bytes of work that decoding ``request``, whose ``raw_input_contents`` are ``raw``, takes
+    (for :func:`off_loop`). Typed contents count at the message's size: a request with raw
+    contents may have none (decoding refuses it at once), and sizing it would cost as much as
+    a copy of its raw bytes (protobuf's upb: ``ByteSize`` 30 us, each read of a 602 KB part
+    20 us, against 16 us to parse the whole message)."""
+    if not raw:
+        return int(request.ByteSize())
+    sizes = [len(part) for part in raw]
     strings = sum(
         size
-        for size, tensor in zip(raw, request.inputs, strict=False)
+        for size, tensor in zip(sizes, request.inputs, strict=False)
         if tensor.datatype.upper() == "BYTES"
     )
-    typed = int(request.ByteSize()) - sum(raw)
-    return typed + strings + (sum(raw) - strings) // protocol.BINARY_WORK_DIVISOR
+    return strings + (sum(sizes) - strings) // protocol.BINARY_WORK_DIVISOR
 
 
 def _encode_work(outputs: dict[str, Any], request: protocol.InferRequest | None = None) -> int:
@@ -219,10 +225,10 @@ def _encode_work(outputs: dict[str, Any], request: protocol.InferRequest | None 
     return protocol.encode_cost(dataclasses.replace(request, all_binary=True), outputs)
 
 
-def _decode(request: Any, served: Any) -> tuple[Any, dict[str, Any]]:
+def _decode(request: Any, raw: list[bytes], served: Any) -> tuple[Any, dict[str, Any]]:
     from gpux.serve import protocol
 
-    parsed = grpc_tensors.infer_request(request)
+    parsed = grpc_tensors.infer_request(request, raw)
     return parsed, protocol.checked_feed(parsed, served.model.inputs)
 
 

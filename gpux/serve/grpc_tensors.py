@@ -11,6 +11,7 @@ in ``raw_output_contents``, as Triton does (BYTES elements length-prefixed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,10 +40,12 @@ CONTENTS: dict[str, tuple[str, Any]] = {
 }
 
 
-def infer_request(message: Any) -> protocol.InferRequest:
+def infer_request(message: Any, raw: Sequence[bytes] | None = None) -> protocol.InferRequest:
     """A ``ModelInferRequest`` -> arrays by input name, the outputs asked for and their
-    classification counts; :class:`InputError` for anything the HTTP side would refuse."""
-    raw = message.raw_input_contents
+    classification counts; :class:`InputError` for anything the HTTP side would refuse.
+    ``raw``: its ``raw_input_contents`` when the caller has read them already (protobuf's
+    upb copies a part's bytes on every read)."""
+    raw = message.raw_input_contents if raw is None else raw
     if raw and len(raw) != len(message.inputs):
         raise InputError(
             f"the request has {len(raw)} raw_input_contents for {len(message.inputs)} inputs",

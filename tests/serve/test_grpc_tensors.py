@@ -172,20 +172,20 @@ def test_only_python_work_or_huge_copies_leave_the_loop() -> None:
     raw = service_pb2.ModelInferRequest(model_name="m")
     raw.inputs.add(name="x", datatype="FP32", shape=[1, 150528])
     raw.raw_input_contents.append(np.zeros(150528, np.float32).tobytes())  # ResNet-50's 602 KB
-    assert _decode_work(raw) < OFF_LOOP_BYTES
+    assert _decode_work(raw, list(raw.raw_input_contents)) < OFF_LOOP_BYTES
     huge = service_pb2.ModelInferRequest(model_name="m")
     huge.inputs.add(name="x", datatype="UINT8", shape=[huge_bytes])
     huge.raw_input_contents.append(bytes(huge_bytes))
-    assert _decode_work(huge) >= OFF_LOOP_BYTES
+    assert _decode_work(huge, list(huge.raw_input_contents)) >= OFF_LOOP_BYTES
     typed = service_pb2.ModelInferRequest(model_name="m")
     tensor = typed.inputs.add(name="x", datatype="FP32", shape=[1, 150528])
     tensor.contents.fp32_contents.extend([0.5] * 150528)
-    assert _decode_work(typed) >= OFF_LOOP_BYTES
+    assert _decode_work(typed, list(typed.raw_input_contents)) >= OFF_LOOP_BYTES
 
     assert _encode_work({"y": np.zeros((1, 128, 768), np.float32)}) < OFF_LOOP_BYTES
     assert _encode_work({"y": np.zeros(huge_bytes, np.uint8)}) >= OFF_LOOP_BYTES
     words = service_pb2.ModelInferRequest(model_name="m")
     words.inputs.add(name="s", datatype="BYTES", shape=[65536])
     words.raw_input_contents.append(b"\x01\x00\x00\x00a" * 65536)  # 320 KB of strings
-    assert _decode_work(words) >= OFF_LOOP_BYTES
+    assert _decode_work(words, list(words.raw_input_contents)) >= OFF_LOOP_BYTES
     assert _encode_work({"y": np.array(["text"] * 65536, dtype=object)}) >= OFF_LOOP_BYTES
