@@ -545,7 +545,10 @@ class _CaptureGuard:
     session, in CUDA's global capture mode, where another thread's CUDA work (a copy, an
     allocation) makes the capture fail. An H100 engine with 6 model threads answered
     "CudaCall ... Error in execution", then died. A call that may capture takes this guard
-    alone; every other call shares it.
+    alone; every other graph call shares it. Calls of sessions without a graph (a served
+    model's general session, for sizes outside its preferred ones, which the batcher pads
+    batches up to) do not take it: a capture beside one of those can still fail, and its
+    caller gets the error.
 
     Tried instead: every call of a session on one thread of its own, so that it captures once:
     on the H100 (ResNet-50, 8 front-ends, 4 model threads, c=32, one machine, one call) HTTP
