@@ -59,11 +59,11 @@ class SizedSessions(Backend):
     def placement(self) -> Placement:
         placement = self.general.placement
         details = {**placement.details, "batch_sessions": sorted(self.sized)}
-        copied = [b for b in self.sized.values() if isinstance(b, GraphCopies)]
+        copied = {n: b for n, b in self.sized.items() if isinstance(b, GraphCopies)}
         if copied:  # GPUX_GRAPH_COPIES: the sizes that have several sessions, and how many
             details["graph_copies"] = {
-                "copies": max(len(b.copies) for b in copied),
-                "batch_sizes": sorted(n for n, b in self.sized.items() if b in copied),
+                "copies": max(len(b.copies) for b in copied.values()),
+                "batch_sizes": sorted(copied),
             }
         graphs = details.get("cuda_graphs")
         if graphs is not None:

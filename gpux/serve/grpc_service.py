@@ -196,9 +196,9 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 # Raw tensor bytes are copied (into numpy, into the answer) at memory speed, and the hop to a
 # pool thread costs about as much as copying 256 KB (the thread then waits for the interpreter
 # lock anyway): for ResNet-50's 602 KB images the hop was 13% of a gRPC front-end's busy time
-# and 2.5-4 ms of each request's 6.7-6.9 ms in the server (the 2-core machine). As for HTTP
-# (protocol.decode_cost / encode_cost), raw numbers count at 1/BINARY_WORK_DIVISOR of their
-# bytes; typed contents and strings, converted one value at a time, in full.
+# and 2.5-4 ms of each request's 6.7-6.9 ms in the server (the 2-core machine). As in an HTTP
+# answer (protocol.encode_cost), raw numbers count at 1/BINARY_WORK_DIVISOR of their bytes;
+# typed contents and strings, converted one value at a time, in full.
 
 
 def _decode_work(request: Any, raw: list[bytes]) -> int:

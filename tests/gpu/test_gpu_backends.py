@@ -133,11 +133,11 @@ def test_cuda_graphs_replay_gives_the_same_results(project: tuple, tmp_path: Pat
 def test_cuda_graphs_of_every_batch_size_replay_from_many_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A shared engine's model threads call the sessions of several batch sizes at once. Each
-    session's CUDA graph is captured once, as the model loads, and replayed on one thread of
-    its own: ONNX Runtime keeps a graph per calling thread, and a capture on a served call (in
-    CUDA's global mode) failed when another thread ran CUDA work (an H100 engine with 6 model
-    threads: "CudaCall ... Error in execution", then the engine died). 6 threads x 120 calls
+    """A shared engine's model threads call the sessions of several batch sizes at once.
+    ONNX Runtime keeps a graph per calling thread, so each thread captures its own on its first
+    calls of a session, and a capture (CUDA's global mode) failed when another thread ran CUDA
+    work (an H100 engine with 6 model threads: "CudaCall ... Error in execution", then the
+    engine died); those first calls now run alone (``_CaptureGuard``). 6 threads x 120 calls
     over 4 sizes all answer as the CPU does."""
     from gpux.pipeline.loading import load_image
 
