@@ -128,10 +128,16 @@ def test_connections_that_arrive_together_are_spread_over_the_workers(
             time.sleep(0.2)
         assert len(_pids(shared, "gauge_*.db")) == 2, "the second worker never started"
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
-        # Each worker listens on a socket of its own (one shared socket: the same inode).
-        listening = _listening_inodes(int(port))
+        # Each worker listens on a socket of its own (one shared socket: the same inode). A
+        # worker's metrics file appears before it binds: wait for both sockets (a clean clone's
+        # run once saw a worker with none yet).
         workers = _pids(shared, "gauge_*.db")
-        owned = {pid: _socket_inodes(int(pid)) & listening for pid in workers}
+        while True:
+            listening = _listening_inodes(int(port))
+            owned = {pid: _socket_inodes(int(pid)) & listening for pid in workers}
+            if all(owned.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert all(len(inodes) == 1 for inodes in owned.values()), owned
         assert len(set.union(*owned.values())) == 2, owned
         time.sleep(0.5)  # both workers idle, waiting in their loops
