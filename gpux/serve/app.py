@@ -231,7 +231,8 @@ def create_app(
         metrics.loaded(served.name, served.model.placement.backend, served.load_seconds)
         _count_instances(served, metrics)
 
-    core = Inference(models, metrics)  # shared with the gRPC service
+    shared = shared_folder()
+    core = Inference(models, metrics, shared)  # shared with the gRPC service
     checks = RequestChecks(
         policy=policy, token=token, public=lambda p: bool(PUBLIC.fullmatch(p)), openai=speaks_openai
     )
@@ -296,26 +297,13 @@ def create_app(
     async def model_config(request: Request) -> Response:
         return JSONResponse(triton.model_config(find(request)))
 
-    shared = shared_folder()
-
     def all_statistics() -> dict[str, Any]:
         return triton.statistics(models)
 
     async def model_statistics(request: Request) -> Response:
         name = request.path_params.get("model")
         version = request.path_params.get("version")
-        answer = triton.statistics(models, name, version)  # a 404 for a model not served
-        if shared is not None:  # one of several workers: everyone's, added up
-            folder = shared / "stats"
-            await asyncio.to_thread(shared_stats.write, folder, all_statistics())
-            every = shared_stats.merge(await asyncio.to_thread(shared_stats.read_all, folder))
-            wanted = {(m["name"], m["version"]) for m in answer["model_stats"]}
-            answer = {
-                "model_stats": [
-                    m for m in every["model_stats"] if (m["name"], m["version"]) in wanted
-                ]
-            }
-        return JSONResponse(answer)
+        return JSONResponse(await core.statistics(name, version))  # a 404 for a model not served
 
     async def repository_index(request: Request) -> Response:
         await read_body(request, policy)  # its filters ("ready") change nothing: all are loaded

@@ -172,7 +172,7 @@ class Service(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     @rpc("grpc_metadata")
     async def ModelStatistics(self, request: Any, context: Context) -> Any:
-        stats = triton.statistics(self.core.models, request.name or None, request.version or None)
+        stats = await self.core.statistics(request.name or None, request.version or None)
         # ``instances`` (several devices) is GPUX's, beyond Triton's message: HTTP has it.
         response = service_pb2.ModelStatisticsResponse()
         return json_format.ParseDict(stats, response, ignore_unknown_fields=True)

@@ -11,11 +11,13 @@ as a JSON body (gpux/serve/app.py), gRPC as a status code and its details
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpux.errors import GPUXError, InputError, NotFoundError, UsageError
-from gpux.serve import protocol
+from gpux.serve import protocol, shared_stats, triton
 from gpux.serve.batching import QueueFull
 from gpux.serve.engine_client import EngineGone
 from gpux.serve.guards import HTTPError
@@ -31,10 +33,33 @@ STATUS_OF = {InputError: 400, UsageError: 400, NotFoundError: 404, EngineGone: 5
 class Inference:
     """The served models, by name, and the way into their batchers."""
 
-    def __init__(self, models: list[ServedModel], metrics: Metrics) -> None:
+    def __init__(
+        self, models: list[ServedModel], metrics: Metrics, shared: Path | None = None
+    ) -> None:
+        """``shared``: the folder this process shares with the other processes of its server
+        (gpux/serve/workers.py), if it is one of several."""
         self.models = models
         self.by_name = {m.name: m for m in models}
         self.metrics = metrics
+        self.shared = shared
+
+    async def statistics(
+        self, name: str | None = None, version: str | None = None
+    ) -> dict[str, Any]:
+        """Triton's statistics of every model, or of one (a 404 if it is not served), for the
+        whole server: with several processes, every worker's report and the shared engine's
+        (which counts the batches) added up, this process's written first so that it is
+        current (gpux/serve/shared_stats.py)."""
+        answer = triton.statistics(self.models, name, version)
+        if self.shared is None:
+            return answer
+        folder = self.shared / "stats"
+        await asyncio.to_thread(shared_stats.write, folder, triton.statistics(self.models))
+        every = shared_stats.merge(await asyncio.to_thread(shared_stats.read_all, folder))
+        wanted = {(m["name"], m["version"]) for m in answer["model_stats"]}
+        return {
+            "model_stats": [m for m in every["model_stats"] if (m["name"], m["version"]) in wanted]
+        }
 
     def find(self, name: str, version: str | None = None) -> ServedModel:
         """The model served as ``name`` (and ``version``, when given), else a 404."""

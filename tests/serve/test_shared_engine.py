@@ -123,6 +123,14 @@ def test_workers_share_one_engine(
         }
         assert executions.pop(engine_pid) == stats["execution_count"], reports
         assert executions and set(executions.values()) == {0}, executions  # the workers'
+        # gRPC's ModelStatistics adds up the same reports: perf_analyzer over gRPC failed
+        # ("failed to find the requested model version") when it saw one worker's, whose
+        # queue count never moves (the engine queues the requests).
+        (over_grpc,) = grpc.get_inference_statistics("minilm", as_json=True)["model_stats"]
+        assert int(over_grpc["inference_count"]) == stats["inference_count"], over_grpc
+        assert int(over_grpc["execution_count"]) == stats["execution_count"], over_grpc
+        queued = over_grpc["inference_stats"]["queue"]
+        assert int(queued["count"]) == stats["inference_stats"]["queue"]["count"] >= 50, over_grpc
 
         # The engine dies: the workers answer 503 (not a hang, not a 500), the server stops.
         os.kill(engine_pid, signal.SIGKILL)
