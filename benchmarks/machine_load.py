@@ -60,20 +60,34 @@ def tree_ticks(root: int) -> int:
 
 class OthersMeter:
     """CPU used by everything outside this process tree between ``start`` and ``stop``, in
-    cores (1.0 = one core busy all the time)."""
+    cores (1.0 = one core busy all the time). Children that ended meanwhile (the load
+    generator's processes, perf_analyzer) are ours too: their time is read from
+    ``RUSAGE_CHILDREN`` once they have been waited for, as they no longer are in the tree."""
 
     def __init__(self) -> None:
         self.root = os.getpid()
         self.started = 0.0
         self.busy = self.ours = 0
+        self.reaped = 0.0
+        self.ours_s = 0.0  # CPU seconds of this tree between start and stop
 
     def start(self) -> None:
         self.started, self.busy, self.ours = time.monotonic(), busy_ticks(), tree_ticks(self.root)
+        self.reaped = _reaped_seconds()
 
     def stop(self) -> float:
         wall = time.monotonic() - self.started
-        others = (busy_ticks() - self.busy) - (tree_ticks(self.root) - self.ours)
-        return max(0.0, others / TICKS / wall)
+        self.ours_s = (tree_ticks(self.root) - self.ours) / TICKS + _reaped_seconds() - self.reaped
+        others = (busy_ticks() - self.busy) / TICKS - self.ours_s
+        return max(0.0, others / wall)
+
+
+def _reaped_seconds() -> float:
+    """CPU seconds of this process's children that have ended and been waited for."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def wait_until_quiet(limit_cores: float, timeout: float, window: float = 1.0) -> float:

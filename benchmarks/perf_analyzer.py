@@ -56,11 +56,14 @@ def find(venv: Path = VENV) -> PerfAnalyzer:
         raise PerfAnalyzerMissing(
             f"libcudart.so.12 is missing from {venv}; run 'make perf-analyzer'"
         )
-    if not _system_library(LIBB64):
+    # libb64 from the system, or beside the binary (benchmarks/device/setup.sh puts it there
+    # on the lent GPU machine, which has no package index).
+    beside = venv / "lib"
+    if not (beside / LIBB64).exists() and not _system_library(LIBB64):
         raise PerfAnalyzerMissing(
             f"{LIBB64} is missing; run 'make system-deps' (Debian package libb64-0d)"
         )
-    paths = [str(cudart[0]), *filter(None, [os.environ.get("LD_LIBRARY_PATH")])]
+    paths = [str(cudart[0]), str(beside), *filter(None, [os.environ.get("LD_LIBRARY_PATH")])]
     return PerfAnalyzer(binary, {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(paths)})
 
 
@@ -133,6 +136,42 @@ def run(
         int(row["p99 latency"]) / 1e3,
         output,
     )
+
+
+@dataclass(frozen=True)
+class Target:
+    """perf_analyzer as one of benchmarks/serve.py's load generators: ``protocol`` ("http",
+    binary tensors, or "grpc") of the server at ``url``."""
+
+    analyzer: PerfAnalyzer
+    url: str
+    model: str
+    protocol: str
+    data: dict[str, Any]
+
+
+def load(target: Target, concurrency: int, seconds: float) -> Any:
+    """``concurrency`` synchronous clients (perf_analyzer's threads) for three windows of
+    ``seconds`` / 3 (its stability check needs three; its figures are their mean), as a
+    ``serve_load.LoadResult``: throughput, p50 and p99 from its report, its CPU time per second
+    of its run as the client's."""
+    import resource
+    import time
+
+    from benchmarks import serve_load
+
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    found = run(
+        target.analyzer, target.url, target.model, target.protocol, target.data, concurrency,
+        max(100, int(seconds * 1000 / 3)),
+    )  # fmt: skip
+    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - started
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result = serve_load.LoadResult(
+        concurrency, seconds, [], round(found.throughput * seconds), 0, None, cpu * seconds / wall
+    )
+    result.reported_ms = {0.5: found.p50_ms, 0.99: found.p99_ms}
+    return result
 
 
 def main() -> int:

@@ -78,12 +78,17 @@ class LoadResult:
     answered_all: int = 0  # answers over the whole step, warm-up included
     server_cpu_s: float | None = None  # the server's CPU time over the whole step, if measured
     batches: dict[str, Any] | None = None  # gpux serve: its batcher's calls (serve.py)
+    # Percentiles (share -> ms) from a generator that reports them but not each latency
+    # (perf_analyzer, benchmarks/perf_analyzer.py); ``latencies`` is then empty.
+    reported_ms: dict[float, float] | None = None
 
     @property
     def throughput(self) -> float:
         return self.completed / self.seconds
 
     def percentile_ms(self, share: float) -> float:
+        if self.reported_ms is not None:
+            return self.reported_ms.get(share, float("nan"))
         if not self.latencies:
             return float("nan")
         if share == 0.5:
@@ -109,7 +114,7 @@ class LoadResult:
             "throughput_per_s": round(self.throughput, 1),
             "p50_ms": round(self.percentile_ms(0.5), 3),
             "p99_ms": round(self.percentile_ms(0.99), 3),
-            "requests": len(self.latencies),
+            "requests": len(self.latencies) if self.reported_ms is None else self.completed,
             "errors": self.errors,
             "first_error": self.first_error,
             "client_cpu_share": round(self.client_cpu_share, 3),

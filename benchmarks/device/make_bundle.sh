@@ -47,3 +47,18 @@ split -b 56M -d "$WORK/bundle" "$OUT/part"
 } > "$OUT/manifest"
 cp "$(command -v zstd)" "$OUT/zstd"
 ls -la "$OUT"
+
+# perf_analyzer (tritonclient 2.51.0's binary, `make perf-analyzer`) for benchmarks/serve.py
+# --perf-analyzer, with the two libraries it links that the lent image lacks (libcudart.so.12:
+# the image's CUDA is 13; libb64), laid out as .venv-perf (benchmarks/perf_analyzer.py::find).
+if [ -x .venv-perf/bin/perf_analyzer ]; then
+  PERF=$(mktemp -d)
+  mkdir -p "$PERF/bin" "$PERF/lib/python3.12/site-packages/nvidia/cuda_runtime/lib"
+  cp .venv-perf/bin/perf_analyzer "$PERF/bin/"
+  cp "$(readlink -f /usr/lib/x86_64-linux-gnu/libb64.so.0d)" "$PERF/lib/libb64.so.0d"
+  cp .venv-perf/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 \
+    "$PERF/lib/python3.12/site-packages/nvidia/cuda_runtime/lib/"
+  tar cf - -C "$PERF" . | zstd -q -19 -T0 > "$OUT/perf.tar.zst"
+  rm -rf "$PERF"
+  ls -la "$OUT/perf.tar.zst"
+fi

@@ -25,5 +25,10 @@ if [ ! -f "$SITE/.ready" ]; then
   python3 -m pip uninstall -y -q onnxruntime 2>/dev/null || true  # the image's CPU build
   touch "$SITE/.ready"
 fi
+# perf_analyzer, when carried (benchmarks/device/make_bundle.sh): .venv-perf in the checkout.
+if [ -f "$CARRY/perf.tar.zst" ] && [ ! -x .venv-perf/bin/perf_analyzer ]; then
+  mkdir -p .venv-perf
+  "$(command -v zstd || echo "$CARRY/zstd")" -dc "$CARRY/perf.tar.zst" | tar xf - -C .venv-perf
+fi
 export PYTHONPATH="$SITE:$PWD"
 python3 -c "import onnxruntime as o; o.preload_dlls(); print('onnxruntime', o.__version__, o.get_available_providers())"

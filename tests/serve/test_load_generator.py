@@ -96,3 +96,19 @@ def test_refusals_are_errors_not_throughput() -> None:
     assert result.completed == 0 and result.errors > 0
     assert result.first_error is not None and "HTTP 404" in result.first_error
     assert "no such model" in result.first_error
+
+
+def test_children_that_end_during_a_step_count_as_the_benchmarks_own_cpu() -> None:
+    """A load generator's processes (and perf_analyzer) end before the step's meter stops:
+    their CPU time is the benchmark's, not "others'" (it once read as others' cores)."""
+    import subprocess
+    import sys
+
+    from benchmarks import machine_load
+
+    meter = machine_load.OthersMeter()
+    meter.start()
+    burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    meter.stop()
+    assert meter.ours_s >= 0.6, meter.ours_s

@@ -81,3 +81,18 @@ def test_a_refused_request_fails_the_run(served: Served) -> None:
             perf_analyzer.input_data(unequal), concurrency=1, measurement_interval_ms=500,
             timeout=120,
         )  # fmt: skip
+
+
+def test_perf_analyzer_as_a_row_of_the_serving_benchmark(served: Served) -> None:
+    """benchmarks/serve.py --perf-analyzer: perf_analyzer's figures as the benchmark's result
+    of a row (throughput, its p50 and p99, its own CPU time as the client's)."""
+    target = perf_analyzer.Target(
+        ANALYZER, f"127.0.0.1:{served.grpc_port}", "minilm", "grpc",
+        perf_analyzer.input_data(MINILM),
+    )  # fmt: skip
+    result = perf_analyzer.load(target, concurrency=2, seconds=1.5)
+    assert result.concurrency == 2 and result.throughput > 0
+    assert 0 < result.percentile_ms(0.5) <= result.percentile_ms(0.99)
+    assert result.client_cpu_share > 0
+    shown = result.as_dict()
+    assert shown["requests"] == result.completed > 0 and shown["p50_ms"] > 0
