@@ -12,6 +12,9 @@ One request = one row (MiniLM int8 by default: batch 1 x 16 tokens, a 124 KB JSO
   MLServer 1.7.1 with a minimal ONNX Runtime runtime and its adaptive batching
   (benchmarks/mlserver_onnx.py, same batch size and delay), over HTTP JSON and gRPC;
 
+with ``--perf-analyzer``, gpux serve's HTTP binary and gRPC rows again with Triton's perf_analyzer
+(C++, ``make perf-analyzer``) as the client in place of the Python generator;
+
 each at every concurrency (closed loop, benchmarks/serve_load.py), rounds interleaved across
 servers so that a busy moment on a shared machine hits every row alike. JSON requests ask for
 no compression (``Accept-Encoding: identity``). Before the load, one answer of every row is
@@ -19,6 +22,7 @@ checked against the in-process result.
 
     uv run python benchmarks/serve.py [--model minilm|FILE.onnx] [--duration 5] [--rounds 1]
         [--concurrency 1,8,32,64] [--skip-peers] [--backend cpu|cuda] [--gpux-args "..."]
+        [--perf-analyzer]
         [--json out.json] [--plot out.png]
 """
 
