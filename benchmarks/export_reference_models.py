@@ -9,7 +9,8 @@ run it on the GPU machine, which has them.
 
 ``--dynamic-only`` writes just the symbolic-batch files (what the serving runs need), which
 saves the fixed-size exports' time on a machine whose minutes are counted; they include
-``resnet50_io.onnx``, ResNet-50's inputs and outputs with almost no arithmetic.
+``resnet50_io.onnx`` and ``bert_io.onnx``, ResNet-50's and BERT-base's inputs and outputs with
+almost no arithmetic.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _dynamic(folder: Path, resnet: object, bert: object) -> list[Path]:
             },
             dynamo=False,
         )
-    return [path, bert_path, io_model(folder)]
+    return [path, bert_path, io_model(folder), bert_io_model(folder)]
 
 
 def io_model(folder: Path) -> Path:
@@ -129,6 +130,53 @@ def io_model(folder: Path) -> Path:
         [
             numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
             numpy_helper.from_array(weight, "weight"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def bert_io_model(folder: Path, sequence: int = 128, hidden: int = 768) -> Path:
+    """``bert_io.onnx``: BERT-base's inputs and outputs (input_ids and attention_mask [N,128]
+    int64 -> last_hidden_state [N,128,768] and pooler_output [N,768] fp32: 2 KB in, 396 KB
+    out per row) with almost no arithmetic (the ids times a vector; their mean). Served, it
+    measures what answers of that size cost on their own."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    path = folder / "bert_io.onnx"
+    if path.exists():
+        return path
+    scale = np.random.default_rng(0).standard_normal((hidden,)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["input_ids", "attention_mask"], ["masked"]),
+            helper.make_node("Cast", ["masked"], ["ids"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["ids", "last"], ["column"]),
+            helper.make_node("Mul", ["column", "scale"], ["last_hidden_state"]),
+            helper.make_node(
+                "ReduceMean", ["last_hidden_state", "middle"], ["pooler_output"], keepdims=0
+            ),
+        ],
+        "bert_io",
+        [
+            helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", sequence])
+            for name in ("input_ids", "attention_mask")
+        ],
+        [
+            helper.make_tensor_value_info(
+                "last_hidden_state", TensorProto.FLOAT, ["batch", sequence, hidden]
+            ),
+            helper.make_tensor_value_info("pooler_output", TensorProto.FLOAT, ["batch", hidden]),
+        ],
+        [
+            numpy_helper.from_array(np.array([2], np.int64), "last"),
+            numpy_helper.from_array(np.array([1], np.int64), "middle"),
+            numpy_helper.from_array(scale, "scale"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

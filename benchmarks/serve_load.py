@@ -155,7 +155,9 @@ class _HttpConnection(asyncio.Protocol):
             self.total = self.header_end + 4 + length
         if len(self.buffer) >= self.total and self.waiter is not None:
             status = int(self.buffer[9:12])
-            body = bytes(self.buffer[self.header_end + 4 : self.total])
+            # Only a refusal's body is read (its message); an answer's is dropped unread, not
+            # copied out (BERT-base's are 396 KB).
+            body = bytes(self.buffer[self.header_end + 4 : self.total]) if status != 200 else b""
             del self.buffer[: self.total]
             self.total = -1
             self.waiter.set_result((status, body))
