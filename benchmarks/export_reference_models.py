@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def export_all(folder: Path, batches: tuple[int, ...] = (1, 32), fixed: bool = True) -> list[Path]:
@@ -112,7 +113,6 @@ def io_model(folder: Path) -> Path:
     [N,1000]) with almost no arithmetic (a mean per channel times a 3x1000 matrix). Served,
     it measures what the request path and the batching cost on their own, at the same bytes."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     path = folder / "resnet50_io.onnx"
@@ -132,11 +132,7 @@ def io_model(folder: Path) -> Path:
             numpy_helper.from_array(weight, "weight"),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+    return _saved(graph, path)
 
 
 def bert_io_model(folder: Path, sequence: int = 128, hidden: int = 768) -> Path:
@@ -145,7 +141,6 @@ def bert_io_model(folder: Path, sequence: int = 128, hidden: int = 768) -> Path:
     out per row) with almost no arithmetic (the ids times a vector; their mean). Served, it
     measures what answers of that size cost on their own."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     path = folder / "bert_io.onnx"
@@ -179,6 +174,15 @@ def bert_io_model(folder: Path, sequence: int = 128, hidden: int = 768) -> Path:
             numpy_helper.from_array(scale, "scale"),
         ],
     )
+    return _saved(graph, path)
+
+
+def _saved(graph: Any, path: Path) -> Path:
+    """``graph`` as a checked opset-18 model at ``path``, at IR 9 (the installed onnx writes a
+    newer IR than onnxruntime-gpu 1.31 reads)."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model)
