@@ -27,9 +27,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from benchmarks.serve_load import LoadResult
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-perf"
@@ -150,7 +153,7 @@ class Target:
     data: dict[str, Any]
 
 
-def load(target: Target, concurrency: int, seconds: float) -> Any:
+def load(target: Target, concurrency: int, seconds: float) -> LoadResult:
     """``concurrency`` synchronous clients (perf_analyzer's threads) for three windows of
     ``seconds`` / 3 (its stability check needs three; its figures are their mean), as a
     ``serve_load.LoadResult``: throughput, p50 and p99 from its report, its CPU time per second
