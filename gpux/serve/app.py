@@ -543,7 +543,9 @@ def tensor_strategy(served: ServedModel) -> Strategy[dict[str, Any]]:
     return Strategy(key, size, combine, served.model.run, split, release, _start_of(served))
 
 
-def _start_of(served: ServedModel) -> Callable[[dict[str, Any]], asyncio.Future[Any]] | None:
+def _start_of(
+    served: ServedModel,
+) -> Callable[[dict[str, Any], int], asyncio.Future[Any]] | None:
     """A model of the shared engine is called from the loop, without a thread (its answer
     comes back on the loop: gpux/serve/engine_client.py); a chain's models run one after
     another on a thread, as everywhere else."""
@@ -554,7 +556,7 @@ def _start_of(served: ServedModel) -> Callable[[dict[str, Any]], asyncio.Future[
     if not isinstance(backend, RemoteBackend):
         return None
     inputs = model.inputs
-    return lambda feed: backend.start(check_feed(feed, inputs))
+    return lambda feed, requests: backend.start(check_feed(feed, inputs), requests)
 
 
 def item_strategy(served: ServedModel) -> Strategy[tuple[list[dict[str, Any]], bool]]:

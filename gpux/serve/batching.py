@@ -39,6 +39,7 @@ class _Job(Generic[Payload]):
     size: int
     key: Hashable
     future: asyncio.Future[Any]
+    requests: int = 1  # callers behind the payload (a front-end's call to the shared engine)
     queued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -57,9 +58,9 @@ class Strategy(Generic[Payload]):
     # What ``combine`` made, handed back once the model has run (its buffer is reused).
     release: Callable[[Payload], None] | None = None
     # ``run`` without a thread, where the model answers on the loop (a call to the shared
-    # engine, gpux/serve/engine_client.py): started on the loop's thread, it returns the
-    # future of the result.
-    start: Callable[[Payload], asyncio.Future[Any]] | None = None
+    # engine, gpux/serve/engine_client.py): started on the loop's thread with the payload and
+    # the number of requests in it, it returns the future of the result.
+    start: Callable[[Payload, int], asyncio.Future[Any]] | None = None
 
 
 class Batcher(Generic[Payload]):
@@ -96,13 +97,12 @@ class Batcher(Generic[Payload]):
         self._tasks: set[asyncio.Task[None]] = set()  # batches' tasks, referenced until done
         self.preferred_sizes = sorted({int(n) for n in preferred_sizes if 0 < n <= max_batch_size})
 
-    def _add(self, payload: Payload) -> _Job[Payload]:
+    def _add(self, payload: Payload, requests: int = 1) -> _Job[Payload]:
         if len(self._pending) >= self.max_queue:
             raise QueueFull
         loop = asyncio.get_running_loop()
-        job = _Job(
-            payload, self.strategy.size(payload), self.strategy.key(payload), loop.create_future()
-        )
+        size, key = self.strategy.size(payload), self.strategy.key(payload)
+        job = _Job(payload, size, key, loop.create_future(), requests)
         self._pending.append(job)
         if self._starting:  # the idle start on this turn of the loop takes it, or passes it on
             return job
@@ -147,11 +147,13 @@ class Batcher(Generic[Payload]):
             self._pending.remove(job)  # not started: nobody will run it
         _settle(job.future, exception=TimeoutError())
 
-    def enqueue(self, payload: Payload, timeout: float) -> asyncio.Future[Any]:
+    def enqueue(self, payload: Payload, timeout: float, requests: int = 1) -> asyncio.Future[Any]:
         """``submit`` without a coroutine per request, for callers that take many requests at
         once on the loop's thread (the shared engine, gpux/serve/engine.py): the result's
-        future, which fails with ``TimeoutError`` if the request has not started in time."""
-        job = self._add(payload)
+        future, which fails with ``TimeoutError`` if the request has not started in time.
+        ``requests``: the callers whose rows ``payload`` joins (a front-end's call), each
+        counted in the statistics as Triton counts a request."""
+        job = self._add(payload, requests)
 
         def expire() -> None:
             if job in self._pending:  # not started: nobody will run it
@@ -223,10 +225,10 @@ class Batcher(Generic[Payload]):
         started = time.perf_counter()
         if self.observe is not None:
             self.observe(job.size, started - job.queued_at)
-        timing = BatchTiming(job.size, 0, [started - job.queued_at])
+        timing = BatchTiming(job.size, 0, [started - job.queued_at] * job.requests)
         if self.strategy.start is not None:
             try:
-                running = self.strategy.start(job.payload)
+                running = self.strategy.start(job.payload, job.requests)
             except Exception as exc:
                 self._done_alone(job, timing, None, exc)
                 return
@@ -293,7 +295,8 @@ class Batcher(Generic[Payload]):
             self.observe(sum(sizes) + extra, started - batch[0].queued_at)
         if extra and self.padded is not None:
             self.padded(extra)
-        timing = BatchTiming(sum(sizes) + extra, extra, [started - job.queued_at for job in batch])
+        waits = [started - job.queued_at for job in batch for _ in range(job.requests)]
+        timing = BatchTiming(sum(sizes) + extra, extra, waits)
         try:
             if strategy.start is not None:
                 results = await self._started(batch, sizes, extra, timing)
@@ -346,7 +349,7 @@ class Batcher(Generic[Payload]):
         if len(batch) == 1 and not extra:
             begun = time.perf_counter()
             try:
-                return [await strategy.start(batch[0].payload)]
+                return [await strategy.start(batch[0].payload, batch[0].requests)]
             finally:
                 timing.ran = time.perf_counter() - begun
         begun = time.perf_counter()
@@ -354,7 +357,7 @@ class Batcher(Generic[Payload]):
         timing.joined = time.perf_counter() - begun
         try:
             begun = time.perf_counter()
-            output = await strategy.start(joined)
+            output = await strategy.start(joined, sum(job.requests for job in batch))
             timing.ran = time.perf_counter() - begun
         finally:
             if strategy.release is not None:

@@ -154,12 +154,13 @@ class Engine:
 
     def call(self, outbox: Outbox, head: Any, feed: dict[str, Any], read_at: float | None) -> None:
         """A front-end's call, into its model's batcher; ``outbox`` gets the answer."""
-        call_id, key, timeout = head
+        call_id, key, timeout, requests = head
         try:
             served = self.by_key.get(key)
             if served is None:
                 raise GPUXError(f"the engine has no model '{key}'", "restart the server")
-            future = served.batcher("tensors", self.metrics).enqueue(feed, timeout)
+            batcher = served.batcher("tensors", self.metrics)
+            future = batcher.enqueue(feed, timeout, max(1, int(requests)))
         except Exception as exc:
             _reply(outbox, call_id, {}, exc, read_at)
             return

@@ -96,12 +96,17 @@ class EngineClient:
         self._transport = transport
 
     def start(
-        self, key: str, feed: Mapping[str, np.ndarray[Any, Any]], timeout: float
+        self,
+        key: str,
+        feed: Mapping[str, np.ndarray[Any, Any]],
+        timeout: float,
+        requests: int = 1,
     ) -> asyncio.Future[Arrays]:
         """A call, from the attached loop's thread: the future of its outputs. The arrays of
-        ``feed`` must stay as they are until it is done (they are written as they lie)."""
+        ``feed`` must stay as they are until it is done (they are written as they lie).
+        ``requests``: the callers whose rows ``feed`` holds (for the engine's statistics)."""
         future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
-        self._send(future, key, feed, timeout)
+        self._send(future, key, feed, timeout, requests)
         return future
 
     def call(
@@ -122,7 +127,12 @@ class EngineClient:
         return future.result(timeout + 5.0)
 
     def _send(
-        self, future: Waiting, key: str, feed: Mapping[str, np.ndarray[Any, Any]], timeout: float
+        self,
+        future: Waiting,
+        key: str,
+        feed: Mapping[str, np.ndarray[Any, Any]],
+        timeout: float,
+        requests: int = 1,
     ) -> None:
         if self._gone is not None or self._transport is None:
             future.set_exception(
@@ -134,7 +144,7 @@ class EngineClient:
         if self._times is not None:
             self._times.sent(call_id)
         self._transport.writelines(
-            encode((call_id, key, timeout), feed, self._place(call_id, feed))
+            encode((call_id, key, timeout, requests), feed, self._place(call_id, feed))
         )
 
     def _place(self, call_id: int, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, int]:
@@ -246,9 +256,11 @@ class RemoteBackend(Backend):
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
         return self.client.call(self.key, feed, self.timeout)
 
-    def start(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> asyncio.Future[Arrays]:
+    def start(
+        self, feed: Mapping[str, np.ndarray[Any, Any]], requests: int = 1
+    ) -> asyncio.Future[Arrays]:
         """``run`` from the loop's thread, without a thread: the future of its outputs."""
-        return self.client.start(self.key, feed, self.timeout)
+        return self.client.start(self.key, feed, self.timeout, requests)
 
     @property
     def placement(self) -> Placement:

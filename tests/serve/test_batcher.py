@@ -217,6 +217,29 @@ def test_an_idle_model_starts_a_request_at_once_and_counts_it_like_a_batch() -> 
     assert [t.rows for t in timed] == [2, 2, 2] and all(t.ran > 0 for t in timed)
 
 
+def test_a_call_of_several_requests_counts_each_request_in_the_timings() -> None:
+    """The shared engine's calls hold a front-end's requests: each is one entry in the call's
+    queue times (Triton's statistics count the queue per request), alone or batched, and the
+    model still sees rows."""
+    from gpux.serve.statistics import BatchTiming
+
+    model = Recorder(delay=0.05)
+    timed: list[BatchTiming] = []
+
+    async def main() -> None:
+        queue = batcher(model, max_delay=0.02)
+        queue.timed = timed.append
+        lone = queue.enqueue(np.zeros((3, 1)), timeout=5, requests=3)  # starts alone
+        await asyncio.sleep(0.01)  # the model is busy: the next two join one batch
+        pair = [queue.enqueue(np.zeros((n, 1)), timeout=5, requests=n) for n in (2, 1)]
+        for answer in (lone, *pair):
+            await answer
+
+    asyncio.run(main())
+    assert model.sizes == [3, 3]
+    assert [len(t.queued) for t in timed] == [3, 3]
+
+
 def batcher_running(run: Any) -> Batcher[np.ndarray]:
     """A batcher of up to 4 rows on one thread whose model is ``run``."""
     return Batcher(

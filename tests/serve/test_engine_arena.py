@@ -192,8 +192,8 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
         if not engine_maps_it:
             channel.arena = None
         channel.send(("hello", {}, mapped and engine_maps_it), {})
-        (call_id, model, _), arrays = channel.receive()
-        seen["model"] = model
+        (call_id, model, _, requests), arrays = channel.receive()
+        seen["model"], seen["requests"] = model, requests
         seen["placed"] = {
             name: channel.arena is not None and np.shares_memory(array, np.asarray(channel.arena))
             for name, array in arrays.items()
@@ -214,7 +214,7 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
         answer = runner.run(call())
         thread.join()
         listener.close()
-    assert seen["model"] == "m"
+    assert seen["model"] == "m" and seen["requests"] == 1  # one caller's rows
     assert seen["placed"] == {"image": engine_maps_it, "scale": False}
     assert np.array_equal(seen["arrays"]["image"], image)
     assert np.isclose(answer["sum"][0], image.sum())
