@@ -187,6 +187,14 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
 
     def engine() -> None:
         channel = Channel.of(listener.accept())
+        try:
+            serve_one_call(channel)
+        except BaseException as exc:  # reported by the test, not left as a hang
+            seen["error"] = exc
+        finally:
+            channel.close()  # the client's wait ends: its answer came, or the engine is gone
+
+    def serve_one_call(channel: Channel) -> None:
         head, _ = channel.receive()
         mapped = channel.receive_arena(head[1])
         if not engine_maps_it:
@@ -211,9 +219,13 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
         return await client.start("m", {"image": image, "scale": np.ones(4, np.float32)}, 5.0)
 
     with asyncio.Runner() as runner:
-        answer = runner.run(call())
-        thread.join()
-        listener.close()
+        try:
+            answer = runner.run(asyncio.wait_for(call(), 30))
+        finally:
+            thread.join(30)
+            listener.close()
+            if "error" in seen:  # the stand-in engine's own failure is the one to see
+                raise seen["error"]
     assert seen["model"] == "m" and seen["requests"] == 1  # one caller's rows
     assert seen["placed"] == {"image": engine_maps_it, "scale": False}
     assert np.array_equal(seen["arrays"]["image"], image)
