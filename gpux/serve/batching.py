@@ -24,12 +24,18 @@ import contextlib
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from gpux.serve.statistics import BatchTiming
 
 Payload = TypeVar("Payload")
+
+# The requests behind the model call running on this thread: a shared engine's front-end passes
+# it on with the call (gpux/serve/engine_client.py), so that a pipeline run of several joined
+# ``predict`` requests counts each in the engine's statistics, as Triton counts requests.
+CALLERS: ContextVar[int] = ContextVar("gpux_batch_callers", default=1)
 
 
 class QueueFull(Exception):
@@ -392,11 +398,14 @@ class Batcher(Generic[Payload]):
 
 
 def _timed_run(run: Callable[[Any], Any], payload: Any, timing: BatchTiming) -> Any:
+    """On the model's thread."""
+    callers = CALLERS.set(len(timing.queued))  # one entry per request
     begun = time.perf_counter()
     try:
         return run(payload)
     finally:
         timing.ran = time.perf_counter() - begun
+        CALLERS.reset(callers)
 
 
 def _settle(

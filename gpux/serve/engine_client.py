@@ -30,6 +30,7 @@ from gpux import env
 from gpux.config.schema import Runtime
 from gpux.errors import BackendError, InputError
 from gpux.runtime.backend import Backend, Placement
+from gpux.serve.batching import CALLERS
 from gpux.serve.engine_arena import SMALLEST_PLACED, Arena
 from gpux.serve.engine_trace import CallTimes
 from gpux.serve.engine_wire import ADDRESS_ENV, AUTHKEY_ENV, Arrays, Channel, MessageReader, encode
@@ -110,7 +111,11 @@ class EngineClient:
         return future
 
     def call(
-        self, key: str, feed: Mapping[str, np.ndarray[Any, Any]], timeout: float
+        self,
+        key: str,
+        feed: Mapping[str, np.ndarray[Any, Any]],
+        timeout: float,
+        requests: int = 1,
     ) -> dict[str, np.ndarray[Any, Any]]:
         """A call from any other thread, which waits for the outputs."""
         loop = self._loop
@@ -120,7 +125,7 @@ class EngineClient:
             )
         future: concurrent.futures.Future[Arrays] = concurrent.futures.Future()
         try:
-            loop.call_soon_threadsafe(self._send, future, key, feed, timeout)
+            loop.call_soon_threadsafe(self._send, future, key, feed, timeout, requests)
         except RuntimeError as exc:  # the loop is closed: the server is stopping
             raise EngineGone("the server is stopping", "restart the server") from exc
         # A little longer than the engine's own limit: its timeout answer comes first.
@@ -254,7 +259,8 @@ class RemoteBackend(Backend):
         raise NotImplementedError("a remote backend is made by gpux serve's front-ends")
 
     def run(self, feed: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
-        return self.client.call(self.key, feed, self.timeout)
+        """From a model thread: the requests of the batch it runs go with the call."""
+        return self.client.call(self.key, feed, self.timeout, CALLERS.get())
 
     def start(
         self, feed: Mapping[str, np.ndarray[Any, Any]], requests: int = 1

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpux.serve.batching import Batcher, Strategy
+from gpux.serve.batching import CALLERS, Batcher, Strategy
 
 
 class Recorder:
@@ -23,12 +23,14 @@ class Recorder:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.sizes: list[int] = []
+        self.callers: list[int] = []  # the requests behind each call, as the thread sees them
         self.delay = delay
         self.lock = threading.Lock()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         with self.lock:
             self.sizes.append(int(x.shape[0]))
+            self.callers.append(CALLERS.get())
         time.sleep(self.delay)
         return 2 * x + 1
 
@@ -248,7 +250,7 @@ def test_an_idle_model_starts_a_request_at_once_and_counts_it_like_a_batch() -> 
 def test_a_call_of_several_requests_counts_each_request_in_the_timings() -> None:
     """The shared engine's calls hold a front-end's requests: each is one entry in the call's
     queue times (Triton's statistics count the queue per request), alone or batched, and the
-    model still sees rows."""
+    model still sees rows; the model's thread sees the call's requests in ``CALLERS``."""
     from gpux.serve.statistics import BatchTiming
 
     model = Recorder(delay=0.05)
@@ -266,6 +268,9 @@ def test_a_call_of_several_requests_counts_each_request_in_the_timings() -> None
     asyncio.run(main())
     assert model.sizes == [3, 3]
     assert [len(t.queued) for t in timed] == [3, 3]
+    # The model's thread knows it too: a shared engine's front-end passes it on with a
+    # pipeline's call (joined predict requests), and the engine counts each.
+    assert model.callers == [3, 3]
 
 
 def batcher_running(run: Any) -> Batcher[np.ndarray]:

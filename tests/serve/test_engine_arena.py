@@ -176,10 +176,12 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
     """EngineClient against a stand-in engine that speaks the real handshake: a call's large
     tensor arrives as a view of the front-end's arena (the small one inline), its block is free
     again once the answer is in; when the engine says it could not map the arena, every tensor
-    takes the socket."""
+    takes the socket. (The second case calls from a model thread, as a pipeline does, where
+    the call carries the requests of the batch that thread runs.)"""
     from multiprocessing.connection import Listener
 
-    from gpux.serve.engine_client import EngineClient
+    from gpux.serve.batching import CALLERS
+    from gpux.serve.engine_client import EngineClient, RemoteBackend
 
     address, key = str(tmp_path / "engine.sock"), b"k" * 32
     listener = Listener(address, family="AF_UNIX", authkey=key)
@@ -199,7 +201,8 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
         mapped = channel.receive_arena(head[1])
         if not engine_maps_it:
             channel.arena = None
-        channel.send(("hello", {}, mapped and engine_maps_it), {})
+        where = {"backend": "cpu", "providers": [], "device": "cpu", "requested": "cpu"}
+        channel.send(("hello", {"m": where}, mapped and engine_maps_it), {})
         (call_id, model, _, requests), arrays = channel.receive()
         seen["model"], seen["requests"] = model, requests
         seen["placed"] = {
@@ -214,9 +217,17 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
     client = EngineClient(address, key)
     image = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
 
+    feed = {"image": image, "scale": np.ones(4, np.float32)}
+
+    def from_a_model_thread() -> dict[str, Any]:
+        CALLERS.set(3)  # a batch of three joined predict requests runs on this thread
+        return RemoteBackend(client, "m", 5.0).run(feed)
+
     async def call() -> dict[str, Any]:
         await client.attach()
-        return await client.start("m", {"image": image, "scale": np.ones(4, np.float32)}, 5.0)
+        if engine_maps_it:
+            return await client.start("m", feed, 5.0)
+        return await asyncio.to_thread(from_a_model_thread)
 
     with asyncio.Runner() as runner:
         try:
@@ -226,7 +237,7 @@ def test_a_front_end_places_large_tensors_and_frees_them_on_the_answer(
             listener.close()
             if "error" in seen:  # the stand-in engine's own failure is the one to see
                 raise seen["error"]
-    assert seen["model"] == "m" and seen["requests"] == 1  # one caller's rows
+    assert seen["model"] == "m" and seen["requests"] == (1 if engine_maps_it else 3)
     assert seen["placed"] == {"image": engine_maps_it, "scale": False}
     assert np.array_equal(seen["arrays"]["image"], image)
     assert np.isclose(answer["sum"][0], image.sum())
