@@ -33,6 +33,8 @@ for run in $RUNS; do
   name="${OUT:-/tmp}/serve-$model-w$n${threads:+-t$threads}${graphs:+-g}${switch:+-s$switch}"
   name="$name${delay:+-d$delay}${TAG:+-$TAG}"
   code=$(cd "${CODE:-.}" && pwd)
+  # perf_analyzer is looked for in the code's own folder: another checkout (CODE) uses this one's
+  if [ -d .venv-perf ] && [ ! -e "$code/.venv-perf" ]; then ln -s "$PWD/.venv-perf" "$code/.venv-perf"; fi
   args="--workers ${n%e}"
   [ "${n%e}" = "$n" ] || args="$args --shared-engine"
   (cd "$code" && PYTHONPATH="$SITE:$code" GPUX_INFERENCE_THREADS=${threads:-0} \

@@ -95,9 +95,6 @@ class ServedModel:
     """Every preferred batch size has run once (:func:`gpux.serve.warmup.warm_up`): until then
     the model is not reported ready (requests that come anyway are served)."""
     warm_error: str | None = None
-    batch_costs: dict[int, float] = field(default_factory=dict)
-    """Seconds of one call at each preferred batch size, measured by the warm-up: what the
-    tensor batcher weighs padding against a smaller batch with (``Batcher.fitted``)."""
     generative: GenerativeModel | None = None
     """A generative image's engine (served on the OpenAI routes, gpux/serve/openai_api.py);
     ``model`` then only carries its placement, and the tensor routes refuse it."""
@@ -159,7 +156,6 @@ class ServedModel:
                 # In the shared engine's front-ends a "batch" is one call to the engine, which
                 # counts the batches the model really runs (gpux/serve/engine.py).
                 timed=None if self.remote else self.statistics.batch,
-                costs=self.batch_costs if kind == "tensors" else None,
             )
         return self._batchers[kind]
 

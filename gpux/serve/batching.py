@@ -8,9 +8,6 @@ loop's next turn, as the worker would start it, without waking the worker). The 
 one call on the model's thread, and each caller gets its own slice of the result. With ``preferred_sizes``, a batch is padded (its last row repeated) up to the next
 preferred size, so the model only ever sees a few batch sizes: on the CUDA EP every new batch
 size costs 0.1-0.85 s (docs/benchmarks.md); the padding rows are cut off and never reach a caller.
-Where each preferred size's time per call is known (measured by the warm-up), a batch that
-would be padded far up is cut down to the size below instead, when that costs less per row, and
-its other requests wait for the next call: on a busy GPU the rows padded in are run for nobody.
 A request that fails inside a batch is retried alone, so one bad request never fails its
 batch-mates.
 A full queue answers at once (``QueueFull`` -> 503); a caller that waits too long gets
@@ -22,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -86,12 +83,9 @@ class Batcher(Generic[Payload]):
         preferred_sizes: Sequence[int] = (),
         padded: Callable[[int], None] | None = None,
         timed: Callable[[BatchTiming], None] | None = None,
-        costs: Mapping[int, float] | None = None,
     ) -> None:
         """``concurrency``: model calls in flight at once (the executor's threads).
-        ``preferred_sizes``: the batch sizes the model runs (padded up to the next one).
-        ``costs``: seconds of one call at each preferred size, as far as known (read at each
-        batch: the warm-up fills it in as the server starts)."""
+        ``preferred_sizes``: the batch sizes the model runs (padded up to the next one)."""
         self.strategy = strategy
         self.executor = executor
         self.max_batch_size = max_batch_size
@@ -108,7 +102,6 @@ class Batcher(Generic[Payload]):
         self._starting = False  # _start_idle is due on the loop's next turn
         self._tasks: set[asyncio.Task[None]] = set()  # batches' tasks, referenced until done
         self.preferred_sizes = sorted({int(n) for n in preferred_sizes if 0 < n <= max_batch_size})
-        self.costs: Mapping[int, float] = costs if costs is not None else {}
 
     def _add(self, payload: Payload, requests: int = 1) -> _Job[Payload]:
         if len(self._pending) >= self.max_queue:
@@ -217,23 +210,6 @@ class Batcher(Generic[Payload]):
         self._busy -= 1
         self._wakeup.set()  # the model may be idle now: a waiting batch need not wait longer
 
-    def fitted(self, rows: int) -> int:
-        """The most rows to take for a batch when ``rows`` wait: the largest preferred size
-        below them, where the known costs make it cheaper per row than padding them up to the
-        next (20 rows on BERT-base: a call of 16 rows now and 4 left for the next, against 12
-        rows of padding in a call of 32), else ``max_batch_size`` (take them all). On a busy
-        GPU the padded rows take as long as real ones; in a simulation of BERT-base on an
-        H200 (8 front-ends, c=32, ~4 ms of each request outside the model: docs/benchmarks.md)
-        this gave +12% requests/s."""
-        sizes, costs = self.preferred_sizes, self.costs
-        if not costs or not sizes or rows >= sizes[-1] or rows in sizes:
-            return self.max_batch_size
-        up = next(size for size in sizes if size > rows)
-        down = max((size for size in sizes if size < rows), default=0)
-        if down and down in costs and up in costs and costs[down] / down < costs[up] / rows:
-            return down
-        return self.max_batch_size
-
     def padding(self, rows: int) -> int:
         """Rows to add to a batch of ``rows`` to reach the next preferred size (0 past the
         largest: a request that big runs as it is)."""
@@ -307,9 +283,8 @@ class Batcher(Generic[Payload]):
     def _take(self, key: Hashable) -> list[_Job[Payload]]:
         batch: list[_Job[Payload]] = []
         rows = 0
-        limit = self.fitted(self._rows(key)) if self.costs else self.max_batch_size
         for job in list(self._pending):
-            if job.key != key or (batch and rows + job.size > limit):
+            if job.key != key or (batch and rows + job.size > self.max_batch_size):
                 continue
             batch.append(job)
             rows += job.size

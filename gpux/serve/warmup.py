@@ -7,9 +7,6 @@ at once, as Triton's does while its models load) and runs on the model's own thr
 request that comes early is served beside it. Readiness
 (``/v2/health/ready``, the model's ``/ready``, gRPC ``ServerReady``/``ModelReady``) holds until
 it is done.
-
-Each size is then timed (the faster of two more calls): the batcher weighs padding a batch up
-against running a smaller preferred size with these times (``Batcher.fitted``).
 """
 
 from __future__ import annotations
@@ -25,44 +22,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger("uvicorn.error")  # beside uvicorn's own lines in the log
 
 
-# Calls timed per size after the warm one: the faster counts (one call may meet a page fault or
-# the other warm-up calls' copies).
-TIMED_CALLS = 2
-
-
-def warm_up(model: object, sizes: tuple[int, ...]) -> dict[int, float]:
-    """One run at each batch size, so the first request of each size is not the slow one;
-    then the seconds of a warm call at each size."""
+def warm_up(model: object, sizes: tuple[int, ...]) -> None:
+    """One run at each batch size, so the first request of each size is not the slow one."""
     import numpy as np
 
     from gpux.builder.smoke import generate_inputs
     from gpux.runtime.model import Model
 
     if not sizes or not isinstance(model, Model):
-        return {}
+        return
     if not all(t.shape and not isinstance(t.shape[0], int) for t in model.inputs):
-        return {}  # a fixed batch: there is nothing to warm
+        return  # a fixed batch: there is nothing to warm
     from gpux.runtime.instances import instance_count
 
     one = generate_inputs(model.inputs)
     # Sequential calls go round the instances (least busy, then fewest calls): one call per
     # instance warms each of them at this size.
-    feeds = {
-        size: {name: np.repeat(value[:1], size, axis=0) for name, value in one.items()}
-        for size in sizes
-    }
     for size in sizes:
         for _ in range(instance_count(model.backend)):
-            model.run(feeds[size])
-    costs = {}
-    for size in sizes:
-        timed = []
-        for _ in range(TIMED_CALLS):
-            started = time.perf_counter()
-            model.run(feeds[size])
-            timed.append(time.perf_counter() - started)
-        costs[size] = min(timed)
-    return costs
+            model.run({name: np.repeat(value[:1], size, axis=0) for name, value in one.items()})
 
 
 async def warm_served(served: ServedModel) -> None:
@@ -72,18 +50,16 @@ async def warm_served(served: ServedModel) -> None:
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
-        costs = await loop.run_in_executor(served.executor, warm_up, served.model, sizes)
+        await loop.run_in_executor(served.executor, warm_up, served.model, sizes)
     except Exception as exc:  # the model is broken at one size: say so, keep serving the rest
         served.warm_error = f"warm-up failed: {type(exc).__name__}: {exc}"
         logger.error("model %s: %s", served.name, served.warm_error)
         return
-    served.batch_costs.update(costs)
     served.warm = True
-    if costs:
+    if sizes:
         logger.info(
-            "model %s ready: batch sizes %s warm in %.2f s (ms per call: %s)",
+            "model %s ready: batch sizes %s warm in %.2f s",
             served.name,
             ", ".join(map(str, sizes)),
             time.perf_counter() - started,
-            ", ".join(f"{size}: {seconds * 1e3:.2f}" for size, seconds in costs.items()),
         )

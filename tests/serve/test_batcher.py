@@ -108,34 +108,6 @@ def test_batches_form_while_the_model_is_busy() -> None:
 
 
 @pytest.mark.parametrize(
-    ("costs", "expected"),
-    [
-        # 5 rows wait: 4 now and 1 next (1 ms a row) beats 8 rows for 5 (8 ms: 1.6 a row)
-        ({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0}, [1, 4, 1]),
-        # a call of 8 costs little more than one of 4: padding 5 rows up to 8 is cheaper
-        ({1: 3.0, 2: 3.2, 4: 3.5, 8: 4.0}, [1, 8]),
-        ({}, [1, 8]),  # not measured (yet): padded up, as before
-    ],
-)
-def test_a_batch_is_cut_to_a_smaller_preferred_size_where_padding_would_cost_more(
-    costs: dict[int, float], expected: list[int]
-) -> None:
-    model = Recorder(delay=0.2)
-
-    async def main() -> list[np.ndarray]:
-        b = batcher(model, max_delay=5.0, preferred_sizes=(1, 2, 4, 8), costs=costs)
-        first = asyncio.ensure_future(b.submit(np.zeros((1, 2), np.float32), 10))
-        await asyncio.sleep(0.05)  # the first call is running: 5 requests queue behind it
-        rest = [b.submit(np.full((1, 2), i, np.float32), 10) for i in range(5)]
-        return await asyncio.gather(first, *rest)
-
-    answers = asyncio.run(main())
-    assert model.sizes == expected
-    for i, answer in enumerate(answers[1:]):  # each caller's own row, padding or not
-        np.testing.assert_array_equal(answer, np.full((1, 2), 2 * i + 1))
-
-
-@pytest.mark.parametrize(
     ("given", "backend", "expected"),
     [
         (None, "cuda", (1, 2, 4, 8, 16, 24)),
