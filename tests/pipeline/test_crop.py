@@ -61,6 +61,23 @@ def assert_close(ours: np.ndarray, theirs: np.ndarray) -> int:
     return diff
 
 
+def assert_close_on_noise(ours: np.ndarray, theirs: np.ndarray) -> None:
+    """``assert_close`` for crops of random noise, but for at most one pixel off by <= 8.
+
+    warpPerspective rounds each source coordinate to 1/32 pixel. crop_quad computes it in
+    OpenCV's order of operations, yet a coordinate within an ulp of a rounding boundary can
+    still land on the other side. On noise, a 1/32-pixel shift moves a bicubic sample by up to
+    a few levels. Searches of 400,000 crops of test_random_quads_match_opencv's kind and
+    100,000 of test_arbitrary_quads_match_opencv's found such a pixel in 1 of ~40,000 and
+    ~33,000: always one pixel, off by 2-7 (one CI run met one, off by 6)."""
+    assert ours.shape == theirs.shape and ours.dtype == np.uint8
+    if not ours.size:
+        return
+    diff = np.abs(ours.astype(np.int16) - theirs)
+    pixels = {tuple(where[:2]) for where in np.argwhere(diff > 1)}
+    assert len(pixels) <= 1 and int(diff.max()) <= 8, (sorted(pixels)[:5], int(diff.max()))
+
+
 def box(
     cx: float, cy: float, w: float, h: float, angle: float, jitter: np.ndarray | None = None
 ) -> np.ndarray:
@@ -91,7 +108,7 @@ def test_random_quads_match_opencv(
     if min(crop_size(quad)) == 0:  # OpenCV would return the whole image (dsize (0, h) is "auto")
         assert ours.shape == (0, 0, *image.shape[2:])
     else:
-        assert_close(ours, opencv_crop(image, quad))
+        assert_close_on_noise(ours, opencv_crop(image, quad))
 
 
 @settings(max_examples=40, deadline=None)
@@ -103,7 +120,7 @@ def test_arbitrary_quads_match_opencv(seed: int) -> None:
     quad = rng.uniform(-20, 80, (4, 2)).astype(np.float32)
     ours = crop_quad(image, quad)
     if ours.size:
-        assert_close(ours, opencv_crop(image, quad))
+        assert_close_on_noise(ours, opencv_crop(image, quad))
 
 
 def test_tall_quads_turn_counter_clockwise_and_rotate_tall_none_keeps_them() -> None:
