@@ -363,7 +363,7 @@ class Batcher(Generic[Payload]):
         timing.joined = time.perf_counter() - begun
         try:
             begun = time.perf_counter()
-            output = await strategy.start(joined, sum(job.requests for job in batch))
+            output = await strategy.start(joined, timing.requests)
             timing.ran = time.perf_counter() - begun
         finally:
             if strategy.release is not None:
@@ -374,7 +374,7 @@ class Batcher(Generic[Payload]):
 
 def _timed_run(run: Callable[[Any], Any], payload: Any, timing: BatchTiming) -> Any:
     """On the model's thread."""
-    callers = CALLERS.set(len(timing.queued))  # one entry per request
+    callers = CALLERS.set(timing.requests)
     begun = time.perf_counter()
     try:
         return run(payload)

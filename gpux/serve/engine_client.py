@@ -137,7 +137,7 @@ class EngineClient:
         key: str,
         feed: Mapping[str, np.ndarray[Any, Any]],
         timeout: float,
-        requests: int = 1,
+        requests: int,
     ) -> None:
         if self._gone is not None or self._transport is None:
             future.set_exception(

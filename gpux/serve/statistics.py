@@ -47,6 +47,11 @@ class BatchTiming:
     ran: float = 0.0  # the model call
     split: float = 0.0
 
+    @property
+    def requests(self) -> int:
+        """The requests behind the call (a front-end's call to the shared engine holds several)."""
+        return len(self.queued)
+
 
 @dataclass
 class _Stage:
