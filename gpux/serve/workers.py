@@ -17,8 +17,9 @@ What spans processes:
 
 * ``/metrics``: prometheus-client's multiprocess mode, files in a folder under
   ``$GPUX_HOME/run`` (``PROMETHEUS_MULTIPROC_DIR``), summed when scraped;
-* ``/v2/models/.../stats``: each worker writes its statistics there every second, and the one
-  that answers adds up everyone's (gpux/serve/statistics.py), so counts may lag by a second;
+* ``/v2/models/.../stats``: each worker writes its statistics there within 0.1 s of a change,
+  and the one that answers adds up everyone's (gpux/serve/shared_stats.py), so counts may lag
+  by that much;
 * readiness: each process answers for itself; a load balancer retries another.
 
 With ``--shared-engine`` the workers load no model that runs tensors: one more process, the

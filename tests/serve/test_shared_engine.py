@@ -98,7 +98,7 @@ def test_workers_share_one_engine(
         assert rows is not None and float(rows.group(1)) == 48 + 2, metrics
         assert f"_{engine_pid}.db" in " ".join(p.name for p in (shared / "metrics").iterdir())
         # So do Triton's statistics: the model's executions are the engine's batches, the
-        # requests are the workers' (every process rewrites its report each second).
+        # requests are the workers' (every process rewrites its report within 0.1 s of a change).
         deadline = time.monotonic() + 10
         while True:
             (stats,) = httpx.get(server.url + "/v2/models/minilm/stats").json()["model_stats"]
