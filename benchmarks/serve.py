@@ -851,6 +851,11 @@ def main() -> int:
         help="also measure gpux serve's HTTP binary and gRPC with Triton's perf_analyzer "
         "(make perf-analyzer)",
     )
+    parser.add_argument(
+        "--protocols",
+        default="HTTP JSON,HTTP binary,gRPC",
+        help="which servers' rows to measure, by protocol (a lent GPU's minutes are few)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     parser.add_argument(
@@ -889,7 +894,10 @@ def main() -> int:
         else:
             servers += peer_servers(model, folder, args)
         with running(servers) as up:
-            rows += [row for server in up for row in rows_of(server, feed)]
+            wanted = {name.strip() for name in args.protocols.split(",")}
+            rows += [
+                row for server in up for row in rows_of(server, feed) if row.protocol in wanted
+            ]
             for row in rows[2:]:
                 check_answer(row, in_process.reference)
             if args.perf_analyzer:

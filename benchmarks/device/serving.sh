@@ -14,7 +14,8 @@
 # so that a slow one leaves the others' figures (the machine's minutes are counted).
 # CODE=<folder with another checkout's gpux, benchmarks and tools> runs that code instead (an A/B
 # in one call: `git archive HEAD gpux benchmarks tools | tar x -C device-bundle/old`, carried),
-# TAG=<word> is added to the file names.
+# TAG=<word> is added to the file names; PROTOCOLS="HTTP binary,gRPC" leaves out the other rows
+# (benchmarks/serve.py --protocols).
 # PERF_ANALYZER=1 adds benchmarks/serve.py --perf-analyzer: HTTP binary and gRPC again with
 # Triton's perf_analyzer as the client (carried as perf.tar.zst, see make_bundle.sh).
 # PY_SPY=<path of a py-spy binary> adds benchmarks/serve.py --profile: every server process's
@@ -42,7 +43,7 @@ for run in $RUNS; do
     --model /root/models/$model.onnx --backend cuda --skip-peers \
     --sequence 128 --batch-sizes 1,8,16,32,64,128 --duration "${DURATION:-4}" \
     --concurrency "${LEVELS:-1,32,64}" --client-processes 4 --gpux-args "$args" \
-    --batch-delay-ms "${delay:-2}" \
+    --batch-delay-ms "${delay:-2}" ${PROTOCOLS:+--protocols "$PROTOCOLS"} \
     ${graphs:+--cuda-graphs} ${PERF_ANALYZER:+--perf-analyzer} ${PY_SPY:+--profile "$name-prof" --py-spy "$PY_SPY"} \
     --json "$name.json" 2>&1) | grep -v "^ *$" | tee "$name.txt" || echo "run $run: exit $?"
   if [ -d "$name-prof" ]; then
