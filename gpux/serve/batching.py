@@ -39,7 +39,11 @@ class QueueFull(Exception):
     """The model's queue is at ``max_queue``."""
 
 
-@dataclass
+# eq=False: a job is itself, not its fields. The queue finds and removes jobs with ``in`` and
+# ``list.remove``, which compare by ``==``, and a dataclass's ``==`` compares the payloads: two
+# requests' numpy tensors raised ValueError ("the truth value of an array ... is ambiguous")
+# while a batch was being taken, losing the requests it had already taken off the queue.
+@dataclass(eq=False)
 class _Job(Generic[Payload]):
     payload: Payload
     size: int

@@ -107,6 +107,28 @@ def test_batches_form_while_the_model_is_busy() -> None:
     assert model.sizes[0] == 1 and sum(model.sizes) == 9 and len(model.sizes) <= 3, model.sizes
 
 
+def test_a_request_that_does_not_fit_the_batch_stays_queued_and_the_rest_run() -> None:
+    """A batch skips a queued request too large for what it has left and takes the next ones.
+    Requests were compared by value to take them off the queue, and two requests' tensors
+    compared that way raise ("the truth value of an array ... is ambiguous"): the batch's
+    requests, already off the queue, never ran, and their callers waited out their timeout
+    (the shared engine's 30 s 504s at c=64 on the 2-core machine, docs/benchmarks.md)."""
+    model = Recorder(delay=0.1)
+
+    async def main() -> list[np.ndarray]:
+        b = batcher(model, max_batch_size=4)
+        first = asyncio.ensure_future(b.submit(np.zeros((1, 2), np.float32), 3))
+        await asyncio.sleep(0.03)  # the model is busy: the next ones queue behind it
+        rows = [3, 3, 1]  # 3 + 1 fill a batch of 4; the second 3 waits for the next
+        rest = [b.submit(np.full((n, 2), i, np.float32), 3) for i, n in enumerate(rows)]
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(main())
+    for i, (n, answer) in enumerate(zip([3, 3, 1], answers[1:], strict=True)):
+        np.testing.assert_array_equal(answer, np.full((n, 2), 2 * i + 1))
+    assert model.sizes == [1, 4, 3], model.sizes
+
+
 @pytest.mark.parametrize(
     ("given", "backend", "expected"),
     [
