@@ -129,6 +129,25 @@ def test_a_request_that_does_not_fit_the_batch_stays_queued_and_the_rest_run() -
     assert model.sizes == [1, 4, 3], model.sizes
 
 
+def test_requests_of_another_shape_queued_between_do_not_lose_a_batch() -> None:
+    """Requests of two shapes (a text model's lengths) queue together: each batch takes one
+    shape and steps over the other, which the same comparison bug made lose the batch."""
+    model = Recorder(delay=0.1)
+
+    async def main() -> list[np.ndarray]:
+        b = batcher(model)
+        first = asyncio.ensure_future(b.submit(np.zeros((1, 2), np.float32), 3))
+        await asyncio.sleep(0.03)
+        widths = [3, 5, 3, 5]
+        rest = [b.submit(np.full((1, w), i, np.float32), 3) for i, w in enumerate(widths)]
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(main())
+    for i, (width, answer) in enumerate(zip([3, 5, 3, 5], answers[1:], strict=True)):
+        np.testing.assert_array_equal(answer, np.full((1, width), 2 * i + 1))
+    assert sorted(model.sizes) == [1, 2, 2], model.sizes
+
+
 @pytest.mark.parametrize(
     ("given", "backend", "expected"),
     [
