@@ -101,6 +101,45 @@ def test_concurrent_infer_requests_share_batches_and_get_their_own_rows(batching
     assert all(a["outputs"][0]["shape"] == [1, 8, 384] for a in answers)
 
 
+def test_concurrent_requests_of_two_lengths_are_all_answered_with_their_own_rows(
+    batching: Server,
+) -> None:
+    """Texts of different lengths queue together: each batch takes one length and steps over
+    the other. A batch once lost its requests when it stepped over one (a request compared by
+    value, numpy tensors raising ValueError), and its callers waited out the timeout."""
+    rng = np.random.default_rng(1)
+    requests = [
+        [101, *rng.integers(1000, 20000, 6 if i % 2 else 10).tolist(), 102] for i in range(24)
+    ]
+    alone = {
+        len(ids): httpx.post(
+            batching.url + "/v2/models/minilm/infer", json=tensors(ids), headers=AUTH
+        ).json()
+        for ids in requests[:2]
+    }
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(
+            pool.map(
+                lambda ids: httpx.post(
+                    batching.url + "/v2/models/minilm/infer",
+                    json=tensors(ids),
+                    headers=AUTH,
+                    timeout=20,  # under the server's 30 s: a lost request fails here
+                ),
+                requests,
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 24
+    for ids, answer in zip(requests, answers, strict=True):
+        assert answer.json()["outputs"][0]["shape"] == [1, len(ids), 384]
+    for ids, answer in zip(requests[:2], answers[:2], strict=True):
+        np.testing.assert_allclose(
+            np.array(answer.json()["outputs"][0]["data"]),
+            np.array(alone[len(ids)]["outputs"][0]["data"]),
+            atol=1e-5,
+        )
+
+
 def test_concurrent_predict_requests_are_padded_together_and_answered_right(
     batching: Server,
 ) -> None:
