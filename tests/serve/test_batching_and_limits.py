@@ -72,6 +72,24 @@ def batch_sizes(server: Server) -> tuple[float, float]:
     return total, calls
 
 
+def infer_at_once(
+    server: Server, requests: list[list[int]], timeout: float
+) -> list[httpx.Response]:
+    """Every request's ``infer`` answer, all sent at once (one thread each)."""
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(
+            pool.map(
+                lambda ids: httpx.post(
+                    server.url + "/v2/models/minilm/infer",
+                    json=tensors(ids),
+                    headers=AUTH,
+                    timeout=timeout,
+                ),
+                requests,
+            )
+        )
+
+
 def test_concurrent_infer_requests_share_batches_and_get_their_own_rows(batching: Server) -> None:
     rng = np.random.default_rng(0)
     requests = [[101, *rng.integers(1000, 20000, 6).tolist(), 102] for _ in range(24)]
@@ -80,18 +98,7 @@ def test_concurrent_infer_requests_share_batches_and_get_their_own_rows(batching
         for ids in requests[:4]
     ]
     before = batch_sizes(batching)
-    with ThreadPoolExecutor(24) as pool:
-        answers = list(
-            pool.map(
-                lambda ids: httpx.post(
-                    batching.url + "/v2/models/minilm/infer",
-                    json=tensors(ids),
-                    headers=AUTH,
-                    timeout=30,
-                ).json(),
-                requests,
-            )
-        )
+    answers = [answer.json() for answer in infer_at_once(batching, requests, timeout=30)]
     after = batch_sizes(batching)
     rows, calls = after[0] - before[0], after[1] - before[1]
     assert rows == 24 and calls < 24, f"{rows} rows in {calls} model calls: no batch formed"
@@ -117,18 +124,8 @@ def test_concurrent_requests_of_two_lengths_are_all_answered_with_their_own_rows
         ).json()
         for ids in requests[:2]
     }
-    with ThreadPoolExecutor(24) as pool:
-        answers = list(
-            pool.map(
-                lambda ids: httpx.post(
-                    batching.url + "/v2/models/minilm/infer",
-                    json=tensors(ids),
-                    headers=AUTH,
-                    timeout=20,  # under the server's 30 s: a lost request fails here
-                ),
-                requests,
-            )
-        )
+    # A timeout under the server's 30 s: a lost request fails here.
+    answers = infer_at_once(batching, requests, timeout=20)
     assert [a.status_code for a in answers] == [200] * 24
     for ids, answer in zip(requests, answers, strict=True):
         assert answer.json()["outputs"][0]["shape"] == [1, len(ids), 384]
