@@ -1,8 +1,9 @@
 """Triton statistics summed over the worker processes of one server (gpux/serve/workers.py).
 
-Each worker writes its own report to ``<shared>/stats/<pid>.json`` within :data:`WRITE_EVERY` of
-a change and whenever it answers a statistics request; the answer adds up every file there. Files of workers that died
-stay and keep counting: the statistics are totals since the server started, as Triton's are.
+Each worker writes its own report to ``<shared>/stats/<pid>.json`` within :data:`WRITE_EVERY`
+of a change and whenever it answers a statistics request; the answer adds up every file there.
+Files of workers that died stay and keep counting: the statistics are totals since the server
+started, as Triton's are.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 # the statistics around each of its measurement windows and stops ("failed to find the
 # requested model version") when a window sees no queue count grow: with the shared engine
 # (which queues every request) writing each second, windows of 333 ms failed on the 2-core
-# machine; at 0.1 s they pass. A process writes only when its report changed (a dump of a few
-# KB; an idle server writes nothing).
+# machine; at 0.1 s they pass. Each look dumps the report to compare it with the last written
+# (3 models of 6 batch sizes: 3.3 KB, ~90 us, under 0.1% of a core) and writes only a change:
+# an idle server writes nothing.
 WRITE_EVERY = 0.1
 
 
