@@ -113,7 +113,7 @@ def test_a_request_that_does_not_fit_the_batch_stays_queued_and_the_rest_run() -
     compared that way raise ("the truth value of an array ... is ambiguous"): the batch's
     requests, already off the queue, never ran, and their callers waited out their timeout
     (the shared engine's 30 s 504s at c=64 on the 2-core machine, docs/benchmarks.md)."""
-    model = Recorder(delay=0.1)
+    model = Recorder(delay=0.3)
 
     async def main() -> list[np.ndarray]:
         b = batcher(model, max_batch_size=4)
@@ -132,7 +132,7 @@ def test_a_request_that_does_not_fit_the_batch_stays_queued_and_the_rest_run() -
 def test_requests_of_another_shape_queued_between_do_not_lose_a_batch() -> None:
     """Requests of two shapes (a text model's lengths) queue together: each batch takes one
     shape and steps over the other, which the same comparison bug made lose the batch."""
-    model = Recorder(delay=0.1)
+    model = Recorder(delay=0.3)
 
     async def main() -> list[np.ndarray]:
         b = batcher(model)
