@@ -429,6 +429,9 @@ def _stages(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float] |
     return {stage: round((new[stage] - old[stage]) / calls * 1e3, 3) for stage in new}
 
 
+PROTOCOLS = ("HTTP JSON", "HTTP binary", "gRPC")  # the rows of each server, --protocols
+
+
 def _rows_of(server: Server, feed: dict[str, np.ndarray]) -> list[Row]:
     infer = f"/v2/models/{MODEL_NAME}/infer"
     json_headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
@@ -853,7 +856,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--protocols",
-        default="HTTP JSON,HTTP binary,gRPC",
+        default=",".join(PROTOCOLS),
         help="which servers' rows to measure, by protocol (a lent GPU's minutes are few)",
     )
     parser.add_argument("--json", type=Path)
@@ -866,6 +869,9 @@ def main() -> int:
     )
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy binary for --profile")
     args = parser.parse_args()
+    unknown = {name.strip() for name in args.protocols.split(",")} - set(PROTOCOLS)
+    if unknown:
+        parser.error(f"--protocols: unknown {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
     levels = [int(c) for c in args.concurrency.split(",")]
     sizes = sorted({1, *(int(b) for b in args.batch_sizes.split(","))})
 
