@@ -869,7 +869,8 @@ def main() -> int:
     )
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy binary for --profile")
     args = parser.parse_args()
-    unknown = {name.strip() for name in args.protocols.split(",")} - set(PROTOCOLS)
+    wanted = {name.strip() for name in args.protocols.split(",")}
+    unknown = wanted - set(PROTOCOLS)
     if unknown:
         parser.error(f"--protocols: unknown {sorted(unknown)}; choose from {', '.join(PROTOCOLS)}")
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -900,7 +901,6 @@ def main() -> int:
         else:
             servers += peer_servers(model, folder, args)
         with running(servers) as up:
-            wanted = {name.strip() for name in args.protocols.split(",")}
             rows += [
                 row for server in up for row in rows_of(server, feed) if row.protocol in wanted
             ]
